@@ -1,0 +1,1 @@
+//! dspex engine (in progress).

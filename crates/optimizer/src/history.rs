@@ -1,0 +1,357 @@
+//! The study history that samplers and pruners read.
+//!
+//! A [`History`] is updated incrementally as trials are created, suggest parameters, report and
+//! finish. Besides the trials themselves it keeps, per parameter name, a column of internal values
+//! indexed by trial number, and the intersection / group decomposition of the search spaces of
+//! finished trials, so a sampler at 10,000 trials never walks maps of strings.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::distributions::Distribution;
+use crate::error::OptimizerError;
+use crate::trial::{FrozenTrial, StudyDirection, TrialState};
+
+/// Parameter name -> distribution, ordered by name so iteration is deterministic.
+pub type SearchSpace = BTreeMap<String, Distribution>;
+
+#[derive(Debug, Clone)]
+struct Column {
+    /// Internal value per trial number; NaN when the trial has none.
+    values: Vec<f64>,
+    /// The distribution of the first trial that used this name.
+    distribution: Distribution,
+    /// False once some trial used this name with another distribution.
+    consistent: bool,
+}
+
+/// Everything a sampler or pruner may read about a study.
+#[derive(Debug, Clone)]
+pub struct History {
+    directions: Vec<StudyDirection>,
+    trials: Vec<FrozenTrial>,
+    columns: HashMap<String, Column>,
+    /// Relative (jointly sampled) params of unfinished trials that were not suggested yet.
+    pending: HashMap<u64, BTreeMap<String, f64>>,
+    /// Intersection of the search spaces of COMPLETE and PRUNED trials (None before the first).
+    intersection: Option<SearchSpace>,
+    /// Group decomposition of the same trials' search spaces.
+    groups: Vec<SearchSpace>,
+    n_complete: usize,
+    n_pruned: usize,
+}
+
+impl History {
+    pub fn new(directions: Vec<StudyDirection>) -> Self {
+        History {
+            directions,
+            trials: Vec::new(),
+            columns: HashMap::new(),
+            pending: HashMap::new(),
+            intersection: None,
+            groups: Vec::new(),
+            n_complete: 0,
+            n_pruned: 0,
+        }
+    }
+
+    pub fn directions(&self) -> &[StudyDirection] {
+        &self.directions
+    }
+
+    pub fn is_multi_objective(&self) -> bool {
+        self.directions.len() > 1
+    }
+
+    /// All trials, indexed by number.
+    pub fn trials(&self) -> &[FrozenTrial] {
+        &self.trials
+    }
+
+    pub fn trial(&self, number: u64) -> Result<&FrozenTrial, OptimizerError> {
+        self.trials.get(number as usize).ok_or(OptimizerError::UnknownTrial(number))
+    }
+
+    /// Number of COMPLETE plus PRUNED trials.
+    pub fn n_finished_for_sampling(&self) -> usize {
+        self.n_complete + self.n_pruned
+    }
+
+    pub fn n_complete(&self) -> usize {
+        self.n_complete
+    }
+
+    /// Intersection of the search spaces of COMPLETE and PRUNED trials (Optuna's
+    /// `IntersectionSearchSpace(include_pruned=True)`).
+    pub fn intersection_search_space(&self) -> SearchSpace {
+        self.intersection.clone().unwrap_or_default()
+    }
+
+    /// Disjoint groups of parameters that always appear together in COMPLETE/PRUNED trials.
+    pub fn group_search_spaces(&self) -> &[SearchSpace] {
+        &self.groups
+    }
+
+    /// Appends a new trial (RUNNING or WAITING) and returns its number.
+    pub fn create_trial(&mut self, state: TrialState) -> u64 {
+        let number = self.trials.len() as u64;
+        self.trials.push(FrozenTrial::new(number, state));
+        for col in self.columns.values_mut() {
+            col.values.push(f64::NAN);
+        }
+        number
+    }
+
+    fn trial_mut(&mut self, number: u64) -> Result<&mut FrozenTrial, OptimizerError> {
+        self.trials.get_mut(number as usize).ok_or(OptimizerError::UnknownTrial(number))
+    }
+
+    fn unfinished_mut(&mut self, number: u64) -> Result<&mut FrozenTrial, OptimizerError> {
+        let t = self.trial_mut(number)?;
+        if t.state.is_finished() {
+            return Err(OptimizerError::TrialFinished { number, state: t.state });
+        }
+        Ok(t)
+    }
+
+    /// Moves a WAITING trial to RUNNING.
+    pub fn start_trial(&mut self, number: u64) -> Result<(), OptimizerError> {
+        let t = self.unfinished_mut(number)?;
+        t.state = TrialState::Running;
+        Ok(())
+    }
+
+    fn write_column(&mut self, number: u64, name: &str, value: f64, dist: &Distribution) {
+        let n = self.trials.len();
+        let col = self.columns.entry(name.to_string()).or_insert_with(|| Column {
+            values: vec![f64::NAN; n],
+            distribution: dist.clone(),
+            consistent: true,
+        });
+        if col.distribution != *dist {
+            col.consistent = false;
+        }
+        col.values[number as usize] = value;
+    }
+
+    /// Records a suggested parameter. The value must be the internal representation and lie in
+    /// `dist`; re-setting a name with another distribution in the same trial is an error.
+    pub fn set_param(
+        &mut self,
+        number: u64,
+        name: &str,
+        internal: f64,
+        dist: &Distribution,
+    ) -> Result<(), OptimizerError> {
+        if !dist.contains(internal) {
+            return Err(OptimizerError::Param {
+                name: name.to_string(),
+                reason: format!("value {internal} is outside {}", dist.to_json()),
+            });
+        }
+        let t = self.unfinished_mut(number)?;
+        if let Some(existing) = t.distributions.get(name) {
+            if existing != dist {
+                return Err(OptimizerError::Param {
+                    name: name.to_string(),
+                    reason: format!(
+                        "already suggested in trial {number} with {}, now asked with {}",
+                        existing.to_json(),
+                        dist.to_json()
+                    ),
+                });
+            }
+        }
+        t.params.insert(name.to_string(), internal);
+        t.distributions.insert(name.to_string(), dist.clone());
+        if let Some(p) = self.pending.get_mut(&number) {
+            p.remove(name);
+        }
+        self.write_column(number, name, internal, dist);
+        Ok(())
+    }
+
+    /// Records the jointly sampled params of a running trial before they are suggested, so other
+    /// trials see them (constant liar). They are dropped when the trial finishes unless suggested.
+    pub fn set_relative_params(
+        &mut self,
+        number: u64,
+        params: &BTreeMap<String, f64>,
+        space: &SearchSpace,
+    ) -> Result<(), OptimizerError> {
+        self.unfinished_mut(number)?;
+        for (name, value) in params {
+            if let Some(dist) = space.get(name) {
+                self.write_column(number, name, *value, dist);
+            }
+        }
+        self.pending.insert(number, params.clone());
+        Ok(())
+    }
+
+    /// A relative (pre-sampled) value for `name` in trial `number`, if one is pending.
+    pub fn pending_relative(&self, number: u64, name: &str) -> Option<f64> {
+        self.pending.get(&number).and_then(|p| p.get(name).copied())
+    }
+
+    pub fn report(&mut self, number: u64, step: i64, value: f64) -> Result<(), OptimizerError> {
+        let t = self.unfinished_mut(number)?;
+        t.intermediate_values.insert(step, value);
+        Ok(())
+    }
+
+    /// Finishes a trial. COMPLETE needs one value per direction.
+    pub fn finish(
+        &mut self,
+        number: u64,
+        state: TrialState,
+        values: Option<Vec<f64>>,
+    ) -> Result<(), OptimizerError> {
+        if !state.is_finished() {
+            return Err(OptimizerError::arg("state", state.as_str(), "a trial can only finish as COMPLETE, PRUNED or FAIL"));
+        }
+        let n_dirs = self.directions.len();
+        if state == TrialState::Complete {
+            match &values {
+                Some(v) if v.len() == n_dirs => {}
+                other => {
+                    return Err(OptimizerError::arg(
+                        "values",
+                        format!("{other:?}"),
+                        format!("a COMPLETE trial needs {n_dirs} value(s)"),
+                    ))
+                }
+            }
+        }
+        let t = self.unfinished_mut(number)?;
+        t.state = state;
+        t.values = values;
+        // Unsuggested relative params were never part of this trial.
+        if let Some(pending) = self.pending.remove(&number) {
+            for name in pending.keys() {
+                if let Some(col) = self.columns.get_mut(name) {
+                    col.values[number as usize] = f64::NAN;
+                }
+            }
+        }
+        match state {
+            TrialState::Complete => self.n_complete += 1,
+            TrialState::Pruned => self.n_pruned += 1,
+            _ => return Ok(()),
+        }
+        let dists = self.trials[number as usize].distributions.clone();
+        self.update_search_spaces(&dists);
+        Ok(())
+    }
+
+    fn update_search_spaces(&mut self, dists: &BTreeMap<String, Distribution>) {
+        self.intersection = Some(match self.intersection.take() {
+            None => dists.clone(),
+            Some(mut inter) => {
+                inter.retain(|name, d| dists.get(name) == Some(d));
+                inter
+            }
+        });
+        // Group decomposition: split every group by this trial's space, add what is new.
+        let mut next: Vec<SearchSpace> = Vec::new();
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        for g in &self.groups {
+            let (inside, outside): (SearchSpace, SearchSpace) =
+                g.iter().map(|(k, v)| (k.clone(), v.clone())).partition(|(k, _)| dists.contains_key(k));
+            seen.extend(g.keys().map(String::as_str));
+            next.extend([inside, outside].into_iter().filter(|s| !s.is_empty()));
+        }
+        let fresh: SearchSpace =
+            dists.iter().filter(|(k, _)| !seen.contains(k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        if !fresh.is_empty() {
+            next.push(fresh);
+        }
+        self.groups = next;
+    }
+
+    /// The internal values of `name` for trial numbers `numbers`, when every one of them has the
+    /// parameter with distribution `dist` (or a value `dist` contains, when the column mixed
+    /// distributions). Returns None for a trial that lacks it.
+    #[inline]
+    pub fn param(&self, number: u64, name: &str, dist: &Distribution) -> Option<f64> {
+        let col = self.columns.get(name)?;
+        let v = *col.values.get(number as usize)?;
+        if v.is_nan() {
+            return None;
+        }
+        if col.consistent && col.distribution == *dist {
+            return Some(v);
+        }
+        match self.trials[number as usize].distributions.get(name) {
+            Some(d) if d == dist => Some(v),
+            Some(_) => None,
+            // A pending relative value: it was sampled from the relative space's distribution.
+            None => dist.contains(v).then_some(v),
+        }
+    }
+
+    /// Column of `name` with distribution check done once: fast path for samplers. Returns None
+    /// when the column mixes distributions (callers then use [`History::param`]).
+    pub fn consistent_column(&self, name: &str, dist: &Distribution) -> Option<&[f64]> {
+        let col = self.columns.get(name)?;
+        (col.consistent && col.distribution == *dist).then_some(col.values.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributions::FloatDistribution;
+
+    fn fd(low: f64, high: f64) -> Distribution {
+        Distribution::Float(FloatDistribution::new(low, high, false, None).unwrap())
+    }
+
+    #[test]
+    fn intersection_and_groups_follow_finished_trials() {
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        let a = h.create_trial(TrialState::Running);
+        h.set_param(a, "x", 0.5, &fd(0.0, 1.0)).unwrap();
+        h.set_param(a, "y", 0.5, &fd(0.0, 1.0)).unwrap();
+        h.finish(a, TrialState::Complete, Some(vec![1.0])).unwrap();
+        let b = h.create_trial(TrialState::Running);
+        h.set_param(b, "x", 0.5, &fd(0.0, 1.0)).unwrap();
+        h.set_param(b, "z", 0.5, &fd(0.0, 1.0)).unwrap();
+        h.finish(b, TrialState::Pruned, None).unwrap();
+        let c = h.create_trial(TrialState::Running);
+        h.set_param(c, "w", 0.5, &fd(0.0, 1.0)).unwrap();
+        h.finish(c, TrialState::Fail, None).unwrap();
+        let inter = h.intersection_search_space();
+        assert_eq!(inter.keys().collect::<Vec<_>>(), vec!["x"]);
+        let groups: Vec<Vec<&String>> = h.group_search_spaces().iter().map(|g| g.keys().collect()).collect();
+        assert_eq!(groups, vec![vec!["x"], vec!["y"], vec!["z"]]);
+        assert_eq!(h.n_finished_for_sampling(), 2);
+    }
+
+    #[test]
+    fn distribution_conflicts_and_bad_values_are_errors() {
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        let a = h.create_trial(TrialState::Running);
+        h.set_param(a, "x", 0.5, &fd(0.0, 1.0)).unwrap();
+        let e = h.set_param(a, "x", 0.5, &fd(0.0, 2.0)).unwrap_err().to_string();
+        assert!(e.contains("already suggested"), "{e}");
+        assert!(h.set_param(a, "y", 3.0, &fd(0.0, 1.0)).is_err());
+        assert!(h.finish(a, TrialState::Complete, Some(vec![])).is_err());
+        h.finish(a, TrialState::Complete, Some(vec![0.0])).unwrap();
+        assert!(h.report(a, 1, 0.0).is_err());
+        assert!(h.trial(9).is_err());
+    }
+
+    #[test]
+    fn pending_relative_params_vanish_unless_suggested() {
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        let a = h.create_trial(TrialState::Running);
+        let space: SearchSpace = [("x".to_string(), fd(0.0, 1.0)), ("y".to_string(), fd(0.0, 1.0))].into();
+        let rel: BTreeMap<String, f64> = [("x".to_string(), 0.25), ("y".to_string(), 0.75)].into();
+        h.set_relative_params(a, &rel, &space).unwrap();
+        assert_eq!(h.param(a, "y", &fd(0.0, 1.0)), Some(0.75));
+        h.set_param(a, "x", 0.25, &fd(0.0, 1.0)).unwrap();
+        h.finish(a, TrialState::Complete, Some(vec![0.0])).unwrap();
+        assert_eq!(h.param(a, "x", &fd(0.0, 1.0)), Some(0.25));
+        assert_eq!(h.param(a, "y", &fd(0.0, 1.0)), None);
+    }
+}

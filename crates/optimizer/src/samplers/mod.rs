@@ -1,0 +1,46 @@
+//! Samplers: how the next trial's parameters are chosen.
+//!
+//! The interface follows Optuna's: a sampler infers a *relative* search space from the history,
+//! samples it jointly when a trial starts, and samples any other parameter on its own
+//! (*independent* sampling) when the objective asks for it. Values are internal representations.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::distributions::{Distribution, ParamValue};
+use crate::history::{History, SearchSpace};
+
+mod grid;
+mod random;
+pub mod tpe;
+
+pub use grid::GridSampler;
+pub use random::RandomSampler;
+pub use tpe::{TpeOptions, TpeSampler};
+
+/// A sampling strategy. Implementations are pure functions of the history and their seed.
+pub trait Sampler: Send + Sync + fmt::Debug {
+    /// The parameters to sample jointly when trial `trial` starts.
+    fn infer_relative_search_space(&self, _history: &History, _trial: u64) -> SearchSpace {
+        SearchSpace::new()
+    }
+
+    /// Samples `space` jointly for trial `trial`; may return fewer params (or none).
+    fn sample_relative(&self, _history: &History, _trial: u64, _space: &SearchSpace) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
+
+    /// Samples one parameter on its own, returning its internal value.
+    fn sample_independent(&self, history: &History, trial: u64, name: &str, dist: &Distribution) -> f64;
+
+    /// Params fixed for trial `trial` before any sampling (the grid sampler's grid point), as
+    /// external values; the engine treats them like an enqueued trial's params.
+    fn fixed_params(&self, _history: &History, _trial: u64) -> Option<BTreeMap<String, ParamValue>> {
+        None
+    }
+
+    /// True when the sampler has nothing left to propose (the study should stop).
+    fn is_exhausted(&self, _history: &History) -> bool {
+        false
+    }
+}

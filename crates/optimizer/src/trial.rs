@@ -1,0 +1,118 @@
+//! What samplers and pruners may read about a trial.
+
+use std::collections::BTreeMap;
+
+use crate::distributions::Distribution;
+
+/// The lifecycle state of a trial (Optuna's names and meanings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrialState {
+    Running,
+    Complete,
+    Pruned,
+    Fail,
+    Waiting,
+}
+
+impl TrialState {
+    pub fn is_finished(self) -> bool {
+        matches!(self, TrialState::Complete | TrialState::Pruned | TrialState::Fail)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Running => "RUNNING",
+            TrialState::Complete => "COMPLETE",
+            TrialState::Pruned => "PRUNED",
+            TrialState::Fail => "FAIL",
+            TrialState::Waiting => "WAITING",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TrialState> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "RUNNING" => TrialState::Running,
+            "COMPLETE" => TrialState::Complete,
+            "PRUNED" => TrialState::Pruned,
+            "FAIL" => TrialState::Fail,
+            "WAITING" => TrialState::Waiting,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether an objective is minimized or maximized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StudyDirection {
+    Minimize,
+    Maximize,
+}
+
+impl StudyDirection {
+    pub fn parse(s: &str) -> Option<StudyDirection> {
+        match s.to_ascii_lowercase().as_str() {
+            "minimize" => Some(StudyDirection::Minimize),
+            "maximize" => Some(StudyDirection::Maximize),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StudyDirection::Minimize => "minimize",
+            StudyDirection::Maximize => "maximize",
+        }
+    }
+
+    /// Maps a value to a loss (smaller is better).
+    #[inline]
+    pub fn loss(self, v: f64) -> f64 {
+        match self {
+            StudyDirection::Minimize => v,
+            StudyDirection::Maximize => -v,
+        }
+    }
+
+    /// True when `a` is strictly better than `b`.
+    #[inline]
+    pub fn better(self, a: f64, b: f64) -> bool {
+        self.loss(a) < self.loss(b)
+    }
+}
+
+/// A read-only view of one trial: the sampler and pruner inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrozenTrial {
+    pub number: u64,
+    pub state: TrialState,
+    /// Suggested parameters, in internal representation.
+    pub params: BTreeMap<String, f64>,
+    pub distributions: BTreeMap<String, Distribution>,
+    /// One value per objective once COMPLETE.
+    pub values: Option<Vec<f64>>,
+    /// step -> reported value.
+    pub intermediate_values: BTreeMap<i64, f64>,
+}
+
+impl FrozenTrial {
+    pub fn new(number: u64, state: TrialState) -> Self {
+        FrozenTrial {
+            number,
+            state,
+            params: BTreeMap::new(),
+            distributions: BTreeMap::new(),
+            values: None,
+            intermediate_values: BTreeMap::new(),
+        }
+    }
+
+    /// The single objective value (first value), if any.
+    pub fn value(&self) -> Option<f64> {
+        self.values.as_ref().and_then(|v| v.first().copied())
+    }
+
+    /// The last reported (step, value), if any.
+    pub fn last_step(&self) -> Option<(i64, f64)> {
+        self.intermediate_values.iter().next_back().map(|(s, v)| (*s, *v))
+    }
+}

@@ -1,0 +1,1 @@
+//! dspex._native (in progress).
