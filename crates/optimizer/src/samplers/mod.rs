@@ -11,6 +11,7 @@ use crate::distributions::{Distribution, ParamValue};
 use crate::history::{History, SearchSpace};
 
 mod grid;
+mod parzen;
 mod random;
 pub mod tpe;
 

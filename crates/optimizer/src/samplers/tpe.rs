@@ -1,9 +1,23 @@
-//! Tree-structured Parzen Estimator (work in progress: options are final, sampling is random
-//! until the estimator lands).
+//! Tree-structured Parzen Estimator (TPE), with Optuna 5.0's behaviour and defaults.
+//!
+//! Finished trials are split into a "below" set (the best `gamma(n)`) and an "above" set (the
+//! rest, plus RUNNING trials under the constant liar). A Parzen estimator is fitted to each;
+//! `n_ei_candidates` points are drawn from the below estimator l(x) and the one with the largest
+//! log l(x) - log g(x) is returned. Below the split, pruned trials rank by how far they got and
+//! their last intermediate value; several objectives rank by non-domination with a
+//! hypervolume-based tie-break (MOTPE).
+
+use std::collections::BTreeMap;
+
 use crate::distributions::Distribution;
 use crate::error::OptimizerError;
-use crate::history::History;
-use crate::samplers::{RandomSampler, Sampler};
+use crate::history::{History, SearchSpace};
+use crate::multi_objective::{hssp_greedy, non_domination_ranks, reference_point};
+use crate::rng::{fresh_seed, trial_rng};
+use crate::samplers::parzen::{default_weights, DimObservations, ParzenEstimator, ParzenParams};
+use crate::samplers::random::sample_uniform;
+use crate::samplers::Sampler;
+use crate::trial::{FrozenTrial, TrialState};
 
 /// TPE options, with Optuna 5.0's defaults.
 #[derive(Debug, Clone)]
@@ -41,19 +55,439 @@ impl Default for TpeOptions {
     }
 }
 
-#[derive(Debug)]
+/// The TPE sampler.
+#[derive(Debug, Clone)]
 pub struct TpeSampler {
-    random: RandomSampler,
+    opts: TpeOptions,
+    seed: u64,
 }
 
 impl TpeSampler {
     pub fn new(options: TpeOptions) -> Result<Self, OptimizerError> {
-        Ok(TpeSampler { random: RandomSampler::new(options.seed) })
+        if options.n_ei_candidates == 0 {
+            return Err(OptimizerError::arg("n_ei_candidates", 0, "must be at least 1"));
+        }
+        if !(options.prior_weight >= 0.0) || !options.prior_weight.is_finite() {
+            return Err(OptimizerError::arg("prior_weight", options.prior_weight, "must be a finite number >= 0"));
+        }
+        if options.group && options.multivariate == Some(false) {
+            return Err(OptimizerError::arg("group", true, "group can only be enabled when multivariate is enabled"));
+        }
+        let seed = options.seed.unwrap_or_else(fresh_seed);
+        Ok(TpeSampler { opts: options, seed })
+    }
+
+    pub fn options(&self) -> &TpeOptions {
+        &self.opts
+    }
+
+    fn multivariate(&self, history: &History) -> bool {
+        self.opts.multivariate.unwrap_or(self.opts.group || !history.is_multi_objective())
+    }
+
+    fn params(&self) -> ParzenParams {
+        ParzenParams {
+            prior_weight: self.opts.prior_weight,
+            consider_magic_clip: self.opts.consider_magic_clip,
+            consider_endpoints: self.opts.consider_endpoints,
+        }
+    }
+
+    /// Samples `space` jointly with TPE; returns internal values.
+    fn sample(&self, history: &History, trial: u64, space: &SearchSpace, purpose: &str) -> BTreeMap<String, f64> {
+        let (below, above) = split(history, trial, self.opts.constant_liar);
+        let dists: Vec<(&String, &Distribution)> = space.iter().collect();
+        let below_obs = observations(history, &below, &dists);
+        let above_obs = observations(history, &above, &dists);
+        let n_below = below_obs.first().map_or(0, |o| o.values.len());
+        let n_above = above_obs.first().map_or(0, |o| o.values.len());
+        let below_weights =
+            if history.is_multi_objective() { vec![1.0; n_below] } else { default_weights(n_below) };
+        let mpe_below = ParzenEstimator::new(below_obs, &below_weights, self.params());
+        let mpe_above = ParzenEstimator::new(above_obs, &default_weights(n_above), self.params());
+        let mut rng = trial_rng(self.seed, trial, purpose);
+        let candidates = mpe_below.sample(&mut rng, self.opts.n_ei_candidates);
+        let log_l = mpe_below.log_pdf(&candidates);
+        let log_g = mpe_above.log_pdf(&candidates);
+        let mut best = 0;
+        let mut best_score = f64::NEG_INFINITY;
+        for (i, (l, g)) in log_l.iter().zip(&log_g).enumerate() {
+            let score = l - g;
+            if score > best_score {
+                best_score = score;
+                best = i;
+            }
+        }
+        dists.iter().zip(&candidates).map(|((name, _), xs)| ((*name).clone(), xs[best])).collect()
     }
 }
 
 impl Sampler for TpeSampler {
-    fn sample_independent(&self, h: &History, t: u64, n: &str, d: &Distribution) -> f64 {
-        self.random.sample_independent(h, t, n, d)
+    fn infer_relative_search_space(&self, history: &History, _trial: u64) -> SearchSpace {
+        if !self.multivariate(history) {
+            return SearchSpace::new();
+        }
+        let mut space = SearchSpace::new();
+        if self.opts.group {
+            for g in history.group_search_spaces() {
+                space.extend(g.iter().filter(|(_, d)| !d.single()).map(|(k, v)| (k.clone(), v.clone())));
+            }
+        } else {
+            space = history.intersection_search_space();
+            space.retain(|_, d| !d.single());
+        }
+        space
+    }
+
+    fn sample_relative(&self, history: &History, trial: u64, space: &SearchSpace) -> BTreeMap<String, f64> {
+        if space.is_empty() || history.n_finished_for_sampling() < self.opts.n_startup_trials {
+            return BTreeMap::new();
+        }
+        if !self.opts.group {
+            return self.sample(history, trial, space, "");
+        }
+        let mut out = BTreeMap::new();
+        for (i, g) in history.group_search_spaces().iter().enumerate() {
+            let sub: SearchSpace = g.iter().filter(|(k, _)| space.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+            if !sub.is_empty() {
+                out.extend(self.sample(history, trial, &sub, &format!("group{i}")));
+            }
+        }
+        out
+    }
+
+    fn sample_independent(&self, history: &History, trial: u64, name: &str, dist: &Distribution) -> f64 {
+        if history.n_finished_for_sampling() < self.opts.n_startup_trials {
+            return sample_uniform(&mut trial_rng(self.seed, trial, name), dist);
+        }
+        let space: SearchSpace = [(name.to_string(), dist.clone())].into();
+        self.sample(history, trial, &space, name).get(name).copied().unwrap_or_else(|| {
+            sample_uniform(&mut trial_rng(self.seed, trial, name), dist)
+        })
+    }
+}
+
+/// The values of `dists` for every trial of `numbers` that has all of them.
+fn observations<'a>(
+    history: &History,
+    numbers: &[u64],
+    dists: &[(&String, &'a Distribution)],
+) -> Vec<DimObservations<'a>> {
+    let columns: Vec<Option<&[f64]>> = dists.iter().map(|(n, d)| history.consistent_column(n, d)).collect();
+    let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(numbers.len()); dists.len()];
+    let mut row = vec![0.0; dists.len()];
+    'trials: for &t in numbers {
+        for (j, ((name, dist), col)) in dists.iter().zip(&columns).enumerate() {
+            let v = match col {
+                Some(c) => c[t as usize],
+                None => history.param(t, name, dist).unwrap_or(f64::NAN),
+            };
+            if v.is_nan() {
+                continue 'trials;
+            }
+            row[j] = v;
+        }
+        for (col, v) in values.iter_mut().zip(&row) {
+            col.push(*v);
+        }
+    }
+    values
+        .into_iter()
+        .zip(dists)
+        .map(|(values, (_, dist))| DimObservations { values, order: None, dist })
+        .collect()
+}
+
+/// Optuna's gamma: the size of the below set for `n` finished trials.
+fn gamma(n: usize, multi_objective: bool) -> usize {
+    let g = n.div_ceil(10);
+    if multi_objective {
+        g
+    } else {
+        g.min(25)
+    }
+}
+
+/// Splits the trials TPE learns from into (below, above), each sorted by number.
+fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec<u64>) {
+    let dirs = history.directions();
+    let mut complete: Vec<&FrozenTrial> = Vec::new();
+    let mut pruned: Vec<&FrozenTrial> = Vec::new();
+    let mut running: Vec<u64> = Vec::new();
+    for t in history.trials() {
+        match t.state {
+            TrialState::Complete if t.values.as_ref().is_some_and(|v| v.len() == dirs.len()) => complete.push(t),
+            TrialState::Pruned => pruned.push(t),
+            TrialState::Running if constant_liar && t.number != current => running.push(t.number),
+            _ => {}
+        }
+    }
+    let mut n_below = gamma(complete.len() + pruned.len(), dirs.len() > 1);
+    let mut below: Vec<u64> = Vec::with_capacity(n_below);
+    let mut above: Vec<u64> = Vec::with_capacity(history.trials().len());
+
+    // Complete trials.
+    let k = n_below.min(complete.len());
+    if dirs.len() == 1 {
+        let d = dirs[0];
+        let mut keyed: Vec<(f64, u64)> =
+            complete.iter().map(|t| (d.loss(t.value().unwrap_or(f64::NAN)), t.number)).collect();
+        let cmp = |a: &(f64, u64), b: &(f64, u64)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        if k > 0 && k < keyed.len() {
+            keyed.select_nth_unstable_by(k - 1, cmp);
+        }
+        below.extend(keyed[..k].iter().map(|x| x.1));
+        above.extend(keyed[k..].iter().map(|x| x.1));
+    } else if k == 0 || k == complete.len() {
+        let (b, a) = complete.split_at(k);
+        below.extend(b.iter().map(|t| t.number));
+        above.extend(a.iter().map(|t| t.number));
+    } else {
+        let losses: Vec<Vec<f64>> = complete
+            .iter()
+            .map(|t| {
+                let v = t.values.as_deref().unwrap_or(&[]);
+                v.iter().zip(dirs).map(|(x, d)| d.loss(*x)).collect()
+            })
+            .collect();
+        let ranks = non_domination_ranks(&losses, Some(k));
+        let mut order: Vec<usize> = (0..complete.len()).collect();
+        order.sort_by_key(|&i| ranks[i]);
+        // Ranks fully inside the budget go below; the boundary rank is tie-broken by HSSP.
+        let mut chosen = vec![false; complete.len()];
+        let mut taken = 0;
+        let mut r = 0;
+        loop {
+            let members: Vec<usize> = order.iter().copied().filter(|&i| ranks[i] == r).collect();
+            if members.is_empty() || taken + members.len() > k {
+                if taken < k && !members.is_empty() {
+                    let pts: Vec<Vec<f64>> = members.iter().map(|&i| losses[i].clone()).collect();
+                    let refp = reference_point(&pts);
+                    for j in hssp_greedy(&pts, k - taken, &refp) {
+                        chosen[members[j]] = true;
+                    }
+                }
+                break;
+            }
+            for &i in &members {
+                chosen[i] = true;
+            }
+            taken += members.len();
+            r += 1;
+        }
+        for (i, t) in complete.iter().enumerate() {
+            if chosen[i] {
+                below.push(t.number);
+            } else {
+                above.push(t.number);
+            }
+        }
+    }
+    n_below -= k;
+
+    // Pruned trials: further steps first, then better last intermediate value (NaN worst).
+    let k = n_below.min(pruned.len());
+    if k > 0 {
+        let d = dirs[0];
+        let key = |t: &FrozenTrial| -> (i64, f64) {
+            match t.last_step() {
+                Some((step, v)) if v.is_nan() => (-step, f64::INFINITY),
+                Some((step, v)) => (-step, d.loss(v)),
+                None => (1, 0.0),
+            }
+        };
+        pruned.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1)).then(a.number.cmp(&b.number))
+        });
+    }
+    below.extend(pruned[..k].iter().map(|t| t.number));
+    above.extend(pruned[k..].iter().map(|t| t.number));
+    above.extend(running);
+    below.sort_unstable();
+    above.sort_unstable();
+    (below, above)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributions::{CategoricalDistribution, FloatDistribution, IntDistribution, ParamValue};
+    use crate::trial::StudyDirection;
+
+    fn run(sampler: &dyn Sampler, n: usize, f: impl Fn(&[f64]) -> f64, space: &SearchSpace) -> (History, f64) {
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        let mut best = f64::INFINITY;
+        for _ in 0..n {
+            let t = h.create_trial(TrialState::Running);
+            let rel_space = sampler.infer_relative_search_space(&h, t);
+            let rel = sampler.sample_relative(&h, t, &rel_space);
+            h.set_relative_params(t, &rel, &rel_space).unwrap();
+            let mut xs = Vec::new();
+            for (name, dist) in space {
+                let v = h.pending_relative(t, name).unwrap_or_else(|| sampler.sample_independent(&h, t, name, dist));
+                h.set_param(t, name, v, dist).unwrap();
+                xs.push(v);
+            }
+            let y = f(&xs);
+            best = best.min(y);
+            h.finish(t, TrialState::Complete, Some(vec![y])).unwrap();
+        }
+        (h, best)
+    }
+
+    fn box_space(d: usize, low: f64, high: f64) -> SearchSpace {
+        (0..d)
+            .map(|i| (format!("x{i:02}"), Distribution::Float(FloatDistribution::new(low, high, false, None).unwrap())))
+            .collect()
+    }
+
+    fn sphere(x: &[f64]) -> f64 {
+        x.iter().map(|v| v * v).sum()
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    fn tpe(seed: u64) -> TpeSampler {
+        TpeSampler::new(TpeOptions { seed: Some(seed), ..TpeOptions::default() }).unwrap()
+    }
+
+    #[test]
+    fn split_follows_optuna_rules() {
+        let mut h = History::new(vec![StudyDirection::Maximize]);
+        let vals = [3.0, 1.0, 5.0, 4.0, 2.0, 0.5, 0.1, 0.2, 0.3, 0.4, 0.6];
+        for v in vals {
+            let t = h.create_trial(TrialState::Running);
+            h.finish(t, TrialState::Complete, Some(vec![v])).unwrap();
+        }
+        // A pruned trial that got far, one running (constant liar) and the current one.
+        let p = h.create_trial(TrialState::Running);
+        h.report(p, 5, 10.0).unwrap();
+        h.finish(p, TrialState::Pruned, None).unwrap();
+        let r = h.create_trial(TrialState::Running);
+        let cur = h.create_trial(TrialState::Running);
+        // n = 12 finished -> gamma = 2: the two best complete trials (values 5 and 4).
+        let (below, above) = split(&h, cur, true);
+        assert_eq!(below, vec![2, 3]);
+        assert!(above.contains(&p) && above.contains(&r) && !above.contains(&cur));
+        assert_eq!(below.len() + above.len(), 13);
+        let (_, above) = split(&h, cur, false);
+        assert!(!above.contains(&r));
+    }
+
+    #[test]
+    fn pruned_trials_fill_the_below_set_by_progress() {
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        for (steps, last) in [(vec![1], 0.1), (vec![1, 2, 3], 5.0), (vec![1, 2, 3], 4.0), (vec![], 0.0)] {
+            let t = h.create_trial(TrialState::Running);
+            for s in steps {
+                h.report(t, s, last).unwrap();
+            }
+            h.finish(t, TrialState::Pruned, None).unwrap();
+        }
+        let c = h.create_trial(TrialState::Running);
+        h.finish(c, TrialState::Complete, Some(vec![100.0])).unwrap();
+        // n = 5 -> gamma 1: the complete trial is the below set.
+        assert_eq!(split(&h, 99, true).0, vec![4]);
+        for _ in 0..6 {
+            let t = h.create_trial(TrialState::Running);
+            h.finish(t, TrialState::Fail, None).unwrap();
+        }
+        for _ in 0..6 {
+            let t = h.create_trial(TrialState::Running);
+            h.finish(t, TrialState::Complete, Some(vec![200.0])).unwrap();
+        }
+        // n = 11 -> gamma 2: the best complete trial, then all 1 pruned trial furthest along
+        // with the better value (trial 2 at step 3 with 4.0).
+        let (below, _) = split(&h, 99, true);
+        assert_eq!(below, vec![4, 11]);
+    }
+
+    #[test]
+    fn multi_objective_split_uses_ranks_and_hypervolume() {
+        let mut h = History::new(vec![StudyDirection::Minimize, StudyDirection::Minimize]);
+        let pts = [[1.0, 4.0], [2.0, 2.0], [4.0, 1.0], [3.0, 3.0], [5.0, 5.0], [6.0, 6.0], [2.1, 2.1], [7.0, 7.0], [8.0, 8.0], [9.0, 9.0], [9.5, 9.5]];
+        for p in pts {
+            let t = h.create_trial(TrialState::Running);
+            h.finish(t, TrialState::Complete, Some(p.to_vec())).unwrap();
+        }
+        // n = 11 -> gamma 2 (no cap for several objectives); the front has 3 points, the two
+        // chosen must come from it.
+        let (below, above) = split(&h, 99, true);
+        assert_eq!(below.len(), 2);
+        assert!(below.iter().all(|b| [0, 1, 2].contains(b)), "{below:?}");
+        assert_eq!(above.len(), 9);
+    }
+
+    #[test]
+    fn deterministic_for_a_seed_and_history() {
+        let space = box_space(3, -5.0, 5.0);
+        let (h1, b1) = run(&tpe(7), 40, sphere, &space);
+        let (h2, b2) = run(&tpe(7), 40, sphere, &space);
+        assert_eq!(b1, b2);
+        assert_eq!(h1.trials(), h2.trials());
+        let (_, b3) = run(&tpe(8), 40, sphere, &space);
+        assert_ne!(b1, b3);
+    }
+
+    #[test]
+    fn tpe_beats_random_on_median_over_seeds() {
+        let space = box_space(4, -5.0, 5.0);
+        let rosen = |x: &[f64]| -> f64 {
+            x.windows(2).map(|w| 100.0 * (w[1] - w[0] * w[0]).powi(2) + (1.0 - w[0]).powi(2)).sum()
+        };
+        let fns: [(&str, &dyn Fn(&[f64]) -> f64); 2] = [("sphere", &sphere), ("rosenbrock", &rosen)];
+        for (name, f) in fns {
+            let mut t = Vec::new();
+            let mut r = Vec::new();
+            for seed in 0..9 {
+                t.push(run(&tpe(seed), 100, f, &space).1);
+                r.push(run(&crate::samplers::RandomSampler::new(Some(seed)), 100, f, &space).1);
+            }
+            let (mt, mr) = (median(t), median(r));
+            assert!(mt < mr * 0.5, "{name}: tpe median {mt} vs random {mr}");
+        }
+    }
+
+    #[test]
+    fn univariate_and_mixed_spaces_work() {
+        let mut space = box_space(2, -3.0, 3.0);
+        space.insert("n".into(), Distribution::Int(IntDistribution::new(1, 100, true, 1).unwrap()));
+        space.insert(
+            "c".into(),
+            Distribution::Categorical(
+                CategoricalDistribution::new(vec![ParamValue::Str("a".into()), ParamValue::Str("b".into()), ParamValue::None])
+                    .unwrap(),
+            ),
+        );
+        // Best: x = 0, n near 10, c = "b".
+        let f = |x: &[f64]| -> f64 {
+            // BTreeMap order: c, n, x00, x01
+            let c = if x[0] == 1.0 { 0.0 } else { 3.0 };
+            c + (x[1].ln() - 10f64.ln()).powi(2) + x[2] * x[2] + x[3] * x[3]
+        };
+        for multivariate in [true, false] {
+            let mut t = Vec::new();
+            let mut r = Vec::new();
+            for seed in 0..7 {
+                let s = TpeSampler::new(TpeOptions { seed: Some(seed), multivariate: Some(multivariate), ..Default::default() })
+                    .unwrap();
+                t.push(run(&s, 80, f, &space).1);
+                r.push(run(&crate::samplers::RandomSampler::new(Some(seed)), 80, f, &space).1);
+            }
+            let (mt, mr) = (median(t), median(r));
+            assert!(mt < mr, "multivariate={multivariate}: tpe {mt} vs random {mr}");
+        }
+    }
+
+    #[test]
+    fn bad_options_are_rejected() {
+        assert!(TpeSampler::new(TpeOptions { n_ei_candidates: 0, ..Default::default() }).is_err());
+        assert!(TpeSampler::new(TpeOptions { prior_weight: -1.0, ..Default::default() }).is_err());
+        let e = TpeSampler::new(TpeOptions { group: true, multivariate: Some(false), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("group"));
     }
 }

@@ -1,0 +1,531 @@
+//! The Parzen estimator of TPE: a mixture of products of truncated normal (numeric) and
+//! categorical kernels, one kernel per observation plus a prior kernel.
+//!
+//! Numeric parameters live in a transformed space: log space for log parameters, and the range
+//! widened by half a step on each side for stepped parameters, whose density is the kernel's mass
+//! over the value's step cell. Bandwidths are the larger gap to the neighbouring observations
+//! (the range ends count as neighbours, except for the two outermost observations), clipped to
+//! `[range / min(100, n_kernels + 1), range]`; the prior kernel sits at the centre with the whole
+//! range as bandwidth. These are Optuna 5.0's rules.
+//!
+//! Layout: every per-kernel quantity is a contiguous `Vec<f64>` per dimension, and the constant
+//! part of each kernel's log density is folded into one `base` vector, so evaluating a candidate
+//! is one tight, vectorisable pass per dimension over the kernels.
+
+use std::collections::HashMap;
+use std::f64::consts::{FRAC_1_SQRT_2, SQRT_2};
+
+use rand::rngs::SmallRng;
+use rand::RngExt;
+use rayon::prelude::*;
+use statrs::function::erf::{erfc, erfc_inv};
+
+use crate::distributions::Distribution;
+
+const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
+/// Work (kernels x dimensions x candidates) above which candidates are scored in parallel.
+const PARALLEL_WORK: usize = 1 << 17;
+
+/// Estimator options shared by every parameter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ParzenParams {
+    pub prior_weight: f64,
+    pub consider_magic_clip: bool,
+    pub consider_endpoints: bool,
+}
+
+/// Standard normal CDF.
+#[inline]
+fn ndtr(x: f64) -> f64 {
+    0.5 * erfc(-x * FRAC_1_SQRT_2)
+}
+
+/// log of the standard normal CDF, accurate in both tails.
+fn log_ndtr(x: f64) -> f64 {
+    if x > 6.0 {
+        (-ndtr(-x)).ln_1p()
+    } else if x > -20.0 {
+        ndtr(x).ln()
+    } else {
+        // Asymptotic series of the Mills ratio.
+        let x2 = x * x;
+        -0.5 * x2 - (-x).ln() - LN_SQRT_2PI + (-1.0 / x2 + 3.0 / (x2 * x2) - 15.0 / (x2 * x2 * x2)).ln_1p()
+    }
+}
+
+/// log(exp(hi) - exp(lo)) for lo <= hi.
+#[inline]
+fn log_diff_exp(hi: f64, lo: f64) -> f64 {
+    if lo == f64::NEG_INFINITY {
+        return hi;
+    }
+    hi + (-(lo - hi).exp_m1()).ln()
+}
+
+/// log of the standard normal mass on [a, b].
+pub(crate) fn log_gauss_mass(a: f64, b: f64) -> f64 {
+    if b <= 0.0 {
+        log_diff_exp(log_ndtr(b), log_ndtr(a))
+    } else if a >= 0.0 {
+        log_diff_exp(log_ndtr(-a), log_ndtr(-b))
+    } else {
+        // Both tails are small: 1 - P(X < a) - P(X > b). Beyond 8.3 sd a tail is < 1e-16.
+        let left = if a < -8.3 { 0.0 } else { ndtr(a) };
+        let right = if b > 8.3 { 0.0 } else { ndtr(-b) };
+        (-(left + right)).ln_1p()
+    }
+}
+
+/// One draw of a standard normal truncated to [a, b] (inverse-CDF method).
+fn truncnorm_draw(rng: &mut SmallRng, a: f64, b: f64) -> f64 {
+    // Work in the tail where the CDF has resolution.
+    let (a, b, flip) = if a >= 0.0 { (-b, -a, true) } else { (a, b, false) };
+    let pa = ndtr(a);
+    let pb = ndtr(b);
+    let u: f64 = rng.random();
+    let p = pa + (pb - pa) * u;
+    let z = if p <= 0.0 {
+        a
+    } else if p >= 1.0 {
+        b
+    } else {
+        -SQRT_2 * erfc_inv(2.0 * p)
+    };
+    let z = z.clamp(a, b);
+    if flip {
+        -z
+    } else {
+        z
+    }
+}
+
+#[derive(Debug, Clone)]
+struct NumericDim {
+    log: bool,
+    /// Step in the original space; 0 for continuous.
+    step: f64,
+    /// Bounds in the original space.
+    low: f64,
+    high: f64,
+    /// Bounds in the transformed space (log, widened by half a step).
+    t_low: f64,
+    t_high: f64,
+    mus: Vec<f64>,
+    sigmas: Vec<f64>,
+    inv_sigmas: Vec<f64>,
+    /// log of each kernel's mass on [t_low, t_high].
+    log_mass: Vec<f64>,
+    /// For stepped dims: index of each kernel's (mu, sigma) among the unique pairs.
+    unique_of: Vec<u32>,
+    unique: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Clone)]
+struct CategoricalDim {
+    n_choices: usize,
+    /// Row-major kernels x choices.
+    probs: Vec<f64>,
+    log_probs: Vec<f64>,
+}
+
+#[derive(Debug, Clone)]
+enum Dim {
+    Numeric(NumericDim),
+    Categorical(CategoricalDim),
+}
+
+/// Observations of one dimension: values (internal representation) and, optionally, their
+/// ascending order (indices into `values`) when the caller already knows it.
+pub(crate) struct DimObservations<'a> {
+    pub values: Vec<f64>,
+    pub order: Option<Vec<u32>>,
+    pub dist: &'a Distribution,
+}
+
+/// A fitted mixture over a search space.
+#[derive(Debug, Clone)]
+pub(crate) struct ParzenEstimator {
+    n_kernels: usize,
+    /// Normalised mixture weights (sum to 1).
+    weights: Vec<f64>,
+    /// log weight plus the constant part of every continuous dimension's log density.
+    base: Vec<f64>,
+    dims: Vec<Dim>,
+}
+
+/// Optuna's default trial weights: flat for the newest 25, a linear ramp for older ones.
+pub(crate) fn default_weights(n: usize) -> Vec<f64> {
+    if n < 25 {
+        return vec![1.0; n];
+    }
+    let m = n - 25;
+    let mut w: Vec<f64> = if m == 1 {
+        vec![1.0 / n as f64]
+    } else {
+        let start = 1.0 / n as f64;
+        (0..m).map(|i| start + (1.0 - start) * i as f64 / (m - 1) as f64).collect()
+    };
+    w.extend(std::iter::repeat_n(1.0, 25));
+    w
+}
+
+impl ParzenEstimator {
+    /// Fits the estimator. `obs_weights` has one weight per observation (all dims have the same
+    /// number of observations).
+    pub fn new(dims: Vec<DimObservations<'_>>, obs_weights: &[f64], params: ParzenParams) -> Self {
+        let n_obs = obs_weights.len();
+        let n_kernels = n_obs + 1;
+        let mut weights: Vec<f64> = if n_obs == 0 {
+            vec![1.0]
+        } else {
+            obs_weights.iter().copied().chain([params.prior_weight]).collect()
+        };
+        let total: f64 = weights.iter().sum();
+        let total = if total > 0.0 { total } else { 1.0 };
+        weights.iter_mut().for_each(|w| *w /= total);
+        let fit = |d: DimObservations<'_>| -> Dim {
+            debug_assert_eq!(d.values.len(), n_obs);
+            match d.dist {
+                Distribution::Categorical(c) => {
+                    Dim::Categorical(categorical_dim(&d.values, c.choices.len(), params.prior_weight))
+                }
+                Distribution::Float(f) => {
+                    Dim::Numeric(numeric_dim(d, f.low, f.high, f.step.unwrap_or(0.0), f.log, params))
+                }
+                Distribution::Int(i) => {
+                    Dim::Numeric(numeric_dim(d, i.low as f64, i.high as f64, i.step as f64, i.log, params))
+                }
+            }
+        };
+        let dims: Vec<Dim> = if n_kernels * dims.len() >= 4096 {
+            dims.into_par_iter().map(fit).collect()
+        } else {
+            dims.into_iter().map(fit).collect()
+        };
+        let mut base: Vec<f64> = weights.iter().map(|w| w.ln()).collect();
+        for d in &dims {
+            if let Dim::Numeric(nd) = d {
+                if nd.step == 0.0 {
+                    for k in 0..n_kernels {
+                        base[k] -= nd.sigmas[k].ln() + LN_SQRT_2PI + nd.log_mass[k];
+                    }
+                }
+            }
+        }
+        ParzenEstimator { n_kernels, weights, base, dims }
+    }
+
+    /// Draws `n` points (internal representation, one Vec per dimension).
+    pub fn sample(&self, rng: &mut SmallRng, n: usize) -> Vec<Vec<f64>> {
+        let mut cumulative = Vec::with_capacity(self.n_kernels);
+        let mut acc = 0.0;
+        for w in &self.weights {
+            acc += w;
+            cumulative.push(acc);
+        }
+        let kernels: Vec<usize> = (0..n)
+            .map(|_| {
+                let u: f64 = rng.random::<f64>() * acc;
+                cumulative.partition_point(|c| *c <= u).min(self.n_kernels - 1)
+            })
+            .collect();
+        self.dims
+            .iter()
+            .map(|d| match d {
+                Dim::Categorical(c) => kernels
+                    .iter()
+                    .map(|&k| {
+                        let row = &c.probs[k * c.n_choices..(k + 1) * c.n_choices];
+                        let u: f64 = rng.random();
+                        let mut s = 0.0;
+                        let mut pick = c.n_choices - 1;
+                        for (i, p) in row.iter().enumerate() {
+                            s += p;
+                            if u < s {
+                                pick = i;
+                                break;
+                            }
+                        }
+                        pick as f64
+                    })
+                    .collect(),
+                Dim::Numeric(nd) => kernels
+                    .iter()
+                    .map(|&k| {
+                        let (mu, sigma) = (nd.mus[k], nd.sigmas[k]);
+                        let z = truncnorm_draw(rng, (nd.t_low - mu) / sigma, (nd.t_high - mu) / sigma);
+                        let mut x = mu + sigma * z;
+                        if nd.log {
+                            x = x.exp();
+                        }
+                        if nd.step > 0.0 {
+                            x = nd.low + ((x - nd.low) / nd.step).round() * nd.step;
+                        }
+                        x.clamp(nd.low, nd.high)
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// log density of each candidate (`points[dim][candidate]`).
+    pub fn log_pdf(&self, points: &[Vec<f64>]) -> Vec<f64> {
+        let n = points.first().map_or(0, Vec::len);
+        // Stepped dims: kernel masses of each candidate's cell, per unique (mu, sigma) pair.
+        let cells: Vec<Option<Vec<f64>>> = self
+            .dims
+            .iter()
+            .zip(points)
+            .map(|(d, xs)| match d {
+                Dim::Numeric(nd) if nd.step > 0.0 => Some(cell_masses(nd, xs)),
+                _ => None,
+            })
+            .collect();
+        let one = |c: usize| -> f64 {
+            let mut acc = self.base.clone();
+            for ((d, xs), cell) in self.dims.iter().zip(points).zip(&cells) {
+                let x = xs[c];
+                match d {
+                    Dim::Numeric(nd) if nd.step == 0.0 => {
+                        let x = if nd.log { x.ln() } else { x };
+                        for ((a, mu), inv) in acc.iter_mut().zip(&nd.mus).zip(&nd.inv_sigmas) {
+                            let z = (x - mu) * inv;
+                            *a -= 0.5 * z * z;
+                        }
+                    }
+                    Dim::Numeric(nd) => {
+                        let cell = cell.as_ref().map_or(&[][..], |v| v.as_slice());
+                        let row = &cell[c * nd.unique.len()..(c + 1) * nd.unique.len()];
+                        for ((a, u), lm) in acc.iter_mut().zip(&nd.unique_of).zip(&nd.log_mass) {
+                            *a += row[*u as usize] - lm;
+                        }
+                    }
+                    Dim::Categorical(cd) => {
+                        let j = x as usize;
+                        for (k, a) in acc.iter_mut().enumerate() {
+                            *a += cd.log_probs[k * cd.n_choices + j];
+                        }
+                    }
+                }
+            }
+            log_sum_exp(&acc)
+        };
+        if self.n_kernels * self.dims.len() * n >= PARALLEL_WORK {
+            (0..n).into_par_iter().map(one).collect()
+        } else {
+            (0..n).map(one).collect()
+        }
+    }
+}
+
+fn log_sum_exp(v: &[f64]) -> f64 {
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    // Terms more than 50 nats below the maximum change nothing in double precision.
+    let cut = m - 50.0;
+    let s: f64 = v.iter().filter(|&&x| x > cut).map(|&x| (x - m).exp()).sum();
+    m + s.ln()
+}
+
+/// log mass of every candidate's step cell under every unique (mu, sigma) kernel:
+/// row-major candidates x unique pairs.
+fn cell_masses(nd: &NumericDim, xs: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(xs.len() * nd.unique.len());
+    for &x in xs {
+        let (mut l, mut r) = (x - nd.step / 2.0, x + nd.step / 2.0);
+        if nd.log {
+            l = l.ln();
+            r = r.ln();
+        }
+        for &(mu, sigma) in &nd.unique {
+            out.push(log_gauss_mass((l - mu) / sigma, (r - mu) / sigma));
+        }
+    }
+    out
+}
+
+fn categorical_dim(values: &[f64], n_choices: usize, prior_weight: f64) -> CategoricalDim {
+    let n_obs = values.len();
+    let probs = if n_obs == 0 {
+        vec![1.0 / n_choices as f64; n_choices]
+    } else {
+        let n_kernels = n_obs + 1;
+        let mut w = vec![prior_weight / n_kernels as f64; n_kernels * n_choices];
+        for (k, v) in values.iter().enumerate() {
+            let j = (*v as usize).min(n_choices - 1);
+            w[k * n_choices + j] += 1.0;
+        }
+        for row in w.chunks_mut(n_choices) {
+            let s: f64 = row.iter().sum();
+            let s = if s == 0.0 { 1.0 } else { s };
+            row.iter_mut().for_each(|p| *p /= s);
+        }
+        w
+    };
+    let log_probs = probs.iter().map(|p| p.ln()).collect();
+    CategoricalDim { n_choices, probs, log_probs }
+}
+
+fn numeric_dim(
+    d: DimObservations<'_>,
+    low: f64,
+    high: f64,
+    step: f64,
+    log: bool,
+    params: ParzenParams,
+) -> NumericDim {
+    let (mut t_low, mut t_high) = (low - step / 2.0, high + step / 2.0);
+    let mut mus = d.values;
+    if log {
+        t_low = t_low.ln();
+        t_high = t_high.ln();
+        mus.iter_mut().for_each(|m| *m = m.ln());
+    }
+    let n = mus.len();
+    let range = t_high - t_low;
+    let order = d.order.unwrap_or_else(|| {
+        let mut o: Vec<u32> = (0..n as u32).collect();
+        o.sort_by(|&a, &b| mus[a as usize].total_cmp(&mus[b as usize]));
+        o
+    });
+    // Bandwidth: the larger gap to a neighbour, range ends included.
+    let mut sigmas = vec![0.0; n + 1];
+    let at = |i: usize| -> f64 {
+        // Position i in [low, sorted..., high].
+        if i == 0 {
+            t_low
+        } else if i == n + 1 {
+            t_high
+        } else {
+            mus[order[i - 1] as usize]
+        }
+    };
+    for i in 1..=n {
+        let mut s = (at(i) - at(i - 1)).max(at(i + 1) - at(i));
+        if !params.consider_endpoints && n >= 2 {
+            if i == 1 {
+                s = at(2) - at(1);
+            } else if i == n {
+                s = at(n) - at(n - 1);
+            }
+        }
+        sigmas[order[i - 1] as usize] = s;
+    }
+    let max_sigma = range;
+    let min_sigma = if params.consider_magic_clip { range / 100f64.min(1.0 + (n + 1) as f64) } else { 1e-12 };
+    for s in sigmas.iter_mut().take(n) {
+        *s = s.clamp(min_sigma, max_sigma);
+    }
+    mus.push(0.5 * (t_low + t_high));
+    sigmas[n] = range;
+    let inv_sigmas: Vec<f64> = sigmas.iter().map(|s| 1.0 / s).collect();
+    let log_mass: Vec<f64> = mus
+        .iter()
+        .zip(&inv_sigmas)
+        .map(|(mu, inv)| log_gauss_mass((t_low - mu) * inv, (t_high - mu) * inv))
+        .collect();
+    let (mut unique, mut unique_of) = (Vec::new(), Vec::new());
+    if step > 0.0 {
+        let mut index: HashMap<(u64, u64), u32> = HashMap::new();
+        for (mu, s) in mus.iter().zip(&sigmas) {
+            let next = unique.len() as u32;
+            let id = *index.entry((mu.to_bits(), s.to_bits())).or_insert_with(|| {
+                unique.push((*mu, *s));
+                next
+            });
+            unique_of.push(id);
+        }
+    }
+    NumericDim { log, step, low, high, t_low, t_high, mus, sigmas, inv_sigmas, log_mass, unique_of, unique }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributions::{FloatDistribution, IntDistribution};
+    use rand::SeedableRng;
+
+    const P: ParzenParams = ParzenParams { prior_weight: 1.0, consider_magic_clip: true, consider_endpoints: false };
+
+    #[test]
+    fn gauss_mass_matches_known_values() {
+        assert!((log_gauss_mass(-1.0, 1.0) - 0.682_689_492_137_085_9f64.ln()).abs() < 1e-9);
+        assert!((log_gauss_mass(1.0, 2.0) - (0.135_905_121_983_278_3f64).ln()).abs() < 1e-10);
+        assert!((log_gauss_mass(-2.0, -1.0) - (0.135_905_121_983_278_3f64).ln()).abs() < 1e-10);
+        // Far tail stays finite.
+        let far = log_gauss_mass(40.0, 41.0);
+        assert!(far.is_finite() && far < -790.0, "{far}");
+        assert_eq!(log_gauss_mass(-50.0, 50.0), 0.0);
+    }
+
+    #[test]
+    fn weights_match_optuna() {
+        assert_eq!(default_weights(3), vec![1.0; 3]);
+        let w = default_weights(30);
+        assert_eq!(w.len(), 30);
+        assert!((w[0] - 1.0 / 30.0).abs() < 1e-15);
+        assert!((w[4] - 1.0).abs() < 1e-15 && (w[29] - 1.0).abs() < 1e-15);
+        assert!(w[1] > w[0] && w[2] > w[1]);
+    }
+
+    #[test]
+    fn bandwidths_follow_neighbour_gaps() {
+        let dist = Distribution::Float(FloatDistribution::new(0.0, 10.0, false, None).unwrap());
+        let e = ParzenEstimator::new(
+            vec![DimObservations { values: vec![5.0, 1.0, 2.0], order: None, dist: &dist }],
+            &[1.0, 1.0, 1.0],
+            P,
+        );
+        let Dim::Numeric(nd) = &e.dims[0] else { panic!() };
+        // sorted [1, 2, 5]: 1 -> gap to right (1, endpoints ignored), 2 -> max(1, 3) = 3,
+        // 5 -> gap to left (3); min sigma 10 / 5 = 2; prior sigma 10 at 5.
+        assert_eq!(nd.sigmas, vec![3.0, 2.0, 3.0, 10.0]);
+        assert_eq!(nd.mus, vec![5.0, 1.0, 2.0, 5.0]);
+        assert!((e.weights.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn densities_integrate_to_one() {
+        let dist = Distribution::Float(FloatDistribution::new(-1.0, 2.0, false, None).unwrap());
+        let e = ParzenEstimator::new(
+            vec![DimObservations { values: vec![0.0, 1.9, -0.5], order: None, dist: &dist }],
+            &[1.0, 0.5, 1.0],
+            P,
+        );
+        let n = 20000;
+        let xs: Vec<f64> = (0..n).map(|i| -1.0 + 3.0 * (i as f64 + 0.5) / n as f64).collect();
+        let integral: f64 = e.log_pdf(&[xs]).iter().map(|l| l.exp() * 3.0 / n as f64).sum();
+        assert!((integral - 1.0).abs() < 1e-6, "{integral}");
+
+        let idist = Distribution::Int(IntDistribution::new(1, 64, true, 1).unwrap());
+        let e = ParzenEstimator::new(
+            vec![DimObservations { values: vec![2.0, 3.0, 50.0], order: None, dist: &idist }],
+            &[1.0; 3],
+            P,
+        );
+        let xs: Vec<f64> = (1..=64).map(f64::from).collect();
+        let total: f64 = e.log_pdf(&[xs]).iter().map(|l| l.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
+    }
+
+    #[test]
+    fn samples_stay_in_range_and_on_the_grid() {
+        let f = Distribution::Float(FloatDistribution::new(1e-4, 1.0, true, None).unwrap());
+        let i = Distribution::Int(IntDistribution::new(0, 20, false, 5).unwrap());
+        let e = ParzenEstimator::new(
+            vec![
+                DimObservations { values: vec![0.5, 1e-4], order: None, dist: &f },
+                DimObservations { values: vec![20.0, 5.0], order: None, dist: &i },
+            ],
+            &[1.0, 1.0],
+            P,
+        );
+        let mut rng = SmallRng::seed_from_u64(0);
+        let s = e.sample(&mut rng, 500);
+        assert!(s[0].iter().all(|x| f.contains(*x)));
+        assert!(s[1].iter().all(|x| i.contains(*x)));
+        assert!(e.log_pdf(&s).iter().all(|l| l.is_finite()));
+    }
+}
