@@ -1,1 +1,20 @@
-//! dspex engine (in progress).
+//! dspex engine: the study model, storage backends and the trial scheduler.
+//!
+//! The engine is transport-agnostic: a [`scheduler::Run`] decides which trials start and pushes
+//! evaluation requests into a queue; whoever evaluates them (embedded Python threads, later a
+//! gRPC stream) pulls requests, drives the trial through [`study::Study`] (suggest, report, tell)
+//! and answers the run by trial number.
+
+pub mod error;
+pub mod model;
+pub mod runtime;
+pub mod scheduler;
+pub mod storage;
+pub mod study;
+
+pub use dspex_optimizer as optimizer;
+pub use error::EngineError;
+pub use model::{AttrMap, AttrValue, StudySummary, TrialRecord};
+pub use scheduler::{Done, EvalRequest, Pulled, Run, RunOptions, RunSummary, StopReason};
+pub use storage::{InMemoryStorage, Storage, StudyId};
+pub use study::{Outcome, Study, Suggested, Told};

@@ -1,0 +1,146 @@
+//! The study model: what a trial and a study look like to users of the engine.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use dspex_optimizer::{Distribution, ParamValue, StudyDirection, TrialState};
+
+/// A user or system attribute value (JSON, so every storage backend can keep it).
+pub type AttrValue = serde_json::Value;
+/// Attribute name -> value.
+pub type AttrMap = BTreeMap<String, AttrValue>;
+
+/// Everything known about one trial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRecord {
+    /// 0-based number of the trial in its study.
+    pub number: u64,
+    pub state: TrialState,
+    /// Parameter values as the objective saw them.
+    pub params: BTreeMap<String, ParamValue>,
+    /// The same values in internal representation (what samplers read).
+    pub internal_params: BTreeMap<String, f64>,
+    pub distributions: BTreeMap<String, Distribution>,
+    /// One value per objective once COMPLETE (a PRUNED trial may carry its last reported value).
+    pub values: Option<Vec<f64>>,
+    pub intermediate_values: BTreeMap<i64, f64>,
+    pub user_attrs: AttrMap,
+    pub system_attrs: AttrMap,
+    pub datetime_start: Option<SystemTime>,
+    pub datetime_complete: Option<SystemTime>,
+    /// Why a FAIL trial failed (also kept as the system attribute `fail_reason`).
+    pub fail_reason: Option<String>,
+    /// Parameters fixed before the trial ran (enqueued trials, grid points), external values.
+    pub fixed_params: Option<BTreeMap<String, ParamValue>>,
+}
+
+impl TrialRecord {
+    /// An empty record in `state`, with no timestamps.
+    pub fn new(number: u64, state: TrialState) -> Self {
+        TrialRecord {
+            number,
+            state,
+            params: BTreeMap::new(),
+            internal_params: BTreeMap::new(),
+            distributions: BTreeMap::new(),
+            values: None,
+            intermediate_values: BTreeMap::new(),
+            user_attrs: AttrMap::new(),
+            system_attrs: AttrMap::new(),
+            datetime_start: None,
+            datetime_complete: None,
+            fail_reason: None,
+            fixed_params: None,
+        }
+    }
+
+    /// The single objective value, if any.
+    pub fn value(&self) -> Option<f64> {
+        self.values.as_ref().and_then(|v| v.first().copied())
+    }
+
+    /// Time between start and completion, when both are known.
+    pub fn duration(&self) -> Option<Duration> {
+        match (self.datetime_start, self.datetime_complete) {
+            (Some(s), Some(c)) => c.duration_since(s).ok(),
+            _ => None,
+        }
+    }
+
+    /// The last reported (step, value).
+    pub fn last_step(&self) -> Option<(i64, f64)> {
+        self.intermediate_values
+            .iter()
+            .next_back()
+            .map(|(s, v)| (*s, *v))
+    }
+}
+
+/// A study as listed by a storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudySummary {
+    pub study_id: u64,
+    pub name: String,
+    pub directions: Vec<StudyDirection>,
+    pub n_trials: usize,
+    pub user_attrs: AttrMap,
+    pub system_attrs: AttrMap,
+    pub datetime_start: Option<SystemTime>,
+}
+
+/// Seconds since the Unix epoch (negative before it), for bindings that want a float.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// The inverse of [`unix_seconds`]; None for non-finite input.
+pub fn from_unix_seconds(s: f64) -> Option<SystemTime> {
+    if !s.is_finite() {
+        return None;
+    }
+    let d = Duration::try_from_secs_f64(s.abs()).ok()?;
+    if s >= 0.0 {
+        SystemTime::UNIX_EPOCH.checked_add(d)
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(d)
+    }
+}
+
+/// Optuna's compatibility rule for one name suggested with two distributions: same kind, same
+/// log flag, and for categoricals the same choices. Ranges and steps may differ.
+pub fn check_compatible(old: &Distribution, new: &Distribution) -> Result<(), String> {
+    match (old, new) {
+        (Distribution::Float(a), Distribution::Float(b)) if a.log != b.log => {
+            Err("cannot use a different log setting for the same parameter name".into())
+        }
+        (Distribution::Int(a), Distribution::Int(b)) if a.log != b.log => {
+            Err("cannot use a different log setting for the same parameter name".into())
+        }
+        (Distribution::Float(_), Distribution::Float(_))
+        | (Distribution::Int(_), Distribution::Int(_)) => Ok(()),
+        (Distribution::Categorical(a), Distribution::Categorical(b)) => {
+            if a.choices.len() == b.choices.len()
+                && a.choices
+                    .iter()
+                    .zip(&b.choices)
+                    .all(|(x, y)| x.same_choice(y))
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cannot use different categorical choices for the same parameter name: {} then {}",
+                    old.to_json(),
+                    new.to_json()
+                ))
+            }
+        }
+        _ => Err(format!(
+            "cannot use a different distribution kind for the same parameter name: {} then {}",
+            old.to_json(),
+            new.to_json()
+        )),
+    }
+}

@@ -1,0 +1,436 @@
+//! The trial scheduler: keeps up to `concurrency` trials in flight on the global tokio runtime.
+//!
+//! A [`Run`] is one `optimize` call. Its driver task decides when a trial starts (n_trials,
+//! timeout, stop, sampler exhaustion), asks the study for it on the blocking pool (sampling
+//! never runs on an async worker thread) and pushes an [`EvalRequest`] into the run's queue.
+//! Evaluators pull requests ([`Run::pull`] from a thread, [`Run::pull_async`] from a task),
+//! drive the trial through the [`Study`] (suggest / report / tell) and answer with
+//! [`Run::done`]. The scheduler knows nothing about who evaluates: embedded Python threads or a
+//! remote stream look the same to it.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::error::{EngineError, Result};
+use crate::runtime;
+use crate::study::{Outcome, Study};
+
+/// Limits of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    /// Trials to start in this run (None: until timeout, stop or exhaustion).
+    pub n_trials: Option<u64>,
+    /// No trial starts after this much time (running ones finish).
+    pub timeout: Option<Duration>,
+    /// Trials in flight at once (>= 1).
+    pub concurrency: usize,
+    /// A trial still running after this long is failed and its slot freed.
+    pub trial_timeout: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            n_trials: None,
+            timeout: None,
+            concurrency: 1,
+            trial_timeout: None,
+        }
+    }
+}
+
+/// One trial to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvalRequest {
+    pub number: u64,
+}
+
+/// An evaluator's answer for a trial it was given (after it told the study the outcome).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Done {
+    /// The trial is finished; go on.
+    Finished,
+    /// The trial is finished and the run must stop starting trials (an uncaught error).
+    Abort(String),
+}
+
+/// What [`Run::pull`] got.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pulled {
+    Requests(Vec<EvalRequest>),
+    /// Nothing within the timeout; the run goes on.
+    Empty,
+    /// The run is over: no more requests will come.
+    Closed,
+}
+
+/// Why a run stopped starting trials.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopReason {
+    NTrials,
+    Timeout,
+    Stopped,
+    Exhausted,
+    Aborted(String),
+    Interrupted(String),
+    Error(String),
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub started: u64,
+    pub finished: u64,
+    pub reason: StopReason,
+    /// Trials failed by the per-trial timeout.
+    pub timed_out: Vec<u64>,
+}
+
+#[derive(Debug)]
+enum Event {
+    Asked(Result<Option<u64>>),
+    Done(u64, Done),
+    Stop,
+    Interrupt(String),
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<EvalRequest>,
+    closed: bool,
+}
+
+/// One optimization run (see the module docs).
+#[derive(Debug)]
+pub struct Run {
+    study: Arc<Study>,
+    options: RunOptions,
+    queue: Mutex<Queue>,
+    queue_cv: Condvar,
+    queue_notify: Notify,
+    events: mpsc::UnboundedSender<Event>,
+    stop_requested: AtomicBool,
+    summary: Mutex<Option<RunSummary>>,
+    summary_cv: Condvar,
+    summary_notify: Notify,
+}
+
+impl Run {
+    /// Starts a run of `study` on the global runtime.
+    pub fn start(study: Arc<Study>, options: RunOptions) -> Result<Arc<Run>> {
+        if options.concurrency == 0 {
+            return Err(EngineError::InvalidArgument(
+                "concurrency must be >= 1, got 0".into(),
+            ));
+        }
+        let handle = runtime::handle()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let run = Arc::new(Run {
+            study: study.clone(),
+            options,
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
+            queue_notify: Notify::new(),
+            events: tx,
+            stop_requested: AtomicBool::new(false),
+            summary: Mutex::new(None),
+            summary_cv: Condvar::new(),
+            summary_notify: Notify::new(),
+        });
+        study.register_run(&run);
+        let driver = handle.spawn(drive(run.clone(), rx));
+        let r = run.clone();
+        handle.spawn(async move {
+            let summary = match driver.await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("the scheduler task failed: {e}");
+                    RunSummary {
+                        started: 0,
+                        finished: 0,
+                        reason: StopReason::Error(format!(
+                            "internal error: the scheduler task failed: {e}"
+                        )),
+                        timed_out: Vec::new(),
+                    }
+                }
+            };
+            r.finish(summary);
+        });
+        Ok(run)
+    }
+
+    pub fn study(&self) -> &Arc<Study> {
+        &self.study
+    }
+
+    pub fn options(&self) -> &RunOptions {
+        &self.options
+    }
+
+    fn push(&self, req: EvalRequest) {
+        self.queue.lock().items.push_back(req);
+        self.queue_cv.notify_one();
+        self.queue_notify.notify_one();
+    }
+
+    fn unqueue(&self, number: u64) {
+        self.queue.lock().items.retain(|r| r.number != number);
+    }
+
+    fn finish(&self, summary: RunSummary) {
+        {
+            let mut q = self.queue.lock();
+            q.closed = true;
+            q.items.clear();
+        }
+        self.queue_cv.notify_all();
+        self.queue_notify.notify_waiters();
+        *self.summary.lock() = Some(summary);
+        self.summary_cv.notify_all();
+        self.summary_notify.notify_waiters();
+    }
+
+    /// Takes up to `max` requests, waiting at most `timeout` for the first one (blocking: call
+    /// it from an evaluator thread, never from an async task).
+    pub fn pull(&self, max: usize, timeout: Duration) -> Pulled {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut q = self.queue.lock();
+        loop {
+            if !q.items.is_empty() {
+                let k = max.max(1).min(q.items.len());
+                return Pulled::Requests(q.items.drain(..k).collect());
+            }
+            if q.closed {
+                return Pulled::Closed;
+            }
+            if self.queue_cv.wait_until(&mut q, deadline).timed_out() && q.items.is_empty() {
+                return if q.closed {
+                    Pulled::Closed
+                } else {
+                    Pulled::Empty
+                };
+            }
+        }
+    }
+
+    /// Async form of [`Run::pull`] for evaluators that live on the runtime (a remote stream):
+    /// waits for at least one request; an empty vector means the run is over.
+    pub async fn pull_async(&self, max: usize) -> Vec<EvalRequest> {
+        loop {
+            let notified = self.queue_notify.notified();
+            {
+                let mut q = self.queue.lock();
+                if !q.items.is_empty() {
+                    let k = max.max(1).min(q.items.len());
+                    return q.items.drain(..k).collect();
+                }
+                if q.closed {
+                    return Vec::new();
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// The evaluator's answer for trial `number` (after it told the study).
+    pub fn done(&self, number: u64, done: Done) {
+        let _ = self.events.send(Event::Done(number, done));
+    }
+
+    /// Start no more trials; running ones finish normally.
+    pub fn stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        let _ = self.events.send(Event::Stop);
+    }
+
+    /// Stop now: every trial in flight is failed with `reason` and the run ends without waiting
+    /// for their evaluators (Ctrl-C).
+    pub fn interrupt(&self, reason: impl Into<String>) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        let _ = self.events.send(Event::Interrupt(reason.into()));
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.summary.lock().is_some()
+    }
+
+    /// Waits up to `timeout` for the end of the run (blocking).
+    pub fn wait(&self, timeout: Duration) -> Option<RunSummary> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut s = self.summary.lock();
+        while s.is_none() {
+            if self.summary_cv.wait_until(&mut s, deadline).timed_out() {
+                break;
+            }
+        }
+        s.clone()
+    }
+
+    /// Waits for the end of the run (async).
+    pub async fn wait_async(&self) -> RunSummary {
+        loop {
+            let notified = self.summary_notify.notified();
+            if let Some(s) = self.summary.lock().clone() {
+                return s;
+            }
+            notified.await;
+        }
+    }
+}
+
+fn fail_in_background(study: &Arc<Study>, number: u64, reason: String) -> JoinHandle<()> {
+    let study = study.clone();
+    tokio::task::spawn_blocking(move || {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            study.tell(number, Outcome::Fail(reason), false)
+        }));
+        match r {
+            Ok(Ok(_)) | Ok(Err(EngineError::TrialNotRunning { .. })) => {}
+            Ok(Err(e)) => tracing::warn!(trial = number, "could not fail the trial: {e}"),
+            Err(_) => tracing::error!(trial = number, "panic while failing the trial"),
+        }
+    })
+}
+
+async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSummary {
+    let opts = run.options.clone();
+    let deadline = opts.timeout.map(|t| Instant::now() + t);
+    let mut started: u64 = 0;
+    let mut finished: u64 = 0;
+    let mut asking: usize = 0;
+    let mut in_flight: HashMap<u64, Option<Instant>> = HashMap::new();
+    let mut reason: Option<StopReason> = None;
+    let mut timed_out = Vec::new();
+    let mut background: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        if reason.is_none() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                reason = Some(StopReason::Timeout);
+            } else if run.stop_requested.load(Ordering::SeqCst) {
+                reason = Some(StopReason::Stopped);
+            }
+        }
+        while reason.is_none() && in_flight.len() + asking < opts.concurrency {
+            if opts.n_trials.is_some_and(|n| started >= n) {
+                break;
+            }
+            started += 1;
+            asking += 1;
+            let study = run.study.clone();
+            let tx = run.events.clone();
+            tokio::task::spawn_blocking(move || {
+                let r = catch_unwind(AssertUnwindSafe(|| study.ask_unless_exhausted()))
+                    .unwrap_or_else(|_| {
+                        Err(EngineError::Internal("panic while starting a trial".into()))
+                    });
+                let _ = tx.send(Event::Asked(r));
+            });
+        }
+        if in_flight.is_empty() && asking == 0 {
+            reason.get_or_insert(StopReason::NTrials);
+            break;
+        }
+        let mut wake = if reason.is_none() { deadline } else { None };
+        for d in in_flight.values().flatten() {
+            wake = Some(wake.map_or(*d, |w| w.min(*d)));
+        }
+        let event = match wake {
+            Some(w) => tokio::select! {
+                ev = rx.recv() => ev,
+                _ = tokio::time::sleep_until(w) => None,
+            },
+            None => rx.recv().await,
+        };
+        match event {
+            Some(Event::Asked(r)) => {
+                asking -= 1;
+                match r {
+                    Ok(Some(n)) => {
+                        if let Some(StopReason::Interrupted(msg)) = &reason {
+                            background.push(fail_in_background(&run.study, n, msg.clone()));
+                            finished += 1;
+                        } else {
+                            in_flight.insert(n, opts.trial_timeout.map(|t| Instant::now() + t));
+                            run.push(EvalRequest { number: n });
+                        }
+                    }
+                    Ok(None) => {
+                        started -= 1;
+                        reason.get_or_insert(StopReason::Exhausted);
+                    }
+                    Err(e) => {
+                        started -= 1;
+                        tracing::error!("cannot start a trial: {e}");
+                        reason.get_or_insert(StopReason::Error(e.to_string()));
+                    }
+                }
+            }
+            Some(Event::Done(n, done)) => {
+                if in_flight.remove(&n).is_some() {
+                    finished += 1;
+                }
+                if let Done::Abort(msg) = done {
+                    if !matches!(
+                        reason,
+                        Some(StopReason::Aborted(_)) | Some(StopReason::Interrupted(_))
+                    ) {
+                        reason = Some(StopReason::Aborted(msg));
+                    }
+                }
+            }
+            Some(Event::Stop) => {
+                reason.get_or_insert(StopReason::Stopped);
+            }
+            Some(Event::Interrupt(msg)) => {
+                for (n, _) in in_flight.drain() {
+                    run.unqueue(n);
+                    background.push(fail_in_background(&run.study, n, msg.clone()));
+                    finished += 1;
+                }
+                reason = Some(StopReason::Interrupted(msg));
+            }
+            None => {
+                // A deadline passed: fail the trials that ran out of time.
+                let now = Instant::now();
+                let expired: Vec<u64> = in_flight
+                    .iter()
+                    .filter(|(_, d)| d.is_some_and(|d| d <= now))
+                    .map(|(n, _)| *n)
+                    .collect();
+                for n in expired {
+                    in_flight.remove(&n);
+                    run.unqueue(n);
+                    let secs = opts.trial_timeout.map_or(0.0, |t| t.as_secs_f64());
+                    tracing::warn!(trial = n, "trial timed out after {secs} s");
+                    background.push(fail_in_background(
+                        &run.study,
+                        n,
+                        format!("trial timed out after {secs} s"),
+                    ));
+                    timed_out.push(n);
+                    finished += 1;
+                }
+            }
+        }
+    }
+    for h in background {
+        let _ = h.await;
+    }
+    let reason = reason.unwrap_or(StopReason::NTrials);
+    tracing::debug!(started, finished, ?reason, "run finished");
+    RunSummary {
+        started,
+        finished,
+        reason,
+        timed_out,
+    }
+}

@@ -1,0 +1,595 @@
+//! The in-memory storage backend: one [`History`] per study behind a `parking_lot::RwLock`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dspex_optimizer::{Distribution, History, ParamValue, SearchSpace, StudyDirection, TrialState};
+use parking_lot::RwLock;
+
+use super::{ParamContext, Storage, StudyId};
+use crate::error::{EngineError, Result};
+use crate::model::{check_compatible, AttrMap, AttrValue, StudySummary, TrialRecord};
+
+/// Keeps every study in process memory. Cheap to clone (clones share the studies).
+#[derive(Debug, Default, Clone)]
+pub struct InMemoryStorage {
+    inner: Arc<RwLock<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    studies: BTreeMap<StudyId, Arc<StudyData>>,
+    names: HashMap<String, StudyId>,
+    next_id: StudyId,
+}
+
+#[derive(Debug)]
+struct StudyData {
+    name: String,
+    directions: Vec<StudyDirection>,
+    datetime_start: SystemTime,
+    state: RwLock<StudyState>,
+}
+
+#[derive(Debug)]
+struct StudyState {
+    history: History,
+    extras: Vec<TrialExtra>,
+    waiting: VecDeque<u64>,
+    user_attrs: AttrMap,
+    system_attrs: AttrMap,
+    /// First distribution seen per parameter name in the study (compatibility checks).
+    param_dists: HashMap<String, Distribution>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct TrialExtra {
+    user_attrs: AttrMap,
+    system_attrs: AttrMap,
+    datetime_start: Option<SystemTime>,
+    datetime_complete: Option<SystemTime>,
+    fail_reason: Option<String>,
+    fixed: Option<BTreeMap<String, ParamValue>>,
+    relative_space: SearchSpace,
+}
+
+impl StudyState {
+    fn extra(&self, number: u64) -> Result<&TrialExtra> {
+        self.extras
+            .get(number as usize)
+            .ok_or(EngineError::TrialNotFound(number))
+    }
+
+    fn extra_mut(&mut self, number: u64) -> Result<&mut TrialExtra> {
+        self.extras
+            .get_mut(number as usize)
+            .ok_or(EngineError::TrialNotFound(number))
+    }
+
+    fn running(&self, number: u64, op: &'static str) -> Result<()> {
+        let state = self.history.trial(number)?.state;
+        if state != TrialState::Running {
+            return Err(EngineError::TrialNotRunning { op, number, state });
+        }
+        Ok(())
+    }
+
+    fn record(&self, number: u64) -> Result<TrialRecord> {
+        let t = self.history.trial(number)?;
+        let x = self.extra(number)?;
+        let params = t
+            .params
+            .iter()
+            .filter_map(|(name, v)| {
+                t.distributions
+                    .get(name)
+                    .map(|d| (name.clone(), d.to_external(*v)))
+            })
+            .collect();
+        Ok(TrialRecord {
+            number,
+            state: t.state,
+            params,
+            internal_params: t.params.clone(),
+            distributions: t.distributions.clone(),
+            values: t.values.clone(),
+            intermediate_values: t.intermediate_values.clone(),
+            user_attrs: x.user_attrs.clone(),
+            system_attrs: x.system_attrs.clone(),
+            datetime_start: x.datetime_start,
+            datetime_complete: x.datetime_complete,
+            fail_reason: x.fail_reason.clone(),
+            fixed_params: x.fixed.clone(),
+        })
+    }
+
+    fn set_param(
+        &mut self,
+        number: u64,
+        name: &str,
+        internal: f64,
+        dist: &Distribution,
+    ) -> Result<()> {
+        if let Some(old) = self.param_dists.get(name) {
+            check_compatible(old, dist).map_err(|reason| {
+                EngineError::IncompatibleDistribution {
+                    name: name.to_string(),
+                    reason,
+                }
+            })?;
+        }
+        self.history.set_param(number, name, internal, dist)?;
+        self.param_dists
+            .entry(name.to_string())
+            .or_insert_with(|| dist.clone());
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        number: u64,
+        state: TrialState,
+        values: Option<Vec<f64>>,
+        fail_reason: Option<String>,
+        at: Option<SystemTime>,
+    ) -> Result<()> {
+        self.history.finish(number, state, values)?;
+        let x = self.extra_mut(number)?;
+        x.datetime_complete = Some(at.unwrap_or_else(SystemTime::now));
+        x.relative_space.clear();
+        if state == TrialState::Fail {
+            if let Some(reason) = fail_reason {
+                x.system_attrs
+                    .insert("fail_reason".into(), AttrValue::String(reason.clone()));
+                x.fail_reason = Some(reason);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InMemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn study(&self, id: StudyId) -> Result<Arc<StudyData>> {
+        self.inner
+            .read()
+            .studies
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| EngineError::StudyNotFound(format!("id {id}")))
+    }
+}
+
+fn unique_name() -> String {
+    let a: u64 = rand::random();
+    let b: u64 = rand::random();
+    format!("no-name-{a:016x}{b:016x}")
+}
+
+fn matches(states: Option<&[TrialState]>, s: TrialState) -> bool {
+    states.is_none_or(|ss| ss.contains(&s))
+}
+
+impl Storage for InMemoryStorage {
+    fn create_new_study(
+        &self,
+        directions: &[StudyDirection],
+        name: Option<&str>,
+    ) -> Result<StudyId> {
+        if directions.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "a study needs at least one direction".into(),
+            ));
+        }
+        let mut inner = self.inner.write();
+        let name = match name {
+            Some(n) if inner.names.contains_key(n) => {
+                return Err(EngineError::DuplicatedStudy(n.to_string()))
+            }
+            Some(n) => n.to_string(),
+            None => unique_name(),
+        };
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let data = StudyData {
+            name: name.clone(),
+            directions: directions.to_vec(),
+            datetime_start: SystemTime::now(),
+            state: RwLock::new(StudyState {
+                history: History::new(directions.to_vec()),
+                extras: Vec::new(),
+                waiting: VecDeque::new(),
+                user_attrs: AttrMap::new(),
+                system_attrs: AttrMap::new(),
+                param_dists: HashMap::new(),
+            }),
+        };
+        inner.studies.insert(id, Arc::new(data));
+        inner.names.insert(name, id);
+        Ok(id)
+    }
+
+    fn delete_study(&self, study: StudyId) -> Result<()> {
+        let mut inner = self.inner.write();
+        let data = inner
+            .studies
+            .remove(&study)
+            .ok_or_else(|| EngineError::StudyNotFound(format!("id {study}")))?;
+        inner.names.remove(&data.name);
+        Ok(())
+    }
+
+    fn get_study_id_from_name(&self, name: &str) -> Result<StudyId> {
+        self.inner
+            .read()
+            .names
+            .get(name)
+            .copied()
+            .ok_or_else(|| EngineError::StudyNotFound(name.to_string()))
+    }
+
+    fn get_study_name(&self, study: StudyId) -> Result<String> {
+        Ok(self.study(study)?.name.clone())
+    }
+
+    fn get_study_directions(&self, study: StudyId) -> Result<Vec<StudyDirection>> {
+        Ok(self.study(study)?.directions.clone())
+    }
+
+    fn get_all_studies(&self) -> Result<Vec<StudySummary>> {
+        let studies: Vec<(StudyId, Arc<StudyData>)> = self
+            .inner
+            .read()
+            .studies
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        Ok(studies
+            .into_iter()
+            .map(|(id, d)| {
+                let s = d.state.read();
+                StudySummary {
+                    study_id: id,
+                    name: d.name.clone(),
+                    directions: d.directions.clone(),
+                    n_trials: s.history.trials().len(),
+                    user_attrs: s.user_attrs.clone(),
+                    system_attrs: s.system_attrs.clone(),
+                    datetime_start: Some(d.datetime_start),
+                }
+            })
+            .collect())
+    }
+
+    fn set_study_user_attr(&self, study: StudyId, key: &str, value: AttrValue) -> Result<()> {
+        self.study(study)?
+            .state
+            .write()
+            .user_attrs
+            .insert(key.to_string(), value);
+        Ok(())
+    }
+
+    fn set_study_system_attr(&self, study: StudyId, key: &str, value: AttrValue) -> Result<()> {
+        self.study(study)?
+            .state
+            .write()
+            .system_attrs
+            .insert(key.to_string(), value);
+        Ok(())
+    }
+
+    fn get_study_user_attrs(&self, study: StudyId) -> Result<AttrMap> {
+        Ok(self.study(study)?.state.read().user_attrs.clone())
+    }
+
+    fn get_study_system_attrs(&self, study: StudyId) -> Result<AttrMap> {
+        Ok(self.study(study)?.state.read().system_attrs.clone())
+    }
+
+    fn create_new_trial(&self, study: StudyId, template: Option<&TrialRecord>) -> Result<u64> {
+        let data = self.study(study)?;
+        let mut s = data.state.write();
+        let Some(t) = template else {
+            let number = s.history.create_trial(TrialState::Running);
+            s.extras.push(TrialExtra {
+                datetime_start: Some(SystemTime::now()),
+                ..Default::default()
+            });
+            return Ok(number);
+        };
+        // Validate everything before the history changes.
+        for (name, v) in &t.internal_params {
+            let dist = t.distributions.get(name).ok_or_else(|| {
+                EngineError::InvalidArgument(format!("parameter {name:?} has no distribution"))
+            })?;
+            if !dist.contains(*v) {
+                return Err(EngineError::InvalidArgument(format!(
+                    "parameter {name:?}: value {} is outside {}",
+                    dist.to_external(*v),
+                    dist.to_json()
+                )));
+            }
+            if let Some(old) = s.param_dists.get(name) {
+                check_compatible(old, dist).map_err(|reason| {
+                    EngineError::IncompatibleDistribution {
+                        name: name.clone(),
+                        reason,
+                    }
+                })?;
+            }
+        }
+        if t.state == TrialState::Complete
+            && t.values.as_ref().map(Vec::len) != Some(data.directions.len())
+        {
+            return Err(EngineError::InvalidArgument(format!(
+                "a COMPLETE trial needs {} value(s), got {:?}",
+                data.directions.len(),
+                t.values
+            )));
+        }
+        let initial = if t.state == TrialState::Waiting {
+            TrialState::Waiting
+        } else {
+            TrialState::Running
+        };
+        let number = s.history.create_trial(initial);
+        s.extras.push(TrialExtra {
+            user_attrs: t.user_attrs.clone(),
+            system_attrs: t.system_attrs.clone(),
+            datetime_start: t.datetime_start,
+            datetime_complete: None,
+            fail_reason: None,
+            fixed: t.fixed_params.clone(),
+            relative_space: SearchSpace::new(),
+        });
+        if initial == TrialState::Waiting {
+            s.waiting.push_back(number);
+            return Ok(number);
+        }
+        if s.extras[number as usize].datetime_start.is_none() {
+            s.extras[number as usize].datetime_start = Some(SystemTime::now());
+        }
+        let result = (|| -> Result<()> {
+            for (name, v) in &t.internal_params {
+                if let Some(dist) = t.distributions.get(name) {
+                    s.set_param(number, name, *v, dist)?;
+                }
+            }
+            for (step, v) in &t.intermediate_values {
+                s.history.report(number, *step, *v)?;
+            }
+            if t.state.is_finished() {
+                let reason = t.fail_reason.clone();
+                s.finish(
+                    number,
+                    t.state,
+                    t.values.clone(),
+                    reason,
+                    t.datetime_complete,
+                )?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // Never leave a half-built trial RUNNING.
+            let _ = s.finish(number, TrialState::Fail, None, Some(e.to_string()), None);
+            return Err(e);
+        }
+        Ok(number)
+    }
+
+    fn pop_waiting_trial(&self, study: StudyId) -> Result<Option<u64>> {
+        let data = self.study(study)?;
+        let mut s = data.state.write();
+        while let Some(number) = s.waiting.pop_front() {
+            if s.history.trial(number)?.state != TrialState::Waiting {
+                continue;
+            }
+            s.history.start_trial(number)?;
+            s.extra_mut(number)?.datetime_start = Some(SystemTime::now());
+            return Ok(Some(number));
+        }
+        Ok(None)
+    }
+
+    fn set_trial_param(
+        &self,
+        study: StudyId,
+        number: u64,
+        name: &str,
+        internal: f64,
+        dist: &Distribution,
+    ) -> Result<()> {
+        let data = self.study(study)?;
+        let mut s = data.state.write();
+        s.running(number, "set a parameter of")?;
+        s.set_param(number, name, internal, dist)
+    }
+
+    fn set_trial_relative_params(
+        &self,
+        study: StudyId,
+        number: u64,
+        params: &BTreeMap<String, f64>,
+        space: &SearchSpace,
+    ) -> Result<()> {
+        let data = self.study(study)?;
+        let mut s = data.state.write();
+        s.running(number, "set relative parameters of")?;
+        s.history.set_relative_params(number, params, space)?;
+        s.extra_mut(number)?.relative_space = space.clone();
+        Ok(())
+    }
+
+    fn set_trial_fixed_params(
+        &self,
+        study: StudyId,
+        number: u64,
+        params: BTreeMap<String, ParamValue>,
+    ) -> Result<()> {
+        let data = self.study(study)?;
+        let mut s = data.state.write();
+        s.history.trial(number)?;
+        s.extra_mut(number)?.fixed = Some(params);
+        Ok(())
+    }
+
+    fn set_trial_state_values(
+        &self,
+        study: StudyId,
+        number: u64,
+        state: TrialState,
+        values: Option<Vec<f64>>,
+        fail_reason: Option<String>,
+    ) -> Result<()> {
+        let data = self.study(study)?;
+        let mut s = data.state.write();
+        let current = s.history.trial(number)?.state;
+        if current.is_finished() {
+            return Err(EngineError::TrialNotRunning {
+                op: "finish",
+                number,
+                state: current,
+            });
+        }
+        match state {
+            TrialState::Running if current == TrialState::Waiting => {
+                s.history.start_trial(number)?;
+                s.extra_mut(number)?.datetime_start = Some(SystemTime::now());
+                Ok(())
+            }
+            TrialState::Running | TrialState::Waiting => {
+                Err(EngineError::InvalidArgument(format!(
+                    "cannot move trial {number} from {} to {}",
+                    current.as_str(),
+                    state.as_str()
+                )))
+            }
+            _ => s.finish(number, state, values, fail_reason, None),
+        }
+    }
+
+    fn set_trial_intermediate_value(
+        &self,
+        study: StudyId,
+        number: u64,
+        step: i64,
+        value: f64,
+    ) -> Result<bool> {
+        let data = self.study(study)?;
+        let mut s = data.state.write();
+        s.running(number, "report to")?;
+        if s.history
+            .trial(number)?
+            .intermediate_values
+            .contains_key(&step)
+        {
+            return Ok(false);
+        }
+        s.history.report(number, step, value)?;
+        Ok(true)
+    }
+
+    fn set_trial_user_attr(
+        &self,
+        study: StudyId,
+        number: u64,
+        key: &str,
+        value: AttrValue,
+    ) -> Result<()> {
+        let data = self.study(study)?;
+        let mut s = data.state.write();
+        s.extra_mut(number)?
+            .user_attrs
+            .insert(key.to_string(), value);
+        Ok(())
+    }
+
+    fn set_trial_system_attr(
+        &self,
+        study: StudyId,
+        number: u64,
+        key: &str,
+        value: AttrValue,
+    ) -> Result<()> {
+        let data = self.study(study)?;
+        let mut s = data.state.write();
+        s.extra_mut(number)?
+            .system_attrs
+            .insert(key.to_string(), value);
+        Ok(())
+    }
+
+    fn get_trial(&self, study: StudyId, number: u64) -> Result<TrialRecord> {
+        self.study(study)?.state.read().record(number)
+    }
+
+    fn get_trial_state(&self, study: StudyId, number: u64) -> Result<TrialState> {
+        Ok(self.study(study)?.state.read().history.trial(number)?.state)
+    }
+
+    fn get_all_trials(
+        &self,
+        study: StudyId,
+        states: Option<&[TrialState]>,
+    ) -> Result<Vec<TrialRecord>> {
+        let data = self.study(study)?;
+        let s = data.state.read();
+        s.history
+            .trials()
+            .iter()
+            .filter(|t| matches(states, t.state))
+            .map(|t| s.record(t.number))
+            .collect()
+    }
+
+    fn get_n_trials(&self, study: StudyId, states: Option<&[TrialState]>) -> Result<usize> {
+        let data = self.study(study)?;
+        let s = data.state.read();
+        Ok(match states {
+            None => s.history.trials().len(),
+            Some(_) => s
+                .history
+                .trials()
+                .iter()
+                .filter(|t| matches(states, t.state))
+                .count(),
+        })
+    }
+
+    fn param_context(&self, study: StudyId, number: u64, name: &str) -> Result<ParamContext> {
+        let data = self.study(study)?;
+        let s = data.state.read();
+        let t = s.history.trial(number)?;
+        let x = s.extra(number)?;
+        let existing = match (t.params.get(name), t.distributions.get(name)) {
+            (Some(v), Some(d)) => Some((*v, d.clone())),
+            _ => None,
+        };
+        let relative = match (
+            s.history.pending_relative(number, name),
+            x.relative_space.get(name),
+        ) {
+            (Some(v), Some(d)) => Some((v, d.clone())),
+            _ => None,
+        };
+        Ok(ParamContext {
+            existing,
+            fixed: x.fixed.as_ref().and_then(|f| f.get(name).cloned()),
+            relative,
+            study_distribution: s.param_dists.get(name).cloned(),
+        })
+    }
+
+    fn read_history(&self, study: StudyId, f: &mut dyn FnMut(&History)) -> Result<()> {
+        let data = self.study(study)?;
+        let s = data.state.read();
+        f(&s.history);
+        Ok(())
+    }
+}

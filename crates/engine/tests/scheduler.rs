@@ -1,0 +1,451 @@
+//! Scheduler and study integration tests: evaluators are plain threads pulling requests.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use dspex_engine::optimizer::samplers::{GridSampler, RandomSampler};
+use dspex_engine::optimizer::{
+    Distribution, FloatDistribution, IntDistribution, ParamValue, Sampler, StudyDirection,
+    TrialState,
+};
+use dspex_engine::{
+    Done, EngineError, InMemoryStorage, Outcome, Pulled, Run, RunOptions, StopReason, Study,
+    TrialRecord,
+};
+
+fn study(directions: Vec<StudyDirection>, sampler: Option<Arc<dyn Sampler>>) -> Arc<Study> {
+    let sampler = sampler.unwrap_or_else(|| Arc::new(RandomSampler::new(Some(1))));
+    Study::create(
+        Arc::new(InMemoryStorage::new()),
+        None,
+        directions,
+        Some(sampler),
+        None,
+        false,
+    )
+    .unwrap()
+}
+
+fn xdist() -> Distribution {
+    Distribution::Float(FloatDistribution::new(-10.0, 10.0, false, None).unwrap())
+}
+
+/// Runs `workers` evaluator threads until the run closes; `eval` decides each outcome.
+fn evaluate<F>(run: &Arc<Run>, workers: usize, eval: F)
+where
+    F: Fn(&Run, u64) -> (Outcome, Done) + Send + Sync + 'static,
+{
+    let eval = Arc::new(eval);
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let run = run.clone();
+            let eval = eval.clone();
+            thread::spawn(move || loop {
+                match run.pull(1, Duration::from_millis(50)) {
+                    Pulled::Closed => break,
+                    Pulled::Empty => continue,
+                    Pulled::Requests(reqs) => {
+                        for r in reqs {
+                            let (outcome, done) = eval(&run, r.number);
+                            match run.study().tell(r.number, outcome, false) {
+                                Ok(_) | Err(EngineError::TrialNotRunning { .. }) => {}
+                                Err(e) => panic!("tell failed: {e}"),
+                            }
+                            run.done(r.number, done);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+fn quadratic(run: &Run, n: u64) -> (Outcome, Done) {
+    let x = match run.study().suggest(n, "x", &xdist()) {
+        Ok(s) => match s.value {
+            ParamValue::Float(x) => x,
+            other => panic!("{other:?}"),
+        },
+        // The trial was failed under us (timeout, interrupt): the evaluator's tell is ignored.
+        Err(EngineError::TrialNotRunning { .. }) => {
+            return (Outcome::Fail("gone".into()), Done::Finished)
+        }
+        Err(e) => panic!("{e}"),
+    };
+    (Outcome::Values(vec![x * x]), Done::Finished)
+}
+
+fn count(study: &Study, state: TrialState) -> usize {
+    study.trials(Some(&[state])).unwrap().len()
+}
+
+#[test]
+fn sequential_run_completes_exactly_n_trials() {
+    let s = study(vec![StudyDirection::Minimize], None);
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(20),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    evaluate(&run, 1, quadratic);
+    let summary = run.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(summary.reason, StopReason::NTrials);
+    assert_eq!(summary.started, 20);
+    assert_eq!(count(&s, TrialState::Complete), 20);
+    let best = s.best_trial().unwrap();
+    let all = s.trials(None).unwrap();
+    assert!(all
+        .iter()
+        .all(|t| t.value().unwrap() >= best.value().unwrap()));
+    assert!(all
+        .iter()
+        .all(|t| t.datetime_start.is_some() && t.datetime_complete.is_some()));
+}
+
+#[test]
+fn n_trials_is_exact_under_concurrency_and_in_flight_is_bounded() {
+    let s = study(vec![StudyDirection::Minimize], None);
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(97),
+            concurrency: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let live = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (l, p) = (live.clone(), peak.clone());
+    evaluate(&run, 12, move |run, n| {
+        let now = l.fetch_add(1, Ordering::SeqCst) + 1;
+        p.fetch_max(now, Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(2));
+        let r = quadratic(run, n);
+        l.fetch_sub(1, Ordering::SeqCst);
+        r
+    });
+    let summary = run.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(summary.started, 97);
+    assert_eq!(s.trials(None).unwrap().len(), 97);
+    assert_eq!(count(&s, TrialState::Complete), 97);
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= 8, "peak in flight {peak}");
+}
+
+#[test]
+fn timeout_stops_starting_trials_and_running_ones_finish() {
+    let s = study(vec![StudyDirection::Minimize], None);
+    let opts = RunOptions {
+        timeout: Some(Duration::from_millis(200)),
+        concurrency: 2,
+        ..Default::default()
+    };
+    let run = Run::start(s.clone(), opts).unwrap();
+    evaluate(&run, 2, |run, n| {
+        thread::sleep(Duration::from_millis(20));
+        quadratic(run, n)
+    });
+    let summary = run.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(summary.reason, StopReason::Timeout);
+    let n = s.trials(None).unwrap().len();
+    assert!(n >= 2 && n < 200, "{n} trials");
+    assert_eq!(
+        count(&s, TrialState::Complete),
+        n,
+        "no trial is left running"
+    );
+}
+
+#[test]
+fn stop_from_an_evaluator_ends_the_run_after_that_trial() {
+    let s = study(vec![StudyDirection::Minimize], None);
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(50),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    evaluate(&run, 1, |run, n| {
+        if n == 4 {
+            assert_eq!(run.study().stop(), 1);
+        }
+        quadratic(run, n)
+    });
+    assert_eq!(
+        run.wait(Duration::from_secs(10)).unwrap().reason,
+        StopReason::Stopped
+    );
+    assert_eq!(s.trials(None).unwrap().len(), 5);
+}
+
+#[test]
+fn failures_are_recorded_with_their_reason_and_abort_stops() {
+    let s = study(vec![StudyDirection::Minimize], None);
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(10),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    evaluate(&run, 1, |run, n| match n {
+        0 => (Outcome::Fail("ValueError('boom')".into()), Done::Finished),
+        1 => (Outcome::Values(vec![f64::NAN]), Done::Finished),
+        2 => (Outcome::Values(vec![f64::INFINITY]), Done::Finished),
+        3 => (Outcome::Values(vec![1.0, 2.0]), Done::Finished),
+        4 => (Outcome::Pruned, Done::Finished),
+        5 => (
+            Outcome::Fail("RuntimeError('fatal')".into()),
+            Done::Abort("fatal".into()),
+        ),
+        _ => quadratic(run, n),
+    });
+    let summary = run.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(summary.reason, StopReason::Aborted("fatal".into()));
+    let trials = s.trials(None).unwrap();
+    assert_eq!(trials.len(), 6);
+    let reason = |i: usize| trials[i].fail_reason.clone().unwrap();
+    assert_eq!(reason(0), "ValueError('boom')");
+    assert!(reason(1).contains("NaN"), "{}", reason(1));
+    assert!(reason(2).contains("inf"), "{}", reason(2));
+    assert!(reason(3).contains("number of values 2"), "{}", reason(3));
+    assert_eq!(
+        trials[0]
+            .system_attrs
+            .get("fail_reason")
+            .and_then(|v| v.as_str()),
+        Some("ValueError('boom')")
+    );
+    assert_eq!(trials[4].state, TrialState::Pruned);
+    assert!(matches!(s.best_trial(), Err(EngineError::NoData(_))));
+}
+
+#[test]
+fn per_trial_timeout_fails_the_trial_and_frees_the_slot() {
+    let s = study(vec![StudyDirection::Minimize], None);
+    let opts = RunOptions {
+        n_trials: Some(3),
+        trial_timeout: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let run = Run::start(s.clone(), opts).unwrap();
+    evaluate(&run, 2, |run, n| {
+        if n == 1 {
+            thread::sleep(Duration::from_millis(400));
+        }
+        quadratic(run, n)
+    });
+    let summary = run.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(summary.timed_out, vec![1]);
+    let t1 = s.trial(1).unwrap();
+    assert_eq!(t1.state, TrialState::Fail);
+    assert!(t1.fail_reason.unwrap().contains("timed out"));
+    assert_eq!(count(&s, TrialState::Complete), 2);
+}
+
+#[test]
+fn interrupt_fails_trials_in_flight_and_keeps_finished_ones() {
+    let s = study(vec![StudyDirection::Minimize], None);
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            concurrency: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    evaluate(&run, 2, |run, n| {
+        if n == 6 {
+            run.interrupt("KeyboardInterrupt");
+            thread::sleep(Duration::from_millis(50));
+        }
+        quadratic(run, n)
+    });
+    let summary = run.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        summary.reason,
+        StopReason::Interrupted("KeyboardInterrupt".into())
+    );
+    let trials = s.trials(None).unwrap();
+    assert!(trials.iter().all(|t| t.state.is_finished()), "{trials:?}");
+    assert_eq!(s.trial(6).unwrap().state, TrialState::Fail);
+    assert!(count(&s, TrialState::Complete) >= 5);
+}
+
+#[test]
+fn enqueued_params_are_used_first() {
+    let s = study(vec![StudyDirection::Minimize], None);
+    let fixed: BTreeMap<String, ParamValue> = [("x".to_string(), ParamValue::Float(3.5))].into();
+    s.enqueue(fixed.clone(), Default::default(), false).unwrap();
+    assert_eq!(
+        s.enqueue(fixed, Default::default(), true).unwrap(),
+        None,
+        "skip_if_exists"
+    );
+    assert_eq!(count(&s, TrialState::Waiting), 1);
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(3),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    evaluate(&run, 1, quadratic);
+    run.wait(Duration::from_secs(10)).unwrap();
+    let t0 = s.trial(0).unwrap();
+    assert_eq!(t0.params.get("x"), Some(&ParamValue::Float(3.5)));
+    assert_eq!(t0.value(), Some(12.25));
+    assert_eq!(s.trials(None).unwrap().len(), 3);
+}
+
+#[test]
+fn grid_exhaustion_stops_the_run() {
+    let space: BTreeMap<String, Vec<ParamValue>> = [(
+        "k".to_string(),
+        vec![ParamValue::Int(1), ParamValue::Int(2), ParamValue::Int(3)],
+    )]
+    .into();
+    let grid: Arc<dyn Sampler> = Arc::new(GridSampler::new(space, Some(0)).unwrap());
+    let s = study(vec![StudyDirection::Minimize], Some(grid));
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(10),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let k = Distribution::Int(IntDistribution::new(0, 5, false, 1).unwrap());
+    evaluate(&run, 1, move |run, n| {
+        let v = match run.study().suggest(n, "k", &k).unwrap().value {
+            ParamValue::Int(i) => i as f64,
+            other => panic!("{other:?}"),
+        };
+        (Outcome::Values(vec![v]), Done::Finished)
+    });
+    assert_eq!(
+        run.wait(Duration::from_secs(10)).unwrap().reason,
+        StopReason::Exhausted
+    );
+    let mut ks: Vec<String> = s
+        .trials(None)
+        .unwrap()
+        .iter()
+        .map(|t| t.params["k"].to_string())
+        .collect();
+    ks.sort();
+    assert_eq!(ks, vec!["1", "2", "3"]);
+}
+
+#[test]
+fn suggest_rules_same_name_and_kinds() {
+    let s = study(vec![StudyDirection::Minimize], None);
+    let n = s.ask().unwrap();
+    let a = s.suggest(n, "x", &xdist()).unwrap();
+    let again = s.suggest(n, "x", &xdist()).unwrap();
+    assert_eq!(a, again);
+    let narrower = Distribution::Float(FloatDistribution::new(0.0, 1.0, false, None).unwrap());
+    let w = s.suggest(n, "x", &narrower).unwrap();
+    assert_eq!(w.value, a.value);
+    assert!(w.warning.is_some());
+    let int = Distribution::Int(IntDistribution::new(0, 3, false, 1).unwrap());
+    assert!(matches!(
+        s.suggest(n, "x", &int),
+        Err(EngineError::IncompatibleDistribution { .. })
+    ));
+    s.tell(n, Outcome::Values(vec![1.0]), false).unwrap();
+    // Other trials: another kind for the same name is refused too.
+    let m = s.ask().unwrap();
+    assert!(matches!(
+        s.suggest(m, "x", &int),
+        Err(EngineError::IncompatibleDistribution { .. })
+    ));
+    // Telling twice is an error; strict tell keeps the trial running on bad values.
+    assert!(matches!(
+        s.tell(n, Outcome::Pruned, false),
+        Err(EngineError::TrialNotRunning { .. })
+    ));
+    assert!(matches!(
+        s.tell(m, Outcome::Values(vec![f64::NAN]), true),
+        Err(EngineError::InvalidArgument(_))
+    ));
+    assert_eq!(s.trial(m).unwrap().state, TrialState::Running);
+}
+
+#[test]
+fn add_trial_and_pareto_front() {
+    let s = study(
+        vec![StudyDirection::Minimize, StudyDirection::Maximize],
+        None,
+    );
+    for (i, (a, b)) in [(1.0, 1.0), (2.0, 3.0), (3.0, 2.0), (0.5, 0.2)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut t = TrialRecord::new(0, TrialState::Complete);
+        t.values = Some(vec![a, b]);
+        t.internal_params.insert("x".into(), i as f64);
+        t.distributions.insert("x".into(), xdist());
+        s.add_trial(&t).unwrap();
+    }
+    let mut front: Vec<u64> = s.best_trials().unwrap().iter().map(|t| t.number).collect();
+    front.sort();
+    assert_eq!(front, vec![0, 1, 3]);
+    assert!(matches!(
+        s.best_trial(),
+        Err(EngineError::InvalidOperation(_))
+    ));
+    let mut bad = TrialRecord::new(0, TrialState::Complete);
+    bad.values = Some(vec![1.0]);
+    assert!(s.add_trial(&bad).is_err());
+    assert_eq!(s.trials(None).unwrap().len(), 4);
+}
+
+#[test]
+fn async_pull_and_wait() {
+    let s = study(vec![StudyDirection::Minimize], None);
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(30),
+            concurrency: 10,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let r = run.clone();
+    let summary = rt.block_on(async move {
+        loop {
+            let reqs = r.pull_async(16).await;
+            if reqs.is_empty() {
+                break;
+            }
+            for req in reqs {
+                let (o, d) = quadratic(&r, req.number);
+                r.study().tell(req.number, o, false).unwrap();
+                r.done(req.number, d);
+            }
+        }
+        r.wait_async().await
+    });
+    assert_eq!(summary.started, 30);
+    assert_eq!(count(&s, TrialState::Complete), 30);
+}
