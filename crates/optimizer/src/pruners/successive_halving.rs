@@ -22,8 +22,9 @@
 //!
 //! The current trial's completed rungs are those crossed by its values before its last step; its
 //! last value then goes through the same loop as in Optuna, against the rung values of every
-//! other trial. For sequential studies this reproduces Optuna's decisions exactly; the
-//! difference is that calling `prune` twice at the same step gives the same answer twice.
+//! other trial. For sequential studies whose trials stop when pruned this reproduces Optuna's
+//! decisions exactly (checked on scripted studies, see the tests); one deliberate difference:
+//! calling `prune` twice at the same step gives the same answer twice.
 //!
 //! `min_resource = "auto"`: Optuna estimates `max(1, last_step // 100)` from the COMPLETE trials
 //! the first time one exists and freezes it; until then it decides nothing and records no rung.
