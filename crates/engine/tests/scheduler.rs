@@ -158,7 +158,7 @@ fn timeout_stops_starting_trials_and_running_ones_finish() {
     let summary = run.wait(Duration::from_secs(10)).unwrap();
     assert_eq!(summary.reason, StopReason::Timeout);
     let n = s.trials(None).unwrap().len();
-    assert!(n >= 2 && n < 200, "{n} trials");
+    assert!((2..200).contains(&n), "{n} trials");
     assert_eq!(
         count(&s, TrialState::Complete),
         n,

@@ -1,0 +1,47 @@
+"""dspex: an optimization engine. Python defines the experiment, a Rust engine runs it.
+
+The API follows Optuna's, so ``import dspex as optuna`` runs a typical Optuna script::
+
+    import dspex
+
+    def objective(trial):
+        x = trial.suggest_float("x", -10, 10)
+        return (x - 2) ** 2
+
+    study = dspex.create_study()
+    study.optimize(objective, n_trials=100)
+    print(study.best_params, study.best_value)
+"""
+
+from __future__ import annotations
+
+from dspex import _native
+from dspex import distributions, exceptions, logging, pruners, samplers, storages, study, trial
+from dspex.exceptions import TrialPruned
+from dspex.study import Study, StudyDirection, create_study, delete_study, get_all_study_names, load_study
+from dspex.trial import FrozenTrial, Trial, TrialState, create_trial
+
+__version__: str = _native.__version__
+
+__all__ = [
+    "FrozenTrial",
+    "Study",
+    "StudyDirection",
+    "Trial",
+    "TrialPruned",
+    "TrialState",
+    "__version__",
+    "create_study",
+    "create_trial",
+    "delete_study",
+    "distributions",
+    "exceptions",
+    "get_all_study_names",
+    "load_study",
+    "logging",
+    "pruners",
+    "samplers",
+    "storages",
+    "study",
+    "trial",
+]

@@ -1,0 +1,421 @@
+"""The Python side of ``Study.optimize``: evaluators that pull trial numbers from the engine's
+run, call the objective and answer. The engine decides which trials start and when."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple, Type
+
+from dspex.exceptions import TrialPruned
+from dspex.logging import get_logger
+from dspex.trial import FrozenTrial, Trial
+
+if TYPE_CHECKING:
+    from dspex.study import Study
+
+_logger = get_logger("dspex.study")
+
+
+class _Progress:
+    """tqdm when installed, else one updating stderr line."""
+
+    def __init__(self, enabled: bool, n_trials: Optional[int], timeout: Optional[float]) -> None:
+        self.enabled = enabled
+        self.n = 0
+        self.start = time.monotonic()
+        self.bar: Any = None
+        self.last = 0.0
+        if not enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=n_trials, desc="dspex", unit="trial")
+        except ImportError:
+            self.bar = None
+
+    def update(self, best: Optional[float]) -> None:
+        if not self.enabled:
+            return
+        self.n += 1
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rate = self.n / elapsed
+        if self.bar is not None:
+            self.bar.update(1)
+            if best is not None:
+                self.bar.set_postfix(best=f"{best:.6g}", refresh=False)
+            return
+        now = time.monotonic()
+        if now - self.last < 0.1:
+            return
+        self.last = now
+        best_s = "-" if best is None else f"{best:.6g}"
+        sys.stderr.write(f"\r[dspex] {self.n} trials, best {best_s}, {rate:.1f} trials/s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _catch_tuple(catch: Any) -> Tuple[Type[BaseException], ...]:
+    if isinstance(catch, type) and issubclass(catch, BaseException):
+        return (catch,)
+    try:
+        items = tuple(catch)
+    except TypeError:
+        raise TypeError(f"catch must be an exception class or an iterable of them, got {catch!r}") from None
+    for c in items:
+        if not (isinstance(c, type) and issubclass(c, BaseException)):
+            raise TypeError(f"catch must contain exception classes, got {c!r}")
+    return items
+
+
+def _reason(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
+class _Runner:
+    """State shared by the evaluators of one run."""
+
+    def __init__(self, study: "Study", run: Any, func: Callable, catch: tuple, callbacks: List[Callable], gc_after_trial: bool, progress: _Progress) -> None:
+        self.study = study
+        self.native = study._native
+        self.run = run
+        self.func = func
+        self.catch = catch
+        self.callbacks = callbacks
+        self.gc_after_trial = gc_after_trial
+        self.progress = progress
+        self.error: Optional[BaseException] = None
+        self.lock = threading.Lock()
+        self.single = len(self.native.directions) == 1
+        self.maximize = self.single and self.native.directions[0] == "maximize"
+        self.best: Optional[Tuple[int, float]] = None
+        if self.single:
+            try:
+                b = self.native.best_trial()
+                self.best = (b[0], b[4][0])
+            except ValueError:
+                pass
+
+    def _set_error(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = exc
+
+    def finish(self, number: int, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
+        """Tells the engine, logs, runs callbacks, answers the run. Never raises."""
+        abort: Optional[str] = None
+        told = None
+        try:
+            if pruned is not None:
+                told = self.native.tell(number, state="PRUNED")
+            elif exc is not None:
+                told = self.native.tell(number, state="FAIL", fail_reason=_reason(exc))
+            else:
+                from dspex.study import _convert_values
+
+                vals, why = _convert_values(value)
+                if why is None:
+                    told = self.native.tell(number, values=vals)
+                else:
+                    told = self.native.tell(number, state="FAIL", fail_reason=why)
+        except ValueError:
+            told = None  # the engine failed this trial already (timeout, interrupt)
+        except BaseException as e:  # noqa: BLE001 - an engine error must not kill an evaluator
+            self._set_error(e)
+            abort = repr(e)
+        if told is not None:
+            self._log(number, told, value, pruned, exc)
+        if exc is not None and not isinstance(exc, self.catch):
+            self._set_error(exc)
+            abort = repr(exc)
+        if told is not None and self.callbacks:
+            try:
+                frozen = FrozenTrial._from_native(self.native.trial(number))
+                for cb in self.callbacks:
+                    cb(self.study, frozen)
+            except BaseException as e:  # noqa: BLE001
+                self._set_error(e)
+                abort = repr(e)
+        self.progress.update(None if self.best is None else self.best[1])
+        if self.gc_after_trial:
+            gc.collect()
+        self.run.done(number, abort)
+
+    def _log(self, number: int, told: tuple, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
+        state, values, reason = told
+        if state == "COMPLETE":
+            if self.single and values:
+                v = values[0]
+                with self.lock:
+                    if self.best is None or (v > self.best[1] if self.maximize else v < self.best[1]):
+                        self.best = (number, v)
+            if _logger.isEnabledFor(20):
+                params = self.native.trial_params(number)
+                if self.single and self.best is not None:
+                    _logger.info(
+                        f"Trial {number} finished with value: {values[0]} and parameters: {params}. "
+                        f"Best is trial {self.best[0]} with value: {self.best[1]}."
+                    )
+                else:
+                    _logger.info(f"Trial {number} finished with values: {values} and parameters: {params}.")
+        elif state == "PRUNED":
+            _logger.info(f"Trial {number} pruned. {pruned if pruned is not None else ''}".rstrip())
+        else:
+            params = self.native.trial_params(number)
+            msg = repr(exc) if exc is not None else reason
+            _logger.warning(
+                f"Trial {number} failed with parameters: {params} because of the following error: {msg}.",
+                exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+            )
+            _logger.warning(f"Trial {number} failed with value {value!r}.")
+
+    # -- evaluation
+    def evaluate(self, number: int) -> None:
+        """Runs the objective for one trial; BaseExceptions (Ctrl-C) fail the trial and propagate."""
+        trial = Trial(self.study, number)
+        value = None
+        pruned = None
+        exc = None
+        try:
+            value = self.func(trial)
+        except TrialPruned as e:
+            pruned = e
+        except Exception as e:  # noqa: BLE001
+            exc = e
+        except BaseException as e:
+            self.interrupt(number, e)
+            raise
+        self.finish(number, value, pruned, exc)
+
+    async def evaluate_async(self, number: int) -> None:
+        trial = Trial(self.study, number)
+        value = None
+        pruned = None
+        exc = None
+        try:
+            value = await self.func(trial)
+        except TrialPruned as e:
+            pruned = e
+        except Exception as e:  # noqa: BLE001
+            exc = e
+        except BaseException as e:  # CancelledError on Ctrl-C, KeyboardInterrupt
+            self.interrupt(number, e)
+            raise
+        self.finish(number, value, pruned, exc)
+
+    def interrupt(self, number: int, exc: BaseException) -> None:
+        """Fails ``number`` because of ``exc`` and ends the run now."""
+        try:
+            self.native.tell(number, state="FAIL", fail_reason=_reason(exc))
+            _logger.warning(f"Trial {number} failed because of the following error: {exc!r}.")
+        except BaseException:  # noqa: BLE001 - already failed by the engine
+            pass
+        self.run.interrupt(type(exc).__name__)
+
+
+def _check_args(n_trials: Any, timeout: Any, n_jobs: Any, concurrency: Any, trial_timeout: Any) -> int:
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0):
+        raise ValueError(f"n_trials must be None or an int >= 0, got {n_trials!r}")
+    for name, t in (("timeout", timeout), ("trial_timeout", trial_timeout)):
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0 or math.isnan(t)):
+            raise ValueError(f"{name} must be None or a number of seconds >= 0, got {t!r}")
+    conc = concurrency if concurrency is not None else n_jobs
+    if isinstance(conc, bool) or not isinstance(conc, int) or conc == 0 or conc < -1:
+        raise ValueError(f"concurrency (n_jobs) must be an int >= 1 or -1, got {conc!r}")
+    if conc == -1:
+        conc = os.cpu_count() or 1
+    return conc
+
+
+def _start(study: "Study", func: Any, n_trials: Any, timeout: Any, conc: int, catch: Any, callbacks: Any, gc_after_trial: bool, show_progress_bar: bool, trial_timeout: Any) -> _Runner:
+    if not callable(func):
+        raise TypeError(f"the objective must be callable, got {func!r}")
+    catch_t = _catch_tuple(catch)
+    cbs = list(callbacks or [])
+    run = study._native.start_run(n_trials, None if timeout is None else float(timeout), conc, None if trial_timeout is None else float(trial_timeout))
+    return _Runner(study, run, func, catch_t, cbs, gc_after_trial, _Progress(show_progress_bar, n_trials, timeout))
+
+
+def _is_async(func: Any) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+
+
+def run_optimize(study: "Study", func: Any, n_trials: Any, timeout: Any, n_jobs: Any, catch: Any, callbacks: Any, gc_after_trial: bool, show_progress_bar: bool, concurrency: Any, trial_timeout: Any) -> None:
+    conc = _check_args(n_trials, timeout, n_jobs, concurrency, trial_timeout)
+    with study._lock:
+        if study._optimizing:
+            raise RuntimeError("Nested optimization detected: optimize cannot be called while this study is optimizing.")
+        study._optimizing += 1
+    runner: Optional[_Runner] = None
+    try:
+        runner = _start(study, func, n_trials, timeout, conc, catch, callbacks, gc_after_trial, show_progress_bar, trial_timeout)
+        if _is_async(func):
+            _drive_async(runner, conc)
+        elif conc == 1:
+            _drive_here(runner)
+        else:
+            _drive_threads(runner, conc)
+    finally:
+        with study._lock:
+            study._optimizing -= 1
+        if runner is not None:
+            runner.progress.close()
+    if runner.error is not None:
+        raise runner.error
+
+
+async def run_optimize_async(study: "Study", func: Any, n_trials: Any, timeout: Any, concurrency: int, catch: Any, callbacks: Any, show_progress_bar: bool, trial_timeout: Any) -> None:
+    conc = _check_args(n_trials, timeout, 1, concurrency, trial_timeout)
+    if not _is_async(func):
+        raise TypeError("optimize_async needs an `async def` objective")
+    with study._lock:
+        if study._optimizing:
+            raise RuntimeError("Nested optimization detected: optimize cannot be called while this study is optimizing.")
+        study._optimizing += 1
+    runner = None
+    try:
+        runner = _start(study, func, n_trials, timeout, conc, catch, callbacks, False, show_progress_bar, trial_timeout)
+        try:
+            await _async_main(runner, conc)
+        except BaseException as e:
+            runner.run.interrupt(type(e).__name__)
+            raise
+    finally:
+        with study._lock:
+            study._optimizing -= 1
+        if runner is not None:
+            runner.progress.close()
+    if runner.error is not None:
+        raise runner.error
+
+
+def _finish_interrupted(runner: _Runner, exc: BaseException) -> None:
+    runner.run.interrupt(type(exc).__name__)
+    # The engine fails the trials in flight and ends the run without waiting for evaluators.
+    while runner.run.wait(5.0) is None:
+        pass
+
+
+def _drive_here(runner: _Runner) -> None:
+    """concurrency == 1: the objective runs on the calling thread (Ctrl-C reaches it)."""
+    try:
+        while True:
+            numbers = runner.run.pull(1, None)
+            if numbers is None:
+                break
+            for n in numbers:
+                runner.evaluate(n)
+    except BaseException as e:
+        _finish_interrupted(runner, e)
+        raise
+    runner.run.wait(None)
+
+
+def _drive_threads(runner: _Runner, conc: int) -> None:
+    """Sync objective, concurrency > 1: one evaluator thread per slot; this thread waits."""
+
+    def worker() -> None:
+        try:
+            while True:
+                numbers = runner.run.pull(1, 0.2)
+                if numbers is None:
+                    return
+                for n in numbers:
+                    runner.evaluate(n)
+        except BaseException as e:  # noqa: BLE001 - SystemExit etc. in a worker
+            runner._set_error(e)
+
+    threads = [threading.Thread(target=worker, name=f"dspex-worker-{i}", daemon=True) for i in range(conc)]
+    for t in threads:
+        t.start()
+    try:
+        runner.run.wait(None)
+    except BaseException as e:
+        _finish_interrupted(runner, e)
+        raise
+    for t in threads:
+        t.join()
+
+
+async def _async_main(runner: _Runner, conc: int) -> None:
+    loop = asyncio.get_running_loop()
+    tasks: set = set()
+    pull_thread_result: List[Any] = []
+    import concurrent.futures
+
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dspex-pull")
+    try:
+        while True:
+            numbers = await loop.run_in_executor(executor, runner.run.pull, conc, 0.2)
+            if numbers is None:
+                break
+            for n in numbers:
+                t = loop.create_task(runner.evaluate_async(n))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*list(tasks), return_exceptions=True)
+    except BaseException:
+        for t in list(tasks):
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*list(tasks), return_exceptions=True)
+        raise
+    finally:
+        executor.shutdown(wait=False)
+    del pull_thread_result
+
+
+def _drive_async(runner: _Runner, conc: int) -> None:
+    """``async def`` objective: tasks on one event loop (a new one in this thread, or in a
+    helper thread when this thread already runs a loop)."""
+    try:
+        asyncio.get_running_loop()
+        in_loop = True
+    except RuntimeError:
+        in_loop = False
+    if not in_loop:
+        try:
+            asyncio.run(_async_main(runner, conc))
+        except BaseException as e:
+            _finish_interrupted(runner, e)
+            raise
+        return
+    box: List[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(_async_main(runner, conc))
+        except BaseException as e:  # noqa: BLE001
+            box.append(e)
+
+    t = threading.Thread(target=target, name="dspex-async", daemon=True)
+    t.start()
+    try:
+        runner.run.wait(None)
+    except BaseException as e:
+        _finish_interrupted(runner, e)
+        raise
+    t.join()
+    if box:
+        raise box[0]
+
+
+__all__: List[str] = []
+_unused: Iterable[Any] = ()

@@ -1,0 +1,138 @@
+"""Parameter distributions with Optuna's constructor signatures.
+
+Validation is done by the engine: invalid ranges raise :class:`ValueError`, and a range that
+the step does not divide is shrunk with a :class:`UserWarning` (as Optuna does).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, Sequence, Tuple, Union
+
+from dspex import _native
+
+CategoricalChoiceType = Union[None, bool, int, float, str]
+
+
+class BaseDistribution:
+    """Base class of the distributions."""
+
+    def _to_native(self) -> tuple:
+        raise NotImplementedError
+
+    def single(self) -> bool:
+        """True when the distribution admits a single value."""
+        raise NotImplementedError
+
+    def _asdict(self) -> Dict[str, Any]:
+        return dict(vars(self))
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._asdict() == other._asdict()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, repr(sorted(self._asdict().items(), key=lambda kv: kv[0]))))
+
+    def __repr__(self) -> str:
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in sorted(self._asdict().items()))
+        return f"{type(self).__name__}({kwargs})"
+
+
+class FloatDistribution(BaseDistribution):
+    """A float range ``[low, high]``, optionally log-scaled or discretized by ``step``."""
+
+    def __init__(self, low: float, high: float, log: bool = False, step: float | None = None) -> None:
+        high2, note = _native.check_float_distribution(float(low), float(high), bool(log), None if step is None else float(step))
+        if note is not None:
+            warnings.warn(note, UserWarning, stacklevel=2)
+        self.low = float(low)
+        self.high = float(high2)
+        self.log = bool(log)
+        self.step = None if step is None else float(step)
+
+    def _to_native(self) -> tuple:
+        return ("float", self.low, self.high, self.log, self.step)
+
+    def single(self) -> bool:
+        if self.step is None:
+            return self.low == self.high
+        return self.low == self.high or (self.high - self.low) < self.step
+
+    def _contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+class IntDistribution(BaseDistribution):
+    """An integer range ``[low, high]``, optionally log-scaled or with a ``step``."""
+
+    def __init__(self, low: int, high: int, log: bool = False, step: int = 1) -> None:
+        high2, note = _native.check_int_distribution(int(low), int(high), bool(log), int(step))
+        if note is not None:
+            warnings.warn(note, UserWarning, stacklevel=2)
+        self.low = int(low)
+        self.high = int(high2)
+        self.log = bool(log)
+        self.step = int(step)
+
+    def _to_native(self) -> tuple:
+        return ("int", self.low, self.high, self.log, self.step)
+
+    def single(self) -> bool:
+        return self.low == self.high or (not self.log and self.high - self.low < self.step)
+
+    def _contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+class CategoricalDistribution(BaseDistribution):
+    """A finite set of choices (None, bool, int, float or str)."""
+
+    def __init__(self, choices: Sequence[CategoricalChoiceType]) -> None:
+        _native.check_categorical_distribution(list(choices))
+        self.choices: Tuple[CategoricalChoiceType, ...] = tuple(choices)
+
+    def _to_native(self) -> tuple:
+        return ("categorical", self.choices)
+
+    def single(self) -> bool:
+        return len(self.choices) == 1
+
+    def _asdict(self) -> Dict[str, Any]:
+        return {"choices": self.choices}
+
+
+def _from_native(t: tuple) -> BaseDistribution:
+    """Builds a distribution object from the engine's tuple form (no re-validation)."""
+    kind = t[0]
+    d: BaseDistribution
+    if kind == "float":
+        d = FloatDistribution.__new__(FloatDistribution)
+        d.low, d.high, d.log, d.step = t[1], t[2], t[3], t[4]
+    elif kind == "int":
+        d = IntDistribution.__new__(IntDistribution)
+        d.low, d.high, d.log, d.step = t[1], t[2], t[3], t[4]
+    else:
+        d = CategoricalDistribution.__new__(CategoricalDistribution)
+        d.choices = tuple(t[1])
+    return d
+
+
+def distribution_to_json(dist: BaseDistribution) -> str:
+    """Optuna's JSON form of ``dist``."""
+    return _native.distribution_to_json(dist._to_native())
+
+
+def json_to_distribution(json_str: str) -> BaseDistribution:
+    """Parses Optuna's JSON form (including pre-3.0 distribution names)."""
+    return _from_native(_native.distribution_from_json(json_str))
+
+
+__all__ = [
+    "BaseDistribution",
+    "CategoricalChoiceType",
+    "CategoricalDistribution",
+    "FloatDistribution",
+    "IntDistribution",
+    "distribution_to_json",
+    "json_to_distribution",
+]

@@ -1,0 +1,381 @@
+"""Studies: create, load and optimize (Optuna-compatible)."""
+
+from __future__ import annotations
+
+import copy
+import enum
+import threading
+from typing import Any, Callable, Container, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
+
+from dspex import _native
+from dspex import storages as _storages
+from dspex.distributions import BaseDistribution
+from dspex.pruners import BasePruner, NopPruner
+from dspex.samplers import BaseSampler, GridSampler, TPESampler
+from dspex.trial import FrozenTrial, Trial, TrialState, _validate
+
+ObjectiveFuncType = Callable[[Trial], Union[float, Sequence[float]]]
+
+
+class StudyDirection(enum.IntEnum):
+    """Whether a study minimizes or maximizes an objective (Optuna's values)."""
+
+    NOT_SET = 0
+    MINIMIZE = 1
+    MAXIMIZE = 2
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        return f"StudyDirection.{self.name}"
+
+
+def _direction_name(d: Any) -> str:
+    if isinstance(d, StudyDirection):
+        if d == StudyDirection.NOT_SET:
+            raise ValueError(f"direction must be 'minimize' or 'maximize', got {d!r}")
+        return d.name.lower()
+    if isinstance(d, str) and d.lower() in ("minimize", "maximize"):
+        return d.lower()
+    raise ValueError(f"direction must be 'minimize' or 'maximize', got {d!r}")
+
+
+class Study:
+    """A study: a set of trials optimizing one or more objectives. Create it with
+    :func:`create_study` or :func:`load_study`."""
+
+    def __init__(self, native: Any, sampler: BaseSampler, pruner: BasePruner, storage: _storages.InMemoryStorage) -> None:
+        self._native = native
+        self.sampler = sampler
+        self.pruner = pruner
+        self._storage = storage
+        self._optimizing = 0
+        self._lock = threading.Lock()
+        self._thread_local = threading.local()
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def study_name(self) -> str:
+        return self._native.name
+
+    @property
+    def directions(self) -> List[StudyDirection]:
+        return [StudyDirection[d.upper()] for d in self._native.directions]
+
+    @property
+    def direction(self) -> StudyDirection:
+        dirs = self.directions
+        if len(dirs) > 1:
+            raise RuntimeError("This attribute is not available during multi-objective optimization; use directions.")
+        return dirs[0]
+
+    def _is_multi_objective(self) -> bool:
+        return len(self._native.directions) > 1
+
+    @property
+    def trials(self) -> List[FrozenTrial]:
+        """All trials (a snapshot)."""
+        return self.get_trials(deepcopy=True)
+
+    def get_trials(self, deepcopy: bool = True, states: Optional[Container[TrialState]] = None) -> List[FrozenTrial]:
+        """Trials, optionally only those whose state is in ``states``. Records are always fresh
+        copies, so ``deepcopy`` has no effect on isolation."""
+        names = None
+        if states is not None:
+            names = [s.name for s in TrialState if s in states]
+        return [FrozenTrial._from_native(t) for t in self._native.trials(names)]
+
+    @property
+    def best_trial(self) -> FrozenTrial:
+        """The best COMPLETE trial (single-objective studies)."""
+        if self._is_multi_objective():
+            raise RuntimeError("A single best trial cannot be retrieved from a multi-objective study. Consider using Study.best_trials.")
+        return FrozenTrial._from_native(self._native.best_trial())
+
+    @property
+    def best_params(self) -> Dict[str, Any]:
+        return self.best_trial.params
+
+    @property
+    def best_value(self) -> float:
+        v = self.best_trial.value
+        assert v is not None
+        return v
+
+    @property
+    def best_trials(self) -> List[FrozenTrial]:
+        """The Pareto-optimal COMPLETE trials."""
+        return [FrozenTrial._from_native(t) for t in self._native.best_trials()]
+
+    @property
+    def user_attrs(self) -> Dict[str, Any]:
+        return self._native.user_attrs()
+
+    @property
+    def system_attrs(self) -> Dict[str, Any]:
+        return self._native.system_attrs()
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        """Stores a JSON-serializable value on the study."""
+        self._native.set_user_attr(key, value)
+
+    def set_system_attr(self, key: str, value: Any) -> None:
+        self._native.set_system_attr(key, value)
+
+    # ---------------------------------------------------------------- optimize
+    def optimize(
+        self,
+        func: ObjectiveFuncType,
+        n_trials: Optional[int] = None,
+        timeout: Optional[float] = None,
+        n_jobs: int = 1,
+        catch: Union[Iterable[Type[Exception]], Type[Exception]] = (),
+        callbacks: Optional[Iterable[Callable[["Study", FrozenTrial], None]]] = None,
+        gc_after_trial: bool = False,
+        show_progress_bar: bool = False,
+        concurrency: Optional[int] = None,
+        trial_timeout: Optional[float] = None,
+    ) -> None:
+        """Runs trials of ``func`` until ``n_trials`` trials ran, ``timeout`` seconds passed,
+        :meth:`stop` was called or the sampler is exhausted.
+
+        ``concurrency`` trials run at once (``n_jobs`` is an alias; -1 means one per CPU): sync
+        objectives on threads, ``async def`` objectives as tasks on one event loop. An exception
+        in ``catch`` fails its trial and the study goes on; any other exception fails the trial,
+        stops the study and is re-raised here. Ctrl-C fails the trials in flight, keeps the
+        finished ones and raises ``KeyboardInterrupt``.
+        """
+        from dspex._optimize import run_optimize
+
+        run_optimize(self, func, n_trials, timeout, n_jobs, catch, callbacks, gc_after_trial, show_progress_bar, concurrency, trial_timeout)
+
+    async def optimize_async(
+        self,
+        func: Callable[[Trial], Any],
+        n_trials: Optional[int] = None,
+        timeout: Optional[float] = None,
+        concurrency: int = 1,
+        catch: Union[Iterable[Type[Exception]], Type[Exception]] = (),
+        callbacks: Optional[Iterable[Callable[["Study", FrozenTrial], None]]] = None,
+        show_progress_bar: bool = False,
+        trial_timeout: Optional[float] = None,
+    ) -> None:
+        """Like :meth:`optimize` for an ``async def`` objective, from inside a running event loop."""
+        from dspex._optimize import run_optimize_async
+
+        await run_optimize_async(self, func, n_trials, timeout, concurrency, catch, callbacks, show_progress_bar, trial_timeout)
+
+    def stop(self) -> None:
+        """Starts no more trials in the running :meth:`optimize` (running trials finish)."""
+        if self._optimizing == 0:
+            raise RuntimeError("`Study.stop` is supposed to be invoked inside an objective function or a callback.")
+        self._native.stop()
+
+    # ---------------------------------------------------------------- ask and tell
+    def ask(self, fixed_distributions: Optional[Dict[str, BaseDistribution]] = None) -> Trial:
+        """Starts a trial (an enqueued one first) for the ask-and-tell interface."""
+        trial = Trial(self, self._native.ask())
+        for name, dist in (fixed_distributions or {}).items():
+            trial._suggest(name, dist)
+        return trial
+
+    def tell(
+        self,
+        trial: Union[Trial, int],
+        values: Optional[Union[float, Sequence[float]]] = None,
+        state: Optional[TrialState] = None,
+        skip_if_finished: bool = False,
+    ) -> FrozenTrial:
+        """Finishes ``trial`` with ``values`` (COMPLETE) or ``state`` (PRUNED / FAIL)."""
+        number = trial.number if isinstance(trial, (Trial, FrozenTrial)) else trial
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise TypeError(f"trial must be a Trial or a trial number, got {trial!r}")
+        current = TrialState[self._native.trial_state(number)]
+        if current.is_finished() and skip_if_finished:
+            return FrozenTrial._from_native(self._native.trial(number))
+        if current != TrialState.RUNNING:
+            raise ValueError(f"Cannot tell a {current.name} trial.")
+        if state is not None:
+            state = TrialState(state)
+            if state in (TrialState.RUNNING, TrialState.WAITING):
+                raise ValueError(f"Cannot tell with state {state.name}.")
+            if state in (TrialState.PRUNED, TrialState.FAIL) and values is not None:
+                raise ValueError(f"values must be None when state is {state.name}, got {values!r}")
+        if state == TrialState.PRUNED:
+            self._native.tell(number, state="PRUNED")
+        elif state == TrialState.FAIL:
+            self._native.tell(number, state="FAIL", fail_reason="told FAIL")
+        else:
+            vals, reason = _convert_values(values)
+            if reason is not None:
+                if state == TrialState.COMPLETE:
+                    raise ValueError(reason)
+                from dspex._optimize import _logger
+
+                _logger.warning(f"Trial {number} failed because of the following error: {reason}")
+                self._native.tell(number, state="FAIL", fail_reason=reason)
+            else:
+                if state == TrialState.COMPLETE:
+                    self._native.tell(number, values=vals, strict=True)
+                else:
+                    told_state, _, why = self._native.tell(number, values=vals)
+                    if told_state == "FAIL":
+                        from dspex._optimize import _logger
+
+                        _logger.warning(f"Trial {number} failed because of the following error: {why}")
+        return FrozenTrial._from_native(self._native.trial(number))
+
+    def enqueue_trial(self, params: Dict[str, Any], user_attrs: Optional[Dict[str, Any]] = None, skip_if_exists: bool = False) -> None:
+        """Adds a WAITING trial that will use ``params`` when it runs."""
+        self._native.enqueue(dict(params), dict(user_attrs or {}), skip_if_exists)
+
+    def add_trial(self, trial: FrozenTrial) -> None:
+        """Adds a trial made elsewhere (see :func:`dspex.trial.create_trial`)."""
+        _validate(trial)
+        self._native.add_trial(
+            trial.state.name,
+            dict(trial.params),
+            {k: d._to_native() for k, d in trial.distributions.items()},
+            None if trial.values is None else [float(v) for v in trial.values],
+            {int(k): float(v) for k, v in trial.intermediate_values.items()},
+            dict(trial.user_attrs),
+            dict(trial.system_attrs),
+            None if trial.datetime_start is None else trial.datetime_start.timestamp(),
+            None if trial.datetime_complete is None else trial.datetime_complete.timestamp(),
+        )
+
+    def add_trials(self, trials: Iterable[FrozenTrial]) -> None:
+        for t in trials:
+            self.add_trial(t)
+
+    # ---------------------------------------------------------------- export
+    def trials_dataframe(
+        self,
+        attrs: Tuple[str, ...] = ("number", "value", "datetime_start", "datetime_complete", "duration", "params", "user_attrs", "system_attrs", "state"),
+        multi_index: bool = False,
+    ) -> Any:
+        """The trials as a ``pandas.DataFrame`` (needs pandas: ``pip install dspex[pandas]``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "Study.trials_dataframe() needs pandas, which is not installed. Install it with `pip install pandas` (or `pip install dspex[pandas]`)."
+            ) from None
+        trials = self.get_trials(deepcopy=False)
+        multi = self._is_multi_objective()
+        rows = []
+        for t in trials:
+            row: Dict[Any, Any] = {}
+            for a in attrs:
+                if a == "value" or a == "values":
+                    if multi:
+                        for i in range(len(self._native.directions)):
+                            row[("values", i)] = None if t.values is None else t.values[i]
+                    else:
+                        row[("value", "")] = None if t.values is None else t.values[0]
+                elif a in ("params", "user_attrs", "system_attrs"):
+                    for k, v in getattr(t, a).items():
+                        row[(a, k)] = v
+                elif a == "state":
+                    row[("state", "")] = t.state.name
+                else:
+                    row[(a, "")] = getattr(t, a)
+            rows.append(row)
+        columns: List[Any] = []
+        for r in rows:
+            for c in r:
+                if c not in columns:
+                    columns.append(c)
+        df = pd.DataFrame(rows, columns=pd.MultiIndex.from_tuples(columns) if columns else None)
+        if not multi_index and columns:
+            df.columns = ["_".join(str(x) for x in c if x != "") for c in columns]
+        return df
+
+
+def _convert_values(value: Any) -> Tuple[Optional[List[float]], Optional[str]]:
+    """The objective's return value as floats, or why it cannot be."""
+    if value is None:
+        return None, "The value None could not be cast to float"
+    items = list(value) if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and hasattr(value, "__getitem__") and not isinstance(value, (str, bytes))) else [value]
+    out: List[float] = []
+    errors = []
+    for v in items:
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            errors.append(f"The value {v!r} could not be cast to float")
+    if errors:
+        return None, "; ".join(errors)
+    return out, None
+
+
+def create_study(
+    storage: Any = None,
+    sampler: Optional[BaseSampler] = None,
+    pruner: Optional[BasePruner] = None,
+    study_name: Optional[str] = None,
+    direction: Optional[Union[str, StudyDirection]] = None,
+    load_if_exists: bool = False,
+    *,
+    directions: Optional[Sequence[Union[str, StudyDirection]]] = None,
+) -> Study:
+    """Creates a study (default: minimize one objective with TPE, in memory)."""
+    if direction is not None and directions is not None:
+        raise ValueError("Specify only one of `direction` and `directions`.")
+    if directions is not None:
+        if isinstance(directions, str) or len(directions) == 0:
+            raise ValueError(f"directions must be a non-empty list of 'minimize' / 'maximize', got {directions!r}")
+        names = [_direction_name(d) for d in directions]
+    else:
+        names = [_direction_name(direction if direction is not None else "minimize")]
+    st = _storages._resolve(storage)
+    sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
+    native = _native.Study.create(st._native, study_name, names, sampler._native, pruner._native, load_if_exists)
+    return Study(native, sampler, pruner, st)
+
+
+def load_study(
+    *,
+    study_name: Optional[str],
+    storage: Any,
+    sampler: Optional[BaseSampler] = None,
+    pruner: Optional[BasePruner] = None,
+) -> Study:
+    """Loads a study by name from ``storage`` (an :class:`~dspex.storages.InMemoryStorage`)."""
+    st = _storages._resolve(storage)
+    if storage is None:
+        raise ValueError("load_study needs the storage the study was created in")
+    if study_name is None:
+        names = st.get_all_study_names()
+        if len(names) != 1:
+            raise ValueError(f"study_name is None but the storage has {len(names)} studies; give the name")
+        study_name = names[0]
+    sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
+    native = _native.Study.load(st._native, study_name, sampler._native, pruner._native)
+    return Study(native, sampler, pruner, st)
+
+
+def delete_study(*, study_name: str, storage: Any) -> None:
+    """Deletes a study from ``storage``."""
+    _storages._resolve(storage)._native.delete_study(study_name)
+
+
+def get_all_study_names(storage: Any) -> List[str]:
+    return _storages._resolve(storage).get_all_study_names()
+
+
+def _resolve_sampler_pruner(sampler: Any, pruner: Any) -> Tuple[BaseSampler, BasePruner]:
+    if sampler is None:
+        sampler = TPESampler()
+    elif not isinstance(sampler, BaseSampler):
+        raise ValueError(f"sampler must be a dspex sampler (dspex.samplers.*), got {sampler!r}")
+    if pruner is None:
+        pruner = NopPruner()
+    elif not isinstance(pruner, BasePruner):
+        raise ValueError(f"pruner must be a dspex pruner (dspex.pruners.*), got {pruner!r}")
+    return sampler, pruner
+
+
+__all__ = ["Study", "StudyDirection", "create_study", "delete_study", "get_all_study_names", "load_study"]
+_ = (copy, GridSampler)

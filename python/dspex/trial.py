@@ -1,0 +1,360 @@
+"""Trials: the live :class:`Trial` an objective receives, read-only :class:`FrozenTrial`
+records, :class:`TrialState` and :func:`create_trial`."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import math
+import warnings
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, TypeVar, overload
+
+from dspex.distributions import (
+    BaseDistribution,
+    CategoricalChoiceType,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    _from_native,
+)
+
+if TYPE_CHECKING:
+    from dspex.study import Study
+
+C = TypeVar("C", bound=CategoricalChoiceType)
+
+
+class TrialState(enum.IntEnum):
+    """Lifecycle state of a trial (Optuna's values)."""
+
+    RUNNING = 0
+    COMPLETE = 1
+    PRUNED = 2
+    FAIL = 3
+    WAITING = 4
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        return f"TrialState.{self.name}"
+
+    def is_finished(self) -> bool:
+        return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def _ts(seconds: Optional[float]) -> Optional[datetime.datetime]:
+    return None if seconds is None else datetime.datetime.fromtimestamp(seconds)
+
+
+class FrozenTrial:
+    """A finished (or snapshotted) trial: params, values, state, attributes and times.
+
+    ``suggest_*`` return the recorded parameter values, so an objective can be re-run on
+    ``study.best_trial``.
+    """
+
+    def __init__(
+        self,
+        number: int,
+        state: TrialState,
+        value: Optional[float],
+        datetime_start: Optional[datetime.datetime],
+        datetime_complete: Optional[datetime.datetime],
+        params: Dict[str, Any],
+        distributions: Dict[str, BaseDistribution],
+        user_attrs: Dict[str, Any],
+        system_attrs: Dict[str, Any],
+        intermediate_values: Dict[int, float],
+        trial_id: int,
+        *,
+        values: Optional[Sequence[float]] = None,
+    ) -> None:
+        if value is not None and values is not None:
+            raise ValueError("Specify only one of `value` and `values`.")
+        self.number = number
+        self.state = TrialState(state)
+        self._values: Optional[List[float]] = (
+            [value] if value is not None else (list(values) if values is not None else None)
+        )
+        self.datetime_start = datetime_start
+        self.datetime_complete = datetime_complete
+        self._params = dict(params)
+        self._distributions = dict(distributions)
+        self._user_attrs = dict(user_attrs)
+        self._system_attrs = dict(system_attrs)
+        self.intermediate_values = dict(intermediate_values)
+        self._trial_id = trial_id
+
+    @classmethod
+    def _from_native(cls, t: tuple) -> "FrozenTrial":
+        number, state, params, dists, values, inter, user, system, start, complete = t
+        ft = cls.__new__(cls)
+        ft.number = number
+        ft.state = TrialState[state]
+        ft._values = values
+        ft.datetime_start = _ts(start)
+        ft.datetime_complete = _ts(complete)
+        ft._params = params
+        ft._distributions = {k: _from_native(d) for k, d in dists.items()}
+        ft._user_attrs = user
+        ft._system_attrs = system
+        ft.intermediate_values = inter
+        ft._trial_id = number
+        return ft
+
+    # -- values
+    @property
+    def value(self) -> Optional[float]:
+        """The objective value (single-objective studies)."""
+        if self._values is None:
+            return None
+        if len(self._values) > 1:
+            raise RuntimeError("This attribute is not available during multi-objective optimization; use values.")
+        return self._values[0]
+
+    @value.setter
+    def value(self, v: Optional[float]) -> None:
+        self._values = None if v is None else [v]
+
+    @property
+    def values(self) -> Optional[List[float]]:
+        return self._values
+
+    @values.setter
+    def values(self, v: Optional[Sequence[float]]) -> None:
+        self._values = None if v is None else list(v)
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        return self._params
+
+    @property
+    def distributions(self) -> Dict[str, BaseDistribution]:
+        return self._distributions
+
+    @property
+    def user_attrs(self) -> Dict[str, Any]:
+        return self._user_attrs
+
+    @property
+    def system_attrs(self) -> Dict[str, Any]:
+        return self._system_attrs
+
+    @property
+    def duration(self) -> Optional[datetime.timedelta]:
+        if self.datetime_start is not None and self.datetime_complete is not None:
+            return self.datetime_complete - self.datetime_start
+        return None
+
+    @property
+    def last_step(self) -> Optional[int]:
+        return max(self.intermediate_values) if self.intermediate_values else None
+
+    # -- the Trial interface, answering from the record
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+        return self._recorded(name)
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        return self._recorded(name)
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self._recorded(name)
+
+    def _recorded(self, name: str) -> Any:
+        if name not in self._params:
+            raise ValueError(f"The value of the parameter '{name}' is not found. Please set it at the construction of the FrozenTrial object.")
+        return self._params[name]
+
+    def report(self, value: float, step: int) -> None:
+        """Does nothing: a frozen trial is not running."""
+
+    def should_prune(self) -> bool:
+        return False
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self._user_attrs[key] = value
+
+    def set_system_attr(self, key: str, value: Any) -> None:
+        self._system_attrs[key] = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FrozenTrial) and vars(self) == vars(other)
+
+    def __lt__(self, other: "FrozenTrial") -> bool:
+        return self.number < other.number
+
+    def __hash__(self) -> int:
+        return hash((self.number, self.state))
+
+    def __repr__(self) -> str:
+        return (
+            f"FrozenTrial(number={self.number}, state={self.state!r}, values={self._values}, "
+            f"datetime_start={self.datetime_start!r}, datetime_complete={self.datetime_complete!r}, "
+            f"params={self._params}, user_attrs={self._user_attrs}, "
+            f"intermediate_values={self.intermediate_values})"
+        )
+
+
+class Trial:
+    """A running trial: the objective asks it for parameters (define-by-run) and reports to it.
+
+    Every call goes to the engine with the GIL released; sampling happens there.
+    """
+
+    def __init__(self, study: "Study", number: int) -> None:
+        self.study = study
+        self._number = number
+        self._native = study._native
+
+    @property
+    def number(self) -> int:
+        return self._number
+
+    @property
+    def _trial_id(self) -> int:
+        return self._number
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+        """A float in ``[low, high]`` (log-scaled with ``log=True``, on a grid with ``step``)."""
+        return self._native.suggest_float(self._number, name, float(low), float(high), bool(log), None if step is None else float(step))
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        """An integer in ``[low, high]``."""
+        return self._native.suggest_int(self._number, name, _as_int("low", low), _as_int("high", high), _as_int("step", step), bool(log))
+
+    @overload
+    def suggest_categorical(self, name: str, choices: Sequence[C]) -> C: ...
+
+    @overload
+    def suggest_categorical(self, name: str, choices: Sequence[CategoricalChoiceType]) -> CategoricalChoiceType: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        """One of ``choices`` (None, bool, int, float or str)."""
+        choices = tuple(choices)
+        return choices[self._native.suggest_categorical(self._number, name, choices)]
+
+    def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
+        if isinstance(distribution, CategoricalDistribution):
+            return distribution.choices[self._native.suggest_categorical(self._number, name, distribution.choices)]
+        return self._native.suggest(self._number, name, distribution._to_native())
+
+    def report(self, value: float, step: int) -> None:
+        """Records an intermediate value at ``step`` (for pruners)."""
+        if len(self.study.directions) > 1:
+            raise NotImplementedError("Trial.report is not supported for multi-objective optimization.")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"The `value` argument is of type '{type(value).__name__}' but supposed to be a float.") from None
+        if isinstance(step, bool) or not isinstance(step, int):
+            try:
+                step = int(step.__index__())  # numpy ints
+            except (AttributeError, TypeError):
+                raise TypeError(f"The `step` argument is of type '{type(step).__name__}' but supposed to be an int.") from None
+        if step < 0:
+            raise ValueError(f"The `step` argument is {step} but cannot be negative.")
+        if not self._native.report(self._number, step, value):
+            warnings.warn(f"The reported value is ignored because this `step` {step} is already reported.", stacklevel=2)
+
+    def should_prune(self) -> bool:
+        """Whether the pruner says this trial should stop now (raise ``TrialPruned`` then)."""
+        if len(self.study.directions) > 1:
+            raise NotImplementedError("Trial.should_prune is not supported for multi-objective optimization.")
+        return self._native.should_prune(self._number)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self._native.set_trial_user_attr(self._number, key, value)
+
+    def set_system_attr(self, key: str, value: Any) -> None:
+        self._native.set_trial_system_attr(self._number, key, value)
+
+    def _frozen(self) -> FrozenTrial:
+        return FrozenTrial._from_native(self._native.trial(self._number))
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        return self._native.trial_params(self._number)
+
+    @property
+    def distributions(self) -> Dict[str, BaseDistribution]:
+        return self._frozen().distributions
+
+    @property
+    def user_attrs(self) -> Dict[str, Any]:
+        return self._frozen().user_attrs
+
+    @property
+    def system_attrs(self) -> Dict[str, Any]:
+        return self._frozen().system_attrs
+
+    @property
+    def datetime_start(self) -> Optional[datetime.datetime]:
+        return self._frozen().datetime_start
+
+    def __repr__(self) -> str:
+        return f"Trial(number={self._number})"
+
+
+def _as_int(name: str, v: Any) -> int:
+    if isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, got {v!r}")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    try:
+        return int(v.__index__())
+    except (AttributeError, TypeError):
+        raise TypeError(f"{name} must be an int, got {v!r}") from None
+
+
+def create_trial(
+    *,
+    state: TrialState = TrialState.COMPLETE,
+    value: float | None = None,
+    values: Sequence[float] | None = None,
+    params: Dict[str, Any] | None = None,
+    distributions: Dict[str, BaseDistribution] | None = None,
+    user_attrs: Dict[str, Any] | None = None,
+    system_attrs: Dict[str, Any] | None = None,
+    intermediate_values: Dict[int, float] | None = None,
+) -> FrozenTrial:
+    """Builds a :class:`FrozenTrial` to pass to :meth:`Study.add_trial`."""
+    if value is not None and values is not None:
+        raise ValueError("Specify only one of `value` and `values`.")
+    now = datetime.datetime.now()
+    state = TrialState(state)
+    ft = FrozenTrial(
+        number=-1,
+        state=state,
+        value=value,
+        values=values,
+        datetime_start=now if state != TrialState.WAITING else None,
+        datetime_complete=now if state.is_finished() else None,
+        params=params or {},
+        distributions=distributions or {},
+        user_attrs=user_attrs or {},
+        system_attrs=system_attrs or {},
+        intermediate_values=intermediate_values or {},
+        trial_id=-1,
+    )
+    _validate(ft)
+    return ft
+
+
+def _validate(ft: FrozenTrial) -> None:
+    if set(ft.params) != set(ft.distributions):
+        raise ValueError(f"params {sorted(ft.params)} and distributions {sorted(ft.distributions)} must have the same keys")
+    if ft.state == TrialState.COMPLETE:
+        if ft.values is None:
+            raise ValueError("a COMPLETE trial needs a value (or values)")
+        for v in ft.values:
+            if not isinstance(v, (int, float)) or math.isnan(v) or math.isinf(v):
+                raise ValueError(f"a COMPLETE trial needs finite values, got {v!r}")
+    elif ft.state == TrialState.FAIL and ft.values is not None:
+        raise ValueError("a FAIL trial cannot have values")
+
+
+__all__ = ["BaseTrial", "FrozenTrial", "Trial", "TrialState", "create_trial"]
+BaseTrial = Trial
