@@ -1,1 +1,60 @@
-fn main() {}
+//! Criterion benchmark: one TPE sample (relative, multivariate) after N finished trials in D
+//! float dimensions. Run: `cargo bench -p dspex-optimizer --bench tpe`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use dspex_optimizer::samplers::{Sampler, TpeOptions, TpeSampler};
+use dspex_optimizer::{
+    Distribution, FloatDistribution, History, SearchSpace, StudyDirection, TrialState,
+};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use std::hint::black_box;
+
+fn history(n_trials: usize, dims: usize) -> (History, SearchSpace, u64) {
+    let space: SearchSpace = (0..dims)
+        .map(|i| {
+            (
+                format!("x{i:02}"),
+                Distribution::Float(FloatDistribution::new(-5.0, 5.0, false, None).unwrap()),
+            )
+        })
+        .collect();
+    let mut rng = SmallRng::seed_from_u64(0);
+    let mut h = History::new(vec![StudyDirection::Minimize]);
+    for _ in 0..n_trials {
+        let t = h.create_trial(TrialState::Running);
+        let mut y = 0.0;
+        for (name, dist) in &space {
+            let x: f64 = rng.random_range(-5.0..5.0);
+            y += x * x;
+            h.set_param(t, name, x, dist).unwrap();
+        }
+        h.finish(t, TrialState::Complete, Some(vec![y])).unwrap();
+    }
+    let current = h.create_trial(TrialState::Running);
+    (h, space, current)
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tpe_sample");
+    group.sample_size(20);
+    for &n in &[100usize, 1_000, 10_000] {
+        for &d in &[2usize, 10, 40] {
+            let (h, _space, t) = history(n, d);
+            let sampler = TpeSampler::new(TpeOptions {
+                seed: Some(1),
+                ..TpeOptions::default()
+            })
+            .unwrap();
+            let rel = sampler.infer_relative_search_space(&h, t);
+            assert_eq!(rel.len(), d);
+            group.bench_with_input(BenchmarkId::new(format!("{d}d"), n), &n, |b, _| {
+                b.iter(|| black_box(sampler.sample_relative(&h, t, &rel)))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

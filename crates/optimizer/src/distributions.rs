@@ -46,7 +46,9 @@ impl ParamValue {
                 } else if let Some(f) = n.as_f64() {
                     ParamValue::Float(f)
                 } else {
-                    return Err(DistributionError::Json(format!("number {n} is out of range")));
+                    return Err(DistributionError::Json(format!(
+                        "number {n} is out of range"
+                    )));
                 }
             }
             Value::String(s) => ParamValue::Str(s.clone()),
@@ -116,7 +118,12 @@ pub type Checked<T> = (T, Option<String>);
 impl FloatDistribution {
     /// Validates and builds a float distribution. `high` is moved down onto the step grid when
     /// `step` does not divide the range (Optuna does the same, with a warning).
-    pub fn new(low: f64, high: f64, log: bool, step: Option<f64>) -> Result<Self, DistributionError> {
+    pub fn new(
+        low: f64,
+        high: f64,
+        log: bool,
+        step: Option<f64>,
+    ) -> Result<Self, DistributionError> {
         Self::checked(low, high, log, step).map(|(d, _)| d)
     }
 
@@ -150,7 +157,7 @@ impl FloatDistribution {
         let mut note = None;
         let mut high = high;
         if let Some(step) = step {
-            if !(step > 0.0) || !step.is_finite() {
+            if step.is_nan() || step <= 0.0 || !step.is_finite() {
                 return Err(DistributionError::Invalid(format!(
                     "step > 0 must hold, got step={step}"
                 )));
@@ -165,7 +172,15 @@ impl FloatDistribution {
                 high = adjusted;
             }
         }
-        Ok((FloatDistribution { low, high, log, step }, note))
+        Ok((
+            FloatDistribution {
+                low,
+                high,
+                log,
+                step,
+            },
+            note,
+        ))
     }
 
     pub fn single(&self) -> bool {
@@ -236,7 +251,15 @@ impl IntDistribution {
             ));
             high = adjusted;
         }
-        Ok((IntDistribution { low, high, log, step }, note))
+        Ok((
+            IntDistribution {
+                low,
+                high,
+                log,
+                step,
+            },
+            note,
+        ))
     }
 
     pub fn single(&self) -> bool {
@@ -305,9 +328,8 @@ impl Distribution {
             }
         };
         let internal = match self {
-            Distribution::Float(_) | Distribution::Int(_) => numeric(value).ok_or_else(|| {
-                DistributionError::Invalid(format!("{value} is not a number"))
-            })?,
+            Distribution::Float(_) | Distribution::Int(_) => numeric(value)
+                .ok_or_else(|| DistributionError::Invalid(format!("{value} is not a number")))?,
             Distribution::Categorical(d) => d.index_of(value).ok_or_else(|| {
                 DistributionError::Invalid(format!("{value} is not one of the choices"))
             })? as f64,
@@ -366,7 +388,10 @@ impl Distribution {
             .and_then(Value::as_str)
             .ok_or_else(|| DistributionError::Json(format!("missing \"name\" in {text:?}")))?;
         let empty = Map::new();
-        let attrs = value.get("attributes").and_then(Value::as_object).unwrap_or(&empty);
+        let attrs = value
+            .get("attributes")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
         let float = |key: &str| -> Result<f64, DistributionError> {
             attrs.get(key).and_then(Value::as_f64).ok_or_else(|| {
                 DistributionError::Json(format!("{name}: attribute {key:?} must be a number"))
@@ -378,9 +403,13 @@ impl Distribution {
                     .as_i64()
                     .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
                     .ok_or_else(|| {
-                        DistributionError::Json(format!("{name}: attribute {key:?} must be an integer"))
+                        DistributionError::Json(format!(
+                            "{name}: attribute {key:?} must be an integer"
+                        ))
                     }),
-                None => Err(DistributionError::Json(format!("{name}: missing attribute {key:?}"))),
+                None => Err(DistributionError::Json(format!(
+                    "{name}: missing attribute {key:?}"
+                ))),
             }
         };
         let flag = |key: &str| attrs.get(key).and_then(Value::as_bool).unwrap_or(false);
@@ -390,14 +419,25 @@ impl Distribution {
                     None | Some(Value::Null) => None,
                     Some(_) => Some(float("step")?),
                 };
-                Distribution::Float(FloatDistribution::new(float("low")?, float("high")?, flag("log"), step)?)
+                Distribution::Float(FloatDistribution::new(
+                    float("low")?,
+                    float("high")?,
+                    flag("log"),
+                    step,
+                )?)
             }
-            "UniformDistribution" => {
-                Distribution::Float(FloatDistribution::new(float("low")?, float("high")?, false, None)?)
-            }
-            "LogUniformDistribution" => {
-                Distribution::Float(FloatDistribution::new(float("low")?, float("high")?, true, None)?)
-            }
+            "UniformDistribution" => Distribution::Float(FloatDistribution::new(
+                float("low")?,
+                float("high")?,
+                false,
+                None,
+            )?),
+            "LogUniformDistribution" => Distribution::Float(FloatDistribution::new(
+                float("low")?,
+                float("high")?,
+                true,
+                None,
+            )?),
             "DiscreteUniformDistribution" => Distribution::Float(FloatDistribution::new(
                 float("low")?,
                 float("high")?,
@@ -405,25 +445,53 @@ impl Distribution {
                 Some(float("q")?),
             )?),
             "IntDistribution" => {
-                let step = if attrs.contains_key("step") { int("step")? } else { 1 };
-                Distribution::Int(IntDistribution::new(int("low")?, int("high")?, flag("log"), step)?)
+                let step = if attrs.contains_key("step") {
+                    int("step")?
+                } else {
+                    1
+                };
+                Distribution::Int(IntDistribution::new(
+                    int("low")?,
+                    int("high")?,
+                    flag("log"),
+                    step,
+                )?)
             }
             "IntUniformDistribution" => {
-                let step = if attrs.contains_key("step") { int("step")? } else { 1 };
-                Distribution::Int(IntDistribution::new(int("low")?, int("high")?, false, step)?)
+                let step = if attrs.contains_key("step") {
+                    int("step")?
+                } else {
+                    1
+                };
+                Distribution::Int(IntDistribution::new(
+                    int("low")?,
+                    int("high")?,
+                    false,
+                    step,
+                )?)
             }
             "IntLogUniformDistribution" => {
                 Distribution::Int(IntDistribution::new(int("low")?, int("high")?, true, 1)?)
             }
             "CategoricalDistribution" => {
-                let choices = attrs.get("choices").and_then(Value::as_array).ok_or_else(|| {
-                    DistributionError::Json(format!("{name}: attribute \"choices\" must be a list"))
-                })?;
-                let choices = choices.iter().map(ParamValue::from_json).collect::<Result<_, _>>()?;
+                let choices = attrs
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| {
+                        DistributionError::Json(format!(
+                            "{name}: attribute \"choices\" must be a list"
+                        ))
+                    })?;
+                let choices = choices
+                    .iter()
+                    .map(ParamValue::from_json)
+                    .collect::<Result<_, _>>()?;
                 Distribution::Categorical(CategoricalDistribution::new(choices)?)
             }
             other => {
-                return Err(DistributionError::Json(format!("unknown distribution name {other:?}")))
+                return Err(DistributionError::Json(format!(
+                    "unknown distribution name {other:?}"
+                )))
             }
         })
     }
@@ -486,8 +554,12 @@ mod tests {
         ]));
         assert!(e.contains("\"a\"") && e.contains("index 0 and 2"), "{e}");
         // 1 and 1.0 and true are different choices here (kinds are kept).
-        CategoricalDistribution::new(vec![ParamValue::Int(1), ParamValue::Float(1.0), ParamValue::Bool(true)])
-            .unwrap();
+        CategoricalDistribution::new(vec![
+            ParamValue::Int(1),
+            ParamValue::Float(1.0),
+            ParamValue::Bool(true),
+        ])
+        .unwrap();
     }
 
     #[test]
@@ -502,7 +574,8 @@ mod tests {
         assert!(i.to_internal(&ParamValue::Int(4)).is_err());
         assert_eq!(i.to_external(7.0), ParamValue::Int(7));
         let c = Distribution::Categorical(
-            CategoricalDistribution::new(vec![ParamValue::None, ParamValue::Str("b".into())]).unwrap(),
+            CategoricalDistribution::new(vec![ParamValue::None, ParamValue::Str("b".into())])
+                .unwrap(),
         );
         assert_eq!(c.to_internal(&ParamValue::Str("b".into())).unwrap(), 1.0);
         assert_eq!(c.to_external(0.0), ParamValue::None);
@@ -541,13 +614,22 @@ mod tests {
             Distribution::from_json(optuna).unwrap(),
             Distribution::Float(FloatDistribution::new(0.0, 1.0, false, None).unwrap())
         );
-        let legacy = r#"{"name": "IntUniformDistribution", "attributes": {"low": 1, "high": 5, "step": 1}}"#;
+        let legacy =
+            r#"{"name": "IntUniformDistribution", "attributes": {"low": 1, "high": 5, "step": 1}}"#;
         assert_eq!(
             Distribution::from_json(legacy).unwrap(),
             Distribution::Int(IntDistribution::new(1, 5, false, 1).unwrap())
         );
         assert!(Distribution::from_json("{").is_err());
-        assert!(Distribution::from_json(r#"{"name": "Nope", "attributes": {}}"#).unwrap_err().to_string().contains("Nope"));
-        assert!(Distribution::from_json(r#"{"name": "IntDistribution", "attributes": {"low": 3, "high": 1}}"#).is_err());
+        assert!(
+            Distribution::from_json(r#"{"name": "Nope", "attributes": {}}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("Nope")
+        );
+        assert!(Distribution::from_json(
+            r#"{"name": "IntDistribution", "attributes": {"low": 3, "high": 1}}"#
+        )
+        .is_err());
     }
 }

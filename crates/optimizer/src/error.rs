@@ -15,11 +15,18 @@ pub enum DistributionError {
 #[derive(Debug, Clone, Error, PartialEq)]
 pub enum OptimizerError {
     #[error("invalid argument {name}={value}: {reason}")]
-    InvalidArgument { name: &'static str, value: String, reason: String },
+    InvalidArgument {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("trial {0} does not exist")]
     UnknownTrial(u64),
     #[error("trial {number} is already finished ({state:?})")]
-    TrialFinished { number: u64, state: crate::trial::TrialState },
+    TrialFinished {
+        number: u64,
+        state: crate::trial::TrialState,
+    },
     #[error("parameter {name:?}: {reason}")]
     Param { name: String, reason: String },
     #[error(transparent)]
@@ -27,7 +34,15 @@ pub enum OptimizerError {
 }
 
 impl OptimizerError {
-    pub fn arg(name: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
-        OptimizerError::InvalidArgument { name, value: value.to_string(), reason: reason.into() }
+    pub fn arg(
+        name: &'static str,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        OptimizerError::InvalidArgument {
+            name,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 }

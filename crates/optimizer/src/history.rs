@@ -22,6 +22,33 @@ struct Column {
     distribution: Distribution,
     /// False once some trial used this name with another distribution.
     consistent: bool,
+    /// Trial numbers with a value, ascending by (value, number).
+    sorted: Vec<u32>,
+}
+
+impl Column {
+    fn position(&self, number: u32, value: f64) -> Result<usize, usize> {
+        self.sorted.binary_search_by(|&t| {
+            self.values[t as usize]
+                .total_cmp(&value)
+                .then(t.cmp(&number))
+        })
+    }
+
+    fn set(&mut self, number: u64, value: f64) {
+        let n = number as u32;
+        let old = self.values[number as usize];
+        if !old.is_nan() {
+            if let Ok(i) = self.position(n, old) {
+                self.sorted.remove(i);
+            }
+        }
+        self.values[number as usize] = value;
+        if !value.is_nan() {
+            let i = self.position(n, value).unwrap_or_else(|i| i);
+            self.sorted.insert(i, n);
+        }
+    }
 }
 
 /// Everything a sampler or pruner may read about a study.
@@ -68,7 +95,9 @@ impl History {
     }
 
     pub fn trial(&self, number: u64) -> Result<&FrozenTrial, OptimizerError> {
-        self.trials.get(number as usize).ok_or(OptimizerError::UnknownTrial(number))
+        self.trials
+            .get(number as usize)
+            .ok_or(OptimizerError::UnknownTrial(number))
     }
 
     /// Number of COMPLETE plus PRUNED trials.
@@ -102,13 +131,18 @@ impl History {
     }
 
     fn trial_mut(&mut self, number: u64) -> Result<&mut FrozenTrial, OptimizerError> {
-        self.trials.get_mut(number as usize).ok_or(OptimizerError::UnknownTrial(number))
+        self.trials
+            .get_mut(number as usize)
+            .ok_or(OptimizerError::UnknownTrial(number))
     }
 
     fn unfinished_mut(&mut self, number: u64) -> Result<&mut FrozenTrial, OptimizerError> {
         let t = self.trial_mut(number)?;
         if t.state.is_finished() {
-            return Err(OptimizerError::TrialFinished { number, state: t.state });
+            return Err(OptimizerError::TrialFinished {
+                number,
+                state: t.state,
+            });
         }
         Ok(t)
     }
@@ -122,15 +156,19 @@ impl History {
 
     fn write_column(&mut self, number: u64, name: &str, value: f64, dist: &Distribution) {
         let n = self.trials.len();
-        let col = self.columns.entry(name.to_string()).or_insert_with(|| Column {
-            values: vec![f64::NAN; n],
-            distribution: dist.clone(),
-            consistent: true,
-        });
+        let col = self
+            .columns
+            .entry(name.to_string())
+            .or_insert_with(|| Column {
+                values: vec![f64::NAN; n],
+                distribution: dist.clone(),
+                consistent: true,
+                sorted: Vec::new(),
+            });
         if col.distribution != *dist {
             col.consistent = false;
         }
-        col.values[number as usize] = value;
+        col.set(number, value);
     }
 
     /// Records a suggested parameter. The value must be the internal representation and lie in
@@ -207,7 +245,11 @@ impl History {
         values: Option<Vec<f64>>,
     ) -> Result<(), OptimizerError> {
         if !state.is_finished() {
-            return Err(OptimizerError::arg("state", state.as_str(), "a trial can only finish as COMPLETE, PRUNED or FAIL"));
+            return Err(OptimizerError::arg(
+                "state",
+                state.as_str(),
+                "a trial can only finish as COMPLETE, PRUNED or FAIL",
+            ));
         }
         let n_dirs = self.directions.len();
         if state == TrialState::Complete {
@@ -229,7 +271,7 @@ impl History {
         if let Some(pending) = self.pending.remove(&number) {
             for name in pending.keys() {
                 if let Some(col) = self.columns.get_mut(name) {
-                    col.values[number as usize] = f64::NAN;
+                    col.set(number, f64::NAN);
                 }
             }
         }
@@ -255,13 +297,18 @@ impl History {
         let mut next: Vec<SearchSpace> = Vec::new();
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         for g in &self.groups {
-            let (inside, outside): (SearchSpace, SearchSpace) =
-                g.iter().map(|(k, v)| (k.clone(), v.clone())).partition(|(k, _)| dists.contains_key(k));
+            let (inside, outside): (SearchSpace, SearchSpace) = g
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .partition(|(k, _)| dists.contains_key(k));
             seen.extend(g.keys().map(String::as_str));
             next.extend([inside, outside].into_iter().filter(|s| !s.is_empty()));
         }
-        let fresh: SearchSpace =
-            dists.iter().filter(|(k, _)| !seen.contains(k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let fresh: SearchSpace = dists
+            .iter()
+            .filter(|(k, _)| !seen.contains(k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if !fresh.is_empty() {
             next.push(fresh);
         }
@@ -289,11 +336,13 @@ impl History {
         }
     }
 
-    /// Column of `name` with distribution check done once: fast path for samplers. Returns None
-    /// when the column mixes distributions (callers then use [`History::param`]).
-    pub fn consistent_column(&self, name: &str, dist: &Distribution) -> Option<&[f64]> {
+    /// Column of `name` with the distribution check done once: fast path for samplers. Returns
+    /// (value per trial number, NaN when absent; trial numbers with a value in ascending value
+    /// order), or None when the column mixes distributions (callers then use [`History::param`]).
+    pub fn consistent_column(&self, name: &str, dist: &Distribution) -> Option<(&[f64], &[u32])> {
         let col = self.columns.get(name)?;
-        (col.consistent && col.distribution == *dist).then_some(col.values.as_slice())
+        (col.consistent && col.distribution == *dist)
+            .then_some((col.values.as_slice(), col.sorted.as_slice()))
     }
 }
 
@@ -322,7 +371,11 @@ mod tests {
         h.finish(c, TrialState::Fail, None).unwrap();
         let inter = h.intersection_search_space();
         assert_eq!(inter.keys().collect::<Vec<_>>(), vec!["x"]);
-        let groups: Vec<Vec<&String>> = h.group_search_spaces().iter().map(|g| g.keys().collect()).collect();
+        let groups: Vec<Vec<&String>> = h
+            .group_search_spaces()
+            .iter()
+            .map(|g| g.keys().collect())
+            .collect();
         assert_eq!(groups, vec![vec!["x"], vec!["y"], vec!["z"]]);
         assert_eq!(h.n_finished_for_sampling(), 2);
     }
@@ -332,7 +385,10 @@ mod tests {
         let mut h = History::new(vec![StudyDirection::Minimize]);
         let a = h.create_trial(TrialState::Running);
         h.set_param(a, "x", 0.5, &fd(0.0, 1.0)).unwrap();
-        let e = h.set_param(a, "x", 0.5, &fd(0.0, 2.0)).unwrap_err().to_string();
+        let e = h
+            .set_param(a, "x", 0.5, &fd(0.0, 2.0))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("already suggested"), "{e}");
         assert!(h.set_param(a, "y", 3.0, &fd(0.0, 1.0)).is_err());
         assert!(h.finish(a, TrialState::Complete, Some(vec![])).is_err());
@@ -345,7 +401,11 @@ mod tests {
     fn pending_relative_params_vanish_unless_suggested() {
         let mut h = History::new(vec![StudyDirection::Minimize]);
         let a = h.create_trial(TrialState::Running);
-        let space: SearchSpace = [("x".to_string(), fd(0.0, 1.0)), ("y".to_string(), fd(0.0, 1.0))].into();
+        let space: SearchSpace = [
+            ("x".to_string(), fd(0.0, 1.0)),
+            ("y".to_string(), fd(0.0, 1.0)),
+        ]
+        .into();
         let rel: BTreeMap<String, f64> = [("x".to_string(), 0.25), ("y".to_string(), 0.75)].into();
         h.set_relative_params(a, &rel, &space).unwrap();
         assert_eq!(h.param(a, "y", &fd(0.0, 1.0)), Some(0.75));
@@ -353,5 +413,19 @@ mod tests {
         h.finish(a, TrialState::Complete, Some(vec![0.0])).unwrap();
         assert_eq!(h.param(a, "x", &fd(0.0, 1.0)), Some(0.25));
         assert_eq!(h.param(a, "y", &fd(0.0, 1.0)), None);
+        let (_, sorted) = h.consistent_column("y", &fd(0.0, 1.0)).unwrap();
+        assert!(sorted.is_empty());
+    }
+
+    #[test]
+    fn columns_keep_trials_sorted_by_value() {
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        for v in [0.5, 0.1, 0.9, 0.1, 0.3] {
+            let t = h.create_trial(TrialState::Running);
+            h.set_param(t, "x", v, &fd(0.0, 1.0)).unwrap();
+        }
+        let (values, sorted) = h.consistent_column("x", &fd(0.0, 1.0)).unwrap();
+        assert_eq!(sorted, &[1, 3, 4, 0, 2]);
+        assert_eq!(values[2], 0.9);
     }
 }

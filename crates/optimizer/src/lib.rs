@@ -13,7 +13,9 @@ pub mod rng;
 pub mod samplers;
 pub mod trial;
 
-pub use distributions::{CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue};
+pub use distributions::{
+    CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue,
+};
 pub use error::{DistributionError, OptimizerError};
 pub use history::{History, SearchSpace};
 pub use pruners::Pruner;

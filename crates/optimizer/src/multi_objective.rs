@@ -27,7 +27,11 @@ pub fn non_domination_ranks(points: &[Vec<f64>], n_below: Option<usize>) -> Vec<
         let front: Vec<usize> = remaining
             .iter()
             .copied()
-            .filter(|&i| !remaining.iter().any(|&j| j != i && dominates(&points[j], &points[i])))
+            .filter(|&i| {
+                !remaining
+                    .iter()
+                    .any(|&j| j != i && dominates(&points[j], &points[i]))
+            })
             .collect();
         for &i in &front {
             ranks[i] = rank;
@@ -81,13 +85,20 @@ fn hv_rec(mut pts: Vec<Vec<f64>>, reference: &[f64]) -> f64 {
     pts.sort_by(|a, b| a[d - 1].total_cmp(&b[d - 1]));
     let mut hv = 0.0;
     for i in 0..pts.len() {
-        let next = if i + 1 < pts.len() { pts[i + 1][d - 1] } else { reference[d - 1] };
+        let next = if i + 1 < pts.len() {
+            pts[i + 1][d - 1]
+        } else {
+            reference[d - 1]
+        };
         let depth = next - pts[i][d - 1];
         if depth <= 0.0 {
             continue;
         }
         let slice: Vec<Vec<f64>> = pts[..=i].iter().map(|p| p[..d - 1].to_vec()).collect();
-        let front: Vec<Vec<f64>> = pareto_front(&slice).into_iter().map(|j| slice[j].clone()).collect();
+        let front: Vec<Vec<f64>> = pareto_front(&slice)
+            .into_iter()
+            .map(|j| slice[j].clone())
+            .collect();
         hv += depth * hv_rec(front, &reference[..d - 1]);
     }
     hv
@@ -98,7 +109,10 @@ pub fn reference_point(points: &[Vec<f64>]) -> Vec<f64> {
     let d = points.first().map_or(0, Vec::len);
     (0..d)
         .map(|k| {
-            let worst = points.iter().map(|p| p[k]).fold(f64::NEG_INFINITY, f64::max);
+            let worst = points
+                .iter()
+                .map(|p| p[k])
+                .fold(f64::NEG_INFINITY, f64::max);
             let r = (1.1 * worst).max(0.9 * worst);
             if r == 0.0 {
                 1e-12
@@ -118,11 +132,11 @@ pub fn hssp_greedy(points: &[Vec<f64>], k: usize, reference: &[f64]) -> Vec<usiz
     let mut base = 0.0;
     while chosen.len() < k {
         let mut best = (f64::NEG_INFINITY, usize::MAX);
-        for i in 0..points.len() {
+        for (i, p) in points.iter().enumerate() {
             if chosen.contains(&i) {
                 continue;
             }
-            chosen_pts.push(points[i].clone());
+            chosen_pts.push(p.clone());
             let gain = hypervolume(&chosen_pts, reference) - base;
             chosen_pts.pop();
             if gain > best.0 {
@@ -142,10 +156,19 @@ mod tests {
 
     #[test]
     fn ranks_and_front() {
-        let pts = vec![vec![1.0, 4.0], vec![2.0, 2.0], vec![3.0, 3.0], vec![4.0, 1.0], vec![5.0, 5.0]];
+        let pts = vec![
+            vec![1.0, 4.0],
+            vec![2.0, 2.0],
+            vec![3.0, 3.0],
+            vec![4.0, 1.0],
+            vec![5.0, 5.0],
+        ];
         assert_eq!(non_domination_ranks(&pts, None), vec![0, 0, 1, 0, 2]);
         assert_eq!(pareto_front(&pts), vec![0, 1, 3]);
-        assert_eq!(non_domination_ranks(&pts, Some(3)), vec![0, 0, usize::MAX, 0, usize::MAX]);
+        assert_eq!(
+            non_domination_ranks(&pts, Some(3)),
+            vec![0, 0, usize::MAX, 0, usize::MAX]
+        );
     }
 
     #[test]
@@ -162,7 +185,12 @@ mod tests {
 
     #[test]
     fn hssp_prefers_spread_points() {
-        let pts = vec![vec![0.0, 3.0], vec![1.0, 1.0], vec![1.1, 1.1], vec![3.0, 0.0]];
+        let pts = vec![
+            vec![0.0, 3.0],
+            vec![1.0, 1.0],
+            vec![1.1, 1.1],
+            vec![3.0, 0.0],
+        ];
         let chosen = hssp_greedy(&pts, 1, &[4.0, 4.0]);
         assert_eq!(chosen, vec![1]);
         assert_eq!(hssp_greedy(&pts, 3, &[4.0, 4.0]).len(), 3);

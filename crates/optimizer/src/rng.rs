@@ -16,12 +16,15 @@ fn splitmix64(mut z: u64) -> u64 {
 
 /// FNV-1a, stable across platforms and releases (std's hasher is not).
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The generator for one trial and one purpose (a parameter name, or "" for joint sampling).
 pub fn trial_rng(seed: u64, trial: u64, purpose: &str) -> SmallRng {
-    let s = splitmix64(splitmix64(seed ^ 0x5EED) ^ splitmix64(trial.wrapping_add(1)) ^ fnv1a(purpose));
+    let s =
+        splitmix64(splitmix64(seed ^ 0x5EED) ^ splitmix64(trial.wrapping_add(1)) ^ fnv1a(purpose));
     SmallRng::seed_from_u64(s)
 }
 

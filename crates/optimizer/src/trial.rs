@@ -16,7 +16,10 @@ pub enum TrialState {
 
 impl TrialState {
     pub fn is_finished(self) -> bool {
-        matches!(self, TrialState::Complete | TrialState::Pruned | TrialState::Fail)
+        matches!(
+            self,
+            TrialState::Complete | TrialState::Pruned | TrialState::Fail
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +116,9 @@ impl FrozenTrial {
 
     /// The last reported (step, value), if any.
     pub fn last_step(&self) -> Option<(i64, f64)> {
-        self.intermediate_values.iter().next_back().map(|(s, v)| (*s, *v))
+        self.intermediate_values
+            .iter()
+            .next_back()
+            .map(|(s, v)| (*s, *v))
     }
 }

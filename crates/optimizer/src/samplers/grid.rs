@@ -25,23 +25,40 @@ pub struct GridSampler {
 }
 
 impl GridSampler {
-    pub fn new(space: BTreeMap<String, Vec<ParamValue>>, seed: Option<u64>) -> Result<Self, OptimizerError> {
+    pub fn new(
+        space: BTreeMap<String, Vec<ParamValue>>,
+        seed: Option<u64>,
+    ) -> Result<Self, OptimizerError> {
         let mut n_points: usize = 1;
         for (name, vals) in &space {
             if vals.is_empty() {
-                return Err(OptimizerError::arg("search_space", name, "each parameter needs at least one value"));
+                return Err(OptimizerError::arg(
+                    "search_space",
+                    name,
+                    "each parameter needs at least one value",
+                ));
             }
             for (i, v) in vals.iter().enumerate() {
                 if vals[..i].iter().any(|p| p.same_choice(v)) {
-                    return Err(OptimizerError::arg("search_space", format!("{name}={v}"), "duplicate grid value"));
+                    return Err(OptimizerError::arg(
+                        "search_space",
+                        format!("{name}={v}"),
+                        "duplicate grid value",
+                    ));
                 }
             }
-            n_points = n_points
-                .checked_mul(vals.len())
-                .ok_or_else(|| OptimizerError::arg("search_space", name, "the grid has too many points"))?;
+            n_points = n_points.checked_mul(vals.len()).ok_or_else(|| {
+                OptimizerError::arg("search_space", name, "the grid has too many points")
+            })?;
         }
         let (names, values) = space.into_iter().unzip();
-        Ok(GridSampler { names, values, n_points, seed: seed.unwrap_or_else(fresh_seed), assigned: Mutex::new(HashMap::new()) })
+        Ok(GridSampler {
+            names,
+            values,
+            n_points,
+            seed: seed.unwrap_or_else(fresh_seed),
+            assigned: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Number of grid points.
@@ -81,7 +98,11 @@ impl GridSampler {
         let mut running = vec![false; self.n_points];
         let assigned = self.assigned.lock();
         for t in history.trials() {
-            let id = if t.state.is_finished() { self.id_of(history, t.number) } else { None };
+            let id = if t.state.is_finished() {
+                self.id_of(history, t.number)
+            } else {
+                None
+            };
             match (t.state, id, assigned.get(&t.number)) {
                 (s, Some(id), _) if s.is_finished() => finished[id] = true,
                 (s, None, Some(&id)) if s.is_finished() => finished[id] = true,
@@ -95,7 +116,9 @@ impl GridSampler {
 
 fn grid_value_matches(grid: &ParamValue, actual: &ParamValue) -> bool {
     match (grid, actual) {
-        (ParamValue::Int(a), ParamValue::Float(b)) | (ParamValue::Float(b), ParamValue::Int(a)) => *a as f64 == *b,
+        (ParamValue::Int(a), ParamValue::Float(b)) | (ParamValue::Float(b), ParamValue::Int(a)) => {
+            *a as f64 == *b
+        }
         _ => grid.same_choice(actual),
     }
 }
@@ -106,7 +129,9 @@ impl Sampler for GridSampler {
             return Some(self.point(id));
         }
         let (finished, running) = self.visited(history);
-        let mut free: Vec<usize> = (0..self.n_points).filter(|&i| !finished[i] && !running[i]).collect();
+        let mut free: Vec<usize> = (0..self.n_points)
+            .filter(|&i| !finished[i] && !running[i])
+            .collect();
         if free.is_empty() {
             free = (0..self.n_points).filter(|&i| !finished[i]).collect();
         }
@@ -116,16 +141,32 @@ impl Sampler for GridSampler {
         let mut rng = trial_rng(self.seed, trial, "grid");
         let id = free[rng.random_range(0..free.len())];
         let mut assigned = self.assigned.lock();
-        assigned.retain(|n, _| history.trial(*n).map(|t| !t.state.is_finished()).unwrap_or(false));
+        assigned.retain(|n, _| {
+            history
+                .trial(*n)
+                .map(|t| !t.state.is_finished())
+                .unwrap_or(false)
+        });
         assigned.insert(trial, id);
         Some(self.point(id))
     }
 
-    fn sample_independent(&self, history: &History, trial: u64, name: &str, dist: &Distribution) -> f64 {
+    fn sample_independent(
+        &self,
+        history: &History,
+        trial: u64,
+        name: &str,
+        dist: &Distribution,
+    ) -> f64 {
         // Only reached for a parameter outside the grid: Optuna raises; we fall back to random
         // sampling and log it, so the trial still runs.
-        tracing::warn!(param = name, trial, "parameter is not in the grid; sampling it at random");
-        super::random::RandomSampler::new(Some(self.seed)).sample_independent(history, trial, name, dist)
+        tracing::warn!(
+            param = name,
+            trial,
+            "parameter is not in the grid; sampling it at random"
+        );
+        super::random::RandomSampler::new(Some(self.seed))
+            .sample_independent(history, trial, name, dist)
     }
 
     fn is_exhausted(&self, history: &History) -> bool {
@@ -143,15 +184,25 @@ mod tests {
     #[test]
     fn grid_visits_every_point_once_then_is_exhausted() {
         let space: BTreeMap<String, Vec<ParamValue>> = [
-            ("a".to_string(), vec![ParamValue::Int(1), ParamValue::Int(2), ParamValue::Int(3)]),
-            ("b".to_string(), vec![ParamValue::Str("x".into()), ParamValue::Str("y".into())]),
+            (
+                "a".to_string(),
+                vec![ParamValue::Int(1), ParamValue::Int(2), ParamValue::Int(3)],
+            ),
+            (
+                "b".to_string(),
+                vec![ParamValue::Str("x".into()), ParamValue::Str("y".into())],
+            ),
         ]
         .into();
         let g = GridSampler::new(space, Some(1)).unwrap();
         assert_eq!(g.len(), 6);
         let da = Distribution::Int(IntDistribution::new(1, 3, false, 1).unwrap());
         let db = Distribution::Categorical(
-            CategoricalDistribution::new(vec![ParamValue::Str("x".into()), ParamValue::Str("y".into())]).unwrap(),
+            CategoricalDistribution::new(vec![
+                ParamValue::Str("x".into()),
+                ParamValue::Str("y".into()),
+            ])
+            .unwrap(),
         );
         let mut h = History::new(vec![StudyDirection::Minimize]);
         let mut seen = std::collections::BTreeSet::new();
@@ -160,18 +211,24 @@ mod tests {
             assert!(!g.is_exhausted(&h));
             let t = h.create_trial(TrialState::Running);
             let p = g.fixed_params(&h, t).unwrap();
-            h.set_param(t, "a", da.to_internal(&p["a"]).unwrap(), &da).unwrap();
-            h.set_param(t, "b", db.to_internal(&p["b"]).unwrap(), &db).unwrap();
+            h.set_param(t, "a", da.to_internal(&p["a"]).unwrap(), &da)
+                .unwrap();
+            h.set_param(t, "b", db.to_internal(&p["b"]).unwrap(), &db)
+                .unwrap();
             h.finish(t, TrialState::Complete, Some(vec![0.0])).unwrap();
             assert!(seen.insert(format!("{:?}", p)));
             order.push(format!("{:?}", p));
         }
         assert!(g.is_exhausted(&h));
-        assert_ne!(order, {
-            let mut s = order.clone();
-            s.sort();
-            s
-        }, "order should be shuffled");
+        assert_ne!(
+            order,
+            {
+                let mut s = order.clone();
+                s.sort();
+                s
+            },
+            "order should be shuffled"
+        );
         assert!(GridSampler::new([("a".to_string(), vec![])].into(), None).is_err());
     }
 }

@@ -27,16 +27,31 @@ pub trait Sampler: Send + Sync + fmt::Debug {
     }
 
     /// Samples `space` jointly for trial `trial`; may return fewer params (or none).
-    fn sample_relative(&self, _history: &History, _trial: u64, _space: &SearchSpace) -> BTreeMap<String, f64> {
+    fn sample_relative(
+        &self,
+        _history: &History,
+        _trial: u64,
+        _space: &SearchSpace,
+    ) -> BTreeMap<String, f64> {
         BTreeMap::new()
     }
 
     /// Samples one parameter on its own, returning its internal value.
-    fn sample_independent(&self, history: &History, trial: u64, name: &str, dist: &Distribution) -> f64;
+    fn sample_independent(
+        &self,
+        history: &History,
+        trial: u64,
+        name: &str,
+        dist: &Distribution,
+    ) -> f64;
 
     /// Params fixed for trial `trial` before any sampling (the grid sampler's grid point), as
     /// external values; the engine treats them like an enqueued trial's params.
-    fn fixed_params(&self, _history: &History, _trial: u64) -> Option<BTreeMap<String, ParamValue>> {
+    fn fixed_params(
+        &self,
+        _history: &History,
+        _trial: u64,
+    ) -> Option<BTreeMap<String, ParamValue>> {
         None
     }
 

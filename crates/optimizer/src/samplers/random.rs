@@ -16,7 +16,9 @@ pub struct RandomSampler {
 
 impl RandomSampler {
     pub fn new(seed: Option<u64>) -> Self {
-        RandomSampler { seed: seed.unwrap_or_else(fresh_seed) }
+        RandomSampler {
+            seed: seed.unwrap_or_else(fresh_seed),
+        }
     }
 }
 
@@ -56,7 +58,13 @@ pub(crate) fn sample_uniform(rng: &mut SmallRng, dist: &Distribution) -> f64 {
 }
 
 impl Sampler for RandomSampler {
-    fn sample_independent(&self, _history: &History, trial: u64, name: &str, dist: &Distribution) -> f64 {
+    fn sample_independent(
+        &self,
+        _history: &History,
+        trial: u64,
+        name: &str,
+        dist: &Distribution,
+    ) -> f64 {
         sample_uniform(&mut trial_rng(self.seed, trial, name), dist)
     }
 }
@@ -77,7 +85,9 @@ mod tests {
             Distribution::Float(FloatDistribution::new(0.0, 1.0, false, Some(0.25)).unwrap()),
             Distribution::Int(IntDistribution::new(1, 1000, true, 1).unwrap()),
             Distribution::Int(IntDistribution::new(-3, 9, false, 3).unwrap()),
-            Distribution::Categorical(CategoricalDistribution::new(vec![ParamValue::None, ParamValue::Int(1)]).unwrap()),
+            Distribution::Categorical(
+                CategoricalDistribution::new(vec![ParamValue::None, ParamValue::Int(1)]).unwrap(),
+            ),
         ];
         for d in &dists {
             let mut seen = std::collections::BTreeSet::new();

@@ -65,16 +65,34 @@ pub struct TpeSampler {
 impl TpeSampler {
     pub fn new(options: TpeOptions) -> Result<Self, OptimizerError> {
         if options.n_ei_candidates == 0 {
-            return Err(OptimizerError::arg("n_ei_candidates", 0, "must be at least 1"));
+            return Err(OptimizerError::arg(
+                "n_ei_candidates",
+                0,
+                "must be at least 1",
+            ));
         }
-        if !(options.prior_weight >= 0.0) || !options.prior_weight.is_finite() {
-            return Err(OptimizerError::arg("prior_weight", options.prior_weight, "must be a finite number >= 0"));
+        if options.prior_weight.is_nan()
+            || options.prior_weight < 0.0
+            || !options.prior_weight.is_finite()
+        {
+            return Err(OptimizerError::arg(
+                "prior_weight",
+                options.prior_weight,
+                "must be a finite number >= 0",
+            ));
         }
         if options.group && options.multivariate == Some(false) {
-            return Err(OptimizerError::arg("group", true, "group can only be enabled when multivariate is enabled"));
+            return Err(OptimizerError::arg(
+                "group",
+                true,
+                "group can only be enabled when multivariate is enabled",
+            ));
         }
         let seed = options.seed.unwrap_or_else(fresh_seed);
-        Ok(TpeSampler { opts: options, seed })
+        Ok(TpeSampler {
+            opts: options,
+            seed,
+        })
     }
 
     pub fn options(&self) -> &TpeOptions {
@@ -82,7 +100,9 @@ impl TpeSampler {
     }
 
     fn multivariate(&self, history: &History) -> bool {
-        self.opts.multivariate.unwrap_or(self.opts.group || !history.is_multi_objective())
+        self.opts
+            .multivariate
+            .unwrap_or(self.opts.group || !history.is_multi_objective())
     }
 
     fn params(&self) -> ParzenParams {
@@ -94,15 +114,24 @@ impl TpeSampler {
     }
 
     /// Samples `space` jointly with TPE; returns internal values.
-    fn sample(&self, history: &History, trial: u64, space: &SearchSpace, purpose: &str) -> BTreeMap<String, f64> {
+    fn sample(
+        &self,
+        history: &History,
+        trial: u64,
+        space: &SearchSpace,
+        purpose: &str,
+    ) -> BTreeMap<String, f64> {
         let (below, above) = split(history, trial, self.opts.constant_liar);
         let dists: Vec<(&String, &Distribution)> = space.iter().collect();
         let below_obs = observations(history, &below, &dists);
         let above_obs = observations(history, &above, &dists);
         let n_below = below_obs.first().map_or(0, |o| o.values.len());
         let n_above = above_obs.first().map_or(0, |o| o.values.len());
-        let below_weights =
-            if history.is_multi_objective() { vec![1.0; n_below] } else { default_weights(n_below) };
+        let below_weights = if history.is_multi_objective() {
+            vec![1.0; n_below]
+        } else {
+            default_weights(n_below)
+        };
         let mpe_below = ParzenEstimator::new(below_obs, &below_weights, self.params());
         let mpe_above = ParzenEstimator::new(above_obs, &default_weights(n_above), self.params());
         let mut rng = trial_rng(self.seed, trial, purpose);
@@ -118,7 +147,11 @@ impl TpeSampler {
                 best = i;
             }
         }
-        dists.iter().zip(&candidates).map(|((name, _), xs)| ((*name).clone(), xs[best])).collect()
+        dists
+            .iter()
+            .zip(&candidates)
+            .map(|((name, _), xs)| ((*name).clone(), xs[best]))
+            .collect()
     }
 }
 
@@ -130,7 +163,11 @@ impl Sampler for TpeSampler {
         let mut space = SearchSpace::new();
         if self.opts.group {
             for g in history.group_search_spaces() {
-                space.extend(g.iter().filter(|(_, d)| !d.single()).map(|(k, v)| (k.clone(), v.clone())));
+                space.extend(
+                    g.iter()
+                        .filter(|(_, d)| !d.single())
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
             }
         } else {
             space = history.intersection_search_space();
@@ -139,7 +176,12 @@ impl Sampler for TpeSampler {
         space
     }
 
-    fn sample_relative(&self, history: &History, trial: u64, space: &SearchSpace) -> BTreeMap<String, f64> {
+    fn sample_relative(
+        &self,
+        history: &History,
+        trial: u64,
+        space: &SearchSpace,
+    ) -> BTreeMap<String, f64> {
         if space.is_empty() || history.n_finished_for_sampling() < self.opts.n_startup_trials {
             return BTreeMap::new();
         }
@@ -148,7 +190,11 @@ impl Sampler for TpeSampler {
         }
         let mut out = BTreeMap::new();
         for (i, g) in history.group_search_spaces().iter().enumerate() {
-            let sub: SearchSpace = g.iter().filter(|(k, _)| space.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let sub: SearchSpace = g
+                .iter()
+                .filter(|(k, _)| space.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             if !sub.is_empty() {
                 out.extend(self.sample(history, trial, &sub, &format!("group{i}")));
             }
@@ -156,30 +202,42 @@ impl Sampler for TpeSampler {
         out
     }
 
-    fn sample_independent(&self, history: &History, trial: u64, name: &str, dist: &Distribution) -> f64 {
+    fn sample_independent(
+        &self,
+        history: &History,
+        trial: u64,
+        name: &str,
+        dist: &Distribution,
+    ) -> f64 {
         if history.n_finished_for_sampling() < self.opts.n_startup_trials {
             return sample_uniform(&mut trial_rng(self.seed, trial, name), dist);
         }
         let space: SearchSpace = [(name.to_string(), dist.clone())].into();
-        self.sample(history, trial, &space, name).get(name).copied().unwrap_or_else(|| {
-            sample_uniform(&mut trial_rng(self.seed, trial, name), dist)
-        })
+        self.sample(history, trial, &space, name)
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| sample_uniform(&mut trial_rng(self.seed, trial, name), dist))
     }
 }
 
-/// The values of `dists` for every trial of `numbers` that has all of them.
+/// The values of `dists` for every trial of `numbers` (ascending) that has all of them, with
+/// each dimension's ascending order when the history keeps it.
 fn observations<'a>(
     history: &History,
     numbers: &[u64],
     dists: &[(&String, &'a Distribution)],
 ) -> Vec<DimObservations<'a>> {
-    let columns: Vec<Option<&[f64]>> = dists.iter().map(|(n, d)| history.consistent_column(n, d)).collect();
+    let columns: Vec<Option<(&[f64], &[u32])>> = dists
+        .iter()
+        .map(|(n, d)| history.consistent_column(n, d))
+        .collect();
     let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(numbers.len()); dists.len()];
+    let mut kept: Vec<u64> = Vec::with_capacity(numbers.len());
     let mut row = vec![0.0; dists.len()];
     'trials: for &t in numbers {
         for (j, ((name, dist), col)) in dists.iter().zip(&columns).enumerate() {
             let v = match col {
-                Some(c) => c[t as usize],
+                Some((c, _)) => c[t as usize],
                 None => history.param(t, name, dist).unwrap_or(f64::NAN),
             };
             if v.is_nan() {
@@ -187,14 +245,41 @@ fn observations<'a>(
             }
             row[j] = v;
         }
+        kept.push(t);
         for (col, v) in values.iter_mut().zip(&row) {
             col.push(*v);
         }
     }
+    // For large sets, derive each dimension's order from the history's sorted column instead of
+    // sorting again: O(trials) per dimension.
+    let index: Option<Vec<u32>> = (kept.len() > 64).then(|| {
+        let mut index = vec![u32::MAX; history.trials().len()];
+        for (i, &t) in kept.iter().enumerate() {
+            index[t as usize] = i as u32;
+        }
+        index
+    });
     values
         .into_iter()
         .zip(dists)
-        .map(|(values, (_, dist))| DimObservations { values, order: None, dist })
+        .zip(&columns)
+        .map(|((values, (_, dist)), col)| {
+            let order = match (&index, col) {
+                (Some(index), Some((_, sorted))) => Some(
+                    sorted
+                        .iter()
+                        .map(|&t| index[t as usize])
+                        .filter(|&i| i != u32::MAX)
+                        .collect(),
+                ),
+                _ => None,
+            };
+            DimObservations {
+                values,
+                order,
+                dist,
+            }
+        })
         .collect()
 }
 
@@ -216,7 +301,9 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
     let mut running: Vec<u64> = Vec::new();
     for t in history.trials() {
         match t.state {
-            TrialState::Complete if t.values.as_ref().is_some_and(|v| v.len() == dirs.len()) => complete.push(t),
+            TrialState::Complete if t.values.as_ref().is_some_and(|v| v.len() == dirs.len()) => {
+                complete.push(t)
+            }
             TrialState::Pruned => pruned.push(t),
             TrialState::Running if constant_liar && t.number != current => running.push(t.number),
             _ => {}
@@ -230,8 +317,10 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
     let k = n_below.min(complete.len());
     if dirs.len() == 1 {
         let d = dirs[0];
-        let mut keyed: Vec<(f64, u64)> =
-            complete.iter().map(|t| (d.loss(t.value().unwrap_or(f64::NAN)), t.number)).collect();
+        let mut keyed: Vec<(f64, u64)> = complete
+            .iter()
+            .map(|t| (d.loss(t.value().unwrap_or(f64::NAN)), t.number))
+            .collect();
         let cmp = |a: &(f64, u64), b: &(f64, u64)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
         if k > 0 && k < keyed.len() {
             keyed.select_nth_unstable_by(k - 1, cmp);
@@ -298,7 +387,9 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
         };
         pruned.sort_by(|a, b| {
             let (ka, kb) = (key(a), key(b));
-            ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1)).then(a.number.cmp(&b.number))
+            ka.0.cmp(&kb.0)
+                .then(ka.1.total_cmp(&kb.1))
+                .then(a.number.cmp(&b.number))
         });
     }
     below.extend(pruned[..k].iter().map(|t| t.number));
@@ -312,10 +403,17 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::distributions::{CategoricalDistribution, FloatDistribution, IntDistribution, ParamValue};
+    use crate::distributions::{
+        CategoricalDistribution, FloatDistribution, IntDistribution, ParamValue,
+    };
     use crate::trial::StudyDirection;
 
-    fn run(sampler: &dyn Sampler, n: usize, f: impl Fn(&[f64]) -> f64, space: &SearchSpace) -> (History, f64) {
+    fn run(
+        sampler: &dyn Sampler,
+        n: usize,
+        f: impl Fn(&[f64]) -> f64,
+        space: &SearchSpace,
+    ) -> (History, f64) {
         let mut h = History::new(vec![StudyDirection::Minimize]);
         let mut best = f64::INFINITY;
         for _ in 0..n {
@@ -325,7 +423,9 @@ mod tests {
             h.set_relative_params(t, &rel, &rel_space).unwrap();
             let mut xs = Vec::new();
             for (name, dist) in space {
-                let v = h.pending_relative(t, name).unwrap_or_else(|| sampler.sample_independent(&h, t, name, dist));
+                let v = h
+                    .pending_relative(t, name)
+                    .unwrap_or_else(|| sampler.sample_independent(&h, t, name, dist));
                 h.set_param(t, name, v, dist).unwrap();
                 xs.push(v);
             }
@@ -338,7 +438,12 @@ mod tests {
 
     fn box_space(d: usize, low: f64, high: f64) -> SearchSpace {
         (0..d)
-            .map(|i| (format!("x{i:02}"), Distribution::Float(FloatDistribution::new(low, high, false, None).unwrap())))
+            .map(|i| {
+                (
+                    format!("x{i:02}"),
+                    Distribution::Float(FloatDistribution::new(low, high, false, None).unwrap()),
+                )
+            })
             .collect()
     }
 
@@ -352,7 +457,11 @@ mod tests {
     }
 
     fn tpe(seed: u64) -> TpeSampler {
-        TpeSampler::new(TpeOptions { seed: Some(seed), ..TpeOptions::default() }).unwrap()
+        TpeSampler::new(TpeOptions {
+            seed: Some(seed),
+            ..TpeOptions::default()
+        })
+        .unwrap()
     }
 
     #[test]
@@ -381,7 +490,12 @@ mod tests {
     #[test]
     fn pruned_trials_fill_the_below_set_by_progress() {
         let mut h = History::new(vec![StudyDirection::Minimize]);
-        for (steps, last) in [(vec![1], 0.1), (vec![1, 2, 3], 5.0), (vec![1, 2, 3], 4.0), (vec![], 0.0)] {
+        for (steps, last) in [
+            (vec![1], 0.1),
+            (vec![1, 2, 3], 5.0),
+            (vec![1, 2, 3], 4.0),
+            (vec![], 0.0),
+        ] {
             let t = h.create_trial(TrialState::Running);
             for s in steps {
                 h.report(t, s, last).unwrap();
@@ -389,7 +503,8 @@ mod tests {
             h.finish(t, TrialState::Pruned, None).unwrap();
         }
         let c = h.create_trial(TrialState::Running);
-        h.finish(c, TrialState::Complete, Some(vec![100.0])).unwrap();
+        h.finish(c, TrialState::Complete, Some(vec![100.0]))
+            .unwrap();
         // n = 5 -> gamma 1: the complete trial is the below set.
         assert_eq!(split(&h, 99, true).0, vec![4]);
         for _ in 0..6 {
@@ -398,7 +513,8 @@ mod tests {
         }
         for _ in 0..6 {
             let t = h.create_trial(TrialState::Running);
-            h.finish(t, TrialState::Complete, Some(vec![200.0])).unwrap();
+            h.finish(t, TrialState::Complete, Some(vec![200.0]))
+                .unwrap();
         }
         // n = 11 -> gamma 2: the best complete trial, then all 1 pruned trial furthest along
         // with the better value (trial 2 at step 3 with 4.0).
@@ -409,7 +525,19 @@ mod tests {
     #[test]
     fn multi_objective_split_uses_ranks_and_hypervolume() {
         let mut h = History::new(vec![StudyDirection::Minimize, StudyDirection::Minimize]);
-        let pts = [[1.0, 4.0], [2.0, 2.0], [4.0, 1.0], [3.0, 3.0], [5.0, 5.0], [6.0, 6.0], [2.1, 2.1], [7.0, 7.0], [8.0, 8.0], [9.0, 9.0], [9.5, 9.5]];
+        let pts = [
+            [1.0, 4.0],
+            [2.0, 2.0],
+            [4.0, 1.0],
+            [3.0, 3.0],
+            [5.0, 5.0],
+            [6.0, 6.0],
+            [2.1, 2.1],
+            [7.0, 7.0],
+            [8.0, 8.0],
+            [9.0, 9.0],
+            [9.5, 9.5],
+        ];
         for p in pts {
             let t = h.create_trial(TrialState::Running);
             h.finish(t, TrialState::Complete, Some(p.to_vec())).unwrap();
@@ -437,15 +565,26 @@ mod tests {
     fn tpe_beats_random_on_median_over_seeds() {
         let space = box_space(4, -5.0, 5.0);
         let rosen = |x: &[f64]| -> f64 {
-            x.windows(2).map(|w| 100.0 * (w[1] - w[0] * w[0]).powi(2) + (1.0 - w[0]).powi(2)).sum()
+            x.windows(2)
+                .map(|w| 100.0 * (w[1] - w[0] * w[0]).powi(2) + (1.0 - w[0]).powi(2))
+                .sum()
         };
-        let fns: [(&str, &dyn Fn(&[f64]) -> f64); 2] = [("sphere", &sphere), ("rosenbrock", &rosen)];
+        type Objective<'a> = (&'a str, &'a dyn Fn(&[f64]) -> f64);
+        let fns: [Objective; 2] = [("sphere", &sphere), ("rosenbrock", &rosen)];
         for (name, f) in fns {
             let mut t = Vec::new();
             let mut r = Vec::new();
             for seed in 0..9 {
                 t.push(run(&tpe(seed), 100, f, &space).1);
-                r.push(run(&crate::samplers::RandomSampler::new(Some(seed)), 100, f, &space).1);
+                r.push(
+                    run(
+                        &crate::samplers::RandomSampler::new(Some(seed)),
+                        100,
+                        f,
+                        &space,
+                    )
+                    .1,
+                );
             }
             let (mt, mr) = (median(t), median(r));
             assert!(mt < mr * 0.5, "{name}: tpe median {mt} vs random {mr}");
@@ -455,12 +594,19 @@ mod tests {
     #[test]
     fn univariate_and_mixed_spaces_work() {
         let mut space = box_space(2, -3.0, 3.0);
-        space.insert("n".into(), Distribution::Int(IntDistribution::new(1, 100, true, 1).unwrap()));
+        space.insert(
+            "n".into(),
+            Distribution::Int(IntDistribution::new(1, 100, true, 1).unwrap()),
+        );
         space.insert(
             "c".into(),
             Distribution::Categorical(
-                CategoricalDistribution::new(vec![ParamValue::Str("a".into()), ParamValue::Str("b".into()), ParamValue::None])
-                    .unwrap(),
+                CategoricalDistribution::new(vec![
+                    ParamValue::Str("a".into()),
+                    ParamValue::Str("b".into()),
+                    ParamValue::None,
+                ])
+                .unwrap(),
             ),
         );
         // Best: x = 0, n near 10, c = "b".
@@ -473,21 +619,49 @@ mod tests {
             let mut t = Vec::new();
             let mut r = Vec::new();
             for seed in 0..7 {
-                let s = TpeSampler::new(TpeOptions { seed: Some(seed), multivariate: Some(multivariate), ..Default::default() })
-                    .unwrap();
+                let s = TpeSampler::new(TpeOptions {
+                    seed: Some(seed),
+                    multivariate: Some(multivariate),
+                    ..Default::default()
+                })
+                .unwrap();
                 t.push(run(&s, 80, f, &space).1);
-                r.push(run(&crate::samplers::RandomSampler::new(Some(seed)), 80, f, &space).1);
+                r.push(
+                    run(
+                        &crate::samplers::RandomSampler::new(Some(seed)),
+                        80,
+                        f,
+                        &space,
+                    )
+                    .1,
+                );
             }
             let (mt, mr) = (median(t), median(r));
-            assert!(mt < mr, "multivariate={multivariate}: tpe {mt} vs random {mr}");
+            assert!(
+                mt < mr,
+                "multivariate={multivariate}: tpe {mt} vs random {mr}"
+            );
         }
     }
 
     #[test]
     fn bad_options_are_rejected() {
-        assert!(TpeSampler::new(TpeOptions { n_ei_candidates: 0, ..Default::default() }).is_err());
-        assert!(TpeSampler::new(TpeOptions { prior_weight: -1.0, ..Default::default() }).is_err());
-        let e = TpeSampler::new(TpeOptions { group: true, multivariate: Some(false), ..Default::default() }).unwrap_err();
+        assert!(TpeSampler::new(TpeOptions {
+            n_ei_candidates: 0,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(TpeSampler::new(TpeOptions {
+            prior_weight: -1.0,
+            ..Default::default()
+        })
+        .is_err());
+        let e = TpeSampler::new(TpeOptions {
+            group: true,
+            multivariate: Some(false),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("group"));
     }
 }
