@@ -141,7 +141,9 @@ class _Runner:
             abort = repr(e)
         if told is not None:
             self._log(number, told, value, pruned, exc)
-        if exc is not None and not isinstance(exc, self.catch):
+        # When the engine already failed the trial (per-trial timeout, interrupt), what the
+        # objective raised afterwards (often "trial ... is FAIL") does not stop the study.
+        if exc is not None and told is not None and not isinstance(exc, self.catch):
             self._set_error(exc)
             abort = repr(exc)
         if told is not None and self.callbacks:

@@ -1,14 +1,27 @@
-"""Pruners: whether a running trial should stop early. They run in the Rust engine."""
+"""Pruners: whether a running trial should stop early. They run in the Rust engine, with
+Optuna's constructor signatures and defaults. Bad arguments raise ``ValueError`` naming them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional, Union
 
 from dspex import _native
 
 
+def _int(cls: str, name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{cls}({name}={v!r}): must be an int")
+    return v
+
+
+def _num(cls: str, name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{cls}({name}={v!r}): must be a number")
+    return float(v)
+
+
 class BasePruner:
-    """Base class of the engine's pruners."""
+    """Base class of the engine's pruners (custom Python pruners are not supported yet)."""
 
     _native: Any
 
@@ -23,4 +36,98 @@ class NopPruner(BasePruner):
         self._native = _native.nop_pruner()
 
 
-__all__ = ["BasePruner", "NopPruner"]
+class PercentilePruner(BasePruner):
+    """Prunes when the trial's best intermediate value is worse than the given percentile of
+    the other trials' values at the same step."""
+
+    def __init__(self, percentile: float, n_startup_trials: int = 5, n_warmup_steps: int = 0, interval_steps: int = 1, *, n_min_trials: int = 1) -> None:
+        c = "PercentilePruner"
+        self._native = _native.percentile_pruner(
+            _num(c, "percentile", percentile), _int(c, "n_startup_trials", n_startup_trials), _int(c, "n_warmup_steps", n_warmup_steps),
+            _int(c, "interval_steps", interval_steps), _int(c, "n_min_trials", n_min_trials),
+        )
+
+
+class MedianPruner(BasePruner):
+    """Prunes when the trial's best intermediate value is worse than the median of the other
+    trials' values at the same step."""
+
+    def __init__(self, n_startup_trials: int = 5, n_warmup_steps: int = 0, interval_steps: int = 1, *, n_min_trials: int = 1) -> None:
+        c = "MedianPruner"
+        self._native = _native.median_pruner(
+            _int(c, "n_startup_trials", n_startup_trials), _int(c, "n_warmup_steps", n_warmup_steps),
+            _int(c, "interval_steps", interval_steps), _int(c, "n_min_trials", n_min_trials),
+        )
+
+
+class SuccessiveHalvingPruner(BasePruner):
+    """Asynchronous successive halving."""
+
+    def __init__(self, min_resource: Union[str, int] = "auto", reduction_factor: int = 4, min_early_stopping_rate: int = 0, bootstrap_count: int = 0) -> None:
+        c = "SuccessiveHalvingPruner"
+        if min_resource == "auto":
+            mr: Optional[int] = None
+        else:
+            mr = _int(c, "min_resource", min_resource)
+        self._native = _native.successive_halving_pruner(
+            mr, _int(c, "reduction_factor", reduction_factor), _int(c, "min_early_stopping_rate", min_early_stopping_rate), _int(c, "bootstrap_count", bootstrap_count)
+        )
+
+
+class HyperbandPruner(BasePruner):
+    """Hyperband: several successive-halving brackets."""
+
+    def __init__(self, min_resource: int = 1, max_resource: Union[str, int] = "auto", reduction_factor: int = 3, bootstrap_count: int = 0) -> None:
+        c = "HyperbandPruner"
+        if max_resource == "auto":
+            mx: Optional[int] = None
+        else:
+            mx = _int(c, "max_resource", max_resource)
+        self._native = _native.hyperband_pruner(
+            _int(c, "min_resource", min_resource), mx, _int(c, "reduction_factor", reduction_factor), _int(c, "bootstrap_count", bootstrap_count), "dspex"
+        )
+
+
+class ThresholdPruner(BasePruner):
+    """Prunes when an intermediate value leaves ``[lower, upper]`` (or is NaN)."""
+
+    def __init__(self, lower: Optional[float] = None, upper: Optional[float] = None, n_warmup_steps: int = 0, interval_steps: int = 1) -> None:
+        c = "ThresholdPruner"
+        self._native = _native.threshold_pruner(
+            None if lower is None else _num(c, "lower", lower), None if upper is None else _num(c, "upper", upper),
+            _int(c, "n_warmup_steps", n_warmup_steps), _int(c, "interval_steps", interval_steps),
+        )
+
+
+class PatientPruner(BasePruner):
+    """Prunes when the intermediate values stopped improving for ``patience`` steps, then asks
+    ``wrapped_pruner`` (if any)."""
+
+    def __init__(self, wrapped_pruner: Optional[BasePruner], patience: int, min_delta: float = 0.0) -> None:
+        c = "PatientPruner"
+        if wrapped_pruner is not None and not isinstance(wrapped_pruner, BasePruner):
+            raise ValueError(f"{c}(wrapped_pruner={wrapped_pruner!r}): must be a dspex pruner or None")
+        self._native = _native.patient_pruner(
+            None if wrapped_pruner is None else wrapped_pruner._native, _int(c, "patience", patience), _num(c, "min_delta", min_delta)
+        )
+
+
+class WilcoxonPruner(BasePruner):
+    """Prunes by a Wilcoxon signed-rank test against the best trial's values at the same steps."""
+
+    def __init__(self, *, p_threshold: float = 0.1, n_startup_steps: int = 2) -> None:
+        c = "WilcoxonPruner"
+        self._native = _native.wilcoxon_pruner(_num(c, "p_threshold", p_threshold), _int(c, "n_startup_steps", n_startup_steps))
+
+
+__all__ = [
+    "BasePruner",
+    "HyperbandPruner",
+    "MedianPruner",
+    "NopPruner",
+    "PatientPruner",
+    "PercentilePruner",
+    "SuccessiveHalvingPruner",
+    "ThresholdPruner",
+    "WilcoxonPruner",
+]

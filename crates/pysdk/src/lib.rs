@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dspex_engine::model::{from_unix_seconds, unix_seconds};
-use dspex_engine::optimizer::pruners::NopPruner;
+use dspex_engine::optimizer::pruners::{
+    HyperbandPruner, MedianPruner, MinResource, NopPruner, PatientPruner, PercentilePruner,
+    SuccessiveHalvingPruner, ThresholdPruner, WilcoxonPruner,
+};
 use dspex_engine::optimizer::samplers::{GridSampler, RandomSampler, TpeOptions, TpeSampler};
 use dspex_engine::optimizer::{
     CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue,
@@ -523,6 +526,149 @@ fn nop_pruner() -> PyPruner {
         inner: Arc::new(NopPruner),
         kind: "nop",
     }
+}
+
+/// Builds a pruner from a constructor result, mapping bad arguments to ValueError.
+fn make_pruner<P: PrunerTrait + 'static>(
+    py: Python<'_>,
+    kind: &'static str,
+    f: impl FnOnce() -> Result<P, dspex_engine::optimizer::OptimizerError> + Send,
+) -> PyResult<PyPruner> {
+    let p = engine(py, move || Ok(f()?))?;
+    Ok(PyPruner {
+        inner: Arc::new(p),
+        kind,
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (percentile, n_startup_trials, n_warmup_steps, interval_steps, n_min_trials))]
+fn percentile_pruner(
+    py: Python<'_>,
+    percentile: f64,
+    n_startup_trials: i64,
+    n_warmup_steps: i64,
+    interval_steps: i64,
+    n_min_trials: i64,
+) -> PyResult<PyPruner> {
+    make_pruner(py, "percentile", move || {
+        PercentilePruner::new(
+            percentile,
+            n_startup_trials,
+            n_warmup_steps,
+            interval_steps,
+            n_min_trials,
+        )
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (n_startup_trials, n_warmup_steps, interval_steps, n_min_trials))]
+fn median_pruner(
+    py: Python<'_>,
+    n_startup_trials: i64,
+    n_warmup_steps: i64,
+    interval_steps: i64,
+    n_min_trials: i64,
+) -> PyResult<PyPruner> {
+    make_pruner(py, "median", move || {
+        MedianPruner::new(
+            n_startup_trials,
+            n_warmup_steps,
+            interval_steps,
+            n_min_trials,
+        )
+    })
+}
+
+/// `min_resource`: None means "auto".
+#[pyfunction]
+#[pyo3(signature = (min_resource, reduction_factor, min_early_stopping_rate, bootstrap_count))]
+fn successive_halving_pruner(
+    py: Python<'_>,
+    min_resource: Option<i64>,
+    reduction_factor: i64,
+    min_early_stopping_rate: i64,
+    bootstrap_count: i64,
+) -> PyResult<PyPruner> {
+    let mr = min_resource.map_or(MinResource::Auto, MinResource::Fixed);
+    make_pruner(py, "successive_halving", move || {
+        SuccessiveHalvingPruner::new(
+            mr,
+            reduction_factor,
+            min_early_stopping_rate,
+            bootstrap_count,
+        )
+    })
+}
+
+/// `max_resource`: None means "auto".
+#[pyfunction]
+#[pyo3(signature = (min_resource, max_resource, reduction_factor, bootstrap_count, bracket_key))]
+fn hyperband_pruner(
+    py: Python<'_>,
+    min_resource: i64,
+    max_resource: Option<i64>,
+    reduction_factor: i64,
+    bootstrap_count: i64,
+    bracket_key: String,
+) -> PyResult<PyPruner> {
+    make_pruner(py, "hyperband", move || {
+        HyperbandPruner::new(
+            min_resource,
+            max_resource,
+            reduction_factor,
+            bootstrap_count,
+            bracket_key,
+        )
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (lower, upper, n_warmup_steps, interval_steps))]
+fn threshold_pruner(
+    py: Python<'_>,
+    lower: Option<f64>,
+    upper: Option<f64>,
+    n_warmup_steps: i64,
+    interval_steps: i64,
+) -> PyResult<PyPruner> {
+    make_pruner(py, "threshold", move || {
+        ThresholdPruner::new(lower, upper, n_warmup_steps, interval_steps)
+    })
+}
+
+/// Lets a shared pruner be wrapped by one that wants to own it.
+#[derive(Debug)]
+struct SharedPruner(Arc<dyn PrunerTrait>);
+
+impl PrunerTrait for SharedPruner {
+    fn prune(&self, history: &dspex_engine::optimizer::History, trial: u64) -> bool {
+        self.0.prune(history, trial)
+    }
+}
+
+#[pyfunction]
+#[pyo3(signature = (wrapped, patience, min_delta))]
+fn patient_pruner(
+    py: Python<'_>,
+    wrapped: Option<&PyPruner>,
+    patience: i64,
+    min_delta: f64,
+) -> PyResult<PyPruner> {
+    let inner: Option<Box<dyn PrunerTrait>> =
+        wrapped.map(|w| Box::new(SharedPruner(w.inner.clone())) as Box<dyn PrunerTrait>);
+    make_pruner(py, "patient", move || {
+        PatientPruner::new(inner, patience, min_delta)
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (p_threshold, n_startup_steps))]
+fn wilcoxon_pruner(py: Python<'_>, p_threshold: f64, n_startup_steps: i64) -> PyResult<PyPruner> {
+    make_pruner(py, "wilcoxon", move || {
+        WilcoxonPruner::new(p_threshold, n_startup_steps)
+    })
 }
 
 /// Checks a float distribution; returns the (possibly adjusted) high and the adjustment note.
@@ -1137,6 +1283,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tpe_sampler, m)?)?;
     m.add_function(wrap_pyfunction!(grid_sampler, m)?)?;
     m.add_function(wrap_pyfunction!(nop_pruner, m)?)?;
+    m.add_function(wrap_pyfunction!(percentile_pruner, m)?)?;
+    m.add_function(wrap_pyfunction!(median_pruner, m)?)?;
+    m.add_function(wrap_pyfunction!(successive_halving_pruner, m)?)?;
+    m.add_function(wrap_pyfunction!(hyperband_pruner, m)?)?;
+    m.add_function(wrap_pyfunction!(threshold_pruner, m)?)?;
+    m.add_function(wrap_pyfunction!(patient_pruner, m)?)?;
+    m.add_function(wrap_pyfunction!(wilcoxon_pruner, m)?)?;
     m.add_function(wrap_pyfunction!(check_float_distribution, m)?)?;
     m.add_function(wrap_pyfunction!(check_int_distribution, m)?)?;
     m.add_function(wrap_pyfunction!(check_categorical_distribution, m)?)?;

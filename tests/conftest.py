@@ -1,0 +1,8 @@
+import dspex
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _quiet_info_logs():
+    dspex.logging.set_verbosity(dspex.logging.WARNING)
+    yield
