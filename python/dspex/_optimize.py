@@ -216,15 +216,19 @@ class _Runner:
             pruned = e
         except Exception as e:  # noqa: BLE001
             exc = e
-        except BaseException as e:  # CancelledError on Ctrl-C, KeyboardInterrupt
+        except asyncio.CancelledError as e:  # the loop is shutting down (Ctrl-C)
+            self.interrupt(number, KeyboardInterrupt("the trial was cancelled by an interrupt"), cause=e)
+            raise
+        except BaseException as e:
             self.interrupt(number, e)
             raise
         self.finish(number, value, pruned, exc)
 
-    def interrupt(self, number: int, exc: BaseException) -> None:
+    def interrupt(self, number: int, exc: BaseException, cause: Optional[BaseException] = None) -> None:
         """Fails ``number`` because of ``exc`` and ends the run now."""
         try:
-            self.native.tell(number, state="FAIL", fail_reason=_reason(exc))
+            reason = _reason(exc) if cause is None else f"{type(exc).__name__}: {exc}"
+            self.native.tell(number, state="FAIL", fail_reason=reason)
             _logger.warning(f"Trial {number} failed because of the following error: {exc!r}.")
         except BaseException:  # noqa: BLE001 - already failed by the engine
             pass
