@@ -75,10 +75,12 @@ pub(crate) fn log_gauss_mass(a: f64, b: f64) -> f64 {
         // Both tails are small: 1 - P(X < a) - P(X > b). Beyond 8.3 sd a tail is < 1e-16.
         let left = if a < -8.3 { 0.0 } else { ndtr(a) };
         let right = if b > 8.3 { 0.0 } else { ndtr(-b) };
-        if left + right == 0.0 {
-            return 0.0;
+        let t = left + right;
+        if t < 1e-5 {
+            // ln(1 - t) to better than 1e-15 without a logarithm (the common case).
+            return -t - 0.5 * t * t;
         }
-        (-(left + right)).ln_1p()
+        (-t).ln_1p()
     }
 }
 
