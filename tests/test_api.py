@@ -416,4 +416,4 @@ def test_cli_help_and_version():
     out = subprocess.run([sys.executable, "-m", "dspex.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and dspex.__version__ in out.stdout
     out = subprocess.run([sys.executable, "-m", "dspex.cli", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "usage: dspex" in out.stdout
+    assert out.returncode == 0 and "usage: dspex" in out.stdout.lower()

@@ -16,8 +16,9 @@ The API follows Optuna's, so ``import dspex as optuna`` runs a typical Optuna sc
 from __future__ import annotations
 
 from dspex import _native
-from dspex import distributions, exceptions, logging, pruners, samplers, storages, study, trial
+from dspex import distributions, exceptions, logging, pruners, remote, samplers, storages, study, trial
 from dspex.exceptions import TrialPruned
+from dspex.remote import attach
 from dspex.study import Study, StudyDirection, create_study, delete_study, get_all_study_names, load_study
 from dspex.trial import FrozenTrial, Trial, TrialState, create_trial
 
@@ -31,6 +32,7 @@ __all__ = [
     "TrialPruned",
     "TrialState",
     "__version__",
+    "attach",
     "create_study",
     "create_trial",
     "delete_study",
@@ -40,6 +42,7 @@ __all__ = [
     "load_study",
     "logging",
     "pruners",
+    "remote",
     "samplers",
     "storages",
     "study",

@@ -1,23 +1,31 @@
-"""The ``dspex`` command line."""
+"""The ``dspex`` command line: the Rust CLI of the engine (``dspex serve``, ``dspex optimize
+study.toml``, ``dspex worker``), run inside this Python process so that its workers use this
+interpreter."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import List, Optional
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    import dspex
+    import signal
 
-    parser = argparse.ArgumentParser(
-        prog="dspex",
-        description="dspex: an optimization engine. Python defines the experiment, a Rust engine runs it.",
-    )
-    parser.add_argument("--version", action="version", version=f"dspex {dspex.__version__}")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    from dspex import _native
+
+    def _terminate(signum, frame):  # SIGTERM: graceful shutdown, like Ctrl-C
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread
+        pass
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["studies"]:  # dspex studies list|show|delete|export (python/dspex/_studies_cli.py)
+        from dspex._studies_cli import main as studies_main
+
+        return studies_main(args[1:])
+    return _native.cli_main(["dspex", *args], sys.executable)
 
 
 if __name__ == "__main__":

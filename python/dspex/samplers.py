@@ -31,6 +31,7 @@ class RandomSampler(BaseSampler):
 
     def __init__(self, seed: int | None = None) -> None:
         self._native = _native.random_sampler(_check_seed(seed))
+        self._spec = ("random", {"seed": seed})
 
 
 class TPESampler(BaseSampler):
@@ -78,7 +79,7 @@ class TPESampler(BaseSampler):
             raise ValueError(f"TPESampler(prior_weight={prior_weight!r}): must be a finite number > 0")
         if group and multivariate is False:
             raise ValueError("TPESampler(group=True) requires multivariate=True")
-        self._native = _native.tpe_sampler(
+        kwargs = dict(
             n_startup_trials=n_startup_trials,
             n_ei_candidates=n_ei_candidates,
             multivariate=multivariate,
@@ -89,6 +90,8 @@ class TPESampler(BaseSampler):
             consider_magic_clip=True if consider_magic_clip is None else bool(consider_magic_clip),
             consider_endpoints=False if consider_endpoints is None else bool(consider_endpoints),
         )
+        self._native = _native.tpe_sampler(**kwargs)
+        self._spec = ("tpe", kwargs)  # what a remote engine builds (dspex.remote)
 
 
 class GridSampler(BaseSampler):
@@ -102,6 +105,7 @@ class GridSampler(BaseSampler):
             raise TypeError(f"search_space must be a mapping of name -> values, got {search_space!r}")
         self._search_space = {k: list(v) for k, v in search_space.items()}
         self._native = _native.grid_sampler(self._search_space, _check_seed(seed))
+        self._spec = ("grid", {"search_space": self._search_space, "seed": seed})
 
 
 __all__ = ["BaseSampler", "GridSampler", "RandomSampler", "TPESampler"]

@@ -136,6 +136,8 @@ class Study:
         show_progress_bar: bool = False,
         concurrency: Optional[int] = None,
         trial_timeout: Optional[float] = None,
+        processes: Optional[int] = None,
+        max_retries: int = 2,
     ) -> None:
         """Runs trials of ``func`` until ``n_trials`` trials ran, ``timeout`` seconds passed,
         :meth:`stop` was called or the sampler is exhausted.
@@ -145,7 +147,18 @@ class Study:
         in ``catch`` fails its trial and the study goes on; any other exception fails the trial,
         stops the study and is re-raised here. Ctrl-C fails the trials in flight, keeps the
         finished ones and raises ``KeyboardInterrupt``.
+
+        ``processes=N`` evaluates in N worker processes instead (``func`` given as
+        ``"module:function"``, an importable function or a picklable callable), so CPU-bound
+        objectives use every core; a trial lost with a crashed worker is re-run up to
+        ``max_retries`` times. On a remote study (``engine=...``) ``optimize`` attaches this
+        process to the engine as an evaluator.
         """
+        if processes is not None:
+            from dspex.remote import optimize_processes
+
+            optimize_processes(self, func, n_trials, timeout, processes, concurrency, trial_timeout, max_retries, catch)
+            return
         from dspex._optimize import run_optimize
 
         run_optimize(self, func, n_trials, timeout, n_jobs, catch, callbacks, gc_after_trial, show_progress_bar, concurrency, trial_timeout)
@@ -319,8 +332,15 @@ def create_study(
     load_if_exists: bool = False,
     *,
     directions: Optional[Sequence[Union[str, StudyDirection]]] = None,
+    engine: Optional[str] = None,
+    token: Optional[str] = None,
+    tls_ca: Optional[str] = None,
 ) -> Study:
-    """Creates a study (default: minimize one objective with TPE, in memory)."""
+    """Creates a study (default: minimize one objective with TPE, in memory).
+
+    With ``engine="host:port"`` the study lives in a remote engine (``dspex serve``); ``token``
+    (default: ``$DSPEX_TOKEN``) authenticates, ``tls_ca`` is the CA of an ``https://`` engine.
+    """
     if direction is not None and directions is not None:
         raise ValueError("Specify only one of `direction` and `directions`.")
     if directions is not None:
@@ -329,6 +349,12 @@ def create_study(
         names = [_direction_name(d) for d in directions]
     else:
         names = [_direction_name(direction if direction is not None else "minimize")]
+    if engine is not None:
+        if storage is not None:
+            raise ValueError("give storage or engine, not both (the engine owns the storage)")
+        from dspex.remote import _create_study
+
+        return _create_study(engine, token, tls_ca, study_name, names, sampler, pruner, load_if_exists)
     st = _storages._resolve(storage)
     sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
     native = _native.Study.create(st._native, study_name, names, sampler._native, pruner._native, load_if_exists)
@@ -338,11 +364,21 @@ def create_study(
 def load_study(
     *,
     study_name: Optional[str],
-    storage: Any,
+    storage: Any = None,
     sampler: Optional[BaseSampler] = None,
     pruner: Optional[BasePruner] = None,
+    engine: Optional[str] = None,
+    token: Optional[str] = None,
+    tls_ca: Optional[str] = None,
 ) -> Study:
-    """Loads a study by name from ``storage`` (an :class:`~dspex.storages.InMemoryStorage`)."""
+    """Loads a study by name from ``storage`` (an :class:`~dspex.storages.InMemoryStorage`),
+    or from the remote engine at ``engine``."""
+    if engine is not None:
+        if study_name is None:
+            raise ValueError("load_study(engine=...) needs the study_name")
+        from dspex.remote import _load_study
+
+        return _load_study(engine, token, tls_ca, study_name)
     st = _storages._resolve(storage)
     if storage is None:
         raise ValueError("load_study needs the storage the study was created in")

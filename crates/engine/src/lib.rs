@@ -5,7 +5,10 @@
 //! gRPC stream) pulls requests, drives the trial through [`study::Study`] (suggest, report, tell)
 //! and answers the run by trial number.
 
+pub mod cli;
+pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod model;
 pub mod runtime;
 pub mod scheduler;

@@ -18,7 +18,7 @@ pub fn handle() -> Result<Handle> {
         Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("dspex-engine")
-            .enable_time()
+            .enable_all() // timers, and sockets for the gRPC server and client
             .build()
             .map_err(|e| e.to_string())
     });

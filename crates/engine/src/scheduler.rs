@@ -98,6 +98,10 @@ pub struct RunSummary {
 enum Event {
     Asked(Result<Option<u64>>),
     Done(u64, Done),
+    /// The evaluator of a trial went away (crashed, silent, garbage): fail and maybe retry.
+    Lost(u64, String),
+    /// A lost trial was failed; true when a retry was enqueued.
+    Requeued(bool),
     Stop,
     Interrupt(String),
 }
@@ -113,6 +117,7 @@ struct Queue {
 pub struct Run {
     study: Arc<Study>,
     options: RunOptions,
+    max_retries: u32,
     queue: Mutex<Queue>,
     queue_cv: Condvar,
     queue_notify: Notify,
@@ -126,6 +131,18 @@ pub struct Run {
 impl Run {
     /// Starts a run of `study` on the global runtime.
     pub fn start(study: Arc<Study>, options: RunOptions) -> Result<Arc<Run>> {
+        Self::start_with_retries(study, options, 0)
+    }
+
+    /// Like [`Run::start`]; a trial lost with its evaluator ([`Run::lost`]) or failed by the
+    /// per-trial timeout is re-run (same parameters, as a new trial that does not count against
+    /// `n_trials`) up to `max_retries` times. The retry records Optuna's `failed_trial` and
+    /// `retry_history` system attributes.
+    pub fn start_with_retries(
+        study: Arc<Study>,
+        options: RunOptions,
+        max_retries: u32,
+    ) -> Result<Arc<Run>> {
         if options.concurrency == 0 {
             return Err(EngineError::InvalidArgument(
                 "concurrency must be >= 1, got 0".into(),
@@ -136,6 +153,7 @@ impl Run {
         let run = Arc::new(Run {
             study: study.clone(),
             options,
+            max_retries,
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
             queue_notify: Notify::new(),
@@ -246,6 +264,12 @@ impl Run {
         let _ = self.events.send(Event::Done(number, done));
     }
 
+    /// The evaluator of trial `number` is gone (its stream broke, it went silent, it answered
+    /// garbage): the trial is failed with `reason` and retried per the run's `max_retries`.
+    pub fn lost(&self, number: u64, reason: impl Into<String>) {
+        let _ = self.events.send(Event::Lost(number, reason.into()));
+    }
+
     /// Start no more trials; running ones finish normally.
     pub fn stop(&self) {
         self.stop_requested.store(true, Ordering::SeqCst);
@@ -287,6 +311,64 @@ impl Run {
     }
 }
 
+/// Fails `number` with `reason` and, within `max_retries`, enqueues a retry with the same
+/// parameters. Returns whether a retry was enqueued.
+fn fail_and_retry(study: &Study, number: u64, reason: String, max_retries: u32) -> Result<bool> {
+    let record = study.trial(number)?;
+    match study.tell(number, Outcome::Fail(reason), false) {
+        Ok(_) => {}
+        // Told by its evaluator just before it went away: nothing was lost.
+        Err(EngineError::TrialNotRunning { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let mut history: Vec<u64> = record
+        .system_attrs
+        .get("retry_history")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+        .unwrap_or_default();
+    if history.len() >= max_retries as usize {
+        return Ok(false);
+    }
+    let failed = record
+        .system_attrs
+        .get("failed_trial")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(number);
+    history.push(number);
+    let Some(retry) = study.enqueue(record.params, record.user_attrs, false)? else {
+        return Ok(false);
+    };
+    let storage = study.storage();
+    storage.set_trial_system_attr(study.id(), retry, "failed_trial", failed.into())?;
+    storage.set_trial_system_attr(study.id(), retry, "retry_history", history.into())?;
+    tracing::info!(trial = number, retry, "trial lost; retrying it");
+    Ok(true)
+}
+
+fn retry_in_background(run: &Arc<Run>, number: u64, reason: String) {
+    let study = run.study.clone();
+    let tx = run.events.clone();
+    let max = run.max_retries;
+    tokio::task::spawn_blocking(move || {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            fail_and_retry(&study, number, reason, max)
+        }));
+        let requeued = match r {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::warn!(trial = number, "could not fail or retry the trial: {e}");
+                false
+            }
+            Err(_) => {
+                tracing::error!(trial = number, "panic while failing the trial");
+                false
+            }
+        };
+        let _ = tx.send(Event::Requeued(requeued));
+    });
+}
+
 fn fail_in_background(study: &Arc<Study>, number: u64, reason: String) -> JoinHandle<()> {
     let study = study.clone();
     tokio::task::spawn_blocking(move || {
@@ -307,6 +389,7 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
     let mut started: u64 = 0;
     let mut finished: u64 = 0;
     let mut asking: usize = 0;
+    let mut requeuing: usize = 0;
     let mut in_flight: HashMap<u64, Option<Instant>> = HashMap::new();
     let mut reason: Option<StopReason> = None;
     let mut timed_out = Vec::new();
@@ -335,7 +418,7 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
                 let _ = tx.send(Event::Asked(r));
             });
         }
-        if in_flight.is_empty() && asking == 0 {
+        if in_flight.is_empty() && asking == 0 && requeuing == 0 {
             reason.get_or_insert(StopReason::NTrials);
             break;
         }
@@ -387,6 +470,23 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
                     }
                 }
             }
+            Some(Event::Lost(n, why)) => {
+                if in_flight.remove(&n).is_some() {
+                    run.unqueue(n);
+                    finished += 1;
+                    requeuing += 1;
+                    tracing::warn!(trial = n, "trial lost: {why}");
+                    retry_in_background(&run, n, why);
+                }
+            }
+            Some(Event::Requeued(requeued)) => {
+                requeuing -= 1;
+                if requeued {
+                    // The retry does not count against n_trials: one more trial starts, and
+                    // `ask` takes the enqueued retry first.
+                    started = started.saturating_sub(1);
+                }
+            }
             Some(Event::Stop) => {
                 reason.get_or_insert(StopReason::Stopped);
             }
@@ -411,11 +511,13 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
                     run.unqueue(n);
                     let secs = opts.trial_timeout.map_or(0.0, |t| t.as_secs_f64());
                     tracing::warn!(trial = n, "trial timed out after {secs} s");
-                    background.push(fail_in_background(
-                        &run.study,
-                        n,
-                        format!("trial timed out after {secs} s"),
-                    ));
+                    let why = format!("trial timed out after {secs} s");
+                    if run.max_retries > 0 {
+                        requeuing += 1;
+                        retry_in_background(&run, n, why);
+                    } else {
+                        background.push(fail_in_background(&run.study, n, why));
+                    }
                     timed_out.push(n);
                     finished += 1;
                 }

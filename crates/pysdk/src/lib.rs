@@ -47,6 +47,8 @@ create_exception!(
     "A study with this name already exists."
 );
 
+mod remote;
+
 /// Polling period of blocking waits (signal checks in between).
 const SLICE: Duration = Duration::from_millis(50);
 
@@ -1295,5 +1297,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_categorical_distribution, m)?)?;
     m.add_function(wrap_pyfunction!(distribution_to_json, m)?)?;
     m.add_function(wrap_pyfunction!(distribution_from_json, m)?)?;
+    remote::register(m)?;
     Ok(())
 }

@@ -1,0 +1,5 @@
+//! The `dspex` command line (see `dspex --help`).
+
+fn main() {
+    std::process::exit(dspex_engine::cli::main_from_env());
+}

@@ -1,0 +1,727 @@
+//! The `dspex` command line: `dspex serve` (the engine as a gRPC server), `dspex optimize
+//! study.toml` (the engine plus a supervised pool of Python workers) and `dspex worker` (runs
+//! `python -m dspex.worker`). The same entry point serves the `dspex` binary and the `dspex`
+//! console script of the Python package (through `dspex._native.cli_main`).
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dspex_optimizer::TrialState;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::config::StudyFile;
+use crate::grpc::{self, ActiveRun, EngineService, ServeOptions};
+use crate::scheduler::{Run, RunOptions, RunSummary, StopReason};
+use crate::storage::{InMemoryStorage, Storage};
+use crate::study::Study;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dspex",
+    version,
+    about = "dspex: an optimization engine. Python defines the experiment, a Rust engine runs it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the engine as a gRPC server that Python processes attach to.
+    Serve {
+        /// Address to listen on. Anything but loopback requires a token.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        addr: SocketAddr,
+        /// Every call must carry this token (`authorization: Bearer <token>`).
+        #[arg(long, env = "DSPEX_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// PEM certificate chain: serve TLS (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Largest message accepted or sent, in bytes.
+        #[arg(long, default_value_t = grpc::DEFAULT_MAX_MESSAGE_BYTES)]
+        max_message_bytes: usize,
+        /// Heartbeat period of the engine on Attach streams, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        heartbeat_ms: u64,
+    },
+    /// Run the study described by a study.toml with a supervised pool of Python workers.
+    Optimize {
+        /// The study file (see examples/study.toml).
+        study: PathBuf,
+        /// Text summary or one JSON object on stdout (for scripts).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Override n_trials of the file.
+        #[arg(long)]
+        n_trials: Option<u64>,
+        /// Override [workers].processes of the file.
+        #[arg(long)]
+        processes: Option<usize>,
+        /// The Python interpreter of the workers.
+        #[arg(long, env = "DSPEX_PYTHON")]
+        python: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Attach this machine to an engine as a worker (runs `python -m dspex.worker ARGS`).
+    Worker {
+        /// The Python interpreter.
+        #[arg(long, env = "DSPEX_PYTHON")]
+        python: Option<String>,
+        /// Arguments of `python -m dspex.worker` (see its --help).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// What the host of the CLI provides.
+#[derive(Debug, Clone)]
+pub struct CliEnv {
+    /// The Python interpreter to use when none is given (the console script's `sys.executable`).
+    pub python: Option<String>,
+    /// Becomes true when the user asks to stop (Ctrl-C, SIGTERM).
+    pub cancel: watch::Receiver<bool>,
+}
+
+/// Runs the CLI with `args` (args[0] is the program name); returns the exit code.
+pub fn run(args: Vec<String>, env: CliEnv) -> i32 {
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let Some(cmd) = cli.command else {
+        use clap::CommandFactory;
+        let _ = Cli::command().print_help();
+        println!();
+        return 0;
+    };
+    let handle = match crate::runtime::handle() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("dspex: {e}");
+            return 1;
+        }
+    };
+    let r = match cmd {
+        Cmd::Serve {
+            addr,
+            token,
+            tls_cert,
+            tls_key,
+            max_message_bytes,
+            heartbeat_ms,
+        } => handle.block_on(serve(
+            addr,
+            token,
+            tls_cert.zip(tls_key),
+            max_message_bytes,
+            heartbeat_ms,
+            env.cancel,
+        )),
+        Cmd::Optimize {
+            study,
+            output,
+            n_trials,
+            processes,
+            python,
+            no_progress,
+        } => handle.block_on(optimize(
+            study,
+            output,
+            n_trials,
+            processes,
+            python.or(env.python),
+            no_progress,
+            env.cancel,
+        )),
+        Cmd::Worker { python, args } => {
+            let py = python.or(env.python).unwrap_or_else(|| "python3".into());
+            match std::process::Command::new(&py)
+                .args(["-m", "dspex.worker"])
+                .args(args)
+                .status()
+            {
+                Ok(s) => Ok(s.code().unwrap_or(1)),
+                Err(e) => Err(format!("cannot run {py}: {e}")),
+            }
+        }
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dspex: error: {e}");
+            1
+        }
+    }
+}
+
+async fn cancelled(mut cancel: watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn serve(
+    addr: SocketAddr,
+    token: Option<String>,
+    tls: Option<(PathBuf, PathBuf)>,
+    max_message_bytes: usize,
+    heartbeat_ms: u64,
+    cancel: watch::Receiver<bool>,
+) -> Result<i32, String> {
+    let token = token.filter(|t| !t.is_empty());
+    grpc::check_bind(&addr, token.as_deref()).map_err(|e| e.to_string())?;
+    let tls = match tls {
+        Some((c, k)) => Some((
+            std::fs::read(&c).map_err(|e| format!("{}: {e}", c.display()))?,
+            std::fs::read(&k).map_err(|e| format!("{}: {e}", k.display()))?,
+        )),
+        None => None,
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let storage: Arc<dyn Storage> = Arc::new(InMemoryStorage::new());
+    let service =
+        EngineService::with_heartbeat(storage, Duration::from_millis(heartbeat_ms.max(10)));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("dspex engine listening on {local} ({scheme})");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let svc = service.clone();
+    let shutdown = async move {
+        cancelled(cancel).await;
+        eprintln!("dspex: shutting down");
+        svc.shutdown();
+    };
+    grpc::serve(
+        listener,
+        service,
+        ServeOptions {
+            token,
+            tls,
+            max_message_bytes,
+        },
+        shutdown,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
+/// A token nobody can guess, for the engine's own workers.
+pub fn random_token() -> String {
+    let mut out = String::new();
+    for i in 0..2u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// PYTHONPATH for the workers: the current directory and the study file's directory first.
+fn python_path(study: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        parts.push(cwd.display().to_string());
+    }
+    if let Some(dir) = study.parent().and_then(|d| d.canonicalize().ok()) {
+        parts.push(dir.display().to_string());
+    }
+    if let Ok(old) = std::env::var("PYTHONPATH") {
+        if !old.is_empty() {
+            parts.push(old);
+        }
+    }
+    parts.join(":")
+}
+
+struct Pool {
+    python: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    children: Vec<Option<Child>>,
+    crashes: Vec<u32>,
+    next_start: Vec<Option<Instant>>,
+    restarts: u64,
+    max_restarts: u32,
+}
+
+impl Pool {
+    fn spawn(&mut self, i: usize) {
+        let mut cmd = Command::new(&self.python);
+        cmd.args(["-m", "dspex.worker"])
+            .args(&self.args)
+            .arg("--name")
+            .arg(format!("pool-{i}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        match cmd.spawn() {
+            Ok(c) => self.children[i] = Some(c),
+            Err(e) => {
+                eprintln!("dspex: cannot start worker {i} ({}): {e}", self.python);
+                self.crashes[i] += 1;
+                self.next_start[i] = Some(Instant::now() + self.backoff(i));
+            }
+        }
+    }
+
+    fn backoff(&self, i: usize) -> Duration {
+        let k = self.crashes[i].min(6);
+        Duration::from_millis(100 * (1u64 << k)).min(Duration::from_secs(5))
+    }
+
+    /// Restarts crashed workers (with backoff); returns how many are alive.
+    fn supervise(&mut self, run_over: bool) -> usize {
+        let mut alive = 0;
+        for i in 0..self.children.len() {
+            if let Some(c) = &mut self.children[i] {
+                match c.try_wait() {
+                    Ok(None) => {
+                        alive += 1;
+                        continue;
+                    }
+                    Ok(Some(status)) => {
+                        self.children[i] = None;
+                        if run_over {
+                            continue;
+                        }
+                        self.crashes[i] += 1;
+                        eprintln!(
+                            "dspex: worker {i} exited ({status}); restarting it in {:.1} s",
+                            self.backoff(i).as_secs_f64()
+                        );
+                        self.next_start[i] = Some(Instant::now() + self.backoff(i));
+                    }
+                    Err(e) => {
+                        eprintln!("dspex: worker {i}: {e}");
+                        self.children[i] = None;
+                    }
+                }
+            }
+            if run_over || self.crashes[i] > self.max_restarts {
+                continue;
+            }
+            if let Some(t) = self.next_start[i] {
+                if Instant::now() >= t {
+                    self.next_start[i] = None;
+                    self.restarts += 1;
+                    self.spawn(i);
+                    if self.children[i].is_some() {
+                        alive += 1;
+                    }
+                }
+            }
+        }
+        alive
+    }
+
+    fn any_restartable(&self) -> bool {
+        (0..self.children.len())
+            .any(|i| self.children[i].is_some() || self.crashes[i] <= self.max_restarts)
+    }
+
+    async fn shutdown(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        for c in self.children.iter_mut().flatten() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, c.wait()).await.is_err() {
+                let _ = c.start_kill();
+                let _ = c.wait().await;
+            }
+        }
+    }
+}
+
+/// Imports the objective in a throw-away Python process: a clear error before any trial runs.
+async fn check_objective(python: &str, objective: &str, pythonpath: &str) -> Result<(), String> {
+    let out = Command::new(python)
+        .args(["-m", "dspex.worker", "--check", "--objective", objective])
+        .env("PYTHONPATH", pythonpath)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run the Python interpreter {python:?}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("(no output)");
+    Err(format!("cannot load the objective {objective:?}: {last}"))
+}
+
+fn count_done(study: &Study) -> (u64, u64, u64, u64) {
+    let Ok(trials) = study.trials(None) else {
+        return (0, 0, 0, 0);
+    };
+    let mut c = (0, 0, 0, 0);
+    for t in trials {
+        match t.state {
+            TrialState::Complete => c.0 += 1,
+            TrialState::Pruned => c.1 += 1,
+            TrialState::Fail => c.2 += 1,
+            TrialState::Running => c.3 += 1,
+            TrialState::Waiting => {}
+        }
+    }
+    c
+}
+
+async fn optimize(
+    path: PathBuf,
+    output: Output,
+    n_trials: Option<u64>,
+    processes: Option<usize>,
+    python: Option<String>,
+    no_progress: bool,
+    cancel: watch::Receiver<bool>,
+) -> Result<i32, String> {
+    let started = Instant::now();
+    let file = StudyFile::load(&path).map_err(|e| e.to_string())?;
+    let python = python
+        .or_else(|| file.workers.python.clone())
+        .unwrap_or_else(|| "python3".into());
+    let pythonpath = python_path(&path);
+    check_objective(&python, &file.objective, &pythonpath).await?;
+    if let Some(s) = file.storage.as_deref() {
+        if s != "memory" && s != ":memory:" {
+            return Err(format!(
+                "{}: storage: {s:?} is not supported by `dspex optimize` yet; use \"memory\"",
+                path.display()
+            ));
+        }
+    }
+    let storage: Arc<dyn Storage> = Arc::new(InMemoryStorage::new());
+    let sampler = file
+        .sampler
+        .as_ref()
+        .map(|s| s.build())
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let pruner = file
+        .pruner
+        .as_ref()
+        .map(|p| p.build())
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let study = {
+        let (st, name, dirs) = (storage.clone(), file.name.clone(), file.directions.clone());
+        tokio::task::spawn_blocking(move || {
+            Study::create(st, name.as_deref(), dirs, sampler, pruner, true)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+    };
+    let service = EngineService::with_heartbeat(storage, Duration::from_millis(500));
+    service.add_study(study.clone());
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot listen on loopback: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let token = random_token();
+    let (stop_server, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(grpc::serve(
+        listener,
+        service.clone(),
+        ServeOptions {
+            token: Some(token.clone()),
+            ..Default::default()
+        },
+        cancelled(stop_rx),
+    ));
+    let secs = |v: Option<f64>| v.and_then(|t| Duration::try_from_secs_f64(t).ok());
+    let opts = RunOptions {
+        n_trials: n_trials.or(file.n_trials),
+        timeout: secs(file.timeout),
+        concurrency: file.concurrency,
+        trial_timeout: secs(file.trial_timeout),
+    };
+    let total = opts.n_trials;
+    let before = count_done(&study);
+    let run = Run::start_with_retries(study.clone(), opts, file.workers.max_retries)
+        .map_err(|e| e.to_string())?;
+    service
+        .set_active_run(
+            study.name(),
+            ActiveRun {
+                run: run.clone(),
+                space: Arc::new(file.search_space.clone()),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    let n_workers = processes.unwrap_or(file.workers.processes).max(1);
+    let mut pool = Pool {
+        python: python.clone(),
+        args: vec![
+            "--engine".into(),
+            addr.to_string(),
+            "--study".into(),
+            study.name().to_string(),
+            "--objective".into(),
+            file.objective.clone(),
+            "--concurrency".into(),
+            file.workers.concurrency.to_string(),
+            "--heartbeat-ms".into(),
+            file.workers.heartbeat_ms.to_string(),
+        ],
+        env: vec![
+            ("DSPEX_TOKEN".into(), token),
+            ("PYTHONPATH".into(), pythonpath),
+        ],
+        children: (0..n_workers).map(|_| None).collect(),
+        crashes: vec![0; n_workers],
+        next_start: vec![None; n_workers],
+        restarts: 0,
+        max_restarts: file.workers.max_restarts,
+    };
+    for i in 0..n_workers {
+        pool.spawn(i);
+    }
+    let bar = if no_progress || output == Output::Json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = match total {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::no_length(),
+        };
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} trials  {msg}  [{elapsed_precise}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let single = study.directions().len() == 1;
+    let mut interrupted = false;
+    let summary: RunSummary = loop {
+        if let Some(s) = run.wait(Duration::ZERO) {
+            break s;
+        }
+        if *cancel.borrow() && !interrupted {
+            interrupted = true;
+            run.interrupt("interrupted by the user");
+        }
+        let alive = pool.supervise(false);
+        if alive == 0 && !pool.any_restartable() && !run.is_finished() {
+            run.interrupt("every worker crashed too often; see the errors above");
+        }
+        let st = study.clone();
+        let (done, best) = tokio::task::spawn_blocking(move || {
+            let c = count_done(&st);
+            let best = if single {
+                st.best_trial().ok().and_then(|t| t.value())
+            } else {
+                None
+            };
+            (c, best)
+        })
+        .await
+        .unwrap_or(((0, 0, 0, 0), None));
+        let n = (done.0 + done.1 + done.2).saturating_sub(before.0 + before.1 + before.2);
+        bar.set_position(n);
+        let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "best {}  {:.1} trials/s  workers {alive}/{n_workers}",
+            best.map_or("-".into(), |b| format!("{b:.6}")),
+            rate
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    bar.finish_and_clear();
+    pool.shutdown(Duration::from_secs(5)).await;
+    let _ = stop_server.send(true);
+    service.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let st = study.clone();
+    let report = tokio::task::spawn_blocking(move || summary_json(&st, &summary))
+        .await
+        .map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut report = report;
+    if let Some(o) = report.as_object_mut() {
+        o.insert("elapsed_seconds".into(), elapsed.into());
+        o.insert("worker_restarts".into(), pool.restarts.into());
+    }
+    match output {
+        Output::Json => println!("{report}"),
+        Output::Text => print_summary(&report),
+    }
+    let code = match report.get("reason").and_then(|r| r.as_str()) {
+        Some("interrupted") => 130,
+        Some("aborted") | Some("error") => 1,
+        _ => 0,
+    };
+    Ok(code)
+}
+
+fn summary_json(study: &Study, s: &RunSummary) -> serde_json::Value {
+    let (complete, pruned, fail, running) = count_done(study);
+    let (reason, detail) = match &s.reason {
+        StopReason::NTrials => ("n_trials", None),
+        StopReason::Timeout => ("timeout", None),
+        StopReason::Stopped => ("stopped", None),
+        StopReason::Exhausted => ("exhausted", None),
+        StopReason::Aborted(m) => ("aborted", Some(m.clone())),
+        StopReason::Interrupted(m) => ("interrupted", Some(m.clone())),
+        StopReason::Error(m) => ("error", Some(m.clone())),
+    };
+    let mut out = serde_json::json!({
+        "study": study.name(),
+        "reason": reason,
+        "detail": detail,
+        "trials": complete + pruned + fail + running,
+        "complete": complete,
+        "pruned": pruned,
+        "fail": fail,
+        "running": running,
+    });
+    let retried: Vec<u64> = study
+        .trials(None)
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| t.system_attrs.contains_key("failed_trial"))
+        .map(|t| t.number)
+        .collect();
+    // Each lost trial and the trial that re-ran it.
+    let lost: Vec<serde_json::Value> = study
+        .trials(None)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| {
+            let h = t.system_attrs.get("retry_history")?.as_array()?;
+            let failed = h.last()?.as_u64()?;
+            Some(serde_json::json!({"trial": failed, "retry": t.number, "state": t.state.as_str()}))
+        })
+        .collect();
+    if let Some(o) = out.as_object_mut() {
+        o.insert("retries".into(), retried.into());
+        o.insert("lost".into(), lost.into());
+        if study.directions().len() == 1 {
+            if let Ok(b) = study.best_trial() {
+                let params: BTreeMap<String, serde_json::Value> = b
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect();
+                o.insert("best_trial".into(), b.number.into());
+                o.insert(
+                    "best_value".into(),
+                    b.value().map_or(serde_json::Value::Null, Into::into),
+                );
+                o.insert("best_params".into(), serde_json::json!(params));
+            }
+        } else if let Ok(front) = study.best_trials() {
+            let f: Vec<serde_json::Value> = front
+                .iter()
+                .map(|t| serde_json::json!({"number": t.number, "values": t.values}))
+                .collect();
+            o.insert("best_trials".into(), f.into());
+        }
+    }
+    out
+}
+
+fn print_summary(r: &serde_json::Value) {
+    let g = |k: &str| r.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    println!(
+        "study {}: {} trials ({} complete, {} pruned, {} failed) in {:.1} s; stopped by {}",
+        g("study").as_str().unwrap_or("?"),
+        g("trials"),
+        g("complete"),
+        g("pruned"),
+        g("fail"),
+        g("elapsed_seconds").as_f64().unwrap_or(0.0),
+        g("reason").as_str().unwrap_or("?"),
+    );
+    if let Some(d) = g("detail").as_str() {
+        println!("  detail: {d}");
+    }
+    let retries = g("retries");
+    if retries.as_array().is_some_and(|a| !a.is_empty()) {
+        println!("  retried trials: {retries}");
+    }
+    if !g("best_value").is_null() {
+        println!(
+            "best value: {} (trial {})\nbest params: {}",
+            g("best_value"),
+            g("best_trial"),
+            g("best_params")
+        );
+    }
+}
+
+/// The `dspex` binary: the CLI with Ctrl-C / SIGTERM handling.
+pub fn main_from_env() -> i32 {
+    let args: Vec<String> = std::env::args().collect();
+    let (tx, rx) = watch::channel(false);
+    if let Ok(h) = crate::runtime::handle() {
+        h.spawn(async move {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut term = match signal(SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+            let _ = tx.send(true);
+        });
+    }
+    run(
+        args,
+        CliEnv {
+            python: None,
+            cancel: rx,
+        },
+    )
+}

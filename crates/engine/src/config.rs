@@ -1,0 +1,708 @@
+//! Samplers and pruners from a specification (the `[sampler]` / `[pruner]` tables of
+//! study.toml, the `Component` of the wire protocol), and the study.toml file itself.
+//!
+//! Every error names what is wrong; errors about study.toml name the file, the line and the
+//! field (`study.toml:7: search_space.x: low 5 > high 1`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dspex_optimizer::pruners::{
+    HyperbandPruner, MedianPruner, MinResource, NopPruner, PatientPruner, PercentilePruner,
+    SuccessiveHalvingPruner, ThresholdPruner, WilcoxonPruner,
+};
+use dspex_optimizer::samplers::{GridSampler, RandomSampler, TpeOptions, TpeSampler};
+use dspex_optimizer::{
+    CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue, Pruner,
+    Sampler, StudyDirection,
+};
+use serde::Deserialize;
+
+use crate::error::{EngineError, Result};
+
+fn d_true() -> bool {
+    true
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_10() -> usize {
+    10
+}
+fn d_24() -> usize {
+    24
+}
+fn d_5() -> i64 {
+    5
+}
+fn d_1() -> i64 {
+    1
+}
+
+/// A categorical choice or grid value.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Choice {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    None(()),
+}
+
+impl Choice {
+    pub fn to_param(&self) -> ParamValue {
+        match self {
+            Choice::Bool(b) => ParamValue::Bool(*b),
+            Choice::Int(i) => ParamValue::Int(*i),
+            Choice::Float(f) => ParamValue::Float(*f),
+            Choice::Str(s) => ParamValue::Str(s.clone()),
+            Choice::None(()) => ParamValue::None,
+        }
+    }
+}
+
+/// A sampler: `kind` and the keyword arguments of the Python constructor.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SamplerSpec {
+    Random {
+        seed: Option<u64>,
+    },
+    Tpe {
+        #[serde(default = "d_10")]
+        n_startup_trials: usize,
+        #[serde(default = "d_24")]
+        n_ei_candidates: usize,
+        multivariate: Option<bool>,
+        #[serde(default)]
+        group: bool,
+        #[serde(default = "d_true")]
+        constant_liar: bool,
+        seed: Option<u64>,
+        #[serde(default = "d_one")]
+        prior_weight: f64,
+        #[serde(default = "d_true")]
+        consider_magic_clip: bool,
+        #[serde(default)]
+        consider_endpoints: bool,
+    },
+    Grid {
+        search_space: BTreeMap<String, Vec<Choice>>,
+        seed: Option<u64>,
+    },
+}
+
+/// A pruner: `kind` and the keyword arguments of the Python constructor.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PrunerSpec {
+    Nop {},
+    Median {
+        #[serde(default = "d_5")]
+        n_startup_trials: i64,
+        #[serde(default)]
+        n_warmup_steps: i64,
+        #[serde(default = "d_1")]
+        interval_steps: i64,
+        #[serde(default = "d_1")]
+        n_min_trials: i64,
+    },
+    Percentile {
+        percentile: f64,
+        #[serde(default = "d_5")]
+        n_startup_trials: i64,
+        #[serde(default)]
+        n_warmup_steps: i64,
+        #[serde(default = "d_1")]
+        interval_steps: i64,
+        #[serde(default = "d_1")]
+        n_min_trials: i64,
+    },
+    SuccessiveHalving {
+        /// None: "auto".
+        min_resource: Option<i64>,
+        reduction_factor: Option<i64>,
+        #[serde(default)]
+        min_early_stopping_rate: i64,
+        #[serde(default)]
+        bootstrap_count: i64,
+    },
+    Hyperband {
+        #[serde(default = "d_1")]
+        min_resource: i64,
+        /// None: "auto".
+        max_resource: Option<i64>,
+        reduction_factor: Option<i64>,
+        #[serde(default)]
+        bootstrap_count: i64,
+        bracket_key: Option<String>,
+    },
+    Threshold {
+        lower: Option<f64>,
+        upper: Option<f64>,
+        #[serde(default)]
+        n_warmup_steps: i64,
+        #[serde(default = "d_1")]
+        interval_steps: i64,
+    },
+    Wilcoxon {
+        p_threshold: Option<f64>,
+        n_startup_steps: Option<i64>,
+    },
+    Patient {
+        wrapped: Option<Box<PrunerSpec>>,
+        patience: i64,
+        #[serde(default)]
+        min_delta: f64,
+    },
+}
+
+impl SamplerSpec {
+    pub fn build(&self) -> Result<Arc<dyn Sampler>> {
+        Ok(match self {
+            SamplerSpec::Random { seed } => Arc::new(RandomSampler::new(*seed)),
+            SamplerSpec::Tpe {
+                n_startup_trials,
+                n_ei_candidates,
+                multivariate,
+                group,
+                constant_liar,
+                seed,
+                prior_weight,
+                consider_magic_clip,
+                consider_endpoints,
+            } => Arc::new(TpeSampler::new(TpeOptions {
+                n_startup_trials: *n_startup_trials,
+                n_ei_candidates: *n_ei_candidates,
+                multivariate: *multivariate,
+                group: *group,
+                constant_liar: *constant_liar,
+                seed: *seed,
+                prior_weight: *prior_weight,
+                consider_magic_clip: *consider_magic_clip,
+                consider_endpoints: *consider_endpoints,
+            })?),
+            SamplerSpec::Grid { search_space, seed } => {
+                let space = search_space
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.iter().map(Choice::to_param).collect()))
+                    .collect();
+                Arc::new(GridSampler::new(space, *seed)?)
+            }
+        })
+    }
+}
+
+impl PrunerSpec {
+    pub fn build(&self) -> Result<Arc<dyn Pruner>> {
+        Ok(match self {
+            PrunerSpec::Nop {} => Arc::new(NopPruner),
+            other => Arc::from(other.build_boxed()?),
+        })
+    }
+
+    fn build_boxed(&self) -> Result<Box<dyn Pruner>> {
+        Ok(match self {
+            PrunerSpec::Nop {} => Box::new(NopPruner),
+            PrunerSpec::Median {
+                n_startup_trials,
+                n_warmup_steps,
+                interval_steps,
+                n_min_trials,
+            } => Box::new(MedianPruner::new(
+                *n_startup_trials,
+                *n_warmup_steps,
+                *interval_steps,
+                *n_min_trials,
+            )?),
+            PrunerSpec::Percentile {
+                percentile,
+                n_startup_trials,
+                n_warmup_steps,
+                interval_steps,
+                n_min_trials,
+            } => Box::new(PercentilePruner::new(
+                *percentile,
+                *n_startup_trials,
+                *n_warmup_steps,
+                *interval_steps,
+                *n_min_trials,
+            )?),
+            PrunerSpec::SuccessiveHalving {
+                min_resource,
+                reduction_factor,
+                min_early_stopping_rate,
+                bootstrap_count,
+            } => Box::new(SuccessiveHalvingPruner::new(
+                min_resource.map_or(MinResource::Auto, MinResource::Fixed),
+                reduction_factor.unwrap_or(4),
+                *min_early_stopping_rate,
+                *bootstrap_count,
+            )?),
+            PrunerSpec::Hyperband {
+                min_resource,
+                max_resource,
+                reduction_factor,
+                bootstrap_count,
+                bracket_key,
+            } => Box::new(HyperbandPruner::new(
+                *min_resource,
+                *max_resource,
+                reduction_factor.unwrap_or(3),
+                *bootstrap_count,
+                bracket_key.clone().unwrap_or_else(|| "dspex".into()),
+            )?),
+            PrunerSpec::Threshold {
+                lower,
+                upper,
+                n_warmup_steps,
+                interval_steps,
+            } => Box::new(ThresholdPruner::new(
+                *lower,
+                *upper,
+                *n_warmup_steps,
+                *interval_steps,
+            )?),
+            PrunerSpec::Wilcoxon {
+                p_threshold,
+                n_startup_steps,
+            } => Box::new(WilcoxonPruner::new(
+                p_threshold.unwrap_or(0.1),
+                n_startup_steps.unwrap_or(2),
+            )?),
+            PrunerSpec::Patient {
+                wrapped,
+                patience,
+                min_delta,
+            } => {
+                let inner = wrapped.as_ref().map(|w| w.build_boxed()).transpose()?;
+                Box::new(PatientPruner::new(inner, *patience, *min_delta)?)
+            }
+        })
+    }
+}
+
+/// `{"kind": kind, ...options}` from the wire.
+fn component_json(kind: &str, options_json: &str) -> Result<serde_json::Value> {
+    let mut v: serde_json::Value = if options_json.trim().is_empty() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_json::from_str(options_json).map_err(|e| {
+            EngineError::InvalidArgument(format!("{kind} options must be a JSON object: {e}"))
+        })?
+    };
+    let obj = v.as_object_mut().ok_or_else(|| {
+        EngineError::InvalidArgument(format!("{kind} options must be a JSON object"))
+    })?;
+    // Python's None means "not given" for every option.
+    obj.retain(|_, x| !x.is_null());
+    obj.insert("kind".into(), serde_json::Value::String(kind.to_string()));
+    Ok(v)
+}
+
+/// A sampler from the wire (`Component`).
+pub fn sampler_from_component(kind: &str, options_json: &str) -> Result<Arc<dyn Sampler>> {
+    let spec: SamplerSpec = serde_json::from_value(component_json(kind, options_json)?)
+        .map_err(|e| EngineError::InvalidArgument(format!("sampler {kind:?}: {e}")))?;
+    spec.build()
+}
+
+/// A pruner from the wire (`Component`).
+pub fn pruner_from_component(kind: &str, options_json: &str) -> Result<Arc<dyn Pruner>> {
+    let spec: PrunerSpec = serde_json::from_value(component_json(kind, options_json)?)
+        .map_err(|e| EngineError::InvalidArgument(format!("pruner {kind:?}: {e}")))?;
+    spec.build()
+}
+
+// ------------------------------------------------------------------ study.toml
+
+/// One declared parameter of `[search_space]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ParamSpec {
+    Float {
+        low: f64,
+        high: f64,
+        #[serde(default)]
+        log: bool,
+        step: Option<f64>,
+    },
+    Int {
+        low: i64,
+        high: i64,
+        #[serde(default)]
+        log: bool,
+        #[serde(default = "d_1")]
+        step: i64,
+    },
+    Categorical {
+        choices: Vec<Choice>,
+    },
+}
+
+impl ParamSpec {
+    pub fn build(&self) -> Result<Distribution> {
+        Ok(match self {
+            ParamSpec::Float {
+                low,
+                high,
+                log,
+                step,
+            } => Distribution::Float(FloatDistribution::new(*low, *high, *log, *step)?),
+            ParamSpec::Int {
+                low,
+                high,
+                log,
+                step,
+            } => Distribution::Int(IntDistribution::new(*low, *high, *log, *step)?),
+            ParamSpec::Categorical { choices } => Distribution::Categorical(
+                CategoricalDistribution::new(choices.iter().map(Choice::to_param).collect())?,
+            ),
+        })
+    }
+}
+
+fn d_processes() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+fn d_heartbeat() -> u64 {
+    1000
+}
+
+/// `[workers]`: the supervised pool of `dspex optimize`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersSpec {
+    /// Worker processes (default: one per CPU).
+    #[serde(default = "d_processes")]
+    pub processes: usize,
+    /// Evaluations in flight per worker (threads in the worker).
+    #[serde(default = "d_one_usize")]
+    pub concurrency: usize,
+    /// A trial lost with its worker (crash, silence) is re-run this many times.
+    #[serde(default = "d_2u32")]
+    pub max_retries: u32,
+    /// Workers heartbeat this often; one silent for 3 periods is declared dead.
+    #[serde(default = "d_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// The Python interpreter that runs the workers (default: `python3`, or the interpreter
+    /// of the `dspex` console script).
+    pub python: Option<String>,
+    /// A worker that crashed more than this many times in a row is not restarted.
+    #[serde(default = "d_restarts")]
+    pub max_restarts: u32,
+}
+
+fn d_one_usize() -> usize {
+    1
+}
+fn d_2u32() -> u32 {
+    2
+}
+fn d_restarts() -> u32 {
+    10
+}
+
+impl Default for WorkersSpec {
+    fn default() -> Self {
+        WorkersSpec {
+            processes: d_processes(),
+            concurrency: 1,
+            max_retries: 2,
+            heartbeat_ms: d_heartbeat(),
+            python: None,
+            max_restarts: d_restarts(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStudyFile {
+    name: Option<String>,
+    objective: String,
+    direction: Option<String>,
+    directions: Option<Vec<String>>,
+    n_trials: Option<u64>,
+    timeout: Option<f64>,
+    #[serde(default = "d_one_usize")]
+    concurrency: usize,
+    trial_timeout: Option<f64>,
+    storage: Option<String>,
+    #[serde(default)]
+    workers: Option<WorkersSpec>,
+    sampler: Option<SamplerSpec>,
+    pruner: Option<PrunerSpec>,
+    #[serde(default)]
+    search_space: BTreeMap<String, toml::Spanned<ParamSpec>>,
+}
+
+/// A checked study.toml.
+#[derive(Debug, Clone)]
+pub struct StudyFile {
+    pub path: PathBuf,
+    pub name: Option<String>,
+    /// `module:function` of the objective.
+    pub objective: String,
+    pub directions: Vec<StudyDirection>,
+    pub n_trials: Option<u64>,
+    pub timeout: Option<f64>,
+    pub concurrency: usize,
+    pub trial_timeout: Option<f64>,
+    pub storage: Option<String>,
+    pub workers: WorkersSpec,
+    pub sampler: Option<SamplerSpec>,
+    pub pruner: Option<PrunerSpec>,
+    pub search_space: BTreeMap<String, Distribution>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line where `key = ...` (or `[key]`) starts, if it can be found.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            (t.starts_with(key) && t[key.len()..].trim_start().starts_with('='))
+                || t.trim_end() == format!("[{key}]")
+        })
+        .map(|i| i + 1)
+}
+
+impl StudyFile {
+    pub fn load(path: &Path) -> Result<StudyFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            EngineError::InvalidArgument(format!("{}: cannot read: {e}", path.display()))
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks study.toml `text` (read from `path`, named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<StudyFile> {
+        let file = path.display().to_string();
+        let err_at = |line: Option<usize>, field: &str, msg: &str| {
+            let loc = line.map_or(file.clone(), |l| format!("{file}:{l}"));
+            EngineError::InvalidArgument(format!("{loc}: {field}: {msg}"))
+        };
+        let raw: RawStudyFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            let msg = e.message().trim().to_string();
+            // toml names the table path of the error in its message only sometimes: add it.
+            let loc = line.map_or(file.clone(), |l| format!("{file}:{l}"));
+            let field = e
+                .span()
+                .and_then(|s| text.get(s.clone()))
+                .map(|s| s.lines().next().unwrap_or("").trim().to_string())
+                .filter(|s| !s.is_empty() && s.len() < 80);
+            match field {
+                Some(f) => EngineError::InvalidArgument(format!("{loc}: at `{f}`: {msg}")),
+                None => EngineError::InvalidArgument(format!("{loc}: {msg}")),
+            }
+        })?;
+        let directions = match (&raw.direction, &raw.directions) {
+            (Some(_), Some(_)) => {
+                return Err(err_at(
+                    line_of_key(text, "directions"),
+                    "directions",
+                    "give direction or directions, not both",
+                ))
+            }
+            (Some(d), None) => vec![d.clone()],
+            (None, Some(ds)) => ds.clone(),
+            (None, None) => vec!["minimize".into()],
+        };
+        let directions = directions
+            .iter()
+            .map(|d| {
+                StudyDirection::parse(d).ok_or_else(|| {
+                    let key = if raw.direction.is_some() {
+                        "direction"
+                    } else {
+                        "directions"
+                    };
+                    err_at(
+                        line_of_key(text, key),
+                        key,
+                        &format!("must be \"minimize\" or \"maximize\", got {d:?}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !raw.objective.contains(':') {
+            return Err(err_at(
+                line_of_key(text, "objective"),
+                "objective",
+                &format!("must be \"module:function\", got {:?}", raw.objective),
+            ));
+        }
+        if raw.concurrency == 0 {
+            return Err(err_at(
+                line_of_key(text, "concurrency"),
+                "concurrency",
+                "must be >= 1",
+            ));
+        }
+        for (key, v) in [
+            ("timeout", raw.timeout),
+            ("trial_timeout", raw.trial_timeout),
+        ] {
+            if let Some(t) = v {
+                if !(t >= 0.0 && t.is_finite()) {
+                    return Err(err_at(
+                        line_of_key(text, key),
+                        key,
+                        &format!("must be a number of seconds >= 0, got {t}"),
+                    ));
+                }
+            }
+        }
+        let workers = raw.workers.unwrap_or_default();
+        if workers.processes == 0 || workers.concurrency == 0 {
+            return Err(err_at(
+                line_of_key(text, "processes"),
+                "workers",
+                "processes and concurrency must be >= 1",
+            ));
+        }
+        if let Some(s) = &raw.sampler {
+            s.build()
+                .map_err(|e| err_at(line_of_key(text, "sampler"), "sampler", &e.to_string()))?;
+        }
+        if let Some(p) = &raw.pruner {
+            p.build()
+                .map_err(|e| err_at(line_of_key(text, "pruner"), "pruner", &e.to_string()))?;
+        }
+        let mut search_space = BTreeMap::new();
+        for (name, spec) in &raw.search_space {
+            let d = spec.get_ref().build().map_err(|e| {
+                err_at(
+                    Some(line_of(text, spec.span().start)),
+                    &format!("search_space.{name}"),
+                    &e.to_string(),
+                )
+            })?;
+            search_space.insert(name.clone(), d);
+        }
+        Ok(StudyFile {
+            path: path.to_path_buf(),
+            name: raw.name,
+            objective: raw.objective,
+            directions,
+            n_trials: raw.n_trials,
+            timeout: raw.timeout,
+            concurrency: raw.concurrency,
+            trial_timeout: raw.trial_timeout,
+            storage: raw.storage,
+            workers,
+            sampler: raw.sampler,
+            pruner: raw.pruner,
+            search_space,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<StudyFile> {
+        StudyFile::parse(text, Path::new("study.toml"))
+    }
+
+    #[test]
+    fn a_full_file() {
+        let f = parse(
+            r#"
+name = "s"
+objective = "examples.objectives:rosenbrock"
+direction = "minimize"
+n_trials = 20
+concurrency = 3
+
+[workers]
+processes = 2
+max_retries = 1
+
+[sampler]
+kind = "tpe"
+seed = 0
+
+[pruner]
+kind = "median"
+n_startup_trials = 2
+
+[search_space]
+x = { type = "float", low = -2.0, high = 2.0 }
+n = { type = "int", low = 1, high = 4 }
+c = { type = "categorical", choices = ["a", 1, true] }
+"#,
+        )
+        .unwrap();
+        assert_eq!(f.search_space.len(), 3);
+        assert_eq!(f.workers.processes, 2);
+        assert_eq!(f.concurrency, 3);
+        assert!(matches!(
+            f.sampler,
+            Some(SamplerSpec::Tpe { seed: Some(0), .. })
+        ));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = parse("objective = \"m:f\"\nn_trials = 3\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("study.toml:3"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+
+        let e = parse("objective = \"m:f\"\n[sampler]\nkind = \"tpe\"\nseeed = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("study.toml:"), "{e}");
+        assert!(e.contains("seeed"), "{e}");
+
+        let e = parse(
+            "objective = \"m:f\"\n\n[search_space]\nx = { type = \"float\", low = 1.0, high = 0.0 }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("study.toml:4"), "{e}");
+        assert!(e.contains("search_space.x"), "{e}");
+
+        let e = parse("objective = \"m:f\"\nn_trials = [\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("study.toml:"), "{e}");
+
+        let e = parse("objective = \"nocolon\"\n").unwrap_err().to_string();
+        assert!(e.contains("study.toml:1: objective"), "{e}");
+
+        let e = parse("objective = \"m:f\"\ndirection = \"up\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("study.toml:2: direction"), "{e}");
+    }
+
+    #[test]
+    fn components_from_the_wire() {
+        assert!(sampler_from_component("tpe", r#"{"seed": 1, "multivariate": null}"#).is_ok());
+        assert!(sampler_from_component("random", "").is_ok());
+        assert!(sampler_from_component("tpe", r#"{"sed": 1}"#).is_err());
+        assert!(sampler_from_component("cmaes", "").is_err());
+        assert!(pruner_from_component("median", r#"{"n_startup_trials": 1}"#).is_ok());
+        assert!(pruner_from_component("percentile", r#"{"percentile": 200.0}"#).is_err());
+        assert!(pruner_from_component(
+            "patient",
+            r#"{"wrapped": {"kind": "median"}, "patience": 2}"#
+        )
+        .is_ok());
+    }
+}

@@ -1,0 +1,338 @@
+//! Conversions between engine types and the wire types of `proto/dspex/v1`. Everything that
+//! comes from the wire is checked: a bad value is an `InvalidArgument`, never a panic.
+
+use std::collections::{BTreeMap, HashMap};
+
+use dspex_optimizer::{
+    CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue,
+    StudyDirection, TrialState,
+};
+
+use super::pb;
+use crate::error::{EngineError, Result};
+use crate::model::{from_unix_seconds, unix_seconds, AttrMap, AttrValue, TrialRecord};
+use crate::scheduler::{RunSummary, StopReason};
+use crate::study::{Outcome, Told};
+
+fn bad(msg: impl Into<String>) -> EngineError {
+    EngineError::InvalidArgument(msg.into())
+}
+
+pub fn param_to_pb(v: &ParamValue) -> pb::ParamValue {
+    use pb::param_value::Kind;
+    pb::ParamValue {
+        kind: Some(match v {
+            ParamValue::None => Kind::None(true),
+            ParamValue::Bool(b) => Kind::BoolValue(*b),
+            ParamValue::Int(i) => Kind::IntValue(*i),
+            ParamValue::Float(f) => Kind::FloatValue(*f),
+            ParamValue::Str(s) => Kind::StrValue(s.clone()),
+        }),
+    }
+}
+
+pub fn param_from_pb(v: &pb::ParamValue) -> Result<ParamValue> {
+    use pb::param_value::Kind;
+    Ok(match &v.kind {
+        None => return Err(bad("a parameter value has no kind")),
+        Some(Kind::None(_)) => ParamValue::None,
+        Some(Kind::BoolValue(b)) => ParamValue::Bool(*b),
+        Some(Kind::IntValue(i)) => ParamValue::Int(*i),
+        Some(Kind::FloatValue(f)) => ParamValue::Float(*f),
+        Some(Kind::StrValue(s)) => ParamValue::Str(s.clone()),
+    })
+}
+
+pub fn params_to_pb(p: &BTreeMap<String, ParamValue>) -> HashMap<String, pb::ParamValue> {
+    p.iter().map(|(k, v)| (k.clone(), param_to_pb(v))).collect()
+}
+
+pub fn params_from_pb(p: &HashMap<String, pb::ParamValue>) -> Result<BTreeMap<String, ParamValue>> {
+    p.iter()
+        .map(|(k, v)| Ok((k.clone(), param_from_pb(v)?)))
+        .collect()
+}
+
+pub fn dist_to_pb(d: &Distribution) -> pb::Distribution {
+    use pb::distribution::Kind;
+    pb::Distribution {
+        kind: Some(match d {
+            Distribution::Float(f) => Kind::FloatDist(pb::FloatDistribution {
+                low: f.low,
+                high: f.high,
+                log: f.log,
+                step: f.step,
+            }),
+            Distribution::Int(i) => Kind::IntDist(pb::IntDistribution {
+                low: i.low,
+                high: i.high,
+                log: i.log,
+                step: i.step,
+            }),
+            Distribution::Categorical(c) => Kind::Categorical(pb::CategoricalDistribution {
+                choices: c.choices.iter().map(param_to_pb).collect(),
+            }),
+        }),
+    }
+}
+
+pub fn dist_from_pb(d: &pb::Distribution) -> Result<Distribution> {
+    use pb::distribution::Kind;
+    Ok(match &d.kind {
+        None => return Err(bad("a distribution has no kind")),
+        Some(Kind::FloatDist(f)) => {
+            Distribution::Float(FloatDistribution::new(f.low, f.high, f.log, f.step)?)
+        }
+        Some(Kind::IntDist(i)) => {
+            Distribution::Int(IntDistribution::new(i.low, i.high, i.log, i.step)?)
+        }
+        Some(Kind::Categorical(c)) => Distribution::Categorical(CategoricalDistribution::new(
+            c.choices.iter().map(param_from_pb).collect::<Result<_>>()?,
+        )?),
+    })
+}
+
+pub fn state_to_pb(s: TrialState) -> pb::TrialState {
+    match s {
+        TrialState::Running => pb::TrialState::Running,
+        TrialState::Complete => pb::TrialState::Complete,
+        TrialState::Pruned => pb::TrialState::Pruned,
+        TrialState::Fail => pb::TrialState::Fail,
+        TrialState::Waiting => pb::TrialState::Waiting,
+    }
+}
+
+pub fn state_from_i32(v: i32) -> Result<TrialState> {
+    Ok(match pb::TrialState::try_from(v) {
+        Ok(pb::TrialState::Running) => TrialState::Running,
+        Ok(pb::TrialState::Complete) => TrialState::Complete,
+        Ok(pb::TrialState::Pruned) => TrialState::Pruned,
+        Ok(pb::TrialState::Fail) => TrialState::Fail,
+        Ok(pb::TrialState::Waiting) => TrialState::Waiting,
+        Err(_) => return Err(bad(format!("unknown trial state {v}"))),
+    })
+}
+
+pub fn states_from_pb(v: &[i32]) -> Result<Option<Vec<TrialState>>> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.iter()
+        .map(|s| state_from_i32(*s))
+        .collect::<Result<_>>()
+        .map(Some)
+}
+
+pub fn direction_to_pb(d: StudyDirection) -> i32 {
+    match d {
+        StudyDirection::Minimize => pb::Direction::Minimize as i32,
+        StudyDirection::Maximize => pb::Direction::Maximize as i32,
+    }
+}
+
+pub fn direction_from_i32(v: i32) -> Result<StudyDirection> {
+    match pb::Direction::try_from(v) {
+        Ok(pb::Direction::Minimize) => Ok(StudyDirection::Minimize),
+        Ok(pb::Direction::Maximize) => Ok(StudyDirection::Maximize),
+        Err(_) => Err(bad(format!("unknown direction {v}"))),
+    }
+}
+
+pub fn attrs_to_json(a: &AttrMap) -> String {
+    serde_json::to_string(a).unwrap_or_else(|_| "{}".into())
+}
+
+pub fn attrs_from_json(s: &str) -> Result<AttrMap> {
+    if s.trim().is_empty() {
+        return Ok(AttrMap::new());
+    }
+    serde_json::from_str(s).map_err(|e| bad(format!("attributes must be a JSON object: {e}")))
+}
+
+pub fn value_from_json(s: &str) -> Result<AttrValue> {
+    serde_json::from_str(s).map_err(|e| bad(format!("an attribute value must be JSON: {e}")))
+}
+
+pub fn trial_to_pb(t: &TrialRecord) -> pb::Trial {
+    pb::Trial {
+        number: t.number,
+        state: state_to_pb(t.state) as i32,
+        params: params_to_pb(&t.params),
+        distributions: t
+            .distributions
+            .iter()
+            .map(|(k, d)| (k.clone(), dist_to_pb(d)))
+            .collect(),
+        values: t.values.clone().unwrap_or_default(),
+        has_values: t.values.is_some(),
+        intermediate_values: t
+            .intermediate_values
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect(),
+        user_attrs_json: attrs_to_json(&t.user_attrs),
+        system_attrs_json: attrs_to_json(&t.system_attrs),
+        datetime_start: t.datetime_start.map(unix_seconds),
+        datetime_complete: t.datetime_complete.map(unix_seconds),
+        fail_reason: t.fail_reason.clone(),
+        fixed_params_json: t.fixed_params.as_ref().map(|f| {
+            let m: serde_json::Map<String, AttrValue> =
+                f.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+            AttrValue::Object(m).to_string()
+        }),
+    }
+}
+
+/// A trial record for `add_trial`: params must match their distributions.
+pub fn trial_from_pb(t: &pb::Trial) -> Result<TrialRecord> {
+    let mut r = TrialRecord::new(0, state_from_i32(t.state)?);
+    for (k, d) in &t.distributions {
+        r.distributions.insert(k.clone(), dist_from_pb(d)?);
+    }
+    for (k, v) in &t.params {
+        let dist = r
+            .distributions
+            .get(k)
+            .ok_or_else(|| bad(format!("parameter {k:?} has no distribution")))?;
+        let internal = dist
+            .to_internal(&param_from_pb(v)?)
+            .map_err(|e| bad(format!("parameter {k:?}: {e}")))?;
+        r.internal_params.insert(k.clone(), internal);
+        r.params.insert(k.clone(), param_from_pb(v)?);
+    }
+    if let Some(extra) = r
+        .distributions
+        .keys()
+        .find(|k| !r.internal_params.contains_key(*k))
+    {
+        return Err(bad(format!(
+            "distribution {extra:?} has no parameter value"
+        )));
+    }
+    r.values = t.has_values.then(|| t.values.clone());
+    r.intermediate_values = t
+        .intermediate_values
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    r.user_attrs = attrs_from_json(&t.user_attrs_json)?;
+    r.system_attrs = attrs_from_json(&t.system_attrs_json)?;
+    r.fail_reason = t.fail_reason.clone();
+    r.datetime_start = t.datetime_start.and_then(from_unix_seconds);
+    r.datetime_complete = t.datetime_complete.and_then(from_unix_seconds);
+    Ok(r)
+}
+
+pub fn outcome_from_pb(o: &pb::Outcome) -> Result<Outcome> {
+    use pb::outcome::Kind;
+    match &o.kind {
+        Some(Kind::Values(v)) => Ok(Outcome::Values(v.values.clone())),
+        Some(Kind::Pruned(_)) => Ok(Outcome::Pruned),
+        Some(Kind::FailReason(r)) => Ok(Outcome::Fail(r.clone())),
+        None => Err(bad("an outcome has no kind")),
+    }
+}
+
+pub fn told_to_pb(t: &Told) -> pb::Told {
+    pb::Told {
+        state: state_to_pb(t.state) as i32,
+        values: t.values.clone().unwrap_or_default(),
+        has_values: t.values.is_some(),
+        fail_reason: t.fail_reason.clone(),
+    }
+}
+
+pub fn error_to_pb(e: &EngineError) -> pb::Error {
+    use pb::error::Code;
+    let code = match e {
+        EngineError::InvalidArgument(_) | EngineError::IncompatibleDistribution { .. } => {
+            Code::InvalidArgument
+        }
+        EngineError::StudyNotFound(_) | EngineError::TrialNotFound(_) => Code::NotFound,
+        EngineError::DuplicatedStudy(_) => Code::AlreadyExists,
+        EngineError::TrialNotRunning { .. }
+        | EngineError::NoData(_)
+        | EngineError::InvalidOperation(_) => Code::FailedPrecondition,
+        EngineError::Unsupported(_) => Code::Unimplemented,
+        _ => Code::Internal,
+    };
+    pb::Error {
+        code: code as i32,
+        message: e.to_string(),
+    }
+}
+
+pub fn error_to_status(e: &EngineError) -> tonic::Status {
+    use tonic::Code;
+    let code = match e {
+        EngineError::InvalidArgument(_) | EngineError::IncompatibleDistribution { .. } => {
+            Code::InvalidArgument
+        }
+        EngineError::StudyNotFound(_) | EngineError::TrialNotFound(_) => Code::NotFound,
+        EngineError::DuplicatedStudy(_) => Code::AlreadyExists,
+        EngineError::TrialNotRunning { .. }
+        | EngineError::NoData(_)
+        | EngineError::InvalidOperation(_) => Code::FailedPrecondition,
+        EngineError::Unsupported(_) => Code::Unimplemented,
+        _ => Code::Internal,
+    };
+    tonic::Status::new(code, e.to_string())
+}
+
+pub fn summary_to_pb(s: &RunSummary) -> pb::RunSummary {
+    let (reason, detail) = match &s.reason {
+        StopReason::NTrials => ("n_trials", None),
+        StopReason::Timeout => ("timeout", None),
+        StopReason::Stopped => ("stopped", None),
+        StopReason::Exhausted => ("exhausted", None),
+        StopReason::Aborted(m) => ("aborted", Some(m.clone())),
+        StopReason::Interrupted(m) => ("interrupted", Some(m.clone())),
+        StopReason::Error(m) => ("error", Some(m.clone())),
+    };
+    pb::RunSummary {
+        started: s.started,
+        finished: s.finished,
+        reason: reason.into(),
+        detail,
+        timed_out: s.timed_out.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_and_distributions_round_trip() {
+        let d = Distribution::Categorical(
+            CategoricalDistribution::new(vec![
+                ParamValue::None,
+                ParamValue::Bool(true),
+                ParamValue::Int(-3),
+                ParamValue::Float(0.5),
+                ParamValue::Str("a".into()),
+            ])
+            .unwrap(),
+        );
+        assert_eq!(dist_from_pb(&dist_to_pb(&d)).unwrap(), d);
+        let f = Distribution::Float(FloatDistribution::new(1e-3, 1.0, true, None).unwrap());
+        assert_eq!(dist_from_pb(&dist_to_pb(&f)).unwrap(), f);
+    }
+
+    #[test]
+    fn bad_wire_values_are_errors() {
+        assert!(param_from_pb(&pb::ParamValue { kind: None }).is_err());
+        assert!(dist_from_pb(&pb::Distribution { kind: None }).is_err());
+        let inverted = pb::Distribution {
+            kind: Some(pb::distribution::Kind::FloatDist(pb::FloatDistribution {
+                low: 2.0,
+                high: 1.0,
+                log: false,
+                step: None,
+            })),
+        };
+        assert!(dist_from_pb(&inverted).is_err());
+        assert!(state_from_i32(42).is_err());
+        assert!(attrs_from_json("[1").is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! The remote engine: the gRPC service of `proto/dspex/v1/dspex.proto` (tonic), its
+//! authentication and the server that `dspex serve` and `dspex optimize` run.
+//!
+//! Evaluators on an `Attach` stream are evaluators of the same [`crate::Run`] as the embedded
+//! Python threads: the stream task pulls requests from the run and answers it with `done`.
+
+pub mod convert;
+mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::service::InterceptorLayer;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Status};
+
+pub use service::{run_options, ActiveRun, EngineService};
+
+use crate::error::{EngineError, Result};
+
+/// Code generated from the .proto at build time.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("dspex.v1");
+
+    /// The encoded file descriptor set, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/dspex_descriptor.bin"));
+}
+
+/// Default limit of one message, both ways (4 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Every call must carry `authorization: Bearer <token>` when set.
+    pub token: Option<String>,
+    /// PEM certificate chain and private key: serve TLS.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Largest message accepted or sent.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            token: None,
+            tls: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// Listening anywhere but loopback requires a token.
+pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<()> {
+    if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
+        return Err(EngineError::InvalidArgument(format!(
+            "listening on the non-loopback address {addr} requires a token (--token or DSPEX_TOKEN)"
+        )));
+    }
+    Ok(())
+}
+
+/// Byte comparison whose time does not depend on where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+/// The interceptor that checks the token on every call.
+#[derive(Clone)]
+struct Auth(Option<Arc<[u8]>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, req: Request<()>) -> std::result::Result<Request<()>, Status> {
+        let Some(token) = &self.0 else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), token) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("missing or wrong token"))
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then drains (graceful shutdown).
+pub async fn serve(
+    listener: TcpListener,
+    service: EngineService,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let io = |e: &dyn std::fmt::Display| EngineError::Internal(format!("gRPC server: {e}"));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<pb::engine_server::EngineServer<EngineService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| io(&e))?;
+    let engine = pb::engine_server::EngineServer::new(service)
+        .max_decoding_message_size(options.max_message_bytes)
+        .max_encoding_message_size(options.max_message_bytes);
+    let token = options
+        .token
+        .filter(|t| !t.is_empty())
+        .map(|t| Arc::from(t.into_bytes()));
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some((cert, key)) = options.tls {
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .map_err(|e| io(&e))?;
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    builder
+        .layer(InterceptorLayer::new(Auth(token)))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(engine)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| io(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let any: SocketAddr = "0.0.0.0:1".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:1".parse().unwrap();
+        assert!(check_bind(&any, None).is_err());
+        assert!(check_bind(&any, Some("")).is_err());
+        assert!(check_bind(&any, Some("t")).is_ok());
+        assert!(check_bind(&lo, None).is_ok());
+        assert!(check_bind(&lo6, None).is_ok());
+    }
+}

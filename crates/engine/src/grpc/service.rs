@@ -1,0 +1,824 @@
+//! The `dspex.v1.Engine` service: study management, study and trial calls, and `Attach`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dspex_optimizer::{Distribution, TrialState};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::*;
+use super::pb;
+use super::pb::attach_request::Msg as In;
+use super::pb::attach_response::Msg as Out;
+use crate::config;
+use crate::error::{EngineError, Result};
+use crate::scheduler::{Done, Run, RunOptions};
+use crate::storage::Storage;
+use crate::study::{Outcome, Study};
+
+/// Define-by-run calls of one stream executing at once (more wait: backpressure).
+const MAX_CALLS_PER_STREAM: usize = 1024;
+/// Messages queued towards one client.
+const OUTBOUND_QUEUE: usize = 4096;
+/// Default heartbeat period of both sides.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The run a study is executing, as attached streams see it.
+#[derive(Debug, Clone)]
+pub struct ActiveRun {
+    pub run: Arc<Run>,
+    /// Parameters declared up front (study.toml): sampled before the evaluation is sent.
+    pub space: Arc<BTreeMap<String, Distribution>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    study: Arc<Study>,
+    active: watch::Sender<Option<ActiveRun>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    storage: Arc<dyn Storage>,
+    studies: Mutex<HashMap<String, Arc<Entry>>>,
+    heartbeat: Duration,
+    /// True once the server shuts down: streams end.
+    closing: watch::Sender<bool>,
+}
+
+/// The gRPC service over one storage.
+#[derive(Debug, Clone)]
+pub struct EngineService {
+    shared: Arc<Shared>,
+}
+
+/// Runs blocking engine work on the blocking pool, turning panics into internal errors.
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(f))).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(EngineError::Internal("the engine panicked".into())),
+        Err(e) => Err(EngineError::Internal(format!(
+            "a blocking task failed: {e}"
+        ))),
+    }
+}
+
+fn status(e: EngineError) -> Status {
+    error_to_status(&e)
+}
+
+fn secs(name: &str, v: Option<f64>) -> Result<Option<Duration>> {
+    v.map(|t| {
+        Duration::try_from_secs_f64(t).map_err(|_| {
+            EngineError::InvalidArgument(format!(
+                "{name} must be a non-negative number of seconds, got {t}"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// Checks a run specification from the wire.
+pub fn run_options(spec: &pb::RunSpec) -> Result<(RunOptions, u32)> {
+    if spec.concurrency == 0 {
+        return Err(EngineError::InvalidArgument(
+            "concurrency must be >= 1, got 0".into(),
+        ));
+    }
+    Ok((
+        RunOptions {
+            n_trials: spec.n_trials,
+            timeout: secs("timeout", spec.timeout)?,
+            concurrency: spec.concurrency as usize,
+            trial_timeout: secs("trial_timeout", spec.trial_timeout)?,
+        },
+        spec.max_retries,
+    ))
+}
+
+impl EngineService {
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Self::with_heartbeat(storage, DEFAULT_HEARTBEAT)
+    }
+
+    pub fn with_heartbeat(storage: Arc<dyn Storage>, heartbeat: Duration) -> Self {
+        EngineService {
+            shared: Arc::new(Shared {
+                storage,
+                studies: Mutex::new(HashMap::new()),
+                heartbeat: heartbeat.max(Duration::from_millis(10)),
+                closing: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Ends every stream and interrupts the active runs (graceful server shutdown: the
+    /// server waits for open streams).
+    pub fn shutdown(&self) {
+        let entries: Vec<Arc<Entry>> = self.shared.studies.lock().values().cloned().collect();
+        for e in entries {
+            if let Some(a) = e.active.borrow().as_ref() {
+                a.run.interrupt("the engine is shutting down");
+            }
+        }
+        self.shared.closing.send_replace(true);
+    }
+
+    /// Serves `study` (with its sampler and pruner) under its name.
+    pub fn add_study(&self, study: Arc<Study>) {
+        let (tx, _) = watch::channel(None);
+        self.shared.studies.lock().insert(
+            study.name().to_string(),
+            Arc::new(Entry { study, active: tx }),
+        );
+    }
+
+    /// Makes `active` the run that streams of `study` join. Fails when one is active already.
+    pub fn set_active_run(&self, study: &str, active: ActiveRun) -> Result<()> {
+        let entry = self
+            .shared
+            .studies
+            .lock()
+            .get(study)
+            .cloned()
+            .ok_or_else(|| EngineError::StudyNotFound(study.to_string()))?;
+        let mut ok = false;
+        entry.active.send_if_modified(|a| {
+            if a.as_ref().is_some_and(|a| !a.run.is_finished()) {
+                return false;
+            }
+            *a = Some(active.clone());
+            ok = true;
+            true
+        });
+        if !ok {
+            return Err(EngineError::InvalidOperation(format!(
+                "study {study:?} is already running"
+            )));
+        }
+        let run = active.run.clone();
+        let handle = crate::runtime::handle()?;
+        handle.spawn(async move {
+            run.wait_async().await;
+            entry.active.send_if_modified(|a| {
+                if a.as_ref().is_some_and(|a| Arc::ptr_eq(&a.run, &run)) {
+                    *a = None;
+                    true
+                } else {
+                    false
+                }
+            });
+        });
+        Ok(())
+    }
+
+    async fn entry(&self, name: &str) -> Result<Arc<Entry>> {
+        if let Some(e) = self.shared.studies.lock().get(name) {
+            return Ok(e.clone());
+        }
+        let storage = self.shared.storage.clone();
+        let n = name.to_string();
+        let study = blocking(move || Study::load(storage, &n, None, None)).await?;
+        let mut studies = self.shared.studies.lock();
+        let (tx, _) = watch::channel(None);
+        Ok(studies
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Entry { study, active: tx }))
+            .clone())
+    }
+
+    async fn info(&self, entry: &Entry) -> Result<pb::StudyInfo> {
+        let study = entry.study.clone();
+        let n = blocking(move || study.storage().get_n_trials(study.id(), None)).await?;
+        Ok(pb::StudyInfo {
+            name: entry.study.name().to_string(),
+            directions: entry
+                .study
+                .directions()
+                .iter()
+                .map(|d| direction_to_pb(*d))
+                .collect(),
+            n_trials: n as u64,
+            running: entry
+                .active
+                .borrow()
+                .as_ref()
+                .is_some_and(|a| !a.run.is_finished()),
+        })
+    }
+}
+
+fn trial_error(e: EngineError) -> pb::TrialReply {
+    pb::TrialReply {
+        result: Some(pb::trial_reply::Result::Error(error_to_pb(&e))),
+    }
+}
+
+/// Executes one define-by-run operation (blocking).
+fn exec_trial_call(study: &Study, call: &pb::TrialCall) -> pb::TrialReply {
+    use pb::trial_call::Op;
+    use pb::trial_reply::Result as R;
+    let n = call.number;
+    let r: Result<R> = (|| {
+        Ok(match &call.op {
+            None => {
+                return Err(EngineError::InvalidArgument(
+                    "a trial call has no op".into(),
+                ))
+            }
+            Some(Op::Suggest(s)) => {
+                let dist = s
+                    .distribution
+                    .as_ref()
+                    .ok_or_else(|| {
+                        EngineError::InvalidArgument("suggest without a distribution".into())
+                    })
+                    .and_then(dist_from_pb)?;
+                let v = study.suggest(n, &s.name, &dist)?;
+                R::Suggested(pb::Suggested {
+                    value: Some(param_to_pb(&v.value)),
+                    warning: v.warning,
+                })
+            }
+            Some(Op::Report(r)) => R::Flag(study.report(n, r.step, r.value)?),
+            Some(Op::ShouldPrune(_)) => R::Flag(study.should_prune(n)?),
+            Some(Op::SetUserAttr(a)) => {
+                let v = value_from_json(&a.value_json)?;
+                study
+                    .storage()
+                    .set_trial_user_attr(study.id(), n, &a.key, v)?;
+                R::Ok(pb::Empty {})
+            }
+            Some(Op::SetSystemAttr(a)) => {
+                let v = value_from_json(&a.value_json)?;
+                study
+                    .storage()
+                    .set_trial_system_attr(study.id(), n, &a.key, v)?;
+                R::Ok(pb::Empty {})
+            }
+            Some(Op::Tell(t)) => {
+                let o = t
+                    .outcome
+                    .as_ref()
+                    .ok_or_else(|| EngineError::InvalidArgument("tell without an outcome".into()))
+                    .and_then(outcome_from_pb)?;
+                R::Told(told_to_pb(&study.tell(n, o, t.strict)?))
+            }
+            Some(Op::GetTrial(_)) => R::Trial(trial_to_pb(&study.trial(n)?)),
+            Some(Op::GetState(_)) => {
+                R::State(state_to_pb(study.storage().get_trial_state(study.id(), n)?) as i32)
+            }
+        })
+    })();
+    match r {
+        Ok(r) => pb::TrialReply { result: Some(r) },
+        Err(e) => trial_error(e),
+    }
+}
+
+/// Executes one study-level operation (blocking).
+fn exec_study_call(study: &Study, op: &pb::study_call_request::Op) -> Result<pb::StudyCallReply> {
+    use pb::study_call_reply::Result as R;
+    use pb::study_call_request::Op;
+    let r = match op {
+        Op::Ask(_) => R::Number(study.ask()?),
+        Op::BestTrial(_) => R::Trial(trial_to_pb(&study.best_trial()?)),
+        Op::BestTrials(_) => R::Trials(pb::Trials {
+            trials: study.best_trials()?.iter().map(trial_to_pb).collect(),
+        }),
+        Op::UserAttrs(_) => R::Json(attrs_to_json(&study.user_attrs()?)),
+        Op::SystemAttrs(_) => R::Json(attrs_to_json(&study.system_attrs()?)),
+        Op::SetUserAttr(a) => {
+            study.set_user_attr(&a.key, value_from_json(&a.value_json)?)?;
+            R::Ok(pb::Empty {})
+        }
+        Op::SetSystemAttr(a) => {
+            study.set_system_attr(&a.key, value_from_json(&a.value_json)?)?;
+            R::Ok(pb::Empty {})
+        }
+        Op::Enqueue(e) => {
+            let params = params_from_pb(&e.params)?;
+            let attrs = attrs_from_json(&e.user_attrs_json)?;
+            match study.enqueue(params, attrs, e.skip_if_exists)? {
+                Some(n) => R::Number(n),
+                None => R::Skipped(pb::Empty {}),
+            }
+        }
+        Op::AddTrial(t) => R::Number(study.add_trial(&trial_from_pb(t)?)?),
+        Op::NTrials(s) => {
+            let states = states_from_pb(&s.states)?;
+            R::Count(
+                study
+                    .storage()
+                    .get_n_trials(study.id(), states.as_deref())? as u64,
+            )
+        }
+        Op::Stop(_) => R::Count(study.stop() as u64),
+    };
+    Ok(pb::StudyCallReply { result: Some(r) })
+}
+
+type AttachStream = Pin<
+    Box<dyn tokio_stream::Stream<Item = std::result::Result<pb::AttachResponse, Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl pb::engine_server::Engine for EngineService {
+    async fn create_study(
+        &self,
+        request: Request<pb::CreateStudyRequest>,
+    ) -> std::result::Result<Response<pb::StudyInfo>, Status> {
+        let r = request.into_inner();
+        let directions = if r.directions.is_empty() {
+            vec![dspex_optimizer::StudyDirection::Minimize]
+        } else {
+            r.directions
+                .iter()
+                .map(|d| direction_from_i32(*d))
+                .collect::<Result<Vec<_>>>()
+                .map_err(status)?
+        };
+        if r.load_if_exists {
+            if let Some(name) = &r.name {
+                let existing = self.shared.studies.lock().get(name).cloned();
+                if let Some(e) = existing {
+                    if e.study.directions() != directions.as_slice() {
+                        return Err(Status::invalid_argument(format!(
+                            "study {name:?} exists with other directions"
+                        )));
+                    }
+                    return Ok(Response::new(self.info(&e).await.map_err(status)?));
+                }
+            }
+        }
+        let storage = self.shared.storage.clone();
+        let study = blocking(move || {
+            let sampler = r
+                .sampler
+                .as_ref()
+                .map(|c| config::sampler_from_component(&c.kind, &c.options_json))
+                .transpose()?;
+            let pruner = r
+                .pruner
+                .as_ref()
+                .map(|c| config::pruner_from_component(&c.kind, &c.options_json))
+                .transpose()?;
+            Study::create(
+                storage,
+                r.name.as_deref(),
+                directions,
+                sampler,
+                pruner,
+                r.load_if_exists,
+            )
+        })
+        .await
+        .map_err(status)?;
+        self.add_study(study.clone());
+        let entry = self.entry(study.name()).await.map_err(status)?;
+        Ok(Response::new(self.info(&entry).await.map_err(status)?))
+    }
+
+    async fn get_study(
+        &self,
+        request: Request<pb::GetStudyRequest>,
+    ) -> std::result::Result<Response<pb::StudyInfo>, Status> {
+        let entry = self
+            .entry(&request.into_inner().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.info(&entry).await.map_err(status)?))
+    }
+
+    async fn list_studies(
+        &self,
+        _request: Request<pb::ListStudiesRequest>,
+    ) -> std::result::Result<Response<pb::ListStudiesResponse>, Status> {
+        let storage = self.shared.storage.clone();
+        let all = blocking(move || storage.get_all_studies())
+            .await
+            .map_err(status)?;
+        let studies = all
+            .into_iter()
+            .map(|s| {
+                let running = self.shared.studies.lock().get(&s.name).is_some_and(|e| {
+                    e.active
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|a| !a.run.is_finished())
+                });
+                pb::StudyInfo {
+                    name: s.name,
+                    directions: s.directions.iter().map(|d| direction_to_pb(*d)).collect(),
+                    n_trials: s.n_trials as u64,
+                    running,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListStudiesResponse { studies }))
+    }
+
+    async fn delete_study(
+        &self,
+        request: Request<pb::DeleteStudyRequest>,
+    ) -> std::result::Result<Response<pb::DeleteStudyResponse>, Status> {
+        let name = request.into_inner().name;
+        let entry = self.entry(&name).await.map_err(status)?;
+        if entry
+            .active
+            .borrow()
+            .as_ref()
+            .is_some_and(|a| !a.run.is_finished())
+        {
+            return Err(Status::failed_precondition(format!(
+                "study {name:?} is running"
+            )));
+        }
+        let study = entry.study.clone();
+        blocking(move || study.storage().delete_study(study.id()))
+            .await
+            .map_err(status)?;
+        self.shared.studies.lock().remove(&name);
+        Ok(Response::new(pb::DeleteStudyResponse {}))
+    }
+
+    async fn list_trials(
+        &self,
+        request: Request<pb::ListTrialsRequest>,
+    ) -> std::result::Result<Response<pb::ListTrialsResponse>, Status> {
+        let r = request.into_inner();
+        let entry = self.entry(&r.study).await.map_err(status)?;
+        let states = states_from_pb(&r.states).map_err(status)?;
+        let study = entry.study.clone();
+        let trials = blocking(move || study.trials(states.as_deref()))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListTrialsResponse {
+            trials: trials.iter().map(trial_to_pb).collect(),
+        }))
+    }
+
+    async fn study_call(
+        &self,
+        request: Request<pb::StudyCallRequest>,
+    ) -> std::result::Result<Response<pb::StudyCallReply>, Status> {
+        let r = request.into_inner();
+        let entry = self.entry(&r.study).await.map_err(status)?;
+        let op =
+            r.op.ok_or_else(|| Status::invalid_argument("a study call has no op"))?;
+        let study = entry.study.clone();
+        let reply = blocking(move || exec_study_call(&study, &op)).await;
+        Ok(Response::new(reply.unwrap_or_else(|e| {
+            pb::StudyCallReply {
+                result: Some(pb::study_call_reply::Result::Error(error_to_pb(&e))),
+            }
+        })))
+    }
+
+    async fn trial_call(
+        &self,
+        request: Request<pb::TrialCallRequest>,
+    ) -> std::result::Result<Response<pb::TrialCallReply>, Status> {
+        let call = request
+            .into_inner()
+            .call
+            .ok_or_else(|| Status::invalid_argument("a trial call request has no call"))?;
+        let entry = self.entry(&call.study).await.map_err(status)?;
+        let study = entry.study.clone();
+        let reply = blocking(move || Ok(exec_trial_call(&study, &call)))
+            .await
+            .unwrap_or_else(trial_error);
+        Ok(Response::new(pb::TrialCallReply { reply: Some(reply) }))
+    }
+
+    type AttachStream = AttachStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::AttachRequest>>,
+    ) -> std::result::Result<Response<Self::AttachStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.shared.heartbeat * 10, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello"))??;
+        let hello = match first.and_then(|m| m.msg) {
+            Some(In::Hello(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a stream must be Hello",
+                ))
+            }
+        };
+        let entry = self.entry(&hello.study).await.map_err(status)?;
+        let mut owned = None;
+        if let Some(spec) = &hello.start {
+            let (opts, retries) = run_options(spec).map_err(status)?;
+            let run =
+                Run::start_with_retries(entry.study.clone(), opts, retries).map_err(status)?;
+            let active = ActiveRun {
+                run: run.clone(),
+                space: Arc::new(BTreeMap::new()),
+            };
+            if let Err(e) = self.set_active_run(&hello.study, active) {
+                run.interrupt("could not start");
+                return Err(status(e));
+            }
+            owned = Some(run);
+        }
+        let client_hb = if hello.heartbeat_ms == 0 {
+            DEFAULT_HEARTBEAT
+        } else {
+            Duration::from_millis(u64::from(hello.heartbeat_ms.max(10)))
+        };
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let welcome = pb::AttachResponse {
+            msg: Some(Out::Welcome(pb::Welcome {
+                study: entry.study.name().to_string(),
+                directions: entry
+                    .study
+                    .directions()
+                    .iter()
+                    .map(|d| direction_to_pb(*d))
+                    .collect(),
+                heartbeat_ms: self.shared.heartbeat.as_millis() as u32,
+            })),
+        };
+        let _ = tx.send(Ok(welcome)).await;
+        let callable = hello
+            .callables
+            .iter()
+            .find(|c| c.kind == pb::callable::Kind::Objective as i32)
+            .map_or_else(|| "objective".to_string(), |c| c.name.clone());
+        tracing::info!(study = %hello.study, worker = %hello.worker, capacity = hello.capacity, "evaluator attached");
+        let session = Session {
+            closing: self.shared.closing.subscribe(),
+            entry,
+            tx,
+            capacity: hello.capacity as usize,
+            client_timeout: (client_hb * 3).max(Duration::from_millis(100)),
+            server_hb: self.shared.heartbeat,
+            callable,
+            worker: hello.worker,
+        };
+        crate::runtime::handle()
+            .map_err(status)?
+            .spawn(session.run(inbound, owned));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+type Tx = mpsc::Sender<std::result::Result<pb::AttachResponse, Status>>;
+
+struct Session {
+    closing: watch::Receiver<bool>,
+    entry: Arc<Entry>,
+    tx: Tx,
+    capacity: usize,
+    client_timeout: Duration,
+    server_hb: Duration,
+    callable: String,
+    worker: String,
+}
+
+fn msg(m: Out) -> std::result::Result<pb::AttachResponse, Status> {
+    Ok(pb::AttachResponse { msg: Some(m) })
+}
+
+async fn pull(run: Option<Arc<Run>>, max: usize) -> Vec<crate::EvalRequest> {
+    match run {
+        Some(r) => r.pull_async(max).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    async fn run(self, mut inbound: Streaming<pb::AttachRequest>, owned: Option<Arc<Run>>) {
+        let study = self.entry.study.clone();
+        let mut active_rx = self.entry.active.subscribe();
+        let mut current: Option<ActiveRun> = active_rx.borrow_and_update().clone();
+        if let Some(run) = &owned {
+            if !current.as_ref().is_some_and(|a| Arc::ptr_eq(&a.run, run)) {
+                current = Some(ActiveRun {
+                    run: run.clone(),
+                    space: Arc::new(BTreeMap::new()),
+                });
+            }
+        }
+        let mut in_flight: HashSet<u64> = HashSet::new();
+        let mut closing = self.closing.clone();
+        let mut last_seen = Instant::now();
+        let tick = self.server_hb.min(self.client_timeout / 2);
+        let mut hb = tokio::time::interval(tick);
+        hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sent_hb = Instant::now();
+        let calls = Arc::new(Semaphore::new(MAX_CALLS_PER_STREAM));
+        let reason: String;
+        loop {
+            let run = current.as_ref().map(|a| a.run.clone());
+            let credits = if run.is_some() {
+                self.capacity.saturating_sub(in_flight.len())
+            } else {
+                0
+            };
+            tokio::select! {
+                m = inbound.message() => {
+                    last_seen = Instant::now();
+                    match m {
+                        Ok(Some(req)) => match req.msg {
+                            Some(In::Call(c)) => {
+                                let Some(call) = c.call else {
+                                    reason = "protocol error: a Call without a TrialCall".into();
+                                    let _ = self.tx.send(Err(Status::invalid_argument(reason.clone()))).await;
+                                    break;
+                                };
+                                let Ok(permit) = calls.clone().acquire_owned().await else {
+                                    reason = "internal error: semaphore closed".into();
+                                    break;
+                                };
+                                let study = study.clone();
+                                let tx = self.tx.clone();
+                                let id = c.id;
+                                tokio::spawn(async move {
+                                    let reply = blocking(move || Ok(exec_trial_call(&study, &call)))
+                                        .await
+                                        .unwrap_or_else(trial_error);
+                                    let _ = tx.send(msg(Out::Reply(pb::Reply { id, reply: Some(reply) }))).await;
+                                    drop(permit);
+                                });
+                            }
+                            Some(In::Finished(f)) => {
+                                if !in_flight.remove(&f.trial) {
+                                    tracing::warn!(trial = f.trial, worker = %self.worker, "Finished for a trial this stream was not evaluating; ignored");
+                                    continue;
+                                }
+                                let Some(a) = current.clone() else { continue };
+                                let study = study.clone();
+                                tokio::spawn(async move {
+                                    let n = f.trial;
+                                    let outcome = f.outcome.as_ref().map(outcome_from_pb);
+                                    let s = study.clone();
+                                    let r = blocking(move || {
+                                        let outcome = match outcome {
+                                            Some(Ok(o)) => Some(o),
+                                            Some(Err(e)) => Some(Outcome::Fail(format!("the evaluator sent a bad outcome: {e}"))),
+                                            None => None,
+                                        };
+                                        match outcome {
+                                            Some(o) => match s.tell(n, o, false) {
+                                                Ok(_) | Err(EngineError::TrialNotRunning { .. }) => Ok(()),
+                                                Err(e) => Err(e),
+                                            },
+                                            None => {
+                                                if s.storage().get_trial_state(s.id(), n)? == TrialState::Running {
+                                                    s.tell(n, Outcome::Fail("the evaluator finished the trial without an outcome".into()), false)?;
+                                                }
+                                                Ok(())
+                                            }
+                                        }
+                                    })
+                                    .await;
+                                    if let Err(e) = r {
+                                        tracing::warn!(trial = n, "could not finish the trial: {e}");
+                                    }
+                                    a.run.done(n, f.abort.map_or(Done::Finished, Done::Abort));
+                                });
+                            }
+                            Some(In::Heartbeat(_)) => {}
+                            Some(In::Stop(s)) => {
+                                if let Some(a) = &current {
+                                    if s.interrupt {
+                                        a.run.interrupt(if s.reason.is_empty() { "interrupted".to_string() } else { s.reason });
+                                    } else {
+                                        a.run.stop();
+                                    }
+                                }
+                            }
+                            Some(In::Hello(_)) | None => {
+                                reason = "protocol error: unexpected or empty message".into();
+                                let _ = self.tx.send(Err(Status::invalid_argument(reason.clone()))).await;
+                                break;
+                            }
+                        },
+                        Ok(None) => {
+                            reason = format!("the evaluator {} closed its stream", self.worker);
+                            break;
+                        }
+                        Err(s) => {
+                            reason = format!("the stream of evaluator {} broke: {}", self.worker, s.message());
+                            break;
+                        }
+                    }
+                }
+                reqs = pull(run.clone(), credits), if credits > 0 => {
+                    if reqs.is_empty() {
+                        if let Some(r) = &run {
+                            let s = r.wait_async().await;
+                            let _ = self.tx.send(msg(Out::RunEnded(summary_to_pb(&s)))).await;
+                        }
+                        in_flight.clear();
+                        reason = "the run is over".into();
+                        break;
+                    }
+                    let Some(a) = current.clone() else { continue };
+                    for req in reqs {
+                        in_flight.insert(req.number);
+                        if !self.send_evaluate(&a, req.number).await {
+                            in_flight.remove(&req.number);
+                        }
+                    }
+                }
+                s = async { match &run { Some(r) => r.wait_async().await, None => std::future::pending().await } }, if run.is_some() && credits == 0 => {
+                    let _ = self.tx.send(msg(Out::RunEnded(summary_to_pb(&s)))).await;
+                    in_flight.clear();
+                    reason = "the run is over".into();
+                    break;
+                }
+                changed = active_rx.changed(), if current.is_none() => {
+                    if changed.is_err() {
+                        reason = "the study was removed".into();
+                        break;
+                    }
+                    current = active_rx.borrow_and_update().clone();
+                }
+                _ = async { let _ = closing.wait_for(|c| *c).await; } => {
+                    reason = "the engine is shutting down".into();
+                    let _ = self.tx.send(Err(Status::unavailable(reason.clone()))).await;
+                    break;
+                }
+                _ = hb.tick() => {
+                    if last_seen.elapsed() > self.client_timeout {
+                        reason = format!(
+                            "evaluator {} sent nothing for {:.1} s (no heartbeat)",
+                            self.worker,
+                            last_seen.elapsed().as_secs_f64()
+                        );
+                        let _ = self.tx.send(Err(Status::deadline_exceeded(reason.clone()))).await;
+                        break;
+                    }
+                    if last_sent_hb.elapsed() >= self.server_hb {
+                        last_sent_hb = Instant::now();
+                        if self.tx.send(msg(Out::Heartbeat(pb::Heartbeat {}))).await.is_err() {
+                            reason = format!("the stream of evaluator {} is closed", self.worker);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(a) = &current {
+            for n in in_flight {
+                a.run.lost(n, reason.clone());
+            }
+        }
+        if let Some(run) = owned {
+            if !run.is_finished() {
+                run.interrupt(format!("the stream that started the run ended: {reason}"));
+            }
+        }
+        tracing::info!(worker = %self.worker, "evaluator detached: {reason}");
+    }
+
+    /// Sends trial `number` to the evaluator; false when it could not be (the trial is lost).
+    async fn send_evaluate(&self, a: &ActiveRun, number: u64) -> bool {
+        let mut params = HashMap::new();
+        if !a.space.is_empty() {
+            let study = self.entry.study.clone();
+            let space = a.space.clone();
+            let r = blocking(move || {
+                let mut out = BTreeMap::new();
+                for (name, dist) in space.iter() {
+                    out.insert(name.clone(), study.suggest(number, name, dist)?.value);
+                }
+                Ok(out)
+            })
+            .await;
+            match r {
+                Ok(p) => params = params_to_pb(&p),
+                Err(e) => {
+                    a.run
+                        .lost(number, format!("sampling the declared space failed: {e}"));
+                    return false;
+                }
+            }
+        }
+        self.tx
+            .send(msg(Out::Evaluate(pb::Evaluate {
+                trial: number,
+                callable: self.callable.clone(),
+                params,
+            })))
+            .await
+            .is_ok()
+    }
+}

@@ -1,0 +1,283 @@
+"""Remote mode: studies that live in a dspex engine started with ``dspex serve`` (or by
+``dspex optimize``), and processes that attach to it as evaluators.
+
+The gRPC client is the one inside the extension module (no grpcio). A remote study has the
+same API as an embedded one::
+
+    study = dspex.create_study(study_name="s", engine="127.0.0.1:50051", token=...)
+    study.optimize(objective, n_trials=100)          # this process evaluates
+    dspex.attach("s", objective, engine="127.0.0.1:50051")   # another process joins
+
+``study.optimize(objective, n_trials, processes=4)`` evaluates in four worker processes
+(``python -m dspex.worker``) instead, so CPU-bound objectives use every core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Tuple
+
+from dspex import _native
+
+if TYPE_CHECKING:
+    from dspex.study import Study
+
+RemoteError = _native.RemoteError
+
+_clients: dict = {}
+_clients_lock = threading.Lock()
+
+
+def _token(token: Optional[str]) -> Optional[str]:
+    return token if token is not None else os.environ.get("DSPEX_TOKEN")
+
+
+def connect(engine: str, token: Optional[str] = None, tls_ca: Optional[str] = None) -> Any:
+    """A (cached) connection to the engine at ``engine`` ("host:port", "https://host:port")."""
+    if not isinstance(engine, str) or not engine:
+        raise TypeError(f"engine must be a 'host:port' string, got {engine!r}")
+    key = (engine, _token(token), tls_ca)
+    with _clients_lock:
+        c = _clients.get(key)
+        if c is None:
+            c = _native.RemoteClient.connect(engine, _token(token), tls_ca)
+            _clients[key] = c
+        return c
+
+
+class _RemoteStorage:
+    """What ``Study._storage`` holds for a remote study."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def get_all_study_names(self) -> List[str]:
+        return self._client.study_names()
+
+
+def _component(obj: Any, what: str) -> Optional[Tuple[str, str]]:
+    if obj is None:
+        return None
+    spec = getattr(obj, "_spec", None)
+    if spec is None:
+        raise ValueError(f"{what} {obj!r} cannot be sent to a remote engine")
+    kind, options = spec
+    return kind, json.dumps(options)
+
+
+def _create_study(engine: str, token: Optional[str], tls_ca: Optional[str], study_name: Optional[str], directions: List[str], sampler: Any, pruner: Any, load_if_exists: bool) -> "Study":
+    from dspex.study import Study, _resolve_sampler_pruner
+
+    client = connect(engine, token, tls_ca)
+    given_sampler, given_pruner = sampler, pruner
+    sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
+    native = client.create_study(study_name, directions, _component(given_sampler, "sampler"), _component(given_pruner, "pruner"), load_if_exists)
+    return Study(native, sampler, pruner, _RemoteStorage(client))
+
+
+def _load_study(engine: str, token: Optional[str], tls_ca: Optional[str], study_name: str) -> "Study":
+    from dspex.study import Study, _resolve_sampler_pruner
+
+    client = connect(engine, token, tls_ca)
+    sampler, pruner = _resolve_sampler_pruner(None, None)
+    return Study(client.load_study(study_name), sampler, pruner, _RemoteStorage(client))
+
+
+def _is_remote(study: "Study") -> bool:
+    return isinstance(study._native, _native.RemoteStudy)
+
+
+def _drive(study: "Study", run: Any, func: Callable, concurrency: int, catch: Any, callbacks: Any = None) -> Any:
+    """Evaluates what the run sends until it is over (the evaluator loops of embedded mode)."""
+    from dspex import _optimize
+
+    runner = _optimize._Runner(study, run, func, _optimize._catch_tuple(catch), list(callbacks or []), False, _optimize._Progress(False, None, None))
+    with study._lock:
+        study._optimizing += 1
+    try:
+        if _optimize._is_async(func):
+            _optimize._drive_async(runner, concurrency)
+        elif concurrency == 1:
+            _optimize._drive_here(runner)
+        else:
+            _optimize._drive_threads(runner, concurrency)
+    finally:
+        with study._lock:
+            study._optimizing -= 1
+    if runner.error is not None:
+        raise runner.error
+    return run.wait(0.0)
+
+
+def attach(
+    study_name: str,
+    objective: Callable,
+    engine: str,
+    token: Optional[str] = None,
+    *,
+    concurrency: int = 1,
+    catch: Any = (Exception,),
+    heartbeat_ms: int = 1000,
+    tls_ca: Optional[str] = None,
+    worker: Optional[str] = None,
+) -> Tuple[Any, ...]:
+    """Joins the active run of remote study ``study_name`` (waiting for one) and evaluates
+    ``objective`` on the trials the engine sends, ``concurrency`` at once, until the run is
+    over. An exception in ``catch`` (default: any) fails its trial only. Returns the run
+    summary ``(started, finished, reason, detail, timed_out)``."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+    study = _load_study(engine, token, tls_ca, study_name)
+    run = study._native.attach(concurrency, int(heartbeat_ms), worker)
+    return _drive(study, run, objective, concurrency, catch)
+
+
+# ------------------------------------------------------------------ process workers
+
+
+def _objective_ref(func: Any) -> Tuple[List[str], Optional[str]]:
+    """Worker arguments naming ``func``: ``module:function`` when importable, else a pickle file."""
+    if isinstance(func, str):
+        if ":" not in func:
+            raise ValueError(f"an objective path must be 'module:function', got {func!r}")
+        return ["--objective", func], None
+    mod = getattr(func, "__module__", None)
+    qual = getattr(func, "__qualname__", None)
+    if mod and qual and mod != "__main__" and "<" not in qual:
+        return ["--objective", f"{mod}:{qual}"], None
+    try:
+        data = pickle.dumps(func)
+    except Exception as e:  # noqa: BLE001
+        raise TypeError(f"processes=N needs an objective given as 'module:function' or a picklable callable; {func!r} is neither ({e})") from None
+    fd, path = tempfile.mkstemp(prefix="dspex-objective-", suffix=".pkl")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return ["--objective-pickle", path], path
+
+
+def _check_objective(args: List[str], env: dict) -> None:
+    out = subprocess.run([sys.executable, "-m", "dspex.worker", "--check", *args], env=env, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+        raise ValueError(f"the worker processes cannot load the objective: {lines[-1] if lines else 'unknown error'}")
+
+
+class _Pool:
+    """Worker processes attached to a study; crashed ones are restarted with backoff."""
+
+    def __init__(self, n: int, cmd: List[str], env: dict, max_restarts: int = 10) -> None:
+        self.cmd = cmd
+        self.env = env
+        self.procs: List[Optional[subprocess.Popen]] = [None] * n
+        self.crashes = [0] * n
+        self.next_start = [0.0] * n
+        self.max_restarts = max_restarts
+        self.closing = False
+        for i in range(n):
+            self._spawn(i)
+
+    def _spawn(self, i: int) -> None:
+        self.procs[i] = subprocess.Popen(self.cmd + ["--name", f"worker-{i}"], env=self.env, stdin=subprocess.DEVNULL)
+
+    def supervise(self) -> int:
+        alive = 0
+        for i, p in enumerate(self.procs):
+            if p is not None and p.poll() is None:
+                alive += 1
+                continue
+            if self.closing:
+                continue
+            if p is not None:
+                self.procs[i] = None
+                self.crashes[i] += 1
+                self.next_start[i] = time.monotonic() + min(5.0, 0.1 * 2 ** min(self.crashes[i], 6))
+            if self.crashes[i] <= self.max_restarts and time.monotonic() >= self.next_start[i]:
+                self._spawn(i)
+                alive += 1
+        return alive
+
+    def close(self, grace: float = 5.0) -> None:
+        self.closing = True
+        deadline = time.monotonic() + grace
+        for p in self.procs:
+            if p is None:
+                continue
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def optimize_processes(
+    study: "Study",
+    func: Any,
+    n_trials: Optional[int],
+    timeout: Optional[float],
+    processes: int,
+    concurrency: Optional[int] = None,
+    trial_timeout: Optional[float] = None,
+    max_retries: int = 2,
+    catch: Any = (),
+) -> None:
+    """``study.optimize(func, n_trials, processes=N)``: N worker processes evaluate; this
+    process owns the run and supervises them. An embedded study is served on a loopback port
+    for the time of the run."""
+    from dspex import _optimize
+
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be an int >= 1, got {processes!r}")
+    conc = _optimize._check_args(n_trials, timeout, 1, concurrency if concurrency is not None else processes, trial_timeout)
+    args, pickle_path = _objective_ref(func)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p], env.get("PYTHONPATH", "")])
+    server = None
+    try:
+        _check_objective(args, env)
+        if _is_remote(study):
+            client = study._native.client
+            address = client.address
+            run = study._native.start_run(n_trials, timeout, conc, trial_timeout, max_retries, 0)
+            token = _token(None)
+        else:
+            server = _native.serve_embedded(study._native)
+            address, token = server.address, server.token
+            run = server.start_run(n_trials, timeout, conc, trial_timeout, max_retries)
+        if token:
+            env["DSPEX_TOKEN"] = token
+        per_worker = max(1, -(-conc // processes))
+        cmd = [sys.executable, "-m", "dspex.worker", "--engine", address, "--study", study.study_name, "--concurrency", str(per_worker), *args]
+        pool = _Pool(processes, cmd, env)
+        try:
+            while run.wait(0.1) is None:
+                if pool.supervise() == 0 and all(c > pool.max_restarts for c in pool.crashes):
+                    run.interrupt("every worker process crashed too often")
+        except BaseException as e:
+            run.interrupt(type(e).__name__)
+            while run.wait(5.0) is None:
+                pass
+            raise
+        finally:
+            pool.close()
+        summary = run.wait(0.0)
+        if summary is not None and summary[2] == "error":
+            raise RuntimeError(summary[3] or "the run failed")
+    finally:
+        if server is not None:
+            server.close()
+        if pickle_path is not None:
+            try:
+                os.unlink(pickle_path)
+            except OSError:
+                pass
+
+
+__all__ = ["RemoteError", "attach", "connect"]
+_unused: Sequence[Iterable[Any]] = ()

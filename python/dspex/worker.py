@@ -1,0 +1,94 @@
+"""A worker process: attaches to a dspex engine and evaluates an objective on the trials the
+engine sends, until the run is over.
+
+    python -m dspex.worker --engine 127.0.0.1:50051 --study NAME --objective module:function
+
+The token comes from ``--token`` or the ``DSPEX_TOKEN`` environment variable. ``--check`` only
+imports the objective (exit status 2 with the reason when it cannot be loaded): ``dspex
+optimize`` and ``study.optimize(processes=N)`` use it before any trial runs. Exceptions raised
+by the objective fail their trial; the worker goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pickle
+import sys
+from typing import Any, Callable, List, Optional
+
+EXIT_BAD_OBJECTIVE = 2
+EXIT_ENGINE = 3
+
+
+def load_objective(path: Optional[str], pickle_path: Optional[str] = None) -> Callable:
+    """The callable named by ``module:function`` (``function`` may be dotted), or unpickled."""
+    if pickle_path is not None:
+        with open(pickle_path, "rb") as f:
+            obj = pickle.load(f)
+    else:
+        if not path or ":" not in path:
+            raise ValueError(f"an objective must be given as 'module:function', got {path!r}")
+        mod_name, _, attr = path.partition(":")
+        module = importlib.import_module(mod_name)
+        obj = module
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise AttributeError(f"module {mod_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise TypeError(f"the objective {path or pickle_path!r} is not callable: {obj!r}")
+    return obj
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dspex.worker", description="Attach to a dspex engine and evaluate an objective.")
+    p.add_argument("--engine", help="engine address, host:port (or https://host:port)")
+    p.add_argument("--study", help="study name")
+    p.add_argument("--objective", help="the objective, module:function")
+    p.add_argument("--objective-pickle", help=argparse.SUPPRESS)
+    p.add_argument("--token", default=None, help="engine token (default: $DSPEX_TOKEN)")
+    p.add_argument("--tls-ca", default=None, help="CA certificate (PEM) of an https engine")
+    p.add_argument("--concurrency", type=int, default=1, help="evaluations at once (threads, or tasks for async def)")
+    p.add_argument("--heartbeat-ms", type=int, default=1000)
+    p.add_argument("--name", default=None, help="name of this worker in the engine's logs")
+    p.add_argument("--check", action="store_true", help="only check that the objective loads")
+    args = p.parse_args(argv)
+    sys.path.insert(0, os.getcwd())
+    try:
+        func = load_objective(args.objective, args.objective_pickle)
+    except BaseException as e:  # noqa: BLE001 - any import-time failure is reported
+        print(f"dspex.worker: cannot load the objective {args.objective or args.objective_pickle!r}: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_BAD_OBJECTIVE
+    if args.check:
+        return 0
+    if not args.engine or not args.study:
+        p.error("--engine and --study are required")
+    import dspex
+    from dspex import logging as dlogging
+
+    if os.environ.get("DSPEX_WORKER_VERBOSE") != "1":
+        dlogging.set_verbosity(dlogging.WARNING)
+    worker = f"{args.name or 'worker'} pid {os.getpid()}"
+    try:
+        summary = dspex.attach(args.study, func, args.engine, args.token, concurrency=args.concurrency, heartbeat_ms=args.heartbeat_ms, tls_ca=args.tls_ca, worker=worker)
+    except dspex.remote.RemoteError as e:
+        print(f"dspex.worker: {e}", file=sys.stderr)
+        return EXIT_ENGINE
+    except RuntimeError as e:
+        print(f"dspex.worker: {e}", file=sys.stderr)
+        return EXIT_ENGINE
+    if summary is not None and summary[2] == "error":
+        print(f"dspex.worker: {summary[3]}", file=sys.stderr)
+        return EXIT_ENGINE
+    return 0
+
+
+def _unused(_: Any) -> None:
+    pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

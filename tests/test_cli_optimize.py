@@ -1,0 +1,121 @@
+"""`dspex optimize study.toml`: the engine in the CLI process, a supervised pool of real
+worker processes, SIGKILLed workers, and the errors of a bad study file."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def _dspex(*args, cwd=ROOT, timeout=120, env=None):
+    return subprocess.run([PY, "-m", "dspex.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_example_study_toml_runs():
+    out = _dspex("optimize", "examples/study.toml", "--output", "json", "--n-trials", "20")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["complete"] == 20 and r["reason"] == "n_trials"
+    assert set(r["best_params"]) == {"x", "y", "scale"}
+    text = _dspex("optimize", "examples/study.toml", "--n-trials", "5", "--no-progress")
+    assert text.returncode == 0, text.stderr
+    assert "best value" in text.stdout and "5 complete" in text.stdout
+
+
+def test_sigkill_workers_mid_trial(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (tmp_path / "killme.py").write_text(textwrap.dedent(f"""
+        import os, time
+        MARKS = {str(marks)!r}
+        def f(trial):
+            x = trial.suggest_float("x", -1, 1)
+            path = os.path.join(MARKS, "run-%d" % os.getpid())
+            open(path, "w").close()
+            time.sleep(0.15)
+            os.unlink(path)
+            return x * x
+    """))
+    (tmp_path / "study.toml").write_text(textwrap.dedent("""
+        name = "kill"
+        objective = "killme:f"
+        n_trials = 45
+        concurrency = 3
+        [workers]
+        processes = 3
+        max_retries = 3
+        heartbeat_ms = 200
+        [sampler]
+        kind = "random"
+        seed = 1
+    """))
+    cli = subprocess.Popen([PY, "-m", "dspex.cli", "optimize", str(tmp_path / "study.toml"), "--output", "json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kills = 0
+    try:
+        deadline = time.time() + 60
+        while kills < 3 and time.time() < deadline:
+            running = list(marks.glob("run-*"))
+            if running:
+                pid = int(running[0].name.split("-")[1])
+                try:
+                    os.kill(pid, 9)
+                    kills += 1
+                except ProcessLookupError:
+                    pass
+                running[0].unlink(missing_ok=True)
+                time.sleep(0.6)
+            else:
+                time.sleep(0.01)
+        out, err = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert kills == 3
+    assert cli.returncode == 0, err
+    r = json.loads(out)
+    assert r["running"] == 0
+    assert r["complete"] == 45
+    assert r["trials"] == r["complete"] + r["pruned"] + r["fail"]
+    assert r["fail"] >= 3
+    assert r["worker_restarts"] >= 3
+    lost = {x["trial"]: x for x in r["lost"]}
+    assert len(lost) == r["fail"]
+    assert all(x["state"] == "COMPLETE" for x in lost.values())
+
+
+def test_objective_that_does_not_import_fails_before_any_trial(tmp_path):
+    (tmp_path / "s.toml").write_text('objective = "no_such_module_abc:f"\nn_trials = 3\n')
+    out = _dspex("optimize", str(tmp_path / "s.toml"), cwd=tmp_path)
+    assert out.returncode != 0
+    assert "cannot load the objective" in out.stderr and "no_such_module_abc" in out.stderr
+
+
+def test_bad_study_files_name_file_line_and_field(tmp_path):
+    cases = {
+        'objective = "m:f"\nn_trials = 3\nbogus = 1\n': ["bad.toml:3", "bogus"],
+        'objective = "m:f"\nn_trials = [\n': ["bad.toml:"],
+        'objective = "m:f"\n[search_space]\nx = { type = "float", low = 2.0, high = 1.0 }\n': ["bad.toml:3", "search_space.x"],
+        'objective = "m:f"\n[search_space]\nx = { type = "normal", low = 0.0 }\n': ["bad.toml:3", "normal"],
+        'objective = "m:f"\n[sampler]\nkind = "tpe"\nseeed = 1\n': ["bad.toml:", "seeed"],
+        'objective = "m:f"\n[workers]\nprocesses = 2\nmax_retry = 1\n': ["bad.toml:4", "max_retry"],
+    }
+    for text, expected in cases.items():
+        (tmp_path / "bad.toml").write_text(text)
+        out = _dspex("optimize", str(tmp_path / "bad.toml"), cwd=tmp_path)
+        assert out.returncode != 0, text
+        for e in expected:
+            assert e in out.stderr, (text, out.stderr)
+
+
+def test_help_and_version():
+    out = _dspex("--version")
+    assert out.returncode == 0 and "dspex" in out.stdout
+    for sub in ("serve", "optimize", "worker"):
+        out = _dspex(sub, "--help")
+        assert out.returncode == 0 and "Usage: dspex" in out.stdout

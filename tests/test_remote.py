@@ -1,0 +1,237 @@
+"""Remote mode against a real `dspex serve` on a loopback port: the Study API, attached
+evaluators, determinism against the embedded engine, tokens, heartbeats, process workers."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import dspex
+
+PY = sys.executable
+
+
+def _start_server(*extra, env=None):
+    p = subprocess.Popen(
+        [PY, "-m", "dspex.cli", "serve", "--addr", "127.0.0.1:0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    line = p.stdout.readline()
+    m = re.search(r"listening on (\S+)", line)
+    if not m:
+        p.kill()
+        raise RuntimeError(f"the server did not start: {line!r} {p.stderr.read()}")
+    return p, m.group(1)
+
+
+def _stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def server():
+    p, addr = _start_server("--heartbeat-ms", "200")
+    yield addr
+    _stop(p)
+    assert p.returncode == 0, p.stderr.read()
+
+
+def _objective(trial):
+    x = trial.suggest_float("x", -5, 5)
+    n = trial.suggest_int("n", 1, 4)
+    c = trial.suggest_categorical("c", ["a", "b", None])
+    trial.report(x, 0)
+    trial.set_user_attr("n2", n * 2)
+    return (x - 1) ** 2 + n + (0.5 if c == "a" else 0.0)
+
+
+def test_remote_study_api(server):
+    study = dspex.create_study(study_name="api", engine=server, direction="minimize", sampler=dspex.samplers.RandomSampler(seed=1))
+    assert study.study_name == "api"
+    study.set_user_attr("k", {"a": [1, 2]})
+    study.optimize(_objective, n_trials=20, concurrency=3)
+    trials = study.trials
+    assert len(trials) == 20
+    assert all(t.state == dspex.TrialState.COMPLETE for t in trials)
+    assert trials[0].user_attrs["n2"] == trials[0].params["n"] * 2
+    assert trials[0].intermediate_values == {0: trials[0].params["x"]}
+    assert study.best_value == min(t.value for t in trials)
+    assert study.user_attrs == {"k": {"a": [1, 2]}}
+    # ask and tell, enqueue, load_study, names
+    study.enqueue_trial({"x": 0.5, "n": 2, "c": "b"})
+    t = study.ask()
+    assert t.suggest_float("x", -5, 5) == 0.5
+    study.tell(t, 3.0)
+    again = dspex.load_study(study_name="api", engine=server)
+    assert len(again.trials) == 21
+    assert "api" in again._storage.get_all_study_names()
+    with pytest.raises(dspex.exceptions.DuplicatedStudyError):
+        dspex.create_study(study_name="api", engine=server)
+    with pytest.raises(KeyError):
+        dspex.load_study(study_name="nope", engine=server)
+
+
+def test_uncaught_error_stops_the_remote_study_and_is_raised(server):
+    study = dspex.create_study(study_name="err", engine=server)
+
+    def bad(trial):
+        trial.suggest_float("x", 0, 1)
+        raise ZeroDivisionError("boom")
+
+    with pytest.raises(ZeroDivisionError):
+        study.optimize(bad, n_trials=10)
+    assert study.trials[0].state == dspex.TrialState.FAIL
+    assert "boom" in study.trials[0].system_attrs.get("fail_reason", "")
+    # catch= keeps going
+    study.optimize(bad, n_trials=3, catch=(ZeroDivisionError,))
+    assert len(study.trials) == 4
+
+
+def test_stream_run_matches_embedded_run(server):
+    """One evaluator, fixed seed, define-by-run: the same trials as the embedded engine."""
+
+    def make(engine=None, name=None):
+        return dspex.create_study(study_name=name, engine=engine, sampler=dspex.samplers.TPESampler(seed=3, n_startup_trials=5))
+
+    embedded = make()
+    embedded.optimize(_objective, n_trials=25)
+    remote = make(server, "same")
+    remote.optimize(_objective, n_trials=25)
+    a = [(t.params, t.value) for t in embedded.trials]
+    b = [(t.params, t.value) for t in remote.trials]
+    assert a == b
+
+
+def test_attach_from_other_processes(server, tmp_path):
+    mod = tmp_path / "objmod.py"
+    mod.write_text(textwrap.dedent("""
+        import os
+        def f(trial):
+            trial.set_user_attr("pid", os.getpid())
+            return trial.suggest_float("x", 0, 1)
+    """))
+    study = dspex.create_study(study_name="shared", engine=server)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    workers = [
+        subprocess.Popen([PY, "-m", "dspex.worker", "--engine", server, "--study", "shared", "--objective", "objmod:f"], env=env)
+        for _ in range(2)
+    ]
+    try:
+        # this process owns the run (capacity 0): only the two workers evaluate
+        run = study._native.start_run(30, None, 2, None, 0, 0)
+        assert run.wait(60) is not None
+        for w in workers:
+            assert w.wait(30) == 0
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    pids = {t.user_attrs["pid"] for t in study.trials}
+    assert len(study.trials) == 30 and len(pids) == 2 and os.getpid() not in pids
+
+
+def test_token_required_and_checked():
+    p, addr = _start_server("--token", "s3cret")
+    try:
+        for token in (None, "wrong"):
+            with pytest.raises(dspex.remote.RemoteError, match="UNAUTHENTICATED"):
+                dspex.create_study(study_name="t", engine=addr, token=token)
+        study = dspex.create_study(study_name="t", engine=addr, token="s3cret")
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+        assert len(study.trials) == 3
+    finally:
+        _stop(p)
+
+
+def test_non_loopback_needs_a_token():
+    out = subprocess.run([PY, "-m", "dspex.cli", "serve", "--addr", "0.0.0.0:0"], capture_output=True, text=True, timeout=30, env={k: v for k, v in os.environ.items() if k != "DSPEX_TOKEN"})
+    assert out.returncode != 0
+    assert "requires a token" in out.stderr
+
+
+def test_unreachable_engine_is_a_clear_error():
+    with pytest.raises(dspex.remote.RemoteError, match="cannot reach the engine"):
+        dspex.create_study(engine="127.0.0.1:1")
+
+
+def test_silent_worker_is_dropped_and_its_trial_retried(server, tmp_path):
+    """A frozen worker (SIGSTOP: no heartbeat) loses its trial; another worker re-runs it."""
+    mod = tmp_path / "slowmod.py"
+    mod.write_text(textwrap.dedent(f"""
+        import os, time
+        def f(trial):
+            x = trial.suggest_float("x", 0, 1)
+            open(os.path.join({str(tmp_path)!r}, "started-%d" % os.getpid()), "w").close()
+            time.sleep(0.3)
+            return x
+    """))
+    study = dspex.create_study(study_name="hang", engine=server)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    cmd = [PY, "-m", "dspex.worker", "--engine", server, "--study", "hang", "--objective", "slowmod:f", "--heartbeat-ms", "100"]
+    frozen = subprocess.Popen(cmd, env=env)
+    healthy = None
+    try:
+        run = study._native.start_run(6, None, 1, None, 2, 0)
+        deadline = time.time() + 30
+        while not (tmp_path / f"started-{frozen.pid}").exists():
+            assert time.time() < deadline
+            time.sleep(0.02)
+        frozen.send_signal(signal.SIGSTOP)
+        healthy = subprocess.Popen(cmd, env=env)
+        assert run.wait(60) is not None
+    finally:
+        frozen.kill()
+        frozen.wait()
+        if healthy is not None:
+            healthy.wait(30)
+    trials = study.trials
+    failed = [t for t in trials if t.state == dspex.TrialState.FAIL]
+    assert len(failed) == 1 and "heartbeat" in failed[0].system_attrs["fail_reason"]
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].state == dspex.TrialState.COMPLETE
+    assert retry[0].params == failed[0].params
+    assert sum(t.state == dspex.TrialState.COMPLETE for t in trials) == 6
+
+
+def _cpu_objective(trial):
+    x = trial.suggest_float("x", -3, 3)
+    return x * x + os.getpid() * 0.0
+
+
+def test_processes_on_an_embedded_study():
+    study = dspex.create_study(sampler=dspex.samplers.RandomSampler(seed=0))
+    study.optimize(_cpu_objective, n_trials=24, processes=3)
+    trials = study.trials
+    assert len(trials) == 24
+    assert all(t.state == dspex.TrialState.COMPLETE for t in trials)
+
+
+def test_processes_on_a_remote_study_with_a_module_path(server, tmp_path, monkeypatch):
+    (tmp_path / "pmod.py").write_text("import os\ndef f(t):\n    t.set_user_attr('pid', os.getpid())\n    return t.suggest_float('x', 0, 1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    study = dspex.create_study(study_name="procs", engine=server)
+    study.optimize("pmod:f", n_trials=20, processes=2)
+    assert len(study.trials) == 20
+    assert len({t.user_attrs["pid"] for t in study.trials}) == 2
+
+
+def test_processes_with_an_objective_that_does_not_import():
+    study = dspex.create_study()
+    with pytest.raises(ValueError, match="cannot load the objective"):
+        study.optimize("no_such_module_xyz:f", n_trials=5, processes=2)
+    assert len(study.trials) == 0
