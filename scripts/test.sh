@@ -6,6 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${DSPEX_VENV:-.venv}
 
+# PostgreSQL tests use DSPEX_TEST_PG_URL; without one, start a throwaway cluster when
+# PostgreSQL is installed (apt-get install -y postgresql), and stop it at the end.
+if [ -z "${DSPEX_TEST_PG_URL:-}" ] && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    export DSPEX_PG_STATE=${DSPEX_PG_STATE:-/tmp/dspex-pg-test-$$}
+    DSPEX_TEST_PG_URL=$(bash scripts/pg.sh start)
+    export DSPEX_TEST_PG_URL
+    trap 'bash scripts/pg.sh stop' EXIT
+fi
+
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q ".[test]"

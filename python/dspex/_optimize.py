@@ -284,6 +284,19 @@ def run_optimize(study: "Study", func: Any, n_trials: Any, timeout: Any, n_jobs:
             runner.progress.close()
     if runner.error is not None:
         raise runner.error
+    _raise_run_error(runner)
+
+
+def _raise_run_error(runner: "_Runner") -> None:
+    """A run the engine ended on an error (a storage failure while starting a trial...)."""
+    summary = runner.run.wait(0.0)
+    if summary is not None and summary[2] == "error":
+        from dspex.exceptions import StorageInternalError
+
+        detail = summary[3] or "unknown error"
+        if detail.startswith("storage error"):
+            raise StorageInternalError(detail)
+        raise RuntimeError(detail)
 
 
 async def run_optimize_async(study: "Study", func: Any, n_trials: Any, timeout: Any, concurrency: int, catch: Any, callbacks: Any, show_progress_bar: bool, trial_timeout: Any) -> None:

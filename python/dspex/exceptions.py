@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dspex._native import DSpexError, DuplicatedStudyError
+from dspex._native import DSpexError, DuplicatedStudyError, StorageError
 
 #: Alias so code written for Optuna (``except optuna.exceptions.OptunaError``) keeps working.
 OptunaError = DSpexError
@@ -12,8 +12,8 @@ class TrialPruned(DSpexError):
     """Raise from an objective to stop the trial early; it becomes PRUNED, not FAIL."""
 
 
-class StorageInternalError(DSpexError):
-    """A storage backend failed."""
+#: A storage backend failed (unreachable database, unknown schema, corrupted rows, read-only file).
+StorageInternalError = StorageError
 
 
 class UpdateFinishedTrialError(DSpexError, RuntimeError):

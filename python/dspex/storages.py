@@ -1,8 +1,12 @@
-"""Storages: where studies live. Only the in-memory storage exists for now."""
+"""Storages: where studies live.
+
+``None`` keeps studies in process memory; a URL (``sqlite:///path.db``, ``postgresql://...``)
+or an :class:`RDBStorage` keeps them in a database, in Optuna 5.0's schema, so Optuna and
+optuna-dashboard read dspex studies and dspex reads theirs."""
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List, Optional
 
 from dspex import _native
 
@@ -18,16 +22,91 @@ class InMemoryStorage:
         return self._native.study_names()
 
 
-def _resolve(storage: object) -> InMemoryStorage:
+class RetryFailedTrialCallback:
+    """Re-queues a trial failed by the heartbeat check as a WAITING copy with the same params
+    (Optuna's callback of the same name; attributes ``failed_trial`` and ``retry_history``)."""
+
+    def __init__(self, max_retry: Optional[int] = None, inherit_intermediate_values: bool = False) -> None:
+        if max_retry is not None and (not isinstance(max_retry, int) or max_retry < 0):
+            raise ValueError(f"max_retry must be None or an int >= 0, got {max_retry!r}")
+        self._max_retry = max_retry
+        self._inherit_intermediate_values = bool(inherit_intermediate_values)
+
+    @staticmethod
+    def retried_trial_number(trial: Any) -> Optional[int]:
+        return trial.system_attrs.get("failed_trial", None)
+
+    @staticmethod
+    def retry_history(trial: Any) -> List[int]:
+        return trial.system_attrs.get("retry_history", [])
+
+
+RetryHeartbeatStaleTrialCallback = RetryFailedTrialCallback
+
+
+class RDBStorage:
+    """A SQLite or PostgreSQL storage in Optuna 5.0's schema (the schema is created in an empty
+    database; any other schema version is refused).
+
+    With ``heartbeat_interval`` (seconds), running trials record a heartbeat; before a trial
+    starts, RUNNING trials whose heartbeat is older than ``grace_period`` (default twice the
+    interval) are marked FAIL, and re-queued when ``failed_trial_callback`` is a
+    :class:`RetryFailedTrialCallback`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        engine_kwargs: Optional[Dict[str, Any]] = None,
+        skip_compatibility_check: bool = False,
+        *,
+        heartbeat_interval: Optional[float] = None,
+        grace_period: Optional[float] = None,
+        failed_trial_callback: Optional[RetryFailedTrialCallback] = None,
+        heartbeat_stale_trial_callback: Optional[RetryFailedTrialCallback] = None,
+    ) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, got {url!r}")
+        cb = heartbeat_stale_trial_callback or failed_trial_callback
+        if cb is not None and not isinstance(cb, RetryFailedTrialCallback):
+            raise TypeError(f"failed_trial_callback must be a RetryFailedTrialCallback, got {cb!r}")
+        for name, v in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+                raise ValueError(f"{name} must be None or a positive number of seconds, got {v!r}")
+        self.url = url
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.failed_trial_callback = cb
+        self._native = _native.InMemoryStorage.from_url(
+            url,
+            heartbeat_interval=None if heartbeat_interval is None else float(heartbeat_interval),
+            grace_period=None if grace_period is None else float(grace_period),
+            retry=cb is not None,
+            retry_max=None if cb is None else cb._max_retry,
+            retry_inherit_intermediate_values=False if cb is None else cb._inherit_intermediate_values,
+        )
+
+    def get_all_study_names(self) -> List[str]:
+        return self._native.study_names()
+
+    def get_all_studies(self) -> List[Dict[str, Any]]:
+        """Study summaries: study_id, study_name, directions, n_trials, user_attrs,
+        system_attrs, datetime_start (Unix seconds or None)."""
+        keys = ("study_id", "study_name", "directions", "n_trials", "user_attrs", "system_attrs", "datetime_start")
+        return [dict(zip(keys, row)) for row in self._native.summaries()]
+
+    def __repr__(self) -> str:
+        return f"RDBStorage({self.url!r})"
+
+
+def _resolve(storage: object) -> Any:
     if storage is None:
         return InMemoryStorage()
-    if isinstance(storage, InMemoryStorage):
+    if isinstance(storage, (InMemoryStorage, RDBStorage)):
         return storage
     if isinstance(storage, str):
-        raise NotImplementedError(
-            f"storage={storage!r}: database storages are not supported yet; use None or dspex.storages.InMemoryStorage()"
-        )
-    raise TypeError(f"storage must be None or an InMemoryStorage, got {storage!r}")
+        return RDBStorage(storage)
+    raise TypeError(f"storage must be None, a URL, an InMemoryStorage or an RDBStorage, got {storage!r}")
 
 
-__all__ = ["InMemoryStorage"]
+__all__ = ["InMemoryStorage", "RDBStorage", "RetryFailedTrialCallback", "RetryHeartbeatStaleTrialCallback"]

@@ -34,6 +34,10 @@ pub enum EngineError {
     InvalidOperation(String),
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// A storage backend failed: unreachable database, unknown schema, corrupted rows, read-only
+    /// file... (Python: dspex.exceptions.StorageInternalError).
+    #[error("storage error: {0}")]
+    Storage(String),
     /// A bug or a broken invariant (a panic in a sampler, a lost runtime...).
     #[error("internal error: {0}")]
     Internal(String),

@@ -19,5 +19,5 @@ pub use dspex_optimizer as optimizer;
 pub use error::EngineError;
 pub use model::{AttrMap, AttrValue, StudySummary, TrialRecord};
 pub use scheduler::{Done, EvalRequest, Pulled, Run, RunOptions, RunSummary, StopReason};
-pub use storage::{InMemoryStorage, Storage, StudyId};
+pub use storage::{InMemoryStorage, RetryPolicy, SqlOptions, SqlStorage, Storage, StudyId};
 pub use study::{Outcome, Study, Suggested, Told};

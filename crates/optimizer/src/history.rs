@@ -56,6 +56,10 @@ impl Column {
 pub struct History {
     directions: Vec<StudyDirection>,
     trials: Vec<FrozenTrial>,
+    /// Compact copies of every trial's state and first value (NaN when none), for O(n) scans
+    /// that touch no per-trial heap data.
+    states: Vec<TrialState>,
+    first_values: Vec<f64>,
     columns: HashMap<String, Column>,
     /// Relative (jointly sampled) params of unfinished trials that were not suggested yet.
     pending: HashMap<u64, BTreeMap<String, f64>>,
@@ -72,6 +76,8 @@ impl History {
         History {
             directions,
             trials: Vec::new(),
+            states: Vec::new(),
+            first_values: Vec::new(),
             columns: HashMap::new(),
             pending: HashMap::new(),
             intersection: None,
@@ -92,6 +98,16 @@ impl History {
     /// All trials, indexed by number.
     pub fn trials(&self) -> &[FrozenTrial] {
         &self.trials
+    }
+
+    /// Every trial's state, indexed by number.
+    pub fn states(&self) -> &[TrialState] {
+        &self.states
+    }
+
+    /// Every trial's first objective value (NaN when it has none), indexed by number.
+    pub fn first_values(&self) -> &[f64] {
+        &self.first_values
     }
 
     pub fn trial(&self, number: u64) -> Result<&FrozenTrial, OptimizerError> {
@@ -124,6 +140,8 @@ impl History {
     pub fn create_trial(&mut self, state: TrialState) -> u64 {
         let number = self.trials.len() as u64;
         self.trials.push(FrozenTrial::new(number, state));
+        self.states.push(state);
+        self.first_values.push(f64::NAN);
         for col in self.columns.values_mut() {
             col.values.push(f64::NAN);
         }
@@ -149,8 +167,8 @@ impl History {
 
     /// Moves a WAITING trial to RUNNING.
     pub fn start_trial(&mut self, number: u64) -> Result<(), OptimizerError> {
-        let t = self.unfinished_mut(number)?;
-        t.state = TrialState::Running;
+        self.unfinished_mut(number)?.state = TrialState::Running;
+        self.states[number as usize] = TrialState::Running;
         Ok(())
     }
 
@@ -264,9 +282,15 @@ impl History {
                 }
             }
         }
+        let first = values
+            .as_ref()
+            .and_then(|v| v.first().copied())
+            .unwrap_or(f64::NAN);
         let t = self.unfinished_mut(number)?;
         t.state = state;
         t.values = values;
+        self.states[number as usize] = state;
+        self.first_values[number as usize] = first;
         // Unsuggested relative params were never part of this trial.
         if let Some(pending) = self.pending.remove(&number) {
             for name in pending.keys() {

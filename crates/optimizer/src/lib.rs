@@ -6,6 +6,7 @@
 
 pub mod distributions;
 pub mod error;
+mod fastmath;
 pub mod history;
 pub mod multi_objective;
 pub mod pruners;

@@ -46,6 +46,12 @@ create_exception!(
     DSpexError,
     "A study with this name already exists."
 );
+create_exception!(
+    _native,
+    StorageError,
+    DSpexError,
+    "A storage backend failed (unreachable database, unknown schema, corrupted rows, read-only file)."
+);
 
 mod remote;
 
@@ -63,6 +69,7 @@ fn to_py_err(e: EngineError) -> PyErr {
         EngineError::DuplicatedStudy(_) => DuplicatedStudyError::new_err(msg),
         EngineError::InvalidOperation(_) | EngineError::Internal(_) => PyRuntimeError::new_err(msg),
         EngineError::Unsupported(_) => PyNotImplementedError::new_err(msg),
+        EngineError::Storage(_) => StorageError::new_err(msg),
     }
 }
 
@@ -395,6 +402,77 @@ impl PyStorage {
         PyStorage {
             inner: Arc::new(InMemoryStorage::new()),
         }
+    }
+
+    /// A SQLite / PostgreSQL storage in Optuna's schema (`sqlite:///path.db`,
+    /// `postgresql://...`). Durations in seconds; `retry_max` < 0 means no limit.
+    #[staticmethod]
+    #[pyo3(signature = (url, heartbeat_interval=None, grace_period=None, retry=false, retry_max=None, retry_inherit_intermediate_values=false))]
+    fn from_url(
+        py: Python<'_>,
+        url: String,
+        heartbeat_interval: Option<f64>,
+        grace_period: Option<f64>,
+        retry: bool,
+        retry_max: Option<u32>,
+        retry_inherit_intermediate_values: bool,
+    ) -> PyResult<PyStorage> {
+        let secs = |name: &str, v: Option<f64>| -> PyResult<Option<Duration>> {
+            match v {
+                None => Ok(None),
+                Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+                Some(s) => Err(PyValueError::new_err(format!(
+                    "{name} must be a positive number of seconds, got {s}"
+                ))),
+            }
+        };
+        let options = dspex_engine::SqlOptions {
+            heartbeat_interval: secs("heartbeat_interval", heartbeat_interval)?,
+            grace_period: secs("grace_period", grace_period)?,
+            retry: retry.then_some(dspex_engine::RetryPolicy {
+                max_retry: retry_max,
+                inherit_intermediate_values: retry_inherit_intermediate_values,
+            }),
+        };
+        let st = engine(py, move || dspex_engine::SqlStorage::open(&url, options))?;
+        Ok(PyStorage {
+            inner: Arc::new(st),
+        })
+    }
+
+    /// Study summaries: (study_id, name, directions, n_trials, user_attrs, system_attrs,
+    /// datetime_start seconds or None).
+    fn summaries(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        let s = self.inner.clone();
+        let all = engine(py, move || s.get_all_studies())?;
+        let json = py.import("json")?;
+        all.into_iter()
+            .map(|x| {
+                let ua = json.call_method1(
+                    "loads",
+                    (serde_json::Value::Object(x.user_attrs.into_iter().collect()).to_string(),),
+                )?;
+                let sa = json.call_method1(
+                    "loads",
+                    (serde_json::Value::Object(x.system_attrs.into_iter().collect()).to_string(),),
+                )?;
+                let dirs: Vec<&str> = x.directions.iter().map(|d| d.as_str()).collect();
+                let items: Vec<Py<PyAny>> = vec![
+                    x.study_id.into_pyobject(py)?.into_any().unbind(),
+                    x.name.into_pyobject(py)?.into_any().unbind(),
+                    dirs.into_pyobject(py)?.into_any().unbind(),
+                    x.n_trials.into_pyobject(py)?.into_any().unbind(),
+                    ua.unbind(),
+                    sa.unbind(),
+                    x.datetime_start
+                        .map(dspex_engine::model::unix_seconds)
+                        .into_pyobject(py)?
+                        .into_any()
+                        .unbind(),
+                ];
+                Ok(PyTuple::new(py, items)?.into_any().unbind())
+            })
+            .collect()
     }
 
     /// Names of the studies in this storage.
@@ -1276,6 +1354,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "DuplicatedStudyError",
         m.py().get_type::<DuplicatedStudyError>(),
     )?;
+    m.add("StorageError", m.py().get_type::<StorageError>())?;
     m.add_class::<PyStorage>()?;
     m.add_class::<PySampler>()?;
     m.add_class::<PyPruner>()?;

@@ -13,8 +13,11 @@ use crate::error::Result;
 use crate::model::{AttrMap, AttrValue, StudySummary, TrialRecord};
 
 mod memory;
+mod sql;
+mod sql_schema;
 
 pub use memory::InMemoryStorage;
+pub use sql::{RetryPolicy, SqlOptions, SqlStorage};
 
 /// Identifier of a study inside one storage.
 pub type StudyId = u64;

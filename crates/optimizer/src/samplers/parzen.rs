@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use statrs::function::erf::{erfc, erfc_inv};
 
 use crate::distributions::Distribution;
+use crate::fastmath;
 
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 /// Work (kernels x dimensions x candidates) above which candidates are scored in parallel.
@@ -232,7 +233,16 @@ impl ParzenEstimator {
         } else {
             dims.into_iter().map(fit).collect()
         };
-        let mut base: Vec<f64> = weights.iter().map(|w| w.ln()).collect();
+        let mut base: Vec<f64> = weights
+            .iter()
+            .map(|&w| {
+                if w > 0.0 {
+                    fastmath::ln(w)
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
+            .collect();
         for d in &dims {
             if let Dim::Numeric(nd) = d {
                 if nd.step == 0.0 {
@@ -312,7 +322,7 @@ impl ParzenEstimator {
     }
 
     /// Adds dimension `d`'s term of candidate `c` (value `x`) to every kernel.
-    #[inline]
+    #[inline(always)]
     fn add_term_all(&self, d: &Dim, x: f64, c: usize, cell: Option<&[f64]>, acc: &mut [f64]) {
         match d {
             Dim::Numeric(nd) if nd.step == 0.0 => {
@@ -339,7 +349,7 @@ impl ParzenEstimator {
     }
 
     /// Dimension `d`'s term of candidate `c` (value `x`) for kernel `k`.
-    #[inline]
+    #[inline(always)]
     fn term(&self, d: &Dim, x: f64, c: usize, cell: Option<&[f64]>, k: usize) -> f64 {
         match d {
             Dim::Numeric(nd) if nd.step == 0.0 => {
@@ -369,6 +379,75 @@ impl ParzenEstimator {
         v
     }
 
+    /// log density of candidate `c`, compiled for AVX2+FMA when the CPU has them.
+    fn score_dispatch(&self, points: &[Vec<f64>], cells: &[Option<Vec<f64>>], c: usize) -> f64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU supports the features this function is compiled for.
+                return unsafe { self.score_avx2(points, cells, c) };
+            }
+        }
+        self.score(points, cells, c)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn score_avx2(&self, points: &[Vec<f64>], cells: &[Option<Vec<f64>>], c: usize) -> f64 {
+        self.score(points, cells, c)
+    }
+
+    #[inline(always)]
+    fn score(&self, points: &[Vec<f64>], cells: &[Option<Vec<f64>>], c: usize) -> f64 {
+        // Every dimension's term is <= 0 (constants live in `base`), so a kernel's partial sum
+        // bounds its final log density from above. Once a few dimensions are in, kernels more
+        // than PRUNE_NATS below a fully evaluated kernel can no longer matter: drop them.
+        let mut acc = self.base.clone();
+        let mut active: Option<Vec<u32>> = None;
+        let mut floor = f64::NEG_INFINITY;
+        for (di, ((d, xs), cell)) in self.dims.iter().zip(points).zip(cells).enumerate() {
+            let x = xs[c];
+            match &active {
+                None => self.add_term_all(d, x, c, cell.as_deref(), &mut acc),
+                Some(act) => {
+                    for &k in act {
+                        acc[k as usize] += self.term(d, x, c, cell.as_deref(), k as usize);
+                    }
+                }
+            }
+            if di + 1 == self.dims.len() || self.n_kernels < 256 {
+                continue;
+            }
+            if active.is_none() && di % 2 == 1 {
+                // Try every other dimension; switch to the sparse pass only when it pays.
+                let kmax = (0..self.n_kernels)
+                    .max_by(|&a, &b| acc[a].total_cmp(&acc[b]))
+                    .unwrap_or(0);
+                let f = self.full_log_density(points, cells, c, kmax) - PRUNE_NATS;
+                let alive = acc.iter().filter(|&&a| a > f).count();
+                if alive * 4 < self.n_kernels {
+                    floor = f;
+                    active = Some(
+                        (0..self.n_kernels as u32)
+                            .filter(|&k| acc[k as usize] > floor)
+                            .collect(),
+                    );
+                }
+            } else if let Some(act) = active.as_mut() {
+                act.retain(|&k| acc[k as usize] > floor);
+            }
+        }
+        match active {
+            None => log_sum_exp(&acc),
+            Some(act) => {
+                let kept: Vec<f64> = act.iter().map(|&k| acc[k as usize]).collect();
+                log_sum_exp(&kept)
+            }
+        }
+    }
+
     /// log density of each candidate (`points[dim][candidate]`).
     pub fn log_pdf(&self, points: &[Vec<f64>]) -> Vec<f64> {
         let n = points.first().map_or(0, Vec::len);
@@ -382,50 +461,7 @@ impl ParzenEstimator {
                 _ => None,
             })
             .collect();
-        let one = |c: usize| -> f64 {
-            // Every dimension's term is <= 0 (constants live in `base`), so a kernel's partial sum
-            // bounds its final log density from above. Once a few dimensions are in, kernels more
-            // than PRUNE_NATS below a fully evaluated kernel can no longer matter: drop them.
-            let mut acc = self.base.clone();
-            let mut active: Option<Vec<u32>> = None;
-            let mut floor = f64::NEG_INFINITY;
-            for (di, ((d, xs), cell)) in self.dims.iter().zip(points).zip(&cells).enumerate() {
-                let x = xs[c];
-                match &active {
-                    None => self.add_term_all(d, x, c, cell.as_deref(), &mut acc),
-                    Some(act) => {
-                        for &k in act {
-                            acc[k as usize] += self.term(d, x, c, cell.as_deref(), k as usize);
-                        }
-                    }
-                }
-                if di + 1 == self.dims.len() || self.n_kernels < 256 {
-                    continue;
-                }
-                if active.is_none() && di % 2 == 1 {
-                    // Try every other dimension; switch to the sparse pass only when it pays.
-                    let kmax = (0..self.n_kernels)
-                        .max_by(|&a, &b| acc[a].total_cmp(&acc[b]))
-                        .unwrap_or(0);
-                    let f = self.full_log_density(points, &cells, c, kmax) - PRUNE_NATS;
-                    let alive = acc.iter().filter(|&&a| a > f).count();
-                    if alive * 4 < self.n_kernels {
-                        floor = f;
-                        active = Some(
-                            (0..self.n_kernels as u32)
-                                .filter(|&k| acc[k as usize] > floor)
-                                .collect(),
-                        );
-                    }
-                } else if let Some(act) = active.as_mut() {
-                    act.retain(|&k| acc[k as usize] > floor);
-                }
-            }
-            match active {
-                None => log_sum_exp(acc.iter().copied()),
-                Some(act) => log_sum_exp(act.iter().map(|&k| acc[k as usize])),
-            }
-        };
+        let one = |c: usize| -> f64 { self.score_dispatch(points, &cells, c) };
         if self.n_kernels * self.dims.len() * n >= PARALLEL_WORK {
             (0..n).into_par_iter().map(one).collect()
         } else {
@@ -434,14 +470,41 @@ impl ParzenEstimator {
     }
 }
 
-fn log_sum_exp(v: impl Iterator<Item = f64> + Clone) -> f64 {
-    let m = v.clone().fold(f64::NEG_INFINITY, f64::max);
+/// log(sum(exp(v))), in four independent lanes so it vectorises.
+#[inline(always)]
+fn log_sum_exp(v: &[f64]) -> f64 {
+    let chunks = v.chunks_exact(4);
+    let mut m4 = [f64::NEG_INFINITY; 4];
+    for c in chunks.clone() {
+        for (m, x) in m4.iter_mut().zip(c) {
+            *m = if *x > *m { *x } else { *m };
+        }
+    }
+    let m = chunks
+        .remainder()
+        .iter()
+        .chain(&m4)
+        .fold(f64::NEG_INFINITY, |a, &b| if b > a { b } else { a });
     if !m.is_finite() {
         return m;
     }
-    // Terms more than PRUNE_NATS below the maximum change nothing in double precision.
+    // Terms more than PRUNE_NATS below the maximum change nothing in double precision: keep
+    // the others (usually few), then exponentiate those in four lanes.
     let cut = m - PRUNE_NATS;
-    let s: f64 = v.filter(|&x| x > cut).map(|x| (x - m).exp()).sum();
+    let near: Vec<f64> = v.iter().filter(|&&x| x > cut).map(|&x| x - m).collect();
+    let chunks = near.chunks_exact(4);
+    let mut s4 = [0.0; 4];
+    for c in chunks.clone() {
+        for (s, x) in s4.iter_mut().zip(c) {
+            *s += fastmath::exp(*x);
+        }
+    }
+    let s: f64 = s4.iter().sum::<f64>()
+        + chunks
+            .remainder()
+            .iter()
+            .map(|&x| fastmath::exp(x))
+            .sum::<f64>();
     m + s.ln()
 }
 

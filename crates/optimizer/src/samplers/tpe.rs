@@ -231,23 +231,34 @@ fn observations<'a>(
         .iter()
         .map(|(n, d)| history.consistent_column(n, d))
         .collect();
-    let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(numbers.len()); dists.len()];
-    let mut kept: Vec<u64> = Vec::with_capacity(numbers.len());
-    let mut row = vec![0.0; dists.len()];
-    'trials: for &t in numbers {
-        for (j, ((name, dist), col)) in dists.iter().zip(&columns).enumerate() {
-            let v = match col {
-                Some((c, _)) => c[t as usize],
-                None => history.param(t, name, dist).unwrap_or(f64::NAN),
-            };
-            if v.is_nan() {
-                continue 'trials;
-            }
-            row[j] = v;
+    // Gather column by column (streaming reads), then keep the trials that have every value.
+    let mut values: Vec<Vec<f64>> = dists
+        .iter()
+        .zip(&columns)
+        .map(|((name, dist), col)| match col {
+            Some((c, _)) => numbers.iter().map(|&t| c[t as usize]).collect(),
+            None => numbers
+                .iter()
+                .map(|&t| history.param(t, name, dist).unwrap_or(f64::NAN))
+                .collect(),
+        })
+        .collect();
+    let mut keep = vec![true; numbers.len()];
+    for col in &values {
+        for (k, v) in keep.iter_mut().zip(col) {
+            *k &= !v.is_nan();
         }
-        kept.push(t);
-        for (col, v) in values.iter_mut().zip(&row) {
-            col.push(*v);
+    }
+    let kept: Vec<u64> = numbers
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(t, _)| *t)
+        .collect();
+    if kept.len() < numbers.len() {
+        for col in values.iter_mut() {
+            let mut it = keep.iter();
+            col.retain(|_| *it.next().unwrap_or(&false));
         }
     }
     // For large sets, derive each dimension's order from the history's sorted column instead of
@@ -265,13 +276,16 @@ fn observations<'a>(
         .zip(&columns)
         .map(|((values, (_, dist)), col)| {
             let order = match (&index, col) {
-                (Some(index), Some((_, sorted))) => Some(
-                    sorted
-                        .iter()
-                        .map(|&t| index[t as usize])
-                        .filter(|&i| i != u32::MAX)
-                        .collect(),
-                ),
+                (Some(index), Some((_, sorted))) => {
+                    let mut order = Vec::with_capacity(kept.len());
+                    order.extend(
+                        sorted
+                            .iter()
+                            .map(|&t| index[t as usize])
+                            .filter(|&i| i != u32::MAX),
+                    );
+                    Some(order)
+                }
                 _ => None,
             };
             DimObservations {
@@ -296,46 +310,41 @@ fn gamma(n: usize, multi_objective: bool) -> usize {
 /// Splits the trials TPE learns from into (below, above), each sorted by number.
 fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec<u64>) {
     let dirs = history.directions();
-    let mut complete: Vec<&FrozenTrial> = Vec::new();
+    let trials = history.trials();
+    let mut complete: Vec<u64> = Vec::with_capacity(trials.len());
     let mut pruned: Vec<&FrozenTrial> = Vec::new();
-    let mut running: Vec<u64> = Vec::new();
-    for t in history.trials() {
-        match t.state {
-            TrialState::Complete if t.values.as_ref().is_some_and(|v| v.len() == dirs.len()) => {
-                complete.push(t)
-            }
-            TrialState::Pruned => pruned.push(t),
-            TrialState::Running if constant_liar && t.number != current => running.push(t.number),
+    for (number, state) in history.states().iter().enumerate() {
+        let number = number as u64;
+        match state {
+            TrialState::Complete => complete.push(number),
+            TrialState::Pruned => pruned.push(&trials[number as usize]),
             _ => {}
         }
     }
     let mut n_below = gamma(complete.len() + pruned.len(), dirs.len() > 1);
     let mut below: Vec<u64> = Vec::with_capacity(n_below);
-    let mut above: Vec<u64> = Vec::with_capacity(history.trials().len());
 
     // Complete trials.
     let k = n_below.min(complete.len());
     if dirs.len() == 1 {
         let d = dirs[0];
+        let values = history.first_values();
         let mut keyed: Vec<(f64, u64)> = complete
             .iter()
-            .map(|t| (d.loss(t.value().unwrap_or(f64::NAN)), t.number))
+            .map(|&t| (d.loss(values[t as usize]), t))
             .collect();
         let cmp = |a: &(f64, u64), b: &(f64, u64)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
         if k > 0 && k < keyed.len() {
             keyed.select_nth_unstable_by(k - 1, cmp);
         }
         below.extend(keyed[..k].iter().map(|x| x.1));
-        above.extend(keyed[k..].iter().map(|x| x.1));
     } else if k == 0 || k == complete.len() {
-        let (b, a) = complete.split_at(k);
-        below.extend(b.iter().map(|t| t.number));
-        above.extend(a.iter().map(|t| t.number));
+        below.extend(&complete[..k]);
     } else {
         let losses: Vec<Vec<f64>> = complete
             .iter()
-            .map(|t| {
-                let v = t.values.as_deref().unwrap_or(&[]);
+            .map(|&t| {
+                let v = trials[t as usize].values.as_deref().unwrap_or(&[]);
                 v.iter().zip(dirs).map(|(x, d)| d.loss(*x)).collect()
             })
             .collect();
@@ -364,13 +373,13 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
             taken += members.len();
             r += 1;
         }
-        for (i, t) in complete.iter().enumerate() {
-            if chosen[i] {
-                below.push(t.number);
-            } else {
-                above.push(t.number);
-            }
-        }
+        below.extend(
+            complete
+                .iter()
+                .zip(&chosen)
+                .filter(|(_, c)| **c)
+                .map(|(t, _)| *t),
+        );
     }
     n_below -= k;
 
@@ -393,10 +402,27 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
         });
     }
     below.extend(pruned[..k].iter().map(|t| t.number));
-    above.extend(pruned[k..].iter().map(|t| t.number));
-    above.extend(running);
     below.sort_unstable();
-    above.sort_unstable();
+    // Above: every other learnable trial (and RUNNING ones under the constant liar), in number
+    // order, without sorting.
+    let mut in_below = vec![false; trials.len()];
+    for &b in &below {
+        in_below[b as usize] = true;
+    }
+    let above: Vec<u64> = history
+        .states()
+        .iter()
+        .enumerate()
+        .filter(|&(n, s)| {
+            !in_below[n]
+                && match s {
+                    TrialState::Complete | TrialState::Pruned => true,
+                    TrialState::Running => constant_liar && n as u64 != current,
+                    _ => false,
+                }
+        })
+        .map(|(n, _)| n as u64)
+        .collect();
     (below, above)
 }
 
