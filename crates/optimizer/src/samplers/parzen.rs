@@ -155,6 +155,13 @@ pub(crate) struct DimObservations<'a> {
     pub dist: &'a Distribution,
 }
 
+/// Per-thread buffers reused across candidates.
+#[derive(Default)]
+struct Scratch {
+    acc: Vec<f64>,
+    near: Vec<f64>,
+}
+
 /// A fitted mixture over a search space.
 #[derive(Debug, Clone)]
 pub(crate) struct ParzenEstimator {
@@ -380,37 +387,57 @@ impl ParzenEstimator {
     }
 
     /// log density of candidate `c`, compiled for AVX2+FMA when the CPU has them.
-    fn score_dispatch(&self, points: &[Vec<f64>], cells: &[Option<Vec<f64>>], c: usize) -> f64 {
+    fn score_dispatch(
+        &self,
+        points: &[Vec<f64>],
+        cells: &[Option<Vec<f64>>],
+        c: usize,
+        scratch: &mut Scratch,
+    ) -> f64 {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
                 // SAFETY: the CPU supports the features this function is compiled for.
-                return unsafe { self.score_avx2(points, cells, c) };
+                return unsafe { self.score_avx2(points, cells, c, scratch) };
             }
         }
-        self.score(points, cells, c)
+        self.score(points, cells, c, scratch)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn score_avx2(&self, points: &[Vec<f64>], cells: &[Option<Vec<f64>>], c: usize) -> f64 {
-        self.score(points, cells, c)
+    unsafe fn score_avx2(
+        &self,
+        points: &[Vec<f64>],
+        cells: &[Option<Vec<f64>>],
+        c: usize,
+        scratch: &mut Scratch,
+    ) -> f64 {
+        self.score(points, cells, c, scratch)
     }
 
     #[inline(always)]
-    fn score(&self, points: &[Vec<f64>], cells: &[Option<Vec<f64>>], c: usize) -> f64 {
+    fn score(
+        &self,
+        points: &[Vec<f64>],
+        cells: &[Option<Vec<f64>>],
+        c: usize,
+        scratch: &mut Scratch,
+    ) -> f64 {
         // Every dimension's term is <= 0 (constants live in `base`), so a kernel's partial sum
         // bounds its final log density from above. Once a few dimensions are in, kernels more
         // than PRUNE_NATS below a fully evaluated kernel can no longer matter: drop them.
-        let mut acc = self.base.clone();
+        let acc = &mut scratch.acc;
+        acc.clear();
+        acc.extend_from_slice(&self.base);
         let mut active: Option<Vec<u32>> = None;
         let mut floor = f64::NEG_INFINITY;
         for (di, ((d, xs), cell)) in self.dims.iter().zip(points).zip(cells).enumerate() {
             let x = xs[c];
             match &active {
-                None => self.add_term_all(d, x, c, cell.as_deref(), &mut acc),
+                None => self.add_term_all(d, x, c, cell.as_deref(), acc),
                 Some(act) => {
                     for &k in act {
                         acc[k as usize] += self.term(d, x, c, cell.as_deref(), k as usize);
@@ -440,10 +467,10 @@ impl ParzenEstimator {
             }
         }
         match active {
-            None => log_sum_exp(&acc),
+            None => log_sum_exp(acc, &mut scratch.near),
             Some(act) => {
                 let kept: Vec<f64> = act.iter().map(|&k| acc[k as usize]).collect();
-                log_sum_exp(&kept)
+                log_sum_exp(&kept, &mut scratch.near)
             }
         }
     }
@@ -461,18 +488,24 @@ impl ParzenEstimator {
                 _ => None,
             })
             .collect();
-        let one = |c: usize| -> f64 { self.score_dispatch(points, &cells, c) };
+        let one = |scratch: &mut Scratch, c: usize| -> f64 {
+            self.score_dispatch(points, &cells, c, scratch)
+        };
         if self.n_kernels * self.dims.len() * n >= PARALLEL_WORK {
-            (0..n).into_par_iter().map(one).collect()
+            (0..n)
+                .into_par_iter()
+                .map_init(Scratch::default, one)
+                .collect()
         } else {
-            (0..n).map(one).collect()
+            let mut scratch = Scratch::default();
+            (0..n).map(|c| one(&mut scratch, c)).collect()
         }
     }
 }
 
 /// log(sum(exp(v))), in four independent lanes so it vectorises.
 #[inline(always)]
-fn log_sum_exp(v: &[f64]) -> f64 {
+fn log_sum_exp(v: &[f64], near: &mut Vec<f64>) -> f64 {
     let chunks = v.chunks_exact(4);
     let mut m4 = [f64::NEG_INFINITY; 4];
     for c in chunks.clone() {
@@ -491,7 +524,15 @@ fn log_sum_exp(v: &[f64]) -> f64 {
     // Terms more than PRUNE_NATS below the maximum change nothing in double precision: keep
     // the others (usually few), then exponentiate those in four lanes.
     let cut = m - PRUNE_NATS;
-    let near: Vec<f64> = v.iter().filter(|&&x| x > cut).map(|&x| x - m).collect();
+    // Branch-free compaction: the kept pattern is data-dependent, a branch would mispredict.
+    near.clear();
+    near.resize(v.len(), 0.0);
+    let mut j = 0;
+    for &x in v {
+        near[j] = x - m;
+        j += usize::from(x > cut);
+    }
+    near.truncate(j);
     let chunks = near.chunks_exact(4);
     let mut s4 = [0.0; 4];
     for c in chunks.clone() {

@@ -236,11 +236,13 @@ fn observations<'a>(
         .iter()
         .zip(&columns)
         .map(|((name, dist), col)| match col {
-            Some((c, _)) => numbers.iter().map(|&t| c[t as usize]).collect(),
-            None => numbers
-                .iter()
-                .map(|&t| history.param(t, name, dist).unwrap_or(f64::NAN))
-                .collect(),
+            // One spare slot: the estimator appends its prior kernel.
+            Some((c, _)) => with_spare(numbers.iter().map(|&t| c[t as usize])),
+            None => with_spare(
+                numbers
+                    .iter()
+                    .map(|&t| history.param(t, name, dist).unwrap_or(f64::NAN)),
+            ),
         })
         .collect();
     let mut keep = vec![true; numbers.len()];
@@ -295,6 +297,12 @@ fn observations<'a>(
             }
         })
         .collect()
+}
+
+fn with_spare(values: impl ExactSizeIterator<Item = f64>) -> Vec<f64> {
+    let mut v = Vec::with_capacity(values.len() + 1);
+    v.extend(values);
+    v
 }
 
 /// Optuna's gamma: the size of the below set for `n` finished trials.
