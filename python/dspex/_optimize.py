@@ -254,7 +254,15 @@ def _start(study: "Study", func: Any, n_trials: Any, timeout: Any, conc: int, ca
         raise TypeError(f"the objective must be callable, got {func!r}")
     catch_t = _catch_tuple(catch)
     cbs = list(callbacks or [])
-    run = study._native.start_run(n_trials, None if timeout is None else float(timeout), conc, None if trial_timeout is None else float(trial_timeout))
+    # Sync objectives pull trials on threads that may sample themselves (no hand-off to the
+    # engine's blocking pool); async ones pull from an executor, so the engine samples.
+    run = study._native.start_run(
+        n_trials,
+        None if timeout is None else float(timeout),
+        conc,
+        None if trial_timeout is None else float(trial_timeout),
+        evaluators_ask=not _is_async(func),
+    )
     return _Runner(study, run, func, catch_t, cbs, gc_after_trial, _Progress(show_progress_bar, n_trials, timeout))
 
 

@@ -476,6 +476,7 @@ async fn optimize(
         timeout: secs(file.timeout),
         concurrency: file.concurrency,
         trial_timeout: secs(file.trial_timeout),
+        evaluators_ask: false,
     };
     let total = opts.n_trials;
     let before = count_done(&study);

@@ -449,3 +449,76 @@ fn async_pull_and_wait() {
     assert_eq!(summary.started, 30);
     assert_eq!(count(&s, TrialState::Complete), 30);
 }
+
+#[test]
+fn evaluators_that_ask_themselves_keep_every_limit() {
+    // n_trials exact with several pulling threads that sample for themselves.
+    let s = study(vec![StudyDirection::Minimize], None);
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(40),
+            concurrency: 4,
+            evaluators_ask: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    evaluate(&run, 4, quadratic);
+    let summary = run.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(summary.reason, StopReason::NTrials);
+    assert_eq!(count(&s, TrialState::Complete), 40);
+    assert_eq!(s.trials(None).unwrap().len(), 40);
+
+    // stop() from an evaluator: no permit left over starts a trial afterwards.
+    let s = study(vec![StudyDirection::Minimize], None);
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(1000),
+            concurrency: 2,
+            evaluators_ask: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    evaluate(&run, 2, |run, n| {
+        if n == 5 {
+            run.stop();
+        }
+        quadratic(run, n)
+    });
+    let summary = run.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(summary.reason, StopReason::Stopped);
+    let all = s.trials(None).unwrap();
+    assert!(all.len() <= 8, "{} trials started after stop", all.len());
+    assert!(all.iter().all(|t| t.state == TrialState::Complete));
+
+    // A grid runs out: the run ends as exhausted.
+    let grid: BTreeMap<String, Vec<ParamValue>> = [(
+        "x".to_string(),
+        vec![
+            ParamValue::Float(1.0),
+            ParamValue::Float(2.0),
+            ParamValue::Float(3.0),
+        ],
+    )]
+    .into();
+    let s = study(
+        vec![StudyDirection::Minimize],
+        Some(Arc::new(GridSampler::new(grid, Some(0)).unwrap())),
+    );
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: None,
+            evaluators_ask: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    evaluate(&run, 1, quadratic);
+    let summary = run.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(summary.reason, StopReason::Exhausted);
+    assert_eq!(count(&s, TrialState::Complete), 3);
+}

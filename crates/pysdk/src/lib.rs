@@ -1226,7 +1226,7 @@ impl PyStudy {
         engine_ok(py, move || s.stop())
     }
 
-    #[pyo3(signature = (n_trials=None, timeout=None, concurrency=1, trial_timeout=None))]
+    #[pyo3(signature = (n_trials=None, timeout=None, concurrency=1, trial_timeout=None, evaluators_ask=false))]
     fn start_run(
         &self,
         py: Python<'_>,
@@ -1234,6 +1234,7 @@ impl PyStudy {
         timeout: Option<f64>,
         concurrency: usize,
         trial_timeout: Option<f64>,
+        evaluators_ask: bool,
     ) -> PyResult<PyRun> {
         let secs = |name: &str, v: Option<f64>| -> PyResult<Option<Duration>> {
             v.map(|t| {
@@ -1250,6 +1251,7 @@ impl PyStudy {
             timeout: secs("timeout", timeout)?,
             concurrency,
             trial_timeout: secs("trial_timeout", trial_timeout)?,
+            evaluators_ask,
         };
         let s = self.inner.clone();
         let run = engine(py, move || EngineRun::start(s, opts))?;

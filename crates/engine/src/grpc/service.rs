@@ -102,6 +102,7 @@ pub fn run_options(spec: &pb::RunSpec) -> Result<(RunOptions, u32)> {
             timeout: secs("timeout", spec.timeout)?,
             concurrency: spec.concurrency as usize,
             trial_timeout: secs("trial_timeout", spec.trial_timeout)?,
+            evaluators_ask: false,
         },
         spec.max_retries,
     ))
