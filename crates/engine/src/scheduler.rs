@@ -424,6 +424,9 @@ fn fail_in_background(study: &Arc<Study>, number: u64, reason: String) -> JoinHa
 async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSummary {
     let opts = run.options.clone();
     let deadline = opts.timeout.map(|t| Instant::now() + t);
+    // Sampling is CPU work: more asks at once than cores only adds contention, and trials would
+    // start in bursts instead of as soon as each is sampled.
+    let ask_limit = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut started: u64 = 0;
     let mut finished: u64 = 0;
     let mut asking: usize = 0;
@@ -440,7 +443,10 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
                 reason = Some(StopReason::Stopped);
             }
         }
-        while reason.is_none() && in_flight.len() + asking < opts.concurrency {
+        while reason.is_none()
+            && in_flight.len() + asking < opts.concurrency
+            && (opts.evaluators_ask || asking < ask_limit)
+        {
             if opts.n_trials.is_some_and(|n| started >= n) {
                 break;
             }
