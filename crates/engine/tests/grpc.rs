@@ -1,0 +1,309 @@
+//! The gRPC service on a real loopback port: tokens, oversized and malformed messages, garbage
+//! on the Attach stream, silent evaluators. The server must answer each with an error and stay
+//! up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use dspex_engine::grpc::pb;
+use dspex_engine::grpc::pb::attach_request::Msg as In;
+use dspex_engine::grpc::pb::attach_response::Msg as Out;
+use dspex_engine::grpc::pb::engine_client::EngineClient;
+use dspex_engine::grpc::{self, EngineService, ServeOptions};
+use dspex_engine::InMemoryStorage;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+async fn start(token: Option<&str>, max: usize) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service =
+        EngineService::with_heartbeat(Arc::new(InMemoryStorage::new()), Duration::from_millis(50));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = ServeOptions {
+        token: token.map(str::to_string),
+        tls: None,
+        max_message_bytes: max,
+    };
+    tokio::spawn(grpc::serve(listener, service, opts, async {
+        let _ = rx.await;
+    }));
+    (format!("http://{addr}"), tx)
+}
+
+async fn client(url: &str) -> EngineClient<Channel> {
+    for _ in 0..50 {
+        if let Ok(c) = EngineClient::connect(url.to_string()).await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot connect to {url}");
+}
+
+fn create(name: &str) -> pb::CreateStudyRequest {
+    pb::CreateStudyRequest {
+        name: Some(name.into()),
+        directions: vec![],
+        sampler: Some(pb::Component {
+            kind: "random".into(),
+            options_json: r#"{"seed": 0}"#.into(),
+        }),
+        pruner: None,
+        load_if_exists: false,
+    }
+}
+
+#[tokio::test]
+async fn token_is_checked_on_every_call() {
+    let (url, _stop) = start(Some("s3cret"), 1 << 20).await;
+    let mut c = client(&url).await;
+    let e = c.create_study(create("a")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let mut req = Request::new(create("a"));
+    req.metadata_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    assert_eq!(
+        c.create_study(req).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut req = Request::new(create("a"));
+    req.metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().unwrap());
+    assert!(c.create_study(req).await.is_ok());
+}
+
+#[tokio::test]
+async fn oversized_messages_are_rejected_and_the_server_stays_up() {
+    let (url, _stop) = start(None, 64 * 1024).await;
+    let mut c = client(&url).await;
+    let big = create(&"x".repeat(200 * 1024));
+    let e = c.create_study(big).await.unwrap_err();
+    assert!(
+        matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{e}"
+    );
+    assert!(e.message().contains("too large"), "{e}");
+    assert!(c.create_study(create("ok")).await.is_ok());
+    let list = c
+        .list_studies(pb::ListStudiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.studies.len(), 1);
+}
+
+/// Sends raw bytes as a message.
+#[derive(Clone, Default)]
+struct Raw;
+struct RawEnc;
+struct RawDec;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEnc;
+    type Decoder = RawDec;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> RawDec {
+        RawDec
+    }
+}
+
+impl Encoder for RawEnc {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let v = src.chunk().to_vec();
+        src.advance(v.len());
+        Ok(Some(v))
+    }
+}
+
+#[tokio::test]
+async fn malformed_messages_are_rejected_and_the_server_stays_up() {
+    let (url, _stop) = start(None, 1 << 20).await;
+    let channel = Channel::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/dspex.v1.Engine/CreateStudy");
+    let junk = vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x01];
+    let e = raw
+        .unary(Request::new(junk), path.clone(), Raw)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.code(), Code::Internal | Code::InvalidArgument),
+        "{e}"
+    );
+    // a malformed Attach stream
+    raw.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/dspex.v1.Engine/Attach");
+    let s = tokio_stream::iter(vec![vec![0x0a, 0xff, 0xff]]);
+    let r = raw.streaming(Request::new(s), path, Raw).await;
+    match r {
+        Err(e) => assert_ne!(e.code(), Code::Ok),
+        Ok(resp) => {
+            let mut st = resp.into_inner();
+            assert!(st.message().await.is_err());
+        }
+    }
+    let mut c = client(&url).await;
+    assert!(c.create_study(create("still-up")).await.is_ok());
+}
+
+fn hello(study: &str, capacity: u32, hb: u32, start: Option<pb::RunSpec>) -> pb::AttachRequest {
+    pb::AttachRequest {
+        msg: Some(In::Hello(pb::Hello {
+            study: study.into(),
+            callables: vec![],
+            capacity,
+            start,
+            worker: "test".into(),
+            heartbeat_ms: hb,
+        })),
+    }
+}
+
+async fn next_evaluate(st: &mut tonic::Streaming<pb::AttachResponse>) -> Option<u64> {
+    loop {
+        match st.message().await {
+            Ok(Some(pb::AttachResponse {
+                msg: Some(Out::Evaluate(e)),
+            })) => return Some(e.trial),
+            Ok(Some(pb::AttachResponse {
+                msg: Some(Out::RunEnded(_)),
+            }))
+            | Ok(None)
+            | Err(_) => return None,
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+fn finished(trial: u64, v: f64) -> pb::AttachRequest {
+    pb::AttachRequest {
+        msg: Some(In::Finished(pb::Finished {
+            trial,
+            outcome: Some(pb::Outcome {
+                kind: Some(pb::outcome::Kind::Values(pb::Values { values: vec![v] })),
+            }),
+            abort: None,
+        })),
+    }
+}
+
+#[tokio::test]
+async fn garbage_and_silence_on_the_stream_lose_the_trial_which_is_retried() {
+    let (url, _stop) = start(None, 1 << 20).await;
+    let mut c = client(&url).await;
+    c.create_study(create("s")).await.unwrap();
+
+    // The owner starts the run (capacity 0: it evaluates nothing).
+    let (otx, orx) = mpsc::unbounded_channel();
+    otx.send(hello(
+        "s",
+        0,
+        1000,
+        Some(pb::RunSpec {
+            n_trials: Some(3),
+            timeout: None,
+            concurrency: 1,
+            trial_timeout: None,
+            max_retries: 2,
+        }),
+    ))
+    .unwrap();
+    let mut owner = c
+        .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(orx))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A silent evaluator: takes a trial and never heartbeats.
+    let (stx, srx) = mpsc::unbounded_channel();
+    stx.send(hello("s", 1, 50, None)).unwrap();
+    let mut silent = c
+        .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(srx))
+        .await
+        .unwrap()
+        .into_inner();
+    let lost1 = next_evaluate(&mut silent).await.unwrap();
+    // It gets dropped for lack of heartbeat.
+    assert!(next_evaluate(&mut silent).await.is_none());
+
+    // A garbage evaluator: finishes a trial it was never given, then sends an empty message.
+    let (gtx, grx) = mpsc::unbounded_channel();
+    gtx.send(hello("s", 1, 1000, None)).unwrap();
+    let mut garbage = c
+        .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(grx))
+        .await
+        .unwrap()
+        .into_inner();
+    let lost2 = next_evaluate(&mut garbage).await.unwrap();
+    gtx.send(finished(9999, 1.0)).unwrap();
+    gtx.send(pb::AttachRequest { msg: None }).unwrap();
+    assert!(next_evaluate(&mut garbage).await.is_none());
+
+    // A good evaluator finishes the study, retries included.
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(hello("s", 1, 1000, None)).unwrap();
+    let mut good = c
+        .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(n) = next_evaluate(&mut good).await {
+        tx.send(finished(n, n as f64)).unwrap();
+    }
+    assert!(next_evaluate(&mut owner).await.is_none());
+
+    let trials = c
+        .list_trials(pb::ListTrialsRequest {
+            study: "s".into(),
+            states: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trials;
+    let state = |n: u64| trials.iter().find(|t| t.number == n).map(|t| t.state);
+    assert_eq!(state(lost1), Some(pb::TrialState::Fail as i32));
+    assert_eq!(state(lost2), Some(pb::TrialState::Fail as i32));
+    let complete = trials
+        .iter()
+        .filter(|t| t.state == pb::TrialState::Complete as i32)
+        .count();
+    assert_eq!(complete, 3);
+    assert_eq!(trials.len(), 5);
+    let retried: Vec<&pb::Trial> = trials
+        .iter()
+        .filter(|t| t.system_attrs_json.contains("failed_trial"))
+        .collect();
+    assert_eq!(retried.len(), 2);
+    let reason = trials
+        .iter()
+        .find(|t| t.number == lost1)
+        .and_then(|t| t.fail_reason.clone())
+        .unwrap_or_default();
+    assert!(reason.contains("heartbeat"), "{reason}");
+}
