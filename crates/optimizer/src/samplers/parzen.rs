@@ -26,6 +26,8 @@ use crate::fastmath;
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 /// Work (kernels x dimensions x candidates) above which candidates are scored in parallel.
 const PARALLEL_WORK: usize = 1 << 17;
+/// Below this many kernels a dense pass is cheaper than looking for kernels to drop.
+const PRUNE_MIN_KERNELS: usize = 1024;
 /// Kernels this far (in nats) below the best one contribute less than 1e-17 of the density.
 const PRUNE_NATS: f64 = 40.0;
 
@@ -257,7 +259,7 @@ impl ParzenEstimator {
                     let mut last = (f64::NAN, 0.0);
                     for ((b, s), lm) in base.iter_mut().zip(&nd.sigmas).zip(&nd.log_mass) {
                         if *s != last.0 {
-                            last = (*s, s.ln());
+                            last = (*s, fastmath::ln(*s));
                         }
                         *b -= last.1 + LN_SQRT_2PI + lm;
                     }
@@ -444,14 +446,13 @@ impl ParzenEstimator {
                     }
                 }
             }
-            if di + 1 == self.dims.len() || self.n_kernels < 256 {
+            if di + 1 == self.dims.len() || self.n_kernels < PRUNE_MIN_KERNELS {
                 continue;
             }
-            if active.is_none() && di % 2 == 1 {
-                // Try every other dimension; switch to the sparse pass only when it pays.
-                let kmax = (0..self.n_kernels)
-                    .max_by(|&a, &b| acc[a].total_cmp(&acc[b]))
-                    .unwrap_or(0);
+            if active.is_none() && (di == 1 || di == 3) {
+                // Try after two and four dimensions; switch to the sparse pass only when it pays.
+                let m = max_lanes(acc);
+                let kmax = acc.iter().position(|&a| a == m).unwrap_or(0);
                 let f = self.full_log_density(points, cells, c, kmax) - PRUNE_NATS;
                 let alive = acc.iter().filter(|&&a| a > f).count();
                 if alive * 4 < self.n_kernels {
@@ -503,9 +504,9 @@ impl ParzenEstimator {
     }
 }
 
-/// log(sum(exp(v))), in four independent lanes so it vectorises.
+/// The largest element (NEG_INFINITY when empty), in four lanes so it vectorises.
 #[inline(always)]
-fn log_sum_exp(v: &[f64], near: &mut Vec<f64>) -> f64 {
+fn max_lanes(v: &[f64]) -> f64 {
     let chunks = v.chunks_exact(4);
     let mut m4 = [f64::NEG_INFINITY; 4];
     for c in chunks.clone() {
@@ -513,11 +514,17 @@ fn log_sum_exp(v: &[f64], near: &mut Vec<f64>) -> f64 {
             *m = if *x > *m { *x } else { *m };
         }
     }
-    let m = chunks
+    chunks
         .remainder()
         .iter()
         .chain(&m4)
-        .fold(f64::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        .fold(f64::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// log(sum(exp(v))), in four independent lanes so it vectorises.
+#[inline(always)]
+fn log_sum_exp(v: &[f64], near: &mut Vec<f64>) -> f64 {
+    let m = max_lanes(v);
     if !m.is_finite() {
         return m;
     }
@@ -614,37 +621,29 @@ fn numeric_dim(
         o.sort_by(|&a, &b| mus[a as usize].total_cmp(&mus[b as usize]));
         o
     });
-    // Bandwidth: the larger gap to a neighbour, range ends included.
-    let mut sigmas = vec![0.0; n + 1];
-    let at = |i: usize| -> f64 {
-        // Position i in [low, sorted..., high].
-        if i == 0 {
-            t_low
-        } else if i == n + 1 {
-            t_high
-        } else {
-            mus[order[i - 1] as usize]
-        }
-    };
-    for i in 1..=n {
-        let mut s = (at(i) - at(i - 1)).max(at(i + 1) - at(i));
-        if !params.consider_endpoints && n >= 2 {
-            if i == 1 {
-                s = at(2) - at(1);
-            } else if i == n {
-                s = at(n) - at(n - 1);
-            }
-        }
-        sigmas[order[i - 1] as usize] = s;
-    }
+    // Bandwidth: the larger gap to a neighbour, range ends included, clipped. Work on the
+    // sorted values laid out contiguously: [low, sorted..., high].
     let max_sigma = range;
     let min_sigma = if params.consider_magic_clip {
         range / 100f64.min(1.0 + (n + 1) as f64)
     } else {
         1e-12
     };
-    for s in sigmas.iter_mut().take(n) {
-        *s = s.clamp(min_sigma, max_sigma);
+    let mut line = Vec::with_capacity(n + 2);
+    line.push(t_low);
+    line.extend(order.iter().map(|&o| mus[o as usize]));
+    line.push(t_high);
+    let mut sorted_sigmas: Vec<f64> = line
+        .windows(3)
+        .map(|w| (w[1] - w[0]).max(w[2] - w[1]))
+        .collect();
+    if !params.consider_endpoints && n >= 2 {
+        sorted_sigmas[0] = line[2] - line[1];
+        sorted_sigmas[n - 1] = line[n] - line[n - 1];
+    }
+    let mut sigmas = vec![0.0; n + 1];
+    for (&o, s) in order.iter().zip(&sorted_sigmas) {
+        sigmas[o as usize] = s.clamp(min_sigma, max_sigma);
     }
     mus.push(0.5 * (t_low + t_high));
     sigmas[n] = range;
@@ -652,7 +651,15 @@ fn numeric_dim(
     let log_mass: Vec<f64> = mus
         .iter()
         .zip(&inv_sigmas)
-        .map(|(mu, inv)| log_gauss_mass((t_low - mu) * inv, (t_high - mu) * inv))
+        .map(|(mu, inv)| {
+            let (a, b) = ((t_low - mu) * inv, (t_high - mu) * inv);
+            // Far from both bounds (the common case) the mass is 1 to double precision.
+            if a < -8.3 && b > 8.3 {
+                0.0
+            } else {
+                log_gauss_mass(a, b)
+            }
+        })
         .collect();
     let (mut unique, mut unique_of) = (Vec::new(), Vec::new());
     if step > 0.0 {
