@@ -252,6 +252,7 @@ def test_sigkill_then_resume_with_heartbeat_retry(tmp_path):
         deadline = time.time() + 60
         while time.time() < deadline:
             if marker.exists() and len(marker.read_text().split()) >= 2:
+                time.sleep(1.0)  # running trials' params are written within 0.5 s (batched)
                 break
             assert p.poll() is None, "the worker died on its own"
             time.sleep(0.05)

@@ -317,3 +317,49 @@ fn bad_urls_and_unreachable_databases() {
         "{e:?}"
     );
 }
+
+#[test]
+fn running_trial_writes_are_batched_and_finish_is_atomic() {
+    let (_d, url) = tmp_db("batch");
+    let st = Arc::new(SqlStorage::open(&url, SqlOptions::default()).unwrap());
+    let study = Study::create(
+        st.clone(),
+        Some("b"),
+        vec![StudyDirection::Minimize],
+        None,
+        None,
+        false,
+    )
+    .unwrap();
+    let n = study.ask().unwrap();
+    study.suggest(n, "x", &fdist(false)).unwrap();
+    study.report(n, 0, 1.0).unwrap();
+    st.set_trial_user_attr(study.id(), n, "k", serde_json::json!(1))
+        .unwrap();
+    st.flush().unwrap();
+    let other = open(&url);
+    let id = other.get_study_id_from_name("b").unwrap();
+    let t = other.get_trial(id, n).unwrap();
+    assert_eq!(t.state, TrialState::Running);
+    assert!(t.params.contains_key("x"));
+    assert_eq!(t.intermediate_values[&0], 1.0);
+    assert_eq!(t.user_attrs["k"], serde_json::json!(1));
+    // Later writes go with the finish, in its transaction.
+    study.suggest(n, "y", &idist()).unwrap();
+    study.report(n, 1, 2.0).unwrap();
+    study.tell(n, Outcome::Values(vec![0.5]), false).unwrap();
+    let t = open(&url).get_trial(id, n).unwrap();
+    assert_eq!(t.state, TrialState::Complete);
+    assert_eq!(t.values, Some(vec![0.5]));
+    assert!(t.params.contains_key("y"));
+    assert_eq!(t.intermediate_values.len(), 2);
+    // Without an explicit flush, the batch reaches the database within the flush interval.
+    let m = study.ask().unwrap();
+    study.suggest(m, "x", &fdist(false)).unwrap();
+    thread::sleep(dspex_engine::storage::FLUSH_INTERVAL * 3);
+    assert!(open(&url)
+        .get_trial(id, m)
+        .unwrap()
+        .params
+        .contains_key("x"));
+}

@@ -17,7 +17,7 @@ mod sql;
 mod sql_schema;
 
 pub use memory::InMemoryStorage;
-pub use sql::{RetryPolicy, SqlOptions, SqlStorage};
+pub use sql::{RetryPolicy, SqlOptions, SqlStorage, FLUSH_INTERVAL};
 
 /// Identifier of a study inside one storage.
 pub type StudyId = u64;

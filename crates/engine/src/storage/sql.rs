@@ -424,6 +424,83 @@ struct Inner {
     url: String,
     options: SqlOptions,
     studies: RwLock<HashMap<StudyId, Arc<StudyEntry>>>,
+    /// Writes to running trials of this process not in the database yet, by trial_id.
+    pending: Mutex<HashMap<i64, Pending>>,
+    /// Held while pending writes go to the database (a finish never overtakes a flush).
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+/// How long a write to a running trial of this process (a parameter, an intermediate value,
+/// an attribute) may wait before it is in the database. Finishing a trial writes everything in
+/// the same transaction, so finished trials are complete and durable at once; batching saves a
+/// commit (an fsync in SQLite) per suggest/report.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Batched writes of one running trial.
+#[derive(Debug, Default)]
+struct Pending {
+    params: Vec<(String, f64, String)>,
+    intermediate: Vec<(i64, Option<f64>, &'static str)>,
+    user_attrs: Vec<(String, String)>,
+    system_attrs: Vec<(String, String)>,
+}
+
+impl Pending {
+    fn prepend(&mut self, mut older: Pending) {
+        older.params.append(&mut self.params);
+        older.intermediate.append(&mut self.intermediate);
+        older.user_attrs.append(&mut self.user_attrs);
+        older.system_attrs.append(&mut self.system_attrs);
+        *self = older;
+    }
+}
+
+const INSERT_PARAM: &str =
+    "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (trial_id, param_name) DO UPDATE SET \
+     param_value = excluded.param_value, distribution_json = excluded.distribution_json";
+
+/// Writes `$p` (a `Pending`) of trial `$id` inside transaction `$tx`.
+macro_rules! write_pending {
+    ($tx:ident, $id:expr, $p:expr, $ctx:expr) => {{
+        for (name, v, dj) in &$p.params {
+            query(INSERT_PARAM)
+                .bind($id)
+                .bind(name)
+                .bind(*v)
+                .bind(dj)
+                .execute(&mut *$tx)
+                .await
+                .map_err(|e| storage_err($ctx, e))?;
+        }
+        for (step, v, ty) in &$p.intermediate {
+            let q = format!(
+                "INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, intermediate_value_type) \
+                 VALUES ($1, $2, $3, '{ty}') ON CONFLICT (trial_id, step) DO NOTHING"
+            );
+            query(&q)
+                .bind($id)
+                .bind(*step)
+                .bind(*v)
+                .execute(&mut *$tx)
+                .await
+                .map_err(|e| storage_err($ctx, e))?;
+        }
+        for (q, attrs) in [
+            (UPSERT_TRIAL_USER_ATTR, &$p.user_attrs),
+            (UPSERT_TRIAL_SYSTEM_ATTR, &$p.system_attrs),
+        ] {
+            for (k, v) in attrs {
+                query(q)
+                    .bind($id)
+                    .bind(k)
+                    .bind(v)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(|e| storage_err($ctx, e))?;
+            }
+        }
+    }};
 }
 
 /// A storage on a SQLite file or a PostgreSQL database, in Optuna's schema. Cheap to clone.
@@ -448,6 +525,8 @@ impl SqlStorage {
                 url: redact(url),
                 options,
                 studies: RwLock::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
+                flush_lock: tokio::sync::Mutex::new(()),
             }),
         };
         block_on(storage.inner.init_schema())??;
@@ -455,7 +534,14 @@ impl SqlStorage {
             let weak = Arc::downgrade(&storage.inner);
             rt()?.spawn(heartbeat_loop(weak, interval));
         }
+        rt()?.spawn(flush_loop(Arc::downgrade(&storage.inner)));
         Ok(storage)
+    }
+
+    /// Writes the batched updates of running trials now (they are written at the latest
+    /// [`FLUSH_INTERVAL`] after they are made, and with the trial's finish).
+    pub fn flush(&self) -> Result<()> {
+        block_on(self.inner.flush())?
     }
 
     /// The URL (without password).
@@ -633,6 +719,18 @@ async fn connect(url: &str) -> Result<Db> {
     }
 }
 
+async fn flush_loop(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = inner.flush().await {
+            tracing::warn!("cannot write batched trial updates (retrying): {e}");
+        }
+    }
+}
+
 async fn heartbeat_loop(inner: Weak<Inner>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -670,6 +768,34 @@ async fn heartbeat_loop(inner: Weak<Inner>, interval: Duration) {
 impl Inner {
     fn is_pg(&self) -> bool {
         matches!(self.db, Db::Pg(_))
+    }
+
+    /// Writes every batched update of running trials (one transaction).
+    async fn flush(&self) -> Result<()> {
+        let _g = self.flush_lock.lock().await;
+        let batch: HashMap<i64, Pending> = std::mem::take(&mut *self.pending.lock());
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let ctx = "cannot write batched trial updates";
+        let r: Result<()> = async {
+            with_pool!(&self.db, p => {
+                let mut tx = p.begin().await.map_err(|e| storage_err(ctx, e))?;
+                for (id, pend) in &batch {
+                    write_pending!(tx, *id, pend, ctx);
+                }
+                tx.commit().await.map_err(|e| storage_err(ctx, e))?;
+            });
+            Ok(())
+        }
+        .await;
+        if r.is_err() {
+            let mut pending = self.pending.lock();
+            for (id, old) in batch {
+                pending.entry(id).or_default().prepend(old);
+            }
+        }
+        r
     }
 
     /// The database clock for heartbeats (SQLite's CURRENT_TIMESTAMP has whole seconds only).
@@ -1230,7 +1356,13 @@ impl Storage for SqlStorage {
                 Ok(())
             })
         })??;
-        self.inner.studies.write().remove(&study);
+        if let Some(e) = self.inner.studies.write().remove(&study) {
+            let c = e.cache.read();
+            let mut pending = self.inner.pending.lock();
+            for x in &c.extras {
+                pending.remove(&x.trial_id);
+            }
+        }
         Ok(())
     }
 
@@ -1675,6 +1807,20 @@ impl Storage for SqlStorage {
                 }
             }
             trial_id = c.extra(number)?.trial_id;
+            if c.owned.contains(&number) {
+                // Ours and running: batched (see FLUSH_INTERVAL).
+                drop(c);
+                let mut c = entry.cache.write();
+                c.set_param(number, name, internal, dist)?;
+                self.inner
+                    .pending
+                    .lock()
+                    .entry(trial_id)
+                    .or_default()
+                    .params
+                    .push((name.to_string(), internal, dist.to_json()));
+                return Ok(());
+            }
         }
         let inner = &self.inner;
         let dj = dist.to_json();
@@ -1829,6 +1975,9 @@ impl Storage for SqlStorage {
             inner.ts(1)
         );
         let n = block_on(async {
+            let _flush = inner.flush_lock.lock().await;
+            let pend = inner.pending.lock().remove(&trial_id).unwrap_or_default();
+            let r: Result<u64> = async {
             with_pool!(&inner.db, p => {
                 let mut tx = p.begin().await.map_err(|e| storage_err(ctx, e))?;
                 let n = query(&upd)
@@ -1841,6 +1990,7 @@ impl Storage for SqlStorage {
                 if n == 0 {
                     return Ok::<_, EngineError>(0);
                 }
+                write_pending!(tx, trial_id, pend, ctx);
                 for (o, (val, ty)) in rows.iter().enumerate() {
                     let q = format!(
                         "INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES ($1, $2, $3, '{ty}')"
@@ -1865,6 +2015,18 @@ impl Storage for SqlStorage {
                 tx.commit().await.map_err(|e| storage_err(ctx, e))?;
                 Ok(n)
             })
+            }
+            .await;
+            if r.is_err() {
+                // Nothing was written: keep the batch for a later finish or flush.
+                inner
+                    .pending
+                    .lock()
+                    .entry(trial_id)
+                    .or_default()
+                    .prepend(pend);
+            }
+            r
         })??;
         if n == 0 {
             return Err(inner.not_running(&entry, number, "finish"));
@@ -1903,7 +2065,22 @@ impl Storage for SqlStorage {
             {
                 return Ok(false);
             }
-            c.extra(number)?.trial_id
+            let trial_id = c.extra(number)?.trial_id;
+            if c.owned.contains(&number) {
+                drop(c);
+                let mut c = entry.cache.write();
+                c.history.report(number, step, value)?;
+                let (val, ty) = value_row(value);
+                self.inner
+                    .pending
+                    .lock()
+                    .entry(trial_id)
+                    .or_default()
+                    .intermediate
+                    .push((step, val, ty));
+                return Ok(true);
+            }
+            trial_id
         };
         let inner = &self.inner;
         let (val, ty) = value_row(value);
@@ -2093,6 +2270,22 @@ impl SqlStorage {
         let entry = self.inner.entry(study)?;
         let trial_id = self.inner.trial_id(&entry, number)?;
         let json = attr_json(&value)?;
+        {
+            let mut c = entry.cache.write();
+            if c.owned.contains(&number) {
+                let x = c.extra_mut(number)?;
+                let mut pending = self.inner.pending.lock();
+                let p = pending.entry(trial_id).or_default();
+                if user {
+                    x.user_attrs.insert(key.to_string(), value);
+                    p.user_attrs.push((key.to_string(), json));
+                } else {
+                    x.system_attrs.insert(key.to_string(), value);
+                    p.system_attrs.push((key.to_string(), json));
+                }
+                return Ok(());
+            }
+        }
         let inner = &self.inner;
         let q = if user {
             UPSERT_TRIAL_USER_ATTR
