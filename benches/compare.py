@@ -38,54 +38,16 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+# Problems, library import/probing and formatting are shared with `dspex bench`
+# (python/dspex/bench/, issue 6), which runs the larger suite; this script keeps issue 3's checks.
+from dspex.bench.common import fmt, import_lib, log, md_table, probe_libs, quantile, uptime_line
+from dspex.bench.problems import branin, hartmann6, rosenbrock, sphere
+
 LIBS = ("dspex", "optuna", "rustuna")
-REQUIRED_VERSIONS = {"optuna": "5.0.0", "rustuna": "0.2.0"}
 
 # --------------------------------------------------------------------------------------------
 # Test problems (standard definitions and domains, all minimised)
 # --------------------------------------------------------------------------------------------
-
-
-def rosenbrock(x: Sequence[float]) -> float:
-    return sum(100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2 for i in range(len(x) - 1))
-
-
-def sphere(x: Sequence[float]) -> float:
-    return sum(v * v for v in x)
-
-
-def branin(x: Sequence[float]) -> float:
-    x1, x2 = x
-    b = 5.1 / (4.0 * math.pi**2)
-    c = 5.0 / math.pi
-    t = 1.0 / (8.0 * math.pi)
-    return (x2 - b * x1**2 + c * x1 - 6.0) ** 2 + 10.0 * (1.0 - t) * math.cos(x1) + 10.0
-
-
-_H6_ALPHA = (1.0, 1.2, 3.0, 3.2)
-_H6_A = (
-    (10.0, 3.0, 17.0, 3.5, 1.7, 8.0),
-    (0.05, 10.0, 17.0, 0.1, 8.0, 14.0),
-    (3.0, 3.5, 1.7, 10.0, 17.0, 8.0),
-    (17.0, 8.0, 0.05, 10.0, 0.1, 14.0),
-)
-_H6_P = tuple(
-    tuple(v * 1e-4 for v in row)
-    for row in (
-        (1312, 1696, 5569, 124, 8283, 5886),
-        (2329, 4135, 8307, 3736, 1004, 9991),
-        (2348, 1451, 3522, 2883, 3047, 6650),
-        (4047, 8828, 8732, 5743, 1091, 381),
-    )
-)
-
-
-def hartmann6(x: Sequence[float]) -> float:
-    total = 0.0
-    for i in range(4):
-        inner = sum(_H6_A[i][j] * (x[j] - _H6_P[i][j]) ** 2 for j in range(6))
-        total += _H6_ALPHA[i] * math.exp(-inner)
-    return -total
 
 
 # name -> (function, bounds per dimension, known global minimum)
@@ -99,48 +61,6 @@ PROBLEMS: Dict[str, Tuple[Callable[[Sequence[float]], float], List[Tuple[float, 
 # --------------------------------------------------------------------------------------------
 # Library adapters (the three share Optuna's API for what we use)
 # --------------------------------------------------------------------------------------------
-
-
-def import_lib(name: str) -> Tuple[Any, str]:
-    """Imports a library and quiets its logging; returns (module, version)."""
-    if name == "dspex":
-        import dspex as mod
-
-        mod.logging.set_verbosity(mod.logging.WARNING)
-    elif name == "optuna":
-        import optuna as mod
-
-        mod.logging.set_verbosity(mod.logging.WARNING)
-    elif name == "rustuna":
-        import rustuna as mod
-    else:
-        raise ValueError(f"unknown library {name!r}")
-    version = getattr(mod, "__version__", None)
-    if version is None:
-        try:
-            from importlib.metadata import version as _v
-
-            version = _v(name)
-        except Exception:  # noqa: BLE001
-            version = "?"
-    return mod, str(version)
-
-
-def probe_libs(names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-    """{name: {"available": bool, "version" | "error": str}} for every requested library."""
-    out: Dict[str, Dict[str, Any]] = {}
-    for name in names:
-        try:
-            _, version = import_lib(name)
-        except Exception as e:  # noqa: BLE001 - ImportError, or a broken build raising anything
-            out[name] = {"available": False, "error": f"{type(e).__name__}: {e}"}
-            continue
-        info: Dict[str, Any] = {"available": True, "version": version}
-        want = REQUIRED_VERSIONS.get(name)
-        if want is not None and version != want:
-            info["warning"] = f"expected {name} {want}, found {version}"
-        out[name] = info
-    return out
 
 
 SAMPLER_NAMES = {"tpe": "TPESampler", "random": "RandomSampler"}
@@ -251,28 +171,6 @@ def run_worker_subprocess(args: List[str], timeout: float) -> Dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def quantile(xs: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default), no numpy needed."""
-    s = sorted(xs)
-    if not s:
-        return float("nan")
-    pos = (len(s) - 1) * q
-    lo = math.floor(pos)
-    hi = math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def fmt(v: Optional[float], digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if v == 0:
-        return "0"
-    a = abs(v)
-    if a >= 1e5 or a < 1e-3:
-        return f"{v:.{digits - 1}e}"
-    return f"{v:.{digits}g}"
-
-
 def mannwhitney_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
     """One-sided p-value that ``a`` is stochastically greater (worse) than ``b`` (scipy if present)."""
     try:
@@ -285,27 +183,6 @@ def mannwhitney_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
         return None
 
 
-def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def loadavg() -> Optional[List[float]]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def uptime_line() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except Exception:  # noqa: BLE001
-        la = loadavg()
-        return f"load average: {la}" if la else "load average: unknown"
-
-
 def git_state() -> str:
     """Commit of the checkout this script lives in (+ "-dirty" with uncommitted changes); the
     installed dspex was built from it only if it was re-installed after the last change."""
@@ -316,10 +193,6 @@ def git_state() -> str:
         ).stdout.strip() or "unknown"
     except Exception:  # noqa: BLE001
         return "unknown"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------

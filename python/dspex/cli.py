@@ -25,6 +25,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from dspex._studies_cli import main as studies_main
 
         return studies_main(args[1:])
+    if args[:1] == ["bench"]:  # dspex bench --suite quick|full --out DIR (python/dspex/bench/)
+        from dspex.bench import main as bench_main
+
+        return bench_main(args[1:])
     return _native.cli_main(["dspex", *args], sys.executable)
 
 
