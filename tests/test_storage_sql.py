@@ -414,3 +414,44 @@ def test_unreachable_database_and_bad_urls(tmp_path):
         dspex.create_study(storage="mysql://localhost/db")
     with pytest.raises(ValueError, match="heartbeat_interval"):
         RDBStorage(sqlite_url(tmp_path), heartbeat_interval=0)
+
+
+# ------------------------------------------------------------------ CLI storages
+
+
+def test_dspex_optimize_study_toml_on_sqlite_continues(tmp_path):
+    (tmp_path / "obj.py").write_text("def f(trial):\n    return trial.suggest_float('x', -1, 1) ** 2\n")
+    db = tmp_path / "toml.db"
+    (tmp_path / "study.toml").write_text(
+        textwrap.dedent(
+            f"""
+            name = "toml"
+            objective = "obj:f"
+            storage = "sqlite:///{db}"
+            n_trials = 6
+            [workers]
+            processes = 1
+            [sampler]
+            kind = "random"
+            seed = 1
+            """
+        )
+    )
+    for _ in range(2):
+        r = subprocess.run(
+            [sys.executable, "-m", "dspex.cli", "optimize", str(tmp_path / "study.toml"), "--output", "json"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        )
+        assert r.returncode == 0, r.stderr
+    s = dspex.load_study(study_name="toml", storage=f"sqlite:///{db}")
+    assert len(s.trials) == 12
+    assert all(t.state == dspex.trial.TrialState.COMPLETE for t in s.trials)
+
+
+def test_dspex_serve_bad_storage_is_a_clear_error(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "dspex.cli", "serve", "--addr", "127.0.0.1:0", "--storage", f"sqlite:///{tmp_path}/no/such/dir.db"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode != 0
+    assert "cannot open SQLite" in r.stderr

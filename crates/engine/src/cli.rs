@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::config::StudyFile;
 use crate::grpc::{self, ActiveRun, EngineService, ServeOptions};
 use crate::scheduler::{Run, RunOptions, RunSummary, StopReason};
-use crate::storage::{InMemoryStorage, Storage};
+use crate::storage::Storage;
 use crate::study::Study;
 
 #[derive(Debug, Parser)]
@@ -62,6 +62,9 @@ enum Cmd {
         /// Heartbeat period of the engine on Attach streams, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         heartbeat_ms: u64,
+        /// Where studies live: `memory`, `sqlite:///path.db` or `postgresql://...`.
+        #[arg(long, default_value = "memory")]
+        storage: String,
     },
     /// Run the study described by a study.toml with a supervised pool of Python workers.
     Optimize {
@@ -133,14 +136,19 @@ pub fn run(args: Vec<String>, env: CliEnv) -> i32 {
             tls_key,
             max_message_bytes,
             heartbeat_ms,
-        } => handle.block_on(serve(
-            addr,
-            token,
-            tls_cert.zip(tls_key),
-            max_message_bytes,
-            heartbeat_ms,
-            env.cancel,
-        )),
+            storage,
+        } => match crate::storage::open_url(&storage) {
+            Ok(storage) => handle.block_on(serve(
+                addr,
+                token,
+                tls_cert.zip(tls_key),
+                max_message_bytes,
+                heartbeat_ms,
+                storage,
+                env.cancel,
+            )),
+            Err(e) => Err(format!("--storage {storage:?}: {e}")),
+        },
         Cmd::Optimize {
             study,
             output,
@@ -190,6 +198,7 @@ async fn serve(
     tls: Option<(PathBuf, PathBuf)>,
     max_message_bytes: usize,
     heartbeat_ms: u64,
+    storage: Arc<dyn Storage>,
     cancel: watch::Receiver<bool>,
 ) -> Result<i32, String> {
     let token = token.filter(|t| !t.is_empty());
@@ -205,7 +214,6 @@ async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let storage: Arc<dyn Storage> = Arc::new(InMemoryStorage::new());
     let service =
         EngineService::with_heartbeat(storage, Duration::from_millis(heartbeat_ms.max(10)));
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -423,15 +431,13 @@ async fn optimize(
         .unwrap_or_else(|| "python3".into());
     let pythonpath = python_path(&path);
     check_objective(&python, &file.objective, &pythonpath).await?;
-    if let Some(s) = file.storage.as_deref() {
-        if s != "memory" && s != ":memory:" {
-            return Err(format!(
-                "{}: storage: {s:?} is not supported by `dspex optimize` yet; use \"memory\"",
-                path.display()
-            ));
-        }
-    }
-    let storage: Arc<dyn Storage> = Arc::new(InMemoryStorage::new());
+    let storage: Arc<dyn Storage> = {
+        let url = file.storage.clone().unwrap_or_default();
+        tokio::task::spawn_blocking(move || crate::storage::open_url(&url))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{}: storage: {e}", path.display()))?
+    };
     let sampler = file
         .sampler
         .as_ref()

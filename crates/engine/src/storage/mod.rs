@@ -19,6 +19,18 @@ mod sql_schema;
 pub use memory::InMemoryStorage;
 pub use sql::{RetryPolicy, SqlOptions, SqlStorage, FLUSH_INTERVAL};
 
+/// Opens a storage from a URL: `memory` (or empty) for a fresh in-memory storage,
+/// `sqlite:///path.db` / `postgresql://...` for a database in Optuna's schema. Blocking.
+pub fn open_url(url: &str) -> Result<std::sync::Arc<dyn Storage>> {
+    match url.trim() {
+        "" | "memory" | ":memory:" => Ok(std::sync::Arc::new(InMemoryStorage::new())),
+        u => Ok(std::sync::Arc::new(SqlStorage::open(
+            u,
+            SqlOptions::default(),
+        )?)),
+    }
+}
+
 /// Identifier of a study inside one storage.
 pub type StudyId = u64;
 

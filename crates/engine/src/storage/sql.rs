@@ -69,7 +69,15 @@ fn rt() -> Result<&'static Runtime> {
 }
 
 fn block_on<F: Future>(f: F) -> Result<F::Output> {
-    Ok(rt()?.block_on(f))
+    let rt = rt()?;
+    match tokio::runtime::Handle::try_current() {
+        // Called from inside a multi-threaded runtime (a worker or its blocking pool): let the
+        // runtime know this thread blocks, instead of panicking on a nested block_on.
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| rt.block_on(f)))
+        }
+        _ => Ok(rt.block_on(f)),
+    }
 }
 
 #[derive(Debug, Clone)]
