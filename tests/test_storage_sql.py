@@ -455,3 +455,67 @@ def test_dspex_serve_bad_storage_is_a_clear_error(tmp_path):
     )
     assert r.returncode != 0
     assert "cannot open SQLite" in r.stderr
+
+
+# ------------------------------------------------------------------ optuna-dashboard in a browser
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_optuna_dashboard_in_headless_chromium_shows_a_dspex_study(tmp_path, optuna_python):
+    """optuna-dashboard (from the package registry) serves a SQLite file dspex wrote; headless
+    Chromium (Debian's package) renders the page, which shows the study and its trial count."""
+    import re
+    import socket
+    import urllib.request
+
+    chromium = _chromium()
+    has_dashboard = subprocess.run([optuna_python, "-c", "import optuna_dashboard"], capture_output=True).returncode == 0
+    if chromium is None or not has_dashboard:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but chromium or optuna-dashboard is missing (.ci/run installs them)")
+        pytest.skip("chromium or optuna-dashboard is not installed")
+    url = sqlite_url(tmp_path, "dash.db")
+    s = dspex.create_study(study_name="dashboard-study", storage=url)
+    s.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=17)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [optuna_python, "-c", "import sys; from optuna_dashboard._cli import main; sys.exit(main())", url, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    assert "dashboard-study" in r.read().decode()
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else "dashboard died"
+                assert time.time() < deadline, "optuna-dashboard did not start"
+                time.sleep(0.2)
+
+        def render(path: str) -> str:
+            r = subprocess.run(
+                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--user-data-dir=" + str(tmp_path / "chromium"), "--virtual-time-budget=20000",
+                 "--dump-dom", f"http://127.0.0.1:{port}/dashboard/{path}"],
+                capture_output=True, text=True, timeout=120,
+            )
+            html = re.sub(r"<(style|script)[^>]*>.*?</\1>", " ", r.stdout, flags=re.S)
+            return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+        home = render("")
+        assert "dashboard-study" in home, home[:2000]
+        trials = render("studies/1/trials")
+        assert "17 Trials" in trials, trials[:2000]
+        assert "Trial 0 Complete" in trials
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
