@@ -363,3 +363,54 @@ fn running_trial_writes_are_batched_and_finish_is_atomic() {
         .params
         .contains_key("x"));
 }
+
+#[test]
+fn a_trial_failed_by_another_process_heartbeat_check_cannot_be_told() {
+    let (_d, url) = tmp_db("stale");
+    let slow = SqlOptions {
+        heartbeat_interval: Some(Duration::from_secs(60)),
+        ..SqlOptions::default()
+    };
+    let a: Arc<dyn Storage> = Arc::new(SqlStorage::open(&url, slow).unwrap());
+    let study = Study::create(
+        a.clone(),
+        Some("s"),
+        vec![StudyDirection::Minimize],
+        None,
+        None,
+        false,
+    )
+    .unwrap();
+    let n = study.ask().unwrap();
+    study.suggest(n, "x", &fdist(false)).unwrap();
+    thread::sleep(Duration::from_millis(400));
+    let b = SqlStorage::open(
+        &url,
+        SqlOptions {
+            heartbeat_interval: Some(Duration::from_millis(100)),
+            grace_period: Some(Duration::from_millis(200)),
+            retry: Some(dspex_engine::RetryPolicy::default()),
+        },
+    )
+    .unwrap();
+    let id = b.get_study_id_from_name("s").unwrap();
+    assert_eq!(b.fail_stale_trials(id).unwrap(), vec![n]);
+    // The retry is a WAITING copy.
+    let retry = b.get_trial(id, n + 1).unwrap();
+    assert_eq!(retry.state, TrialState::Waiting);
+    assert_eq!(retry.system_attrs["failed_trial"], serde_json::json!(n));
+    let e = study
+        .tell(n, Outcome::Values(vec![1.0]), false)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            EngineError::TrialNotRunning {
+                state: TrialState::Fail,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(study.trial(n).unwrap().state, TrialState::Fail);
+}

@@ -1227,6 +1227,11 @@ impl Inner {
 
     /// Refreshes and returns the current state of a trial that a conditional write missed.
     fn not_running(&self, entry: &StudyEntry, number: u64, op: &'static str) -> EngineError {
+        // Another process moved it on (a heartbeat check failed it): it is not ours any more.
+        entry.cache.write().owned.remove(&number);
+        if let Some(x) = entry.cache.read().extras.get(number as usize) {
+            self.pending.lock().remove(&x.trial_id);
+        }
         if let Err(e) = self.refresh(entry) {
             return e;
         }
