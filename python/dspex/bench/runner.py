@@ -445,6 +445,8 @@ def make_plots(report: Dict[str, Any], outdir: str) -> List[str]:
                 xs = sorted(int(k) for k in r["ms_by_dim"])
                 ax[1].plot(xs, [r["ms_by_dim"][str(x)] for x in xs], marker="o", label=lib)
         ax[1].set(xscale="log", yscale="log", xlabel="dimensions", ylabel="ms per trial", title=f"time per trial vs dims ({sp['config']['dims_trials']} trials)")
+        ax[1].set_xticks(sp["config"]["dims"], [str(d) for d in sp["config"]["dims"]])
+        ax[1].minorticks_off()
         ax[1].legend()
         for key, r in sp["conc"].items():
             if "rows" in r:
