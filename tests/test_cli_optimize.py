@@ -89,6 +89,52 @@ def test_sigkill_workers_mid_trial(tmp_path):
     assert all(x["state"] == "COMPLETE" for x in lost.values())
 
 
+def test_study_toml_with_sqlite_storage(tmp_path):
+    """`storage = "sqlite:///..."`: the trials land in the database (Optuna's schema), a second
+    run continues the same study, and `dspex.load_study(storage=...)` reads them back."""
+    import dspex
+
+    (tmp_path / "sqobj.py").write_text("def f(trial):\n    return trial.suggest_float('x', -1, 1) ** 2 + trial.suggest_int('k', 0, 3)\n")
+    db = tmp_path / "runs" / "s.db"
+    db.parent.mkdir()
+    (tmp_path / "study.toml").write_text(textwrap.dedent(f"""
+        name = "persisted"
+        objective = "sqobj:f"
+        n_trials = 12
+        concurrency = 2
+        storage = "sqlite:///{db}"
+        [workers]
+        processes = 1
+        [sampler]
+        kind = "random"
+        seed = 3
+    """))
+    for run in (1, 2):
+        out = _dspex("optimize", str(tmp_path / "study.toml"), "--output", "json", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        r = json.loads(out.stdout)
+        assert r["complete"] == 12 * run and r["trials"] == 12 * run, r
+    assert db.exists()
+    study = dspex.load_study(study_name="persisted", storage=f"sqlite:///{db}")
+    trials = study.trials
+    assert len(trials) == 24 and [t.number for t in trials] == list(range(24))
+    assert all(t.state == dspex.TrialState.COMPLETE for t in trials)
+    assert study.best_value == min(t.value for t in trials)
+    assert set(study.best_params) == {"x", "k"}
+    listed = _dspex("studies", "list", "--storage", f"sqlite:///{db}", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert "persisted" in listed.stdout
+    # A storage that cannot be opened: the file, the line and the field, before any trial.
+    (tmp_path / "bad.toml").write_text(f'objective = "sqobj:f"\nn_trials = 3\nstorage = "sqlite:////nonexistent-dir-dspex/x/y.db"\n')
+    out = _dspex("optimize", str(tmp_path / "bad.toml"), cwd=tmp_path)
+    assert out.returncode != 0
+    assert "bad.toml:3" in out.stderr and "storage" in out.stderr, out.stderr
+    (tmp_path / "bad.toml").write_text('objective = "sqobj:f"\nstorage = "mysql://u@h/db"\n')
+    out = _dspex("optimize", str(tmp_path / "bad.toml"), cwd=tmp_path)
+    assert out.returncode != 0
+    assert "bad.toml:2" in out.stderr and "mysql" in out.stderr, out.stderr
+
+
 def test_objective_that_does_not_import_fails_before_any_trial(tmp_path):
     (tmp_path / "s.toml").write_text('objective = "no_such_module_abc:f"\nn_trials = 3\n')
     out = _dspex("optimize", str(tmp_path / "s.toml"), cwd=tmp_path)

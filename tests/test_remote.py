@@ -1,8 +1,10 @@
 """Remote mode against a real `dspex serve` on a loopback port: the Study API, attached
 evaluators, determinism against the embedded engine, tokens, heartbeats, process workers."""
 
+import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -166,6 +168,79 @@ def test_non_loopback_needs_a_token():
 def test_unreachable_engine_is_a_clear_error():
     with pytest.raises(dspex.remote.RemoteError, match="cannot reach the engine"):
         dspex.create_study(engine="127.0.0.1:1")
+
+
+def test_async_objective_keeps_many_evaluations_in_flight_over_a_stream(server):
+    """Regression: with several `async def` evaluations in flight on one stream, a Reply the
+    engine wrote right after an Evaluate waited for the client's delayed ACK (Nagle on the
+    server socket, ~40 ms), which capped the stream at ~50 evaluations/s. 600 evaluations
+    took 10 s or more then; they take well under a second now (debug build included). The
+    run's timeout turns a regression into a quick failure instead of a slow test."""
+    in_flight = 0
+    peak = 0
+
+    async def objective(trial):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        x = trial.suggest_float("x", 0.0, 1.0)
+        await asyncio.sleep(0)
+        in_flight -= 1
+        return x
+
+    study = dspex.create_study(study_name="async-inflight", engine=server, sampler=dspex.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=20, concurrency=16)  # warm-up (connection, imports)
+    t0 = time.perf_counter()
+    study.optimize(objective, n_trials=600, concurrency=16, timeout=4.0)
+    elapsed = time.perf_counter() - t0
+    trials = study.trials
+    assert peak > 1, "the evaluations did not overlap"
+    assert len(trials) == 620, f"only {len(trials) - 20} of 600 async evaluations in {elapsed:.1f} s"
+    assert all(t.state == dspex.TrialState.COMPLETE for t in trials)
+
+
+def _tls_files(tmp_path):
+    """A CA and a server certificate for 127.0.0.1 / localhost signed by it (openssl CLI)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+
+    def run(*args):
+        subprocess.run([openssl, *args], cwd=tmp_path, check=True, capture_output=True, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=dspex test CA")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (tmp_path / "ext.cnf").write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    return tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+
+
+def test_tls_with_a_self_signed_ca(tmp_path):
+    ca, cert, key = _tls_files(tmp_path)
+    p, addr = _start_server("--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        engine = f"https://{addr}"
+        study = dspex.create_study(study_name="tls", engine=engine, tls_ca=str(ca), sampler=dspex.samplers.RandomSampler(seed=0))
+        study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=8, concurrency=2)
+        again = dspex.load_study(study_name="tls", engine=engine, tls_ca=str(ca))
+        assert len(again.trials) == 8
+        assert all(t.state == dspex.TrialState.COMPLETE for t in again.trials)
+        # Without the CA the server's certificate is not trusted: a clear error, no hang.
+        with pytest.raises(dspex.remote.RemoteError, match=r"(?s)cannot reach the engine.*certificate.*tls_ca"):
+            dspex.load_study(study_name="tls", engine=engine)
+        # A CA that did not sign it is refused too.
+        other = tmp_path / "other"
+        other.mkdir()
+        other_ca, _, _ = _tls_files(other)
+        with pytest.raises(dspex.remote.RemoteError, match=r"(?s)certificate"):
+            dspex.load_study(study_name="tls", engine=engine, tls_ca=str(other_ca))
+        # Plain HTTP/2 against the TLS port fails instead of hanging.
+        with pytest.raises(dspex.remote.RemoteError):
+            dspex.load_study(study_name="tls", engine=addr)
+    finally:
+        _stop(p)
+    assert p.returncode == 0, p.stderr.read()
 
 
 def test_silent_worker_is_dropped_and_its_trial_retried(server, tmp_path):

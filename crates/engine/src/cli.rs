@@ -436,7 +436,10 @@ async fn optimize(
         tokio::task::spawn_blocking(move || crate::storage::open_url(&url))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{}: storage: {e}", path.display()))?
+            .map_err(|e| {
+                let loc = file.storage_line.map_or(String::new(), |l| format!(":{l}"));
+                format!("{}{loc}: storage: {e}", path.display())
+            })?
     };
     let sampler = file
         .sampler

@@ -452,6 +452,8 @@ pub struct StudyFile {
     pub concurrency: usize,
     pub trial_timeout: Option<f64>,
     pub storage: Option<String>,
+    /// The line of `storage = ...`, for errors when the storage cannot be opened.
+    pub storage_line: Option<usize>,
     pub workers: WorkersSpec,
     pub sampler: Option<SamplerSpec>,
     pub pruner: Option<PrunerSpec>,
@@ -600,6 +602,10 @@ impl StudyFile {
             timeout: raw.timeout,
             concurrency: raw.concurrency,
             trial_timeout: raw.trial_timeout,
+            storage_line: raw
+                .storage
+                .as_ref()
+                .and_then(|_| line_of_key(text, "storage")),
             storage: raw.storage,
             workers,
             sampler: raw.sampler,
@@ -649,6 +655,10 @@ c = { type = "categorical", choices = ["a", 1, true] }
         assert_eq!(f.search_space.len(), 3);
         assert_eq!(f.workers.processes, 2);
         assert_eq!(f.concurrency, 3);
+        assert_eq!((f.storage.as_deref(), f.storage_line), (None, None));
+        let g = parse("objective = \"m:f\"\n\nstorage = \"sqlite:///s.db\"\n").unwrap();
+        assert_eq!(g.storage.as_deref(), Some("sqlite:///s.db"));
+        assert_eq!(g.storage_line, Some(3));
         assert!(matches!(
             f.sampler,
             Some(SamplerSpec::Tpe { seed: Some(0), .. })

@@ -162,6 +162,8 @@ impl RemoteClient {
         tls_ca: Option<String>,
     ) -> PyResult<RemoteClient> {
         let ep = endpoint(&address, tls_ca.as_deref())?;
+        let tls = address.starts_with("https://");
+        let has_ca = tls_ca.is_some();
         let token = token
             .filter(|t| !t.is_empty())
             .map(|t| {
@@ -175,10 +177,22 @@ impl RemoteClient {
                 let mut msg = e.to_string();
                 let mut src = std::error::Error::source(&e);
                 while let Some(s) = src {
-                    msg = format!("{msg}: {s}");
+                    let text = s.to_string();
+                    if !msg.contains(&text) {
+                        msg = format!("{msg}: {text}");
+                    }
                     src = s.source();
                 }
-                RemoteError::new_err(format!("cannot reach the engine at {addr}: {msg}"))
+                let hint = if tls && msg.contains("certificate") {
+                    if has_ca {
+                        " (is tls_ca the certificate of the CA that signed the engine's certificate, for this host name?)"
+                    } else {
+                        " (pass tls_ca= the CA certificate that signed the engine's certificate)"
+                    }
+                } else {
+                    ""
+                };
+                RemoteError::new_err(format!("cannot reach the engine at {addr}: {msg}{hint}"))
             })
         })?;
         let client = EngineClient::with_interceptor(channel, Token(token))
@@ -1084,7 +1098,9 @@ impl RemoteStudy {
 
     /// Starts a run in the engine owned by this process's stream, which evaluates up to
     /// `capacity` trials at once (default: `concurrency`; 0: only own the run).
-    #[pyo3(signature = (n_trials=None, timeout=None, concurrency=1, trial_timeout=None, max_retries=0, capacity=None, heartbeat_ms=1000, worker=None))]
+    /// `evaluators_ask` (the embedded `start_run`'s) is accepted and ignored: over a stream the
+    /// engine always starts the trials it sends.
+    #[pyo3(signature = (n_trials=None, timeout=None, concurrency=1, trial_timeout=None, max_retries=0, capacity=None, heartbeat_ms=1000, worker=None, evaluators_ask=false))]
     #[allow(clippy::too_many_arguments)]
     fn start_run(
         slf: &Bound<'_, Self>,
@@ -1096,7 +1112,9 @@ impl RemoteStudy {
         capacity: Option<u32>,
         heartbeat_ms: u32,
         worker: Option<String>,
+        evaluators_ask: bool,
     ) -> PyResult<RemoteRun> {
+        let _ = evaluators_ask;
         let spec = pb::RunSpec {
             n_trials,
             timeout,
