@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dspex_engine::model::{from_unix_seconds, unix_seconds};
 use dspex_engine::optimizer::pruners::{
@@ -53,7 +53,10 @@ create_exception!(
     "A storage backend failed (unreachable database, unknown schema, corrupted rows, read-only file)."
 );
 
+mod common;
 mod remote;
+
+use common::{AttrTarget, StudyBackend};
 
 /// Polling period of blocking waits (signal checks in between).
 const SLICE: Duration = Duration::from_millis(50);
@@ -833,20 +836,113 @@ fn float_from_param(v: &ParamValue) -> f64 {
     }
 }
 
-impl PyStudy {
-    fn suggest_dist(
+impl StudyBackend for PyStudy {
+    fn suggest_value(
         &self,
         py: Python<'_>,
         number: u64,
         name: String,
         dist: Distribution,
-    ) -> PyResult<ParamValue> {
+    ) -> PyResult<(ParamValue, Option<String>)> {
         let s = self.inner.clone();
         let suggested = engine(py, move || s.suggest(number, &name, &dist))?;
-        if let Some(w) = &suggested.warning {
-            warn(py, true, w)?;
-        }
-        Ok(suggested.value)
+        Ok((suggested.value, suggested.warning))
+    }
+
+    fn report_value(&self, py: Python<'_>, number: u64, step: i64, value: f64) -> PyResult<bool> {
+        let s = self.inner.clone();
+        engine(py, move || s.report(number, step, value))
+    }
+
+    fn prune_check(&self, py: Python<'_>, number: u64) -> PyResult<bool> {
+        let s = self.inner.clone();
+        engine(py, move || s.should_prune(number))
+    }
+
+    fn tell_outcome(
+        &self,
+        py: Python<'_>,
+        number: u64,
+        outcome: Outcome,
+        strict: bool,
+    ) -> PyResult<ToldTuple> {
+        let s = self.inner.clone();
+        let told = engine(py, move || s.tell(number, outcome, strict))?;
+        Ok((told.state.as_str(), told.values, told.fail_reason))
+    }
+
+    fn enqueue_params(
+        &self,
+        py: Python<'_>,
+        params: BTreeMap<String, ParamValue>,
+        user_attrs: AttrMap,
+        skip_if_exists: bool,
+    ) -> PyResult<Option<u64>> {
+        let s = self.inner.clone();
+        engine(py, move || s.enqueue(params, user_attrs, skip_if_exists))
+    }
+
+    fn trial_record(&self, py: Python<'_>, number: u64) -> PyResult<TrialRecord> {
+        let s = self.inner.clone();
+        engine(py, move || s.trial(number))
+    }
+
+    fn trial_records(
+        &self,
+        py: Python<'_>,
+        states: Option<Vec<TrialState>>,
+    ) -> PyResult<Vec<TrialRecord>> {
+        let s = self.inner.clone();
+        engine(py, move || s.trials(states.as_deref()))
+    }
+
+    fn count_trials(&self, py: Python<'_>, states: Option<Vec<TrialState>>) -> PyResult<usize> {
+        let s = self.inner.clone();
+        engine(py, move || {
+            s.storage().get_n_trials(s.id(), states.as_deref())
+        })
+    }
+
+    fn best_record(&self, py: Python<'_>) -> PyResult<TrialRecord> {
+        let s = self.inner.clone();
+        engine(py, move || s.best_trial())
+    }
+
+    fn best_records(&self, py: Python<'_>) -> PyResult<Vec<TrialRecord>> {
+        let s = self.inner.clone();
+        engine(py, move || s.best_trials())
+    }
+
+    fn store_attr(
+        &self,
+        py: Python<'_>,
+        target: AttrTarget,
+        system: bool,
+        key: String,
+        value: AttrValue,
+    ) -> PyResult<()> {
+        let s = self.inner.clone();
+        engine(py, move || match (target, system) {
+            (AttrTarget::Study, false) => s.set_user_attr(&key, value),
+            (AttrTarget::Study, true) => s.set_system_attr(&key, value),
+            (AttrTarget::Trial(n), false) => {
+                s.storage().set_trial_user_attr(s.id(), n, &key, value)
+            }
+            (AttrTarget::Trial(n), true) => {
+                s.storage().set_trial_system_attr(s.id(), n, &key, value)
+            }
+        })
+    }
+
+    fn load_attrs(&self, py: Python<'_>, system: bool) -> PyResult<AttrMap> {
+        let s = self.inner.clone();
+        engine(py, move || {
+            if system {
+                s.system_attrs()
+            } else {
+                s.user_attrs()
+            }
+        })
     }
 }
 
@@ -916,13 +1012,7 @@ impl PyStudy {
         log: bool,
         step: Option<f64>,
     ) -> PyResult<f64> {
-        let (d, note) = FloatDistribution::checked(low, high, log, step)
-            .map_err(|e| PyValueError::new_err(format!("suggest_float({name:?}): {e}")))?;
-        if let Some(n) = note {
-            warn(py, false, &n)?;
-        }
-        let v = self.suggest_dist(py, number, name, Distribution::Float(d))?;
-        Ok(float_from_param(&v))
+        common::suggest_float(self, py, number, name, low, high, log, step)
     }
 
     #[pyo3(signature = (number, name, low, high, step=1, log=false))]
@@ -937,15 +1027,7 @@ impl PyStudy {
         step: i64,
         log: bool,
     ) -> PyResult<i64> {
-        let (d, note) = IntDistribution::checked(low, high, log, step)
-            .map_err(|e| PyValueError::new_err(format!("suggest_int({name:?}): {e}")))?;
-        if let Some(n) = note {
-            warn(py, false, &n)?;
-        }
-        match self.suggest_dist(py, number, name, Distribution::Int(d))? {
-            ParamValue::Int(i) => Ok(i),
-            other => Ok(float_from_param(&other).round() as i64),
-        }
+        common::suggest_int(self, py, number, name, low, high, step, log)
     }
 
     /// Returns the index of the chosen value in `choices`.
@@ -956,19 +1038,7 @@ impl PyStudy {
         name: String,
         choices: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
-        let values = choices
-            .try_iter()?
-            .map(|c| param_from_py(&c?))
-            .collect::<PyResult<Vec<_>>>()?;
-        let d = CategoricalDistribution::new(values)
-            .map_err(|e| PyValueError::new_err(format!("suggest_categorical({name:?}): {e}")))?;
-        let dist = Distribution::Categorical(d.clone());
-        let v = self.suggest_dist(py, number, name.clone(), dist)?;
-        d.index_of(&v).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "suggest_categorical({name:?}): value {v} is not one of the choices"
-            ))
-        })
+        common::suggest_categorical(self, py, number, name, choices)
     }
 
     /// Suggests with a distribution tuple; returns the external value.
@@ -979,19 +1049,15 @@ impl PyStudy {
         name: String,
         dist: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
-        let d = dist_from_py(dist)?;
-        let v = self.suggest_dist(py, number, name, d)?;
-        param_to_py(py, &v)
+        common::suggest(self, py, number, name, dist)
     }
 
     fn report(&self, py: Python<'_>, number: u64, step: i64, value: f64) -> PyResult<bool> {
-        let s = self.inner.clone();
-        engine(py, move || s.report(number, step, value))
+        self.report_value(py, number, step, value)
     }
 
     fn should_prune(&self, py: Python<'_>, number: u64) -> PyResult<bool> {
-        let s = self.inner.clone();
-        engine(py, move || s.should_prune(number))
+        self.prune_check(py, number)
     }
 
     /// Finishes a trial: `values` (COMPLETE if valid), or `state` "PRUNED"/"FAIL" with an
@@ -1006,31 +1072,7 @@ impl PyStudy {
         fail_reason: Option<String>,
         strict: bool,
     ) -> PyResult<ToldTuple> {
-        let state = state.map(|s| parse_state(&s)).transpose()?;
-        let outcome = match (state, values) {
-            (Some(TrialState::Pruned), _) => Outcome::Pruned,
-            (Some(TrialState::Fail), _) => {
-                Outcome::Fail(fail_reason.unwrap_or_else(|| "told FAIL".into()))
-            }
-            (Some(TrialState::Complete) | None, Some(v)) => Outcome::Values(v),
-            (None, None) => {
-                Outcome::Fail(fail_reason.unwrap_or_else(|| "the objective returned None".into()))
-            }
-            (Some(TrialState::Complete), None) => {
-                return Err(PyValueError::new_err(
-                    "values are required when state is COMPLETE",
-                ))
-            }
-            (Some(s), _) => {
-                return Err(PyValueError::new_err(format!(
-                    "a trial can only be told COMPLETE, PRUNED or FAIL, got {}",
-                    s.as_str()
-                )))
-            }
-        };
-        let s = self.inner.clone();
-        let told = engine(py, move || s.tell(number, outcome, strict))?;
-        Ok((told.state.as_str(), told.values, told.fail_reason))
+        common::tell(self, py, number, values, state, fail_reason, strict)
     }
 
     /// Checks values as tell would; returns the reason they cannot complete a trial.
@@ -1046,13 +1088,7 @@ impl PyStudy {
         user_attrs: Option<&Bound<'_, PyDict>>,
         skip_if_exists: bool,
     ) -> PyResult<Option<u64>> {
-        let mut p = BTreeMap::new();
-        for (k, v) in params.iter() {
-            p.insert(k.extract::<String>()?, param_from_py(&v)?);
-        }
-        let attrs = attrs_from_py(user_attrs)?;
-        let s = self.inner.clone();
-        engine(py, move || s.enqueue(p, attrs, skip_if_exists))
+        common::enqueue(self, py, params, user_attrs, skip_if_exists)
     }
 
     /// Adds a trial: state, params (external values), distributions (tuples), values,
@@ -1112,9 +1148,7 @@ impl PyStudy {
     }
 
     fn trial(&self, py: Python<'_>, number: u64) -> PyResult<Py<PyAny>> {
-        let s = self.inner.clone();
-        let t = engine(py, move || s.trial(number))?;
-        record_to_py(py, &t)
+        common::trial(self, py, number)
     }
 
     fn trial_state(&self, py: Python<'_>, number: u64) -> PyResult<&'static str> {
@@ -1125,48 +1159,29 @@ impl PyStudy {
     }
 
     fn trial_params(&self, py: Python<'_>, number: u64) -> PyResult<Py<PyAny>> {
-        let s = self.inner.clone();
-        let t = engine(py, move || s.trial(number))?;
-        let d = PyDict::new(py);
-        for (k, v) in &t.params {
-            d.set_item(k, param_to_py(py, v)?)?;
-        }
-        Ok(d.into_any().unbind())
+        common::trial_params(self, py, number)
     }
 
     #[pyo3(signature = (states=None))]
     fn trials(&self, py: Python<'_>, states: Option<Vec<String>>) -> PyResult<Vec<Py<PyAny>>> {
-        let states = parse_states(states)?;
-        let s = self.inner.clone();
-        let ts = engine(py, move || s.trials(states.as_deref()))?;
-        ts.iter().map(|t| record_to_py(py, t)).collect()
+        common::trials(self, py, states)
     }
 
     #[pyo3(signature = (states=None))]
     fn n_trials(&self, py: Python<'_>, states: Option<Vec<String>>) -> PyResult<usize> {
-        let states = parse_states(states)?;
-        let s = self.inner.clone();
-        engine(py, move || {
-            s.storage().get_n_trials(s.id(), states.as_deref())
-        })
+        common::n_trials(self, py, states)
     }
 
     fn best_trial(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let s = self.inner.clone();
-        let t = engine(py, move || s.best_trial())?;
-        record_to_py(py, &t)
+        common::best_trial(self, py)
     }
 
     fn best_trials(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
-        let s = self.inner.clone();
-        let ts = engine(py, move || s.best_trials())?;
-        ts.iter().map(|t| record_to_py(py, t)).collect()
+        common::best_trials(self, py)
     }
 
     fn set_user_attr(&self, py: Python<'_>, key: String, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let v = attr_from_py(value)?;
-        let s = self.inner.clone();
-        engine(py, move || s.set_user_attr(&key, v))
+        common::set_attr(self, py, AttrTarget::Study, false, key, value)
     }
 
     fn set_system_attr(
@@ -1175,21 +1190,15 @@ impl PyStudy {
         key: String,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let v = attr_from_py(value)?;
-        let s = self.inner.clone();
-        engine(py, move || s.set_system_attr(&key, v))
+        common::set_attr(self, py, AttrTarget::Study, true, key, value)
     }
 
     fn user_attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.inner.clone();
-        let a = engine(py, move || s.user_attrs())?;
-        attrs_to_py(py, &a)
+        common::attrs(self, py, false)
     }
 
     fn system_attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.inner.clone();
-        let a = engine(py, move || s.system_attrs())?;
-        attrs_to_py(py, &a)
+        common::attrs(self, py, true)
     }
 
     fn set_trial_user_attr(
@@ -1199,11 +1208,7 @@ impl PyStudy {
         key: String,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let v = attr_from_py(value)?;
-        let s = self.inner.clone();
-        engine(py, move || {
-            s.storage().set_trial_user_attr(s.id(), number, &key, v)
-        })
+        common::set_attr(self, py, AttrTarget::Trial(number), false, key, value)
     }
 
     fn set_trial_system_attr(
@@ -1213,13 +1218,8 @@ impl PyStudy {
         key: String,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let v = attr_from_py(value)?;
-        let s = self.inner.clone();
-        engine(py, move || {
-            s.storage().set_trial_system_attr(s.id(), number, &key, v)
-        })
+        common::set_attr(self, py, AttrTarget::Trial(number), true, key, value)
     }
-
     /// Stops the active runs of this study; returns how many there were.
     fn stop(&self, py: Python<'_>) -> PyResult<usize> {
         let s = self.inner.clone();
@@ -1290,22 +1290,15 @@ impl PyRun {
     /// (None: wait until one comes), None when the run is over. Checks signals while waiting.
     #[pyo3(signature = (max=1, timeout=None))]
     fn pull(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Option<Vec<u64>>> {
-        let start = Instant::now();
-        let limit = timeout.map(|t| Duration::from_secs_f64(t.clamp(0.0, 1e9)));
-        loop {
-            let slice = limit.map_or(SLICE, |l| l.saturating_sub(start.elapsed()).min(SLICE));
+        let got = common::poll(py, timeout, |slice| {
             let run = self.inner.clone();
-            let pulled = engine_ok(py, move || run.pull(max, slice))?;
-            match pulled {
-                Pulled::Requests(r) => return Ok(Some(r.into_iter().map(|r| r.number).collect())),
-                Pulled::Closed => return Ok(None),
-                Pulled::Empty => {}
-            }
-            py.check_signals()?;
-            if limit.is_some_and(|l| start.elapsed() >= l) {
-                return Ok(Some(Vec::new()));
-            }
-        }
+            Ok(match engine_ok(py, move || run.pull(max, slice))? {
+                Pulled::Requests(r) => Some(Some(r.into_iter().map(|r| r.number).collect())),
+                Pulled::Closed => Some(None),
+                Pulled::Empty => None,
+            })
+        })?;
+        Ok(got.unwrap_or_else(|| Some(Vec::new())))
     }
 
     /// Answers for a trial the evaluator finished (after `tell`); `abort` stops the run.
@@ -1332,19 +1325,12 @@ impl PyRun {
     /// after `timeout` seconds. Checks signals while waiting.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
-        let start = Instant::now();
-        let limit = timeout.map(|t| Duration::from_secs_f64(t.clamp(0.0, 1e9)));
-        loop {
-            let slice = limit.map_or(SLICE, |l| l.saturating_sub(start.elapsed()).min(SLICE));
+        common::poll(py, timeout, |slice| {
             let run = self.inner.clone();
-            if let Some(s) = engine_ok(py, move || run.wait(slice))? {
-                return Ok(Some(summary_to_py(py, &s)?));
-            }
-            py.check_signals()?;
-            if limit.is_some_and(|l| start.elapsed() >= l) {
-                return Ok(None);
-            }
-        }
+            engine_ok(py, move || run.wait(slice))?
+                .map(|s| summary_to_py(py, &s))
+                .transpose()
+        })
     }
 }
 

@@ -17,24 +17,22 @@ use std::time::{Duration, Instant};
 use dspex_engine::grpc::convert::*;
 use dspex_engine::grpc::pb;
 use dspex_engine::grpc::pb::engine_client::EngineClient;
-use dspex_engine::optimizer::{
-    CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue,
-};
-use dspex_engine::{runtime, EngineError};
+use dspex_engine::optimizer::{Distribution, ParamValue, TrialState};
+use dspex_engine::{runtime, AttrMap, AttrValue, EngineError, Outcome, TrialRecord};
 use parking_lot::{Condvar, Mutex};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyKeyError, PyNotImplementedError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::PyDict;
 use tokio::sync::{mpsc, oneshot};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use crate::common::{self, AttrTarget, StudyBackend};
 use crate::{
-    attr_from_py, attr_to_py, attrs_from_py, dist_from_py, float_from_param, param_from_py,
-    param_to_py, parse_directions, parse_states, record_to_py, warn, DSpexError,
-    DuplicatedStudyError, ToldTuple, SLICE,
+    attrs_from_py, dist_from_py, parse_directions, parse_state, DSpexError, DuplicatedStudyError,
+    ToldTuple, SLICE,
 };
 
 create_exception!(
@@ -447,12 +445,9 @@ impl RemoteRun {
     /// when the run is over (or the stream broke). Checks signals while waiting.
     #[pyo3(signature = (max=1, timeout=None))]
     fn pull(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Option<Vec<u64>>> {
-        let start = Instant::now();
-        let limit = timeout.map(|t| Duration::from_secs_f64(t.clamp(0.0, 1e9)));
-        loop {
-            let slice = limit.map_or(SLICE, |l| l.saturating_sub(start.elapsed()).min(SLICE));
+        let got = common::poll(py, timeout, |slice| {
             let s = self.session.clone();
-            let got = py.detach(move || {
+            Ok(py.detach(move || {
                 let deadline = Instant::now() + slice;
                 let mut q = s.queue.lock();
                 loop {
@@ -467,15 +462,9 @@ impl RemoteRun {
                         return None;
                     }
                 }
-            });
-            if let Some(r) = got {
-                return Ok(r);
-            }
-            py.check_signals()?;
-            if limit.is_some_and(|l| start.elapsed() >= l) {
-                return Ok(Some(Vec::new()));
-            }
-        }
+            }))
+        })?;
+        Ok(got.unwrap_or_else(|| Some(Vec::new())))
     }
 
     /// The evaluator finished trial `number` (after telling it); `abort` stops the run.
@@ -514,10 +503,7 @@ impl RemoteRun {
     /// after `timeout` seconds.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
-        let start = Instant::now();
-        let limit = timeout.map(|t| Duration::from_secs_f64(t.clamp(0.0, 1e9)));
-        loop {
-            let slice = limit.map_or(SLICE, |l| l.saturating_sub(start.elapsed()).min(SLICE));
+        common::poll(py, timeout, |slice| {
             let s = self.session.clone();
             let got = py.detach(move || {
                 let deadline = Instant::now() + slice;
@@ -529,20 +515,15 @@ impl RemoteRun {
                 }
                 q.summary.clone()
             });
-            if let Some(s) = got {
-                // The stream is over: define-by-run calls go back to unary calls.
-                let study = self.study.get();
-                let mut cur = study.session.lock();
-                if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.session)) {
-                    *cur = None;
-                }
-                return Ok(Some(summary_tuple(py, &s)?));
+            let Some(s) = got else { return Ok(None) };
+            // The stream is over: define-by-run calls go back to unary calls.
+            let study = self.study.get();
+            let mut cur = study.session.lock();
+            if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.session)) {
+                *cur = None;
             }
-            py.check_signals()?;
-            if limit.is_some_and(|l| start.elapsed() >= l) {
-                return Ok(None);
-            }
-        }
+            Ok(Some(summary_tuple(py, &s)?))
+        })
     }
 }
 
@@ -628,42 +609,211 @@ impl RemoteStudy {
             None => Err(RemoteError::new_err("the engine sent an empty reply")),
         }
     }
+}
 
-    fn suggest_dist(
+impl StudyBackend for RemoteStudy {
+    fn suggest_value(
         &self,
         py: Python<'_>,
         number: u64,
         name: String,
-        dist: &Distribution,
-    ) -> PyResult<ParamValue> {
+        dist: Distribution,
+    ) -> PyResult<(ParamValue, Option<String>)> {
         let r = self.trial_call(
             py,
             number,
             pb::trial_call::Op::Suggest(pb::Suggest {
                 name,
-                distribution: Some(dist_to_pb(dist)),
+                distribution: Some(dist_to_pb(&dist)),
             }),
         )?;
         match r {
             pb::trial_reply::Result::Suggested(s) => {
-                if let Some(w) = &s.warning {
-                    warn(py, true, w)?;
-                }
                 let v = s
                     .value
                     .ok_or_else(|| RemoteError::new_err("a suggestion without a value"))?;
-                param_from_pb(&v).map_err(engine_err)
+                Ok((param_from_pb(&v).map_err(engine_err)?, s.warning))
             }
             _ => Err(unexpected()),
         }
     }
 
-    fn trial_record(&self, py: Python<'_>, number: u64) -> PyResult<dspex_engine::TrialRecord> {
+    fn report_value(&self, py: Python<'_>, number: u64, step: i64, value: f64) -> PyResult<bool> {
+        match self.trial_call(
+            py,
+            number,
+            pb::trial_call::Op::Report(pb::Report { step, value }),
+        )? {
+            pb::trial_reply::Result::Flag(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn prune_check(&self, py: Python<'_>, number: u64) -> PyResult<bool> {
+        match self.trial_call(py, number, pb::trial_call::Op::ShouldPrune(pb::Empty {}))? {
+            pb::trial_reply::Result::Flag(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn tell_outcome(
+        &self,
+        py: Python<'_>,
+        number: u64,
+        outcome: Outcome,
+        strict: bool,
+    ) -> PyResult<ToldTuple> {
+        use pb::outcome::Kind;
+        let kind = match outcome {
+            Outcome::Pruned => Kind::Pruned(pb::Empty {}),
+            Outcome::Fail(reason) => Kind::FailReason(reason),
+            Outcome::Values(values) => Kind::Values(pb::Values { values }),
+        };
+        let r = self.trial_call(
+            py,
+            number,
+            pb::trial_call::Op::Tell(pb::Tell {
+                outcome: Some(pb::Outcome { kind: Some(kind) }),
+                strict,
+            }),
+        )?;
+        match r {
+            pb::trial_reply::Result::Told(t) => {
+                let state = state_from_i32(t.state).map_err(engine_err)?;
+                Ok((
+                    state.as_str(),
+                    t.has_values.then_some(t.values),
+                    t.fail_reason,
+                ))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn enqueue_params(
+        &self,
+        py: Python<'_>,
+        params: BTreeMap<String, ParamValue>,
+        user_attrs: AttrMap,
+        skip_if_exists: bool,
+    ) -> PyResult<Option<u64>> {
+        let op = pb::study_call_request::Op::Enqueue(pb::Enqueue {
+            params: params_to_pb(&params),
+            user_attrs_json: attrs_to_json(&user_attrs),
+            skip_if_exists,
+        });
+        match self.study_call(py, op)? {
+            pb::study_call_reply::Result::Number(n) => Ok(Some(n)),
+            pb::study_call_reply::Result::Skipped(_) => Ok(None),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn trial_record(&self, py: Python<'_>, number: u64) -> PyResult<TrialRecord> {
         match self.trial_call(py, number, pb::trial_call::Op::GetTrial(pb::Empty {}))? {
             pb::trial_reply::Result::Trial(t) => record_from_pb(&t),
             _ => Err(unexpected()),
         }
     }
+
+    fn trial_records(
+        &self,
+        py: Python<'_>,
+        states: Option<Vec<TrialState>>,
+    ) -> PyResult<Vec<TrialRecord>> {
+        let req = pb::ListTrialsRequest {
+            study: self.name.clone(),
+            states: states_to_pb(states),
+        };
+        let mut c = self.client.c();
+        let ts = block(py, async move {
+            c.list_trials(req)
+                .await
+                .map(|r| r.into_inner().trials)
+                .map_err(status_err)
+        })?;
+        ts.iter().map(record_from_pb).collect()
+    }
+
+    fn count_trials(&self, py: Python<'_>, states: Option<Vec<TrialState>>) -> PyResult<usize> {
+        let op = pb::study_call_request::Op::NTrials(pb::NTrials {
+            states: states_to_pb(states),
+        });
+        match self.study_call(py, op)? {
+            pb::study_call_reply::Result::Count(n) => Ok(n as usize),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn best_record(&self, py: Python<'_>) -> PyResult<TrialRecord> {
+        match self.study_call(py, pb::study_call_request::Op::BestTrial(pb::Empty {}))? {
+            pb::study_call_reply::Result::Trial(t) => record_from_pb(&t),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn best_records(&self, py: Python<'_>) -> PyResult<Vec<TrialRecord>> {
+        match self.study_call(py, pb::study_call_request::Op::BestTrials(pb::Empty {}))? {
+            pb::study_call_reply::Result::Trials(ts) => {
+                ts.trials.iter().map(record_from_pb).collect()
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn store_attr(
+        &self,
+        py: Python<'_>,
+        target: AttrTarget,
+        system: bool,
+        key: String,
+        value: AttrValue,
+    ) -> PyResult<()> {
+        let a = pb::SetAttr {
+            key,
+            value_json: value.to_string(),
+        };
+        match target {
+            AttrTarget::Study => {
+                let op = if system {
+                    pb::study_call_request::Op::SetSystemAttr(a)
+                } else {
+                    pb::study_call_request::Op::SetUserAttr(a)
+                };
+                self.study_call(py, op)?;
+            }
+            AttrTarget::Trial(number) => {
+                let op = if system {
+                    pb::trial_call::Op::SetSystemAttr(a)
+                } else {
+                    pb::trial_call::Op::SetUserAttr(a)
+                };
+                self.trial_call(py, number, op)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_attrs(&self, py: Python<'_>, system: bool) -> PyResult<AttrMap> {
+        let op = if system {
+            pb::study_call_request::Op::SystemAttrs(pb::Empty {})
+        } else {
+            pb::study_call_request::Op::UserAttrs(pb::Empty {})
+        };
+        match self.study_call(py, op)? {
+            pb::study_call_reply::Result::Json(j) => attrs_from_json(&j).map_err(engine_err),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+/// States as a filter on the wire (empty: all).
+fn states_to_pb(states: Option<Vec<TrialState>>) -> Vec<i32> {
+    states
+        .unwrap_or_default()
+        .iter()
+        .map(|s| state_to_pb(*s) as i32)
+        .collect()
 }
 
 fn unexpected() -> PyErr {
@@ -703,10 +853,6 @@ fn record_from_pb(t: &pb::Trial) -> PyResult<dspex_engine::TrialRecord> {
     Ok(r)
 }
 
-fn json_attr(v: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(attr_from_py(v)?.to_string())
-}
-
 #[pymethods]
 impl RemoteStudy {
     #[getter]
@@ -743,13 +889,7 @@ impl RemoteStudy {
         log: bool,
         step: Option<f64>,
     ) -> PyResult<f64> {
-        let (d, note) = FloatDistribution::checked(low, high, log, step)
-            .map_err(|e| PyValueError::new_err(format!("suggest_float({name:?}): {e}")))?;
-        if let Some(n) = note {
-            warn(py, false, &n)?;
-        }
-        let v = self.suggest_dist(py, number, name, &Distribution::Float(d))?;
-        Ok(float_from_param(&v))
+        common::suggest_float(self, py, number, name, low, high, log, step)
     }
 
     #[pyo3(signature = (number, name, low, high, step=1, log=false))]
@@ -764,17 +904,10 @@ impl RemoteStudy {
         step: i64,
         log: bool,
     ) -> PyResult<i64> {
-        let (d, note) = IntDistribution::checked(low, high, log, step)
-            .map_err(|e| PyValueError::new_err(format!("suggest_int({name:?}): {e}")))?;
-        if let Some(n) = note {
-            warn(py, false, &n)?;
-        }
-        match self.suggest_dist(py, number, name, &Distribution::Int(d))? {
-            ParamValue::Int(i) => Ok(i),
-            other => Ok(float_from_param(&other).round() as i64),
-        }
+        common::suggest_int(self, py, number, name, low, high, step, log)
     }
 
+    /// Returns the index of the chosen value in `choices`.
     fn suggest_categorical(
         &self,
         py: Python<'_>,
@@ -782,25 +915,10 @@ impl RemoteStudy {
         name: String,
         choices: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
-        let values = choices
-            .try_iter()?
-            .map(|c| param_from_py(&c?))
-            .collect::<PyResult<Vec<_>>>()?;
-        let d = CategoricalDistribution::new(values)
-            .map_err(|e| PyValueError::new_err(format!("suggest_categorical({name:?}): {e}")))?;
-        let v = self.suggest_dist(
-            py,
-            number,
-            name.clone(),
-            &Distribution::Categorical(d.clone()),
-        )?;
-        d.index_of(&v).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "suggest_categorical({name:?}): value {v} is not one of the choices"
-            ))
-        })
+        common::suggest_categorical(self, py, number, name, choices)
     }
 
+    /// Suggests with a distribution tuple; returns the external value.
     fn suggest(
         &self,
         py: Python<'_>,
@@ -808,29 +926,19 @@ impl RemoteStudy {
         name: String,
         dist: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
-        let d = dist_from_py(dist)?;
-        let v = self.suggest_dist(py, number, name, &d)?;
-        param_to_py(py, &v)
+        common::suggest(self, py, number, name, dist)
     }
 
     fn report(&self, py: Python<'_>, number: u64, step: i64, value: f64) -> PyResult<bool> {
-        match self.trial_call(
-            py,
-            number,
-            pb::trial_call::Op::Report(pb::Report { step, value }),
-        )? {
-            pb::trial_reply::Result::Flag(b) => Ok(b),
-            _ => Err(unexpected()),
-        }
+        self.report_value(py, number, step, value)
     }
 
     fn should_prune(&self, py: Python<'_>, number: u64) -> PyResult<bool> {
-        match self.trial_call(py, number, pb::trial_call::Op::ShouldPrune(pb::Empty {}))? {
-            pb::trial_reply::Result::Flag(b) => Ok(b),
-            _ => Err(unexpected()),
-        }
+        self.prune_check(py, number)
     }
 
+    /// Finishes a trial: `values` (COMPLETE if valid), or `state` "PRUNED"/"FAIL" with an
+    /// optional `fail_reason`. Returns (state, values, fail_reason).
     #[pyo3(signature = (number, values=None, state=None, fail_reason=None, strict=false))]
     fn tell(
         &self,
@@ -841,49 +949,7 @@ impl RemoteStudy {
         fail_reason: Option<String>,
         strict: bool,
     ) -> PyResult<ToldTuple> {
-        use pb::outcome::Kind;
-        let kind = match (
-            state.as_deref().map(str::to_ascii_uppercase).as_deref(),
-            values,
-        ) {
-            (Some("PRUNED"), _) => Kind::Pruned(pb::Empty {}),
-            (Some("FAIL"), _) => {
-                Kind::FailReason(fail_reason.unwrap_or_else(|| "told FAIL".into()))
-            }
-            (Some("COMPLETE") | None, Some(v)) => Kind::Values(pb::Values { values: v }),
-            (None, None) => Kind::FailReason(
-                fail_reason.unwrap_or_else(|| "the objective returned None".into()),
-            ),
-            (Some("COMPLETE"), None) => {
-                return Err(PyValueError::new_err(
-                    "values are required when state is COMPLETE",
-                ))
-            }
-            (Some(s), _) => {
-                return Err(PyValueError::new_err(format!(
-                    "a trial can only be told COMPLETE, PRUNED or FAIL, got {s}"
-                )))
-            }
-        };
-        let r = self.trial_call(
-            py,
-            number,
-            pb::trial_call::Op::Tell(pb::Tell {
-                outcome: Some(pb::Outcome { kind: Some(kind) }),
-                strict,
-            }),
-        )?;
-        match r {
-            pb::trial_reply::Result::Told(t) => {
-                let state = state_from_i32(t.state).map_err(engine_err)?;
-                Ok((
-                    state.as_str(),
-                    t.has_values.then_some(t.values),
-                    t.fail_reason,
-                ))
-            }
-            _ => Err(unexpected()),
-        }
+        common::tell(self, py, number, values, state, fail_reason, strict)
     }
 
     #[pyo3(signature = (params, user_attrs=None, skip_if_exists=false))]
@@ -894,21 +960,7 @@ impl RemoteStudy {
         user_attrs: Option<&Bound<'_, PyDict>>,
         skip_if_exists: bool,
     ) -> PyResult<Option<u64>> {
-        let mut p = BTreeMap::new();
-        for (k, v) in params.iter() {
-            p.insert(k.extract::<String>()?, param_from_py(&v)?);
-        }
-        let attrs = attrs_from_py(user_attrs)?;
-        let op = pb::study_call_request::Op::Enqueue(pb::Enqueue {
-            params: params_to_pb(&p),
-            user_attrs_json: attrs_to_json(&attrs),
-            skip_if_exists,
-        });
-        match self.study_call(py, op)? {
-            pb::study_call_reply::Result::Number(n) => Ok(Some(n)),
-            pb::study_call_reply::Result::Skipped(_) => Ok(None),
-            _ => Err(unexpected()),
-        }
+        common::enqueue(self, py, params, user_attrs, skip_if_exists)
     }
 
     #[pyo3(signature = (state, params, distributions, values, intermediate_values, user_attrs, system_attrs, datetime_start=None, datetime_complete=None))]
@@ -926,8 +978,7 @@ impl RemoteStudy {
         datetime_start: Option<f64>,
         datetime_complete: Option<f64>,
     ) -> PyResult<u64> {
-        let st = dspex_engine::optimizer::TrialState::parse(&state)
-            .ok_or_else(|| PyValueError::new_err(format!("unknown trial state {state:?}")))?;
+        let st = parse_state(&state)?;
         let mut t = pb::Trial {
             state: state_to_pb(st) as i32,
             has_values: values.is_some(),
@@ -943,10 +994,7 @@ impl RemoteStudy {
             t.distributions
                 .insert(k.extract()?, dist_to_pb(&dist_from_py(&d)?));
         }
-        for (k, v) in params.iter() {
-            t.params
-                .insert(k.extract()?, param_to_pb(&param_from_py(&v)?));
-        }
+        t.params = params_to_pb(&common::params_from_py(params)?);
         match self.study_call(py, pb::study_call_request::Op::AddTrial(t))? {
             pb::study_call_reply::Result::Number(n) => Ok(n),
             _ => Err(unexpected()),
@@ -954,8 +1002,7 @@ impl RemoteStudy {
     }
 
     fn trial(&self, py: Python<'_>, number: u64) -> PyResult<Py<PyAny>> {
-        let r = self.trial_record(py, number)?;
-        record_to_py(py, &r)
+        common::trial(self, py, number)
     }
 
     fn trial_state(&self, py: Python<'_>, number: u64) -> PyResult<&'static str> {
@@ -968,70 +1015,29 @@ impl RemoteStudy {
     }
 
     fn trial_params(&self, py: Python<'_>, number: u64) -> PyResult<Py<PyAny>> {
-        let r = self.trial_record(py, number)?;
-        let d = PyDict::new(py);
-        for (k, v) in &r.params {
-            d.set_item(k, param_to_py(py, v)?)?;
-        }
-        Ok(d.into_any().unbind())
+        common::trial_params(self, py, number)
     }
 
     #[pyo3(signature = (states=None))]
     fn trials(&self, py: Python<'_>, states: Option<Vec<String>>) -> PyResult<Vec<Py<PyAny>>> {
-        let states = parse_states(states)?.unwrap_or_default();
-        let req = pb::ListTrialsRequest {
-            study: self.name.clone(),
-            states: states.iter().map(|s| state_to_pb(*s) as i32).collect(),
-        };
-        let mut c = self.client.c();
-        let ts = block(py, async move {
-            c.list_trials(req)
-                .await
-                .map(|r| r.into_inner().trials)
-                .map_err(status_err)
-        })?;
-        ts.iter()
-            .map(|t| record_to_py(py, &record_from_pb(t)?))
-            .collect()
+        common::trials(self, py, states)
     }
 
     #[pyo3(signature = (states=None))]
     fn n_trials(&self, py: Python<'_>, states: Option<Vec<String>>) -> PyResult<usize> {
-        let states = parse_states(states)?.unwrap_or_default();
-        let op = pb::study_call_request::Op::NTrials(pb::NTrials {
-            states: states.iter().map(|s| state_to_pb(*s) as i32).collect(),
-        });
-        match self.study_call(py, op)? {
-            pb::study_call_reply::Result::Count(n) => Ok(n as usize),
-            _ => Err(unexpected()),
-        }
+        common::n_trials(self, py, states)
     }
 
     fn best_trial(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        match self.study_call(py, pb::study_call_request::Op::BestTrial(pb::Empty {}))? {
-            pb::study_call_reply::Result::Trial(t) => record_to_py(py, &record_from_pb(&t)?),
-            _ => Err(unexpected()),
-        }
+        common::best_trial(self, py)
     }
 
     fn best_trials(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
-        match self.study_call(py, pb::study_call_request::Op::BestTrials(pb::Empty {}))? {
-            pb::study_call_reply::Result::Trials(ts) => ts
-                .trials
-                .iter()
-                .map(|t| record_to_py(py, &record_from_pb(t)?))
-                .collect(),
-            _ => Err(unexpected()),
-        }
+        common::best_trials(self, py)
     }
 
     fn set_user_attr(&self, py: Python<'_>, key: String, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let value_json = json_attr(value)?;
-        self.study_call(
-            py,
-            pb::study_call_request::Op::SetUserAttr(pb::SetAttr { key, value_json }),
-        )?;
-        Ok(())
+        common::set_attr(self, py, AttrTarget::Study, false, key, value)
     }
 
     fn set_system_attr(
@@ -1040,20 +1046,15 @@ impl RemoteStudy {
         key: String,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let value_json = json_attr(value)?;
-        self.study_call(
-            py,
-            pb::study_call_request::Op::SetSystemAttr(pb::SetAttr { key, value_json }),
-        )?;
-        Ok(())
+        common::set_attr(self, py, AttrTarget::Study, true, key, value)
     }
 
     fn user_attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.attrs(py, pb::study_call_request::Op::UserAttrs(pb::Empty {}))
+        common::attrs(self, py, false)
     }
 
     fn system_attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.attrs(py, pb::study_call_request::Op::SystemAttrs(pb::Empty {}))
+        common::attrs(self, py, true)
     }
 
     fn set_trial_user_attr(
@@ -1063,13 +1064,7 @@ impl RemoteStudy {
         key: String,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let value_json = json_attr(value)?;
-        self.trial_call(
-            py,
-            number,
-            pb::trial_call::Op::SetUserAttr(pb::SetAttr { key, value_json }),
-        )?;
-        Ok(())
+        common::set_attr(self, py, AttrTarget::Trial(number), false, key, value)
     }
 
     fn set_trial_system_attr(
@@ -1079,15 +1074,8 @@ impl RemoteStudy {
         key: String,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let value_json = json_attr(value)?;
-        self.trial_call(
-            py,
-            number,
-            pb::trial_call::Op::SetSystemAttr(pb::SetAttr { key, value_json }),
-        )?;
-        Ok(())
+        common::set_attr(self, py, AttrTarget::Trial(number), true, key, value)
     }
-
     /// Stops the active runs of this study in the engine; returns how many there were.
     fn stop(&self, py: Python<'_>) -> PyResult<usize> {
         match self.study_call(py, pb::study_call_request::Op::Stop(pb::Empty {}))? {
@@ -1145,24 +1133,6 @@ impl RemoteStudy {
 }
 
 impl RemoteStudy {
-    fn attrs<'py>(
-        &self,
-        py: Python<'py>,
-        op: pb::study_call_request::Op,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        match self.study_call(py, op)? {
-            pb::study_call_reply::Result::Json(j) => {
-                let a = attrs_from_json(&j).map_err(engine_err)?;
-                let d = PyDict::new(py);
-                for (k, v) in &a {
-                    d.set_item(PyString::new(py, k), attr_to_py(py, v)?)?;
-                }
-                Ok(d)
-            }
-            _ => Err(unexpected()),
-        }
-    }
-
     fn open(
         slf: &Bound<'_, Self>,
         start: Option<pb::RunSpec>,
