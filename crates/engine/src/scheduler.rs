@@ -36,7 +36,10 @@ pub struct RunOptions {
     pub trial_timeout: Option<Duration>,
     /// Evaluators that use the blocking [`Run::pull`] start trials themselves: the driver
     /// hands out permits instead of asking on the blocking pool, and the pulling thread samples
-    /// (two thread hand-offs fewer per trial). Only for runs whose evaluators all use `pull`.
+    /// (two thread hand-offs fewer per trial). Only for runs whose evaluators all use `pull` and
+    /// evaluate one trial at a time: their number then bounds the trials in flight, and the
+    /// driver keeps up to `concurrency` permits ready ahead, so an evaluator that finishes a
+    /// trial starts the next one without waiting for the driver to see its answer.
     pub evaluators_ask: bool,
 }
 
@@ -427,6 +430,12 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
     // Sampling is CPU work: more asks at once than cores only adds contention, and trials would
     // start in bursts instead of as soon as each is sampled.
     let ask_limit = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Permits ready ahead when evaluators ask (see `RunOptions::evaluators_ask`).
+    let slots = if opts.evaluators_ask {
+        2 * opts.concurrency
+    } else {
+        opts.concurrency
+    };
     let mut started: u64 = 0;
     let mut finished: u64 = 0;
     let mut asking: usize = 0;
@@ -444,7 +453,7 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
             }
         }
         while reason.is_none()
-            && in_flight.len() + asking < opts.concurrency
+            && in_flight.len() + asking < slots
             && (opts.evaluators_ask || asking < ask_limit)
         {
             if opts.n_trials.is_some_and(|n| started >= n) {
