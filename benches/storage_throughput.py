@@ -62,15 +62,20 @@ def main() -> int:
     for backend, pg in backends:
         for lib, python in (("dspex", sys.executable), ("optuna", args.optuna_python)):
             url = pg or f"sqlite:///{os.path.join(args.sqlite_dir, f'bench-{lib}-{uuid.uuid4().hex[:8]}.db')}"
-            tps = measure(python, lib, url, args.trials, args.jobs)
-            row = {"library": lib, "backend": backend, "trials": args.trials, "n_jobs": args.jobs, "trials_per_s": round(tps, 1)}
+            try:
+                tps = round(measure(python, lib, url, args.trials, args.jobs), 1)
+                err = None
+            except RuntimeError as e:  # Optuna's SQLite storage sometimes fails under n_jobs > 1
+                tps, err = None, str(e).strip().splitlines()[-1]
+            row = {"library": lib, "backend": backend, "trials": args.trials, "n_jobs": args.jobs, "trials_per_s": tps, "error": err}
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| backend | n_jobs | dspex trials/s | Optuna trials/s | ratio |\n|---|---|---|---|---|")
     for backend, _ in backends:
         d = next(r for r in rows if r["backend"] == backend and r["library"] == "dspex")["trials_per_s"]
         o = next(r for r in rows if r["backend"] == backend and r["library"] == "optuna")["trials_per_s"]
-        print(f"| {backend} | {args.jobs} | {d} | {o} | {d / o:.1f}x |")
+        ratio = f"{d / o:.1f}x" if d and o else "-"
+        print(f"| {backend} | {args.jobs} | {d or 'failed'} | {o or 'failed'} | {ratio} |")
     return 0
 
 
