@@ -24,6 +24,8 @@ use crate::distributions::Distribution;
 use crate::fastmath;
 
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
+/// Standard deviations beyond which a normal tail (< 4e-11) is ignored in kernel masses.
+const TAIL_CUT: f64 = 6.5;
 /// Work (kernels x dimensions x candidates) above which candidates are scored in parallel.
 const PARALLEL_WORK: usize = 1 << 17;
 /// Below this many kernels a dense pass is cheaper than looking for kernels to drop.
@@ -75,9 +77,10 @@ pub(crate) fn log_gauss_mass(a: f64, b: f64) -> f64 {
     } else if a >= 0.0 {
         log_diff_exp(log_ndtr(-a), log_ndtr(-b))
     } else {
-        // Both tails are small: 1 - P(X < a) - P(X > b). Beyond 8.3 sd a tail is < 1e-16.
-        let left = if a < -8.3 { 0.0 } else { ndtr(a) };
-        let right = if b > 8.3 { 0.0 } else { ndtr(-b) };
+        // Both tails are small: 1 - P(X < a) - P(X > b). Beyond TAIL_CUT sd a tail changes the
+        // log mass by less than 1e-10: treat it as zero.
+        let left = if a < -TAIL_CUT { 0.0 } else { ndtr(a) };
+        let right = if b > TAIL_CUT { 0.0 } else { ndtr(-b) };
         let t = left + right;
         if t < 1e-5 {
             // ln(1 - t) to better than 1e-15 without a logarithm (the common case).
@@ -654,7 +657,7 @@ fn numeric_dim(
         .map(|(mu, inv)| {
             let (a, b) = ((t_low - mu) * inv, (t_high - mu) * inv);
             // Far from both bounds (the common case) the mass is 1 to double precision.
-            if a < -8.3 && b > 8.3 {
+            if a < -TAIL_CUT && b > TAIL_CUT {
                 0.0
             } else {
                 log_gauss_mass(a, b)
