@@ -7,9 +7,10 @@ use std::time::SystemTime;
 use dspex_optimizer::{Distribution, History, ParamValue, SearchSpace, StudyDirection, TrialState};
 use parking_lot::RwLock;
 
+use super::state::{unique_name, StudyState, TrialExtra};
 use super::{ParamContext, Storage, StudyId};
 use crate::error::{EngineError, Result};
-use crate::model::{check_compatible, AttrMap, AttrValue, StudySummary, TrialRecord};
+use crate::model::{AttrMap, AttrValue, StudySummary, TrialRecord};
 
 /// Keeps every study in process memory. Cheap to clone (clones share the studies).
 #[derive(Debug, Default, Clone)]
@@ -29,123 +30,28 @@ struct StudyData {
     name: String,
     directions: Vec<StudyDirection>,
     datetime_start: SystemTime,
-    state: RwLock<StudyState>,
+    state: RwLock<MemoryStudy>,
 }
 
+/// A study: the shared [`StudyState`] plus what only this backend keeps in memory.
 #[derive(Debug)]
-struct StudyState {
-    history: History,
-    extras: Vec<TrialExtra>,
+struct MemoryStudy {
+    state: StudyState,
     waiting: VecDeque<u64>,
     user_attrs: AttrMap,
     system_attrs: AttrMap,
-    /// First distribution seen per parameter name in the study (compatibility checks).
-    param_dists: HashMap<String, Distribution>,
 }
 
-#[derive(Debug, Default, Clone)]
-struct TrialExtra {
-    user_attrs: AttrMap,
-    system_attrs: AttrMap,
-    datetime_start: Option<SystemTime>,
-    datetime_complete: Option<SystemTime>,
-    fail_reason: Option<String>,
-    fixed: Option<BTreeMap<String, ParamValue>>,
-    relative_space: SearchSpace,
+impl std::ops::Deref for MemoryStudy {
+    type Target = StudyState;
+    fn deref(&self) -> &StudyState {
+        &self.state
+    }
 }
 
-impl StudyState {
-    fn extra(&self, number: u64) -> Result<&TrialExtra> {
-        self.extras
-            .get(number as usize)
-            .ok_or(EngineError::TrialNotFound(number))
-    }
-
-    fn extra_mut(&mut self, number: u64) -> Result<&mut TrialExtra> {
-        self.extras
-            .get_mut(number as usize)
-            .ok_or(EngineError::TrialNotFound(number))
-    }
-
-    fn running(&self, number: u64, op: &'static str) -> Result<()> {
-        let state = self.history.trial(number)?.state;
-        if state != TrialState::Running {
-            return Err(EngineError::TrialNotRunning { op, number, state });
-        }
-        Ok(())
-    }
-
-    fn record(&self, number: u64) -> Result<TrialRecord> {
-        let t = self.history.trial(number)?;
-        let x = self.extra(number)?;
-        let params = t
-            .params
-            .iter()
-            .filter_map(|(name, v)| {
-                t.distributions
-                    .get(name)
-                    .map(|d| (name.clone(), d.to_external(*v)))
-            })
-            .collect();
-        Ok(TrialRecord {
-            number,
-            state: t.state,
-            params,
-            internal_params: t.params.clone(),
-            distributions: t.distributions.clone(),
-            values: t.values.clone(),
-            intermediate_values: t.intermediate_values.clone(),
-            user_attrs: x.user_attrs.clone(),
-            system_attrs: x.system_attrs.clone(),
-            datetime_start: x.datetime_start,
-            datetime_complete: x.datetime_complete,
-            fail_reason: x.fail_reason.clone(),
-            fixed_params: x.fixed.clone(),
-        })
-    }
-
-    fn set_param(
-        &mut self,
-        number: u64,
-        name: &str,
-        internal: f64,
-        dist: &Distribution,
-    ) -> Result<()> {
-        if let Some(old) = self.param_dists.get(name) {
-            check_compatible(old, dist).map_err(|reason| {
-                EngineError::IncompatibleDistribution {
-                    name: name.to_string(),
-                    reason,
-                }
-            })?;
-        }
-        self.history.set_param(number, name, internal, dist)?;
-        self.param_dists
-            .entry(name.to_string())
-            .or_insert_with(|| dist.clone());
-        Ok(())
-    }
-
-    fn finish(
-        &mut self,
-        number: u64,
-        state: TrialState,
-        values: Option<Vec<f64>>,
-        fail_reason: Option<String>,
-        at: Option<SystemTime>,
-    ) -> Result<()> {
-        self.history.finish(number, state, values)?;
-        let x = self.extra_mut(number)?;
-        x.datetime_complete = Some(at.unwrap_or_else(SystemTime::now));
-        x.relative_space.clear();
-        if state == TrialState::Fail {
-            if let Some(reason) = fail_reason {
-                x.system_attrs
-                    .insert("fail_reason".into(), AttrValue::String(reason.clone()));
-                x.fail_reason = Some(reason);
-            }
-        }
-        Ok(())
+impl std::ops::DerefMut for MemoryStudy {
+    fn deref_mut(&mut self) -> &mut StudyState {
+        &mut self.state
     }
 }
 
@@ -162,16 +68,6 @@ impl InMemoryStorage {
             .cloned()
             .ok_or_else(|| EngineError::StudyNotFound(format!("id {id}")))
     }
-}
-
-fn unique_name() -> String {
-    let a: u64 = rand::random();
-    let b: u64 = rand::random();
-    format!("no-name-{a:016x}{b:016x}")
-}
-
-fn matches(states: Option<&[TrialState]>, s: TrialState) -> bool {
-    states.is_none_or(|ss| ss.contains(&s))
 }
 
 impl Storage for InMemoryStorage {
@@ -199,13 +95,11 @@ impl Storage for InMemoryStorage {
             name: name.clone(),
             directions: directions.to_vec(),
             datetime_start: SystemTime::now(),
-            state: RwLock::new(StudyState {
-                history: History::new(directions.to_vec()),
-                extras: Vec::new(),
+            state: RwLock::new(MemoryStudy {
+                state: StudyState::new(directions.to_vec()),
                 waiting: VecDeque::new(),
                 user_attrs: AttrMap::new(),
                 system_attrs: AttrMap::new(),
-                param_dists: HashMap::new(),
             }),
         };
         inner.studies.insert(id, Arc::new(data));
@@ -314,14 +208,7 @@ impl Storage for InMemoryStorage {
                     dist.to_json()
                 )));
             }
-            if let Some(old) = s.param_dists.get(name) {
-                check_compatible(old, dist).map_err(|reason| {
-                    EngineError::IncompatibleDistribution {
-                        name: name.clone(),
-                        reason,
-                    }
-                })?;
-            }
+            s.check_compatible(name, dist)?;
         }
         if t.state == TrialState::Complete
             && t.values.as_ref().map(Vec::len) != Some(data.directions.len())
@@ -408,6 +295,7 @@ impl Storage for InMemoryStorage {
         let data = self.study(study)?;
         let mut s = data.state.write();
         s.running(number, "set a parameter of")?;
+        s.check_compatible(name, dist)?;
         s.set_param(number, name, internal, dist)
     }
 
@@ -420,10 +308,7 @@ impl Storage for InMemoryStorage {
     ) -> Result<()> {
         let data = self.study(study)?;
         let mut s = data.state.write();
-        s.running(number, "set relative parameters of")?;
-        s.history.set_relative_params(number, params, space)?;
-        s.extra_mut(number)?.relative_space = space.clone();
-        Ok(())
+        s.set_relative_params(number, params, space)
     }
 
     fn set_trial_fixed_params(
@@ -484,11 +369,7 @@ impl Storage for InMemoryStorage {
         let data = self.study(study)?;
         let mut s = data.state.write();
         s.running(number, "report to")?;
-        if s.history
-            .trial(number)?
-            .intermediate_values
-            .contains_key(&step)
-        {
+        if s.has_reported(number, step)? {
             return Ok(false);
         }
         s.history.report(number, step, value)?;
@@ -538,52 +419,15 @@ impl Storage for InMemoryStorage {
         study: StudyId,
         states: Option<&[TrialState]>,
     ) -> Result<Vec<TrialRecord>> {
-        let data = self.study(study)?;
-        let s = data.state.read();
-        s.history
-            .trials()
-            .iter()
-            .filter(|t| matches(states, t.state))
-            .map(|t| s.record(t.number))
-            .collect()
+        self.study(study)?.state.read().records(states)
     }
 
     fn get_n_trials(&self, study: StudyId, states: Option<&[TrialState]>) -> Result<usize> {
-        let data = self.study(study)?;
-        let s = data.state.read();
-        Ok(match states {
-            None => s.history.trials().len(),
-            Some(_) => s
-                .history
-                .trials()
-                .iter()
-                .filter(|t| matches(states, t.state))
-                .count(),
-        })
+        Ok(self.study(study)?.state.read().n_trials(states))
     }
 
     fn param_context(&self, study: StudyId, number: u64, name: &str) -> Result<ParamContext> {
-        let data = self.study(study)?;
-        let s = data.state.read();
-        let t = s.history.trial(number)?;
-        let x = s.extra(number)?;
-        let existing = match (t.params.get(name), t.distributions.get(name)) {
-            (Some(v), Some(d)) => Some((*v, d.clone())),
-            _ => None,
-        };
-        let relative = match (
-            s.history.pending_relative(number, name),
-            x.relative_space.get(name),
-        ) {
-            (Some(v), Some(d)) => Some((v, d.clone())),
-            _ => None,
-        };
-        Ok(ParamContext {
-            existing,
-            fixed: x.fixed.as_ref().and_then(|f| f.get(name).cloned()),
-            relative,
-            study_distribution: s.param_dists.get(name).cloned(),
-        })
+        self.study(study)?.state.read().param_context(number, name)
     }
 
     fn read_history(&self, study: StudyId, f: &mut dyn FnMut(&History)) -> Result<()> {

@@ -15,6 +15,7 @@ use crate::model::{AttrMap, AttrValue, StudySummary, TrialRecord};
 mod memory;
 mod sql;
 mod sql_schema;
+mod state;
 
 pub use memory::InMemoryStorage;
 pub use sql::{RetryPolicy, SqlOptions, SqlStorage, FLUSH_INTERVAL};

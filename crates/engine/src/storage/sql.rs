@@ -28,9 +28,10 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio::runtime::Runtime;
 
 use super::sql_schema;
+use super::state::{unique_name, StudyState, TrialExtra};
 use super::{ParamContext, Storage, StudyId};
 use crate::error::{EngineError, Result};
-use crate::model::{check_compatible, AttrMap, AttrValue, StudySummary, TrialRecord};
+use crate::model::{AttrMap, AttrValue, StudySummary, TrialRecord};
 
 /// What to do with a trial failed by the heartbeat check (Optuna's `RetryFailedTrialCallback`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -223,93 +224,53 @@ fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
         .join(",")
 }
 
-fn unique_name() -> String {
-    let a: u64 = rand::random();
-    let b: u64 = rand::random();
-    format!("no-name-{a:016x}{b:016x}")
-}
-
 // ------------------------------------------------------------------ cache
 
-#[derive(Debug, Default, Clone)]
-struct Extra {
-    trial_id: i64,
-    user_attrs: AttrMap,
-    system_attrs: AttrMap,
-    datetime_start: Option<SystemTime>,
-    datetime_complete: Option<SystemTime>,
-    fail_reason: Option<String>,
-    fixed: Option<BTreeMap<String, ParamValue>>,
-    relative_space: SearchSpace,
-}
-
+/// The cache of one study: the shared [`StudyState`] plus the database's trial ids and which
+/// trials this process owns.
 #[derive(Debug)]
 struct Cache {
-    history: History,
-    extras: Vec<Extra>,
+    state: StudyState,
+    /// `trial_ids[n]` is the `trial_id` of trial number `n` (parallel to `state.extras`).
+    trial_ids: Vec<i64>,
     /// Numbers of trials this process started and has not finished (their cache is
     /// authoritative; the heartbeat covers them).
     owned: HashSet<u64>,
-    /// First distribution per parameter name (compatibility checks).
-    param_dists: HashMap<String, Distribution>,
+}
+
+impl std::ops::Deref for Cache {
+    type Target = StudyState;
+    fn deref(&self) -> &StudyState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Cache {
+    fn deref_mut(&mut self) -> &mut StudyState {
+        &mut self.state
+    }
 }
 
 impl Cache {
-    fn extra(&self, number: u64) -> Result<&Extra> {
-        self.extras
-            .get(number as usize)
-            .ok_or(EngineError::TrialNotFound(number))
-    }
-
-    fn extra_mut(&mut self, number: u64) -> Result<&mut Extra> {
-        self.extras
-            .get_mut(number as usize)
-            .ok_or(EngineError::TrialNotFound(number))
-    }
-
-    fn running(&self, number: u64, op: &'static str) -> Result<()> {
-        let state = self.history.trial(number)?.state;
-        if state != TrialState::Running {
-            return Err(EngineError::TrialNotRunning { op, number, state });
+    fn new(directions: Vec<StudyDirection>) -> Self {
+        Self {
+            state: StudyState::new(directions),
+            trial_ids: Vec::new(),
+            owned: HashSet::new(),
         }
-        Ok(())
     }
 
-    fn record(&self, number: u64) -> Result<TrialRecord> {
-        let t = self.history.trial(number)?;
-        let x = self.extra(number)?;
-        let params = t
-            .params
-            .iter()
-            .filter_map(|(name, v)| {
-                t.distributions
-                    .get(name)
-                    .map(|d| (name.clone(), d.to_external(*v)))
-            })
-            .collect();
-        Ok(TrialRecord {
-            number,
-            state: t.state,
-            params,
-            internal_params: t.params.clone(),
-            distributions: t.distributions.clone(),
-            values: t.values.clone(),
-            intermediate_values: t.intermediate_values.clone(),
-            user_attrs: x.user_attrs.clone(),
-            system_attrs: x.system_attrs.clone(),
-            datetime_start: x.datetime_start,
-            datetime_complete: x.datetime_complete,
-            fail_reason: x.fail_reason.clone(),
-            fixed_params: x.fixed.clone(),
-        })
+    fn trial_id(&self, number: u64) -> Result<i64> {
+        self.trial_ids
+            .get(number as usize)
+            .copied()
+            .ok_or(EngineError::TrialNotFound(number))
     }
 
-    fn set_param(&mut self, number: u64, name: &str, v: f64, dist: &Distribution) -> Result<()> {
-        self.history.set_param(number, name, v, dist)?;
-        self.param_dists
-            .entry(name.to_string())
-            .or_insert_with(|| dist.clone());
-        Ok(())
+    /// Appends the next trial's extras and id (the history's trial is created by the caller).
+    fn push(&mut self, trial_id: i64, extra: TrialExtra) {
+        self.state.extras.push(extra);
+        self.trial_ids.push(trial_id);
     }
 
     /// Applies a trial as read from the database.
@@ -330,16 +291,13 @@ impl Cache {
                 TrialState::Running
             };
             self.history.create_trial(initial);
-            self.extras.push(Extra {
-                trial_id: t.trial_id,
-                ..Extra::default()
-            });
+            self.push(t.trial_id, TrialExtra::default());
         } else {
-            let x = self.extra(n)?;
-            if x.trial_id != t.trial_id {
+            let id = self.trial_id(n)?;
+            if id != t.trial_id {
                 return Err(corrupted(format!(
-                    "study {study:?}: trial number {n} is used by trial_id {} and {}",
-                    x.trial_id, t.trial_id
+                    "study {study:?}: trial number {n} is used by trial_id {id} and {}",
+                    t.trial_id
                 )));
             }
             if self.owned.contains(&n) || self.history.trial(n)?.state.is_finished() {
@@ -756,7 +714,7 @@ async fn heartbeat_loop(inner: Weak<Inner>, interval: Duration) {
                     let c = e.cache.read();
                     c.owned
                         .iter()
-                        .filter_map(|n| c.extras.get(*n as usize).map(|x| x.trial_id))
+                        .filter_map(|n| c.trial_ids.get(*n as usize).copied())
                         .collect::<Vec<_>>()
                 })
                 .collect()
@@ -947,12 +905,7 @@ impl Inner {
             id,
             name,
             directions: directions.clone(),
-            cache: RwLock::new(Cache {
-                history: History::new(directions),
-                extras: Vec::new(),
-                owned: HashSet::new(),
-                param_dists: HashMap::new(),
-            }),
+            cache: RwLock::new(Cache::new(directions)),
             sync: Mutex::new(()),
         });
         let entry = self.studies.write().entry(id).or_insert(entry).clone();
@@ -1003,7 +956,7 @@ impl Inner {
                 .trials()
                 .iter()
                 .filter(|t| !t.state.is_finished() && !c.owned.contains(&t.number))
-                .filter_map(|t| c.extras.get(t.number as usize).map(|x| x.trial_id))
+                .filter_map(|t| c.trial_ids.get(t.number as usize).copied())
                 .collect();
             (c.history.trials().len() as u64, foreign)
         };
@@ -1221,19 +1174,19 @@ impl Inner {
     }
 
     fn trial_id(&self, entry: &StudyEntry, number: u64) -> Result<i64> {
-        if let Ok(x) = entry.cache.read().extra(number) {
-            return Ok(x.trial_id);
+        if let Ok(id) = entry.cache.read().trial_id(number) {
+            return Ok(id);
         }
         self.refresh(entry)?;
-        Ok(entry.cache.read().extra(number)?.trial_id)
+        entry.cache.read().trial_id(number)
     }
 
     /// Refreshes and returns the current state of a trial that a conditional write missed.
     fn not_running(&self, entry: &StudyEntry, number: u64, op: &'static str) -> EngineError {
         // Another process moved it on (a heartbeat check failed it): it is not ours any more.
         entry.cache.write().owned.remove(&number);
-        if let Some(x) = entry.cache.read().extras.get(number as usize) {
-            self.pending.lock().remove(&x.trial_id);
+        if let Ok(id) = entry.cache.read().trial_id(number) {
+            self.pending.lock().remove(&id);
         }
         if let Err(e) = self.refresh(entry) {
             return e;
@@ -1375,8 +1328,8 @@ impl Storage for SqlStorage {
         if let Some(e) = self.inner.studies.write().remove(&study) {
             let c = e.cache.read();
             let mut pending = self.inner.pending.lock();
-            for x in &c.extras {
-                pending.remove(&x.trial_id);
+            for id in &c.trial_ids {
+                pending.remove(id);
             }
         }
         Ok(())
@@ -1516,14 +1469,7 @@ impl Storage for SqlStorage {
                         reason: format!("value {v} is outside {}", dist.to_json()),
                     });
                 }
-                if let Some(old) = c.param_dists.get(name) {
-                    check_compatible(old, dist).map_err(|reason| {
-                        EngineError::IncompatibleDistribution {
-                            name: name.clone(),
-                            reason,
-                        }
-                    })?;
-                }
+                c.check_compatible(name, dist)?;
             }
             if let Some(vs) = &t.values {
                 for v in vs {
@@ -1673,11 +1619,13 @@ impl Storage for SqlStorage {
             if template.is_none() && c.history.trials().len() as u64 == number {
                 // Fast path: nobody else created a trial in between.
                 c.history.create_trial(TrialState::Running);
-                c.extras.push(Extra {
+                c.push(
                     trial_id,
-                    datetime_start: start,
-                    ..Extra::default()
-                });
+                    TrialExtra {
+                        datetime_start: start,
+                        ..TrialExtra::default()
+                    },
+                );
                 c.owned.insert(number);
                 return Ok(number);
             }
@@ -1796,14 +1744,7 @@ impl Storage for SqlStorage {
         {
             let c = entry.cache.read();
             c.running(number, "set a parameter of")?;
-            if let Some(old) = c.param_dists.get(name) {
-                check_compatible(old, dist).map_err(|reason| {
-                    EngineError::IncompatibleDistribution {
-                        name: name.to_string(),
-                        reason,
-                    }
-                })?;
-            }
+            c.check_compatible(name, dist)?;
             if !dist.contains(internal) {
                 return Err(EngineError::IncompatibleDistribution {
                     name: name.to_string(),
@@ -1822,7 +1763,7 @@ impl Storage for SqlStorage {
                     });
                 }
             }
-            trial_id = c.extra(number)?.trial_id;
+            trial_id = c.trial_id(number)?;
             if c.owned.contains(&number) {
                 // Ours and running: batched (see FLUSH_INTERVAL).
                 drop(c);
@@ -1875,10 +1816,7 @@ impl Storage for SqlStorage {
     ) -> Result<()> {
         let entry = self.inner.entry(study)?;
         let mut c = entry.cache.write();
-        c.running(number, "set relative parameters of")?;
-        c.history.set_relative_params(number, params, space)?;
-        c.extra_mut(number)?.relative_space = space.clone();
-        Ok(())
+        c.set_relative_params(number, params, space)
     }
 
     fn set_trial_fixed_params(
@@ -1890,19 +1828,13 @@ impl Storage for SqlStorage {
         let entry = self.inner.entry(study)?;
         let trial_id = self.inner.trial_id(&entry, number)?;
         let json = attr_json(&fixed_to_attr(&params))?;
-        let inner = &self.inner;
-        block_on(async {
-            with_pool!(&inner.db, p => {
-                query(UPSERT_TRIAL_SYSTEM_ATTR)
-                    .bind(trial_id)
-                    .bind("fixed_params")
-                    .bind(&json)
-                    .execute(p)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| storage_err("cannot set fixed parameters", e))
-            })
-        })??;
+        self.upsert_trial_attr(
+            UPSERT_TRIAL_SYSTEM_ATTR,
+            trial_id,
+            "fixed_params",
+            &json,
+            "cannot set fixed parameters",
+        )?;
         let mut c = entry.cache.write();
         let x = c.extra_mut(number)?;
         x.system_attrs
@@ -1922,7 +1854,7 @@ impl Storage for SqlStorage {
         let entry = self.inner.entry(study)?;
         let (current, trial_id) = {
             let c = entry.cache.read();
-            (c.history.trial(number)?.state, c.extra(number)?.trial_id)
+            (c.history.trial(number)?.state, c.trial_id(number)?)
         };
         if current.is_finished() {
             return Err(EngineError::TrialNotRunning {
@@ -2049,18 +1981,7 @@ impl Storage for SqlStorage {
         }
         let mut c = entry.cache.write();
         c.owned.remove(&number);
-        c.history.finish(number, state, values)?;
-        let x = c.extra_mut(number)?;
-        x.datetime_complete = Some(now);
-        x.relative_space.clear();
-        if state == TrialState::Fail {
-            if let Some(reason) = fail_reason {
-                x.system_attrs
-                    .insert("fail_reason".into(), AttrValue::String(reason.clone()));
-                x.fail_reason = Some(reason);
-            }
-        }
-        Ok(())
+        c.finish(number, state, values, fail_reason, Some(now))
     }
 
     fn set_trial_intermediate_value(
@@ -2074,14 +1995,10 @@ impl Storage for SqlStorage {
         let trial_id = {
             let c = entry.cache.read();
             c.running(number, "report to")?;
-            if c.history
-                .trial(number)?
-                .intermediate_values
-                .contains_key(&step)
-            {
+            if c.has_reported(number, step)? {
                 return Ok(false);
             }
-            let trial_id = c.extra(number)?.trial_id;
+            let trial_id = c.trial_id(number)?;
             if c.owned.contains(&number) {
                 drop(c);
                 let mut c = entry.cache.write();
@@ -2169,48 +2086,21 @@ impl Storage for SqlStorage {
     ) -> Result<Vec<TrialRecord>> {
         let entry = self.inner.entry(study)?;
         self.inner.refresh(&entry)?;
-        let c = entry.cache.read();
-        c.history
-            .trials()
-            .iter()
-            .filter(|t| states.is_none_or(|ss| ss.contains(&t.state)))
-            .map(|t| c.record(t.number))
-            .collect()
+        let records = entry.cache.read().records(states);
+        records
     }
 
     fn get_n_trials(&self, study: StudyId, states: Option<&[TrialState]>) -> Result<usize> {
         let entry = self.inner.entry(study)?;
         self.inner.refresh(&entry)?;
-        let c = entry.cache.read();
-        Ok(c.history
-            .trials()
-            .iter()
-            .filter(|t| states.is_none_or(|ss| ss.contains(&t.state)))
-            .count())
+        let n = entry.cache.read().n_trials(states);
+        Ok(n)
     }
 
     fn param_context(&self, study: StudyId, number: u64, name: &str) -> Result<ParamContext> {
         let entry = self.inner.entry(study)?;
-        let c = entry.cache.read();
-        let t = c.history.trial(number)?;
-        let x = c.extra(number)?;
-        let existing = match (t.params.get(name), t.distributions.get(name)) {
-            (Some(v), Some(d)) => Some((*v, d.clone())),
-            _ => None,
-        };
-        let relative = match (
-            c.history.pending_relative(number, name),
-            x.relative_space.get(name),
-        ) {
-            (Some(v), Some(d)) => Some((v, d.clone())),
-            _ => None,
-        };
-        Ok(ParamContext {
-            existing,
-            fixed: x.fixed.as_ref().and_then(|f| f.get(name).cloned()),
-            relative,
-            study_distribution: c.param_dists.get(name).cloned(),
-        })
+        let ctx = entry.cache.read().param_context(number, name);
+        ctx
     }
 
     fn read_history(&self, study: StudyId, f: &mut dyn FnMut(&History)) -> Result<()> {
@@ -2275,6 +2165,31 @@ impl SqlStorage {
         })?
     }
 
+    /// Writes one trial attribute now (`upsert` is `UPSERT_TRIAL_USER_ATTR` or
+    /// `UPSERT_TRIAL_SYSTEM_ATTR`).
+    fn upsert_trial_attr(
+        &self,
+        upsert: &'static str,
+        trial_id: i64,
+        key: &str,
+        json: &str,
+        ctx: &str,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        block_on(async {
+            with_pool!(&inner.db, p => {
+                query(upsert)
+                    .bind(trial_id)
+                    .bind(key)
+                    .bind(json)
+                    .execute(p)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| storage_err(ctx, e))
+            })
+        })?
+    }
+
     fn set_trial_attr(
         &self,
         user: bool,
@@ -2302,24 +2217,12 @@ impl SqlStorage {
                 return Ok(());
             }
         }
-        let inner = &self.inner;
         let q = if user {
             UPSERT_TRIAL_USER_ATTR
         } else {
             UPSERT_TRIAL_SYSTEM_ATTR
         };
-        block_on(async {
-            with_pool!(&inner.db, p => {
-                query(q)
-                    .bind(trial_id)
-                    .bind(key)
-                    .bind(&json)
-                    .execute(p)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| storage_err("cannot set a trial attribute", e))
-            })
-        })??;
+        self.upsert_trial_attr(q, trial_id, key, &json, "cannot set a trial attribute")?;
         let mut c = entry.cache.write();
         let x = c.extra_mut(number)?;
         if user {
