@@ -252,7 +252,9 @@ impl Run {
             if q.closed {
                 return Pulled::Closed;
             }
-            if q.permits > 0 {
+            // A permit granted before stop() must not start a trial after it: the driver takes
+            // such permits back when it sees the stop.
+            if q.permits > 0 && !self.stop_requested.load(Ordering::SeqCst) {
                 q.permits -= 1;
                 drop(q);
                 let r = ask(&self.study);

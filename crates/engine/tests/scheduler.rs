@@ -494,6 +494,29 @@ fn evaluators_that_ask_themselves_keep_every_limit() {
     assert!(all.len() <= 8, "{} trials started after stop", all.len());
     assert!(all.iter().all(|t| t.state == TrialState::Complete));
 
+    // One evaluator: stop() inside trial 5 means trial 5 is the last one, even though a permit
+    // for the next trial is already waiting.
+    for _ in 0..20 {
+        let s = study(vec![StudyDirection::Minimize], None);
+        let run = Run::start(
+            s.clone(),
+            RunOptions {
+                n_trials: Some(1000),
+                evaluators_ask: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        evaluate(&run, 1, |run, n| {
+            if n == 5 {
+                run.stop();
+            }
+            quadratic(run, n)
+        });
+        run.wait(Duration::from_secs(10)).unwrap();
+        assert_eq!(s.trials(None).unwrap().len(), 6);
+    }
+
     // A grid runs out: the run ends as exhausted.
     let grid: BTreeMap<String, Vec<ParamValue>> = [(
         "x".to_string(),
