@@ -258,10 +258,9 @@ impl Run {
                 q.permits -= 1;
                 drop(q);
                 let r = ask(&self.study);
-                let claimed = matches!(r, Ok(Some(_)));
                 let number = r.as_ref().ok().copied().flatten();
                 let _ = self.events.send(Event::Asked(r, true));
-                if let (true, Some(n)) = (claimed, number) {
+                if let Some(n) = number {
                     return Pulled::Requests(vec![EvalRequest { number: n }]);
                 }
                 q = self.queue.lock();
