@@ -297,6 +297,10 @@ impl Run {
 
     /// The evaluator's answer for trial `number` (after it told the study).
     pub fn done(&self, number: u64, done: Done) {
+        if matches!(done, Done::Abort(_)) {
+            // Like stop(): effective at once for evaluators holding a permit.
+            self.stop_requested.store(true, Ordering::SeqCst);
+        }
         let _ = self.events.send(Event::Done(number, done));
     }
 

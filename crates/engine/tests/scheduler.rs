@@ -517,6 +517,27 @@ fn evaluators_that_ask_themselves_keep_every_limit() {
         assert_eq!(s.trials(None).unwrap().len(), 6);
     }
 
+    // An evaluator aborting the run (an uncaught error) ends it after that trial too.
+    for _ in 0..20 {
+        let s = study(vec![StudyDirection::Minimize], None);
+        let run = Run::start(
+            s.clone(),
+            RunOptions {
+                n_trials: Some(1000),
+                evaluators_ask: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        evaluate(&run, 1, |run, n| {
+            let (outcome, _) = quadratic(run, n);
+            (outcome, Done::Abort("boom".into()))
+        });
+        let summary = run.wait(Duration::from_secs(10)).unwrap();
+        assert_eq!(summary.reason, StopReason::Aborted("boom".into()));
+        assert_eq!(s.trials(None).unwrap().len(), 1);
+    }
+
     // A grid runs out: the run ends as exhausted.
     let grid: BTreeMap<String, Vec<ParamValue>> = [(
         "x".to_string(),
