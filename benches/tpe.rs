@@ -1,6 +1,10 @@
 //! Criterion benchmark: one TPE sample (relative, multivariate) after N finished trials in D
 //! float dimensions. Run: `cargo bench -p dspex-optimizer --bench tpe`.
 
+// The allocator dspex ships with (the extension module and the CLI use it).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dspex_optimizer::samplers::{Sampler, TpeOptions, TpeSampler};
 use dspex_optimizer::{

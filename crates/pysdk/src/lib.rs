@@ -6,6 +6,11 @@
 //! every few tens of milliseconds to run `check_signals`, so Ctrl-C works while the main thread
 //! waits for the engine.
 
+/// mimalloc keeps the pages the samplers free between samples (glibc returns them to the OS
+/// and page-faults them back on every sample).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
