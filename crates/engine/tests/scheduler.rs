@@ -12,8 +12,8 @@ use dspex_engine::optimizer::{
     TrialState,
 };
 use dspex_engine::{
-    Done, EngineError, InMemoryStorage, Outcome, Pulled, Run, RunOptions, StopReason, Study,
-    TrialRecord,
+    Done, EngineError, InMemoryStorage, Outcome, Pulled, Run, RunOptions, RunSummary, StopReason,
+    Study, TrialRecord,
 };
 
 fn study(directions: Vec<StudyDirection>, sampler: Option<Arc<dyn Sampler>>) -> Arc<Study> {
@@ -450,6 +450,23 @@ fn async_pull_and_wait() {
     assert_eq!(count(&s, TrialState::Complete), 30);
 }
 
+/// A 1000-trial run with one evaluator that starts its trials itself, until `eval` ends it.
+fn one_asking_evaluator<F>(eval: F) -> (Arc<Study>, RunSummary)
+where
+    F: Fn(&Run, u64) -> (Outcome, Done) + Send + Sync + 'static,
+{
+    let s = study(vec![StudyDirection::Minimize], None);
+    let options = RunOptions {
+        n_trials: Some(1000),
+        evaluators_ask: true,
+        ..Default::default()
+    };
+    let run = Run::start(s.clone(), options).unwrap();
+    evaluate(&run, 1, eval);
+    let summary = run.wait(Duration::from_secs(10)).unwrap();
+    (s, summary)
+}
+
 #[test]
 fn evaluators_that_ask_themselves_keep_every_limit() {
     // n_trials exact with several pulling threads that sample for themselves.
@@ -497,43 +514,22 @@ fn evaluators_that_ask_themselves_keep_every_limit() {
     // One evaluator: stop() inside trial 5 means trial 5 is the last one, even though a permit
     // for the next trial is already waiting.
     for _ in 0..20 {
-        let s = study(vec![StudyDirection::Minimize], None);
-        let run = Run::start(
-            s.clone(),
-            RunOptions {
-                n_trials: Some(1000),
-                evaluators_ask: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        evaluate(&run, 1, |run, n| {
+        let (s, summary) = one_asking_evaluator(|run, n| {
             if n == 5 {
                 run.stop();
             }
             quadratic(run, n)
         });
-        run.wait(Duration::from_secs(10)).unwrap();
+        assert_eq!(summary.reason, StopReason::Stopped);
         assert_eq!(s.trials(None).unwrap().len(), 6);
     }
 
     // An evaluator aborting the run (an uncaught error) ends it after that trial too.
     for _ in 0..20 {
-        let s = study(vec![StudyDirection::Minimize], None);
-        let run = Run::start(
-            s.clone(),
-            RunOptions {
-                n_trials: Some(1000),
-                evaluators_ask: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        evaluate(&run, 1, |run, n| {
+        let (s, summary) = one_asking_evaluator(|run, n| {
             let (outcome, _) = quadratic(run, n);
             (outcome, Done::Abort("boom".into()))
         });
-        let summary = run.wait(Duration::from_secs(10)).unwrap();
         assert_eq!(summary.reason, StopReason::Aborted("boom".into()));
         assert_eq!(s.trials(None).unwrap().len(), 1);
     }
