@@ -139,13 +139,15 @@ class _Runner:
         except BaseException as e:  # noqa: BLE001 - an engine error must not kill an evaluator
             self._set_error(e)
             abort = repr(e)
-        if told is not None:
-            self._log(number, told, value, pruned, exc)
         # When the engine already failed the trial (per-trial timeout, interrupt), what the
         # objective raised afterwards (often "trial ... is FAIL") does not stop the study.
         if exc is not None and told is not None and not isinstance(exc, self.catch):
             self._set_error(exc)
             abort = repr(exc)
+            # Other evaluator threads must not start trials while this one logs the traceback.
+            self.run.stop()
+        if told is not None:
+            self._log(number, told, value, pruned, exc)
         if told is not None and self.callbacks:
             try:
                 frozen = FrozenTrial._from_native(self.native.trial(number))
@@ -154,6 +156,7 @@ class _Runner:
             except BaseException as e:  # noqa: BLE001
                 self._set_error(e)
                 abort = repr(e)
+                self.run.stop()
         self.progress.update(None if self.best is None else self.best[1])
         if self.gc_after_trial:
             gc.collect()
