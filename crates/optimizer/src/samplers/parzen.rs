@@ -440,7 +440,6 @@ impl ParzenEstimator {
     fn add_term_all(&self, d: &Dim, x: f64, c: usize, cell: Option<&[f64]>, acc: &mut [f64]) {
         match d {
             Dim::Numeric(nd) if nd.step == 0.0 => {
-                let x = if nd.log { x.ln() } else { x };
                 for ((a, mu), inv) in acc.iter_mut().zip(&nd.mus).zip(&nd.inv_sigmas) {
                     let z = (x - mu) * inv;
                     *a -= 0.5 * z * z;
@@ -467,7 +466,6 @@ impl ParzenEstimator {
     fn term(&self, d: &Dim, x: f64, c: usize, cell: Option<&[f64]>, k: usize) -> f64 {
         match d {
             Dim::Numeric(nd) if nd.step == 0.0 => {
-                let x = if nd.log { x.ln() } else { x };
                 let z = (x - nd.mus[k]) * nd.inv_sigmas[k];
                 -0.5 * z * z
             }
@@ -481,7 +479,7 @@ impl ParzenEstimator {
 
     fn full_log_density(
         &self,
-        points: &[Vec<f64>],
+        points: &[&[f64]],
         cells: &[Option<Vec<f64>>],
         c: usize,
         k: usize,
@@ -496,7 +494,7 @@ impl ParzenEstimator {
     /// log density of candidate `c`, compiled for AVX2+FMA when the CPU has them.
     fn score_dispatch(
         &self,
-        points: &[Vec<f64>],
+        points: &[&[f64]],
         cells: &[Option<Vec<f64>>],
         c: usize,
         scratch: &mut Scratch,
@@ -517,7 +515,7 @@ impl ParzenEstimator {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn score_avx2(
         &self,
-        points: &[Vec<f64>],
+        points: &[&[f64]],
         cells: &[Option<Vec<f64>>],
         c: usize,
         scratch: &mut Scratch,
@@ -528,7 +526,7 @@ impl ParzenEstimator {
     #[inline(always)]
     fn score(
         &self,
-        points: &[Vec<f64>],
+        points: &[&[f64]],
         cells: &[Option<Vec<f64>>],
         c: usize,
         scratch: &mut Scratch,
@@ -594,8 +592,26 @@ impl ParzenEstimator {
                 _ => None,
             })
             .collect();
+        // Continuous log dims are scored in log space: take the logarithms once here (inside
+        // the scoring loop the compiler evaluates `ln` even where it is not needed).
+        let logs: Vec<Option<Vec<f64>>> = self
+            .dims
+            .iter()
+            .zip(points)
+            .map(|(d, xs)| match d {
+                Dim::Numeric(nd) if nd.step == 0.0 && nd.log => {
+                    Some(xs.iter().map(|x| x.ln()).collect())
+                }
+                _ => None,
+            })
+            .collect();
+        let points: Vec<&[f64]> = points
+            .iter()
+            .zip(&logs)
+            .map(|(xs, l)| l.as_deref().unwrap_or(xs))
+            .collect();
         let one = |scratch: &mut Scratch, c: usize| -> f64 {
-            self.score_dispatch(points, &cells, c, scratch)
+            self.score_dispatch(&points, &cells, c, scratch)
         };
         if self.n_kernels * self.dims.len() * n >= PARALLEL_WORK {
             (0..n)
@@ -736,10 +752,15 @@ fn numeric_dim(
         1e-12
     };
     let table = log_ndtr_table();
-    let log_mass_of =
-        |mu: f64, inv: f64| kernel_log_mass(table, (t_low - mu) * inv, (t_high - mu) * inv);
+    let log_mass_of = |mu: f64, s: f64| {
+        // Divide only for kernels near a bound (the division's latency dominates otherwise).
+        if mu - t_low > TAIL_CUT * s && t_high - mu > TAIL_CUT * s {
+            0.0
+        } else {
+            kernel_log_mass(table, (t_low - mu) / s, (t_high - mu) / s)
+        }
+    };
     let mut sigmas = vec![0.0; n + 1];
-    let mut inv_sigmas = vec![0.0; n + 1];
     let mut log_mass = vec![0.0; n + 1];
     let (mut prev, mut cur) = (t_low, order.first().map_or(0.0, |&o| mus[o as usize]));
     for (i, &o) in order.iter().enumerate() {
@@ -756,14 +777,13 @@ fn numeric_dim(
         let s = s.clamp(min_sigma, max_sigma);
         let o = o as usize;
         sigmas[o] = s;
-        inv_sigmas[o] = 1.0 / s;
-        log_mass[o] = log_mass_of(cur, inv_sigmas[o]);
+        log_mass[o] = log_mass_of(cur, s);
         (prev, cur) = (cur, next);
     }
     mus.push(0.5 * (t_low + t_high));
     sigmas[n] = range;
-    inv_sigmas[n] = 1.0 / range;
-    log_mass[n] = log_mass_of(mus[n], inv_sigmas[n]);
+    log_mass[n] = log_mass_of(mus[n], range);
+    let inv_sigmas: Vec<f64> = sigmas.iter().map(|s| 1.0 / s).collect();
     let (mut unique, mut unique_of) = (Vec::new(), Vec::new());
     if step > 0.0 {
         let mut index: HashMap<(u64, u64), u32> = HashMap::new();
@@ -960,9 +980,24 @@ mod tests {
             order: None,
             dist: &i,
         });
+        let lg = Distribution::Float(FloatDistribution::new(0.01, 100.0, true, None).unwrap());
+        dims.push(DimObservations {
+            values: (0..n)
+                .map(|_| rng.random_range(-2.0f64..2.0).exp())
+                .collect(),
+            order: None,
+            dist: &lg,
+        });
         let e = ParzenEstimator::new(dims, &default_weights(n), P);
         let pts = e.sample(&mut rng, 24);
         let fast = e.log_pdf(&pts);
+        // full_log_density takes continuous log dims in log space.
+        let last = pts.len() - 1;
+        let logs: Vec<f64> = pts[last].iter().map(|x| x.ln()).collect();
+        let tpts: Vec<&[f64]> = (0..last)
+            .map(|d| pts[d].as_slice())
+            .chain([logs.as_slice()])
+            .collect();
         let cells: Vec<Option<Vec<f64>>> = e
             .dims
             .iter()
@@ -974,7 +1009,7 @@ mod tests {
             .collect();
         for (c, fast) in fast.iter().enumerate() {
             let all: Vec<f64> = (0..e.n_kernels)
-                .map(|k| e.full_log_density(&pts, &cells, c, k))
+                .map(|k| e.full_log_density(&tpts, &cells, c, k))
                 .collect();
             let m = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let brute = m + all.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
