@@ -742,18 +742,33 @@ fn numeric_dim(
         o.sort_by(|&a, &b| mus[a as usize].total_cmp(&mus[b as usize]));
         o
     });
-    // Bandwidth: the larger gap to a neighbour, range ends included, clipped. One pass over
-    // the values in ascending order (a sliding window) computes every kernel's bandwidth,
-    // inverse and log mass on the range.
+    // Bandwidth: the larger gap to a neighbour, range ends included, clipped. Work on the
+    // sorted values laid out contiguously, [low, sorted..., high], where the passes vectorise
+    // and kernels near a bound sit at the ends (a predictable branch), then scatter.
     let max_sigma = range;
     let min_sigma = if params.consider_magic_clip {
         range / 100f64.min(1.0 + (n + 1) as f64)
     } else {
         1e-12
     };
+    let mut line = Vec::with_capacity(n + 2);
+    line.push(t_low);
+    line.extend(order.iter().map(|&o| mus[o as usize]));
+    line.push(t_high);
+    let mut sorted_sigmas: Vec<f64> = line
+        .windows(3)
+        .map(|w| (w[1] - w[0]).max(w[2] - w[1]))
+        .collect();
+    if !params.consider_endpoints && n >= 2 {
+        sorted_sigmas[0] = line[2] - line[1];
+        sorted_sigmas[n - 1] = line[n] - line[n - 1];
+    }
+    sorted_sigmas
+        .iter_mut()
+        .for_each(|s| *s = s.clamp(min_sigma, max_sigma));
     let table = log_ndtr_table();
     let log_mass_of = |mu: f64, s: f64| {
-        // Divide only for kernels near a bound (the division's latency dominates otherwise).
+        // Divide only for kernels near a bound.
         if mu - t_low > TAIL_CUT * s && t_high - mu > TAIL_CUT * s {
             0.0
         } else {
@@ -762,23 +777,9 @@ fn numeric_dim(
     };
     let mut sigmas = vec![0.0; n + 1];
     let mut log_mass = vec![0.0; n + 1];
-    let (mut prev, mut cur) = (t_low, order.first().map_or(0.0, |&o| mus[o as usize]));
-    for (i, &o) in order.iter().enumerate() {
-        let next = order.get(i + 1).map_or(t_high, |&q| mus[q as usize]);
-        let s = if params.consider_endpoints || n < 2 {
-            (cur - prev).max(next - cur)
-        } else if i == 0 {
-            next - cur
-        } else if i + 1 == n {
-            cur - prev
-        } else {
-            (cur - prev).max(next - cur)
-        };
-        let s = s.clamp(min_sigma, max_sigma);
-        let o = o as usize;
-        sigmas[o] = s;
-        log_mass[o] = log_mass_of(cur, s);
-        (prev, cur) = (cur, next);
+    for ((&o, &s), &mu) in order.iter().zip(&sorted_sigmas).zip(&line[1..]) {
+        sigmas[o as usize] = s;
+        log_mass[o as usize] = log_mass_of(mu, s);
     }
     mus.push(0.5 * (t_low + t_high));
     sigmas[n] = range;
