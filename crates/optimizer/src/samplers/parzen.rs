@@ -1002,11 +1002,16 @@ mod tests {
     }
 
     #[test]
-    fn pruned_evaluation_matches_brute_force() {
+    fn scoring_matches_brute_force() {
+        // Both scoring paths: dense (pairs of dims) and pruned.
+        check_against_brute_force(300);
+        check_against_brute_force(3000);
+    }
+
+    fn check_against_brute_force(n: usize) {
         let f = Distribution::Float(FloatDistribution::new(-5.0, 5.0, false, None).unwrap());
         let i = Distribution::Int(IntDistribution::new(0, 50, false, 1).unwrap());
         let mut rng = SmallRng::seed_from_u64(3);
-        let n = 3000;
         let mut dims: Vec<DimObservations> = (0..5)
             .map(|_| DimObservations {
                 values: (0..n).map(|_| rng.random_range(-5.0..5.0)).collect(),
