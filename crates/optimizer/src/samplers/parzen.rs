@@ -570,22 +570,19 @@ impl ParzenEstimator {
                     }
                 }
             }
-            if di + 1 == self.dims.len() || self.n_kernels < PRUNE_MIN_KERNELS {
+            if di + 1 == self.dims.len() {
                 continue;
             }
             if active.is_none() && (di == 1 || di == 3) {
                 // Try after two and four dimensions; switch to the sparse pass only when it pays.
-                let m = max_lanes(acc);
-                let kmax = acc.iter().position(|&a| a == m).unwrap_or(0);
+                let kmax = argmax_lanes(acc);
                 let f = self.full_log_density(points, cells, c, kmax) - PRUNE_NATS;
                 let alive = acc.iter().filter(|&&a| a > f).count();
                 if alive * 4 < self.n_kernels {
                     floor = f;
-                    active = Some(
-                        (0..self.n_kernels as u32)
-                            .filter(|&k| acc[k as usize] > floor)
-                            .collect(),
-                    );
+                    let mut act = Vec::with_capacity(alive);
+                    act.extend((0..self.n_kernels as u32).filter(|&k| acc[k as usize] > floor));
+                    active = Some(act);
                 }
             } else if let Some(act) = active.as_mut() {
                 act.retain(|&k| acc[k as usize] > floor);
@@ -661,6 +658,34 @@ fn add_two_terms(acc: &mut [f64], (x0, d0): (f64, &NumericDim), (x1, d1): (f64, 
         let z1 = (x1 - m1[k]) * i1[k];
         acc[k] -= 0.5 * (z0 * z0 + z1 * z1);
     }
+}
+
+/// The index of the largest element (0 when empty), in four lanes so it vectorises.
+#[inline(always)]
+fn argmax_lanes(v: &[f64]) -> usize {
+    let chunks = v.chunks_exact(4);
+    let mut m4 = [f64::NEG_INFINITY; 4];
+    let mut i4 = [0usize; 4];
+    for (ci, c) in chunks.clone().enumerate() {
+        for (j, x) in c.iter().enumerate() {
+            if *x > m4[j] {
+                m4[j] = *x;
+                i4[j] = ci * 4 + j;
+            }
+        }
+    }
+    let base = v.len() - chunks.remainder().len();
+    let (mut best, mut bi) = (f64::NEG_INFINITY, 0);
+    for (x, i) in m4
+        .iter()
+        .zip(i4)
+        .chain(chunks.remainder().iter().zip(base..))
+    {
+        if *x > best {
+            (best, bi) = (*x, i);
+        }
+    }
+    bi
 }
 
 /// The largest element (NEG_INFINITY when empty), in four lanes so it vectorises.
