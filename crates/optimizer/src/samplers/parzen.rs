@@ -235,6 +235,9 @@ struct NumericDim {
     inv_sigmas: Vec<f64>,
     /// log of each kernel's mass on [t_low, t_high].
     log_mass: Vec<f64>,
+    /// Continuous dims: the constant part of each kernel's log density,
+    /// `ln(sigma) + ln(sqrt(2 pi)) + log_mass` (empty for stepped dims).
+    log_norm: Vec<f64>,
     /// For stepped dims: index of each kernel's (mu, sigma) among the unique pairs.
     unique_of: Vec<u32>,
     unique: Vec<(f64, f64)>,
@@ -359,15 +362,8 @@ impl ParzenEstimator {
             .collect();
         for d in &dims {
             if let Dim::Numeric(nd) = d {
-                if nd.step == 0.0 {
-                    // Most bandwidths sit at the clip bound: reuse the last logarithm.
-                    let mut last = (f64::NAN, 0.0);
-                    for ((b, s), lm) in base.iter_mut().zip(&nd.sigmas).zip(&nd.log_mass) {
-                        if *s != last.0 {
-                            last = (*s, fastmath::ln(*s));
-                        }
-                        *b -= last.1 + LN_SQRT_2PI + lm;
-                    }
+                for (b, n) in base.iter_mut().zip(&nd.log_norm) {
+                    *b -= n;
                 }
             }
         }
@@ -860,6 +856,22 @@ fn numeric_dim(
             unique_of.push(id);
         }
     }
+    let log_norm = if step == 0.0 {
+        // Most bandwidths sit at the clip bound: reuse the last logarithm.
+        let mut last = (f64::NAN, 0.0);
+        sigmas
+            .iter()
+            .zip(&log_mass)
+            .map(|(s, lm)| {
+                if *s != last.0 {
+                    last = (*s, fastmath::ln(*s));
+                }
+                last.1 + LN_SQRT_2PI + lm
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     NumericDim {
         log,
         step,
@@ -871,6 +883,7 @@ fn numeric_dim(
         sigmas,
         inv_sigmas,
         log_mass,
+        log_norm,
         unique_of,
         unique,
     }
