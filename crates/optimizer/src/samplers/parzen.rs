@@ -84,8 +84,9 @@ fn log_ndtr_table() -> &'static [[f64; 2]] {
 }
 
 /// ln Phi(y) for 0 <= y <= TAIL_CUT: cubic Hermite interpolation of the table (interpolation
-/// error below 1e-12, under statrs' erfc error of ~1e-10), several times cheaper than erfc. A kernel close to one bound of the range has
-/// log mass ln Phi(distance to the bound in bandwidths).
+/// error below 1e-12, under statrs' erfc error of ~1e-10), several times cheaper than erfc. A
+/// kernel close to one bound of the range has log mass ln Phi(distance to the bound in
+/// bandwidths).
 #[inline(always)]
 fn log_ndtr_pos(table: &[[f64; 2]], y: f64) -> f64 {
     let h = TAIL_CUT / TABLE_INTERVALS as f64;
@@ -536,21 +537,18 @@ impl ParzenEstimator {
         if self.n_kernels < PRUNE_MIN_KERNELS {
             // Dense: continuous dimensions two per pass (half the loads and stores of the sums),
             // the others one by one.
-            let mut pending: Option<(f64, &NumericDim)> = None;
+            let mut pending: Option<(f64, &Dim)> = None;
             for ((d, xs), cell) in self.dims.iter().zip(points).zip(cells) {
                 match d {
                     Dim::Numeric(nd) if nd.step == 0.0 => match pending.take() {
-                        None => pending = Some((xs[c], nd)),
-                        Some((x0, d0)) => add_two_terms(acc, (x0, d0), (xs[c], nd)),
+                        Some((x0, Dim::Numeric(d0))) => add_two_terms(acc, (x0, d0), (xs[c], nd)),
+                        _ => pending = Some((xs[c], d)),
                     },
                     _ => self.add_term_all(d, xs[c], c, cell.as_deref(), acc),
                 }
             }
             if let Some((x0, d0)) = pending {
-                for ((a, mu), inv) in acc.iter_mut().zip(&d0.mus).zip(&d0.inv_sigmas) {
-                    let z = (x0 - mu) * inv;
-                    *a -= 0.5 * z * z;
-                }
+                self.add_term_all(d0, x0, c, None, acc);
             }
             return log_sum_exp(acc, &mut scratch.near);
         }
