@@ -39,12 +39,14 @@ pub fn exp(x: f64) -> f64 {
 #[inline(always)]
 pub fn ln(x: f64) -> f64 {
     let bits = x.to_bits();
-    let exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    // The biased exponent as a float without an int-to-float conversion (which does not
+    // vectorise before AVX-512): place it in the mantissa of 2^52, then subtract 2^52.
+    let biased = f64::from_bits((bits >> 52) | 0x4330_0000_0000_0000) - 4_503_599_627_370_496.0;
     // Mantissa m in [1, 2); fold it to [sqrt(1/2), sqrt(2)).
     let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
     let big = m > std::f64::consts::SQRT_2;
     let m = if big { m * 0.5 } else { m };
-    let e = (exponent + i64::from(big)) as f64;
+    let e = biased - 1023.0 + if big { 1.0 } else { 0.0 };
     // ln(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716.
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;

@@ -32,6 +32,12 @@ const TAIL_CUT: f64 = 6.5;
 const PARALLEL_WORK: usize = 1 << 19;
 /// Kernels x dimensions above which the dimensions are fitted in parallel.
 const PARALLEL_FIT: usize = 1 << 15;
+/// One-dimensional estimators with at least this many kernels score a candidate against the
+/// kernels near it only (found by binary search in the sorted centres).
+const WINDOW_MIN_KERNELS: usize = 128;
+/// The share of a windowed dimension's kernels, the widest, that are always evaluated; the
+/// others only inside the window, whose width scales with their largest bandwidth.
+const WINDOW_WIDE: f64 = 0.05;
 /// Below this many kernels a dense pass is cheaper than looking for kernels to drop.
 const PRUNE_MIN_KERNELS: usize = 1024;
 /// Kernels this far (in nats) below the best one contribute less than 1e-17 of the density.
@@ -239,6 +245,8 @@ struct NumericDim {
     /// Continuous dims: the constant part of each kernel's log density,
     /// `ln(sigma) + ln(sqrt(2 pi)) + log_mass` (empty for stepped dims).
     log_norm: Vec<f64>,
+    /// The observations' kernels ascending by centre (the prior kernel, last, is not in it).
+    order: Vec<u32>,
     /// For stepped dims: index of each kernel's (mu, sigma) among the unique pairs.
     unique_of: Vec<u32>,
     unique: Vec<(f64, f64)>,
@@ -282,6 +290,51 @@ pub(crate) struct ParzenEstimator {
     /// log weight plus the constant part of every continuous dimension's log density.
     base: Vec<f64>,
     dims: Vec<Dim>,
+    /// For a single continuous dimension with many kernels: its kernels by centre.
+    window: Option<Window>,
+}
+
+/// The kernels of a one-dimensional estimator sorted by centre, for scoring a candidate against
+/// the kernels within reach only. A kernel's log density is `base - z^2 / 2`, so one more than
+/// `w = cap * sqrt(2 (max base - f))` away from the candidate (bandwidth <= cap) is below `f`.
+#[derive(Debug, Clone)]
+struct Window {
+    /// Centres (ascending) and kernel indices of the kernels with bandwidth <= `cap`.
+    mus: Vec<f64>,
+    kernels: Vec<u32>,
+    /// Kernels wider than `cap` (few: isolated observations and the prior): always evaluated.
+    wide: Vec<u32>,
+    cap: f64,
+    base_max: f64,
+}
+
+impl Window {
+    fn new(nd: &NumericDim, base: &[f64]) -> Self {
+        let mut sorted = nd.sigmas.clone();
+        let i = ((1.0 - WINDOW_WIDE) * (sorted.len() - 1) as f64) as usize;
+        let (_, cap, _) = sorted.select_nth_unstable_by(i, f64::total_cmp);
+        let cap = *cap;
+        let (mut mus, mut kernels, mut wide) = (Vec::new(), Vec::new(), Vec::new());
+        let mut base_max = f64::NEG_INFINITY;
+        for &k in &nd.order {
+            let k_us = k as usize;
+            if nd.sigmas[k_us] <= cap {
+                mus.push(nd.mus[k_us]);
+                kernels.push(k);
+                base_max = base_max.max(base[k_us]);
+            } else {
+                wide.push(k);
+            }
+        }
+        wide.push((nd.mus.len() - 1) as u32); // the prior kernel
+        Window {
+            mus,
+            kernels,
+            wide,
+            cap,
+            base_max,
+        }
+    }
 }
 
 /// Optuna's default trial weights: flat for the newest 25, a linear ramp for older ones.
@@ -368,11 +421,22 @@ impl ParzenEstimator {
                 }
             }
         }
+        let window = match dims.as_slice() {
+            [Dim::Numeric(nd)]
+                if nd.step == 0.0
+                    && params.consider_magic_clip
+                    && n_kernels >= WINDOW_MIN_KERNELS =>
+            {
+                Some(Window::new(nd, &base))
+            }
+            _ => None,
+        };
         ParzenEstimator {
             n_kernels,
             weights,
             base,
             dims,
+            window,
         }
     }
 
@@ -531,6 +595,9 @@ impl ParzenEstimator {
         // Every dimension's term is <= 0 (constants live in `base`), so a kernel's partial sum
         // bounds its final log density from above. Once a few dimensions are in, kernels more
         // than PRUNE_NATS below a fully evaluated kernel can no longer matter: drop them.
+        if let (Some(win), [Dim::Numeric(nd)]) = (&self.window, self.dims.as_slice()) {
+            return self.score_window(win, nd, points[0][c], scratch);
+        }
         let acc = &mut scratch.acc;
         acc.clear();
         acc.extend_from_slice(&self.base);
@@ -589,6 +656,41 @@ impl ParzenEstimator {
                 log_sum_exp(&kept, &mut scratch.near)
             }
         }
+    }
+
+    /// log density of `x` for a windowed one-dimensional estimator: the kernels within reach
+    /// of `x` and the wide ones (the others are more than PRUNE_NATS below the nearest kernel).
+    #[inline(always)]
+    fn score_window(&self, win: &Window, nd: &NumericDim, x: f64, scratch: &mut Scratch) -> f64 {
+        let density = |k: u32| {
+            let k = k as usize;
+            let z = (x - nd.mus[k]) * nd.inv_sigmas[k];
+            self.base[k] - 0.5 * z * z
+        };
+        let vals = &mut scratch.acc;
+        vals.clear();
+        vals.extend(win.wide.iter().map(|&k| density(k)));
+        // A lower bound of the largest kernel: the wide ones and the nearest narrow ones.
+        let p = win.mus.partition_point(|&m| m < x);
+        let near = [p.checked_sub(1), (p < win.mus.len()).then_some(p)];
+        let f = near
+            .iter()
+            .flatten()
+            .map(|&j| density(win.kernels[j]))
+            .chain(vals.iter().copied())
+            .fold(f64::NEG_INFINITY, f64::max)
+            - PRUNE_NATS;
+        let (lo, hi) = if f.is_finite() {
+            let w = win.cap * (2.0 * (win.base_max - f)).max(0.0).sqrt();
+            (
+                win.mus.partition_point(|&m| m < x - w),
+                win.mus.partition_point(|&m| m <= x + w),
+            )
+        } else {
+            (0, win.mus.len())
+        };
+        vals.extend(win.kernels[lo..hi].iter().map(|&k| density(k)));
+        log_sum_exp(vals, &mut scratch.near)
     }
 
     /// log density of each candidate (`points[dim][candidate]`).
@@ -882,6 +984,7 @@ fn numeric_dim(
         inv_sigmas,
         log_mass,
         log_norm,
+        order,
         unique_of,
         unique,
     }
@@ -1035,6 +1138,63 @@ mod tests {
         assert!(s[0].iter().all(|x| f.contains(*x)));
         assert!(s[1].iter().all(|x| i.contains(*x)));
         assert!(e.log_pdf(&s).iter().all(|l| l.is_finite()));
+    }
+
+    #[test]
+    fn windowed_one_dimensional_scoring_matches_brute_force() {
+        for (n, log) in [(200, false), (3000, false), (3000, true)] {
+            let f = if log {
+                Distribution::Float(FloatDistribution::new(1e-3, 1e3, true, None).unwrap())
+            } else {
+                Distribution::Float(FloatDistribution::new(-5.0, 5.0, false, None).unwrap())
+            };
+            let mut rng = SmallRng::seed_from_u64(n as u64);
+            // A dense cluster, a few isolated points (wide kernels) and points at the bounds.
+            let values: Vec<f64> = (0..n)
+                .map(|i| {
+                    let u = match i % 50 {
+                        0 => rng.random_range(0.0..1.0),
+                        1 => 0.0,
+                        2 => 1.0,
+                        _ => 0.3 + 0.05 * rng.random_range(0.0..1.0),
+                    };
+                    if log {
+                        (1e-3f64.ln() + u * (1e6f64).ln()).exp().clamp(1e-3, 1e3)
+                    } else {
+                        -5.0 + 10.0 * u
+                    }
+                })
+                .collect();
+            let dims = vec![DimObservations {
+                values,
+                order: None,
+                dist: &f,
+            }];
+            let e = ParzenEstimator::new(dims, &default_weights(n), P);
+            assert!(e.window.is_some());
+            let mut pts = e.sample(&mut rng, 24);
+            pts[0].extend(if log {
+                [1e-3, 1e3, 1.0]
+            } else {
+                [-5.0, 5.0, 0.0]
+            });
+            let fast = e.log_pdf(&pts);
+            let t: Vec<f64> = pts[0]
+                .iter()
+                .map(|x| if log { x.ln() } else { *x })
+                .collect();
+            for (c, fast) in fast.iter().enumerate() {
+                let all: Vec<f64> = (0..e.n_kernels)
+                    .map(|k| e.full_log_density(&[&t], &[None], c, k))
+                    .collect();
+                let m = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let brute = m + all.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+                assert!(
+                    (fast - brute).abs() < 1e-9,
+                    "{n} {log} {c}: {fast} vs {brute}"
+                );
+            }
+        }
     }
 
     #[test]
