@@ -315,6 +315,33 @@ def test_every_pruner_can_be_built():
         assert len(study.trials) == 3
 
 
+def test_hyperband_brackets_follow_the_study_name_as_in_optuna():
+    real_optuna = pytest.importorskip("optuna")
+    real_optuna.logging.set_verbosity(real_optuna.logging.WARNING)
+
+    def states(mod, name):
+        pruner = mod.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)
+        study = mod.create_study(study_name=name, pruner=pruner, sampler=mod.samplers.RandomSampler(seed=0))
+
+        def objective(trial):
+            trial.suggest_float("x", 0.0, 1.0)
+            # Curves that depend on the trial number only, so both libraries see the same ones.
+            level = ((trial.number * 7919) % 13) / 13.0
+            for step in range(1, 10):
+                trial.report(level + 0.1 * step, step)
+                if trial.should_prune():
+                    raise mod.TrialPruned()
+            return level
+
+        study.optimize(objective, n_trials=40)
+        return [t.state.name for t in study.trials]
+
+    for name in ("hb-a", "another study"):
+        ours = states(dspex, name)
+        assert ours == states(real_optuna, name)
+        assert "PRUNED" in ours and "COMPLETE" in ours
+
+
 def test_grid_sampler_visits_every_point_then_stops():
     space = {"a": [1, 2, 3], "b": ["x", "y"]}
     study = dspex.create_study(sampler=dspex.samplers.GridSampler(space, seed=0))

@@ -89,7 +89,7 @@ class HyperbandPruner(BasePruner):
             mx = _int(c, "max_resource", max_resource)
         self._spec = ("hyperband", dict(min_resource=min_resource, max_resource=mx, reduction_factor=reduction_factor, bootstrap_count=bootstrap_count))
         self._native = _native.hyperband_pruner(
-            _int(c, "min_resource", min_resource), mx, _int(c, "reduction_factor", reduction_factor), _int(c, "bootstrap_count", bootstrap_count), "dspex"
+            _int(c, "min_resource", min_resource), mx, _int(c, "reduction_factor", reduction_factor), _int(c, "bootstrap_count", bootstrap_count)
         )
 
 

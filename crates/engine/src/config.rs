@@ -247,13 +247,18 @@ impl PrunerSpec {
                 reduction_factor,
                 bootstrap_count,
                 bracket_key,
-            } => Box::new(HyperbandPruner::new(
-                *min_resource,
-                *max_resource,
-                reduction_factor.unwrap_or(3),
-                *bootstrap_count,
-                bracket_key.clone().unwrap_or_else(|| "dspex".into()),
-            )?),
+            } => {
+                let p = HyperbandPruner::new(
+                    *min_resource,
+                    *max_resource,
+                    reduction_factor.unwrap_or(3),
+                    *bootstrap_count,
+                )?;
+                Box::new(match bracket_key {
+                    Some(k) => p.with_bracket_key(k.as_str()),
+                    None => p,
+                })
+            }
             PrunerSpec::Threshold {
                 lower,
                 upper,

@@ -117,6 +117,10 @@ impl Study {
             None => default_sampler()?,
         };
         let pruner = pruner.unwrap_or_else(|| Arc::new(NopPruner));
+        let pruner = match pruner.for_study(&name) {
+            Some(bound) => Arc::from(bound),
+            None => pruner,
+        };
         Ok(Arc::new(Study {
             storage,
             id,

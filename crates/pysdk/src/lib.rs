@@ -692,14 +692,13 @@ fn successive_halving_pruner(
 
 /// `max_resource`: None means "auto".
 #[pyfunction]
-#[pyo3(signature = (min_resource, max_resource, reduction_factor, bootstrap_count, bracket_key))]
+#[pyo3(signature = (min_resource, max_resource, reduction_factor, bootstrap_count))]
 fn hyperband_pruner(
     py: Python<'_>,
     min_resource: i64,
     max_resource: Option<i64>,
     reduction_factor: i64,
     bootstrap_count: i64,
-    bracket_key: String,
 ) -> PyResult<PyPruner> {
     make_pruner(py, "hyperband", move || {
         HyperbandPruner::new(
@@ -707,7 +706,6 @@ fn hyperband_pruner(
             max_resource,
             reduction_factor,
             bootstrap_count,
-            bracket_key,
         )
     })
 }

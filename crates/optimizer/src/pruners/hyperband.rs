@@ -29,20 +29,20 @@ pub struct HyperbandPruner {
     max_resource: Option<i64>,
     reduction_factor: i64,
     bootstrap_count: i64,
-    bracket_key: String,
+    /// None: the study's name once the pruner is bound to a study ("" before).
+    bracket_key: Option<String>,
 }
 
 impl HyperbandPruner {
     /// `min_resource >= 1`; `max_resource`: `None` for `"auto"`, or `Some(n)` with
     /// `n >= min_resource`; `reduction_factor >= 2`; `bootstrap_count >= 0`, and 0 with
-    /// `"auto"` (Optuna's defaults: `1, "auto", 3, 0`). `bracket_key`: see the type's
-    /// documentation (the study name reproduces Optuna's brackets).
+    /// `"auto"` (Optuna's defaults: `1, "auto", 3, 0`). Brackets are keyed by the name of the
+    /// study the pruner is bound to (see [`Pruner::for_study`]), as Optuna's are.
     pub fn new(
         min_resource: i64,
         max_resource: Option<i64>,
         reduction_factor: i64,
         bootstrap_count: i64,
-        bracket_key: impl Into<String>,
     ) -> Result<Self, OptimizerError> {
         check_at_least("min_resource", min_resource, 1, "the minimum resource")?;
         if let Some(m) = max_resource {
@@ -73,13 +73,13 @@ impl HyperbandPruner {
             max_resource,
             reduction_factor,
             bootstrap_count,
-            bracket_key: bracket_key.into(),
+            bracket_key: None,
         })
     }
 
-    /// Replaces the bracket key (e.g. with the study name once it is known).
+    /// Keys the brackets with `bracket_key` instead of the study's name.
     pub fn with_bracket_key(mut self, bracket_key: impl Into<String>) -> Self {
-        self.bracket_key = bracket_key.into();
+        self.bracket_key = Some(bracket_key.into());
         self
     }
 
@@ -110,8 +110,9 @@ impl HyperbandPruner {
     /// The bracket of trial `number` given the budgets.
     fn bracket(&self, budgets: &[u64], number: u64) -> usize {
         let total: u64 = budgets.iter().sum();
-        let mut n =
-            u64::from(crc32(format!("{}_{}", self.bracket_key, number).as_bytes())) % total.max(1);
+        let mut n = u64::from(crc32(
+            format!("{}_{number}", self.bracket_key.as_deref().unwrap_or("")).as_bytes(),
+        )) % total.max(1);
         for (b, budget) in budgets.iter().enumerate() {
             if n < *budget {
                 return b;
@@ -150,6 +151,12 @@ impl Pruner for HyperbandPruner {
         rungs.prune(history, trial, |t| {
             first.is_none_or(|f| t.number > f) && self.bracket(&budgets, t.number) == bracket
         })
+    }
+
+    fn for_study(&self, study_name: &str) -> Option<Box<dyn Pruner>> {
+        self.bracket_key
+            .is_none()
+            .then(|| Box::new(self.clone().with_bracket_key(study_name)) as Box<dyn Pruner>)
     }
 }
 
@@ -208,17 +215,23 @@ mod tests {
         // Optuna 5.0, HyperbandPruner(min_resource=1, max_resource=81, reduction_factor=3) in a
         // study named "hb": n_brackets 5, budgets [81, 34, 15, 8, 5]; `_get_bracket_id` for
         // trials 0..10 gives the brackets below.
-        let p = HyperbandPruner::new(1, Some(81), 3, 0, "hb").unwrap();
+        let p = HyperbandPruner::new(1, Some(81), 3, 0)
+            .unwrap()
+            .with_bracket_key("hb");
         let h = History::new(vec![StudyDirection::Minimize]);
         assert_eq!(p.budgets(&h), Some(vec![81, 34, 15, 8, 5]));
         let got: Vec<usize> = (0..10).map(|n| p.bracket_of(&h, n).unwrap()).collect();
         assert_eq!(got, EXPECTED_HB_BRACKETS);
         // max_resource == min_resource: one bracket.
-        let one = HyperbandPruner::new(4, Some(4), 3, 0, "x").unwrap();
+        let one = HyperbandPruner::new(4, Some(4), 3, 0)
+            .unwrap()
+            .with_bracket_key("x");
         assert_eq!(one.budgets(&h), Some(vec![1]));
         // auto: unknown until a trial completes, then last step + 1 (Optuna: 4 brackets, since
         // log(27) / log(3) rounds to 3.0000000000000004).
-        let auto = HyperbandPruner::new(1, None, 3, 0, "hb").unwrap();
+        let auto = HyperbandPruner::new(1, None, 3, 0)
+            .unwrap()
+            .with_bracket_key("hb");
         assert_eq!(auto.bracket_of(&h, 0), None);
         let steps: Vec<(i64, f64)> = (0..27).map(|s| (s, 1.0)).collect();
         let h = history(
@@ -232,9 +245,18 @@ mod tests {
     const EXPECTED_HB_BRACKETS: [usize; 10] = [0, 1, 0, 3, 0, 0, 0, 1, 1, 1];
 
     #[test]
+    fn binds_to_the_study_name_unless_keyed() {
+        let p = HyperbandPruner::new(1, Some(81), 3, 0).unwrap();
+        assert!(p.for_study("s").is_some());
+        assert!(p.with_bracket_key("k").for_study("s").is_none());
+    }
+
+    #[test]
     fn different_keys_give_different_assignments() {
         let h = History::new(vec![StudyDirection::Minimize]);
-        let a = HyperbandPruner::new(1, Some(81), 3, 0, "a").unwrap();
+        let a = HyperbandPruner::new(1, Some(81), 3, 0)
+            .unwrap()
+            .with_bracket_key("a");
         let b = a.clone().with_bracket_key("b");
         let ba: Vec<_> = (0..50).map(|n| a.bracket_of(&h, n)).collect();
         let bb: Vec<_> = (0..50).map(|n| b.bracket_of(&h, n)).collect();
@@ -245,11 +267,11 @@ mod tests {
     #[test]
     fn validation_names_the_argument() {
         let e = |r: Result<HyperbandPruner, OptimizerError>| r.unwrap_err().to_string();
-        assert!(e(HyperbandPruner::new(0, Some(10), 3, 0, "")).contains("min_resource=0"));
-        assert!(e(HyperbandPruner::new(5, Some(4), 3, 0, "")).contains("max_resource=4"));
-        assert!(e(HyperbandPruner::new(1, Some(10), 1, 0, "")).contains("reduction_factor=1"));
-        assert!(e(HyperbandPruner::new(1, Some(10), 3, -2, "")).contains("bootstrap_count=-2"));
-        assert!(e(HyperbandPruner::new(1, None, 3, 1, "")).contains("max_resource='auto'"));
-        assert!(HyperbandPruner::new(1, Some(10), 3, 1, "").is_ok());
+        assert!(e(HyperbandPruner::new(0, Some(10), 3, 0)).contains("min_resource=0"));
+        assert!(e(HyperbandPruner::new(5, Some(4), 3, 0)).contains("max_resource=4"));
+        assert!(e(HyperbandPruner::new(1, Some(10), 1, 0)).contains("reduction_factor=1"));
+        assert!(e(HyperbandPruner::new(1, Some(10), 3, -2)).contains("bootstrap_count=-2"));
+        assert!(e(HyperbandPruner::new(1, None, 3, 1)).contains("max_resource='auto'"));
+        assert!(HyperbandPruner::new(1, Some(10), 3, 1).is_ok());
     }
 }

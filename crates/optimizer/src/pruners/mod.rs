@@ -33,6 +33,12 @@ pub trait Pruner: Send + Sync + fmt::Debug {
     /// True when trial `trial` (RUNNING, with its intermediate values in `history`) should be
     /// pruned now.
     fn prune(&self, history: &History, trial: u64) -> bool;
+
+    /// This pruner as it should run for the study named `study_name`, when it depends on the
+    /// name (Hyperband's brackets); None when it does not.
+    fn for_study(&self, _study_name: &str) -> Option<Box<dyn Pruner>> {
+        None
+    }
 }
 
 /// Never prunes.
@@ -199,9 +205,9 @@ pub(crate) mod testkit {
                         max_resource,
                         int(&args, "reduction_factor", 3),
                         int(&args, "bootstrap_count", 0),
-                        study_name,
                     )
-                    .unwrap(),
+                    .unwrap()
+                    .with_bracket_key(study_name),
                 )
             }
             "threshold" => Box::new(

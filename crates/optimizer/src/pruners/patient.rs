@@ -84,6 +84,15 @@ impl Pruner for PatientPruner {
             None => true,
         }
     }
+
+    fn for_study(&self, study_name: &str) -> Option<Box<dyn Pruner>> {
+        let wrapped = self.wrapped.as_ref()?.for_study(study_name)?;
+        Some(Box::new(PatientPruner {
+            wrapped: Some(wrapped),
+            patience: self.patience,
+            min_delta: self.min_delta,
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +105,17 @@ mod tests {
     #[test]
     fn matches_optuna_on_scripted_studies() {
         check_scenarios("patient");
+    }
+
+    #[test]
+    fn a_wrapped_hyperband_is_bound_to_the_study_name() {
+        use super::super::HyperbandPruner;
+        let hb = HyperbandPruner::new(1, Some(9), 3, 0).unwrap();
+        let patient = PatientPruner::new(Some(Box::new(hb)), 1, 0.0).unwrap();
+        assert!(patient.for_study("s").is_some());
+        let median = MedianPruner::new(5, 0, 1, 1).unwrap();
+        let median = PatientPruner::new(Some(Box::new(median)), 1, 0.0).unwrap();
+        assert!(median.for_study("s").is_none());
     }
 
     #[test]
