@@ -108,6 +108,8 @@ def test_direction_and_directions_together():
         (lambda: dspex.samplers.TPESampler(n_startup_trials=-1), "n_startup_trials=-1"),
         (lambda: dspex.samplers.TPESampler(n_ei_candidates=0), "n_ei_candidates=0"),
         (lambda: dspex.samplers.TPESampler(prior_weight=-2.0), "prior_weight=-2.0"),
+        (lambda: dspex.samplers.TPESampler(below_clip_factor=0.5), "below_clip_factor=0.5"),
+        (lambda: dspex.samplers.TPESampler(below_clip_factor=float("nan")), "below_clip_factor=nan"),
         (lambda: dspex.samplers.TPESampler(gamma=lambda n: n), "gamma"),
         (lambda: dspex.samplers.RandomSampler(seed=-5), "-5"),
         (lambda: dspex.samplers.GridSampler({"x": []}), "x"),

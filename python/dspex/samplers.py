@@ -39,6 +39,11 @@ class TPESampler(BaseSampler):
 
     ``gamma``, ``weights``, ``categorical_distance_func`` and ``constraints_func`` (Python
     callables) are not supported by the engine and must be left to None.
+
+    One dspex keyword: ``below_clip_factor`` (default 4.0). The magic clip of the good trials'
+    estimator counts that many kernels per observation, so their bandwidths may narrow as in a
+    study four times as large: on dspex's benchmark suite this finds better values on every
+    problem, multimodal ones included. ``below_clip_factor=1.0`` is Optuna 5.0's rule.
     """
 
     def __init__(
@@ -59,6 +64,7 @@ class TPESampler(BaseSampler):
         constant_liar: bool = True,
         constraints_func: Any = None,
         categorical_distance_func: Any = None,
+        below_clip_factor: float = 4.0,
     ) -> None:
         for name, value in (
             ("gamma", gamma),
@@ -77,6 +83,9 @@ class TPESampler(BaseSampler):
         pw = 1.0 if prior_weight is None else prior_weight
         if not isinstance(pw, (int, float)) or not pw > 0 or pw != pw or pw == float("inf"):
             raise ValueError(f"TPESampler(prior_weight={prior_weight!r}): must be a finite number > 0")
+        bcf = below_clip_factor
+        if isinstance(bcf, bool) or not isinstance(bcf, (int, float)) or not 1.0 <= bcf < float("inf"):
+            raise ValueError(f"TPESampler(below_clip_factor={below_clip_factor!r}): must be a finite number >= 1 (1 is Optuna's rule)")
         if group and multivariate is False:
             raise ValueError("TPESampler(group=True) requires multivariate=True")
         kwargs = dict(
@@ -89,6 +98,7 @@ class TPESampler(BaseSampler):
             prior_weight=float(pw),
             consider_magic_clip=True if consider_magic_clip is None else bool(consider_magic_clip),
             consider_endpoints=False if consider_endpoints is None else bool(consider_endpoints),
+            below_clip_factor=float(bcf),
         )
         self._native = _native.tpe_sampler(**kwargs)
         self._spec = ("tpe", kwargs)  # what a remote engine builds (dspex.remote)

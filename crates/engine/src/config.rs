@@ -27,6 +27,9 @@ fn d_true() -> bool {
 fn d_one() -> f64 {
     1.0
 }
+fn d_four() -> f64 {
+    4.0
+}
 fn d_10() -> usize {
     10
 }
@@ -87,6 +90,8 @@ pub enum SamplerSpec {
         consider_magic_clip: bool,
         #[serde(default)]
         consider_endpoints: bool,
+        #[serde(default = "d_four")]
+        below_clip_factor: f64,
     },
     Grid {
         search_space: BTreeMap<String, Vec<Choice>>,
@@ -173,6 +178,7 @@ impl SamplerSpec {
                 prior_weight,
                 consider_magic_clip,
                 consider_endpoints,
+                below_clip_factor,
             } => Arc::new(TpeSampler::new(TpeOptions {
                 n_startup_trials: *n_startup_trials,
                 n_ei_candidates: *n_ei_candidates,
@@ -183,6 +189,7 @@ impl SamplerSpec {
                 prior_weight: *prior_weight,
                 consider_magic_clip: *consider_magic_clip,
                 consider_endpoints: *consider_endpoints,
+                below_clip_factor: *below_clip_factor,
             })?),
             SamplerSpec::Grid { search_space, seed } => {
                 let space = search_space

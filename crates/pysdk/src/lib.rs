@@ -528,7 +528,7 @@ fn random_sampler(seed: Option<u64>) -> PySampler {
 }
 
 #[pyfunction]
-#[pyo3(signature = (*, n_startup_trials, n_ei_candidates, multivariate, group, constant_liar, seed, prior_weight, consider_magic_clip, consider_endpoints))]
+#[pyo3(signature = (*, n_startup_trials, n_ei_candidates, multivariate, group, constant_liar, seed, prior_weight, consider_magic_clip, consider_endpoints, below_clip_factor))]
 #[allow(clippy::too_many_arguments)]
 fn tpe_sampler(
     py: Python<'_>,
@@ -541,6 +541,7 @@ fn tpe_sampler(
     prior_weight: f64,
     consider_magic_clip: bool,
     consider_endpoints: bool,
+    below_clip_factor: f64,
 ) -> PyResult<PySampler> {
     let opts = TpeOptions {
         n_startup_trials,
@@ -552,6 +553,7 @@ fn tpe_sampler(
         prior_weight,
         consider_magic_clip,
         consider_endpoints,
+        below_clip_factor,
     };
     let s = engine(py, move || Ok(TpeSampler::new(opts)?))?;
     Ok(PySampler {

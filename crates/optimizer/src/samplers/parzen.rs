@@ -49,6 +49,7 @@ pub(crate) struct ParzenParams {
     pub prior_weight: f64,
     pub consider_magic_clip: bool,
     pub consider_endpoints: bool,
+    pub clip_count: Option<usize>,
 }
 
 /// Standard normal CDF.
@@ -906,7 +907,7 @@ fn numeric_dim(
     // and kernels near a bound sit at the ends (a predictable branch), then scatter.
     let max_sigma = range;
     let min_sigma = if params.consider_magic_clip {
-        range / 100f64.min(1.0 + (n + 1) as f64)
+        range / 100f64.min(1.0 + (params.clip_count.unwrap_or(n) + 1) as f64)
     } else {
         1e-12
     };
@@ -1002,6 +1003,7 @@ mod tests {
         prior_weight: 1.0,
         consider_magic_clip: true,
         consider_endpoints: false,
+        clip_count: None,
     };
 
     #[test]

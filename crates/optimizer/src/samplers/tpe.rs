@@ -37,6 +37,12 @@ pub struct TpeOptions {
     pub prior_weight: f64,
     pub consider_magic_clip: bool,
     pub consider_endpoints: bool,
+    /// The magic clip of the good trials' estimator counts this many kernels per observation:
+    /// its smallest bandwidth is `range / min(100, below_clip_factor * n_below + 2)`. 1.0 is
+    /// Optuna 5.0's rule; dspex's default 4.0 lets the good trials' kernels narrow as in a
+    /// study four times as large, which refines better on every problem of the benchmark suite
+    /// (multimodal ones included). Must be finite and >= 1.
+    pub below_clip_factor: f64,
 }
 
 impl Default for TpeOptions {
@@ -51,6 +57,7 @@ impl Default for TpeOptions {
             prior_weight: 1.0,
             consider_magic_clip: true,
             consider_endpoints: false,
+            below_clip_factor: 4.0,
         }
     }
 }
@@ -79,6 +86,13 @@ impl TpeSampler {
                 "prior_weight",
                 options.prior_weight,
                 "must be a finite number >= 0",
+            ));
+        }
+        if !(options.below_clip_factor >= 1.0 && options.below_clip_factor.is_finite()) {
+            return Err(OptimizerError::arg(
+                "below_clip_factor",
+                options.below_clip_factor,
+                "must be a finite number >= 1 (1 is Optuna's magic clip)",
             ));
         }
         if options.group && options.multivariate == Some(false) {
@@ -110,6 +124,7 @@ impl TpeSampler {
             prior_weight: self.opts.prior_weight,
             consider_magic_clip: self.opts.consider_magic_clip,
             consider_endpoints: self.opts.consider_endpoints,
+            clip_count: None,
         }
     }
 
@@ -132,7 +147,10 @@ impl TpeSampler {
         } else {
             default_weights(n_below)
         };
-        let mpe_below = ParzenEstimator::new(below_obs, &below_weights, self.params());
+        let mut below_params = self.params();
+        below_params.clip_count =
+            Some((self.opts.below_clip_factor * n_below as f64).round() as usize);
+        let mpe_below = ParzenEstimator::new(below_obs, &below_weights, below_params);
         let mpe_above = ParzenEstimator::new(above_obs, &default_weights(n_above), self.params());
         let mut rng = trial_rng(self.seed, trial, purpose);
         let candidates = mpe_below.sample(&mut rng, self.opts.n_ei_candidates);
@@ -623,6 +641,32 @@ mod tests {
             let (mt, mr) = (median(t), median(r));
             assert!(mt < mr * 0.5, "{name}: tpe median {mt} vs random {mr}");
         }
+    }
+
+    #[test]
+    fn the_default_below_clip_refines_better_than_optunas() {
+        // Paired over seeds: the default (factor 4) against Optuna's rule (factor 1).
+        let optuna_clip = |seed| {
+            TpeSampler::new(TpeOptions {
+                seed: Some(seed),
+                below_clip_factor: 1.0,
+                ..TpeOptions::default()
+            })
+            .unwrap()
+        };
+        let space = box_space(5, -5.0, 5.0);
+        let wins = (0..20)
+            .filter(|&seed| {
+                run(&tpe(seed), 100, sphere, &space).1
+                    < run(&optuna_clip(seed), 100, sphere, &space).1
+            })
+            .count();
+        assert!(wins >= 14, "default better on {wins} of 20 seeds");
+        let bad = TpeOptions {
+            below_clip_factor: 0.5,
+            ..TpeOptions::default()
+        };
+        assert!(TpeSampler::new(bad).is_err());
     }
 
     #[test]
