@@ -5,8 +5,9 @@
 //! widened by half a step on each side for stepped parameters, whose density is the kernel's mass
 //! over the value's step cell. Bandwidths are the larger gap to the neighbouring observations
 //! (the range ends count as neighbours, except for the two outermost observations), clipped to
-//! `[range / min(100, n_kernels + 1), range]`; the prior kernel sits at the centre with the whole
-//! range as bandwidth. These are Optuna 5.0's rules.
+//! `[range / min(100, n_kernels + 1), range]` (the caller may count more kernels for the floor:
+//! `ParzenParams::clip_count`); the prior kernel sits at the centre with the whole range as
+//! bandwidth. These are Optuna 5.0's rules.
 //!
 //! Layout: every per-kernel quantity is a contiguous `Vec<f64>` per dimension, and the constant
 //! part of each kernel's log density is folded into one `base` vector, so evaluating a candidate
@@ -49,6 +50,7 @@ pub(crate) struct ParzenParams {
     pub prior_weight: f64,
     pub consider_magic_clip: bool,
     pub consider_endpoints: bool,
+    /// The number of observations the magic clip counts (None: the estimator's own).
     pub clip_count: Option<usize>,
 }
 

@@ -1,4 +1,5 @@
-//! Tree-structured Parzen Estimator (TPE), with Optuna 5.0's behaviour and defaults.
+//! Tree-structured Parzen Estimator (TPE), with Optuna 5.0's behaviour and defaults except one:
+//! the below estimator's bandwidth floor (see [`TpeOptions::below_clip_factor`]).
 //!
 //! Finished trials are split into a "below" set (the best `gamma(n)`) and an "above" set (the
 //! rest, plus RUNNING trials under the constant liar). A Parzen estimator is fitted to each;
@@ -19,7 +20,7 @@ use crate::samplers::random::sample_uniform;
 use crate::samplers::Sampler;
 use crate::trial::{FrozenTrial, TrialState};
 
-/// TPE options, with Optuna 5.0's defaults.
+/// TPE options, with Optuna 5.0's defaults (and `below_clip_factor`, dspex's own).
 #[derive(Debug, Clone)]
 pub struct TpeOptions {
     /// Trials sampled at random before TPE starts (COMPLETE + PRUNED count). Default 10.
