@@ -29,8 +29,8 @@ const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 const TAIL_CUT: f64 = 6.5;
 /// Work (kernels x dimensions x candidates) above which candidates are scored in parallel.
 /// Waking the pool costs tens of microseconds, more when the other cores are busy: below about
-/// 2,000 kernels x 10 dimensions one thread is as fast.
-const PARALLEL_WORK: usize = 1 << 19;
+/// 1,000 kernels x 10 dimensions x 24 candidates one thread is as fast.
+const PARALLEL_WORK: usize = 1 << 18;
 /// Kernels x dimensions above which the dimensions are fitted in parallel.
 const PARALLEL_FIT: usize = 1 << 15;
 /// One-dimensional estimators with at least this many kernels score a candidate against the
