@@ -6,13 +6,13 @@ from __future__ import annotations
 # asyncio is imported where async objectives are run: importing it costs ~15 ms, which a
 # study with a sync objective should not pay.
 import gc
-import inspect
 import math
 import os
 import sys
 import threading
 import time
 import traceback
+import types
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple, Type
 
 from dspex.exceptions import TrialPruned
@@ -273,6 +273,12 @@ def _start(study: "Study", func: Any, n_trials: Any, timeout: Any, conc: int, ca
 
 
 def _is_async(func: Any) -> bool:
+    """Whether ``func`` is an ``async def`` function (or a callable whose ``__call__`` is one)."""
+    if type(func) is types.FunctionType and not hasattr(func, "_is_coroutine_marker"):
+        # The common case without importing inspect (about 3 ms on the first optimize).
+        return bool(func.__code__.co_flags & 0x80)  # inspect.CO_COROUTINE
+    import inspect
+
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
 
 
