@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use statrs::function::erf::erfc;
 
 use crate::distributions::Distribution;
-use crate::fastmath;
+use crate::fastmath::{self, madd};
 
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 /// Standard deviations beyond which a normal tail (< 4e-11) is ignored in kernel masses.
@@ -281,7 +281,6 @@ pub(crate) struct DimObservations<'a> {
 #[derive(Default)]
 struct Scratch {
     acc: Vec<f64>,
-    near: Vec<f64>,
 }
 
 /// A fitted mixture over a search space.
@@ -572,7 +571,7 @@ impl ParzenEstimator {
                 return unsafe { self.score_avx2(points, cells, c, scratch) };
             }
         }
-        self.score(points, cells, c, scratch)
+        self.score::<false>(points, cells, c, scratch)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -584,11 +583,12 @@ impl ParzenEstimator {
         c: usize,
         scratch: &mut Scratch,
     ) -> f64 {
-        self.score(points, cells, c, scratch)
+        self.score::<true>(points, cells, c, scratch)
     }
 
+    /// `FMA`: fused multiply-adds (only where the function is compiled for them).
     #[inline(always)]
-    fn score(
+    fn score<const FMA: bool>(
         &self,
         points: &[&[f64]],
         cells: &[Option<Vec<f64>>],
@@ -599,7 +599,7 @@ impl ParzenEstimator {
         // bounds its final log density from above. Once a few dimensions are in, kernels more
         // than PRUNE_NATS below a fully evaluated kernel can no longer matter: drop them.
         if let (Some(win), [Dim::Numeric(nd)]) = (&self.window, self.dims.as_slice()) {
-            return self.score_window(win, nd, points[0][c], scratch);
+            return self.score_window::<FMA>(win, nd, points[0][c], scratch);
         }
         let acc = &mut scratch.acc;
         acc.clear();
@@ -611,7 +611,9 @@ impl ParzenEstimator {
             for ((d, xs), cell) in self.dims.iter().zip(points).zip(cells) {
                 match d {
                     Dim::Numeric(nd) if nd.step == 0.0 => match pending.take() {
-                        Some((x0, Dim::Numeric(d0))) => add_two_terms(acc, (x0, d0), (xs[c], nd)),
+                        Some((x0, Dim::Numeric(d0))) => {
+                            add_two_terms::<FMA>(acc, (x0, d0), (xs[c], nd))
+                        }
                         _ => pending = Some((xs[c], d)),
                     },
                     _ => self.add_term_all(d, xs[c], c, cell.as_deref(), acc),
@@ -620,7 +622,7 @@ impl ParzenEstimator {
             if let Some((x0, d0)) = pending {
                 self.add_term_all(d0, x0, c, None, acc);
             }
-            return log_sum_exp(acc, &mut scratch.near);
+            return log_sum_exp::<FMA>(acc);
         }
         let mut active: Option<Vec<u32>> = None;
         let mut floor = f64::NEG_INFINITY;
@@ -653,10 +655,10 @@ impl ParzenEstimator {
             }
         }
         match active {
-            None => log_sum_exp(acc, &mut scratch.near),
+            None => log_sum_exp::<FMA>(acc),
             Some(act) => {
                 let kept: Vec<f64> = act.iter().map(|&k| acc[k as usize]).collect();
-                log_sum_exp(&kept, &mut scratch.near)
+                log_sum_exp::<FMA>(&kept)
             }
         }
     }
@@ -664,7 +666,13 @@ impl ParzenEstimator {
     /// log density of `x` for a windowed one-dimensional estimator: the kernels within reach
     /// of `x` and the wide ones (the others are more than PRUNE_NATS below the nearest kernel).
     #[inline(always)]
-    fn score_window(&self, win: &Window, nd: &NumericDim, x: f64, scratch: &mut Scratch) -> f64 {
+    fn score_window<const FMA: bool>(
+        &self,
+        win: &Window,
+        nd: &NumericDim,
+        x: f64,
+        scratch: &mut Scratch,
+    ) -> f64 {
         let density = |k: u32| {
             let k = k as usize;
             let z = (x - nd.mus[k]) * nd.inv_sigmas[k];
@@ -693,7 +701,7 @@ impl ParzenEstimator {
             (0, win.mus.len())
         };
         vals.extend(win.kernels[lo..hi].iter().map(|&k| density(k)));
-        log_sum_exp(vals, &mut scratch.near)
+        log_sum_exp::<FMA>(vals)
     }
 
     /// log density of each candidate (`points[dim][candidate]`).
@@ -744,7 +752,11 @@ impl ParzenEstimator {
 
 /// Adds two continuous dimensions' terms `-0.5 * ((x - mu) / sigma)^2` to every kernel's sum.
 #[inline(always)]
-fn add_two_terms(acc: &mut [f64], (x0, d0): (f64, &NumericDim), (x1, d1): (f64, &NumericDim)) {
+fn add_two_terms<const FMA: bool>(
+    acc: &mut [f64],
+    (x0, d0): (f64, &NumericDim),
+    (x1, d1): (f64, &NumericDim),
+) {
     let n = acc.len();
     let (m0, i0, m1, i1) = (
         &d0.mus[..n],
@@ -755,7 +767,7 @@ fn add_two_terms(acc: &mut [f64], (x0, d0): (f64, &NumericDim), (x1, d1): (f64, 
     for k in 0..n {
         let z0 = (x0 - m0[k]) * i0[k];
         let z1 = (x1 - m1[k]) * i1[k];
-        acc[k] -= 0.5 * (z0 * z0 + z1 * z1);
+        acc[k] = madd::<FMA>(-0.5, madd::<FMA>(z0, z0, z1 * z1), acc[k]);
     }
 }
 
@@ -806,35 +818,30 @@ fn max_lanes(v: &[f64]) -> f64 {
 
 /// log(sum(exp(v))), in four independent lanes so it vectorises.
 #[inline(always)]
-fn log_sum_exp(v: &[f64], near: &mut Vec<f64>) -> f64 {
+fn log_sum_exp<const FMA: bool>(v: &[f64]) -> f64 {
     let m = max_lanes(v);
     if !m.is_finite() {
         return m;
     }
-    // Terms more than PRUNE_NATS below the maximum change nothing in double precision: keep
-    // the others (usually few), then exponentiate those in four lanes.
+    // Terms more than PRUNE_NATS below the maximum change nothing in double precision: a group
+    // of four with none above the cut is skipped (most of them when a candidate is far from
+    // most kernels), the others are exponentiated whole.
     let cut = m - PRUNE_NATS;
-    // Branch-free compaction: the kept pattern is data-dependent, a branch would mispredict.
-    near.clear();
-    near.resize(v.len(), 0.0);
-    let mut j = 0;
-    for &x in v {
-        near[j] = x - m;
-        j += usize::from(x > cut);
-    }
-    near.truncate(j);
-    let chunks = near.chunks_exact(4);
+    let chunks = v.chunks_exact(4);
     let mut s4 = [0.0; 4];
     for c in chunks.clone() {
-        for (s, x) in s4.iter_mut().zip(c) {
-            *s += fastmath::exp(*x);
+        // Non-short-circuiting, so it compiles to one vector compare.
+        if (c[0] > cut) | (c[1] > cut) | (c[2] > cut) | (c[3] > cut) {
+            for (s, &x) in s4.iter_mut().zip(c) {
+                *s += fastmath::exp::<FMA>(x - m);
+            }
         }
     }
     let s: f64 = s4.iter().sum::<f64>()
         + chunks
             .remainder()
             .iter()
-            .map(|&x| fastmath::exp(x))
+            .map(|&x| fastmath::exp::<FMA>(x - m))
             .sum::<f64>();
     m + s.ln()
 }
