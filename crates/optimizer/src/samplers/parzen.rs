@@ -967,16 +967,18 @@ fn numeric_dim(
         }
     }
     let log_norm = if step == 0.0 {
-        // Most bandwidths sit at the clip bound: reuse the last logarithm.
-        let mut last = (f64::NAN, 0.0);
+        // Most bandwidths sit at the clip bound: one logarithm for all of those.
+        let ln_min = fastmath::ln(min_sigma);
         sigmas
             .iter()
             .zip(&log_mass)
-            .map(|(s, lm)| {
-                if *s != last.0 {
-                    last = (*s, fastmath::ln(*s));
-                }
-                last.1 + LN_SQRT_2PI + lm
+            .map(|(&s, lm)| {
+                let ln_s = if s == min_sigma {
+                    ln_min
+                } else {
+                    fastmath::ln(s)
+                };
+                ln_s + LN_SQRT_2PI + lm
             })
             .collect()
     } else {
