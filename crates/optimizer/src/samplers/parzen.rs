@@ -229,6 +229,32 @@ fn truncnorm_draw(rng: &mut SmallRng, a: f64, b: f64) -> f64 {
     }
 }
 
+/// Defines `fn $name` that runs its body compiled for AVX2+FMA when the CPU has them (the hot
+/// loops vectorise four lanes wide and fuse multiply-adds), and as plain x86-64 otherwise.
+macro_rules! with_avx2 {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) -> $ret {
+            #[inline(always)]
+            fn imp($($arg: $ty),*) -> $ret $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
+                    imp($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports the features `avx2` is compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            imp($($arg),*)
+        }
+    };
+}
+
 #[derive(Debug, Clone)]
 struct NumericDim {
     log: bool,
@@ -406,23 +432,7 @@ impl ParzenEstimator {
         } else {
             dims.into_iter().map(fit).collect()
         };
-        let mut base: Vec<f64> = weights
-            .iter()
-            .map(|&w| {
-                if w > 0.0 {
-                    fastmath::ln(w)
-                } else {
-                    f64::NEG_INFINITY
-                }
-            })
-            .collect();
-        for d in &dims {
-            if let Dim::Numeric(nd) = d {
-                for (b, n) in base.iter_mut().zip(&nd.log_norm) {
-                    *b -= n;
-                }
-            }
-        }
+        let base = base_log_density(&weights, &dims);
         let window = match dims.as_slice() {
             [Dim::Numeric(nd)]
                 if nd.step == 0.0
@@ -750,6 +760,30 @@ impl ParzenEstimator {
     }
 }
 
+with_avx2! {
+    /// Each kernel's log weight plus the constant part of its continuous dimensions' log density.
+    fn base_log_density(weights: &[f64], dims: &[Dim]) -> Vec<f64> {
+        let mut base: Vec<f64> = weights
+            .iter()
+            .map(|&w| {
+                if w > 0.0 {
+                    fastmath::ln(w)
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
+            .collect();
+        for d in dims {
+            if let Dim::Numeric(nd) = d {
+                for (b, n) in base.iter_mut().zip(&nd.log_norm) {
+                    *b -= n;
+                }
+            }
+        }
+        base
+    }
+}
+
 /// Adds two continuous dimensions' terms `-0.5 * ((x - mu) / sigma)^2` to every kernel's sum.
 #[inline(always)]
 fn add_two_terms<const FMA: bool>(
@@ -889,116 +923,119 @@ fn categorical_dim(values: &[f64], n_choices: usize, prior_weight: f64) -> Categ
     }
 }
 
-fn numeric_dim(
-    d: DimObservations<'_>,
-    low: f64,
-    high: f64,
-    step: f64,
-    log: bool,
-    params: ParzenParams,
-) -> NumericDim {
-    let (mut t_low, mut t_high) = (low - step / 2.0, high + step / 2.0);
-    let mut mus = d.values;
-    if log {
-        t_low = t_low.ln();
-        t_high = t_high.ln();
-        mus.iter_mut().for_each(|m| *m = m.ln());
-    }
-    let n = mus.len();
-    let range = t_high - t_low;
-    let order = d.order.unwrap_or_else(|| {
-        let mut o: Vec<u32> = (0..n as u32).collect();
-        o.sort_by(|&a, &b| mus[a as usize].total_cmp(&mus[b as usize]));
-        o
-    });
-    // Bandwidth: the larger gap to a neighbour, range ends included, clipped. Work on the
-    // sorted values laid out contiguously, [low, sorted..., high], where the passes vectorise
-    // and kernels near a bound sit at the ends (a predictable branch), then scatter.
-    let max_sigma = range;
-    let min_sigma = if params.consider_magic_clip {
-        range / 100f64.min(1.0 + (params.clip_count.unwrap_or(n) + 1) as f64)
-    } else {
-        1e-12
-    };
-    let mut line = Vec::with_capacity(n + 2);
-    line.push(t_low);
-    line.extend(order.iter().map(|&o| mus[o as usize]));
-    line.push(t_high);
-    let mut sorted_sigmas: Vec<f64> = line
-        .windows(3)
-        .map(|w| (w[1] - w[0]).max(w[2] - w[1]))
-        .collect();
-    if !params.consider_endpoints && n >= 2 {
-        sorted_sigmas[0] = line[2] - line[1];
-        sorted_sigmas[n - 1] = line[n] - line[n - 1];
-    }
-    sorted_sigmas
-        .iter_mut()
-        .for_each(|s| *s = s.clamp(min_sigma, max_sigma));
-    let table = log_ndtr_table();
-    let log_mass_of = |mu: f64, s: f64| {
-        // Divide only for kernels near a bound.
-        if mu - t_low > TAIL_CUT * s && t_high - mu > TAIL_CUT * s {
-            0.0
+with_avx2! {
+    /// One numeric dimension's kernels (compiled for AVX2+FMA too, picked at run time).
+    fn numeric_dim(
+        d: DimObservations<'_>,
+        low: f64,
+        high: f64,
+        step: f64,
+        log: bool,
+        params: ParzenParams,
+    ) -> NumericDim {
+        let (mut t_low, mut t_high) = (low - step / 2.0, high + step / 2.0);
+        let mut mus = d.values;
+        if log {
+            t_low = t_low.ln();
+            t_high = t_high.ln();
+            mus.iter_mut().for_each(|m| *m = m.ln());
+        }
+        let n = mus.len();
+        let range = t_high - t_low;
+        let order = d.order.unwrap_or_else(|| {
+            let mut o: Vec<u32> = (0..n as u32).collect();
+            o.sort_by(|&a, &b| mus[a as usize].total_cmp(&mus[b as usize]));
+            o
+        });
+        // Bandwidth: the larger gap to a neighbour, range ends included, clipped. Work on the
+        // sorted values laid out contiguously, [low, sorted..., high], where the passes vectorise
+        // and kernels near a bound sit at the ends (a predictable branch), then scatter.
+        let max_sigma = range;
+        let min_sigma = if params.consider_magic_clip {
+            range / 100f64.min(1.0 + (params.clip_count.unwrap_or(n) + 1) as f64)
         } else {
-            kernel_log_mass(table, (t_low - mu) / s, (t_high - mu) / s)
+            1e-12
+        };
+        let mut line = Vec::with_capacity(n + 2);
+        line.push(t_low);
+        line.extend(order.iter().map(|&o| mus[o as usize]));
+        line.push(t_high);
+        let mut sorted_sigmas: Vec<f64> = line
+            .windows(3)
+            .map(|w| (w[1] - w[0]).max(w[2] - w[1]))
+            .collect();
+        if !params.consider_endpoints && n >= 2 {
+            sorted_sigmas[0] = line[2] - line[1];
+            sorted_sigmas[n - 1] = line[n] - line[n - 1];
         }
-    };
-    let mut sigmas = vec![0.0; n + 1];
-    let mut log_mass = vec![0.0; n + 1];
-    for ((&o, &s), &mu) in order.iter().zip(&sorted_sigmas).zip(&line[1..]) {
-        sigmas[o as usize] = s;
-        log_mass[o as usize] = log_mass_of(mu, s);
-    }
-    mus.push(0.5 * (t_low + t_high));
-    sigmas[n] = range;
-    log_mass[n] = log_mass_of(mus[n], range);
-    let inv_sigmas: Vec<f64> = sigmas.iter().map(|s| 1.0 / s).collect();
-    let (mut unique, mut unique_of) = (Vec::new(), Vec::new());
-    if step > 0.0 {
-        let mut index: HashMap<(u64, u64), u32> = HashMap::new();
-        for (mu, s) in mus.iter().zip(&sigmas) {
-            let next = unique.len() as u32;
-            let id = *index.entry((mu.to_bits(), s.to_bits())).or_insert_with(|| {
-                unique.push((*mu, *s));
-                next
-            });
-            unique_of.push(id);
+        sorted_sigmas
+            .iter_mut()
+            .for_each(|s| *s = s.clamp(min_sigma, max_sigma));
+        let table = log_ndtr_table();
+        let log_mass_of = |mu: f64, s: f64| {
+            // Divide only for kernels near a bound.
+            if mu - t_low > TAIL_CUT * s && t_high - mu > TAIL_CUT * s {
+                0.0
+            } else {
+                kernel_log_mass(table, (t_low - mu) / s, (t_high - mu) / s)
+            }
+        };
+        let mut sigmas = vec![0.0; n + 1];
+        let mut log_mass = vec![0.0; n + 1];
+        for ((&o, &s), &mu) in order.iter().zip(&sorted_sigmas).zip(&line[1..]) {
+            sigmas[o as usize] = s;
+            log_mass[o as usize] = log_mass_of(mu, s);
         }
-    }
-    let log_norm = if step == 0.0 {
-        // Most bandwidths sit at the clip bound: one logarithm for all of those.
-        let ln_min = fastmath::ln(min_sigma);
-        sigmas
-            .iter()
-            .zip(&log_mass)
-            .map(|(&s, lm)| {
-                let ln_s = if s == min_sigma {
-                    ln_min
-                } else {
-                    fastmath::ln(s)
-                };
-                ln_s + LN_SQRT_2PI + lm
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    NumericDim {
-        log,
-        step,
-        low,
-        high,
-        t_low,
-        t_high,
-        mus,
-        sigmas,
-        inv_sigmas,
-        log_mass,
-        log_norm,
-        order,
-        unique_of,
-        unique,
+        mus.push(0.5 * (t_low + t_high));
+        sigmas[n] = range;
+        log_mass[n] = log_mass_of(mus[n], range);
+        let inv_sigmas: Vec<f64> = sigmas.iter().map(|s| 1.0 / s).collect();
+        let (mut unique, mut unique_of) = (Vec::new(), Vec::new());
+        if step > 0.0 {
+            let mut index: HashMap<(u64, u64), u32> = HashMap::new();
+            for (mu, s) in mus.iter().zip(&sigmas) {
+                let next = unique.len() as u32;
+                let id = *index.entry((mu.to_bits(), s.to_bits())).or_insert_with(|| {
+                    unique.push((*mu, *s));
+                    next
+                });
+                unique_of.push(id);
+            }
+        }
+        let log_norm = if step == 0.0 {
+            // Most bandwidths sit at the clip bound: one logarithm for all of those.
+            let ln_min = fastmath::ln(min_sigma);
+            sigmas
+                .iter()
+                .zip(&log_mass)
+                .map(|(&s, lm)| {
+                    let ln_s = if s == min_sigma {
+                        ln_min
+                    } else {
+                        fastmath::ln(s)
+                    };
+                    ln_s + LN_SQRT_2PI + lm
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        NumericDim {
+            log,
+            step,
+            low,
+            high,
+            t_low,
+            t_high,
+            mus,
+            sigmas,
+            inv_sigmas,
+            log_mass,
+            log_norm,
+            order,
+            unique_of,
+            unique,
+        }
     }
 }
 
