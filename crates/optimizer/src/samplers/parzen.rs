@@ -971,27 +971,44 @@ with_avx2! {
         sorted_sigmas
             .iter_mut()
             .for_each(|s| *s = s.clamp(min_sigma, max_sigma));
+        // Most kernels have the clip bound as bandwidth and lie far from both bounds (mass 1):
+        // start every kernel so, then visit the others ("special") in groups of four, skipping
+        // the groups without any (no scatter over all kernels, no division or logarithm each).
         let table = log_ndtr_table();
-        let log_mass_of = |mu: f64, s: f64| {
-            // Divide only for kernels near a bound.
-            if mu - t_low > TAIL_CUT * s && t_high - mu > TAIL_CUT * s {
+        let far = |mu: f64, s: f64| mu - t_low > TAIL_CUT * s && t_high - mu > TAIL_CUT * s;
+        let continuous = step == 0.0;
+        let mut sigmas = vec![min_sigma; n + 1];
+        let mut inv_sigmas = vec![1.0 / min_sigma; n + 1];
+        let mut log_mass = vec![0.0; n + 1];
+        let norm_min = fastmath::ln(min_sigma) + LN_SQRT_2PI;
+        let mut log_norm = vec![norm_min; if continuous { n + 1 } else { 0 }];
+        let mut set = |k: usize, mu: f64, s: f64| {
+            let lm = if far(mu, s) {
                 0.0
             } else {
                 kernel_log_mass(table, (t_low - mu) / s, (t_high - mu) / s)
+            };
+            sigmas[k] = s;
+            inv_sigmas[k] = 1.0 / s;
+            log_mass[k] = lm;
+            if continuous {
+                log_norm[k] = fastmath::ln(s) + LN_SQRT_2PI + lm;
             }
         };
-        let mut sigmas = vec![0.0; n + 1];
-        let mut log_mass = vec![0.0; n + 1];
-        for ((&o, &s), &mu) in order.iter().zip(&sorted_sigmas).zip(&line[1..]) {
-            sigmas[o as usize] = s;
-            log_mass[o as usize] = log_mass_of(mu, s);
+        let special = |i: usize| sorted_sigmas[i] != min_sigma || !far(line[i + 1], sorted_sigmas[i]);
+        for start in (0..n).step_by(4) {
+            let end = (start + 4).min(n);
+            // Non-short-circuiting, so the common all-ordinary group is one test.
+            if (start..end).fold(false, |any, i| any | special(i)) {
+                for i in (start..end).filter(|&i| special(i)) {
+                    set(order[i] as usize, line[i + 1], sorted_sigmas[i]);
+                }
+            }
         }
         mus.push(0.5 * (t_low + t_high));
-        sigmas[n] = range;
-        log_mass[n] = log_mass_of(mus[n], range);
-        let inv_sigmas: Vec<f64> = sigmas.iter().map(|s| 1.0 / s).collect();
+        set(n, mus[n], range);
         let (mut unique, mut unique_of) = (Vec::new(), Vec::new());
-        if step > 0.0 {
+        if !continuous {
             let mut index: HashMap<(u64, u64), u32> = HashMap::new();
             for (mu, s) in mus.iter().zip(&sigmas) {
                 let next = unique.len() as u32;
@@ -1002,24 +1019,6 @@ with_avx2! {
                 unique_of.push(id);
             }
         }
-        let log_norm = if step == 0.0 {
-            // Most bandwidths sit at the clip bound: one logarithm for all of those.
-            let ln_min = fastmath::ln(min_sigma);
-            sigmas
-                .iter()
-                .zip(&log_mass)
-                .map(|(&s, lm)| {
-                    let ln_s = if s == min_sigma {
-                        ln_min
-                    } else {
-                        fastmath::ln(s)
-                    };
-                    ln_s + LN_SQRT_2PI + lm
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
         NumericDim {
             log,
             step,
