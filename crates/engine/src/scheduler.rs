@@ -133,6 +133,11 @@ pub struct Run {
     queue_cv: Condvar,
     queue_notify: Notify,
     events: mpsc::UnboundedSender<Event>,
+    /// Events the driver needs only when it next wakes (a trial an evaluator started itself,
+    /// without a per-trial timeout): sending them would wake it once more per trial. It takes
+    /// them before every event it receives, so they keep their order with the evaluator's later
+    /// events (its `done` comes through `events`).
+    deferred: Mutex<Vec<Event>>,
     stop_requested: AtomicBool,
     summary: Mutex<Option<RunSummary>>,
     summary_cv: Condvar,
@@ -169,6 +174,7 @@ impl Run {
             queue_cv: Condvar::new(),
             queue_notify: Notify::new(),
             events: tx,
+            deferred: Mutex::new(Vec::new()),
             stop_requested: AtomicBool::new(false),
             summary: Mutex::new(None),
             summary_cv: Condvar::new(),
@@ -259,7 +265,11 @@ impl Run {
                 drop(q);
                 let r = ask(&self.study);
                 let number = r.as_ref().ok().copied().flatten();
-                let _ = self.events.send(Event::Asked(r, true));
+                if number.is_some() && self.options.trial_timeout.is_none() {
+                    self.deferred.lock().push(Event::Asked(r, true));
+                } else {
+                    let _ = self.events.send(Event::Asked(r, true));
+                }
                 if let Some(n) = number {
                     return Pulled::Requests(vec![EvalRequest { number: n }]);
                 }
@@ -496,95 +506,99 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
             },
             None => rx.recv().await,
         };
-        match event {
-            Some(Event::Asked(r, claimed)) => {
-                asking -= 1;
-                match r {
-                    Ok(Some(n)) => {
-                        if let Some(StopReason::Interrupted(msg)) = &reason {
-                            background.push(fail_in_background(&run.study, n, msg.clone()));
-                            finished += 1;
-                        } else {
-                            in_flight.insert(n, opts.trial_timeout.map(|t| Instant::now() + t));
-                            if !claimed {
-                                run.push(EvalRequest { number: n });
+        let mut batch: Vec<Option<Event>> = run.deferred.lock().drain(..).map(Some).collect();
+        batch.push(event);
+        for event in batch {
+            match event {
+                Some(Event::Asked(r, claimed)) => {
+                    asking -= 1;
+                    match r {
+                        Ok(Some(n)) => {
+                            if let Some(StopReason::Interrupted(msg)) = &reason {
+                                background.push(fail_in_background(&run.study, n, msg.clone()));
+                                finished += 1;
+                            } else {
+                                in_flight.insert(n, opts.trial_timeout.map(|t| Instant::now() + t));
+                                if !claimed {
+                                    run.push(EvalRequest { number: n });
+                                }
                             }
                         }
-                    }
-                    Ok(None) => {
-                        started -= 1;
-                        reason.get_or_insert(StopReason::Exhausted);
-                    }
-                    Err(e) => {
-                        started -= 1;
-                        tracing::error!("cannot start a trial: {e}");
-                        reason.get_or_insert(StopReason::Error(e.to_string()));
-                    }
-                }
-            }
-            Some(Event::Done(n, done)) => {
-                if in_flight.remove(&n).is_some() {
-                    finished += 1;
-                }
-                if let Done::Abort(msg) = done {
-                    if !matches!(
-                        reason,
-                        Some(StopReason::Aborted(_)) | Some(StopReason::Interrupted(_))
-                    ) {
-                        reason = Some(StopReason::Aborted(msg));
+                        Ok(None) => {
+                            started -= 1;
+                            reason.get_or_insert(StopReason::Exhausted);
+                        }
+                        Err(e) => {
+                            started -= 1;
+                            tracing::error!("cannot start a trial: {e}");
+                            reason.get_or_insert(StopReason::Error(e.to_string()));
+                        }
                     }
                 }
-            }
-            Some(Event::Lost(n, why)) => {
-                if in_flight.remove(&n).is_some() {
-                    run.unqueue(n);
-                    finished += 1;
-                    requeuing += 1;
-                    tracing::warn!(trial = n, "trial lost: {why}");
-                    retry_in_background(&run, n, why);
+                Some(Event::Done(n, done)) => {
+                    if in_flight.remove(&n).is_some() {
+                        finished += 1;
+                    }
+                    if let Done::Abort(msg) = done {
+                        if !matches!(
+                            reason,
+                            Some(StopReason::Aborted(_)) | Some(StopReason::Interrupted(_))
+                        ) {
+                            reason = Some(StopReason::Aborted(msg));
+                        }
+                    }
                 }
-            }
-            Some(Event::Requeued(requeued)) => {
-                requeuing -= 1;
-                if requeued {
-                    // The retry does not count against n_trials: one more trial starts, and
-                    // `ask` takes the enqueued retry first.
-                    started = started.saturating_sub(1);
-                }
-            }
-            Some(Event::Stop) => {
-                reason.get_or_insert(StopReason::Stopped);
-            }
-            Some(Event::Interrupt(msg)) => {
-                for (n, _) in in_flight.drain() {
-                    run.unqueue(n);
-                    background.push(fail_in_background(&run.study, n, msg.clone()));
-                    finished += 1;
-                }
-                reason = Some(StopReason::Interrupted(msg));
-            }
-            None => {
-                // A deadline passed: fail the trials that ran out of time.
-                let now = Instant::now();
-                let expired: Vec<u64> = in_flight
-                    .iter()
-                    .filter(|(_, d)| d.is_some_and(|d| d <= now))
-                    .map(|(n, _)| *n)
-                    .collect();
-                for n in expired {
-                    in_flight.remove(&n);
-                    run.unqueue(n);
-                    let secs = opts.trial_timeout.map_or(0.0, |t| t.as_secs_f64());
-                    tracing::warn!(trial = n, "trial timed out after {secs} s");
-                    let why = format!("trial timed out after {secs} s");
-                    if run.max_retries > 0 {
+                Some(Event::Lost(n, why)) => {
+                    if in_flight.remove(&n).is_some() {
+                        run.unqueue(n);
+                        finished += 1;
                         requeuing += 1;
+                        tracing::warn!(trial = n, "trial lost: {why}");
                         retry_in_background(&run, n, why);
-                    } else {
-                        background.push(fail_in_background(&run.study, n, why));
                     }
-                    timed_out.push(n);
-                    finished += 1;
+                }
+                Some(Event::Requeued(requeued)) => {
+                    requeuing -= 1;
+                    if requeued {
+                        // The retry does not count against n_trials: one more trial starts, and
+                        // `ask` takes the enqueued retry first.
+                        started = started.saturating_sub(1);
+                    }
+                }
+                Some(Event::Stop) => {
+                    reason.get_or_insert(StopReason::Stopped);
+                }
+                Some(Event::Interrupt(msg)) => {
+                    for (n, _) in in_flight.drain() {
+                        run.unqueue(n);
+                        background.push(fail_in_background(&run.study, n, msg.clone()));
+                        finished += 1;
+                    }
+                    reason = Some(StopReason::Interrupted(msg));
+                }
+                None => {
+                    // A deadline passed: fail the trials that ran out of time.
+                    let now = Instant::now();
+                    let expired: Vec<u64> = in_flight
+                        .iter()
+                        .filter(|(_, d)| d.is_some_and(|d| d <= now))
+                        .map(|(n, _)| *n)
+                        .collect();
+                    for n in expired {
+                        in_flight.remove(&n);
+                        run.unqueue(n);
+                        let secs = opts.trial_timeout.map_or(0.0, |t| t.as_secs_f64());
+                        tracing::warn!(trial = n, "trial timed out after {secs} s");
+                        let why = format!("trial timed out after {secs} s");
+                        if run.max_retries > 0 {
+                            requeuing += 1;
+                            retry_in_background(&run, n, why);
+                        } else {
+                            background.push(fail_in_background(&run.study, n, why));
+                        }
+                        timed_out.push(n);
+                        finished += 1;
+                    }
                 }
             }
         }
