@@ -38,8 +38,9 @@ pub struct RunOptions {
     /// hands out permits instead of asking on the blocking pool, and the pulling thread samples
     /// (two thread hand-offs fewer per trial). Only for runs whose evaluators all use `pull` and
     /// evaluate one trial at a time: their number then bounds the trials in flight, and the
-    /// driver keeps up to `concurrency` permits ready ahead, so an evaluator that finishes a
-    /// trial starts the next one without waiting for the driver to see its answer.
+    /// driver keeps permits ready ahead (`concurrency`, at least 8), so an evaluator that
+    /// finishes a trial starts the next one without waiting for the driver to see its answer,
+    /// and the driver is woken only when fewer than `concurrency` permits are left.
     pub evaluators_ask: bool,
 }
 
@@ -102,6 +103,9 @@ pub struct RunSummary {
     pub timed_out: Vec<u64>,
 }
 
+/// Permits kept ready at least, for evaluators that ask (see [`RunOptions::evaluators_ask`]).
+const PERMITS_AHEAD: usize = 8;
+
 #[derive(Debug)]
 enum Event {
     /// `claimed`: the asking evaluator evaluates the trial itself (no request is queued).
@@ -113,6 +117,8 @@ enum Event {
     Requeued(bool),
     Stop,
     Interrupt(String),
+    /// Nothing but a wake-up: take the deferred events.
+    Wake,
 }
 
 #[derive(Debug, Default)]
@@ -133,10 +139,9 @@ pub struct Run {
     queue_cv: Condvar,
     queue_notify: Notify,
     events: mpsc::UnboundedSender<Event>,
-    /// Events the driver needs only when it next wakes (a trial an evaluator started itself,
-    /// without a per-trial timeout): sending them would wake it once more per trial. It takes
-    /// them before every event it receives, so they keep their order with the evaluator's later
-    /// events (its `done` comes through `events`).
+    /// Events the driver needs only when it next wakes (a trial an evaluator started itself
+    /// without a per-trial timeout, an answer while permits remain): sending each would wake it
+    /// twice per trial. It takes them before every event it receives, in the order they came.
     deferred: Mutex<Vec<Event>>,
     stop_requested: AtomicBool,
     summary: Mutex<Option<RunSummary>>,
@@ -311,6 +316,19 @@ impl Run {
             // Like stop(): effective at once for evaluators holding a permit.
             self.stop_requested.store(true, Ordering::SeqCst);
         }
+        // Deferred exactly when the trial's start was (see `pull`), so the two keep their order.
+        if self.options.evaluators_ask
+            && self.options.trial_timeout.is_none()
+            && matches!(done, Done::Finished)
+        {
+            // The driver needs the answer to free the slot: at once only when the evaluators
+            // may soon run out of permits, otherwise when it next wakes.
+            self.deferred.lock().push(Event::Done(number, done));
+            if self.queue.lock().permits <= self.options.concurrency {
+                let _ = self.events.send(Event::Wake);
+            }
+            return;
+        }
         let _ = self.events.send(Event::Done(number, done));
     }
 
@@ -447,7 +465,7 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
     let ask_limit = std::thread::available_parallelism().map_or(2, |n| n.get());
     // Permits ready ahead when evaluators ask (see `RunOptions::evaluators_ask`).
     let slots = if opts.evaluators_ask {
-        2 * opts.concurrency
+        opts.concurrency + opts.concurrency.max(PERMITS_AHEAD)
     } else {
         opts.concurrency
     };
@@ -565,6 +583,7 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
                         started = started.saturating_sub(1);
                     }
                 }
+                Some(Event::Wake) => {}
                 Some(Event::Stop) => {
                     reason.get_or_insert(StopReason::Stopped);
                 }
