@@ -327,9 +327,11 @@ pub(crate) struct ParzenEstimator {
 /// `w = cap * sqrt(2 (max base - f))` away from the candidate (bandwidth <= cap) is below `f`.
 #[derive(Debug, Clone)]
 struct Window {
-    /// Centres (ascending) and kernel indices of the kernels with bandwidth <= `cap`.
+    /// Centre (ascending), inverse bandwidth and `base` of the kernels with bandwidth <= `cap`,
+    /// contiguous so a candidate's densities over a run of them vectorise.
     mus: Vec<f64>,
-    kernels: Vec<u32>,
+    inv_sigmas: Vec<f64>,
+    bases: Vec<f64>,
     /// Kernels wider than `cap` (few: isolated observations and the prior): always evaluated.
     wide: Vec<u32>,
     cap: f64,
@@ -342,26 +344,35 @@ impl Window {
         let i = ((1.0 - WINDOW_WIDE) * (sorted.len() - 1) as f64) as usize;
         let (_, cap, _) = sorted.select_nth_unstable_by(i, f64::total_cmp);
         let cap = *cap;
-        let (mut mus, mut kernels, mut wide) = (Vec::new(), Vec::new(), Vec::new());
-        let mut base_max = f64::NEG_INFINITY;
+        let n = nd.order.len();
+        let mut w = Window {
+            mus: Vec::with_capacity(n),
+            inv_sigmas: Vec::with_capacity(n),
+            bases: Vec::with_capacity(n),
+            wide: Vec::new(),
+            cap,
+            base_max: f64::NEG_INFINITY,
+        };
         for &k in &nd.order {
             let k_us = k as usize;
             if nd.sigmas[k_us] <= cap {
-                mus.push(nd.mus[k_us]);
-                kernels.push(k);
-                base_max = base_max.max(base[k_us]);
+                w.mus.push(nd.mus[k_us]);
+                w.inv_sigmas.push(nd.inv_sigmas[k_us]);
+                w.bases.push(base[k_us]);
+                w.base_max = w.base_max.max(base[k_us]);
             } else {
-                wide.push(k);
+                w.wide.push(k);
             }
         }
-        wide.push((nd.mus.len() - 1) as u32); // the prior kernel
-        Window {
-            mus,
-            kernels,
-            wide,
-            cap,
-            base_max,
-        }
+        w.wide.push((nd.mus.len() - 1) as u32); // the prior kernel
+        w
+    }
+
+    /// log density of the `j`-th narrow kernel (ascending by centre) at `x`.
+    #[inline(always)]
+    fn density<const FMA: bool>(&self, j: usize, x: f64) -> f64 {
+        let z = (x - self.mus[j]) * self.inv_sigmas[j];
+        madd::<FMA>(-0.5 * z, z, self.bases[j])
     }
 }
 
@@ -686,7 +697,7 @@ impl ParzenEstimator {
         let density = |k: u32| {
             let k = k as usize;
             let z = (x - nd.mus[k]) * nd.inv_sigmas[k];
-            self.base[k] - 0.5 * z * z
+            madd::<FMA>(-0.5 * z, z, self.base[k])
         };
         let vals = &mut scratch.acc;
         vals.clear();
@@ -697,7 +708,7 @@ impl ParzenEstimator {
         let f = near
             .iter()
             .flatten()
-            .map(|&j| density(win.kernels[j]))
+            .map(|&j| win.density::<FMA>(j, x))
             .chain(vals.iter().copied())
             .fold(f64::NEG_INFINITY, f64::max)
             - PRUNE_NATS;
@@ -710,7 +721,14 @@ impl ParzenEstimator {
         } else {
             (0, win.mus.len())
         };
-        vals.extend(win.kernels[lo..hi].iter().map(|&k| density(k)));
+        let run = win.mus[lo..hi]
+            .iter()
+            .zip(&win.inv_sigmas[lo..hi])
+            .zip(&win.bases[lo..hi]);
+        vals.extend(run.map(|((mu, inv), base)| {
+            let z = (x - mu) * inv;
+            madd::<FMA>(-0.5 * z, z, *base)
+        }));
         log_sum_exp::<FMA>(vals)
     }
 
