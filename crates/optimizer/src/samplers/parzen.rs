@@ -781,16 +781,13 @@ impl ParzenEstimator {
 with_avx2! {
     /// Each kernel's log weight plus the constant part of its continuous dimensions' log density.
     fn base_log_density(weights: &[f64], dims: &[Dim]) -> Vec<f64> {
-        let mut base: Vec<f64> = weights
-            .iter()
-            .map(|&w| {
-                if w > 0.0 {
-                    fastmath::ln(w)
-                } else {
-                    f64::NEG_INFINITY
-                }
-            })
-            .collect();
+        // Logarithms first, without a branch (so they vectorise); zero weights after.
+        let mut base: Vec<f64> = weights.iter().map(|&w| fastmath::ln(w)).collect();
+        for (b, w) in base.iter_mut().zip(weights) {
+            if *w <= 0.0 {
+                *b = f64::NEG_INFINITY;
+            }
+        }
         for d in dims {
             if let Dim::Numeric(nd) = d {
                 for (b, n) in base.iter_mut().zip(&nd.log_norm) {
