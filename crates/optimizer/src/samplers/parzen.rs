@@ -371,9 +371,15 @@ impl Window {
     /// log density of the `j`-th narrow kernel (ascending by centre) at `x`.
     #[inline(always)]
     fn density<const FMA: bool>(&self, j: usize, x: f64) -> f64 {
-        let z = (x - self.mus[j]) * self.inv_sigmas[j];
-        madd::<FMA>(-0.5 * z, z, self.bases[j])
+        gauss_log_density::<FMA>(x, self.mus[j], self.inv_sigmas[j], self.bases[j])
     }
+}
+
+/// `base - ((x - mu) * inv_sigma)^2 / 2`: a kernel's log density with its constant in `base`.
+#[inline(always)]
+fn gauss_log_density<const FMA: bool>(x: f64, mu: f64, inv_sigma: f64, base: f64) -> f64 {
+    let z = (x - mu) * inv_sigma;
+    madd::<FMA>(-0.5 * z, z, base)
 }
 
 /// Optuna's default trial weights: flat for the newest 25, a linear ramp for older ones.
@@ -696,8 +702,7 @@ impl ParzenEstimator {
     ) -> f64 {
         let density = |k: u32| {
             let k = k as usize;
-            let z = (x - nd.mus[k]) * nd.inv_sigmas[k];
-            madd::<FMA>(-0.5 * z, z, self.base[k])
+            gauss_log_density::<FMA>(x, nd.mus[k], nd.inv_sigmas[k], self.base[k])
         };
         let vals = &mut scratch.acc;
         vals.clear();
@@ -725,10 +730,7 @@ impl ParzenEstimator {
             .iter()
             .zip(&win.inv_sigmas[lo..hi])
             .zip(&win.bases[lo..hi]);
-        vals.extend(run.map(|((mu, inv), base)| {
-            let z = (x - mu) * inv;
-            madd::<FMA>(-0.5 * z, z, *base)
-        }));
+        vals.extend(run.map(|((&mu, &inv), &base)| gauss_log_density::<FMA>(x, mu, inv, base)));
         log_sum_exp::<FMA>(vals)
     }
 
