@@ -188,20 +188,19 @@ impl Study {
             .get_trial(self.id, number)?
             .fixed_params
             .is_none();
-        let (fixed, space, params) = with_history(self.storage.as_ref(), self.id, |h| {
+        let (fixed, space, work) = with_history(self.storage.as_ref(), self.id, |h| {
             let fixed = if record_fixed {
                 sampler.fixed_params(h, number)
             } else {
                 None
             };
             let space = sampler.infer_relative_search_space(h, number);
-            let params = if space.is_empty() {
-                BTreeMap::new()
-            } else {
-                sampler.sample_relative(h, number, &space)
-            };
-            (fixed, space, params)
+            let work = (!space.is_empty()).then(|| sampler.prepare_relative(h, number, &space));
+            (fixed, space, work)
         })?;
+        // The sample itself is computed without the history's lock: the evaluators of other
+        // trials go on recording their results meanwhile.
+        let params = work.map_or_else(BTreeMap::new, |work| work());
         if let Some(fixed) = fixed {
             self.storage
                 .set_trial_fixed_params(self.id, number, fixed)?;

@@ -19,6 +19,9 @@ pub use grid::GridSampler;
 pub use random::RandomSampler;
 pub use tpe::{TpeOptions, TpeSampler};
 
+/// The history-free part of a relative sample (see [`Sampler::prepare_relative`]).
+pub type RelativeWork = Box<dyn FnOnce() -> BTreeMap<String, f64> + Send>;
+
 /// A sampling strategy. Implementations are pure functions of the history and their seed.
 pub trait Sampler: Send + Sync + fmt::Debug {
     /// The parameters to sample jointly when trial `trial` starts.
@@ -34,6 +37,15 @@ pub trait Sampler: Send + Sync + fmt::Debug {
         _space: &SearchSpace,
     ) -> BTreeMap<String, f64> {
         BTreeMap::new()
+    }
+
+    /// [`Sampler::sample_relative`] in two steps: this call reads what it needs from the
+    /// history, the returned work computes the sample without it, so a storage can release its
+    /// lock on the history in between (concurrent trials then record their results while a
+    /// sample is computed). The default does all the work here.
+    fn prepare_relative(&self, history: &History, trial: u64, space: &SearchSpace) -> RelativeWork {
+        let params = self.sample_relative(history, trial, space);
+        Box::new(move || params)
     }
 
     /// Samples one parameter on its own, returning its internal value.

@@ -297,10 +297,10 @@ enum Dim {
 
 /// Observations of one dimension: values (internal representation) and, optionally, their
 /// ascending order (indices into `values`) when the caller already knows it.
-pub(crate) struct DimObservations<'a> {
+pub(crate) struct DimObservations {
     pub values: Vec<f64>,
     pub order: Option<Vec<u32>>,
-    pub dist: &'a Distribution,
+    pub dist: Distribution,
 }
 
 /// Per-thread buffers reused across candidates.
@@ -403,7 +403,7 @@ pub(crate) fn default_weights(n: usize) -> Vec<f64> {
 impl ParzenEstimator {
     /// Fits the estimator. `obs_weights` has one weight per observation (all dims have the same
     /// number of observations).
-    pub fn new(dims: Vec<DimObservations<'_>>, obs_weights: &[f64], params: ParzenParams) -> Self {
+    pub fn new(dims: Vec<DimObservations>, obs_weights: &[f64], params: ParzenParams) -> Self {
         let n_obs = obs_weights.len();
         let n_kernels = n_obs + 1;
         let mut weights: Vec<f64> = if n_obs == 0 {
@@ -418,31 +418,21 @@ impl ParzenEstimator {
         let total: f64 = weights.iter().sum();
         let total = if total > 0.0 { total } else { 1.0 };
         weights.iter_mut().for_each(|w| *w /= total);
-        let fit = |d: DimObservations<'_>| -> Dim {
+        let fit = |d: DimObservations| -> Dim {
             debug_assert_eq!(d.values.len(), n_obs);
-            match d.dist {
-                Distribution::Categorical(c) => Dim::Categorical(categorical_dim(
-                    &d.values,
-                    c.choices.len(),
-                    params.prior_weight,
-                )),
-                Distribution::Float(f) => Dim::Numeric(numeric_dim(
-                    d,
-                    f.low,
-                    f.high,
-                    f.step.unwrap_or(0.0),
-                    f.log,
-                    params,
-                )),
-                Distribution::Int(i) => Dim::Numeric(numeric_dim(
-                    d,
-                    i.low as f64,
-                    i.high as f64,
-                    i.step as f64,
-                    i.log,
-                    params,
-                )),
-            }
+            let numeric = match &d.dist {
+                Distribution::Categorical(c) => {
+                    return Dim::Categorical(categorical_dim(
+                        &d.values,
+                        c.choices.len(),
+                        params.prior_weight,
+                    ))
+                }
+                Distribution::Float(f) => (f.low, f.high, f.step.unwrap_or(0.0), f.log),
+                Distribution::Int(i) => (i.low as f64, i.high as f64, i.step as f64, i.log),
+            };
+            let (low, high, step, log) = numeric;
+            Dim::Numeric(numeric_dim(d, low, high, step, log, params))
         };
         let dims: Vec<Dim> = if n_kernels * dims.len() >= PARALLEL_FIT {
             dims.into_par_iter().map(fit).collect()
@@ -943,7 +933,7 @@ fn categorical_dim(values: &[f64], n_choices: usize, prior_weight: f64) -> Categ
 with_avx2! {
     /// One numeric dimension's kernels (compiled for AVX2+FMA too, picked at run time).
     fn numeric_dim(
-        d: DimObservations<'_>,
+        d: DimObservations,
         low: f64,
         high: f64,
         step: f64,
@@ -1126,7 +1116,7 @@ mod tests {
             vec![DimObservations {
                 values: vec![5.0, 1.0, 2.0],
                 order: None,
-                dist: &dist,
+                dist: dist.clone(),
             }],
             &[1.0, 1.0, 1.0],
             P,
@@ -1148,7 +1138,7 @@ mod tests {
             vec![DimObservations {
                 values: vec![0.0, 1.9, -0.5],
                 order: None,
-                dist: &dist,
+                dist: dist.clone(),
             }],
             &[1.0, 0.5, 1.0],
             P,
@@ -1169,7 +1159,7 @@ mod tests {
             vec![DimObservations {
                 values: vec![2.0, 3.0, 50.0],
                 order: None,
-                dist: &idist,
+                dist: idist.clone(),
             }],
             &[1.0; 3],
             P,
@@ -1188,12 +1178,12 @@ mod tests {
                 DimObservations {
                     values: vec![0.5, 1e-4],
                     order: None,
-                    dist: &f,
+                    dist: f.clone(),
                 },
                 DimObservations {
                     values: vec![20.0, 5.0],
                     order: None,
-                    dist: &i,
+                    dist: i.clone(),
                 },
             ],
             &[1.0, 1.0],
@@ -1234,7 +1224,7 @@ mod tests {
             let dims = vec![DimObservations {
                 values,
                 order: None,
-                dist: &f,
+                dist: f.clone(),
             }];
             let e = ParzenEstimator::new(dims, &default_weights(n), P);
             assert!(e.window.is_some());
@@ -1278,13 +1268,13 @@ mod tests {
             .map(|_| DimObservations {
                 values: (0..n).map(|_| rng.random_range(-5.0..5.0)).collect(),
                 order: None,
-                dist: &f,
+                dist: f.clone(),
             })
             .collect();
         dims.push(DimObservations {
             values: (0..n).map(|_| rng.random_range(0..=50) as f64).collect(),
             order: None,
-            dist: &i,
+            dist: i.clone(),
         });
         let lg = Distribution::Float(FloatDistribution::new(0.01, 100.0, true, None).unwrap());
         dims.push(DimObservations {
@@ -1292,7 +1282,7 @@ mod tests {
                 .map(|_| rng.random_range(-2.0f64..2.0).exp())
                 .collect(),
             order: None,
-            dist: &lg,
+            dist: lg.clone(),
         });
         let e = ParzenEstimator::new(dims, &default_weights(n), P);
         let pts = e.sample(&mut rng, 24);

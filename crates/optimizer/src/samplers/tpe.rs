@@ -17,7 +17,7 @@ use crate::multi_objective::{hssp_greedy, non_domination_ranks, reference_point}
 use crate::rng::{fresh_seed, trial_rng};
 use crate::samplers::parzen::{default_weights, DimObservations, ParzenEstimator, ParzenParams};
 use crate::samplers::random::sample_uniform;
-use crate::samplers::Sampler;
+use crate::samplers::{RelativeWork, Sampler};
 use crate::trial::{FrozenTrial, TrialState};
 
 /// TPE options, with Optuna 5.0's defaults (and `below_clip_factor`, dspex's own).
@@ -138,13 +138,34 @@ impl TpeSampler {
         space: &SearchSpace,
         purpose: &str,
     ) -> BTreeMap<String, f64> {
+        self.compute(self.extract(history, trial, space, purpose))
+    }
+
+    /// What one joint sample reads from the history.
+    fn extract(
+        &self,
+        history: &History,
+        trial: u64,
+        space: &SearchSpace,
+        purpose: &str,
+    ) -> Extracted {
         let (below, above) = split(history, trial, self.opts.constant_liar);
         let dists: Vec<(&String, &Distribution)> = space.iter().collect();
-        let below_obs = observations(history, &below, &dists);
-        let above_obs = observations(history, &above, &dists);
-        let n_below = below_obs.first().map_or(0, |o| o.values.len());
-        let n_above = above_obs.first().map_or(0, |o| o.values.len());
-        let below_weights = if history.is_multi_objective() {
+        Extracted {
+            names: dists.iter().map(|(n, _)| (*n).clone()).collect(),
+            below: observations(history, &below, &dists),
+            above: observations(history, &above, &dists),
+            multi_objective: history.is_multi_objective(),
+            trial,
+            purpose: purpose.to_string(),
+        }
+    }
+
+    /// The rest of a joint sample: fits both estimators and picks the best candidate.
+    fn compute(&self, ex: Extracted) -> BTreeMap<String, f64> {
+        let n_below = ex.below.first().map_or(0, |o| o.values.len());
+        let n_above = ex.above.first().map_or(0, |o| o.values.len());
+        let below_weights = if ex.multi_objective {
             vec![1.0; n_below]
         } else {
             default_weights(n_below)
@@ -152,9 +173,9 @@ impl TpeSampler {
         let mut below_params = self.params();
         below_params.clip_count =
             Some((self.opts.below_clip_factor * n_below as f64).round() as usize);
-        let mpe_below = ParzenEstimator::new(below_obs, &below_weights, below_params);
-        let mpe_above = ParzenEstimator::new(above_obs, &default_weights(n_above), self.params());
-        let mut rng = trial_rng(self.seed, trial, purpose);
+        let mpe_below = ParzenEstimator::new(ex.below, &below_weights, below_params);
+        let mpe_above = ParzenEstimator::new(ex.above, &default_weights(n_above), self.params());
+        let mut rng = trial_rng(self.seed, ex.trial, &ex.purpose);
         let candidates = mpe_below.sample(&mut rng, self.opts.n_ei_candidates);
         let log_l = mpe_below.log_pdf(&candidates);
         let log_g = mpe_above.log_pdf(&candidates);
@@ -167,12 +188,22 @@ impl TpeSampler {
                 best = i;
             }
         }
-        dists
-            .iter()
+        ex.names
+            .into_iter()
             .zip(&candidates)
-            .map(|((name, _), xs)| ((*name).clone(), xs[best]))
+            .map(|(name, xs)| (name, xs[best]))
             .collect()
     }
+}
+
+/// What a joint TPE sample reads from the history (the rest of its work needs none).
+struct Extracted {
+    names: Vec<String>,
+    below: Vec<DimObservations>,
+    above: Vec<DimObservations>,
+    multi_objective: bool,
+    trial: u64,
+    purpose: String,
 }
 
 impl Sampler for TpeSampler {
@@ -202,24 +233,38 @@ impl Sampler for TpeSampler {
         trial: u64,
         space: &SearchSpace,
     ) -> BTreeMap<String, f64> {
+        self.prepare_relative(history, trial, space)()
+    }
+
+    fn prepare_relative(&self, history: &History, trial: u64, space: &SearchSpace) -> RelativeWork {
         if space.is_empty() || history.n_finished_for_sampling() < self.opts.n_startup_trials {
-            return BTreeMap::new();
+            return Box::new(BTreeMap::new);
         }
-        if !self.opts.group {
-            return self.sample(history, trial, space, "");
-        }
-        let mut out = BTreeMap::new();
-        for (i, g) in history.group_search_spaces().iter().enumerate() {
-            let sub: SearchSpace = g
+        let parts: Vec<Extracted> = if !self.opts.group {
+            vec![self.extract(history, trial, space, "")]
+        } else {
+            history
+                .group_search_spaces()
                 .iter()
-                .filter(|(k, _)| space.contains_key(*k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            if !sub.is_empty() {
-                out.extend(self.sample(history, trial, &sub, &format!("group{i}")));
-            }
-        }
-        out
+                .enumerate()
+                .filter_map(|(i, g)| {
+                    let sub: SearchSpace = g
+                        .iter()
+                        .filter(|(k, _)| space.contains_key(*k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    (!sub.is_empty())
+                        .then(|| self.extract(history, trial, &sub, &format!("group{i}")))
+                })
+                .collect()
+        };
+        let sampler = self.clone();
+        Box::new(move || {
+            parts
+                .into_iter()
+                .flat_map(|part| sampler.compute(part))
+                .collect()
+        })
     }
 
     fn sample_independent(
@@ -242,11 +287,11 @@ impl Sampler for TpeSampler {
 
 /// The values of `dists` for every trial of `numbers` (ascending) that has all of them, with
 /// each dimension's ascending order when the history keeps it.
-fn observations<'a>(
+fn observations(
     history: &History,
     numbers: &[u64],
-    dists: &[(&String, &'a Distribution)],
-) -> Vec<DimObservations<'a>> {
+    dists: &[(&String, &Distribution)],
+) -> Vec<DimObservations> {
     let columns: Vec<Option<(&[f64], &[u32])>> = dists
         .iter()
         .map(|(n, d)| history.consistent_column(n, d))
@@ -313,7 +358,7 @@ fn observations<'a>(
             DimObservations {
                 values,
                 order,
-                dist,
+                dist: (*dist).clone(),
             }
         })
         .collect()
