@@ -281,9 +281,10 @@ impl Study {
             Some(v) => v,
             None => {
                 let sampler = self.sampler.clone();
+                // Computed without the history's lock, like a relative sample (see `prepare`).
                 with_history(self.storage.as_ref(), self.id, |h| {
-                    sampler.sample_independent(h, number, name, dist)
-                })?
+                    sampler.prepare_independent(h, number, name, dist)
+                })?()
             }
         };
         self.storage

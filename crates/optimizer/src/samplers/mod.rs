@@ -22,6 +22,9 @@ pub use tpe::{TpeOptions, TpeSampler};
 /// The history-free part of a relative sample (see [`Sampler::prepare_relative`]).
 pub type RelativeWork = Box<dyn FnOnce() -> BTreeMap<String, f64> + Send>;
 
+/// The history-free part of an independent sample (see [`Sampler::prepare_independent`]).
+pub type IndependentWork = Box<dyn FnOnce() -> f64 + Send>;
+
 /// A sampling strategy. Implementations are pure functions of the history and their seed.
 pub trait Sampler: Send + Sync + fmt::Debug {
     /// The parameters to sample jointly when trial `trial` starts.
@@ -56,6 +59,18 @@ pub trait Sampler: Send + Sync + fmt::Debug {
         name: &str,
         dist: &Distribution,
     ) -> f64;
+
+    /// [`Sampler::sample_independent`] in two steps, like [`Sampler::prepare_relative`].
+    fn prepare_independent(
+        &self,
+        history: &History,
+        trial: u64,
+        name: &str,
+        dist: &Distribution,
+    ) -> IndependentWork {
+        let value = self.sample_independent(history, trial, name, dist);
+        Box::new(move || value)
+    }
 
     /// Params fixed for trial `trial` before any sampling (the grid sampler's grid point), as
     /// external values; the engine treats them like an enqueued trial's params.

@@ -17,7 +17,7 @@ use crate::multi_objective::{hssp_greedy, non_domination_ranks, reference_point}
 use crate::rng::{fresh_seed, trial_rng};
 use crate::samplers::parzen::{default_weights, DimObservations, ParzenEstimator, ParzenParams};
 use crate::samplers::random::sample_uniform;
-use crate::samplers::{RelativeWork, Sampler};
+use crate::samplers::{IndependentWork, RelativeWork, Sampler};
 use crate::trial::{FrozenTrial, TrialState};
 
 /// TPE options, with Optuna 5.0's defaults (and `below_clip_factor`, dspex's own).
@@ -130,18 +130,8 @@ impl TpeSampler {
         }
     }
 
-    /// Samples `space` jointly with TPE; returns internal values.
-    fn sample(
-        &self,
-        history: &History,
-        trial: u64,
-        space: &SearchSpace,
-        purpose: &str,
-    ) -> BTreeMap<String, f64> {
-        self.compute(self.extract(history, trial, space, purpose))
-    }
-
-    /// What one joint sample reads from the history.
+    /// What one joint sample of `space` reads from the history ([`TpeSampler::compute`] does
+    /// the rest).
     fn extract(
         &self,
         history: &History,
@@ -161,7 +151,8 @@ impl TpeSampler {
         }
     }
 
-    /// The rest of a joint sample: fits both estimators and picks the best candidate.
+    /// The rest of a joint sample: fits both estimators and picks the best candidate (internal
+    /// values).
     fn compute(&self, ex: Extracted) -> BTreeMap<String, f64> {
         let n_below = ex.below.first().map_or(0, |o| o.values.len());
         let n_above = ex.above.first().map_or(0, |o| o.values.len());
@@ -274,14 +265,24 @@ impl Sampler for TpeSampler {
         name: &str,
         dist: &Distribution,
     ) -> f64 {
+        self.prepare_independent(history, trial, name, dist)()
+    }
+
+    fn prepare_independent(
+        &self,
+        history: &History,
+        trial: u64,
+        name: &str,
+        dist: &Distribution,
+    ) -> IndependentWork {
+        let uniform = sample_uniform(&mut trial_rng(self.seed, trial, name), dist);
         if history.n_finished_for_sampling() < self.opts.n_startup_trials {
-            return sample_uniform(&mut trial_rng(self.seed, trial, name), dist);
+            return Box::new(move || uniform);
         }
         let space: SearchSpace = [(name.to_string(), dist.clone())].into();
-        self.sample(history, trial, &space, name)
-            .get(name)
-            .copied()
-            .unwrap_or_else(|| sample_uniform(&mut trial_rng(self.seed, trial, name), dist))
+        let part = self.extract(history, trial, &space, name);
+        let (sampler, name) = (self.clone(), name.to_string());
+        Box::new(move || sampler.compute(part).get(&name).copied().unwrap_or(uniform))
     }
 }
 
@@ -647,6 +648,40 @@ mod tests {
         assert_eq!(below.len(), 2);
         assert!(below.iter().all(|b| [0, 1, 2].contains(b)), "{below:?}");
         assert_eq!(above.len(), 9);
+    }
+
+    #[test]
+    fn prepared_work_needs_no_history() {
+        // What prepare_* returns is computed after the history moved on (as the engine does
+        // once it released its lock) and still gives the sample of the history it was taken from.
+        let space = box_space(3, -5.0, 5.0);
+        for group in [false, true] {
+            let sampler = TpeSampler::new(TpeOptions {
+                seed: Some(3),
+                group,
+                ..TpeOptions::default()
+            })
+            .unwrap();
+            let (mut h, _) = run(&sampler, 30, sphere, &space);
+            let t = h.create_trial(TrialState::Running);
+            let rel_space = sampler.infer_relative_search_space(&h, t);
+            let expected = sampler.sample_relative(&h, t, &rel_space);
+            let (name, dist) = space.iter().next().unwrap();
+            let expected_one = sampler.sample_independent(&h, t, name, dist);
+            let work = sampler.prepare_relative(&h, t, &rel_space);
+            let work_one = sampler.prepare_independent(&h, t, name, dist);
+            for _ in 0..5 {
+                let u = h.create_trial(TrialState::Running);
+                for (n, d) in &space {
+                    h.set_param(u, n, 0.0, d).unwrap();
+                }
+                h.finish(u, TrialState::Complete, Some(vec![0.0])).unwrap();
+            }
+            assert_eq!(expected.len(), 3);
+            assert_eq!(work(), expected, "group={group}");
+            assert_eq!(work_one(), expected_one, "group={group}");
+            assert_ne!(sampler.sample_relative(&h, t, &rel_space), expected);
+        }
     }
 
     #[test]
