@@ -144,26 +144,35 @@ fn n_trials_is_exact_under_concurrency_and_in_flight_is_bounded() {
 
 #[test]
 fn timeout_stops_starting_trials_and_running_ones_finish() {
-    let s = study(vec![StudyDirection::Minimize], None);
-    let opts = RunOptions {
-        timeout: Some(Duration::from_millis(200)),
-        concurrency: 2,
-        ..Default::default()
-    };
-    let run = Run::start(s.clone(), opts).unwrap();
-    evaluate(&run, 2, |run, n| {
-        thread::sleep(Duration::from_millis(20));
-        quadratic(run, n)
-    });
-    let summary = run.wait(Duration::from_secs(10)).unwrap();
-    assert_eq!(summary.reason, StopReason::Timeout);
-    let n = s.trials(None).unwrap().len();
-    assert!((2..200).contains(&n), "{n} trials");
-    assert_eq!(
-        count(&s, TrialState::Complete),
-        n,
-        "no trial is left running"
-    );
+    // Both ways of starting trials: the driver asks, or the evaluators do (their answers then
+    // reach the driver late, when permits run low).
+    for evaluators_ask in [false, true] {
+        let s = study(vec![StudyDirection::Minimize], None);
+        let opts = RunOptions {
+            timeout: Some(Duration::from_millis(200)),
+            concurrency: 2,
+            evaluators_ask,
+            ..Default::default()
+        };
+        let run = Run::start(s.clone(), opts).unwrap();
+        evaluate(&run, 2, |run, n| {
+            thread::sleep(Duration::from_millis(20));
+            quadratic(run, n)
+        });
+        let summary = run.wait(Duration::from_secs(10)).unwrap();
+        assert_eq!(summary.reason, StopReason::Timeout);
+        let n = s.trials(None).unwrap().len();
+        assert!((2..200).contains(&n), "{n} trials");
+        assert_eq!(
+            summary.finished as usize, n,
+            "evaluators_ask={evaluators_ask}"
+        );
+        assert_eq!(
+            count(&s, TrialState::Complete),
+            n,
+            "no trial is left running"
+        );
+    }
 }
 
 #[test]
@@ -235,25 +244,33 @@ fn failures_are_recorded_with_their_reason_and_abort_stops() {
 
 #[test]
 fn per_trial_timeout_fails_the_trial_and_frees_the_slot() {
-    let s = study(vec![StudyDirection::Minimize], None);
-    let opts = RunOptions {
-        n_trials: Some(3),
-        trial_timeout: Some(Duration::from_millis(100)),
-        ..Default::default()
-    };
-    let run = Run::start(s.clone(), opts).unwrap();
-    evaluate(&run, 2, |run, n| {
-        if n == 1 {
-            thread::sleep(Duration::from_millis(400));
-        }
-        quadratic(run, n)
-    });
-    let summary = run.wait(Duration::from_secs(10)).unwrap();
-    assert_eq!(summary.timed_out, vec![1]);
-    let t1 = s.trial(1).unwrap();
-    assert_eq!(t1.state, TrialState::Fail);
-    assert!(t1.fail_reason.unwrap().contains("timed out"));
-    assert_eq!(count(&s, TrialState::Complete), 2);
+    for evaluators_ask in [false, true] {
+        let s = study(vec![StudyDirection::Minimize], None);
+        let opts = RunOptions {
+            n_trials: Some(3),
+            concurrency: if evaluators_ask { 2 } else { 1 },
+            trial_timeout: Some(Duration::from_millis(100)),
+            evaluators_ask,
+            ..Default::default()
+        };
+        let run = Run::start(s.clone(), opts).unwrap();
+        evaluate(&run, 2, |run, n| {
+            if n == 1 {
+                thread::sleep(Duration::from_millis(400));
+            }
+            quadratic(run, n)
+        });
+        let summary = run.wait(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            summary.timed_out,
+            vec![1],
+            "evaluators_ask={evaluators_ask}"
+        );
+        let t1 = s.trial(1).unwrap();
+        assert_eq!(t1.state, TrialState::Fail);
+        assert!(t1.fail_reason.unwrap().contains("timed out"));
+        assert_eq!(count(&s, TrialState::Complete), 2);
+    }
 }
 
 #[test]
