@@ -230,18 +230,20 @@ fn truncnorm_draw(rng: &mut SmallRng, a: f64, b: f64) -> f64 {
 }
 
 /// Defines `fn $name` that runs its body compiled for AVX2+FMA when the CPU has them (the hot
-/// loops vectorise four lanes wide and fuse multiply-adds), and as plain x86-64 otherwise.
+/// loops vectorise four lanes wide), and as plain x86-64 otherwise. Inside the body the const
+/// `FMA` says which: fused multiply-adds ([`madd`]) only where it is true.
 macro_rules! with_avx2 {
     ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$m])*
         fn $name($($arg: $ty),*) -> $ret {
             #[inline(always)]
-            fn imp($($arg: $ty),*) -> $ret $body
+            #[allow(unused)]
+            fn imp<const FMA: bool>($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) -> $ret {
-                    imp($($arg),*)
+                    imp::<true>($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
@@ -250,7 +252,7 @@ macro_rules! with_avx2 {
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            imp($($arg),*)
+            imp::<false>($($arg),*)
         }
     };
 }
@@ -571,38 +573,6 @@ impl ParzenEstimator {
         v
     }
 
-    /// log density of candidate `c`, compiled for AVX2+FMA when the CPU has them.
-    fn score_dispatch(
-        &self,
-        points: &[&[f64]],
-        cells: &[Option<Vec<f64>>],
-        c: usize,
-        scratch: &mut Scratch,
-    ) -> f64 {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the CPU supports the features this function is compiled for.
-                return unsafe { self.score_avx2(points, cells, c, scratch) };
-            }
-        }
-        self.score::<false>(points, cells, c, scratch)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn score_avx2(
-        &self,
-        points: &[&[f64]],
-        cells: &[Option<Vec<f64>>],
-        c: usize,
-        scratch: &mut Scratch,
-    ) -> f64 {
-        self.score::<true>(points, cells, c, scratch)
-    }
-
     /// `FMA`: fused multiply-adds (only where the function is compiled for them).
     #[inline(always)]
     fn score<const FMA: bool>(
@@ -756,7 +726,7 @@ impl ParzenEstimator {
             .map(|(xs, l)| l.as_deref().unwrap_or(xs))
             .collect();
         let one = |scratch: &mut Scratch, c: usize| -> f64 {
-            self.score_dispatch(&points, &cells, c, scratch)
+            score_candidate(self, &points, &cells, c, scratch)
         };
         if self.n_kernels * self.dims.len() * n >= PARALLEL_WORK {
             (0..n)
@@ -767,6 +737,19 @@ impl ParzenEstimator {
             let mut scratch = Scratch::default();
             (0..n).map(|c| one(&mut scratch, c)).collect()
         }
+    }
+}
+
+with_avx2! {
+    /// log density of candidate `c` under `est`.
+    fn score_candidate(
+        est: &ParzenEstimator,
+        points: &[&[f64]],
+        cells: &[Option<Vec<f64>>],
+        c: usize,
+        scratch: &mut Scratch,
+    ) -> f64 {
+        est.score::<FMA>(points, cells, c, scratch)
     }
 }
 

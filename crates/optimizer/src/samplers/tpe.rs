@@ -275,14 +275,20 @@ impl Sampler for TpeSampler {
         name: &str,
         dist: &Distribution,
     ) -> IndependentWork {
-        let uniform = sample_uniform(&mut trial_rng(self.seed, trial, name), dist);
+        let uniform = move |seed: u64, name: &str, dist: &Distribution| {
+            sample_uniform(&mut trial_rng(seed, trial, name), dist)
+        };
         if history.n_finished_for_sampling() < self.opts.n_startup_trials {
-            return Box::new(move || uniform);
+            let value = uniform(self.seed, name, dist);
+            return Box::new(move || value);
         }
         let space: SearchSpace = [(name.to_string(), dist.clone())].into();
         let part = self.extract(history, trial, &space, name);
-        let (sampler, name) = (self.clone(), name.to_string());
-        Box::new(move || sampler.compute(part).get(&name).copied().unwrap_or(uniform))
+        let (sampler, name, dist) = (self.clone(), name.to_string(), dist.clone());
+        Box::new(move || {
+            let sampled = sampler.compute(part).get(&name).copied();
+            sampled.unwrap_or_else(|| uniform(sampler.seed, &name, &dist))
+        })
     }
 }
 
