@@ -120,10 +120,12 @@ def test_stream_run_matches_embedded_run(server):
 
 def test_attach_from_other_processes(server, tmp_path):
     mod = tmp_path / "objmod.py"
+    # 0.05 s a trial: one worker alone would need 1.5 s, time for the other to attach.
     mod.write_text(textwrap.dedent("""
-        import os
+        import os, time
         def f(trial):
             trial.set_user_attr("pid", os.getpid())
+            time.sleep(0.05)
             return trial.suggest_float("x", 0, 1)
     """))
     study = dspex.create_study(study_name="shared", engine=server)
@@ -296,7 +298,11 @@ def test_processes_on_an_embedded_study():
 
 
 def test_processes_on_a_remote_study_with_a_module_path(server, tmp_path, monkeypatch):
-    (tmp_path / "pmod.py").write_text("import os\ndef f(t):\n    t.set_user_attr('pid', os.getpid())\n    return t.suggest_float('x', 0, 1)\n")
+    # Each trial takes 0.1 s, so one worker cannot run all 20 before the other has started
+    # (an instant objective let the first process finish the study alone on a fast engine).
+    (tmp_path / "pmod.py").write_text(
+        "import os, time\ndef f(t):\n    t.set_user_attr('pid', os.getpid())\n    time.sleep(0.1)\n    return t.suggest_float('x', 0, 1)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     study = dspex.create_study(study_name="procs", engine=server)
