@@ -143,6 +143,10 @@ pub struct Run {
     /// without a per-trial timeout, an answer while permits remain): sending each would wake it
     /// twice per trial. It takes them before every event it receives, in the order they came.
     deferred: Mutex<Vec<Event>>,
+    /// Set by the driver once the run is ending (stop, timeout, error...): from then on, and
+    /// for any answer deferred before the driver saw it set, the driver is woken at once (it
+    /// takes back the permits, so waiting for them to run low would wait forever).
+    draining: AtomicBool,
     stop_requested: AtomicBool,
     summary: Mutex<Option<RunSummary>>,
     summary_cv: Condvar,
@@ -180,6 +184,7 @@ impl Run {
             queue_notify: Notify::new(),
             events: tx,
             deferred: Mutex::new(Vec::new()),
+            draining: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
             summary: Mutex::new(None),
             summary_cv: Condvar::new(),
@@ -321,10 +326,14 @@ impl Run {
             && self.options.trial_timeout.is_none()
             && matches!(done, Done::Finished)
         {
-            // The driver needs the answer to free the slot: at once only when the evaluators
-            // may soon run out of permits, otherwise when it next wakes.
+            // The driver needs the answer to free the slot: at once when the run is ending or
+            // the evaluators may soon run out of permits, otherwise when it next wakes. (Pushed
+            // before `draining` is read: a driver that set it after this read still finds the
+            // answer, as it looks at the deferred events before it waits.)
             self.deferred.lock().push(Event::Done(number, done));
-            if self.queue.lock().permits <= self.options.concurrency {
+            if self.draining.load(Ordering::SeqCst)
+                || self.queue.lock().permits <= self.options.concurrency
+            {
                 let _ = self.events.send(Event::Wake);
             }
             return;
@@ -505,6 +514,7 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
             });
         }
         if reason.is_some() {
+            run.draining.store(true, Ordering::SeqCst);
             let revoked = run.revoke_permits();
             asking -= revoked;
             started -= revoked as u64;
@@ -517,7 +527,10 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
         for d in in_flight.values().flatten() {
             wake = Some(wake.map_or(*d, |w| w.min(*d)));
         }
+        // Never wait while deferred events are pending: they may be all that is left to come.
+        let pending = !run.deferred.lock().is_empty();
         let event = match wake {
+            _ if pending => Some(Event::Wake),
             Some(w) => tokio::select! {
                 ev = rx.recv() => ev,
                 _ = tokio::time::sleep_until(w) => None,
