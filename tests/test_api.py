@@ -251,11 +251,20 @@ def test_trial_timeout_fails_a_slow_trial():
         return trial.suggest_float("x", 0, 1)
 
     study = dspex.create_study()
-    study.optimize(objective, n_trials=3, concurrency=2, trial_timeout=0.2)
+    study.optimize(objective, n_trials=3, concurrency=2, trial_timeout=0.2, max_retries=0)
     t1 = study.trials[1]
     assert t1.state == TrialState.FAIL
     assert "timed out" in t1.system_attrs["fail_reason"]
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+
+    # With retries (the default, 2), the timed-out trial is re-run with its parameters.
+    study = dspex.create_study()
+    study.optimize(objective, n_trials=3, concurrency=2, trial_timeout=0.2)
+    trials = study.trials
+    assert trials[1].state == TrialState.FAIL
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
 
 
 def test_pruning_with_trial_pruned_and_median_pruner():

@@ -136,7 +136,7 @@ def test_attach_from_other_processes(server, tmp_path):
     ]
     try:
         # this process owns the run (capacity 0): only the two workers evaluate
-        run = study._native.start_run(30, None, 2, None, 0, 0)
+        run = study._native.start_run(30, None, 0, None, 0)
         assert run.wait(60) is not None
         for w in workers:
             assert w.wait(30) == 0
@@ -262,7 +262,7 @@ def test_silent_worker_is_dropped_and_its_trial_retried(server, tmp_path):
     frozen = subprocess.Popen(cmd, env=env)
     healthy = None
     try:
-        run = study._native.start_run(6, None, 1, None, 2, 0)
+        run = study._native.start_run(6, None, 0, None, 2, max_concurrency=1)
         deadline = time.time() + 30
         while not (tmp_path / f"started-{frozen.pid}").exists():
             assert time.time() < deadline
@@ -316,3 +316,93 @@ def test_processes_with_an_objective_that_does_not_import():
     with pytest.raises(ValueError, match="cannot load the objective"):
         study.optimize("no_such_module_xyz:f", n_trials=5, processes=2)
     assert len(study.trials) == 0
+
+
+def test_attached_workers_add_capacity_and_lost_trials_are_retried(server, tmp_path):
+    # The owner (concurrency 1) and two attached workers (1 each): three trials in flight at
+    # once over the run, none capped by the owner's own concurrency. One worker is SIGKILLed
+    # mid-trial twice; its trials are re-run (max_retries) and the study ends with every
+    # trial the owner asked for COMPLETE.
+    (tmp_path / "capmod.py").write_text(textwrap.dedent(f"""
+        import os, time
+        def f(trial):
+            x = trial.suggest_float("x", 0, 1)
+            trial.set_user_attr("pid", os.getpid())
+            open(os.path.join({str(tmp_path)!r}, "started-%d" % os.getpid()), "w").close()
+            time.sleep(0.05)
+            return x
+    """))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    cmd = [PY, "-m", "dspex.worker", "--engine", server, "--study", "cap", "--objective", "capmod:f", "--heartbeat-ms", "200"]
+    study = dspex.create_study(study_name="cap", engine=server)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import capmod
+    finally:
+        sys.path.remove(str(tmp_path))
+    stop_killing = False
+    workers = []
+
+    def killer():
+        # The victim is killed twice, each time after it has started a trial, and restarted.
+        for _ in range(2):
+            victim = workers[0]
+            marker = tmp_path / f"started-{victim.pid}"
+            while not marker.exists() and not stop_killing:
+                time.sleep(0.01)
+            if stop_killing:
+                return
+            time.sleep(0.02)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            workers[0] = subprocess.Popen(cmd, env=env)
+
+    import threading
+
+    workers.extend(subprocess.Popen(cmd, env=env) for _ in range(2))
+    t = threading.Thread(target=killer)
+    try:
+        t.start()
+        study.optimize(capmod.f, n_trials=120, max_retries=2)
+    finally:
+        stop_killing = True
+        t.join()
+        for w in workers:
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+    trials = study.trials
+    states = [t.state for t in trials]
+    assert sum(s == dspex.TrialState.COMPLETE for s in states) == 120
+    assert dspex.TrialState.RUNNING not in states
+    failed = [t for t in trials if t.state == dspex.TrialState.FAIL]
+    assert 1 <= len(failed) <= 2, [t.system_attrs.get("fail_reason") for t in failed]
+    for f in failed:
+        retry = [t for t in trials if t.system_attrs.get("failed_trial") == f.number]
+        assert len(retry) == 1 and retry[0].state == dspex.TrialState.COMPLETE and retry[0].params == f.params
+    pids = [t.user_attrs.get("pid") for t in trials if t.state == dspex.TrialState.COMPLETE]
+    assert os.getpid() in pids and len(set(pids)) >= 3
+    # Three evaluators, one trial each at once: the 120 trials of 50 ms overlapped.
+    starts = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.state == dspex.TrialState.COMPLETE)
+    peak = max(sum(1 for s, e in starts if s <= t0 < e) for t0, _ in starts)
+    assert peak >= 2
+    assert peak <= 3
+
+
+def test_max_concurrency_caps_the_run_over_attached_workers(server, tmp_path):
+    (tmp_path / "capmod2.py").write_text("import time\ndef f(t):\n    time.sleep(0.03)\n    return t.suggest_float('x', 0, 1)\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    cmd = [PY, "-m", "dspex.worker", "--engine", server, "--study", "cap2", "--objective", "capmod2:f", "--concurrency", "3"]
+    study = dspex.create_study(study_name="cap2", engine=server)
+    workers = [subprocess.Popen(cmd, env=env) for _ in range(2)]
+    try:
+        run = study._native.start_run(30, None, 0, None, 0, max_concurrency=2)
+        assert run.wait(60) is not None
+    finally:
+        for w in workers:
+            w.wait(30)
+    trials = study.trials
+    spans = [(t.datetime_start, t.datetime_complete) for t in trials]
+    peak = max(sum(1 for s, e in spans if s <= t0 < e) for t0, _ in spans)
+    assert len(trials) == 30 and peak <= 2

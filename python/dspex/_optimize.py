@@ -16,6 +16,8 @@ import types
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple, Type
 
 from dspex.exceptions import TrialPruned
+from dspex.logging import defer as _defer
+from dspex.logging import flush as _flush_log
 from dspex.logging import get_logger
 from dspex.trial import FrozenTrial, Trial
 
@@ -70,6 +72,25 @@ class _Progress:
         else:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def _completed_line(native: Any, number: int, values: List[float], best: Optional[Tuple[int, float]]) -> str:
+    params = native.trial_params(number)
+    if best is not None:
+        return f"Trial {number} finished with value: {values[0]} and parameters: {params}. Best is trial {best[0]} with value: {best[1]}."
+    return f"Trial {number} finished with values: {values} and parameters: {params}."
+
+
+def _pruned_line(number: int, pruned: Optional[TrialPruned]) -> str:
+    return f"Trial {number} pruned. {pruned if pruned is not None else ''}".rstrip()
+
+
+def _failed_line(native: Any, number: int, why: str) -> str:
+    return f"Trial {number} failed with parameters: {native.trial_params(number)} because of the following error: {why}."
+
+
+def _failed_value_line(number: int, value: Any) -> str:
+    return f"Trial {number} failed with value {value!r}."
 
 
 def _catch_tuple(catch: Any) -> Tuple[Type[BaseException], ...]:
@@ -150,6 +171,7 @@ class _Runner:
         if told is not None:
             self._log(number, told, value, pruned, exc)
         if told is not None and self.callbacks:
+            _flush_log()  # callbacks see the trial after its log line
             try:
                 frozen = FrozenTrial._from_native(self.native.trial(number))
                 for cb in self.callbacks:
@@ -164,32 +186,24 @@ class _Runner:
         self.run.done(number, abort)
 
     def _log(self, number: int, told: tuple, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
+        """Queues the trial's log line (built and written on the logging thread)."""
         state, values, reason = told
         if state == "COMPLETE":
+            best = None
             if self.single and values:
                 v = values[0]
                 with self.lock:
                     if self.best is None or (v > self.best[1] if self.maximize else v < self.best[1]):
                         self.best = (number, v)
-            if _logger.isEnabledFor(20):
-                params = self.native.trial_params(number)
-                if self.single and self.best is not None:
-                    _logger.info(
-                        f"Trial {number} finished with value: {values[0]} and parameters: {params}. "
-                        f"Best is trial {self.best[0]} with value: {self.best[1]}."
-                    )
-                else:
-                    _logger.info(f"Trial {number} finished with values: {values} and parameters: {params}.")
+                    best = self.best
+            _defer(_logger, 20, _completed_line, self.native, number, values, best)
         elif state == "PRUNED":
-            _logger.info(f"Trial {number} pruned. {pruned if pruned is not None else ''}".rstrip())
+            _defer(_logger, 20, _pruned_line, number, pruned)
+        elif exc is not None:
+            _defer(_logger, 30, _failed_line, self.native, number, repr(exc), exc_info=(type(exc), exc, exc.__traceback__))
         else:
-            params = self.native.trial_params(number)
-            msg = repr(exc) if exc is not None else reason
-            _logger.warning(
-                f"Trial {number} failed with parameters: {params} because of the following error: {msg}.",
-                exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
-            )
-            _logger.warning(f"Trial {number} failed with value {value!r}.")
+            _defer(_logger, 30, _failed_line, self.native, number, reason)
+            _defer(_logger, 30, _failed_value_line, number, value)
 
     # -- evaluation
     def evaluate(self, number: int) -> None:
@@ -255,7 +269,7 @@ def _check_args(n_trials: Any, timeout: Any, n_jobs: Any, concurrency: Any, tria
     return conc
 
 
-def _start(study: "Study", func: Any, n_trials: Any, timeout: Any, conc: int, catch: Any, callbacks: Any, gc_after_trial: bool, show_progress_bar: bool, trial_timeout: Any) -> _Runner:
+def _start(study: "Study", func: Any, n_trials: Any, timeout: Any, conc: int, catch: Any, callbacks: Any, gc_after_trial: bool, show_progress_bar: bool, trial_timeout: Any, max_retries: int = 0, max_concurrency: Optional[int] = None) -> _Runner:
     if not callable(func):
         raise TypeError(f"the objective must be callable, got {func!r}")
     catch_t = _catch_tuple(catch)
@@ -267,6 +281,8 @@ def _start(study: "Study", func: Any, n_trials: Any, timeout: Any, conc: int, ca
         None if timeout is None else float(timeout),
         conc,
         None if trial_timeout is None else float(trial_timeout),
+        max_retries=max_retries,
+        max_concurrency=max_concurrency,
         evaluators_ask=not _is_async(func),
     )
     return _Runner(study, run, func, catch_t, cbs, gc_after_trial, _Progress(show_progress_bar, n_trials, timeout))
@@ -282,7 +298,7 @@ def _is_async(func: Any) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
 
 
-def run_optimize(study: "Study", func: Any, n_trials: Any, timeout: Any, n_jobs: Any, catch: Any, callbacks: Any, gc_after_trial: bool, show_progress_bar: bool, concurrency: Any, trial_timeout: Any) -> None:
+def run_optimize(study: "Study", func: Any, n_trials: Any, timeout: Any, n_jobs: Any, catch: Any, callbacks: Any, gc_after_trial: bool, show_progress_bar: bool, concurrency: Any, trial_timeout: Any, max_retries: int = 0, max_concurrency: Optional[int] = None) -> None:
     conc = _check_args(n_trials, timeout, n_jobs, concurrency, trial_timeout)
     with study._lock:
         if study._optimizing:
@@ -290,7 +306,7 @@ def run_optimize(study: "Study", func: Any, n_trials: Any, timeout: Any, n_jobs:
         study._optimizing += 1
     runner: Optional[_Runner] = None
     try:
-        runner = _start(study, func, n_trials, timeout, conc, catch, callbacks, gc_after_trial, show_progress_bar, trial_timeout)
+        runner = _start(study, func, n_trials, timeout, conc, catch, callbacks, gc_after_trial, show_progress_bar, trial_timeout, max_retries, max_concurrency)
         if _is_async(func):
             _drive_async(runner, conc)
         elif conc == 1:
@@ -300,6 +316,7 @@ def run_optimize(study: "Study", func: Any, n_trials: Any, timeout: Any, n_jobs:
     finally:
         with study._lock:
             study._optimizing -= 1
+        _flush_log()
         if runner is not None:
             runner.progress.close()
     if runner.error is not None:
@@ -319,7 +336,7 @@ def _raise_run_error(runner: "_Runner") -> None:
         raise RuntimeError(detail)
 
 
-async def run_optimize_async(study: "Study", func: Any, n_trials: Any, timeout: Any, concurrency: int, catch: Any, callbacks: Any, show_progress_bar: bool, trial_timeout: Any) -> None:
+async def run_optimize_async(study: "Study", func: Any, n_trials: Any, timeout: Any, concurrency: int, catch: Any, callbacks: Any, show_progress_bar: bool, trial_timeout: Any, max_retries: int = 0, max_concurrency: Optional[int] = None) -> None:
     conc = _check_args(n_trials, timeout, 1, concurrency, trial_timeout)
     if not _is_async(func):
         raise TypeError("optimize_async needs an `async def` objective")
@@ -329,7 +346,7 @@ async def run_optimize_async(study: "Study", func: Any, n_trials: Any, timeout: 
         study._optimizing += 1
     runner = None
     try:
-        runner = _start(study, func, n_trials, timeout, conc, catch, callbacks, False, show_progress_bar, trial_timeout)
+        runner = _start(study, func, n_trials, timeout, conc, catch, callbacks, False, show_progress_bar, trial_timeout, max_retries, max_concurrency)
         try:
             await _async_main(runner, conc)
         except BaseException as e:
@@ -338,6 +355,7 @@ async def run_optimize_async(study: "Study", func: Any, n_trials: Any, timeout: 
     finally:
         with study._lock:
             study._optimizing -= 1
+        _flush_log()
         if runner is not None:
             runner.progress.close()
     if runner.error is not None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import collections
 import logging as _logging
 import sys
 import threading
+import time
 from logging import CRITICAL, DEBUG, ERROR, FATAL, INFO, WARN, WARNING  # noqa: F401
+from typing import Any, Callable, Deque, Optional, Tuple
 
 _lock = threading.Lock()
 _default_handler: _logging.Handler | None = None
@@ -62,3 +66,72 @@ def disable_propagation() -> None:
 def enable_propagation() -> None:
     _configure()
     _logging.getLogger(_ROOT).propagate = True
+
+
+class _Deferred:
+    """Log lines whose message is built, and whose record is handled, on a background thread.
+
+    ``optimize`` logs a line per trial; building it (the trial's parameters, the formatting)
+    and writing it to stderr cost a tenth of an event loop's concurrency when done where the
+    trial finishes. Here the evaluator only queues what the line needs; one thread builds the
+    records, in order, with the time they were queued, and hands them to the logger's handlers.
+    :func:`flush` waits until every queued line was handled: ``optimize`` calls it before
+    callbacks see a trial and before it returns, so a handler on the logger has seen every
+    line by then.
+    """
+
+    def __init__(self) -> None:
+        self._items: Deque[Tuple[_logging.Logger, int, float, Callable[..., str], Tuple[Any, ...], Any]] = collections.deque()
+        self._cv = threading.Condition()
+        self._busy = False
+        self._thread: Optional[threading.Thread] = None
+
+    def submit(self, logger: _logging.Logger, level: int, build: Callable[..., str], *args: Any, exc_info: Any = None) -> None:
+        """Queues the line ``build(*args)`` at ``level`` (when ``logger`` would log it)."""
+        if not logger.isEnabledFor(level):
+            return
+        item = (logger, level, time.time(), build, args, exc_info)
+        with self._cv:
+            self._items.append(item)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name="dspex-log", daemon=True)
+                self._thread.start()
+            elif not self._busy:
+                self._cv.notify_all()
+
+    def flush(self) -> None:
+        """Waits until every queued line was handled."""
+        if threading.current_thread() is self._thread:
+            return
+        with self._cv:
+            while self._items or self._busy:
+                self._cv.wait(0.5)
+
+    def _main(self) -> None:
+        while True:
+            with self._cv:
+                while not self._items:
+                    self._busy = False
+                    self._cv.notify_all()
+                    self._cv.wait()
+                self._busy = True
+                batch = list(self._items)
+                self._items.clear()
+            for item in batch:
+                self._emit(*item)
+
+    @staticmethod
+    def _emit(logger: _logging.Logger, level: int, created: float, build: Callable[..., str], args: Tuple[Any, ...], exc_info: Any) -> None:
+        try:
+            record = logger.makeRecord(logger.name, level, "(dspex)", 0, build(*args), (), exc_info)
+            record.created = created
+            record.msecs = (created - int(created)) * 1000.0
+            logger.handle(record)
+        except Exception:  # noqa: BLE001 - a broken line must not stop the ones after it
+            _logging.getLogger(_ROOT).debug("could not log a line", exc_info=True)
+
+
+_deferred = _Deferred()
+defer = _deferred.submit
+flush = _deferred.flush
+atexit.register(flush)

@@ -111,6 +111,7 @@ def _drive(study: "Study", run: Any, func: Callable, concurrency: int, catch: An
     finally:
         with study._lock:
             study._optimizing -= 1
+        _optimize._flush_log()
     if runner.error is not None:
         raise runner.error
     return run.wait(0.0)
@@ -226,6 +227,7 @@ def optimize_processes(
     trial_timeout: Optional[float] = None,
     max_retries: int = 2,
     catch: Any = (),
+    max_concurrency: Optional[int] = None,
 ) -> None:
     """``study.optimize(func, n_trials, processes=N)``: N worker processes evaluate; this
     process owns the run and supervises them. An embedded study is served on a loopback port
@@ -244,12 +246,13 @@ def optimize_processes(
         if _is_remote(study):
             client = study._native.client
             address = client.address
-            run = study._native.start_run(n_trials, timeout, conc, trial_timeout, max_retries, 0)
+            # This process only owns the run (capacity 0): the workers evaluate.
+            run = study._native.start_run(n_trials, timeout, 0, trial_timeout, max_retries, max_concurrency)
             token = _token(None)
         else:
             server = _native.serve_embedded(study._native)
             address, token = server.address, server.token
-            run = server.start_run(n_trials, timeout, conc, trial_timeout, max_retries)
+            run = server.start_run(n_trials, timeout, max_concurrency, trial_timeout, max_retries)
         if token:
             env["DSPEX_TOKEN"] = token
         per_worker = max(1, -(-conc // processes))

@@ -138,30 +138,45 @@ class Study:
         trial_timeout: Optional[float] = None,
         processes: Optional[int] = None,
         max_retries: int = 2,
+        max_concurrency: Optional[int] = None,
     ) -> None:
         """Runs trials of ``func`` until ``n_trials`` trials ran, ``timeout`` seconds passed,
         :meth:`stop` was called or the sampler is exhausted.
 
-        ``concurrency`` trials run at once (``n_jobs`` is an alias; -1 means one per CPU): sync
-        objectives on threads, ``async def`` objectives as tasks on one event loop. An exception
+        This process evaluates ``concurrency`` trials at once (``n_jobs`` is an alias; -1 means
+        one per CPU): sync objectives on threads, ``async def`` objectives as tasks on one event
+        loop. The run keeps as many trials in flight as its evaluators take at once: this
+        process's ``concurrency`` plus that of every process attached to a remote study with
+        :func:`dspex.attach` (growing and shrinking as they join and leave), at most
+        ``max_concurrency`` when given. An exception
         in ``catch`` fails its trial and the study goes on; any other exception fails the trial,
         stops the study and is re-raised here. Ctrl-C fails the trials in flight, keeps the
         finished ones and raises ``KeyboardInterrupt``.
 
         ``processes=N`` evaluates in N worker processes instead (``func`` given as
         ``"module:function"``, an importable function or a picklable callable), so CPU-bound
-        objectives use every core; a trial lost with a crashed worker is re-run up to
-        ``max_retries`` times. On a remote study (``engine=...``) ``optimize`` attaches this
-        process to the engine as an evaluator.
+        objectives use every core; ``concurrency`` (default N) is then split among them. On a
+        remote study (``engine=...``) ``optimize`` attaches this process to the engine as an
+        evaluator.
+
+        A trial is *lost* when its evaluator goes away before answering (a worker process or
+        an attached process crashed, was killed, or went silent past its heartbeat) or when it
+        ran past ``trial_timeout``: it is failed, and re-run with the same parameters as a new
+        trial (not counted in ``n_trials``) up to ``max_retries`` times. A trial whose
+        objective raised is not lost: it fails and is not re-run.
         """
+        if max_concurrency is not None and (isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1):
+            raise ValueError(f"max_concurrency must be None or an int >= 1, got {max_concurrency!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if processes is not None:
             from dspex.remote import optimize_processes
 
-            optimize_processes(self, func, n_trials, timeout, processes, concurrency, trial_timeout, max_retries, catch)
+            optimize_processes(self, func, n_trials, timeout, processes, concurrency, trial_timeout, max_retries, catch, max_concurrency)
             return
         from dspex._optimize import run_optimize
 
-        run_optimize(self, func, n_trials, timeout, n_jobs, catch, callbacks, gc_after_trial, show_progress_bar, concurrency, trial_timeout)
+        run_optimize(self, func, n_trials, timeout, n_jobs, catch, callbacks, gc_after_trial, show_progress_bar, concurrency, trial_timeout, max_retries, max_concurrency)
 
     async def optimize_async(
         self,
@@ -173,11 +188,13 @@ class Study:
         callbacks: Optional[Iterable[Callable[["Study", FrozenTrial], None]]] = None,
         show_progress_bar: bool = False,
         trial_timeout: Optional[float] = None,
+        max_retries: int = 2,
+        max_concurrency: Optional[int] = None,
     ) -> None:
         """Like :meth:`optimize` for an ``async def`` objective, from inside a running event loop."""
         from dspex._optimize import run_optimize_async
 
-        await run_optimize_async(self, func, n_trials, timeout, concurrency, catch, callbacks, show_progress_bar, trial_timeout)
+        await run_optimize_async(self, func, n_trials, timeout, concurrency, catch, callbacks, show_progress_bar, trial_timeout, max_retries, max_concurrency)
 
     def stop(self) -> None:
         """Starts no more trials in the running :meth:`optimize` (running trials finish)."""

@@ -483,7 +483,9 @@ async fn optimize(
     let opts = RunOptions {
         n_trials: n_trials.or(file.n_trials),
         timeout: secs(file.timeout),
-        concurrency: file.concurrency,
+        // The workers add their capacities as they attach.
+        concurrency: 0,
+        max_concurrency: file.max_concurrency,
         trial_timeout: secs(file.trial_timeout),
         evaluators_ask: false,
     };

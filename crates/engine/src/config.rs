@@ -439,8 +439,9 @@ struct RawStudyFile {
     directions: Option<Vec<String>>,
     n_trials: Option<u64>,
     timeout: Option<f64>,
-    #[serde(default = "d_one_usize")]
-    concurrency: usize,
+    /// `concurrency` is the name this key had before workers' capacities added up.
+    #[serde(alias = "concurrency")]
+    max_concurrency: Option<usize>,
     trial_timeout: Option<f64>,
     storage: Option<String>,
     #[serde(default)]
@@ -461,7 +462,8 @@ pub struct StudyFile {
     pub directions: Vec<StudyDirection>,
     pub n_trials: Option<u64>,
     pub timeout: Option<f64>,
-    pub concurrency: usize,
+    /// Run-wide cap on the trials in flight; None: the sum of the workers' capacities.
+    pub max_concurrency: Option<usize>,
     pub trial_timeout: Option<f64>,
     pub storage: Option<String>,
     /// The line of `storage = ...`, for errors when the storage cannot be opened.
@@ -557,12 +559,13 @@ impl StudyFile {
                 &format!("must be \"module:function\", got {:?}", raw.objective),
             ));
         }
-        if raw.concurrency == 0 {
-            return Err(err_at(
-                line_of_key(text, "concurrency"),
-                "concurrency",
-                "must be >= 1",
-            ));
+        if raw.max_concurrency == Some(0) {
+            let key = if line_of_key(text, "max_concurrency").is_some() {
+                "max_concurrency"
+            } else {
+                "concurrency"
+            };
+            return Err(err_at(line_of_key(text, key), key, "must be >= 1"));
         }
         for (key, v) in [
             ("timeout", raw.timeout),
@@ -612,7 +615,7 @@ impl StudyFile {
             directions,
             n_trials: raw.n_trials,
             timeout: raw.timeout,
-            concurrency: raw.concurrency,
+            max_concurrency: raw.max_concurrency,
             trial_timeout: raw.trial_timeout,
             storage_line: raw
                 .storage
@@ -666,7 +669,20 @@ c = { type = "categorical", choices = ["a", 1, true] }
         .unwrap();
         assert_eq!(f.search_space.len(), 3);
         assert_eq!(f.workers.processes, 2);
-        assert_eq!(f.concurrency, 3);
+        assert_eq!(f.max_concurrency, Some(3));
+        let g = parse("objective = \"m:f\"\nmax_concurrency = 5\n").unwrap();
+        assert_eq!(g.max_concurrency, Some(5));
+        assert_eq!(
+            parse("objective = \"m:f\"\n").unwrap().max_concurrency,
+            None
+        );
+        let e = parse("objective = \"m:f\"\n\nmax_concurrency = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("study.toml:3") && e.contains("max_concurrency"),
+            "{e}"
+        );
         assert_eq!((f.storage.as_deref(), f.storage_line), (None, None));
         let g = parse("objective = \"m:f\"\n\nstorage = \"sqlite:///s.db\"\n").unwrap();
         assert_eq!(g.storage.as_deref(), Some("sqlite:///s.db"));

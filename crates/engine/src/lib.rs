@@ -18,6 +18,6 @@ pub mod study;
 pub use dspex_optimizer as optimizer;
 pub use error::EngineError;
 pub use model::{AttrMap, AttrValue, StudySummary, TrialRecord};
-pub use scheduler::{Done, EvalRequest, Pulled, Run, RunOptions, RunSummary, StopReason};
+pub use scheduler::{Done, EvalRequest, Joined, Pulled, Run, RunOptions, RunSummary, StopReason};
 pub use storage::{InMemoryStorage, RetryPolicy, SqlOptions, SqlStorage, Storage, StudyId};
 pub use study::{Outcome, Study, Suggested, Told};

@@ -1,4 +1,5 @@
-//! The trial scheduler: keeps up to `concurrency` trials in flight on the global tokio runtime.
+//! The trial scheduler: keeps trials in flight on the global tokio runtime, as many as the
+//! evaluators of the run can take at once (capped by `max_concurrency`).
 //!
 //! A [`Run`] is one `optimize` call. Its driver task decides when a trial starts (n_trials,
 //! timeout, stop, sampler exhaustion), asks the study for it on the blocking pool (sampling
@@ -10,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,17 +31,22 @@ pub struct RunOptions {
     pub n_trials: Option<u64>,
     /// No trial starts after this much time (running ones finish).
     pub timeout: Option<Duration>,
-    /// Trials in flight at once (>= 1).
+    /// Trials the starter of the run evaluates at once itself (its capacity; 0 when only
+    /// evaluators that join the run with [`Run::join`] evaluate).
     pub concurrency: usize,
+    /// Run-wide cap on the trials in flight. Without it the limit is the capacity of the
+    /// evaluators at the time: `concurrency` plus what the joined ones take, growing and
+    /// shrinking as they join and leave.
+    pub max_concurrency: Option<usize>,
     /// A trial still running after this long is failed and its slot freed.
     pub trial_timeout: Option<Duration>,
     /// Evaluators that use the blocking [`Run::pull`] start trials themselves: the driver
     /// hands out permits instead of asking on the blocking pool, and the pulling thread samples
     /// (two thread hand-offs fewer per trial). Only for runs whose evaluators all use `pull` and
     /// evaluate one trial at a time: their number then bounds the trials in flight, and the
-    /// driver keeps permits ready ahead (`concurrency`, at least 8), so an evaluator that
+    /// driver keeps permits ready ahead (the limit, at least 8), so an evaluator that
     /// finishes a trial starts the next one without waiting for the driver to see its answer,
-    /// and the driver is woken only when fewer than `concurrency` permits are left.
+    /// and the driver is woken only when fewer permits than the limit are left.
     pub evaluators_ask: bool,
 }
 
@@ -50,6 +56,7 @@ impl Default for RunOptions {
             n_trials: None,
             timeout: None,
             concurrency: 1,
+            max_concurrency: None,
             trial_timeout: None,
             evaluators_ask: false,
         }
@@ -147,6 +154,8 @@ pub struct Run {
     /// for any answer deferred before the driver saw it set, the driver is woken at once (it
     /// takes back the permits, so waiting for them to run low would wait forever).
     draining: AtomicBool,
+    /// Capacity of the evaluators that joined the run ([`Run::join`]).
+    joined: AtomicUsize,
     stop_requested: AtomicBool,
     summary: Mutex<Option<RunSummary>>,
     summary_cv: Condvar,
@@ -168,9 +177,9 @@ impl Run {
         options: RunOptions,
         max_retries: u32,
     ) -> Result<Arc<Run>> {
-        if options.concurrency == 0 {
+        if options.max_concurrency == Some(0) {
             return Err(EngineError::InvalidArgument(
-                "concurrency must be >= 1, got 0".into(),
+                "max_concurrency must be None or >= 1, got 0".into(),
             ));
         }
         let handle = runtime::handle()?;
@@ -185,6 +194,7 @@ impl Run {
             events: tx,
             deferred: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
+            joined: AtomicUsize::new(0),
             stop_requested: AtomicBool::new(false),
             summary: Mutex::new(None),
             summary_cv: Condvar::new(),
@@ -219,6 +229,26 @@ impl Run {
 
     pub fn options(&self) -> &RunOptions {
         &self.options
+    }
+
+    /// Trials in flight allowed now: the capacity of the evaluators (the starter's and the
+    /// joined ones'), capped by `max_concurrency`.
+    pub fn limit(&self) -> usize {
+        let capacity = self.options.concurrency + self.joined.load(Ordering::SeqCst);
+        self.options
+            .max_concurrency
+            .map_or(capacity, |m| m.min(capacity))
+    }
+
+    /// An evaluator that takes `capacity` trials at once joins the run: the run's limit grows
+    /// by as much until the returned guard is dropped (the evaluator left).
+    pub fn join(self: &Arc<Self>, capacity: usize) -> Joined {
+        self.joined.fetch_add(capacity, Ordering::SeqCst);
+        let _ = self.events.send(Event::Wake);
+        Joined {
+            run: self.clone(),
+            capacity,
+        }
     }
 
     fn push(&self, req: EvalRequest) {
@@ -331,9 +361,7 @@ impl Run {
             // before `draining` is read: a driver that set it after this read still finds the
             // answer, as it looks at the deferred events before it waits.)
             self.deferred.lock().push(Event::Done(number, done));
-            if self.draining.load(Ordering::SeqCst)
-                || self.queue.lock().permits <= self.options.concurrency
-            {
+            if self.draining.load(Ordering::SeqCst) || self.queue.lock().permits <= self.limit() {
                 let _ = self.events.send(Event::Wake);
             }
             return;
@@ -385,6 +413,25 @@ impl Run {
             }
             notified.await;
         }
+    }
+}
+
+/// The capacity an evaluator added to a run (see [`Run::join`]); dropping it takes it back.
+#[derive(Debug)]
+pub struct Joined {
+    run: Arc<Run>,
+    capacity: usize,
+}
+
+impl Joined {
+    pub fn run(&self) -> &Arc<Run> {
+        &self.run
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.run.joined.fetch_sub(self.capacity, Ordering::SeqCst);
     }
 }
 
@@ -473,10 +520,12 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
     // start in bursts instead of as soon as each is sampled.
     let ask_limit = std::thread::available_parallelism().map_or(2, |n| n.get());
     // Permits ready ahead when evaluators ask (see `RunOptions::evaluators_ask`).
-    let slots = if opts.evaluators_ask {
-        opts.concurrency + opts.concurrency.max(PERMITS_AHEAD)
-    } else {
-        opts.concurrency
+    let slots = |limit: usize| {
+        if opts.evaluators_ask && limit > 0 {
+            limit + limit.max(PERMITS_AHEAD)
+        } else {
+            limit
+        }
     };
     let mut started: u64 = 0;
     let mut finished: u64 = 0;
@@ -494,6 +543,7 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
                 reason = Some(StopReason::Stopped);
             }
         }
+        let slots = slots(run.limit());
         while reason.is_none()
             && in_flight.len() + asking < slots
             && (opts.evaluators_ask || asking < ask_limit)
@@ -519,7 +569,9 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
             asking -= revoked;
             started -= revoked as u64;
         }
-        if in_flight.is_empty() && asking == 0 && requeuing == 0 {
+        // Without evaluators (limit 0) a run with trials left waits for one to join.
+        let all_started = reason.is_some() || opts.n_trials.is_some_and(|n| started >= n);
+        if all_started && in_flight.is_empty() && asking == 0 && requeuing == 0 {
             reason.get_or_insert(StopReason::NTrials);
             break;
         }

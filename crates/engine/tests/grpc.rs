@@ -227,7 +227,7 @@ async fn garbage_and_silence_on_the_stream_lose_the_trial_which_is_retried() {
         Some(pb::RunSpec {
             n_trials: Some(3),
             timeout: None,
-            concurrency: 1,
+            max_concurrency: Some(1),
             trial_timeout: None,
             max_retries: 2,
         }),

@@ -143,6 +143,78 @@ fn n_trials_is_exact_under_concurrency_and_in_flight_is_bounded() {
 }
 
 #[test]
+fn the_limit_is_the_capacity_of_the_joined_evaluators_capped_by_max_concurrency() {
+    // (max_concurrency, capacities of the evaluators that join, peak expected)
+    for (cap, joins, expect) in [(None, vec![1, 3], 4), (Some(2), vec![1, 3], 2)] {
+        let s = study(vec![StudyDirection::Minimize], None);
+        let run = Run::start(
+            s.clone(),
+            RunOptions {
+                n_trials: Some(40),
+                concurrency: 0,
+                max_concurrency: cap,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // Nobody has joined: no trial starts.
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(s.trials(None).unwrap().len(), 0);
+        assert_eq!(run.limit(), 0);
+        let live = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let guards: Vec<_> = joins.iter().map(|c| run.join(*c)).collect();
+        assert_eq!(run.limit(), expect);
+        let (l, p) = (live.clone(), peak.clone());
+        evaluate(&run, 6, move |run, n| {
+            let now = l.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(20));
+            let r = quadratic(run, n);
+            l.fetch_sub(1, Ordering::SeqCst);
+            r
+        });
+        drop(guards);
+        assert_eq!(run.limit(), 0);
+        assert_eq!(count(&s, TrialState::Complete), 40);
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            expect,
+            "max_concurrency {cap:?}"
+        );
+    }
+}
+
+#[test]
+fn a_run_waits_for_evaluators_after_they_all_left() {
+    let s = study(vec![StudyDirection::Minimize], None);
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(6),
+            concurrency: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let first = run.join(1);
+    let Pulled::Requests(reqs) = run.pull(1, Duration::from_secs(5)) else {
+        panic!("no trial for the joined evaluator");
+    };
+    let (o, d) = quadratic(&run, reqs[0].number);
+    s.tell(reqs[0].number, o, false).unwrap();
+    drop(first);
+    run.done(reqs[0].number, d);
+    thread::sleep(Duration::from_millis(50));
+    // Only the trial of the evaluator that left; nothing starts until another joins.
+    assert_eq!(s.trials(None).unwrap().len(), 1);
+    assert!(!run.is_finished());
+    let _second = run.join(2);
+    evaluate(&run, 2, quadratic);
+    assert_eq!(count(&s, TrialState::Complete), 6);
+}
+
+#[test]
 fn timeout_stops_starting_trials_and_running_ones_finish() {
     // Both ways of starting trials: the driver asks, or the evaluators do (their answers then
     // reach the driver late, when permits run low).

@@ -1231,7 +1231,11 @@ impl PyStudy {
         engine_ok(py, move || s.stop())
     }
 
-    #[pyo3(signature = (n_trials=None, timeout=None, concurrency=1, trial_timeout=None, evaluators_ask=false))]
+    /// Starts a run that this process evaluates, `concurrency` trials at once (at most
+    /// `max_concurrency`); a trial failed by the per-trial timeout is re-run up to
+    /// `max_retries` times.
+    #[pyo3(signature = (n_trials=None, timeout=None, concurrency=1, trial_timeout=None, max_retries=0, max_concurrency=None, evaluators_ask=false))]
+    #[allow(clippy::too_many_arguments)]
     fn start_run(
         &self,
         py: Python<'_>,
@@ -1239,6 +1243,8 @@ impl PyStudy {
         timeout: Option<f64>,
         concurrency: usize,
         trial_timeout: Option<f64>,
+        max_retries: u32,
+        max_concurrency: Option<usize>,
         evaluators_ask: bool,
     ) -> PyResult<PyRun> {
         let secs = |name: &str, v: Option<f64>| -> PyResult<Option<Duration>> {
@@ -1255,11 +1261,14 @@ impl PyStudy {
             n_trials,
             timeout: secs("timeout", timeout)?,
             concurrency,
+            max_concurrency,
             trial_timeout: secs("trial_timeout", trial_timeout)?,
             evaluators_ask,
         };
         let s = self.inner.clone();
-        let run = engine(py, move || EngineRun::start(s, opts))?;
+        let run = engine(py, move || {
+            EngineRun::start_with_retries(s, opts, max_retries)
+        })?;
         Ok(PyRun { inner: run })
     }
 }

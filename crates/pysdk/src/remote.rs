@@ -1085,10 +1085,11 @@ impl RemoteStudy {
     }
 
     /// Starts a run in the engine owned by this process's stream, which evaluates up to
-    /// `capacity` trials at once (default: `concurrency`; 0: only own the run).
-    /// `evaluators_ask` (the embedded `start_run`'s) is accepted and ignored: over a stream the
-    /// engine always starts the trials it sends.
-    #[pyo3(signature = (n_trials=None, timeout=None, concurrency=1, trial_timeout=None, max_retries=0, capacity=None, heartbeat_ms=1000, worker=None, evaluators_ask=false))]
+    /// `concurrency` trials at once (0: only own the run). The run keeps as many trials in
+    /// flight as its evaluators take (this one and those that attach), at most
+    /// `max_concurrency`. `evaluators_ask` (the embedded `start_run`'s) is accepted and
+    /// ignored: over a stream the engine always starts the trials it sends.
+    #[pyo3(signature = (n_trials=None, timeout=None, concurrency=1, trial_timeout=None, max_retries=0, max_concurrency=None, evaluators_ask=false, heartbeat_ms=1000, worker=None))]
     #[allow(clippy::too_many_arguments)]
     fn start_run(
         slf: &Bound<'_, Self>,
@@ -1097,26 +1098,20 @@ impl RemoteStudy {
         concurrency: u32,
         trial_timeout: Option<f64>,
         max_retries: u32,
-        capacity: Option<u32>,
+        max_concurrency: Option<u32>,
+        evaluators_ask: bool,
         heartbeat_ms: u32,
         worker: Option<String>,
-        evaluators_ask: bool,
     ) -> PyResult<RemoteRun> {
         let _ = evaluators_ask;
         let spec = pb::RunSpec {
             n_trials,
             timeout,
-            concurrency,
+            max_concurrency,
             trial_timeout,
             max_retries,
         };
-        Self::open(
-            slf,
-            Some(spec),
-            capacity.unwrap_or(concurrency),
-            heartbeat_ms,
-            worker,
-        )
+        Self::open(slf, Some(spec), concurrency, heartbeat_ms, worker)
     }
 
     /// Joins the study's active run (waiting for one) as an evaluator of `capacity` trials at
@@ -1277,21 +1272,22 @@ impl EmbeddedServer {
         self.token.clone()
     }
 
-    /// Starts a run of the study that attached workers evaluate (the embedded `Run`).
-    #[pyo3(signature = (n_trials=None, timeout=None, concurrency=1, trial_timeout=None, max_retries=0))]
+    /// Starts a run of the study that attached workers evaluate (the embedded `Run`): as many
+    /// trials in flight as they take, at most `max_concurrency`.
+    #[pyo3(signature = (n_trials=None, timeout=None, max_concurrency=None, trial_timeout=None, max_retries=0))]
     fn start_run(
         &self,
         py: Python<'_>,
         n_trials: Option<u64>,
         timeout: Option<f64>,
-        concurrency: u32,
+        max_concurrency: Option<u32>,
         trial_timeout: Option<f64>,
         max_retries: u32,
     ) -> PyResult<crate::PyRun> {
         let spec = pb::RunSpec {
             n_trials,
             timeout,
-            concurrency,
+            max_concurrency,
             trial_timeout,
             max_retries,
         };

@@ -91,16 +91,18 @@ fn secs(name: &str, v: Option<f64>) -> Result<Option<Duration>> {
 
 /// Checks a run specification from the wire.
 pub fn run_options(spec: &pb::RunSpec) -> Result<(RunOptions, u32)> {
-    if spec.concurrency == 0 {
+    if spec.max_concurrency == Some(0) {
         return Err(EngineError::InvalidArgument(
-            "concurrency must be >= 1, got 0".into(),
+            "max_concurrency must be unset or >= 1, got 0".into(),
         ));
     }
     Ok((
         RunOptions {
             n_trials: spec.n_trials,
             timeout: secs("timeout", spec.timeout)?,
-            concurrency: spec.concurrency as usize,
+            // Every evaluator, the owner's stream included, adds its capacity when it joins.
+            concurrency: 0,
+            max_concurrency: spec.max_concurrency.map(|m| m as usize),
             trial_timeout: secs("trial_timeout", spec.trial_timeout)?,
             evaluators_ask: false,
         },
@@ -616,6 +618,8 @@ impl Session {
                 });
             }
         }
+        // This stream's capacity counts in the run's limit while it is joined.
+        let mut joined = current.as_ref().map(|a| a.run.join(self.capacity));
         let mut in_flight: HashSet<u64> = HashSet::new();
         let mut closing = self.closing.clone();
         let mut last_seen = Instant::now();
@@ -751,6 +755,7 @@ impl Session {
                         break;
                     }
                     current = active_rx.borrow_and_update().clone();
+                    joined = current.as_ref().map(|a| a.run.join(self.capacity));
                 }
                 _ = async { let _ = closing.wait_for(|c| *c).await; } => {
                     reason = "the engine is shutting down".into();
@@ -777,6 +782,7 @@ impl Session {
                 }
             }
         }
+        drop(joined);
         if let Some(a) = &current {
             for n in in_flight {
                 a.run.lost(n, reason.clone());
