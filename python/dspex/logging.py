@@ -13,6 +13,7 @@ from typing import Any, Callable, Deque, Optional, Tuple
 
 _lock = threading.Lock()
 _default_handler: _logging.Handler | None = None
+_default_formatter = _logging.Formatter("[%(levelname)1.1s %(asctime)s] %(message)s")
 _ROOT = "dspex"
 
 
@@ -22,7 +23,7 @@ def _configure() -> None:
         if _default_handler is not None:
             return
         _default_handler = _logging.StreamHandler(sys.stderr)
-        _default_handler.setFormatter(_logging.Formatter("[%(levelname)1.1s %(asctime)s] %(message)s"))
+        _default_handler.setFormatter(_default_formatter)
         root = _logging.getLogger(_ROOT)
         root.addHandler(_default_handler)
         root.setLevel(INFO)
@@ -74,17 +75,24 @@ class _Deferred:
     ``optimize`` logs a line per trial; building it (the trial's parameters, the formatting)
     and writing it to stderr cost a tenth of an event loop's concurrency when done where the
     trial finishes. Here the evaluator only queues what the line needs; one thread builds the
-    records, in order, with the time they were queued, and hands them to the logger's handlers.
-    :func:`flush` waits until every queued line was handled: ``optimize`` calls it before
-    callbacks see a trial and before it returns, so a handler on the logger has seen every
-    line by then.
+    lines in batches (at most every ``_PERIOD`` seconds, so it takes the GIL rarely), in order,
+    with the time they were queued. While dspex's default handler is the only one that would
+    see them, a batch is formatted as that handler would and written at once; otherwise each
+    line goes through the logger as a record. :func:`flush` waits until every queued line was
+    handled: ``optimize`` calls it before callbacks see a trial and before it returns, so a
+    handler on the logger has seen every line by then.
     """
+
+    _PERIOD = 0.05
 
     def __init__(self) -> None:
         self._items: Deque[Tuple[_logging.Logger, int, float, Callable[..., str], Tuple[Any, ...], Any]] = collections.deque()
         self._cv = threading.Condition()
         self._busy = False
+        self._flushing = 0
         self._thread: Optional[threading.Thread] = None
+        self._second = -1
+        self._stamp = ""
 
     def submit(self, logger: _logging.Logger, level: int, build: Callable[..., str], *args: Any, exc_info: Any = None) -> None:
         """Queues the line ``build(*args)`` at ``level`` (when ``logger`` would log it)."""
@@ -96,29 +104,58 @@ class _Deferred:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._main, name="dspex-log", daemon=True)
                 self._thread.start()
-            elif not self._busy:
-                self._cv.notify_all()
 
     def flush(self) -> None:
         """Waits until every queued line was handled."""
         if threading.current_thread() is self._thread:
             return
         with self._cv:
-            while self._items or self._busy:
-                self._cv.wait(0.5)
+            self._flushing += 1
+            try:
+                self._cv.notify_all()
+                while self._items or self._busy:
+                    self._cv.wait(0.5)
+            finally:
+                self._flushing -= 1
 
     def _main(self) -> None:
         while True:
             with self._cv:
+                self._busy = False
+                self._cv.notify_all()
+                # Batches: wait a period unless someone is waiting for the lines.
+                self._cv.wait_for(lambda: self._flushing > 0, self._PERIOD)
                 while not self._items:
-                    self._busy = False
-                    self._cv.notify_all()
                     self._cv.wait()
                 self._busy = True
                 batch = list(self._items)
                 self._items.clear()
-            for item in batch:
-                self._emit(*item)
+            try:
+                self._emit_batch(batch)
+            except Exception:  # noqa: BLE001 - a broken line must not stop the ones after it
+                pass
+
+    def _emit_batch(self, batch: list) -> None:
+        handler = _default_handler
+        text: list = []
+        for logger, level, created, build, args, exc_info in batch:
+            if exc_info is None and handler is not None and _only_default_handler(logger, level, handler):
+                text.append(f"[{_logging.getLevelName(level)[0]} {self._asctime(created)}] {build(*args)}\n")
+                continue
+            if text:
+                _write(handler, "".join(text))
+                text.clear()
+            self._emit(logger, level, created, build, args, exc_info)
+        if text:
+            _write(handler, "".join(text))
+
+    def _asctime(self, created: float) -> str:
+        """``%(asctime)s`` of the default formatter, the date part computed once a second."""
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._stamp},{int((created - second) * 1000):03d}"
 
     @staticmethod
     def _emit(logger: _logging.Logger, level: int, created: float, build: Callable[..., str], args: Tuple[Any, ...], exc_info: Any) -> None:
@@ -129,6 +166,38 @@ class _Deferred:
             logger.handle(record)
         except Exception:  # noqa: BLE001 - a broken line must not stop the ones after it
             _logging.getLogger(_ROOT).debug("could not log a line", exc_info=True)
+
+
+def _only_default_handler(logger: _logging.Logger, level: int, handler: _logging.Handler) -> bool:
+    """Whether a record of ``logger`` at ``level`` would reach ``handler`` only, unfiltered and
+    formatted by its default formatter."""
+    lg: Any = logger
+    while lg is not None:
+        if lg.filters:
+            return False
+        if lg.name == _ROOT:
+            return (
+                lg.handlers == [handler]
+                and not lg.propagate
+                and not handler.filters
+                and handler.level <= level
+                and handler.formatter is _default_formatter
+            )
+        if lg.handlers or not lg.propagate:
+            return False
+        lg = lg.parent
+    return False
+
+
+def _write(handler: Any, text: str) -> None:
+    handler.acquire()
+    try:
+        handler.stream.write(text)
+        handler.flush()
+    except Exception:  # noqa: BLE001 - as logging does: a closed stderr must not break the study
+        pass
+    finally:
+        handler.release()
 
 
 _deferred = _Deferred()
