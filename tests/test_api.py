@@ -453,3 +453,28 @@ def test_cli_help_and_version():
     assert out.returncode == 0 and dspex.__version__ in out.stdout
     out = subprocess.run([sys.executable, "-m", "dspex.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "usage: dspex" in out.stdout.lower()
+
+
+def test_a_handler_on_the_logger_sees_every_trial_line_before_callbacks_and_return():
+    import logging
+
+    seen = []
+
+    class H(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    h = H()
+    logger = logging.getLogger("dspex")
+    logger.addHandler(h)
+    dspex.logging.set_verbosity(dspex.logging.INFO)
+    at_callback = []
+    try:
+        study = dspex.create_study()
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=20, concurrency=4)
+        assert sum(m.startswith("Trial ") for m in seen) == 20
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5, callbacks=[lambda s, t: at_callback.append((t.number, any(m.startswith(f"Trial {t.number} ") for m in seen)))])
+        assert [ok for _, ok in at_callback] == [True] * 5
+        assert sum(m.startswith("Trial ") for m in seen) == 25
+    finally:
+        logger.removeHandler(h)

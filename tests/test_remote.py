@@ -406,3 +406,32 @@ def test_max_concurrency_caps_the_run_over_attached_workers(server, tmp_path):
     spans = [(t.datetime_start, t.datetime_complete) for t in trials]
     peak = max(sum(1 for s, e in spans if s <= t0 < e) for t0, _ in spans)
     assert len(trials) == 30 and peak <= 2
+
+
+def _mixed_outcomes(trial):
+    x = trial.suggest_int("x", 0, 3)
+    trial.report(float(x), 0)
+    if trial.number % 4 == 1:
+        return float("nan")
+    if trial.number % 4 == 2:
+        raise dspex.TrialPruned()
+    if trial.number % 4 == 3:
+        raise KeyError("caught")
+    return float(x)
+
+
+def test_outcomes_told_in_one_message_match_embedded(server, caplog):
+    # Without callbacks, an evaluator tells the outcome and answers the run in one crossing
+    # (one message remote): states, values, reasons and log lines as embedded.
+    results = []
+    for engine in (None, server):
+        study = dspex.create_study(study_name="mixed" if engine else None, engine=engine, sampler=dspex.samplers.RandomSampler(seed=3))
+        caplog.clear()
+        with caplog.at_level("INFO", logger="dspex"):
+            study.optimize(_mixed_outcomes, n_trials=8, catch=(KeyError,))
+        lines = [r.getMessage().split(" ")[2] for r in caplog.records if r.getMessage().startswith("Trial ")]
+        results.append(([(t.state, t.values, (t.system_attrs.get("fail_reason") or "").split("\n")[0]) for t in study.trials], lines))
+    assert results[0] == results[1]
+    states = [s for s, _, _ in results[0][0]]
+    assert states.count(dspex.TrialState.FAIL) == 4 and states.count(dspex.TrialState.PRUNED) == 2
+    assert len(results[0][1]) >= 8, results[0][1]

@@ -93,6 +93,23 @@ def _failed_value_line(number: int, value: Any) -> str:
     return f"Trial {number} failed with value {value!r}."
 
 
+def _convert_values(value: Any) -> Tuple[Optional[List[float]], Optional[str]]:
+    """The objective's return value as floats, or why it cannot be."""
+    if value is None:
+        return None, "The value None could not be cast to float"
+    items = list(value) if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and hasattr(value, "__getitem__") and not isinstance(value, (str, bytes))) else [value]
+    out: List[float] = []
+    errors = []
+    for v in items:
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            errors.append(f"The value {v!r} could not be cast to float")
+    if errors:
+        return None, "; ".join(errors)
+    return out, None
+
+
 def _catch_tuple(catch: Any) -> Tuple[Type[BaseException], ...]:
     if isinstance(catch, type) and issubclass(catch, BaseException):
         return (catch,)
@@ -141,6 +158,9 @@ class _Runner:
 
     def finish(self, number: int, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
         """Tells the engine, logs, runs callbacks, answers the run. Never raises."""
+        if not self.callbacks and (exc is None or isinstance(exc, self.catch)):
+            self._finish_fast(number, value, pruned, exc)
+            return
         abort: Optional[str] = None
         told = None
         try:
@@ -149,8 +169,6 @@ class _Runner:
             elif exc is not None:
                 told = self.native.tell(number, state="FAIL", fail_reason=_reason(exc))
             else:
-                from dspex.study import _convert_values
-
                 vals, why = _convert_values(value)
                 if why is None:
                     told = self.native.tell(number, values=vals)
@@ -184,6 +202,29 @@ class _Runner:
         if self.gc_after_trial:
             gc.collect()
         self.run.done(number, abort)
+
+    def _finish_fast(self, number: int, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
+        """``finish`` without callbacks nor an exception that stops the study: the outcome and
+        the answer cross to the engine at once (one call embedded, one message remote)."""
+        try:
+            if pruned is not None:
+                told = self.run.finish(number, state="PRUNED")
+            elif exc is not None:
+                told = self.run.finish(number, state="FAIL", fail_reason=_reason(exc))
+            else:
+                vals, why = _convert_values(value)
+                if why is None:
+                    told = self.run.finish(number, values=vals)
+                else:
+                    told = self.run.finish(number, state="FAIL", fail_reason=why)
+        except BaseException as e:  # noqa: BLE001 - an engine error must not kill an evaluator
+            self._set_error(e)
+            told = None
+        if told is not None:
+            self._log(number, told, value, pruned, exc)
+        self.progress.update(None if self.best is None else self.best[1])
+        if self.gc_after_trial:
+            gc.collect()
 
     def _log(self, number: int, told: tuple, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
         """Queues the trial's log line (built and written on the logging thread)."""

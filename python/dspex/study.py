@@ -8,6 +8,7 @@ import threading
 from typing import Any, Callable, Container, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
 from dspex import _native
+from dspex._optimize import _convert_values, _logger, run_optimize, run_optimize_async
 from dspex import storages as _storages
 from dspex.distributions import BaseDistribution
 from dspex.pruners import BasePruner, NopPruner
@@ -174,8 +175,6 @@ class Study:
 
             optimize_processes(self, func, n_trials, timeout, processes, concurrency, trial_timeout, max_retries, catch, max_concurrency)
             return
-        from dspex._optimize import run_optimize
-
         run_optimize(self, func, n_trials, timeout, n_jobs, catch, callbacks, gc_after_trial, show_progress_bar, concurrency, trial_timeout, max_retries, max_concurrency)
 
     async def optimize_async(
@@ -192,8 +191,6 @@ class Study:
         max_concurrency: Optional[int] = None,
     ) -> None:
         """Like :meth:`optimize` for an ``async def`` objective, from inside a running event loop."""
-        from dspex._optimize import run_optimize_async
-
         await run_optimize_async(self, func, n_trials, timeout, concurrency, catch, callbacks, show_progress_bar, trial_timeout, max_retries, max_concurrency)
 
     def stop(self) -> None:
@@ -241,8 +238,6 @@ class Study:
             if reason is not None:
                 if state == TrialState.COMPLETE:
                     raise ValueError(reason)
-                from dspex._optimize import _logger
-
                 _logger.warning(f"Trial {number} failed because of the following error: {reason}")
                 self._native.tell(number, state="FAIL", fail_reason=reason)
             else:
@@ -251,8 +246,6 @@ class Study:
                 else:
                     told_state, _, why = self._native.tell(number, values=vals)
                     if told_state == "FAIL":
-                        from dspex._optimize import _logger
-
                         _logger.warning(f"Trial {number} failed because of the following error: {why}")
         return FrozenTrial._from_native(self._native.trial(number))
 
@@ -321,23 +314,6 @@ class Study:
         if not multi_index and columns:
             df.columns = ["_".join(str(x) for x in c if x != "") for c in columns]
         return df
-
-
-def _convert_values(value: Any) -> Tuple[Optional[List[float]], Optional[str]]:
-    """The objective's return value as floats, or why it cannot be."""
-    if value is None:
-        return None, "The value None could not be cast to float"
-    items = list(value) if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and hasattr(value, "__getitem__") and not isinstance(value, (str, bytes))) else [value]
-    out: List[float] = []
-    errors = []
-    for v in items:
-        try:
-            out.append(float(v))
-        except (TypeError, ValueError):
-            errors.append(f"The value {v!r} could not be cast to float")
-    if errors:
-        return None, "; ".join(errors)
-    return out, None
 
 
 def create_study(

@@ -386,22 +386,7 @@ impl Study {
 
     /// Why `values` cannot complete a trial of this study, if they cannot.
     pub fn check_values(&self, values: &[f64]) -> Option<String> {
-        let bad: Vec<String> = values
-            .iter()
-            .filter(|v| !v.is_finite())
-            .map(|v| format!("the value {v} is not acceptable"))
-            .collect();
-        if !bad.is_empty() {
-            return Some(bad.join("; "));
-        }
-        if values.len() != self.directions.len() {
-            return Some(format!(
-                "the number of values {} did not match the number of objectives {}",
-                values.len(),
-                self.directions.len()
-            ));
-        }
-        None
+        check_values(values, self.directions.len())
     }
 
     /// Adds a WAITING trial whose params are fixed to `params` (when suggested). With
@@ -566,4 +551,25 @@ fn single_value(dist: &Distribution) -> f64 {
         Distribution::Int(d) => d.low as f64,
         Distribution::Categorical(_) => 0.0,
     }
+}
+
+/// Why `values` cannot complete a trial of a study with `n_objectives` objectives (None when
+/// they can): every value finite, one per objective.
+pub fn check_values(values: &[f64], n_objectives: usize) -> Option<String> {
+    let bad: Vec<String> = values
+        .iter()
+        .filter(|v| !v.is_finite())
+        .map(|v| format!("the value {v} is not acceptable"))
+        .collect();
+    if !bad.is_empty() {
+        return Some(bad.join("; "));
+    }
+    if values.len() != n_objectives {
+        return Some(format!(
+            "the number of values {} did not match the number of objectives {}",
+            values.len(),
+            n_objectives
+        ));
+    }
+    None
 }

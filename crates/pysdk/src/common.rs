@@ -175,7 +175,7 @@ pub(crate) fn suggest<S: StudyBackend>(
 
 /// The outcome `tell` was given: `values` (COMPLETE), or `state` "PRUNED"/"FAIL" with an
 /// optional `fail_reason`.
-fn outcome(
+pub(crate) fn outcome(
     values: Option<Vec<f64>>,
     state: Option<String>,
     fail_reason: Option<String>,

@@ -1315,6 +1315,48 @@ impl PyRun {
         Ok(got.unwrap_or_else(|| Some(Vec::new())))
     }
 
+    /// Tells the outcome of trial `number` and answers the run (`tell` then `done`) in one
+    /// crossing. Returns (state, values, fail_reason), or None when the engine had finished
+    /// the trial already (per-trial timeout, interrupt). Another error is raised after the run
+    /// was answered with it as the abort reason.
+    #[pyo3(signature = (number, values=None, state=None, fail_reason=None, abort=None))]
+    fn finish(
+        &self,
+        py: Python<'_>,
+        number: u64,
+        values: Option<Vec<f64>>,
+        state: Option<String>,
+        fail_reason: Option<String>,
+        abort: Option<String>,
+    ) -> PyResult<Option<ToldTuple>> {
+        let outcome = common::outcome(values, state, fail_reason)?;
+        let run = self.inner.clone();
+        engine(py, move || {
+            let told = catch_unwind(AssertUnwindSafe(|| {
+                run.study().tell(number, outcome, false)
+            }))
+            .unwrap_or_else(|_| {
+                Err(EngineError::Internal(
+                    "the engine panicked while finishing a trial".into(),
+                ))
+            });
+            match told {
+                Ok(t) => {
+                    run.done(number, abort.map_or(Done::Finished, Done::Abort));
+                    Ok(Some((t.state.as_str(), t.values, t.fail_reason)))
+                }
+                Err(EngineError::TrialNotRunning { .. }) => {
+                    run.done(number, abort.map_or(Done::Finished, Done::Abort));
+                    Ok(None)
+                }
+                Err(e) => {
+                    run.done(number, Done::Abort(e.to_string()));
+                    Err(e)
+                }
+            }
+        })
+    }
+
     /// Answers for a trial the evaluator finished (after `tell`); `abort` stops the run.
     #[pyo3(signature = (number, abort=None))]
     fn done(&self, number: u64, abort: Option<String>) {

@@ -467,6 +467,37 @@ impl RemoteRun {
         Ok(got.unwrap_or_else(|| Some(Vec::new())))
     }
 
+    /// Tells the outcome of trial `number` and answers the run in one message, without
+    /// waiting for the engine (`tell` then `done` cost a round trip more). Returns what the
+    /// engine records: (state, values, fail_reason), the values of a pruned trial left out.
+    #[pyo3(signature = (number, values=None, state=None, fail_reason=None, abort=None))]
+    fn finish(
+        &self,
+        number: u64,
+        values: Option<Vec<f64>>,
+        state: Option<String>,
+        fail_reason: Option<String>,
+        abort: Option<String>,
+    ) -> PyResult<Option<ToldTuple>> {
+        let outcome = crate::common::outcome(values, state, fail_reason)?;
+        let n_objectives = self.study.get().directions.len();
+        let told = match &outcome {
+            Outcome::Values(v) => match dspex_engine::study::check_values(v, n_objectives) {
+                None => (TrialState::Complete.as_str(), Some(v.clone()), None),
+                Some(why) => (TrialState::Fail.as_str(), None, Some(why)),
+            },
+            Outcome::Pruned => (TrialState::Pruned.as_str(), None, None),
+            Outcome::Fail(why) => (TrialState::Fail.as_str(), None, Some(why.clone())),
+        };
+        self.session
+            .send(pb::attach_request::Msg::Finished(pb::Finished {
+                trial: number,
+                outcome: Some(outcome_to_pb(outcome)),
+                abort,
+            }));
+        Ok(Some(told))
+    }
+
     /// The evaluator finished trial `number` (after telling it); `abort` stops the run.
     #[pyo3(signature = (number, abort=None))]
     fn done(&self, number: u64, abort: Option<String>) {
@@ -663,17 +694,11 @@ impl StudyBackend for RemoteStudy {
         outcome: Outcome,
         strict: bool,
     ) -> PyResult<ToldTuple> {
-        use pb::outcome::Kind;
-        let kind = match outcome {
-            Outcome::Pruned => Kind::Pruned(pb::Empty {}),
-            Outcome::Fail(reason) => Kind::FailReason(reason),
-            Outcome::Values(values) => Kind::Values(pb::Values { values }),
-        };
         let r = self.trial_call(
             py,
             number,
             pb::trial_call::Op::Tell(pb::Tell {
-                outcome: Some(pb::Outcome { kind: Some(kind) }),
+                outcome: Some(outcome_to_pb(outcome)),
                 strict,
             }),
         )?;

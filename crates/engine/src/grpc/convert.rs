@@ -233,6 +233,16 @@ pub fn outcome_from_pb(o: &pb::Outcome) -> Result<Outcome> {
     }
 }
 
+pub fn outcome_to_pb(o: Outcome) -> pb::Outcome {
+    use pb::outcome::Kind;
+    let kind = match o {
+        Outcome::Pruned => Kind::Pruned(pb::Empty {}),
+        Outcome::Fail(reason) => Kind::FailReason(reason),
+        Outcome::Values(values) => Kind::Values(pb::Values { values }),
+    };
+    pb::Outcome { kind: Some(kind) }
+}
+
 pub fn told_to_pb(t: &Told) -> pb::Told {
     pb::Told {
         state: state_to_pb(t.state) as i32,
