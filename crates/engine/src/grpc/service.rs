@@ -59,15 +59,20 @@ pub struct EngineService {
     shared: Arc<Shared>,
 }
 
+/// Runs engine work, turning a panic into an internal error.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(EngineError::Internal("the engine panicked".into())))
+}
+
 /// Runs blocking engine work on the blocking pool, turning panics into internal errors.
 async fn blocking<T, F>(f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(f))).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(EngineError::Internal("the engine panicked".into())),
+    match tokio::task::spawn_blocking(move || guarded(f)).await {
+        Ok(r) => r,
         Err(e) => Err(EngineError::Internal(format!(
             "a blocking task failed: {e}"
         ))),
@@ -654,11 +659,12 @@ impl Session {
                                 let study = study.clone();
                                 let tx = self.tx.clone();
                                 let id = c.id;
-                                tokio::spawn(async move {
-                                    let reply = blocking(move || Ok(exec_trial_call(&study, &call)))
-                                        .await
+                                // Straight to the blocking pool, which answers on the stream:
+                                // one thread hand-off fewer than a task that awaits it.
+                                tokio::task::spawn_blocking(move || {
+                                    let reply = guarded(|| Ok(exec_trial_call(&study, &call)))
                                         .unwrap_or_else(trial_error);
-                                    let _ = tx.send(msg(Out::Reply(pb::Reply { id, reply: Some(reply) }))).await;
+                                    let _ = tx.blocking_send(msg(Out::Reply(pb::Reply { id, reply: Some(reply) })));
                                     drop(permit);
                                 });
                             }
@@ -669,11 +675,11 @@ impl Session {
                                 }
                                 let Some(a) = current.clone() else { continue };
                                 let study = study.clone();
-                                tokio::spawn(async move {
+                                tokio::task::spawn_blocking(move || {
                                     let n = f.trial;
                                     let outcome = f.outcome.as_ref().map(outcome_from_pb);
                                     let s = study.clone();
-                                    let r = blocking(move || {
+                                    let r = guarded(move || {
                                         let outcome = match outcome {
                                             Some(Ok(o)) => Some(o),
                                             Some(Err(e)) => Some(Outcome::Fail(format!("the evaluator sent a bad outcome: {e}"))),
@@ -691,8 +697,7 @@ impl Session {
                                                 Ok(())
                                             }
                                         }
-                                    })
-                                    .await;
+                                    });
                                     if let Err(e) = r {
                                         tracing::warn!(trial = n, "could not finish the trial: {e}");
                                     }
