@@ -487,7 +487,8 @@ async fn optimize(
         concurrency: 0,
         max_concurrency: file.max_concurrency,
         trial_timeout: secs(file.trial_timeout),
-        evaluators_ask: false,
+        // The workers' streams start their trials.
+        evaluators_ask: true,
     };
     let total = opts.n_trials;
     let before = count_done(&study);
