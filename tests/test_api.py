@@ -478,3 +478,52 @@ def test_a_handler_on_the_logger_sees_every_trial_line_before_callbacks_and_retu
         assert sum(m.startswith("Trial ") for m in seen) == 25
     finally:
         logger.removeHandler(h)
+
+
+def test_optimize_inside_a_running_event_loop_and_an_interrupt_of_the_kernel():
+    # As in Jupyter: optimize is called from a coroutine on a running loop. An interrupt
+    # (what the kernel's Ctrl-C does) stops the study: finished trials stay, the ones in
+    # flight fail, and no objective goes on running after optimize raised.
+    import _thread
+    import asyncio
+    import threading
+
+    running = []
+
+    async def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        running.append(trial.number)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            running.remove(trial.number)
+        return x
+
+    def sync_objective(trial):
+        time.sleep(0.01)
+        return trial.suggest_float("x", 0, 1)
+
+    async def main():
+        study = dspex.create_study()
+        study.optimize(objective, n_trials=8, concurrency=4)
+        study.optimize(sync_objective, n_trials=4)
+        assert len(study.trials) == 12
+        timer = threading.Timer(0.4, _thread.interrupt_main)
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            study.optimize(objective, n_trials=10_000, concurrency=4)
+        n = len(study.trials)
+        await asyncio.sleep(0.2)
+        assert len(study.trials) == n and running == []
+        states = [t.state for t in study.trials]
+        assert TrialState.RUNNING not in states
+        assert states.count(TrialState.FAIL) >= 1
+        assert states.count(TrialState.COMPLETE) >= 12 + 8
+
+    # A loop that leaves SIGINT to Python's default handler, as IPython kernels do
+    # (asyncio.run installs its own, which only cancels the main task at its next await).
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

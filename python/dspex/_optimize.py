@@ -497,13 +497,20 @@ def _drive_async(runner: _Runner, conc: int) -> None:
             _finish_interrupted(runner, e)
             raise
         return
+    # Inside a running loop (Jupyter, IPython): the trials run on a loop of their own in a
+    # helper thread while this thread waits, so an interrupt of the kernel reaches it.
     box: List[BaseException] = []
+    loop = asyncio.new_event_loop()
+    main: List[Any] = []
 
     def target() -> None:
         try:
-            asyncio.run(_async_main(runner, conc))
+            main.append(loop.create_task(_async_main(runner, conc)))
+            loop.run_until_complete(main[0])
         except BaseException as e:  # noqa: BLE001
             box.append(e)
+        finally:
+            loop.close()
 
     t = threading.Thread(target=target, name="dspex-async", daemon=True)
     t.start()
@@ -511,6 +518,10 @@ def _drive_async(runner: _Runner, conc: int) -> None:
         runner.run.wait(None)
     except BaseException as e:
         _finish_interrupted(runner, e)
+        # The trials in flight are failed; their tasks are cancelled, not left running.
+        if main:
+            loop.call_soon_threadsafe(main[0].cancel)
+        t.join(10.0)
         raise
     t.join()
     if box:
