@@ -74,6 +74,18 @@ class _Progress:
             sys.stderr.flush()
 
 
+def _outcome(value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> dict:
+    """The keyword arguments of ``tell``/``finish`` for what the objective did."""
+    if pruned is not None:
+        return {"state": "PRUNED"}
+    if exc is not None:
+        return {"state": "FAIL", "fail_reason": _reason(exc)}
+    vals, why = _convert_values(value)
+    if why is None:
+        return {"values": vals}
+    return {"state": "FAIL", "fail_reason": why}
+
+
 def _completed_line(native: Any, number: int, values: List[float], best: Optional[Tuple[int, float]]) -> str:
     params = native.trial_params(number)
     if best is not None:
@@ -164,16 +176,7 @@ class _Runner:
         abort: Optional[str] = None
         told = None
         try:
-            if pruned is not None:
-                told = self.native.tell(number, state="PRUNED")
-            elif exc is not None:
-                told = self.native.tell(number, state="FAIL", fail_reason=_reason(exc))
-            else:
-                vals, why = _convert_values(value)
-                if why is None:
-                    told = self.native.tell(number, values=vals)
-                else:
-                    told = self.native.tell(number, state="FAIL", fail_reason=why)
+            told = self.native.tell(number, **_outcome(value, pruned, exc))
         except ValueError:
             told = None  # the engine failed this trial already (timeout, interrupt)
         except BaseException as e:  # noqa: BLE001 - an engine error must not kill an evaluator
@@ -207,16 +210,7 @@ class _Runner:
         """``finish`` without callbacks nor an exception that stops the study: the outcome and
         the answer cross to the engine at once (one call embedded, one message remote)."""
         try:
-            if pruned is not None:
-                told = self.run.finish(number, state="PRUNED")
-            elif exc is not None:
-                told = self.run.finish(number, state="FAIL", fail_reason=_reason(exc))
-            else:
-                vals, why = _convert_values(value)
-                if why is None:
-                    told = self.run.finish(number, values=vals)
-                else:
-                    told = self.run.finish(number, state="FAIL", fail_reason=why)
+            told = self.run.finish(number, **_outcome(value, pruned, exc))
         except BaseException as e:  # noqa: BLE001 - an engine error must not kill an evaluator
             self._set_error(e)
             told = None
