@@ -487,8 +487,7 @@ async fn optimize(
         concurrency: 0,
         max_concurrency: file.max_concurrency,
         trial_timeout: secs(file.trial_timeout),
-        // The workers' streams start their trials.
-        evaluators_ask: true,
+        evaluators_ask: false,
     };
     let total = opts.n_trials;
     let before = count_done(&study);

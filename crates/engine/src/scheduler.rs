@@ -40,11 +40,11 @@ pub struct RunOptions {
     pub max_concurrency: Option<usize>,
     /// A trial still running after this long is failed and its slot freed.
     pub trial_timeout: Option<Duration>,
-    /// Evaluators start trials themselves ([`Run::pull`], [`Run::pull_async`], [`Run::claim`]):
-    /// the driver hands out permits instead of asking on the blocking pool, and the evaluator
-    /// samples (two thread hand-offs fewer per trial). Only for runs whose evaluators hold no
-    /// more trials than their capacity: the capacities then bound the trials in flight, and
-    /// the driver keeps permits ready ahead (the limit, at least 8), so an evaluator that
+    /// Evaluators that use the blocking [`Run::pull`] start trials themselves: the driver
+    /// hands out permits instead of asking on the blocking pool, and the pulling thread samples
+    /// (two thread hand-offs fewer per trial). Only for runs whose evaluators all use `pull` and
+    /// evaluate one trial at a time: their number then bounds the trials in flight, and the
+    /// driver keeps permits ready ahead (the limit, at least 8), so an evaluator that
     /// finishes a trial starts the next one without waiting for the driver to see its answer,
     /// and the driver is woken only when fewer permits than the limit are left.
     pub evaluators_ask: bool,
@@ -260,7 +260,6 @@ impl Run {
     fn grant_permit(&self) {
         self.queue.lock().permits += 1;
         self.queue_cv.notify_one();
-        self.queue_notify.notify_one();
     }
 
     /// Takes back the permits nobody used; returns how many.
@@ -304,7 +303,14 @@ impl Run {
             if q.permits > 0 && !self.stop_requested.load(Ordering::SeqCst) {
                 q.permits -= 1;
                 drop(q);
-                if let Some(n) = self.ask_claimed() {
+                let r = ask(&self.study);
+                let number = r.as_ref().ok().copied().flatten();
+                if number.is_some() && self.options.trial_timeout.is_none() {
+                    self.deferred.lock().push(Event::Asked(r, true));
+                } else {
+                    let _ = self.events.send(Event::Asked(r, true));
+                }
+                if let Some(n) = number {
                     return Pulled::Requests(vec![EvalRequest { number: n }]);
                 }
                 q = self.queue.lock();
@@ -320,40 +326,9 @@ impl Run {
         }
     }
 
-    /// Starts the next trial on this thread with a permit the caller took, and tells the
-    /// driver (late when it can wait, see `deferred`). The trial's number, or None when no
-    /// trial could start (the driver learns why).
-    fn ask_claimed(&self) -> Option<u64> {
-        let r = ask(&self.study);
-        let number = r.as_ref().ok().copied().flatten();
-        if number.is_some() && self.options.trial_timeout.is_none() {
-            self.deferred.lock().push(Event::Asked(r, true));
-        } else {
-            let _ = self.events.send(Event::Asked(r, true));
-        }
-        number
-    }
-
-    /// For runs whose evaluators ask: with a permit ready, starts the next trial on this
-    /// thread (sampling included) for the caller to evaluate. None when no permit is ready or
-    /// no trial could start. Blocking: call it from a blocking thread, never from a task.
-    pub fn claim(&self) -> Option<u64> {
-        {
-            let mut q = self.queue.lock();
-            if q.closed || q.permits == 0 || self.stop_requested.load(Ordering::SeqCst) {
-                return None;
-            }
-            q.permits -= 1;
-        }
-        self.ask_claimed()
-    }
-
     /// Async form of [`Run::pull`] for evaluators that live on the runtime (a remote stream):
-    /// waits for at least one request; an empty vector means the run is over. When evaluators
-    /// ask, it takes up to `max` permits and starts their trials on the blocking pool, which
-    /// queues them (cancel-safe: a started trial is queued even if this future is dropped).
-    pub async fn pull_async(self: &Arc<Self>, max: usize) -> Vec<EvalRequest> {
-        let mut asked = 0;
+    /// waits for at least one request; an empty vector means the run is over.
+    pub async fn pull_async(&self, max: usize) -> Vec<EvalRequest> {
         loop {
             let notified = self.queue_notify.notified();
             {
@@ -364,20 +339,6 @@ impl Run {
                 }
                 if q.closed {
                     return Vec::new();
-                }
-                if asked < max.max(1)
-                    && q.permits > 0
-                    && !self.stop_requested.load(Ordering::SeqCst)
-                {
-                    q.permits -= 1;
-                    asked += 1;
-                    let run = self.clone();
-                    tokio::task::spawn_blocking(move || {
-                        if let Some(n) = run.ask_claimed() {
-                            run.push(EvalRequest { number: n });
-                        }
-                    });
-                    continue;
                 }
             }
             notified.await;
@@ -558,11 +519,9 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
     // Sampling is CPU work: more asks at once than cores only adds contention, and trials would
     // start in bursts instead of as soon as each is sampled.
     let ask_limit = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // Permits ready ahead when evaluators ask (see `RunOptions::evaluators_ask`); none
-    // while `max_concurrency` is below the evaluators' capacity (they could exceed it).
-    let capped = |limit: usize| opts.concurrency + run.joined.load(Ordering::SeqCst) > limit;
+    // Permits ready ahead when evaluators ask (see `RunOptions::evaluators_ask`).
     let slots = |limit: usize| {
-        if opts.evaluators_ask && limit > 0 && !capped(limit) {
+        if opts.evaluators_ask && limit > 0 {
             limit + limit.max(PERMITS_AHEAD)
         } else {
             limit

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dspex_optimizer::{Distribution, TrialState};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -109,8 +109,7 @@ pub fn run_options(spec: &pb::RunSpec) -> Result<(RunOptions, u32)> {
             concurrency: 0,
             max_concurrency: spec.max_concurrency.map(|m| m as usize),
             trial_timeout: secs("trial_timeout", spec.trial_timeout)?,
-            // Streams start their trials (see `Session::run`).
-            evaluators_ask: true,
+            evaluators_ask: false,
         },
         spec.max_retries,
     ))
@@ -626,8 +625,7 @@ impl Session {
         }
         // This stream's capacity counts in the run's limit while it is joined.
         let mut joined = current.as_ref().map(|a| a.run.join(self.capacity));
-        let in_flight = Arc::new(Mutex::new(InFlight::default()));
-        let freed = Arc::new(Notify::new());
+        let mut in_flight: HashSet<u64> = HashSet::new();
         let mut closing = self.closing.clone();
         let mut last_seen = Instant::now();
         let tick = self.server_hb.min(self.client_timeout / 2);
@@ -639,7 +637,7 @@ impl Session {
         loop {
             let run = current.as_ref().map(|a| a.run.clone());
             let credits = if run.is_some() {
-                self.capacity.saturating_sub(in_flight.lock().len())
+                self.capacity.saturating_sub(in_flight.len())
             } else {
                 0
             };
@@ -671,14 +669,12 @@ impl Session {
                                 });
                             }
                             Some(In::Finished(f)) => {
-                                if !in_flight.lock().finishing(f.trial) {
+                                if !in_flight.remove(&f.trial) {
                                     tracing::warn!(trial = f.trial, worker = %self.worker, "Finished for a trial this stream was not evaluating; ignored");
                                     continue;
                                 }
                                 let Some(a) = current.clone() else { continue };
                                 let study = study.clone();
-                                let (in_flight, freed, tx) = (in_flight.clone(), freed.clone(), self.tx.clone());
-                                let callable = self.callable.clone();
                                 tokio::task::spawn_blocking(move || {
                                     let n = f.trial;
                                     let outcome = f.outcome.as_ref().map(outcome_from_pb);
@@ -706,25 +702,6 @@ impl Session {
                                         tracing::warn!(trial = n, "could not finish the trial: {e}");
                                     }
                                     a.run.done(n, f.abort.map_or(Done::Finished, Done::Abort));
-                                    // The next trial for this stream starts here, on this
-                                    // thread, when the run has a permit ready: no hand-off to
-                                    // the driver and back.
-                                    let next = if a.run.options().evaluators_ask { a.run.claim() } else { None };
-                                    let next = in_flight.lock().finished(n, next);
-                                    match next {
-                                        Err(m) => a.run.lost(m, "the stream ended"),
-                                        Ok(Some(m)) => {
-                                            let sent = evaluate_msg(&study, &a.space, &callable, m)
-                                                .map_err(|e| format!("sampling the declared space failed: {e}"))
-                                                .and_then(|ev| tx.blocking_send(ev).map_err(|_| "the stream is closed".to_string()));
-                                            if let Err(why) = sent {
-                                                in_flight.lock().trials.remove(&m);
-                                                a.run.lost(m, why);
-                                                freed.notify_one();
-                                            }
-                                        }
-                                        Ok(None) => freed.notify_one(),
-                                    }
                                 });
                             }
                             Some(In::Heartbeat(_)) => {}
@@ -759,22 +736,21 @@ impl Session {
                             let s = r.wait_async().await;
                             let _ = self.tx.send(msg(Out::RunEnded(summary_to_pb(&s)))).await;
                         }
-                        in_flight.lock().trials.clear();
+                        in_flight.clear();
                         reason = "the run is over".into();
                         break;
                     }
                     let Some(a) = current.clone() else { continue };
                     for req in reqs {
-                        in_flight.lock().trials.insert(req.number);
+                        in_flight.insert(req.number);
                         if !self.send_evaluate(&a, req.number).await {
-                            in_flight.lock().trials.remove(&req.number);
+                            in_flight.remove(&req.number);
                         }
                     }
                 }
-                _ = freed.notified(), if run.is_some() && credits == 0 => {}
                 s = async { match &run { Some(r) => r.wait_async().await, None => std::future::pending().await } }, if run.is_some() && credits == 0 => {
                     let _ = self.tx.send(msg(Out::RunEnded(summary_to_pb(&s)))).await;
-                    in_flight.lock().trials.clear();
+                    in_flight.clear();
                     reason = "the run is over".into();
                     break;
                 }
@@ -812,9 +788,8 @@ impl Session {
             }
         }
         drop(joined);
-        let lost = in_flight.lock().close();
         if let Some(a) = &current {
-            for n in lost {
+            for n in in_flight {
                 a.run.lost(n, reason.clone());
             }
         }
@@ -828,84 +803,34 @@ impl Session {
 
     /// Sends trial `number` to the evaluator; false when it could not be (the trial is lost).
     async fn send_evaluate(&self, a: &ActiveRun, number: u64) -> bool {
-        let (study, space, callable) = (
-            self.entry.study.clone(),
-            a.space.clone(),
-            self.callable.clone(),
-        );
-        let m = if space.is_empty() {
-            evaluate_msg(&study, &space, &callable, number)
-        } else {
-            blocking(move || evaluate_msg(&study, &space, &callable, number)).await
-        };
-        match m {
-            Ok(m) => self.tx.send(m).await.is_ok(),
-            Err(e) => {
-                a.run
-                    .lost(number, format!("sampling the declared space failed: {e}"));
-                false
+        let mut params = HashMap::new();
+        if !a.space.is_empty() {
+            let study = self.entry.study.clone();
+            let space = a.space.clone();
+            let r = blocking(move || {
+                let mut out = BTreeMap::new();
+                for (name, dist) in space.iter() {
+                    out.insert(name.clone(), study.suggest(number, name, dist)?.value);
+                }
+                Ok(out)
+            })
+            .await;
+            match r {
+                Ok(p) => params = params_to_pb(&p),
+                Err(e) => {
+                    a.run
+                        .lost(number, format!("sampling the declared space failed: {e}"));
+                    return false;
+                }
             }
         }
-    }
-}
-
-/// The Evaluate message of trial `number`, with the declared parameters sampled (blocking
-/// when `space` is not empty).
-fn evaluate_msg(
-    study: &Study,
-    space: &BTreeMap<String, Distribution>,
-    callable: &str,
-    number: u64,
-) -> Result<std::result::Result<pb::AttachResponse, Status>> {
-    let mut params = BTreeMap::new();
-    for (name, dist) in space {
-        params.insert(name.clone(), study.suggest(number, name, dist)?.value);
-    }
-    Ok(msg(Out::Evaluate(pb::Evaluate {
-        trial: number,
-        callable: callable.to_string(),
-        params: params_to_pb(&params),
-    })))
-}
-
-/// The trials a stream evaluates.
-#[derive(Debug, Default)]
-struct InFlight {
-    /// Sent to the evaluator, not finished.
-    trials: HashSet<u64>,
-    /// Finished by the evaluator, still being told (they count against its capacity).
-    finishing: HashSet<u64>,
-    /// The stream ended.
-    closed: bool,
-}
-
-impl InFlight {
-    fn len(&self) -> usize {
-        self.trials.len() + self.finishing.len()
-    }
-
-    /// The evaluator finished `n`; false when this stream was not evaluating it.
-    fn finishing(&mut self, n: u64) -> bool {
-        self.trials.remove(&n) && self.finishing.insert(n)
-    }
-
-    /// `n` is told; `next`, a trial started for this stream, takes its place. Err(next) when
-    /// the stream ended meanwhile: nobody will evaluate it.
-    fn finished(&mut self, n: u64, next: Option<u64>) -> std::result::Result<Option<u64>, u64> {
-        self.finishing.remove(&n);
-        match next {
-            Some(m) if self.closed => Err(m),
-            Some(m) => {
-                self.trials.insert(m);
-                Ok(Some(m))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// The stream ended: the trials it was evaluating (lost with it).
-    fn close(&mut self) -> Vec<u64> {
-        self.closed = true;
-        self.trials.drain().collect()
+        self.tx
+            .send(msg(Out::Evaluate(pb::Evaluate {
+                trial: number,
+                callable: self.callable.clone(),
+                params,
+            })))
+            .await
+            .is_ok()
     }
 }
