@@ -241,11 +241,14 @@ impl IntDistribution {
                 "step > 0 must hold, got step={step}"
             )));
         }
-        let r = high - low;
+        // The width of the range needs 65 bits: i64::MIN..=i64::MAX spans 2^64 - 1.
+        let r = i128::from(high) - i128::from(low);
+        let step_wide = i128::from(step);
         let mut note = None;
         let mut high = high;
-        if r % step != 0 {
-            let adjusted = r / step * step + low;
+        if r % step_wide != 0 {
+            // At most the original high, so it fits in i64.
+            let adjusted = (i128::from(low) + r / step_wide * step_wide) as i64;
             note = Some(format!(
                 "the range [{low}, {high}] is not divisible by step={step}; high is replaced with {adjusted}"
             ));
@@ -262,15 +265,99 @@ impl IntDistribution {
         ))
     }
 
+    /// The number of steps from `low` to the last grid value not above `high` (one less than
+    /// the number of values; `u64::MAX` for the whole of i64 with step 1).
+    pub fn n_steps(&self) -> u64 {
+        let r = i128::from(self.high) - i128::from(self.low);
+        (r.max(0) / i128::from(self.step.max(1))) as u64
+    }
+
+    /// The `k`-th grid value, `low + k * step`, capped at the last one.
+    pub fn value_at(&self, k: u64) -> i64 {
+        let k = k.min(self.n_steps());
+        (i128::from(self.low) + i128::from(k) * i128::from(self.step.max(1))) as i64
+    }
+
     pub fn single(&self) -> bool {
-        self.low == self.high || (!self.log && self.high - self.low < self.step)
+        self.low == self.high
+            || (!self.log && i128::from(self.high) - i128::from(self.low) < i128::from(self.step))
+    }
+
+    /// The grid value nearest to `x` (an internal value, or a sampler's continuous draw),
+    /// clamped to the range; a tie rounds away from `low`. NaN gives `low`.
+    pub fn nearest(&self, x: f64) -> i64 {
+        const EXACT: u64 = 1 << 53;
+        if x.is_nan() {
+            return self.low;
+        }
+        let n = self.n_steps();
+        let step = self.step.max(1);
+        if self.low.unsigned_abs() <= EXACT && self.high.unsigned_abs() <= EXACT {
+            // Every grid value is an f64 integer: the step count in f64 is exact enough.
+            let k = ((x - self.low as f64) / step as f64).round();
+            return if k <= 0.0 {
+                self.low
+            } else if k >= n as f64 {
+                self.value_at(n)
+            } else {
+                self.value_at(k as u64)
+            };
+        }
+        // Exactly: x = whole + frac with 0 <= frac < 1, both exact (|x| <= 2^64 after the clamp).
+        let x = x.clamp(-(2f64.powi(64)), 2f64.powi(64));
+        let whole = x.floor();
+        let frac = x - whole;
+        let offset = whole as i128 - i128::from(self.low);
+        if offset < 0 {
+            return self.low;
+        }
+        let (step, q, rem) = (
+            i128::from(step),
+            offset / i128::from(step),
+            offset % i128::from(step),
+        );
+        // Round up when rem + frac >= step / 2, i.e. 2 rem + 2 frac >= step with 2 frac < 2.
+        let gap = step - 2 * rem;
+        let k = q + i128::from(gap <= 0 || (gap == 1 && frac >= 0.5));
+        self.value_at(k.min(i128::from(n)) as u64)
+    }
+
+    /// The grid value whose internal (f64) representation is `v`, if any. Beyond 2^53 several
+    /// integers share one f64: the one nearest to `v` is returned (the lower on a tie).
+    fn grid_value_of(&self, v: f64) -> Option<i64> {
+        if !(self.low as f64 <= v && v <= self.high as f64) || v.fract() != 0.0 {
+            return None;
+        }
+        // |v| <= 2^63: exact in i128.
+        let target = v as i128;
+        let (low, step) = (i128::from(self.low), i128::from(self.step.max(1)));
+        let n = i128::from(self.n_steps());
+        let below = (target - low).div_euclid(step);
+        // i64 -> f64 conversion is monotonic, so if any grid value maps to `v`, one of the two
+        // grid values of the range around `target` does.
+        [below.min(n), (below + 1).max(0)]
+            .into_iter()
+            .filter(|k| (0..=n).contains(k))
+            .map(|k| (low + k * step) as i64)
+            .filter(|g| *g as f64 == v)
+            .min_by_key(|g| (i128::from(*g) - target).abs())
     }
 
     pub fn contains(&self, v: f64) -> bool {
-        if !(self.low as f64 <= v && v <= self.high as f64) || v.fract() != 0.0 {
-            return false;
-        }
-        (v as i64 - self.low) % self.step == 0
+        self.grid_value_of(v).is_some()
+    }
+
+    /// Whether the integer `x` is one of the distribution's values.
+    pub fn contains_int(&self, x: i64) -> bool {
+        self.low <= x
+            && x <= self.high
+            && (i128::from(x) - i128::from(self.low)) % i128::from(self.step.max(1)) == 0
+    }
+
+    /// The external value of the internal value `v`: the grid value it represents, or `v`
+    /// rounded when it represents none.
+    pub fn to_external(&self, v: f64) -> i64 {
+        self.grid_value_of(v).unwrap_or(v.round() as i64)
     }
 }
 
@@ -334,7 +421,12 @@ impl Distribution {
                 DistributionError::Invalid(format!("{value} is not one of the choices"))
             })? as f64,
         };
-        if !self.contains(internal) {
+        let inside = match (self, value) {
+            // Checked on the integer itself: beyond 2^53 its f64 may also be a neighbour's.
+            (Distribution::Int(d), ParamValue::Int(i)) => d.contains_int(*i),
+            _ => self.contains(internal),
+        };
+        if !inside {
             return Err(DistributionError::Invalid(format!(
                 "{value} is outside the distribution {}",
                 self.to_json()
@@ -347,7 +439,7 @@ impl Distribution {
     pub fn to_external(&self, internal: f64) -> ParamValue {
         match self {
             Distribution::Float(_) => ParamValue::Float(internal),
-            Distribution::Int(_) => ParamValue::Int(internal.round() as i64),
+            Distribution::Int(d) => ParamValue::Int(d.to_external(internal)),
             Distribution::Categorical(d) => {
                 let i = (internal.max(0.0) as usize).min(d.choices.len() - 1);
                 d.choices[i].clone()
@@ -542,6 +634,156 @@ mod tests {
         assert!(IntDistribution::new(3, 3, false, 1).unwrap().single());
         assert!(IntDistribution::new(3, 4, false, 2).unwrap().single());
         assert!(!IntDistribution::new(3, 5, false, 2).unwrap().single());
+    }
+
+    #[test]
+    fn int_validation_is_exact_at_the_ends_of_i64() {
+        let (d, note) = IntDistribution::checked(i64::MIN, i64::MAX, false, 1).unwrap();
+        assert_eq!((d.low, d.high), (i64::MIN, i64::MAX));
+        assert!(note.is_none());
+        assert!(!d.single());
+        // 2^64 - 1 is not a multiple of 2^62: high moves down to the last grid point.
+        let (d, note) = IntDistribution::checked(i64::MIN, i64::MAX, false, 1 << 62).unwrap();
+        assert_eq!(d.high, 1 << 62);
+        let note = note.unwrap();
+        assert!(
+            note.contains("not divisible by step=4611686018427387904")
+                && note.contains("high is replaced with 4611686018427387904"),
+            "{note}"
+        );
+        assert!(!d.single());
+        let (d, note) = IntDistribution::checked(i64::MIN, i64::MAX, false, i64::MAX).unwrap();
+        assert_eq!(d.high, i64::MAX - 1);
+        assert!(note.is_some());
+        let (d, note) = IntDistribution::checked(i64::MIN, -1, false, 1 << 62).unwrap();
+        assert_eq!(d.high, -(1 << 62));
+        assert!(note.is_some());
+        let (d, note) = IntDistribution::checked(i64::MAX - 1, i64::MAX, false, 1).unwrap();
+        assert_eq!(d.high, i64::MAX);
+        assert!(note.is_none() && !d.single());
+        assert!(IntDistribution::new(i64::MAX - 1, i64::MAX, false, 2)
+            .unwrap()
+            .single());
+        assert!(IntDistribution::new(i64::MIN, i64::MIN + 1, false, 2)
+            .unwrap()
+            .single());
+        assert!(!IntDistribution::new(i64::MIN, i64::MIN + 1, false, 1)
+            .unwrap()
+            .single());
+        assert!(IntDistribution::new(i64::MAX, i64::MAX, false, i64::MAX)
+            .unwrap()
+            .single());
+        let (d, note) = IntDistribution::checked(1, i64::MAX, true, 1).unwrap();
+        assert_eq!(d.high, i64::MAX);
+        assert!(note.is_none() && !d.single());
+
+        assert!(err(IntDistribution::new(i64::MAX, i64::MIN, false, 1))
+            .contains("low=9223372036854775807, high=-9223372036854775808"));
+        assert!(
+            err(IntDistribution::new(i64::MIN, i64::MAX, false, i64::MIN))
+                .contains("step=-9223372036854775808")
+        );
+        assert!(err(IntDistribution::new(i64::MIN, i64::MAX, true, 1)).contains("low >= 1"));
+        assert!(err(IntDistribution::new(1, i64::MAX, true, i64::MAX)).contains("step must be 1"));
+    }
+
+    #[test]
+    fn int_internal_values_are_exact_at_the_ends_of_i64() {
+        let full = Distribution::Int(IntDistribution::new(i64::MIN, i64::MAX, false, 1).unwrap());
+        for v in [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX] {
+            let internal = full.to_internal(&ParamValue::Int(v)).unwrap();
+            assert!(full.contains(internal));
+            // Beyond 2^53 neighbours share an f64; the value comes back as one of them.
+            let ParamValue::Int(back) = full.to_external(internal) else {
+                panic!("not an int")
+            };
+            assert_eq!(back as f64, v as f64);
+        }
+        assert_eq!(full.to_external(i64::MAX as f64), ParamValue::Int(i64::MAX));
+        assert_eq!(full.to_external(i64::MIN as f64), ParamValue::Int(i64::MIN));
+        assert!(full.contains(2f64.powi(63)) && full.contains(-(2f64.powi(63))));
+        assert!(!full.contains(2f64.powi(64)) && !full.contains(-(2f64.powi(64))));
+        assert!(!full.contains(f64::NAN) && !full.contains(f64::INFINITY) && !full.contains(0.5));
+
+        let coarse =
+            Distribution::Int(IntDistribution::new(i64::MIN, i64::MAX, false, 1 << 62).unwrap());
+        for k in -2..=1i64 {
+            let v = k * (1 << 62);
+            let internal = coarse.to_internal(&ParamValue::Int(v)).unwrap();
+            assert_eq!(coarse.to_external(internal), ParamValue::Int(v));
+        }
+        assert!(coarse.to_internal(&ParamValue::Int(i64::MAX)).is_err());
+        assert!(coarse.to_internal(&ParamValue::Int(1)).is_err());
+        assert!(!coarse.contains(2f64.powi(63)));
+
+        let top =
+            Distribution::Int(IntDistribution::new(i64::MAX - 1, i64::MAX, false, 1).unwrap());
+        assert!(top.contains(2f64.powi(63)));
+        assert!(!top.contains(2f64.powi(62)));
+        assert_eq!(top.to_external(2f64.powi(63)), ParamValue::Int(i64::MAX));
+        let bottom =
+            Distribution::Int(IntDistribution::new(i64::MIN, i64::MIN + 1, false, 1).unwrap());
+        assert!(bottom.contains(-(2f64.powi(63))));
+        assert_eq!(
+            bottom.to_external(-(2f64.powi(63))),
+            ParamValue::Int(i64::MIN)
+        );
+        assert!(bottom.to_internal(&ParamValue::Int(i64::MIN + 1)).is_ok());
+
+        // A grid whose values are not f64 integers: each still has an internal value that maps
+        // back into the range.
+        let odd = IntDistribution::new((1 << 60) + 1, (1 << 60) + 5, false, 2).unwrap();
+        let dist = Distribution::Int(odd.clone());
+        for v in [odd.low, odd.low + 2, odd.high] {
+            let internal = dist.to_internal(&ParamValue::Int(v)).unwrap();
+            let ParamValue::Int(back) = dist.to_external(internal) else {
+                panic!("not an int")
+            };
+            assert!(odd.low <= back && back <= odd.high && (back - odd.low) % 2 == 0);
+        }
+        assert!(dist.to_internal(&ParamValue::Int(1 << 60)).is_err());
+        assert!(dist.to_internal(&ParamValue::Int(odd.low + 1)).is_err());
+        assert!(dist.contains(2f64.powi(60)));
+        assert!(!dist.contains(2f64.powi(60) - 256.0));
+        assert!(!dist.contains(2f64.powi(60) + 256.0));
+    }
+
+    #[test]
+    fn int_nearest_grid_value_is_exact() {
+        assert_eq!(
+            IntDistribution::new(i64::MIN, i64::MAX, false, i64::MAX)
+                .unwrap()
+                .n_steps(),
+            2
+        );
+        assert_eq!(
+            IntDistribution::new(i64::MIN, i64::MAX, false, 1)
+                .unwrap()
+                .n_steps(),
+            u64::MAX
+        );
+        assert_eq!(IntDistribution::new(7, 7, false, 3).unwrap().n_steps(), 0);
+        let d = IntDistribution::new(i64::MIN, i64::MAX, false, 1).unwrap();
+        assert_eq!(d.nearest(f64::INFINITY), i64::MAX);
+        assert_eq!(d.nearest(2f64.powi(63)), i64::MAX);
+        assert_eq!(d.nearest(1e300), i64::MAX);
+        assert_eq!(d.nearest(-1e300), i64::MIN);
+        assert_eq!(d.nearest(f64::NEG_INFINITY), i64::MIN);
+        assert_eq!(d.nearest(2.4), 2);
+        assert_eq!(d.nearest(-2.6), -3);
+        let d = IntDistribution::new(i64::MIN, i64::MAX, false, 1 << 62).unwrap();
+        assert_eq!(d.nearest(2f64.powi(63)), 1 << 62);
+        assert_eq!(d.nearest(2f64.powi(61) - 1e3), 0);
+        assert_eq!(d.nearest(2f64.powi(61) + 1e6), 1 << 62);
+        assert_eq!(d.nearest(-(2f64.powi(62)) - 1e6), -(1 << 62));
+        assert_eq!(d.value_at(0), i64::MIN);
+        assert_eq!(d.value_at(3), 1 << 62);
+        let d = IntDistribution::new(i64::MAX - 1, i64::MAX, false, 1).unwrap();
+        assert_eq!(d.nearest(2f64.powi(63)), i64::MAX);
+        assert_eq!(d.nearest(0.0), i64::MAX - 1);
+        let d = IntDistribution::new(1, i64::MAX, true, 1).unwrap();
+        assert_eq!(d.nearest(2f64.powi(63)), i64::MAX);
+        assert_eq!(d.nearest(0.2), 1);
     }
 
     #[test]

@@ -85,8 +85,17 @@ impl GridSampler {
         let mut id = 0;
         for (name, vals) in self.names.iter().zip(&self.values) {
             let dist = t.distributions.get(name)?;
-            let value = dist.to_external(*t.params.get(name)?);
-            let idx = vals.iter().position(|v| grid_value_matches(v, &value))?;
+            let internal = *t.params.get(name)?;
+            let value = dist.to_external(internal);
+            // Ints beyond 2^53 share their internal value with neighbours, so the external
+            // value may be a neighbour of the grid value: compare internal values then.
+            let idx = vals
+                .iter()
+                .position(|v| grid_value_matches(v, &value))
+                .or_else(|| {
+                    vals.iter()
+                        .position(|v| dist.to_internal(v).is_ok_and(|i| i == internal))
+                })?;
             id = id * vals.len() + idx;
         }
         Some(id)
@@ -230,5 +239,42 @@ mod tests {
             "order should be shuffled"
         );
         assert!(GridSampler::new([("a".to_string(), vec![])].into(), None).is_err());
+    }
+
+    #[test]
+    fn grid_with_int_values_at_the_ends_of_i64() {
+        let values = vec![
+            ParamValue::Int(i64::MIN),
+            ParamValue::Int(-1),
+            ParamValue::Int(i64::MAX - 1),
+        ];
+        let space: BTreeMap<String, Vec<ParamValue>> = [("a".to_string(), values.clone())].into();
+        let g = GridSampler::new(space.clone(), Some(4)).unwrap();
+        let da = Distribution::Int(IntDistribution::new(i64::MIN, i64::MAX, false, 1).unwrap());
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let t = h.create_trial(TrialState::Running);
+            let p = g.fixed_params(&h, t).unwrap();
+            let internal = da.to_internal(&p["a"]).unwrap();
+            h.set_param(t, "a", internal, &da).unwrap();
+            h.finish(t, TrialState::Complete, Some(vec![0.0])).unwrap();
+            seen.push(p["a"].clone());
+        }
+        seen.sort_by_key(|v| match v {
+            ParamValue::Int(i) => *i,
+            _ => 0,
+        });
+        assert_eq!(seen, values);
+        assert!(g.is_exhausted(&h));
+        // A sampler that did not hand out the points (a restarted engine) finds them from the
+        // stored values, although i64::MAX - 1 is stored as 2^63.
+        let fresh = GridSampler::new(space, Some(4)).unwrap();
+        assert!(fresh.is_exhausted(&h));
+        // A parameter outside the grid is sampled in its range.
+        let db = IntDistribution::new(i64::MIN, i64::MAX, false, 1 << 62).unwrap();
+        let t = h.create_trial(TrialState::Running);
+        let v = g.sample_independent(&h, t, "b", &Distribution::Int(db.clone()));
+        crate::samplers::random::tests::external_on_grid(&db, v);
     }
 }

@@ -21,7 +21,7 @@ use rand::RngExt;
 use rayon::prelude::*;
 use statrs::function::erf::erfc;
 
-use crate::distributions::Distribution;
+use crate::distributions::{Distribution, IntDistribution};
 use crate::fastmath::{self, madd};
 
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
@@ -262,6 +262,8 @@ struct NumericDim {
     log: bool,
     /// Step in the original space; 0 for continuous.
     step: f64,
+    /// The distribution of an int dimension, whose draws are rounded onto its grid exactly.
+    int: Option<Box<IntDistribution>>,
     /// Bounds in the original space.
     low: f64,
     high: f64,
@@ -506,6 +508,9 @@ impl ParzenEstimator {
                         let mut x = mu + sigma * z;
                         if nd.log {
                             x = x.exp();
+                        }
+                        if let Some(int) = &nd.int {
+                            return int.nearest(x) as f64;
                         }
                         if nd.step > 0.0 {
                             x = nd.low + ((x - nd.low) / nd.step).round() * nd.step;
@@ -873,18 +878,45 @@ fn log_sum_exp<const FMA: bool>(v: &[f64]) -> f64 {
 /// log mass of every candidate's step cell under every unique (mu, sigma) kernel:
 /// row-major candidates x unique pairs.
 fn cell_masses(nd: &NumericDim, xs: &[f64]) -> Vec<f64> {
+    /// Cells narrower than this many bandwidths lose their mass to rounding between the
+    /// bounds' CDFs (about 1e-4 of it at this width, all of it below 1e-16).
+    const NARROW: f64 = 1e-12;
     let mut out = Vec::with_capacity(xs.len() * nd.unique.len());
     for &x in xs {
         let (mut l, mut r) = (x - nd.step / 2.0, x + nd.step / 2.0);
-        if nd.log {
+        // The cell's width in the transformed space, without the cancellation of `r - l`.
+        let width = if nd.log {
             l = l.ln();
             r = r.ln();
-        }
+            (nd.step / (x - nd.step / 2.0)).ln_1p()
+        } else {
+            nd.step
+        };
+        // False when the bounds lost the width to rounding (ints beyond 2^53, log cells
+        // narrower than the precision of the log).
+        let bounds_hold = (r - l - width).abs() <= 1e-4 * width;
+        let centre = if nd.log { x.ln() } else { x };
         for &(mu, sigma) in &nd.unique {
-            out.push(log_gauss_mass((l - mu) / sigma, (r - mu) / sigma));
+            let w = width / sigma;
+            out.push(if bounds_hold && w >= NARROW {
+                log_gauss_mass((l - mu) / sigma, (r - mu) / sigma)
+            } else {
+                narrow_log_mass((centre - mu) / sigma, w)
+            });
         }
     }
     out
+}
+
+/// log of the standard normal mass on [c - w/2, c + w/2], accurate for any small width `w`.
+fn narrow_log_mass(c: f64, w: f64) -> f64 {
+    if w > 1e-3 {
+        return log_gauss_mass(c - w / 2.0, c + w / 2.0);
+    }
+    // w * pdf(c) * (1 + w^2 (c^2 - 1) / 24), up to terms in w^4. The correction is only
+    // meaningful for |w c| < 1; beyond, the density is below e^-500000 anyway.
+    let wc = (w * c).clamp(-1.0, 1.0);
+    w.ln() - 0.5 * c * c - LN_SQRT_2PI + ((wc * wc - w * w) / 24.0).ln_1p()
 }
 
 fn categorical_dim(values: &[f64], n_choices: usize, prior_weight: f64) -> CategoricalDim {
@@ -923,12 +955,21 @@ with_avx2! {
         log: bool,
         params: ParzenParams,
     ) -> NumericDim {
+        let int = match &d.dist {
+            Distribution::Int(i) => Some(Box::new(i.clone())),
+            _ => None,
+        };
         let (mut t_low, mut t_high) = (low - step / 2.0, high + step / 2.0);
         let mut mus = d.values;
         if log {
             t_low = t_low.ln();
             t_high = t_high.ln();
             mus.iter_mut().for_each(|m| *m = m.ln());
+        }
+        if t_high <= t_low {
+            // Ints near 2^63 whose values all share one f64 (or one log): give the range a
+            // width, so the kernels have one.
+            t_high = t_low + t_low.abs().max(1.0) * f64::EPSILON;
         }
         let n = mus.len();
         let range = t_high - t_low;
@@ -1012,6 +1053,7 @@ with_avx2! {
         NumericDim {
             log,
             step,
+            int,
             low,
             high,
             t_low,
@@ -1293,6 +1335,61 @@ mod tests {
             let m = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let brute = m + all.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
             assert!((fast - brute).abs() < 1e-9, "{c}: {fast} vs {brute}");
+        }
+    }
+
+    #[test]
+    fn int_cells_keep_their_mass_beyond_f64_integers() {
+        // An int's cell mass is the continuous density over the same transformed range times
+        // the cell's width: 1 for step 1, 1/x in log space for log ints.
+        let cases = [
+            (i64::MIN, i64::MAX, false, vec![-3e18, 1e18, 1.1e18, 4e18]),
+            (1, i64::MAX, true, vec![3.0, 1e9, 2e15, 5e18]),
+        ];
+        for (low, high, log, obs) in cases {
+            let int = Distribution::Int(IntDistribution::new(low, high, log, 1).unwrap());
+            let float = Distribution::Float(
+                FloatDistribution::new(low as f64 - 0.5, high as f64 + 0.5, log, None).unwrap(),
+            );
+            let fit = |dist: &Distribution| {
+                ParzenEstimator::new(
+                    vec![DimObservations {
+                        values: obs.clone(),
+                        order: None,
+                        dist: dist.clone(),
+                    }],
+                    &vec![1.0; obs.len()],
+                    P,
+                )
+            };
+            let (ei, ef) = (fit(&int), fit(&float));
+            let xs: Vec<f64> = if log {
+                vec![1e3, 1e9, 3e12, 2e15, 1e17, 5e18, 2f64.powi(63)]
+            } else {
+                vec![
+                    -(2f64.powi(63)),
+                    -1e18,
+                    0.0,
+                    1e15,
+                    1.05e18,
+                    2e18,
+                    2f64.powi(63),
+                ]
+            };
+            let points = std::slice::from_ref(&xs);
+            let (li, lf) = (ei.log_pdf(points), ef.log_pdf(points));
+            for ((x, a), b) in xs.iter().zip(&li).zip(&lf) {
+                assert!(a.is_finite(), "{x}: {a}");
+                let expected = if log { b - x.ln() } else { *b };
+                assert!(
+                    (a - expected).abs() < 1e-3,
+                    "log={log} x={x}: {a} vs {expected}"
+                );
+            }
+            if !log {
+                // Near the cluster of observations around 1e18 rather than at 0.
+                assert!(li[4] > li[2], "{li:?}");
+            }
         }
     }
 }

@@ -41,16 +41,19 @@ pub(crate) fn sample_uniform(rng: &mut SmallRng, dist: &Distribution) -> f64 {
             }
         }
         Distribution::Int(d) => {
-            if d.log {
-                // Uniform in log space over [low - 0.5, high + 0.5], rounded (Optuna's way).
-                let lo = (d.low as f64 - 0.5).ln();
-                let hi = (d.high as f64 + 0.5).ln();
-                let v = rng.random_range(lo..hi).exp().round();
-                v.clamp(d.low as f64, d.high as f64)
+            // Uniform in log space over [low - 0.5, high + 0.5], rounded (Optuna's way). Near
+            // 2^63 a short range can be empty in log space: it is then sampled uniformly, which
+            // is what log-uniform is on so narrow a range.
+            let log_range = d
+                .log
+                .then(|| ((d.low as f64 - 0.5).ln(), (d.high as f64 + 0.5).ln()))
+                .filter(|(lo, hi)| lo < hi);
+            if let Some((lo, hi)) = log_range {
+                let v = rng.random_range(lo..hi).exp();
+                d.nearest(v) as f64
             } else {
-                let n = (d.high - d.low) / d.step;
-                let k = rng.random_range(0..=n);
-                (d.low + k * d.step) as f64
+                let k = rng.random_range(0..=d.n_steps());
+                d.value_at(k) as f64
             }
         }
         Distribution::Categorical(d) => rng.random_range(0..d.choices.len()) as f64,
@@ -70,7 +73,7 @@ impl Sampler for RandomSampler {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::distributions::*;
     use crate::trial::StudyDirection;
@@ -99,5 +102,63 @@ mod tests {
             }
             assert!(seen.len() > 1);
         }
+    }
+
+    /// Ranges at the ends of i64, where `high - low` overflows i64.
+    pub(crate) fn extreme_int_dists() -> Vec<IntDistribution> {
+        vec![
+            IntDistribution::new(i64::MIN, i64::MAX, false, 1).unwrap(),
+            IntDistribution::new(i64::MIN, i64::MAX, false, 1 << 62).unwrap(),
+            IntDistribution::new(i64::MIN, i64::MAX, false, i64::MAX).unwrap(),
+            IntDistribution::new(i64::MAX - 1, i64::MAX, false, 1).unwrap(),
+            IntDistribution::new(i64::MIN, i64::MIN + 1, false, 1).unwrap(),
+            IntDistribution::new(1, i64::MAX, true, 1).unwrap(),
+            IntDistribution::new(i64::MAX - 1000, i64::MAX, true, 1).unwrap(),
+            IntDistribution::new((1 << 60) + 1, (1 << 60) + 9, false, 2).unwrap(),
+        ]
+    }
+
+    /// The external value of `internal`, checked to lie in `d` and on its step grid.
+    pub(crate) fn external_on_grid(d: &IntDistribution, internal: f64) -> i64 {
+        let dist = Distribution::Int(d.clone());
+        assert!(dist.contains(internal), "{internal} not in {d:?}");
+        let ParamValue::Int(x) = dist.to_external(internal) else {
+            panic!("not an int")
+        };
+        assert!(d.low <= x && x <= d.high, "{x} outside {d:?}");
+        assert_eq!(
+            (i128::from(x) - i128::from(d.low)) % i128::from(d.step),
+            0,
+            "{x} off {d:?}"
+        );
+        x
+    }
+
+    #[test]
+    fn random_ints_at_the_ends_of_i64_are_in_range_and_on_the_grid() {
+        let h = History::new(vec![StudyDirection::Minimize]);
+        let s = RandomSampler::new(Some(11));
+        for d in extreme_int_dists() {
+            let dist = Distribution::Int(d.clone());
+            let mut seen = std::collections::BTreeSet::new();
+            for t in 0..300 {
+                let v = s.sample_independent(&h, t, "p", &dist);
+                seen.insert(external_on_grid(&d, v));
+            }
+            // Ints near 2^63 that share one f64 (internal value) come back as one of them.
+            if d.low as f64 != d.high as f64 {
+                assert!(seen.len() > 1, "{d:?}: {seen:?}");
+            }
+        }
+        // Every value of a coarse full-width grid comes up.
+        let d = IntDistribution::new(i64::MIN, i64::MAX, false, 1 << 62).unwrap();
+        let dist = Distribution::Int(d.clone());
+        let seen: std::collections::BTreeSet<i64> = (0..200)
+            .map(|t| external_on_grid(&d, s.sample_independent(&h, t, "p", &dist)))
+            .collect();
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            vec![i64::MIN, -(1 << 62), 0, 1 << 62]
+        );
     }
 }

@@ -830,4 +830,74 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("group"));
     }
+
+    #[test]
+    fn tpe_ints_at_the_ends_of_i64_are_in_range_and_on_the_grid() {
+        use crate::samplers::random::tests::{external_on_grid, extreme_int_dists};
+        let dists = extreme_int_dists();
+        let space: SearchSpace = dists
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("i{i}"), Distribution::Int(d.clone())))
+            .collect();
+        for multivariate in [true, false] {
+            let sampler = TpeSampler::new(TpeOptions {
+                seed: Some(5),
+                n_startup_trials: 5,
+                multivariate: Some(multivariate),
+                ..TpeOptions::default()
+            })
+            .unwrap();
+            let mut h = History::new(vec![StudyDirection::Minimize]);
+            let mut after_startup = std::collections::BTreeSet::new();
+            for n in 0..30 {
+                let t = h.create_trial(TrialState::Running);
+                let rel_space = sampler.infer_relative_search_space(&h, t);
+                let rel = sampler.sample_relative(&h, t, &rel_space);
+                if n >= 5 && multivariate {
+                    assert_eq!(rel.len(), space.len(), "trial {n}");
+                }
+                h.set_relative_params(t, &rel, &rel_space).unwrap();
+                let mut y = 0.0;
+                for (i, (name, dist)) in space.iter().enumerate() {
+                    let v = h
+                        .pending_relative(t, name)
+                        .unwrap_or_else(|| sampler.sample_independent(&h, t, name, dist));
+                    h.set_param(t, name, v, dist).unwrap();
+                    let x = external_on_grid(&dists[i], v);
+                    if n >= 5 && i == 0 {
+                        after_startup.insert(x);
+                    }
+                    // Prefer values near the middle of each range.
+                    let d = &dists[i];
+                    let mid = (i128::from(d.low) + i128::from(d.high)) / 2;
+                    y += ((i128::from(x) - mid) as f64).abs() / 2f64.powi(64);
+                }
+                h.finish(t, TrialState::Complete, Some(vec![y])).unwrap();
+            }
+            assert!(after_startup.len() > 1, "{after_startup:?}");
+        }
+    }
+
+    #[test]
+    fn tpe_learns_on_int_ranges_up_to_i64_max() {
+        // The model works on ints beyond 2^53 too, in linear and in log space.
+        for (low, log) in [(1, true), (i64::MIN, false)] {
+            let space: SearchSpace = [(
+                "n".to_string(),
+                Distribution::Int(IntDistribution::new(low, i64::MAX, log, 1).unwrap()),
+            )]
+            .into();
+            let f = |x: &[f64]| (x[0].abs().max(1.0).ln() - 20.0).abs();
+            let mut t = Vec::new();
+            let mut r = Vec::new();
+            for seed in 0..7 {
+                t.push(run(&tpe(seed), 60, f, &space).1);
+                let random = crate::samplers::RandomSampler::new(Some(seed));
+                r.push(run(&random, 60, f, &space).1);
+            }
+            let (mt, mr) = (median(t), median(r));
+            assert!(mt < mr, "log={log}: tpe {mt} vs random {mr}");
+        }
+    }
 }
