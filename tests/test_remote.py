@@ -435,3 +435,63 @@ def test_outcomes_told_in_one_message_match_embedded(server, caplog):
     states = [s for s, _, _ in results[0][0]]
     assert states.count(dspex.TrialState.FAIL) == 4 and states.count(dspex.TrialState.PRUNED) == 2
     assert len(results[0][1]) >= 8, results[0][1]
+
+
+def _bad_calls(where):
+    """Runs the same bad calls on studies from ``where(**create_study kwargs)`` and returns
+    what each raised: (exception type, message)."""
+    out = {}
+
+    def attempt(name, f):
+        try:
+            f()
+        except Exception as e:  # noqa: BLE001 - what is raised is what is compared
+            out[name] = (type(e).__name__, str(e))
+        else:
+            out[name] = None
+
+    s = where(create=True, study_name="errs")
+    attempt("best_trial_of_an_empty_study", lambda: s.best_trial)
+    attempt("duplicate_study", lambda: where(create=True, study_name="errs"))
+    attempt("missing_study", lambda: where(create=False, study_name="nope"))
+    multi = where(create=True, study_name="errs-multi", directions=["minimize", "maximize"])
+    attempt("best_trial_of_a_multi_objective_study", lambda: multi.best_trial)
+    t = s.ask()
+    t.suggest_float("x", 0, 1)
+    attempt("incompatible_distribution", lambda: t.suggest_int("x", 0, 3))
+    big = t.suggest_int("big", -(2**63), 2**63 - 1)
+    attempt("int_at_the_ends_of_int64", lambda: None if -(2**63) <= big <= 2**63 - 1 else 1 / 0)
+    s.tell(t, 1.0)
+    attempt("tell_a_finished_trial", lambda: s.tell(t, 2.0))
+    attempt("report_on_a_finished_trial", lambda: t.report(1.0, 0))
+    attempt("tell_a_trial_that_does_not_exist", lambda: s.tell(999, 1.0))
+    # The engine's own check (the Python API answers this one before asking the engine).
+    attempt("engine_best_trial_of_a_multi_objective_study", lambda: multi._native.best_trial())
+    return out
+
+
+def test_the_same_bad_calls_raise_the_same_errors_embedded_and_remote(server):
+    storage = dspex.storages.InMemoryStorage()
+
+    def embedded(create, **kw):
+        if create:
+            return dspex.create_study(storage=storage, **kw)
+        return dspex.load_study(storage=storage, **kw)
+
+    def remote(create, **kw):
+        if create:
+            return dspex.create_study(engine=server, **kw)
+        return dspex.load_study(engine=server, **kw)
+
+    here, there = _bad_calls(embedded), _bad_calls(remote)
+    assert here == there
+    assert here["best_trial_of_an_empty_study"][0] == "ValueError"
+    assert here["duplicate_study"][0] == "DuplicatedStudyError"
+    assert here["missing_study"][0] == "KeyError"
+    assert here["best_trial_of_a_multi_objective_study"][0] == "RuntimeError"
+    assert here["engine_best_trial_of_a_multi_objective_study"][0] == "RuntimeError"
+    assert here["incompatible_distribution"][0] == "ValueError"
+    assert here["int_at_the_ends_of_int64"] is None
+    assert here["tell_a_finished_trial"][0] == "ValueError"
+    assert here["report_on_a_finished_trial"][0] in ("ValueError", "RuntimeError")
+    assert here["tell_a_trial_that_does_not_exist"][0] in ("KeyError", "ValueError")

@@ -159,7 +159,7 @@ class _Runner:
         if self.single:
             try:
                 b = self.native.best_trial()
-                self.best = (b[0], b[4][0])
+                self.best = (b.number, b.values[0])
             except ValueError:
                 pass
 
@@ -220,9 +220,10 @@ class _Runner:
         if self.gc_after_trial:
             gc.collect()
 
-    def _log(self, number: int, told: tuple, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
-        """Queues the trial's log line (built and written on the logging thread)."""
-        state, values, reason = told
+    def _log(self, number: int, told: Any, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
+        """Queues the trial's log line (built and written on the logging thread); ``told`` is
+        what the engine recorded (a ``dspex._native.Told``)."""
+        state, values, reason = told.state, told.values, told.fail_reason
         if state == "COMPLETE":
             best = None
             if self.single and values:
@@ -362,10 +363,10 @@ def run_optimize(study: "Study", func: Any, n_trials: Any, timeout: Any, n_jobs:
 def _raise_run_error(runner: "_Runner") -> None:
     """A run the engine ended on an error (a storage failure while starting a trial...)."""
     summary = runner.run.wait(0.0)
-    if summary is not None and summary[2] == "error":
+    if summary is not None and summary.reason == "error":
         from dspex.exceptions import StorageInternalError
 
-        detail = summary[3] or "unknown error"
+        detail = summary.detail or "unknown error"
         if detail.startswith("storage error"):
             raise StorageInternalError(detail)
         raise RuntimeError(detail)

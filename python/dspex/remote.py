@@ -91,7 +91,7 @@ def _load_study(engine: str, token: Optional[str], tls_ca: Optional[str], study_
 
 
 def _is_remote(study: "Study") -> bool:
-    return isinstance(study._native, _native.RemoteStudy)
+    return bool(study._native.is_remote)
 
 
 def _drive(study: "Study", run: Any, func: Callable, concurrency: int, catch: Any, callbacks: Any = None) -> Any:
@@ -128,11 +128,13 @@ def attach(
     heartbeat_ms: int = 1000,
     tls_ca: Optional[str] = None,
     worker: Optional[str] = None,
-) -> Tuple[Any, ...]:
+) -> Any:
     """Joins the active run of remote study ``study_name`` (waiting for one) and evaluates
     ``objective`` on the trials the engine sends, ``concurrency`` at once, until the run is
-    over. An exception in ``catch`` (default: any) fails its trial only. Returns the run
-    summary ``(started, finished, reason, detail, timed_out)``."""
+    over. An exception in ``catch`` (default: any) fails its trial only. Returns the run's
+    summary, with ``started``, ``finished``, ``reason`` (``"n_trials"``, ``"timeout"``,
+    ``"stopped"``, ``"exhausted"``, ``"aborted"``, ``"interrupted"`` or ``"error"``),
+    ``detail`` and ``timed_out`` (trials failed by the per-trial timeout)."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
     study = _load_study(engine, token, tls_ca, study_name)
@@ -270,8 +272,8 @@ def optimize_processes(
         finally:
             pool.close()
         summary = run.wait(0.0)
-        if summary is not None and summary[2] == "error":
-            raise RuntimeError(summary[3] or "the run failed")
+        if summary is not None and summary.reason == "error":
+            raise RuntimeError(summary.detail or "the run failed")
     finally:
         if server is not None:
             server.close()

@@ -244,8 +244,9 @@ class Study:
                 if state == TrialState.COMPLETE:
                     self._native.tell(number, values=vals, strict=True)
                 else:
-                    told_state, _, why = self._native.tell(number, values=vals)
-                    if told_state == "FAIL":
+                    told = self._native.tell(number, values=vals)
+                    why = told.fail_reason
+                    if told.state == "FAIL":
                         _logger.warning(f"Trial {number} failed because of the following error: {why}")
         return FrozenTrial._from_native(self._native.trial(number))
 

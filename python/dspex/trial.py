@@ -87,20 +87,20 @@ class FrozenTrial:
         self._trial_id = trial_id
 
     @classmethod
-    def _from_native(cls, t: tuple) -> "FrozenTrial":
-        number, state, params, dists, values, inter, user, system, start, complete = t
+    def _from_native(cls, t: Any) -> "FrozenTrial":
+        """From a ``dspex._native.TrialRecord``."""
         ft = cls.__new__(cls)
-        ft.number = number
-        ft.state = TrialState[state]
-        ft._values = values
-        ft.datetime_start = _ts(start)
-        ft.datetime_complete = _ts(complete)
-        ft._params = params
-        ft._distributions = {k: _from_native(d) for k, d in dists.items()}
-        ft._user_attrs = user
-        ft._system_attrs = system
-        ft.intermediate_values = inter
-        ft._trial_id = number
+        ft.number = t.number
+        ft.state = TrialState[t.state]
+        ft._values = t.values
+        ft.datetime_start = _ts(t.datetime_start)
+        ft.datetime_complete = _ts(t.datetime_complete)
+        ft._params = t.params
+        ft._distributions = {k: _from_native(d) for k, d in t.distributions.items()}
+        ft._user_attrs = t.user_attrs
+        ft._system_attrs = t.system_attrs
+        ft.intermediate_values = t.intermediate_values
+        ft._trial_id = t.number
         return ft
 
     # -- values

@@ -80,8 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except RuntimeError as e:
         print(f"dspex.worker: {e}", file=sys.stderr)
         return EXIT_ENGINE
-    if summary is not None and summary[2] == "error":
-        print(f"dspex.worker: {summary[3]}", file=sys.stderr)
+    if summary is not None and summary.reason == "error":
+        print(f"dspex.worker: {summary.detail}", file=sys.stderr)
         return EXIT_ENGINE
     return 0
 

@@ -18,8 +18,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::config::StudyFile;
-use crate::grpc::{self, ActiveRun, EngineService, ServeOptions};
-use crate::scheduler::{Run, RunOptions, RunSummary, StopReason};
+use crate::grpc::{self, EngineService, ServeOptions};
+use crate::scheduler::{RunOptions, RunSummary};
 use crate::storage::Storage;
 use crate::study::Study;
 
@@ -462,23 +462,11 @@ async fn optimize(
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?
     };
-    let service = EngineService::with_heartbeat(storage, Duration::from_millis(500));
-    service.add_study(study.clone());
-    let listener = TcpListener::bind("127.0.0.1:0")
+    let server = grpc::LoopbackServer::start(study.clone())
         .await
-        .map_err(|e| format!("cannot listen on loopback: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let token = random_token();
-    let (stop_server, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(grpc::serve(
-        listener,
-        service.clone(),
-        ServeOptions {
-            token: Some(token.clone()),
-            ..Default::default()
-        },
-        cancelled(stop_rx),
-    ));
+        .map_err(|e| e.to_string())?;
+    let addr = server.address();
+    let token = server.token().to_string();
     let secs = |v: Option<f64>| v.and_then(|t| Duration::try_from_secs_f64(t).ok());
     let opts = RunOptions {
         n_trials: n_trials.or(file.n_trials),
@@ -491,15 +479,11 @@ async fn optimize(
     };
     let total = opts.n_trials;
     let before = count_done(&study);
-    let run = Run::start_with_retries(study.clone(), opts, file.workers.max_retries)
-        .map_err(|e| e.to_string())?;
-    service
-        .set_active_run(
-            study.name(),
-            ActiveRun {
-                run: run.clone(),
-                space: Arc::new(file.search_space.clone()),
-            },
+    let run = server
+        .start_run(
+            opts,
+            file.workers.max_retries,
+            Arc::new(file.search_space.clone()),
         )
         .map_err(|e| e.to_string())?;
     let n_workers = processes.unwrap_or(file.workers.processes).max(1);
@@ -583,9 +567,7 @@ async fn optimize(
     };
     bar.finish_and_clear();
     pool.shutdown(Duration::from_secs(5)).await;
-    let _ = stop_server.send(true);
-    service.shutdown();
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    server.shutdown(Duration::from_secs(5)).await;
     let st = study.clone();
     let report = tokio::task::spawn_blocking(move || summary_json(&st, &summary))
         .await
@@ -610,15 +592,7 @@ async fn optimize(
 
 fn summary_json(study: &Study, s: &RunSummary) -> serde_json::Value {
     let (complete, pruned, fail, running) = count_done(study);
-    let (reason, detail) = match &s.reason {
-        StopReason::NTrials => ("n_trials", None),
-        StopReason::Timeout => ("timeout", None),
-        StopReason::Stopped => ("stopped", None),
-        StopReason::Exhausted => ("exhausted", None),
-        StopReason::Aborted(m) => ("aborted", Some(m.clone())),
-        StopReason::Interrupted(m) => ("interrupted", Some(m.clone())),
-        StopReason::Error(m) => ("error", Some(m.clone())),
-    };
+    let (reason, detail) = (s.reason.name(), s.reason.detail());
     let mut out = serde_json::json!({
         "study": study.name(),
         "reason": reason,

@@ -3,8 +3,8 @@
 use dspex_optimizer::{DistributionError, OptimizerError, TrialState};
 use thiserror::Error;
 
-/// Everything that can go wrong in the engine. The variants map onto Python exception types in
-/// the extension module (see `crates/pysdk`).
+/// Everything that can go wrong in the engine. Each variant has an [`ErrorCode`], which is
+/// what the gRPC service and the Python extension map (once each).
 #[derive(Debug, Clone, Error, PartialEq)]
 pub enum EngineError {
     /// A bad argument from the user (Python: ValueError).
@@ -43,6 +43,84 @@ pub enum EngineError {
     Internal(String),
 }
 
+/// The kind of an [`EngineError`], as every boundary reports it: the gRPC status (with the
+/// code in the `dspex-error` metadata), the wire `Error` of define-by-run replies, and the
+/// Python exception type. One code per way a caller should react.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// A bad argument (Python: ValueError).
+    InvalidArgument,
+    /// No such study or trial (Python: KeyError).
+    NotFound,
+    /// The study already exists (Python: DuplicatedStudyError).
+    AlreadyExists,
+    /// The state of a trial or study does not allow the call yet or any more: the trial is not
+    /// running, no trial is complete (Python: ValueError).
+    FailedPrecondition,
+    /// A call this study can never answer: best_trial of a multi-objective study (Python:
+    /// RuntimeError).
+    InvalidOperation,
+    /// Not supported by this engine or storage (Python: NotImplementedError).
+    Unimplemented,
+    /// The storage backend failed (Python: StorageError).
+    Storage,
+    /// A bug or a broken invariant (Python: RuntimeError).
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in wire order.
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::Internal,
+        ErrorCode::InvalidArgument,
+        ErrorCode::NotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::FailedPrecondition,
+        ErrorCode::Unimplemented,
+        ErrorCode::Storage,
+        ErrorCode::InvalidOperation,
+    ];
+
+    /// The code's name on the wire (`dspex-error` metadata).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::FailedPrecondition => "failed_precondition",
+            ErrorCode::InvalidOperation => "invalid_operation",
+            ErrorCode::Unimplemented => "unimplemented",
+            ErrorCode::Storage => "storage",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The code named `s` (see [`ErrorCode::as_str`]).
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl EngineError {
+    /// The kind of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EngineError::InvalidArgument(_) | EngineError::IncompatibleDistribution { .. } => {
+                ErrorCode::InvalidArgument
+            }
+            EngineError::StudyNotFound(_) | EngineError::TrialNotFound(_) => ErrorCode::NotFound,
+            EngineError::DuplicatedStudy(_) => ErrorCode::AlreadyExists,
+            EngineError::TrialNotRunning { .. } | EngineError::NoData(_) => {
+                ErrorCode::FailedPrecondition
+            }
+            EngineError::InvalidOperation(_) => ErrorCode::InvalidOperation,
+            EngineError::Unsupported(_) => ErrorCode::Unimplemented,
+            EngineError::Storage(_) => ErrorCode::Storage,
+            EngineError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
 impl From<DistributionError> for EngineError {
     fn from(e: DistributionError) -> Self {
         EngineError::InvalidArgument(e.to_string())
@@ -67,3 +145,16 @@ impl From<OptimizerError> for EngineError {
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_by_name() {
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(ErrorCode::parse("nope"), None);
+    }
+}

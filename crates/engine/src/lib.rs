@@ -16,7 +16,7 @@ pub mod storage;
 pub mod study;
 
 pub use dspex_optimizer as optimizer;
-pub use error::EngineError;
+pub use error::{EngineError, ErrorCode};
 pub use model::{AttrMap, AttrValue, StudySummary, TrialRecord};
 pub use scheduler::{Done, EvalRequest, Joined, Pulled, Run, RunOptions, RunSummary, StopReason};
 pub use storage::{InMemoryStorage, RetryPolicy, SqlOptions, SqlStorage, Storage, StudyId};

@@ -100,6 +100,32 @@ pub enum StopReason {
     Error(String),
 }
 
+impl StopReason {
+    /// The reason's name, as the CLI, the wire and Python report it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StopReason::NTrials => "n_trials",
+            StopReason::Timeout => "timeout",
+            StopReason::Stopped => "stopped",
+            StopReason::Exhausted => "exhausted",
+            StopReason::Aborted(_) => "aborted",
+            StopReason::Interrupted(_) => "interrupted",
+            StopReason::Error(_) => "error",
+        }
+    }
+
+    /// What the abort, interrupt or error said.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            StopReason::NTrials
+            | StopReason::Timeout
+            | StopReason::Stopped
+            | StopReason::Exhausted => None,
+            StopReason::Aborted(m) | StopReason::Interrupted(m) | StopReason::Error(m) => Some(m),
+        }
+    }
+}
+
 /// The end of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {

@@ -17,7 +17,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dspex_engine::model::{from_unix_seconds, unix_seconds};
 use dspex_engine::optimizer::pruners::{
     HyperbandPruner, MedianPruner, MinResource, NopPruner, PatientPruner, PercentilePruner,
     SuccessiveHalvingPruner, ThresholdPruner, WilcoxonPruner,
@@ -28,8 +27,7 @@ use dspex_engine::optimizer::{
     Pruner as PrunerTrait, Sampler as SamplerTrait, StudyDirection, TrialState,
 };
 use dspex_engine::{
-    AttrMap, AttrValue, Done, EngineError, InMemoryStorage, Outcome, Pulled, Run as EngineRun,
-    RunOptions, RunSummary, Storage as StorageTrait, Study as EngineStudy, TrialRecord,
+    AttrMap, AttrValue, EngineError, ErrorCode, InMemoryStorage, Storage as StorageTrait,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::{
@@ -58,27 +56,40 @@ create_exception!(
     "A storage backend failed (unreachable database, unknown schema, corrupted rows, read-only file)."
 );
 
-mod common;
-mod remote;
+create_exception!(
+    _native,
+    RemoteError,
+    DSpexError,
+    "The remote engine cannot be reached, refused the call (UNAUTHENTICATED...) or the stream broke."
+);
 
-use common::{AttrTarget, StudyBackend};
+mod embedded;
+mod remote;
+mod server;
+mod study;
 
 /// Polling period of blocking waits (signal checks in between).
 const SLICE: Duration = Duration::from_millis(50);
 
-fn to_py_err(e: EngineError) -> PyErr {
-    let msg = e.to_string();
-    match e {
-        EngineError::InvalidArgument(_)
-        | EngineError::IncompatibleDistribution { .. }
-        | EngineError::TrialNotRunning { .. }
-        | EngineError::NoData(_) => PyValueError::new_err(msg),
-        EngineError::StudyNotFound(_) | EngineError::TrialNotFound(_) => PyKeyError::new_err(msg),
-        EngineError::DuplicatedStudy(_) => DuplicatedStudyError::new_err(msg),
-        EngineError::InvalidOperation(_) | EngineError::Internal(_) => PyRuntimeError::new_err(msg),
-        EngineError::Unsupported(_) => PyNotImplementedError::new_err(msg),
-        EngineError::Storage(_) => StorageError::new_err(msg),
+/// The one map from engine error codes to Python exceptions, for embedded and remote studies
+/// alike.
+fn py_err(code: ErrorCode, msg: String) -> PyErr {
+    match code {
+        ErrorCode::InvalidArgument | ErrorCode::FailedPrecondition => PyValueError::new_err(msg),
+        ErrorCode::NotFound => PyKeyError::new_err(msg),
+        ErrorCode::AlreadyExists => DuplicatedStudyError::new_err(msg),
+        ErrorCode::InvalidOperation | ErrorCode::Internal => PyRuntimeError::new_err(msg),
+        ErrorCode::Unimplemented => PyNotImplementedError::new_err(msg),
+        ErrorCode::Storage => StorageError::new_err(msg),
     }
+}
+
+fn to_py_err(e: EngineError) -> PyErr {
+    py_err(e.code(), e.to_string())
+}
+
+fn panicked() -> PyErr {
+    PyRuntimeError::new_err("internal error: the dspex engine panicked")
 }
 
 /// Runs engine code without the GIL and without letting a panic escape.
@@ -90,10 +101,23 @@ where
     match py.detach(|| catch_unwind(AssertUnwindSafe(f))) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(to_py_err(e)),
-        Err(_) => Err(PyRuntimeError::new_err(
-            "internal error: the dspex engine panicked",
-        )),
+        Err(_) => Err(panicked()),
     }
+}
+
+/// Runs a short computation of the engine's (with the GIL) without letting a panic escape.
+fn guard<T>(f: impl FnOnce() -> T) -> PyResult<T> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| panicked())
+}
+
+/// Runs `fut` on the engine's runtime without the GIL and without letting a panic escape.
+fn block<T: Send, F>(py: Python<'_>, fut: F) -> PyResult<T>
+where
+    F: std::future::Future<Output = PyResult<T>> + Send,
+{
+    let h = dspex_engine::runtime::handle().map_err(to_py_err)?;
+    py.detach(|| catch_unwind(AssertUnwindSafe(|| h.block_on(fut))))
+        .unwrap_or_else(|_| Err(panicked()))
 }
 
 /// Like [`engine`] for infallible calls.
@@ -347,59 +371,11 @@ fn parse_states(states: Option<Vec<String>>) -> PyResult<Option<Vec<TrialState>>
         .transpose()
 }
 
-/// TrialRecord -> (number, state, params, distributions, values, intermediate_values,
-/// user_attrs, system_attrs, datetime_start, datetime_complete).
-fn record_to_py(py: Python<'_>, t: &TrialRecord) -> PyResult<Py<PyAny>> {
-    let params = PyDict::new(py);
-    for (k, v) in &t.params {
-        params.set_item(k, param_to_py(py, v)?)?;
-    }
-    let dists = PyDict::new(py);
-    for (k, d) in &t.distributions {
-        dists.set_item(k, dist_to_py(py, d)?)?;
-    }
-    let inter = PyDict::new(py);
-    for (s, v) in &t.intermediate_values {
-        inter.set_item(s, v)?;
-    }
-    let mut system = t.system_attrs.clone();
-    if let Some(fixed) = &t.fixed_params {
-        let m: serde_json::Map<String, AttrValue> = fixed
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_json()))
-            .collect();
-        system
-            .entry("fixed_params".to_string())
-            .or_insert(AttrValue::Object(m));
-    }
-    let items: Vec<Py<PyAny>> = vec![
-        t.number.into_pyobject(py)?.into_any().unbind(),
-        PyString::new(py, t.state.as_str()).into_any().unbind(),
-        params.into_any().unbind(),
-        dists.into_any().unbind(),
-        t.values.clone().into_pyobject(py)?.into_any().unbind(),
-        inter.into_any().unbind(),
-        attrs_to_py(py, &t.user_attrs)?.into_any().unbind(),
-        attrs_to_py(py, &system)?.into_any().unbind(),
-        t.datetime_start
-            .map(unix_seconds)
-            .into_pyobject(py)?
-            .into_any()
-            .unbind(),
-        t.datetime_complete
-            .map(unix_seconds)
-            .into_pyobject(py)?
-            .into_any()
-            .unbind(),
-    ];
-    Ok(PyTuple::new(py, items)?.into_any().unbind())
-}
-
 // ------------------------------------------------------------------ storage, samplers, pruners
 
 /// An in-memory storage shared by the studies created on it.
 #[pyclass(frozen, name = "InMemoryStorage", module = "dspex._native")]
-struct PyStorage {
+pub(crate) struct PyStorage {
     inner: Arc<dyn StorageTrait>,
 }
 
@@ -502,7 +478,7 @@ impl PyStorage {
 
 /// A sampler built by the engine (see `dspex.samplers`).
 #[pyclass(frozen, name = "Sampler", module = "dspex._native")]
-struct PySampler {
+pub(crate) struct PySampler {
     inner: Arc<dyn SamplerTrait>,
     kind: &'static str,
 }
@@ -597,7 +573,7 @@ fn grid_sampler(
 
 /// A pruner built by the engine (see `dspex.pruners`).
 #[pyclass(frozen, name = "Pruner", module = "dspex._native")]
-struct PyPruner {
+pub(crate) struct PyPruner {
     inner: Arc<dyn PrunerTrait>,
     kind: &'static str,
 }
@@ -824,572 +800,6 @@ fn parse_directions(directions: Vec<String>) -> PyResult<Vec<StudyDirection>> {
         .collect()
 }
 
-/// (state, values, fail_reason) as returned by `tell`.
-type ToldTuple = (&'static str, Option<Vec<f64>>, Option<String>);
-
-/// A study living in the engine.
-#[pyclass(frozen, name = "Study", module = "dspex._native")]
-struct PyStudy {
-    inner: Arc<EngineStudy>,
-}
-
-fn float_from_param(v: &ParamValue) -> f64 {
-    match v {
-        ParamValue::Float(f) => *f,
-        ParamValue::Int(i) => *i as f64,
-        _ => f64::NAN,
-    }
-}
-
-impl StudyBackend for PyStudy {
-    fn suggest_value(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        name: String,
-        dist: Distribution,
-    ) -> PyResult<(ParamValue, Option<String>)> {
-        let s = self.inner.clone();
-        let suggested = engine(py, move || s.suggest(number, &name, &dist))?;
-        Ok((suggested.value, suggested.warning))
-    }
-
-    fn report_value(&self, py: Python<'_>, number: u64, step: i64, value: f64) -> PyResult<bool> {
-        let s = self.inner.clone();
-        engine(py, move || s.report(number, step, value))
-    }
-
-    fn prune_check(&self, py: Python<'_>, number: u64) -> PyResult<bool> {
-        let s = self.inner.clone();
-        engine(py, move || s.should_prune(number))
-    }
-
-    fn tell_outcome(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        outcome: Outcome,
-        strict: bool,
-    ) -> PyResult<ToldTuple> {
-        let s = self.inner.clone();
-        let told = engine(py, move || s.tell(number, outcome, strict))?;
-        Ok((told.state.as_str(), told.values, told.fail_reason))
-    }
-
-    fn enqueue_params(
-        &self,
-        py: Python<'_>,
-        params: BTreeMap<String, ParamValue>,
-        user_attrs: AttrMap,
-        skip_if_exists: bool,
-    ) -> PyResult<Option<u64>> {
-        let s = self.inner.clone();
-        engine(py, move || s.enqueue(params, user_attrs, skip_if_exists))
-    }
-
-    fn trial_record(&self, py: Python<'_>, number: u64) -> PyResult<TrialRecord> {
-        let s = self.inner.clone();
-        engine(py, move || s.trial(number))
-    }
-
-    fn trial_records(
-        &self,
-        py: Python<'_>,
-        states: Option<Vec<TrialState>>,
-    ) -> PyResult<Vec<TrialRecord>> {
-        let s = self.inner.clone();
-        engine(py, move || s.trials(states.as_deref()))
-    }
-
-    fn count_trials(&self, py: Python<'_>, states: Option<Vec<TrialState>>) -> PyResult<usize> {
-        let s = self.inner.clone();
-        engine(py, move || {
-            s.storage().get_n_trials(s.id(), states.as_deref())
-        })
-    }
-
-    fn best_record(&self, py: Python<'_>) -> PyResult<TrialRecord> {
-        let s = self.inner.clone();
-        engine(py, move || s.best_trial())
-    }
-
-    fn best_records(&self, py: Python<'_>) -> PyResult<Vec<TrialRecord>> {
-        let s = self.inner.clone();
-        engine(py, move || s.best_trials())
-    }
-
-    fn store_attr(
-        &self,
-        py: Python<'_>,
-        target: AttrTarget,
-        system: bool,
-        key: String,
-        value: AttrValue,
-    ) -> PyResult<()> {
-        let s = self.inner.clone();
-        engine(py, move || match (target, system) {
-            (AttrTarget::Study, false) => s.set_user_attr(&key, value),
-            (AttrTarget::Study, true) => s.set_system_attr(&key, value),
-            (AttrTarget::Trial(n), false) => {
-                s.storage().set_trial_user_attr(s.id(), n, &key, value)
-            }
-            (AttrTarget::Trial(n), true) => {
-                s.storage().set_trial_system_attr(s.id(), n, &key, value)
-            }
-        })
-    }
-
-    fn load_attrs(&self, py: Python<'_>, system: bool) -> PyResult<AttrMap> {
-        let s = self.inner.clone();
-        engine(py, move || {
-            if system {
-                s.system_attrs()
-            } else {
-                s.user_attrs()
-            }
-        })
-    }
-}
-
-#[pymethods]
-impl PyStudy {
-    #[staticmethod]
-    #[pyo3(signature = (storage, name, directions, sampler=None, pruner=None, load_if_exists=false))]
-    fn create(
-        py: Python<'_>,
-        storage: &PyStorage,
-        name: Option<String>,
-        directions: Vec<String>,
-        sampler: Option<&PySampler>,
-        pruner: Option<&PyPruner>,
-        load_if_exists: bool,
-    ) -> PyResult<PyStudy> {
-        let dirs = parse_directions(directions)?;
-        let st = storage.inner.clone();
-        let sampler = sampler.map(|s| s.inner.clone());
-        let pruner = pruner.map(|p| p.inner.clone());
-        let inner = engine(py, move || {
-            EngineStudy::create(st, name.as_deref(), dirs, sampler, pruner, load_if_exists)
-        })?;
-        Ok(PyStudy { inner })
-    }
-
-    #[staticmethod]
-    #[pyo3(signature = (storage, name, sampler=None, pruner=None))]
-    fn load(
-        py: Python<'_>,
-        storage: &PyStorage,
-        name: String,
-        sampler: Option<&PySampler>,
-        pruner: Option<&PyPruner>,
-    ) -> PyResult<PyStudy> {
-        let st = storage.inner.clone();
-        let sampler = sampler.map(|s| s.inner.clone());
-        let pruner = pruner.map(|p| p.inner.clone());
-        let inner = engine(py, move || EngineStudy::load(st, &name, sampler, pruner))?;
-        Ok(PyStudy { inner })
-    }
-
-    #[getter]
-    fn name(&self) -> String {
-        self.inner.name().to_string()
-    }
-
-    #[getter]
-    fn directions(&self) -> Vec<&'static str> {
-        self.inner.directions().iter().map(|d| d.as_str()).collect()
-    }
-
-    fn ask(&self, py: Python<'_>) -> PyResult<u64> {
-        let s = self.inner.clone();
-        engine(py, move || s.ask())
-    }
-
-    #[pyo3(signature = (number, name, low, high, log=false, step=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn suggest_float(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        name: String,
-        low: f64,
-        high: f64,
-        log: bool,
-        step: Option<f64>,
-    ) -> PyResult<f64> {
-        common::suggest_float(self, py, number, name, low, high, log, step)
-    }
-
-    #[pyo3(signature = (number, name, low, high, step=1, log=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn suggest_int(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        name: String,
-        low: i64,
-        high: i64,
-        step: i64,
-        log: bool,
-    ) -> PyResult<i64> {
-        common::suggest_int(self, py, number, name, low, high, step, log)
-    }
-
-    /// Returns the index of the chosen value in `choices`.
-    fn suggest_categorical(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        name: String,
-        choices: &Bound<'_, PyAny>,
-    ) -> PyResult<usize> {
-        common::suggest_categorical(self, py, number, name, choices)
-    }
-
-    /// Suggests with a distribution tuple; returns the external value.
-    fn suggest(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        name: String,
-        dist: &Bound<'_, PyAny>,
-    ) -> PyResult<Py<PyAny>> {
-        common::suggest(self, py, number, name, dist)
-    }
-
-    fn report(&self, py: Python<'_>, number: u64, step: i64, value: f64) -> PyResult<bool> {
-        self.report_value(py, number, step, value)
-    }
-
-    fn should_prune(&self, py: Python<'_>, number: u64) -> PyResult<bool> {
-        self.prune_check(py, number)
-    }
-
-    /// Finishes a trial: `values` (COMPLETE if valid), or `state` "PRUNED"/"FAIL" with an
-    /// optional `fail_reason`. Returns (state, values, fail_reason).
-    #[pyo3(signature = (number, values=None, state=None, fail_reason=None, strict=false))]
-    fn tell(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        values: Option<Vec<f64>>,
-        state: Option<String>,
-        fail_reason: Option<String>,
-        strict: bool,
-    ) -> PyResult<ToldTuple> {
-        common::tell(self, py, number, values, state, fail_reason, strict)
-    }
-
-    /// Checks values as tell would; returns the reason they cannot complete a trial.
-    fn check_values(&self, values: Vec<f64>) -> Option<String> {
-        self.inner.check_values(&values)
-    }
-
-    #[pyo3(signature = (params, user_attrs=None, skip_if_exists=false))]
-    fn enqueue(
-        &self,
-        py: Python<'_>,
-        params: &Bound<'_, PyDict>,
-        user_attrs: Option<&Bound<'_, PyDict>>,
-        skip_if_exists: bool,
-    ) -> PyResult<Option<u64>> {
-        common::enqueue(self, py, params, user_attrs, skip_if_exists)
-    }
-
-    /// Adds a trial: state, params (external values), distributions (tuples), values,
-    /// intermediate values, attrs, timestamps (Unix seconds).
-    #[pyo3(signature = (state, params, distributions, values, intermediate_values, user_attrs, system_attrs, datetime_start=None, datetime_complete=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn add_trial(
-        &self,
-        py: Python<'_>,
-        state: String,
-        params: &Bound<'_, PyDict>,
-        distributions: &Bound<'_, PyDict>,
-        values: Option<Vec<f64>>,
-        intermediate_values: BTreeMap<i64, f64>,
-        user_attrs: Option<&Bound<'_, PyDict>>,
-        system_attrs: Option<&Bound<'_, PyDict>>,
-        datetime_start: Option<f64>,
-        datetime_complete: Option<f64>,
-    ) -> PyResult<u64> {
-        let state = parse_state(&state)?;
-        let mut t = TrialRecord::new(0, state);
-        for (k, d) in distributions.iter() {
-            let name: String = k.extract()?;
-            t.distributions.insert(name, dist_from_py(&d)?);
-        }
-        for (k, v) in params.iter() {
-            let name: String = k.extract()?;
-            let dist = t.distributions.get(&name).ok_or_else(|| {
-                PyValueError::new_err(format!("parameter {name:?} has no distribution"))
-            })?;
-            let value = param_from_py(&v)?;
-            let internal = dist
-                .to_internal(&value)
-                .map_err(|e| PyValueError::new_err(format!("parameter {name:?}: {e}")))?;
-            t.internal_params.insert(name, internal);
-        }
-        if let Some(extra) = t
-            .distributions
-            .keys()
-            .find(|k| !t.internal_params.contains_key(*k))
-        {
-            return Err(PyValueError::new_err(format!(
-                "distribution {extra:?} has no parameter value"
-            )));
-        }
-        t.values = values;
-        t.intermediate_values = intermediate_values;
-        t.user_attrs = attrs_from_py(user_attrs)?;
-        t.system_attrs = attrs_from_py(system_attrs)?;
-        if let Some(r) = t.system_attrs.get("fail_reason").and_then(|v| v.as_str()) {
-            t.fail_reason = Some(r.to_string());
-        }
-        t.datetime_start = datetime_start.and_then(from_unix_seconds);
-        t.datetime_complete = datetime_complete.and_then(from_unix_seconds);
-        let s = self.inner.clone();
-        engine(py, move || s.add_trial(&t))
-    }
-
-    fn trial(&self, py: Python<'_>, number: u64) -> PyResult<Py<PyAny>> {
-        common::trial(self, py, number)
-    }
-
-    fn trial_state(&self, py: Python<'_>, number: u64) -> PyResult<&'static str> {
-        let s = self.inner.clone();
-        engine(py, move || {
-            Ok(s.storage().get_trial_state(s.id(), number)?.as_str())
-        })
-    }
-
-    fn trial_params(&self, py: Python<'_>, number: u64) -> PyResult<Py<PyAny>> {
-        common::trial_params(self, py, number)
-    }
-
-    #[pyo3(signature = (states=None))]
-    fn trials(&self, py: Python<'_>, states: Option<Vec<String>>) -> PyResult<Vec<Py<PyAny>>> {
-        common::trials(self, py, states)
-    }
-
-    #[pyo3(signature = (states=None))]
-    fn n_trials(&self, py: Python<'_>, states: Option<Vec<String>>) -> PyResult<usize> {
-        common::n_trials(self, py, states)
-    }
-
-    fn best_trial(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        common::best_trial(self, py)
-    }
-
-    fn best_trials(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
-        common::best_trials(self, py)
-    }
-
-    fn set_user_attr(&self, py: Python<'_>, key: String, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        common::set_attr(self, py, AttrTarget::Study, false, key, value)
-    }
-
-    fn set_system_attr(
-        &self,
-        py: Python<'_>,
-        key: String,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        common::set_attr(self, py, AttrTarget::Study, true, key, value)
-    }
-
-    fn user_attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        common::attrs(self, py, false)
-    }
-
-    fn system_attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        common::attrs(self, py, true)
-    }
-
-    fn set_trial_user_attr(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        key: String,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        common::set_attr(self, py, AttrTarget::Trial(number), false, key, value)
-    }
-
-    fn set_trial_system_attr(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        key: String,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        common::set_attr(self, py, AttrTarget::Trial(number), true, key, value)
-    }
-    /// Stops the active runs of this study; returns how many there were.
-    fn stop(&self, py: Python<'_>) -> PyResult<usize> {
-        let s = self.inner.clone();
-        engine_ok(py, move || s.stop())
-    }
-
-    /// Starts a run that this process evaluates, `concurrency` trials at once (at most
-    /// `max_concurrency`); a trial failed by the per-trial timeout is re-run up to
-    /// `max_retries` times.
-    #[pyo3(signature = (n_trials=None, timeout=None, concurrency=1, trial_timeout=None, max_retries=0, max_concurrency=None, evaluators_ask=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn start_run(
-        &self,
-        py: Python<'_>,
-        n_trials: Option<u64>,
-        timeout: Option<f64>,
-        concurrency: usize,
-        trial_timeout: Option<f64>,
-        max_retries: u32,
-        max_concurrency: Option<usize>,
-        evaluators_ask: bool,
-    ) -> PyResult<PyRun> {
-        let secs = |name: &str, v: Option<f64>| -> PyResult<Option<Duration>> {
-            v.map(|t| {
-                Duration::try_from_secs_f64(t).map_err(|_| {
-                    PyValueError::new_err(format!(
-                        "{name} must be a non-negative number of seconds, got {t}"
-                    ))
-                })
-            })
-            .transpose()
-        };
-        let opts = RunOptions {
-            n_trials,
-            timeout: secs("timeout", timeout)?,
-            concurrency,
-            max_concurrency,
-            trial_timeout: secs("trial_timeout", trial_timeout)?,
-            evaluators_ask,
-        };
-        let s = self.inner.clone();
-        let run = engine(py, move || {
-            EngineRun::start_with_retries(s, opts, max_retries)
-        })?;
-        Ok(PyRun { inner: run })
-    }
-}
-
-// ------------------------------------------------------------------ run
-
-fn summary_to_py(py: Python<'_>, s: &RunSummary) -> PyResult<Py<PyAny>> {
-    use dspex_engine::StopReason as R;
-    let (reason, detail) = match &s.reason {
-        R::NTrials => ("n_trials", None),
-        R::Timeout => ("timeout", None),
-        R::Stopped => ("stopped", None),
-        R::Exhausted => ("exhausted", None),
-        R::Aborted(m) => ("aborted", Some(m.clone())),
-        R::Interrupted(m) => ("interrupted", Some(m.clone())),
-        R::Error(m) => ("error", Some(m.clone())),
-    };
-    Ok((s.started, s.finished, reason, detail, s.timed_out.clone())
-        .into_pyobject(py)?
-        .into_any()
-        .unbind())
-}
-
-/// One `optimize` run: evaluators pull trial numbers and answer with `done`.
-#[pyclass(frozen, name = "Run", module = "dspex._native")]
-struct PyRun {
-    inner: Arc<EngineRun>,
-}
-
-#[pymethods]
-impl PyRun {
-    /// Up to `max` trial numbers to evaluate; [] when none came within `timeout` seconds
-    /// (None: wait until one comes), None when the run is over. Checks signals while waiting.
-    #[pyo3(signature = (max=1, timeout=None))]
-    fn pull(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Option<Vec<u64>>> {
-        let got = common::poll(py, timeout, |slice| {
-            let run = self.inner.clone();
-            Ok(match engine_ok(py, move || run.pull(max, slice))? {
-                Pulled::Requests(r) => Some(Some(r.into_iter().map(|r| r.number).collect())),
-                Pulled::Closed => Some(None),
-                Pulled::Empty => None,
-            })
-        })?;
-        Ok(got.unwrap_or_else(|| Some(Vec::new())))
-    }
-
-    /// Tells the outcome of trial `number` and answers the run (`tell` then `done`) in one
-    /// crossing. Returns (state, values, fail_reason), or None when the engine had finished
-    /// the trial already (per-trial timeout, interrupt). Another error is raised after the run
-    /// was answered with it as the abort reason.
-    #[pyo3(signature = (number, values=None, state=None, fail_reason=None, abort=None))]
-    fn finish(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        values: Option<Vec<f64>>,
-        state: Option<String>,
-        fail_reason: Option<String>,
-        abort: Option<String>,
-    ) -> PyResult<Option<ToldTuple>> {
-        let outcome = common::outcome(values, state, fail_reason)?;
-        let run = self.inner.clone();
-        engine(py, move || {
-            let told = catch_unwind(AssertUnwindSafe(|| {
-                run.study().tell(number, outcome, false)
-            }))
-            .unwrap_or_else(|_| {
-                Err(EngineError::Internal(
-                    "the engine panicked while finishing a trial".into(),
-                ))
-            });
-            match told {
-                Ok(t) => {
-                    run.done(number, abort.map_or(Done::Finished, Done::Abort));
-                    Ok(Some((t.state.as_str(), t.values, t.fail_reason)))
-                }
-                Err(EngineError::TrialNotRunning { .. }) => {
-                    run.done(number, abort.map_or(Done::Finished, Done::Abort));
-                    Ok(None)
-                }
-                Err(e) => {
-                    run.done(number, Done::Abort(e.to_string()));
-                    Err(e)
-                }
-            }
-        })
-    }
-
-    /// Answers for a trial the evaluator finished (after `tell`); `abort` stops the run.
-    #[pyo3(signature = (number, abort=None))]
-    fn done(&self, number: u64, abort: Option<String>) {
-        self.inner
-            .done(number, abort.map_or(Done::Finished, Done::Abort));
-    }
-
-    fn stop(&self) {
-        self.inner.stop();
-    }
-
-    fn interrupt(&self, reason: String) {
-        self.inner.interrupt(reason);
-    }
-
-    #[getter]
-    fn finished(&self) -> bool {
-        self.inner.is_finished()
-    }
-
-    /// Waits for the end of the run: (started, finished, reason, detail, timed_out), or None
-    /// after `timeout` seconds. Checks signals while waiting.
-    #[pyo3(signature = (timeout=None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
-        common::poll(py, timeout, |slice| {
-            let run = self.inner.clone();
-            engine_ok(py, move || run.wait(slice))?
-                .map(|s| summary_to_py(py, &s))
-                .transpose()
-        })
-    }
-}
-
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -1402,8 +812,16 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStorage>()?;
     m.add_class::<PySampler>()?;
     m.add_class::<PyPruner>()?;
-    m.add_class::<PyStudy>()?;
-    m.add_class::<PyRun>()?;
+    m.add("RemoteError", m.py().get_type::<RemoteError>())?;
+    m.add_class::<study::PyStudy>()?;
+    m.add_class::<study::PyRun>()?;
+    m.add_class::<study::PyTrialRecord>()?;
+    m.add_class::<study::PyTold>()?;
+    m.add_class::<study::PyRunSummary>()?;
+    m.add_class::<remote::RemoteClient>()?;
+    m.add_class::<server::EmbeddedServer>()?;
+    m.add_function(wrap_pyfunction!(server::cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(server::serve_embedded, m)?)?;
     m.add_function(wrap_pyfunction!(random_sampler, m)?)?;
     m.add_function(wrap_pyfunction!(tpe_sampler, m)?)?;
     m.add_function(wrap_pyfunction!(grid_sampler, m)?)?;
@@ -1420,6 +838,5 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_categorical_distribution, m)?)?;
     m.add_function(wrap_pyfunction!(distribution_to_json, m)?)?;
     m.add_function(wrap_pyfunction!(distribution_from_json, m)?)?;
-    remote::register(m)?;
     Ok(())
 }

@@ -17,30 +17,19 @@ use std::time::{Duration, Instant};
 use dspex_engine::grpc::convert::*;
 use dspex_engine::grpc::pb;
 use dspex_engine::grpc::pb::engine_client::EngineClient;
-use dspex_engine::optimizer::{Distribution, ParamValue, TrialState};
-use dspex_engine::{runtime, AttrMap, AttrValue, EngineError, Outcome, TrialRecord};
+use dspex_engine::optimizer::{Distribution, ParamValue, StudyDirection, TrialState};
+use dspex_engine::study::Told;
+use dspex_engine::{AttrMap, AttrValue, EngineError, Outcome, TrialRecord};
 use parking_lot::{Condvar, Mutex};
-use pyo3::create_exception;
-use pyo3::exceptions::{PyKeyError, PyNotImplementedError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 use tokio::sync::{mpsc, oneshot};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::common::{self, AttrTarget, StudyBackend};
-use crate::{
-    attrs_from_py, dist_from_py, parse_directions, parse_state, DSpexError, DuplicatedStudyError,
-    ToldTuple, SLICE,
-};
-
-create_exception!(
-    _native,
-    RemoteError,
-    DSpexError,
-    "The remote engine cannot be reached, refused the call (UNAUTHENTICATED...) or the stream broke."
-);
+use crate::study::{AttrTarget, PyStudy, RunBackend, RunRequest, StudyBackend};
+use crate::{block, parse_directions, py_err, RemoteError};
 
 #[derive(Clone)]
 struct Token(Option<MetadataValue<tonic::metadata::Ascii>>);
@@ -56,17 +45,12 @@ impl tonic::service::Interceptor for Token {
 
 type Client = EngineClient<InterceptedService<Channel, Token>>;
 
-fn status_err(s: tonic::Status) -> PyErr {
-    use tonic::Code;
-    let msg = s.message().to_string();
-    match s.code() {
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            PyValueError::new_err(msg)
-        }
-        Code::NotFound => PyKeyError::new_err(msg),
-        Code::AlreadyExists => DuplicatedStudyError::new_err(msg),
-        Code::Unimplemented => PyNotImplementedError::new_err(msg),
-        c => RemoteError::new_err(format!("{}: {msg}", code_name(c))),
+/// A gRPC status as a Python exception: an engine error by its code (see
+/// `dspex_engine::ErrorCode`), a transport failure (unreachable, refused, broken) as RemoteError.
+pub(crate) fn status_err(s: tonic::Status) -> PyErr {
+    match status_code(&s) {
+        Some(code) => py_err(code, s.message().to_string()),
+        None => RemoteError::new_err(format!("{}: {}", code_name(s.code()), s.message())),
     }
 }
 
@@ -80,30 +64,9 @@ fn code_name(c: tonic::Code) -> String {
     })
 }
 
+/// An engine error carried in a reply on the stream.
 fn pb_err(e: &pb::Error) -> PyErr {
-    use pb::error::Code;
-    match Code::try_from(e.code) {
-        Ok(Code::InvalidArgument | Code::FailedPrecondition) => {
-            PyValueError::new_err(e.message.clone())
-        }
-        Ok(Code::NotFound) => PyKeyError::new_err(e.message.clone()),
-        Ok(Code::AlreadyExists) => DuplicatedStudyError::new_err(e.message.clone()),
-        Ok(Code::Unimplemented) => PyNotImplementedError::new_err(e.message.clone()),
-        _ => PyRuntimeError::new_err(e.message.clone()),
-    }
-}
-
-fn engine_err(e: EngineError) -> PyErr {
-    PyValueError::new_err(e.to_string())
-}
-
-/// Runs `fut` on the global runtime without the GIL.
-fn block<T: Send, F>(py: Python<'_>, fut: F) -> PyResult<T>
-where
-    F: std::future::Future<Output = PyResult<T>> + Send,
-{
-    let h = runtime::handle().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    py.detach(|| h.block_on(fut))
+    py_err(code_from_pb(e.code), e.message.clone())
 }
 
 /// A connection to an engine.
@@ -214,7 +177,7 @@ impl RemoteClient {
         sampler: Option<(String, String)>,
         pruner: Option<(String, String)>,
         load_if_exists: bool,
-    ) -> PyResult<RemoteStudy> {
+    ) -> PyResult<PyStudy> {
         let dirs = parse_directions(directions)?;
         let req = pb::CreateStudyRequest {
             name,
@@ -230,10 +193,10 @@ impl RemoteClient {
                 .map(|r| r.into_inner())
                 .map_err(status_err)
         })?;
-        Ok(RemoteStudy::new(self.clone(), info))
+        RemoteStudy::open_study(self.clone(), info)
     }
 
-    fn load_study(&self, py: Python<'_>, name: String) -> PyResult<RemoteStudy> {
+    fn load_study(&self, py: Python<'_>, name: String) -> PyResult<PyStudy> {
         let mut c = self.c();
         let info = block(py, async move {
             c.get_study(pb::GetStudyRequest { name })
@@ -241,7 +204,7 @@ impl RemoteClient {
                 .map(|r| r.into_inner())
                 .map_err(status_err)
         })?;
-        Ok(RemoteStudy::new(self.clone(), info))
+        RemoteStudy::open_study(self.clone(), info)
     }
 
     fn study_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
@@ -419,75 +382,73 @@ async fn open_session(
     Ok(session)
 }
 
-/// A run as seen through an Attach stream (same interface as the embedded `Run`).
-#[pyclass(frozen, name = "RemoteRun", module = "dspex._native")]
-pub(crate) struct RemoteRun {
+/// A run as seen through an Attach stream.
+struct RemoteRun {
     session: Arc<Session>,
-    study: Py<RemoteStudy>,
+    /// The study's current stream, cleared when this run is over.
+    current: Arc<Mutex<Option<Arc<Session>>>>,
+    n_objectives: usize,
 }
 
-fn summary_tuple(py: Python<'_>, s: &pb::RunSummary) -> PyResult<Py<PyAny>> {
-    Ok((
-        s.started,
-        s.finished,
-        s.reason.clone(),
-        s.detail.clone(),
-        s.timed_out.clone(),
-    )
-        .into_pyobject(py)?
-        .into_any()
-        .unbind())
-}
-
-#[pymethods]
-impl RemoteRun {
-    /// Up to `max` trial numbers to evaluate; [] when none came within `timeout` seconds, None
-    /// when the run is over (or the stream broke). Checks signals while waiting.
-    #[pyo3(signature = (max=1, timeout=None))]
-    fn pull(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Option<Vec<u64>>> {
-        let got = common::poll(py, timeout, |slice| {
-            let s = self.session.clone();
-            Ok(py.detach(move || {
-                let deadline = Instant::now() + slice;
-                let mut q = s.queue.lock();
-                loop {
-                    if !q.items.is_empty() {
-                        let k = max.max(1).min(q.items.len());
-                        return Some(Some(q.items.drain(..k).collect::<Vec<_>>()));
-                    }
-                    if q.summary.is_some() {
-                        return Some(None);
-                    }
-                    if s.cv.wait_until(&mut q, deadline).timed_out() {
-                        return None;
-                    }
+impl RunBackend for RemoteRun {
+    fn pull(
+        &self,
+        py: Python<'_>,
+        max: usize,
+        slice: Duration,
+    ) -> PyResult<Option<Option<Vec<u64>>>> {
+        let s = self.session.clone();
+        Ok(py.detach(move || {
+            let deadline = Instant::now() + slice;
+            let mut q = s.queue.lock();
+            loop {
+                if !q.items.is_empty() {
+                    let k = max.max(1).min(q.items.len());
+                    return Some(Some(q.items.drain(..k).collect::<Vec<_>>()));
                 }
-            }))
-        })?;
-        Ok(got.unwrap_or_else(|| Some(Vec::new())))
+                if q.summary.is_some() {
+                    return Some(None);
+                }
+                if s.cv.wait_until(&mut q, deadline).timed_out() {
+                    return None;
+                }
+            }
+        }))
     }
 
-    /// Tells the outcome of trial `number` and answers the run in one message, without
-    /// waiting for the engine (`tell` then `done` cost a round trip more). Returns what the
-    /// engine records: (state, values, fail_reason), the values of a pruned trial left out.
-    #[pyo3(signature = (number, values=None, state=None, fail_reason=None, abort=None))]
+    /// Tells the outcome and answers the run in one message, without waiting for the engine
+    /// (`tell` then `done` cost a round trip more): what the engine records is built here by
+    /// the engine's own check, the values of a pruned trial left out.
     fn finish(
         &self,
+        _py: Python<'_>,
         number: u64,
-        values: Option<Vec<f64>>,
-        state: Option<String>,
-        fail_reason: Option<String>,
+        outcome: Outcome,
         abort: Option<String>,
-    ) -> PyResult<Option<ToldTuple>> {
-        let outcome = crate::common::outcome(values, state, fail_reason)?;
-        let n_objectives = self.study.get().directions.len();
+    ) -> PyResult<Option<Told>> {
         let told = match &outcome {
-            Outcome::Values(v) => match dspex_engine::study::check_values(v, n_objectives) {
-                None => (TrialState::Complete.as_str(), Some(v.clone()), None),
-                Some(why) => (TrialState::Fail.as_str(), None, Some(why)),
+            Outcome::Values(v) => match dspex_engine::study::check_values(v, self.n_objectives) {
+                None => Told {
+                    state: TrialState::Complete,
+                    values: Some(v.clone()),
+                    fail_reason: None,
+                },
+                Some(why) => Told {
+                    state: TrialState::Fail,
+                    values: None,
+                    fail_reason: Some(why),
+                },
             },
-            Outcome::Pruned => (TrialState::Pruned.as_str(), None, None),
-            Outcome::Fail(why) => (TrialState::Fail.as_str(), None, Some(why.clone())),
+            Outcome::Pruned => Told {
+                state: TrialState::Pruned,
+                values: None,
+                fail_reason: None,
+            },
+            Outcome::Fail(why) => Told {
+                state: TrialState::Fail,
+                values: None,
+                fail_reason: Some(why.clone()),
+            },
         };
         self.session
             .send(pb::attach_request::Msg::Finished(pb::Finished {
@@ -498,91 +459,89 @@ impl RemoteRun {
         Ok(Some(told))
     }
 
-    /// The evaluator finished trial `number` (after telling it); `abort` stops the run.
-    #[pyo3(signature = (number, abort=None))]
-    fn done(&self, number: u64, abort: Option<String>) {
+    fn done(&self, _py: Python<'_>, number: u64, abort: Option<String>) -> PyResult<()> {
         self.session
             .send(pb::attach_request::Msg::Finished(pb::Finished {
                 trial: number,
                 outcome: None,
                 abort,
             }));
+        Ok(())
     }
 
-    fn stop(&self) {
+    fn stop(&self, _py: Python<'_>) -> PyResult<()> {
         self.session
             .send(pb::attach_request::Msg::Stop(pb::StopRun {
                 interrupt: false,
                 reason: String::new(),
             }));
+        Ok(())
     }
 
-    fn interrupt(&self, reason: String) {
+    fn interrupt(&self, _py: Python<'_>, reason: String) -> PyResult<()> {
         self.session
             .send(pb::attach_request::Msg::Stop(pb::StopRun {
                 interrupt: true,
                 reason,
             }));
+        Ok(())
     }
 
-    #[getter]
     fn finished(&self) -> bool {
         self.session.queue.lock().summary.is_some()
     }
 
-    /// Waits for the end of the run: (started, finished, reason, detail, timed_out), or None
-    /// after `timeout` seconds.
-    #[pyo3(signature = (timeout=None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
-        common::poll(py, timeout, |slice| {
-            let s = self.session.clone();
-            let got = py.detach(move || {
-                let deadline = Instant::now() + slice;
-                let mut q = s.queue.lock();
-                while q.summary.is_none() {
-                    if s.cv.wait_until(&mut q, deadline).timed_out() {
-                        break;
-                    }
+    fn wait(&self, py: Python<'_>, slice: Duration) -> PyResult<Option<pb::RunSummary>> {
+        let s = self.session.clone();
+        let got = py.detach(move || {
+            let deadline = Instant::now() + slice;
+            let mut q = s.queue.lock();
+            while q.summary.is_none() {
+                if s.cv.wait_until(&mut q, deadline).timed_out() {
+                    break;
                 }
-                q.summary.clone()
-            });
-            let Some(s) = got else { return Ok(None) };
+            }
+            q.summary.clone()
+        });
+        if got.is_some() {
             // The stream is over: define-by-run calls go back to unary calls.
-            let study = self.study.get();
-            let mut cur = study.session.lock();
+            let mut cur = self.current.lock();
             if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.session)) {
                 *cur = None;
             }
-            Ok(Some(summary_tuple(py, &s)?))
-        })
+        }
+        Ok(got)
     }
 }
 
 // ------------------------------------------------------------------ study
 
-/// A study living in a remote engine (same interface as the embedded `Study`).
-#[pyclass(frozen, name = "RemoteStudy", module = "dspex._native")]
+/// A study living in a remote engine.
 pub(crate) struct RemoteStudy {
     client: RemoteClient,
     name: String,
-    directions: Vec<&'static str>,
+    directions: Vec<StudyDirection>,
     /// The stream of the current run of this process: define-by-run calls go through it.
-    session: Mutex<Option<Arc<Session>>>,
+    session: Arc<Mutex<Option<Arc<Session>>>>,
 }
 
 impl RemoteStudy {
-    fn new(client: RemoteClient, info: pb::StudyInfo) -> Self {
+    fn open_study(client: RemoteClient, info: pb::StudyInfo) -> PyResult<PyStudy> {
         let directions = info
             .directions
             .iter()
-            .map(|d| direction_from_i32(*d).map_or("minimize", |d| d.as_str()))
-            .collect();
-        RemoteStudy {
+            .map(|d| direction_from_i32(*d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(malformed)?;
+        let backend = RemoteStudy {
             client,
             name: info.name,
             directions,
-            session: Mutex::new(None),
-        }
+            session: Arc::new(Mutex::new(None)),
+        };
+        Ok(PyStudy {
+            backend: Arc::new(backend),
+        })
     }
 
     fn trial_call(
@@ -640,9 +599,58 @@ impl RemoteStudy {
             None => Err(RemoteError::new_err("the engine sent an empty reply")),
         }
     }
+
+    /// Opens an Attach stream: starting a run (`start`) or joining the active one.
+    fn open(
+        &self,
+        py: Python<'_>,
+        start: Option<pb::RunSpec>,
+        capacity: u32,
+        heartbeat_ms: u32,
+        worker: Option<String>,
+    ) -> PyResult<Box<dyn RunBackend>> {
+        let hb = heartbeat_ms.max(10);
+        let hello = pb::Hello {
+            study: self.name.clone(),
+            callables: vec![pb::Callable {
+                name: "objective".into(),
+                kind: pb::callable::Kind::Objective as i32,
+            }],
+            capacity,
+            start,
+            worker: worker.unwrap_or_else(|| format!("pid {}", std::process::id())),
+            heartbeat_ms: hb,
+        };
+        let client = self.client.c();
+        let session = block(
+            py,
+            open_session(client, hello, Duration::from_millis(u64::from(hb))),
+        )?;
+        *self.session.lock() = Some(session.clone());
+        Ok(Box::new(RemoteRun {
+            session,
+            current: self.session.clone(),
+            n_objectives: self.directions.len(),
+        }))
+    }
 }
 
 impl StudyBackend for RemoteStudy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn directions(&self) -> &[StudyDirection] {
+        &self.directions
+    }
+
+    fn ask(&self, py: Python<'_>) -> PyResult<u64> {
+        match self.study_call(py, pb::study_call_request::Op::Ask(pb::Empty {}))? {
+            pb::study_call_reply::Result::Number(n) => Ok(n),
+            _ => Err(unexpected()),
+        }
+    }
+
     fn suggest_value(
         &self,
         py: Python<'_>,
@@ -663,7 +671,7 @@ impl StudyBackend for RemoteStudy {
                 let v = s
                     .value
                     .ok_or_else(|| RemoteError::new_err("a suggestion without a value"))?;
-                Ok((param_from_pb(&v).map_err(engine_err)?, s.warning))
+                Ok((param_from_pb(&v).map_err(malformed)?, s.warning))
             }
             _ => Err(unexpected()),
         }
@@ -693,7 +701,7 @@ impl StudyBackend for RemoteStudy {
         number: u64,
         outcome: Outcome,
         strict: bool,
-    ) -> PyResult<ToldTuple> {
+    ) -> PyResult<Told> {
         let r = self.trial_call(
             py,
             number,
@@ -703,14 +711,11 @@ impl StudyBackend for RemoteStudy {
             }),
         )?;
         match r {
-            pb::trial_reply::Result::Told(t) => {
-                let state = state_from_i32(t.state).map_err(engine_err)?;
-                Ok((
-                    state.as_str(),
-                    t.has_values.then_some(t.values),
-                    t.fail_reason,
-                ))
-            }
+            pb::trial_reply::Result::Told(t) => Ok(Told {
+                state: state_from_i32(t.state).map_err(malformed)?,
+                values: t.has_values.then_some(t.values),
+                fail_reason: t.fail_reason,
+            }),
             _ => Err(unexpected()),
         }
     }
@@ -734,9 +739,24 @@ impl StudyBackend for RemoteStudy {
         }
     }
 
+    fn add_record(&self, py: Python<'_>, record: TrialRecord) -> PyResult<u64> {
+        let op = pb::study_call_request::Op::AddTrial(trial_to_pb(&record));
+        match self.study_call(py, op)? {
+            pb::study_call_reply::Result::Number(n) => Ok(n),
+            _ => Err(unexpected()),
+        }
+    }
+
     fn trial_record(&self, py: Python<'_>, number: u64) -> PyResult<TrialRecord> {
         match self.trial_call(py, number, pb::trial_call::Op::GetTrial(pb::Empty {}))? {
-            pb::trial_reply::Result::Trial(t) => record_from_pb(&t),
+            pb::trial_reply::Result::Trial(t) => trial_from_pb(&t).map_err(malformed),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn trial_state(&self, py: Python<'_>, number: u64) -> PyResult<TrialState> {
+        match self.trial_call(py, number, pb::trial_call::Op::GetState(pb::Empty {}))? {
+            pb::trial_reply::Result::State(s) => state_from_i32(s).map_err(malformed),
             _ => Err(unexpected()),
         }
     }
@@ -757,7 +777,9 @@ impl StudyBackend for RemoteStudy {
                 .map(|r| r.into_inner().trials)
                 .map_err(status_err)
         })?;
-        ts.iter().map(record_from_pb).collect()
+        ts.iter()
+            .map(|t| trial_from_pb(t).map_err(malformed))
+            .collect()
     }
 
     fn count_trials(&self, py: Python<'_>, states: Option<Vec<TrialState>>) -> PyResult<usize> {
@@ -772,16 +794,18 @@ impl StudyBackend for RemoteStudy {
 
     fn best_record(&self, py: Python<'_>) -> PyResult<TrialRecord> {
         match self.study_call(py, pb::study_call_request::Op::BestTrial(pb::Empty {}))? {
-            pb::study_call_reply::Result::Trial(t) => record_from_pb(&t),
+            pb::study_call_reply::Result::Trial(t) => trial_from_pb(&t).map_err(malformed),
             _ => Err(unexpected()),
         }
     }
 
     fn best_records(&self, py: Python<'_>) -> PyResult<Vec<TrialRecord>> {
         match self.study_call(py, pb::study_call_request::Op::BestTrials(pb::Empty {}))? {
-            pb::study_call_reply::Result::Trials(ts) => {
-                ts.trials.iter().map(record_from_pb).collect()
-            }
+            pb::study_call_reply::Result::Trials(ts) => ts
+                .trials
+                .iter()
+                .map(|t| trial_from_pb(t).map_err(malformed))
+                .collect(),
             _ => Err(unexpected()),
         }
     }
@@ -826,9 +850,43 @@ impl StudyBackend for RemoteStudy {
             pb::study_call_request::Op::UserAttrs(pb::Empty {})
         };
         match self.study_call(py, op)? {
-            pb::study_call_reply::Result::Json(j) => attrs_from_json(&j).map_err(engine_err),
+            pb::study_call_reply::Result::Json(j) => attrs_from_json(&j).map_err(malformed),
             _ => Err(unexpected()),
         }
+    }
+
+    fn stop_runs(&self, py: Python<'_>) -> PyResult<usize> {
+        match self.study_call(py, pb::study_call_request::Op::Stop(pb::Empty {}))? {
+            pb::study_call_reply::Result::Count(n) => Ok(n as usize),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The run is owned by this process's stream, which evaluates `concurrency` trials at
+    /// once. Over a stream the engine always starts the trials it sends (`evaluators_ask` is
+    /// an embedded option).
+    fn start_run(&self, py: Python<'_>, req: RunRequest) -> PyResult<Box<dyn RunBackend>> {
+        self.open(
+            py,
+            Some(req.spec),
+            req.concurrency,
+            req.heartbeat_ms,
+            req.worker,
+        )
+    }
+
+    fn attach(
+        &self,
+        py: Python<'_>,
+        capacity: u32,
+        heartbeat_ms: u32,
+        worker: Option<String>,
+    ) -> PyResult<Box<dyn RunBackend>> {
+        self.open(py, None, capacity, heartbeat_ms, worker)
+    }
+
+    fn client(&self) -> Option<RemoteClient> {
+        Some(self.client.clone())
     }
 }
 
@@ -845,499 +903,7 @@ fn unexpected() -> PyErr {
     RemoteError::new_err("the engine sent an unexpected reply")
 }
 
-/// A wire trial as an engine record (for the Python tuple form).
-fn record_from_pb(t: &pb::Trial) -> PyResult<dspex_engine::TrialRecord> {
-    use dspex_engine::model::from_unix_seconds;
-    let mut r =
-        dspex_engine::TrialRecord::new(t.number, state_from_i32(t.state).map_err(engine_err)?);
-    for (k, d) in &t.distributions {
-        r.distributions
-            .insert(k.clone(), dist_from_pb(d).map_err(engine_err)?);
-    }
-    r.params = params_from_pb(&t.params).map_err(engine_err)?;
-    r.values = t.has_values.then(|| t.values.clone());
-    r.intermediate_values = t
-        .intermediate_values
-        .iter()
-        .map(|(k, v)| (*k, *v))
-        .collect();
-    r.user_attrs = attrs_from_json(&t.user_attrs_json).map_err(engine_err)?;
-    r.system_attrs = attrs_from_json(&t.system_attrs_json).map_err(engine_err)?;
-    if let Some(f) = &t.fixed_params_json {
-        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(f) {
-            let fixed: BTreeMap<String, ParamValue> = m
-                .iter()
-                .filter_map(|(k, v)| ParamValue::from_json(v).ok().map(|p| (k.clone(), p)))
-                .collect();
-            r.fixed_params = Some(fixed);
-        }
-    }
-    r.datetime_start = t.datetime_start.and_then(from_unix_seconds);
-    r.datetime_complete = t.datetime_complete.and_then(from_unix_seconds);
-    r.fail_reason = t.fail_reason.clone();
-    Ok(r)
-}
-
-#[pymethods]
-impl RemoteStudy {
-    #[getter]
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-
-    #[getter]
-    fn directions(&self) -> Vec<&'static str> {
-        self.directions.clone()
-    }
-
-    #[getter]
-    fn client(&self) -> RemoteClient {
-        self.client.clone()
-    }
-
-    fn ask(&self, py: Python<'_>) -> PyResult<u64> {
-        match self.study_call(py, pb::study_call_request::Op::Ask(pb::Empty {}))? {
-            pb::study_call_reply::Result::Number(n) => Ok(n),
-            _ => Err(unexpected()),
-        }
-    }
-
-    #[pyo3(signature = (number, name, low, high, log=false, step=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn suggest_float(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        name: String,
-        low: f64,
-        high: f64,
-        log: bool,
-        step: Option<f64>,
-    ) -> PyResult<f64> {
-        common::suggest_float(self, py, number, name, low, high, log, step)
-    }
-
-    #[pyo3(signature = (number, name, low, high, step=1, log=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn suggest_int(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        name: String,
-        low: i64,
-        high: i64,
-        step: i64,
-        log: bool,
-    ) -> PyResult<i64> {
-        common::suggest_int(self, py, number, name, low, high, step, log)
-    }
-
-    /// Returns the index of the chosen value in `choices`.
-    fn suggest_categorical(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        name: String,
-        choices: &Bound<'_, PyAny>,
-    ) -> PyResult<usize> {
-        common::suggest_categorical(self, py, number, name, choices)
-    }
-
-    /// Suggests with a distribution tuple; returns the external value.
-    fn suggest(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        name: String,
-        dist: &Bound<'_, PyAny>,
-    ) -> PyResult<Py<PyAny>> {
-        common::suggest(self, py, number, name, dist)
-    }
-
-    fn report(&self, py: Python<'_>, number: u64, step: i64, value: f64) -> PyResult<bool> {
-        self.report_value(py, number, step, value)
-    }
-
-    fn should_prune(&self, py: Python<'_>, number: u64) -> PyResult<bool> {
-        self.prune_check(py, number)
-    }
-
-    /// Finishes a trial: `values` (COMPLETE if valid), or `state` "PRUNED"/"FAIL" with an
-    /// optional `fail_reason`. Returns (state, values, fail_reason).
-    #[pyo3(signature = (number, values=None, state=None, fail_reason=None, strict=false))]
-    fn tell(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        values: Option<Vec<f64>>,
-        state: Option<String>,
-        fail_reason: Option<String>,
-        strict: bool,
-    ) -> PyResult<ToldTuple> {
-        common::tell(self, py, number, values, state, fail_reason, strict)
-    }
-
-    #[pyo3(signature = (params, user_attrs=None, skip_if_exists=false))]
-    fn enqueue(
-        &self,
-        py: Python<'_>,
-        params: &Bound<'_, PyDict>,
-        user_attrs: Option<&Bound<'_, PyDict>>,
-        skip_if_exists: bool,
-    ) -> PyResult<Option<u64>> {
-        common::enqueue(self, py, params, user_attrs, skip_if_exists)
-    }
-
-    #[pyo3(signature = (state, params, distributions, values, intermediate_values, user_attrs, system_attrs, datetime_start=None, datetime_complete=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn add_trial(
-        &self,
-        py: Python<'_>,
-        state: String,
-        params: &Bound<'_, PyDict>,
-        distributions: &Bound<'_, PyDict>,
-        values: Option<Vec<f64>>,
-        intermediate_values: BTreeMap<i64, f64>,
-        user_attrs: Option<&Bound<'_, PyDict>>,
-        system_attrs: Option<&Bound<'_, PyDict>>,
-        datetime_start: Option<f64>,
-        datetime_complete: Option<f64>,
-    ) -> PyResult<u64> {
-        let st = parse_state(&state)?;
-        let mut t = pb::Trial {
-            state: state_to_pb(st) as i32,
-            has_values: values.is_some(),
-            values: values.unwrap_or_default(),
-            intermediate_values: intermediate_values.into_iter().collect(),
-            user_attrs_json: attrs_to_json(&attrs_from_py(user_attrs)?),
-            system_attrs_json: attrs_to_json(&attrs_from_py(system_attrs)?),
-            datetime_start,
-            datetime_complete,
-            ..Default::default()
-        };
-        for (k, d) in distributions.iter() {
-            t.distributions
-                .insert(k.extract()?, dist_to_pb(&dist_from_py(&d)?));
-        }
-        t.params = params_to_pb(&common::params_from_py(params)?);
-        match self.study_call(py, pb::study_call_request::Op::AddTrial(t))? {
-            pb::study_call_reply::Result::Number(n) => Ok(n),
-            _ => Err(unexpected()),
-        }
-    }
-
-    fn trial(&self, py: Python<'_>, number: u64) -> PyResult<Py<PyAny>> {
-        common::trial(self, py, number)
-    }
-
-    fn trial_state(&self, py: Python<'_>, number: u64) -> PyResult<&'static str> {
-        match self.trial_call(py, number, pb::trial_call::Op::GetState(pb::Empty {}))? {
-            pb::trial_reply::Result::State(s) => {
-                Ok(state_from_i32(s).map_err(engine_err)?.as_str())
-            }
-            _ => Err(unexpected()),
-        }
-    }
-
-    fn trial_params(&self, py: Python<'_>, number: u64) -> PyResult<Py<PyAny>> {
-        common::trial_params(self, py, number)
-    }
-
-    #[pyo3(signature = (states=None))]
-    fn trials(&self, py: Python<'_>, states: Option<Vec<String>>) -> PyResult<Vec<Py<PyAny>>> {
-        common::trials(self, py, states)
-    }
-
-    #[pyo3(signature = (states=None))]
-    fn n_trials(&self, py: Python<'_>, states: Option<Vec<String>>) -> PyResult<usize> {
-        common::n_trials(self, py, states)
-    }
-
-    fn best_trial(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        common::best_trial(self, py)
-    }
-
-    fn best_trials(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
-        common::best_trials(self, py)
-    }
-
-    fn set_user_attr(&self, py: Python<'_>, key: String, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        common::set_attr(self, py, AttrTarget::Study, false, key, value)
-    }
-
-    fn set_system_attr(
-        &self,
-        py: Python<'_>,
-        key: String,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        common::set_attr(self, py, AttrTarget::Study, true, key, value)
-    }
-
-    fn user_attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        common::attrs(self, py, false)
-    }
-
-    fn system_attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        common::attrs(self, py, true)
-    }
-
-    fn set_trial_user_attr(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        key: String,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        common::set_attr(self, py, AttrTarget::Trial(number), false, key, value)
-    }
-
-    fn set_trial_system_attr(
-        &self,
-        py: Python<'_>,
-        number: u64,
-        key: String,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        common::set_attr(self, py, AttrTarget::Trial(number), true, key, value)
-    }
-    /// Stops the active runs of this study in the engine; returns how many there were.
-    fn stop(&self, py: Python<'_>) -> PyResult<usize> {
-        match self.study_call(py, pb::study_call_request::Op::Stop(pb::Empty {}))? {
-            pb::study_call_reply::Result::Count(n) => Ok(n as usize),
-            _ => Err(unexpected()),
-        }
-    }
-
-    /// Starts a run in the engine owned by this process's stream, which evaluates up to
-    /// `concurrency` trials at once (0: only own the run). The run keeps as many trials in
-    /// flight as its evaluators take (this one and those that attach), at most
-    /// `max_concurrency`. `evaluators_ask` (the embedded `start_run`'s) is accepted and
-    /// ignored: over a stream the engine always starts the trials it sends.
-    #[pyo3(signature = (n_trials=None, timeout=None, concurrency=1, trial_timeout=None, max_retries=0, max_concurrency=None, evaluators_ask=false, heartbeat_ms=1000, worker=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn start_run(
-        slf: &Bound<'_, Self>,
-        n_trials: Option<u64>,
-        timeout: Option<f64>,
-        concurrency: u32,
-        trial_timeout: Option<f64>,
-        max_retries: u32,
-        max_concurrency: Option<u32>,
-        evaluators_ask: bool,
-        heartbeat_ms: u32,
-        worker: Option<String>,
-    ) -> PyResult<RemoteRun> {
-        let _ = evaluators_ask;
-        let spec = pb::RunSpec {
-            n_trials,
-            timeout,
-            max_concurrency,
-            trial_timeout,
-            max_retries,
-        };
-        Self::open(slf, Some(spec), concurrency, heartbeat_ms, worker)
-    }
-
-    /// Joins the study's active run (waiting for one) as an evaluator of `capacity` trials at
-    /// once.
-    #[pyo3(signature = (capacity=1, heartbeat_ms=1000, worker=None))]
-    fn attach(
-        slf: &Bound<'_, Self>,
-        capacity: u32,
-        heartbeat_ms: u32,
-        worker: Option<String>,
-    ) -> PyResult<RemoteRun> {
-        Self::open(slf, None, capacity, heartbeat_ms, worker)
-    }
-}
-
-impl RemoteStudy {
-    fn open(
-        slf: &Bound<'_, Self>,
-        start: Option<pb::RunSpec>,
-        capacity: u32,
-        heartbeat_ms: u32,
-        worker: Option<String>,
-    ) -> PyResult<RemoteRun> {
-        let py = slf.py();
-        let this = slf.get();
-        let hb = heartbeat_ms.max(10);
-        let hello = pb::Hello {
-            study: this.name.clone(),
-            callables: vec![pb::Callable {
-                name: "objective".into(),
-                kind: pb::callable::Kind::Objective as i32,
-            }],
-            capacity,
-            start,
-            worker: worker.unwrap_or_else(|| format!("pid {}", std::process::id())),
-            heartbeat_ms: hb,
-        };
-        let client = this.client.c();
-        let session = block(
-            py,
-            open_session(client, hello, Duration::from_millis(u64::from(hb))),
-        )?;
-        *this.session.lock() = Some(session.clone());
-        Ok(RemoteRun {
-            session,
-            study: slf.clone().unbind(),
-        })
-    }
-}
-
-pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("RemoteError", m.py().get_type::<RemoteError>())?;
-    m.add_class::<RemoteClient>()?;
-    m.add_class::<RemoteStudy>()?;
-    m.add_class::<RemoteRun>()?;
-    m.add_class::<EmbeddedServer>()?;
-    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
-    m.add_function(wrap_pyfunction!(serve_embedded, m)?)?;
-    Ok(())
-}
-
-/// Runs the `dspex` command line (the Rust CLI) with `argv`; returns the exit code. Ctrl-C
-/// in Python stops the command gracefully.
-#[pyfunction]
-#[pyo3(signature = (argv, python=None))]
-fn cli_main(py: Python<'_>, argv: Vec<String>, python: Option<String>) -> PyResult<i32> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let env = dspex_engine::cli::CliEnv { python, cancel: rx };
-    let worker = std::thread::Builder::new()
-        .name("dspex-cli".into())
-        .spawn(move || dspex_engine::cli::run(argv, env))
-        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the CLI thread: {e}")))?;
-    let mut interrupted = false;
-    loop {
-        if worker.is_finished() {
-            break;
-        }
-        py.detach(|| std::thread::sleep(SLICE));
-        if let Err(e) = py.check_signals() {
-            if interrupted {
-                return Err(e);
-            }
-            interrupted = true;
-            let _ = tx.send(true);
-        }
-    }
-    match worker.join() {
-        Ok(code) => Ok(code),
-        Err(_) => Err(PyRuntimeError::new_err(
-            "internal error: the dspex CLI panicked",
-        )),
-    }
-}
-
-/// An in-process engine server on a loopback port that serves one embedded study, so worker
-/// processes can attach to it (`study.optimize(..., processes=N)` on an embedded study).
-#[pyclass(frozen, name = "EmbeddedServer", module = "dspex._native")]
-pub(crate) struct EmbeddedServer {
-    study: Arc<dspex_engine::Study>,
-    service: dspex_engine::grpc::EngineService,
-    address: String,
-    token: String,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-/// Serves `study` on 127.0.0.1 (a free port) with a fresh random token.
-#[pyfunction]
-fn serve_embedded(py: Python<'_>, study: &crate::PyStudy) -> PyResult<EmbeddedServer> {
-    let inner = study.inner.clone();
-    let service = dspex_engine::grpc::EngineService::with_heartbeat(
-        inner.storage().clone(),
-        Duration::from_millis(500),
-    );
-    service.add_study(inner.clone());
-    let token = dspex_engine::cli::random_token();
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let svc = service.clone();
-    let tok = token.clone();
-    let address = block(py, async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| RemoteError::new_err(format!("cannot listen on loopback: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| RemoteError::new_err(e.to_string()))?;
-        let mut rx = stop_rx;
-        tokio::spawn(dspex_engine::grpc::serve(
-            listener,
-            svc,
-            dspex_engine::grpc::ServeOptions {
-                token: Some(tok),
-                ..Default::default()
-            },
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
-        ));
-        Ok(addr.to_string())
-    })?;
-    Ok(EmbeddedServer {
-        study: inner,
-        service,
-        address,
-        token,
-        stop,
-    })
-}
-
-#[pymethods]
-impl EmbeddedServer {
-    #[getter]
-    fn address(&self) -> String {
-        self.address.clone()
-    }
-
-    #[getter]
-    fn token(&self) -> String {
-        self.token.clone()
-    }
-
-    /// Starts a run of the study that attached workers evaluate (the embedded `Run`): as many
-    /// trials in flight as they take, at most `max_concurrency`.
-    #[pyo3(signature = (n_trials=None, timeout=None, max_concurrency=None, trial_timeout=None, max_retries=0))]
-    fn start_run(
-        &self,
-        py: Python<'_>,
-        n_trials: Option<u64>,
-        timeout: Option<f64>,
-        max_concurrency: Option<u32>,
-        trial_timeout: Option<f64>,
-        max_retries: u32,
-    ) -> PyResult<crate::PyRun> {
-        let spec = pb::RunSpec {
-            n_trials,
-            timeout,
-            max_concurrency,
-            trial_timeout,
-            max_retries,
-        };
-        let (opts, retries) = dspex_engine::grpc::run_options(&spec).map_err(crate::to_py_err)?;
-        let study = self.study.clone();
-        let service = self.service.clone();
-        let run = py
-            .detach(move || {
-                let run = dspex_engine::Run::start_with_retries(study.clone(), opts, retries)?;
-                service.set_active_run(
-                    study.name(),
-                    dspex_engine::grpc::ActiveRun {
-                        run: run.clone(),
-                        space: Arc::new(BTreeMap::new()),
-                    },
-                )?;
-                Ok::<_, EngineError>(run)
-            })
-            .map_err(crate::to_py_err)?;
-        Ok(crate::PyRun { inner: run })
-    }
-
-    /// Stops the server (open streams end).
-    fn close(&self) {
-        self.service.shutdown();
-        let _ = self.stop.send(true);
-    }
+/// A reply that does not decode.
+fn malformed(e: EngineError) -> PyErr {
+    RemoteError::new_err(format!("the engine sent a malformed reply: {e}"))
 }

@@ -9,9 +9,9 @@ use dspex_optimizer::{
 };
 
 use super::pb;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorCode, Result};
 use crate::model::{from_unix_seconds, unix_seconds, AttrMap, AttrValue, TrialRecord};
-use crate::scheduler::{RunSummary, StopReason};
+use crate::scheduler::RunSummary;
 use crate::study::{Outcome, Told};
 
 fn bad(msg: impl Into<String>) -> EngineError {
@@ -183,9 +183,10 @@ pub fn trial_to_pb(t: &TrialRecord) -> pb::Trial {
     }
 }
 
-/// A trial record for `add_trial`: params must match their distributions.
+/// A wire trial as a record (a trial the engine sent, or one for `add_trial`, which assigns
+/// the number): params must match their distributions.
 pub fn trial_from_pb(t: &pb::Trial) -> Result<TrialRecord> {
-    let mut r = TrialRecord::new(0, state_from_i32(t.state)?);
+    let mut r = TrialRecord::new(t.number, state_from_i32(t.state)?);
     for (k, d) in &t.distributions {
         r.distributions.insert(k.clone(), dist_from_pb(d)?);
     }
@@ -220,6 +221,17 @@ pub fn trial_from_pb(t: &pb::Trial) -> Result<TrialRecord> {
     r.fail_reason = t.fail_reason.clone();
     r.datetime_start = t.datetime_start.and_then(from_unix_seconds);
     r.datetime_complete = t.datetime_complete.and_then(from_unix_seconds);
+    if let Some(f) = &t.fixed_params_json {
+        let fixed = attrs_from_json(f)?
+            .iter()
+            .map(|(k, v)| {
+                ParamValue::from_json(v)
+                    .map(|p| (k.clone(), p))
+                    .map_err(|e| bad(format!("fixed parameter {k:?}: {e}")))
+            })
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        r.fixed_params = Some(fixed);
+    }
     Ok(r)
 }
 
@@ -252,58 +264,98 @@ pub fn told_to_pb(t: &Told) -> pb::Told {
     }
 }
 
-pub fn error_to_pb(e: &EngineError) -> pb::Error {
+/// The wire code of `c`.
+pub fn code_to_pb(c: ErrorCode) -> pb::error::Code {
     use pb::error::Code;
-    let code = match e {
-        EngineError::InvalidArgument(_) | EngineError::IncompatibleDistribution { .. } => {
-            Code::InvalidArgument
-        }
-        EngineError::StudyNotFound(_) | EngineError::TrialNotFound(_) => Code::NotFound,
-        EngineError::DuplicatedStudy(_) => Code::AlreadyExists,
-        EngineError::TrialNotRunning { .. }
-        | EngineError::NoData(_)
-        | EngineError::InvalidOperation(_) => Code::FailedPrecondition,
-        EngineError::Unsupported(_) => Code::Unimplemented,
-        _ => Code::Internal,
-    };
+    match c {
+        ErrorCode::InvalidArgument => Code::InvalidArgument,
+        ErrorCode::NotFound => Code::NotFound,
+        ErrorCode::AlreadyExists => Code::AlreadyExists,
+        ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+        ErrorCode::InvalidOperation => Code::InvalidOperation,
+        ErrorCode::Unimplemented => Code::Unimplemented,
+        ErrorCode::Storage => Code::Storage,
+        ErrorCode::Internal => Code::Internal,
+    }
+}
+
+/// The code of a wire `Error` (an unknown number is an internal error).
+pub fn code_from_pb(code: i32) -> ErrorCode {
+    use pb::error::Code;
+    match Code::try_from(code) {
+        Ok(Code::InvalidArgument) => ErrorCode::InvalidArgument,
+        Ok(Code::NotFound) => ErrorCode::NotFound,
+        Ok(Code::AlreadyExists) => ErrorCode::AlreadyExists,
+        Ok(Code::FailedPrecondition) => ErrorCode::FailedPrecondition,
+        Ok(Code::InvalidOperation) => ErrorCode::InvalidOperation,
+        Ok(Code::Unimplemented) => ErrorCode::Unimplemented,
+        Ok(Code::Storage) => ErrorCode::Storage,
+        Ok(Code::Internal) | Err(_) => ErrorCode::Internal,
+    }
+}
+
+/// The gRPC status code `c` travels under.
+pub fn code_to_grpc(c: ErrorCode) -> tonic::Code {
+    use tonic::Code;
+    match c {
+        ErrorCode::InvalidArgument => Code::InvalidArgument,
+        ErrorCode::NotFound => Code::NotFound,
+        ErrorCode::AlreadyExists => Code::AlreadyExists,
+        ErrorCode::FailedPrecondition | ErrorCode::InvalidOperation => Code::FailedPrecondition,
+        ErrorCode::Unimplemented => Code::Unimplemented,
+        ErrorCode::Storage => Code::Unavailable,
+        ErrorCode::Internal => Code::Internal,
+    }
+}
+
+/// Metadata key of the [`ErrorCode`] of an engine error in a gRPC status.
+pub const ERROR_CODE_KEY: &str = "dspex-error";
+
+pub fn error_to_pb(e: &EngineError) -> pb::Error {
     pb::Error {
-        code: code as i32,
+        code: code_to_pb(e.code()) as i32,
         message: e.to_string(),
     }
 }
 
 pub fn error_to_status(e: &EngineError) -> tonic::Status {
-    use tonic::Code;
-    let code = match e {
-        EngineError::InvalidArgument(_) | EngineError::IncompatibleDistribution { .. } => {
-            Code::InvalidArgument
-        }
-        EngineError::StudyNotFound(_) | EngineError::TrialNotFound(_) => Code::NotFound,
-        EngineError::DuplicatedStudy(_) => Code::AlreadyExists,
-        EngineError::TrialNotRunning { .. }
-        | EngineError::NoData(_)
-        | EngineError::InvalidOperation(_) => Code::FailedPrecondition,
-        EngineError::Unsupported(_) => Code::Unimplemented,
-        _ => Code::Internal,
-    };
-    tonic::Status::new(code, e.to_string())
+    let code = e.code();
+    let mut status = tonic::Status::new(code_to_grpc(code), e.to_string());
+    status.metadata_mut().insert(
+        ERROR_CODE_KEY,
+        tonic::metadata::MetadataValue::from_static(code.as_str()),
+    );
+    status
+}
+
+/// The engine error code of a status: the `dspex-error` metadata the engine sets, else (a
+/// status the service built itself for a malformed request) the codes that mean the same;
+/// None for transport failures (UNAVAILABLE, UNAUTHENTICATED, ...).
+pub fn status_code(s: &tonic::Status) -> Option<ErrorCode> {
+    if let Some(c) = s
+        .metadata()
+        .get(ERROR_CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ErrorCode::parse)
+    {
+        return Some(c);
+    }
+    match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => Some(ErrorCode::InvalidArgument),
+        tonic::Code::FailedPrecondition => Some(ErrorCode::FailedPrecondition),
+        tonic::Code::NotFound => Some(ErrorCode::NotFound),
+        tonic::Code::AlreadyExists => Some(ErrorCode::AlreadyExists),
+        tonic::Code::Unimplemented => Some(ErrorCode::Unimplemented),
+        _ => None,
+    }
 }
 
 pub fn summary_to_pb(s: &RunSummary) -> pb::RunSummary {
-    let (reason, detail) = match &s.reason {
-        StopReason::NTrials => ("n_trials", None),
-        StopReason::Timeout => ("timeout", None),
-        StopReason::Stopped => ("stopped", None),
-        StopReason::Exhausted => ("exhausted", None),
-        StopReason::Aborted(m) => ("aborted", Some(m.clone())),
-        StopReason::Interrupted(m) => ("interrupted", Some(m.clone())),
-        StopReason::Error(m) => ("error", Some(m.clone())),
-    };
     pb::RunSummary {
         started: s.started,
         finished: s.finished,
-        reason: reason.into(),
-        detail,
+        reason: s.reason.name().into(),
+        detail: s.reason.detail().map(str::to_string),
         timed_out: s.timed_out.clone(),
     }
 }
@@ -327,6 +379,29 @@ mod tests {
         assert_eq!(dist_from_pb(&dist_to_pb(&d)).unwrap(), d);
         let f = Distribution::Float(FloatDistribution::new(1e-3, 1.0, true, None).unwrap());
         assert_eq!(dist_from_pb(&dist_to_pb(&f)).unwrap(), f);
+    }
+
+    #[test]
+    fn every_error_code_survives_the_wire() {
+        for c in ErrorCode::ALL {
+            assert_eq!(code_from_pb(code_to_pb(c) as i32), c);
+            let e = match c {
+                ErrorCode::InvalidArgument => EngineError::InvalidArgument("x".into()),
+                ErrorCode::NotFound => EngineError::TrialNotFound(3),
+                ErrorCode::AlreadyExists => EngineError::DuplicatedStudy("s".into()),
+                ErrorCode::FailedPrecondition => EngineError::NoData("none".into()),
+                ErrorCode::InvalidOperation => EngineError::InvalidOperation("no".into()),
+                ErrorCode::Unimplemented => EngineError::Unsupported("u".into()),
+                ErrorCode::Storage => EngineError::Storage("disk".into()),
+                ErrorCode::Internal => EngineError::Internal("bug".into()),
+            };
+            assert_eq!(e.code(), c);
+            let st = error_to_status(&e);
+            assert_eq!(status_code(&st), Some(c));
+            assert_eq!(st.message(), e.to_string());
+        }
+        assert_eq!(status_code(&tonic::Status::unavailable("down")), None);
+        assert_eq!(code_from_pb(99), ErrorCode::Internal);
     }
 
     #[test]

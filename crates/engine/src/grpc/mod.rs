@@ -147,6 +147,95 @@ pub async fn serve(
         .map_err(|e| io(&e))
 }
 
+/// An engine server on a free loopback port, with a fresh random token, serving one study to
+/// the engine's own worker processes (`dspex optimize`, `study.optimize(processes=N)`).
+pub struct LoopbackServer {
+    service: EngineService,
+    study: Arc<crate::Study>,
+    address: SocketAddr,
+    token: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl LoopbackServer {
+    /// Listens on 127.0.0.1 (a free port) and serves `study` (heartbeats every 500 ms: the
+    /// workers are local). Call from within the runtime.
+    pub async fn start(study: Arc<crate::Study>) -> Result<LoopbackServer> {
+        let service =
+            EngineService::with_heartbeat(study.storage().clone(), Duration::from_millis(500));
+        service.add_study(study.clone());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| EngineError::Internal(format!("cannot listen on loopback: {e}")))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| EngineError::Internal(format!("cannot listen on loopback: {e}")))?;
+        let token = crate::cli::random_token();
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(serve(
+            listener,
+            service.clone(),
+            ServeOptions {
+                token: Some(token.clone()),
+                ..Default::default()
+            },
+            async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            },
+        ));
+        Ok(LoopbackServer {
+            service,
+            study,
+            address,
+            token,
+            stop,
+            task,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The token every call must carry.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Starts a run of the study that attached workers evaluate; `space`: parameters sampled
+    /// before each evaluation is sent (study.toml's search space).
+    pub fn start_run(
+        &self,
+        options: crate::RunOptions,
+        max_retries: u32,
+        space: Arc<std::collections::BTreeMap<String, dspex_optimizer::Distribution>>,
+    ) -> Result<Arc<crate::Run>> {
+        let run = crate::Run::start_with_retries(self.study.clone(), options, max_retries)?;
+        self.service.set_active_run(
+            self.study.name(),
+            ActiveRun {
+                run: run.clone(),
+                space,
+            },
+        )?;
+        Ok(run)
+    }
+
+    /// Ends the open streams, interrupts the active runs and stops listening (without
+    /// waiting for the server task).
+    pub fn close(&self) {
+        self.service.shutdown();
+        let _ = self.stop.send(true);
+    }
+
+    /// [`LoopbackServer::close`], then waits up to `grace` for the server to stop.
+    pub async fn shutdown(self, grace: Duration) {
+        self.close();
+        let _ = tokio::time::timeout(grace, self.task).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
