@@ -107,7 +107,8 @@ def test_direction_and_directions_together():
     [
         (lambda: dspex.samplers.TPESampler(n_startup_trials=-1), "n_startup_trials=-1"),
         (lambda: dspex.samplers.TPESampler(n_ei_candidates=0), "n_ei_candidates=0"),
-        (lambda: dspex.samplers.TPESampler(prior_weight=-2.0), "prior_weight=-2.0"),
+        (lambda: dspex.samplers.TPESampler(prior_weight=-2.0), "prior_weight=-2"),
+        (lambda: dspex.samplers.TPESampler(prior_weight=0.0), "prior_weight=0"),
         (lambda: dspex.samplers.TPESampler(below_clip_factor=0.5), "below_clip_factor=0.5"),
         (lambda: dspex.samplers.TPESampler(below_clip_factor=float("nan")), "below_clip_factor=nan"),
         (lambda: dspex.samplers.TPESampler(gamma=lambda n: n), "gamma"),

@@ -3,7 +3,8 @@ Optuna's constructor signatures and defaults. Bad arguments raise ``ValueError``
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+import json
+from typing import Any, Dict, Optional, Union
 
 from dspex import _native
 
@@ -24,6 +25,16 @@ class BasePruner:
     """Base class of the engine's pruners (custom Python pruners are not supported yet)."""
 
     _native: Any
+    #: (kind, constructor keywords): what the engine builds the pruner from, in this process or
+    #: in a remote engine (the same validation as study.toml's ``[pruner]``).
+    _spec: "tuple[str, Dict[str, Any]]"
+
+    def _build(self, kind: str, options: Dict[str, Any]) -> None:
+        try:
+            self._native = _native.pruner(kind, json.dumps(options))
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: {e}") from None
+        self._spec = (kind, options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -33,8 +44,7 @@ class NopPruner(BasePruner):
     """Never prunes."""
 
     def __init__(self) -> None:
-        self._native = _native.nop_pruner()
-        self._spec = ("nop", {})
+        self._build("nop", {})
 
 
 class PercentilePruner(BasePruner):
@@ -43,10 +53,13 @@ class PercentilePruner(BasePruner):
 
     def __init__(self, percentile: float, n_startup_trials: int = 5, n_warmup_steps: int = 0, interval_steps: int = 1, *, n_min_trials: int = 1) -> None:
         c = "PercentilePruner"
-        self._spec = ("percentile", dict(percentile=percentile, n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps, interval_steps=interval_steps, n_min_trials=n_min_trials))
-        self._native = _native.percentile_pruner(
-            _num(c, "percentile", percentile), _int(c, "n_startup_trials", n_startup_trials), _int(c, "n_warmup_steps", n_warmup_steps),
-            _int(c, "interval_steps", interval_steps), _int(c, "n_min_trials", n_min_trials),
+        self._build(
+            "percentile",
+            dict(
+                percentile=_num(c, "percentile", percentile), n_startup_trials=_int(c, "n_startup_trials", n_startup_trials),
+                n_warmup_steps=_int(c, "n_warmup_steps", n_warmup_steps), interval_steps=_int(c, "interval_steps", interval_steps),
+                n_min_trials=_int(c, "n_min_trials", n_min_trials),
+            ),
         )
 
 
@@ -56,10 +69,12 @@ class MedianPruner(BasePruner):
 
     def __init__(self, n_startup_trials: int = 5, n_warmup_steps: int = 0, interval_steps: int = 1, *, n_min_trials: int = 1) -> None:
         c = "MedianPruner"
-        self._spec = ("median", dict(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps, interval_steps=interval_steps, n_min_trials=n_min_trials))
-        self._native = _native.median_pruner(
-            _int(c, "n_startup_trials", n_startup_trials), _int(c, "n_warmup_steps", n_warmup_steps),
-            _int(c, "interval_steps", interval_steps), _int(c, "n_min_trials", n_min_trials),
+        self._build(
+            "median",
+            dict(
+                n_startup_trials=_int(c, "n_startup_trials", n_startup_trials), n_warmup_steps=_int(c, "n_warmup_steps", n_warmup_steps),
+                interval_steps=_int(c, "interval_steps", interval_steps), n_min_trials=_int(c, "n_min_trials", n_min_trials),
+            ),
         )
 
 
@@ -72,9 +87,12 @@ class SuccessiveHalvingPruner(BasePruner):
             mr: Optional[int] = None
         else:
             mr = _int(c, "min_resource", min_resource)
-        self._spec = ("successive_halving", dict(min_resource=mr, reduction_factor=reduction_factor, min_early_stopping_rate=min_early_stopping_rate, bootstrap_count=bootstrap_count))
-        self._native = _native.successive_halving_pruner(
-            mr, _int(c, "reduction_factor", reduction_factor), _int(c, "min_early_stopping_rate", min_early_stopping_rate), _int(c, "bootstrap_count", bootstrap_count)
+        self._build(
+            "successive_halving",
+            dict(
+                min_resource=mr, reduction_factor=_int(c, "reduction_factor", reduction_factor),
+                min_early_stopping_rate=_int(c, "min_early_stopping_rate", min_early_stopping_rate), bootstrap_count=_int(c, "bootstrap_count", bootstrap_count),
+            ),
         )
 
 
@@ -87,9 +105,12 @@ class HyperbandPruner(BasePruner):
             mx: Optional[int] = None
         else:
             mx = _int(c, "max_resource", max_resource)
-        self._spec = ("hyperband", dict(min_resource=min_resource, max_resource=mx, reduction_factor=reduction_factor, bootstrap_count=bootstrap_count))
-        self._native = _native.hyperband_pruner(
-            _int(c, "min_resource", min_resource), mx, _int(c, "reduction_factor", reduction_factor), _int(c, "bootstrap_count", bootstrap_count)
+        self._build(
+            "hyperband",
+            dict(
+                min_resource=_int(c, "min_resource", min_resource), max_resource=mx,
+                reduction_factor=_int(c, "reduction_factor", reduction_factor), bootstrap_count=_int(c, "bootstrap_count", bootstrap_count),
+            ),
         )
 
 
@@ -98,10 +119,12 @@ class ThresholdPruner(BasePruner):
 
     def __init__(self, lower: Optional[float] = None, upper: Optional[float] = None, n_warmup_steps: int = 0, interval_steps: int = 1) -> None:
         c = "ThresholdPruner"
-        self._spec = ("threshold", dict(lower=lower, upper=upper, n_warmup_steps=n_warmup_steps, interval_steps=interval_steps))
-        self._native = _native.threshold_pruner(
-            None if lower is None else _num(c, "lower", lower), None if upper is None else _num(c, "upper", upper),
-            _int(c, "n_warmup_steps", n_warmup_steps), _int(c, "interval_steps", interval_steps),
+        self._build(
+            "threshold",
+            dict(
+                lower=None if lower is None else _num(c, "lower", lower), upper=None if upper is None else _num(c, "upper", upper),
+                n_warmup_steps=_int(c, "n_warmup_steps", n_warmup_steps), interval_steps=_int(c, "interval_steps", interval_steps),
+            ),
         )
 
 
@@ -113,10 +136,8 @@ class PatientPruner(BasePruner):
         c = "PatientPruner"
         if wrapped_pruner is not None and not isinstance(wrapped_pruner, BasePruner):
             raise ValueError(f"{c}(wrapped_pruner={wrapped_pruner!r}): must be a dspex pruner or None")
-        self._spec = ("patient", dict(wrapped=None if wrapped_pruner is None else dict(kind=wrapped_pruner._spec[0], **wrapped_pruner._spec[1]), patience=patience, min_delta=min_delta))
-        self._native = _native.patient_pruner(
-            None if wrapped_pruner is None else wrapped_pruner._native, _int(c, "patience", patience), _num(c, "min_delta", min_delta)
-        )
+        wrapped = None if wrapped_pruner is None else dict(kind=wrapped_pruner._spec[0], **wrapped_pruner._spec[1])
+        self._build("patient", dict(wrapped=wrapped, patience=_int(c, "patience", patience), min_delta=_num(c, "min_delta", min_delta)))
 
 
 class WilcoxonPruner(BasePruner):
@@ -124,8 +145,7 @@ class WilcoxonPruner(BasePruner):
 
     def __init__(self, *, p_threshold: float = 0.1, n_startup_steps: int = 2) -> None:
         c = "WilcoxonPruner"
-        self._spec = ("wilcoxon", dict(p_threshold=p_threshold, n_startup_steps=n_startup_steps))
-        self._native = _native.wilcoxon_pruner(_num(c, "p_threshold", p_threshold), _int(c, "n_startup_steps", n_startup_steps))
+        self._build("wilcoxon", dict(p_threshold=_num(c, "p_threshold", p_threshold), n_startup_steps=_int(c, "n_startup_steps", n_startup_steps)))
 
 
 __all__ = [

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+import json
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from dspex import _native
 
@@ -21,6 +22,16 @@ class BaseSampler:
     """Base class of the engine's samplers (custom Python samplers are not supported yet)."""
 
     _native: Any
+    #: (kind, constructor keywords): what the engine builds the sampler from, in this process
+    #: or in a remote engine (the same validation as study.toml's ``[sampler]``).
+    _spec: "tuple[str, Dict[str, Any]]"
+
+    def _build(self, kind: str, options: Dict[str, Any]) -> None:
+        try:
+            self._native = _native.sampler(kind, json.dumps(options))
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: {e}") from None
+        self._spec = (kind, options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -30,8 +41,7 @@ class RandomSampler(BaseSampler):
     """Samples every parameter independently and uniformly (log-uniformly for ``log=True``)."""
 
     def __init__(self, seed: int | None = None) -> None:
-        self._native = _native.random_sampler(_check_seed(seed))
-        self._spec = ("random", {"seed": seed})
+        self._build("random", {"seed": _check_seed(seed)})
 
 
 class TPESampler(BaseSampler):
@@ -77,32 +87,37 @@ class TPESampler(BaseSampler):
                 raise ValueError(f"TPESampler({name}={value!r}): custom {name} is not supported by dspex")
         if consider_prior is False:
             raise ValueError("TPESampler(consider_prior=False) is not supported (Optuna 5 always uses the prior)")
-        if isinstance(n_startup_trials, bool) or not isinstance(n_startup_trials, int) or n_startup_trials < 0:
-            raise ValueError(f"TPESampler(n_startup_trials={n_startup_trials!r}): must be an int >= 0")
-        if isinstance(n_ei_candidates, bool) or not isinstance(n_ei_candidates, int) or n_ei_candidates < 1:
-            raise ValueError(f"TPESampler(n_ei_candidates={n_ei_candidates!r}): must be an int >= 1")
-        pw = 1.0 if prior_weight is None else prior_weight
-        if not isinstance(pw, (int, float)) or not pw > 0 or pw != pw or pw == float("inf"):
-            raise ValueError(f"TPESampler(prior_weight={prior_weight!r}): must be a finite number > 0")
-        bcf = below_clip_factor
-        if isinstance(bcf, bool) or not isinstance(bcf, (int, float)) or not 1.0 <= bcf < float("inf"):
-            raise ValueError(f"TPESampler(below_clip_factor={below_clip_factor!r}): must be a finite number >= 1 (1 is Optuna's rule)")
-        if group and multivariate is False:
-            raise ValueError("TPESampler(group=True) requires multivariate=True")
-        kwargs = dict(
-            n_startup_trials=n_startup_trials,
-            n_ei_candidates=n_ei_candidates,
-            multivariate=multivariate,
-            group=bool(group),
-            constant_liar=bool(constant_liar),
-            seed=_check_seed(seed),
-            prior_weight=float(pw),
-            consider_magic_clip=True if consider_magic_clip is None else bool(consider_magic_clip),
-            consider_endpoints=False if consider_endpoints is None else bool(consider_endpoints),
-            below_clip_factor=float(bcf),
+        self._build(
+            "tpe",
+            dict(
+                n_startup_trials=_int("n_startup_trials", n_startup_trials),
+                n_ei_candidates=_int("n_ei_candidates", n_ei_candidates),
+                multivariate=multivariate,
+                group=bool(group),
+                constant_liar=bool(constant_liar),
+                seed=_check_seed(seed),
+                prior_weight=1.0 if prior_weight is None else _num("prior_weight", prior_weight),
+                consider_magic_clip=True if consider_magic_clip is None else bool(consider_magic_clip),
+                consider_endpoints=False if consider_endpoints is None else bool(consider_endpoints),
+                below_clip_factor=_num("below_clip_factor", below_clip_factor),
+            ),
         )
-        self._native = _native.tpe_sampler(**kwargs)
-        self._spec = ("tpe", kwargs)  # what a remote engine builds (dspex.remote)
+
+
+def _int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name}={v!r}: must be an int")
+    return v
+
+
+def _num(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{name}={v!r}: must be a number")
+    v = float(v)
+    if v != v or v in (float("inf"), float("-inf")):
+        # JSON has no NaN or infinity: the engine would not see the value.
+        raise ValueError(f"invalid argument {name}={v}: must be a finite number")
+    return v
 
 
 class GridSampler(BaseSampler):
@@ -115,8 +130,11 @@ class GridSampler(BaseSampler):
         if not isinstance(search_space, Mapping):
             raise TypeError(f"search_space must be a mapping of name -> values, got {search_space!r}")
         self._search_space = {k: list(v) for k, v in search_space.items()}
-        self._native = _native.grid_sampler(self._search_space, _check_seed(seed))
-        self._spec = ("grid", {"search_space": self._search_space, "seed": seed})
+        for name, values in self._search_space.items():
+            for v in values:
+                if v is not None and not isinstance(v, (bool, int, float, str)):
+                    raise TypeError(f"GridSampler: search_space[{name!r}] values must be None, bool, int, float or str, got {v!r}")
+        self._build("grid", {"search_space": self._search_space, "seed": _check_seed(seed)})
 
 
 __all__ = ["BaseSampler", "GridSampler", "RandomSampler", "TPESampler"]

@@ -30,10 +30,10 @@ fn d_one() -> f64 {
 fn d_four() -> f64 {
     4.0
 }
-fn d_10() -> usize {
+fn d_10() -> i64 {
     10
 }
-fn d_24() -> usize {
+fn d_24() -> i64 {
     24
 }
 fn d_5() -> i64 {
@@ -75,9 +75,9 @@ pub enum SamplerSpec {
     },
     Tpe {
         #[serde(default = "d_10")]
-        n_startup_trials: usize,
+        n_startup_trials: i64,
         #[serde(default = "d_24")]
-        n_ei_candidates: usize,
+        n_ei_candidates: i64,
         multivariate: Option<bool>,
         #[serde(default)]
         group: bool,
@@ -164,7 +164,20 @@ pub enum PrunerSpec {
     },
 }
 
+/// A count option that must not be negative.
+fn count(name: &'static str, v: i64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| {
+        EngineError::from(dspex_optimizer::OptimizerError::arg(
+            name,
+            v,
+            "must be an int >= 0",
+        ))
+    })
+}
+
 impl SamplerSpec {
+    /// Builds the sampler; every option is validated here (Python, study.toml and the wire
+    /// all build samplers through this).
     pub fn build(&self) -> Result<Arc<dyn Sampler>> {
         Ok(match self {
             SamplerSpec::Random { seed } => Arc::new(RandomSampler::new(*seed)),
@@ -180,8 +193,8 @@ impl SamplerSpec {
                 consider_endpoints,
                 below_clip_factor,
             } => Arc::new(TpeSampler::new(TpeOptions {
-                n_startup_trials: *n_startup_trials,
-                n_ei_candidates: *n_ei_candidates,
+                n_startup_trials: count("n_startup_trials", *n_startup_trials)?,
+                n_ei_candidates: count("n_ei_candidates", *n_ei_candidates)?,
                 multivariate: *multivariate,
                 group: *group,
                 constant_liar: *constant_liar,
@@ -203,6 +216,8 @@ impl SamplerSpec {
 }
 
 impl PrunerSpec {
+    /// Builds the pruner; every option is validated here (Python, study.toml and the wire all
+    /// build pruners through this).
     pub fn build(&self) -> Result<Arc<dyn Pruner>> {
         Ok(match self {
             PrunerSpec::Nop {} => Arc::new(NopPruner),
@@ -314,14 +329,15 @@ fn component_json(kind: &str, options_json: &str) -> Result<serde_json::Value> {
     Ok(v)
 }
 
-/// A sampler from the wire (`Component`).
+/// A sampler from its kind and options (a JSON object of the Python constructor's keywords;
+/// null means not given): the wire's `Component`, and Python's samplers.
 pub fn sampler_from_component(kind: &str, options_json: &str) -> Result<Arc<dyn Sampler>> {
     let spec: SamplerSpec = serde_json::from_value(component_json(kind, options_json)?)
         .map_err(|e| EngineError::InvalidArgument(format!("sampler {kind:?}: {e}")))?;
     spec.build()
 }
 
-/// A pruner from the wire (`Component`).
+/// A pruner from its kind and options (see [`sampler_from_component`]).
 pub fn pruner_from_component(kind: &str, options_json: &str) -> Result<Arc<dyn Pruner>> {
     let spec: PrunerSpec = serde_json::from_value(component_json(kind, options_json)?)
         .map_err(|e| EngineError::InvalidArgument(format!("pruner {kind:?}: {e}")))?;

@@ -11,17 +11,11 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dspex_engine::optimizer::pruners::{
-    HyperbandPruner, MedianPruner, MinResource, NopPruner, PatientPruner, PercentilePruner,
-    SuccessiveHalvingPruner, ThresholdPruner, WilcoxonPruner,
-};
-use dspex_engine::optimizer::samplers::{GridSampler, RandomSampler, TpeOptions, TpeSampler};
 use dspex_engine::optimizer::{
     CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue,
     Pruner as PrunerTrait, Sampler as SamplerTrait, StudyDirection, TrialState,
@@ -480,259 +474,54 @@ impl PyStorage {
 #[pyclass(frozen, name = "Sampler", module = "dspex._native")]
 pub(crate) struct PySampler {
     inner: Arc<dyn SamplerTrait>,
-    kind: &'static str,
+    kind: String,
 }
 
 #[pymethods]
 impl PySampler {
     #[getter]
-    fn kind(&self) -> &'static str {
-        self.kind
+    fn kind(&self) -> &str {
+        &self.kind
     }
     fn __repr__(&self) -> String {
         format!("<dspex native sampler {}>", self.kind)
     }
 }
 
+/// Builds a sampler from its kind and constructor keywords (JSON; null means not given): the
+/// engine validates them, as for study.toml and the wire.
 #[pyfunction]
-#[pyo3(signature = (seed=None))]
-fn random_sampler(seed: Option<u64>) -> PySampler {
-    PySampler {
-        inner: Arc::new(RandomSampler::new(seed)),
-        kind: "random",
-    }
-}
-
-#[pyfunction]
-#[pyo3(signature = (*, n_startup_trials, n_ei_candidates, multivariate, group, constant_liar, seed, prior_weight, consider_magic_clip, consider_endpoints, below_clip_factor))]
-#[allow(clippy::too_many_arguments)]
-fn tpe_sampler(
-    py: Python<'_>,
-    n_startup_trials: usize,
-    n_ei_candidates: usize,
-    multivariate: Option<bool>,
-    group: bool,
-    constant_liar: bool,
-    seed: Option<u64>,
-    prior_weight: f64,
-    consider_magic_clip: bool,
-    consider_endpoints: bool,
-    below_clip_factor: f64,
-) -> PyResult<PySampler> {
-    let opts = TpeOptions {
-        n_startup_trials,
-        n_ei_candidates,
-        multivariate,
-        group,
-        constant_liar,
-        seed,
-        prior_weight,
-        consider_magic_clip,
-        consider_endpoints,
-        below_clip_factor,
-    };
-    let s = engine(py, move || Ok(TpeSampler::new(opts)?))?;
-    Ok(PySampler {
-        inner: Arc::new(s),
-        kind: "tpe",
-    })
-}
-
-#[pyfunction]
-#[pyo3(signature = (search_space, seed=None))]
-fn grid_sampler(
-    py: Python<'_>,
-    search_space: &Bound<'_, PyDict>,
-    seed: Option<u64>,
-) -> PyResult<PySampler> {
-    let mut space = BTreeMap::new();
-    for (k, v) in search_space.iter() {
-        let name: String = k.extract().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "search_space keys must be str, got {}",
-                k.repr().map(|r| r.to_string()).unwrap_or_default()
-            ))
-        })?;
-        let values = v
-            .try_iter()
-            .map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "search_space[{name:?}] must be a sequence of values"
-                ))
-            })?
-            .map(|x| param_from_py(&x?))
-            .collect::<PyResult<Vec<_>>>()?;
-        space.insert(name, values);
-    }
-    let s = engine(py, move || Ok(GridSampler::new(space, seed)?))?;
-    Ok(PySampler {
-        inner: Arc::new(s),
-        kind: "grid",
-    })
+fn sampler(py: Python<'_>, kind: String, options_json: String) -> PyResult<PySampler> {
+    let k = kind.clone();
+    let inner = engine(py, move || {
+        dspex_engine::config::sampler_from_component(&k, &options_json)
+    })?;
+    Ok(PySampler { inner, kind })
 }
 
 /// A pruner built by the engine (see `dspex.pruners`).
 #[pyclass(frozen, name = "Pruner", module = "dspex._native")]
 pub(crate) struct PyPruner {
     inner: Arc<dyn PrunerTrait>,
-    kind: &'static str,
+    kind: String,
 }
 
 #[pymethods]
 impl PyPruner {
     #[getter]
-    fn kind(&self) -> &'static str {
-        self.kind
+    fn kind(&self) -> &str {
+        &self.kind
     }
 }
 
+/// Builds a pruner from its kind and constructor keywords (see [`sampler`]).
 #[pyfunction]
-fn nop_pruner() -> PyPruner {
-    PyPruner {
-        inner: Arc::new(NopPruner),
-        kind: "nop",
-    }
-}
-
-/// Builds a pruner from a constructor result, mapping bad arguments to ValueError.
-fn make_pruner<P: PrunerTrait + 'static>(
-    py: Python<'_>,
-    kind: &'static str,
-    f: impl FnOnce() -> Result<P, dspex_engine::optimizer::OptimizerError> + Send,
-) -> PyResult<PyPruner> {
-    let p = engine(py, move || Ok(f()?))?;
-    Ok(PyPruner {
-        inner: Arc::new(p),
-        kind,
-    })
-}
-
-#[pyfunction]
-#[pyo3(signature = (percentile, n_startup_trials, n_warmup_steps, interval_steps, n_min_trials))]
-fn percentile_pruner(
-    py: Python<'_>,
-    percentile: f64,
-    n_startup_trials: i64,
-    n_warmup_steps: i64,
-    interval_steps: i64,
-    n_min_trials: i64,
-) -> PyResult<PyPruner> {
-    make_pruner(py, "percentile", move || {
-        PercentilePruner::new(
-            percentile,
-            n_startup_trials,
-            n_warmup_steps,
-            interval_steps,
-            n_min_trials,
-        )
-    })
-}
-
-#[pyfunction]
-#[pyo3(signature = (n_startup_trials, n_warmup_steps, interval_steps, n_min_trials))]
-fn median_pruner(
-    py: Python<'_>,
-    n_startup_trials: i64,
-    n_warmup_steps: i64,
-    interval_steps: i64,
-    n_min_trials: i64,
-) -> PyResult<PyPruner> {
-    make_pruner(py, "median", move || {
-        MedianPruner::new(
-            n_startup_trials,
-            n_warmup_steps,
-            interval_steps,
-            n_min_trials,
-        )
-    })
-}
-
-/// `min_resource`: None means "auto".
-#[pyfunction]
-#[pyo3(signature = (min_resource, reduction_factor, min_early_stopping_rate, bootstrap_count))]
-fn successive_halving_pruner(
-    py: Python<'_>,
-    min_resource: Option<i64>,
-    reduction_factor: i64,
-    min_early_stopping_rate: i64,
-    bootstrap_count: i64,
-) -> PyResult<PyPruner> {
-    let mr = min_resource.map_or(MinResource::Auto, MinResource::Fixed);
-    make_pruner(py, "successive_halving", move || {
-        SuccessiveHalvingPruner::new(
-            mr,
-            reduction_factor,
-            min_early_stopping_rate,
-            bootstrap_count,
-        )
-    })
-}
-
-/// `max_resource`: None means "auto".
-#[pyfunction]
-#[pyo3(signature = (min_resource, max_resource, reduction_factor, bootstrap_count))]
-fn hyperband_pruner(
-    py: Python<'_>,
-    min_resource: i64,
-    max_resource: Option<i64>,
-    reduction_factor: i64,
-    bootstrap_count: i64,
-) -> PyResult<PyPruner> {
-    make_pruner(py, "hyperband", move || {
-        HyperbandPruner::new(
-            min_resource,
-            max_resource,
-            reduction_factor,
-            bootstrap_count,
-        )
-    })
-}
-
-#[pyfunction]
-#[pyo3(signature = (lower, upper, n_warmup_steps, interval_steps))]
-fn threshold_pruner(
-    py: Python<'_>,
-    lower: Option<f64>,
-    upper: Option<f64>,
-    n_warmup_steps: i64,
-    interval_steps: i64,
-) -> PyResult<PyPruner> {
-    make_pruner(py, "threshold", move || {
-        ThresholdPruner::new(lower, upper, n_warmup_steps, interval_steps)
-    })
-}
-
-/// Lets a shared pruner be wrapped by one that wants to own it.
-#[derive(Debug)]
-struct SharedPruner(Arc<dyn PrunerTrait>);
-
-impl PrunerTrait for SharedPruner {
-    fn prune(&self, history: &dspex_engine::optimizer::History, trial: u64) -> bool {
-        self.0.prune(history, trial)
-    }
-}
-
-#[pyfunction]
-#[pyo3(signature = (wrapped, patience, min_delta))]
-fn patient_pruner(
-    py: Python<'_>,
-    wrapped: Option<&PyPruner>,
-    patience: i64,
-    min_delta: f64,
-) -> PyResult<PyPruner> {
-    let inner: Option<Box<dyn PrunerTrait>> =
-        wrapped.map(|w| Box::new(SharedPruner(w.inner.clone())) as Box<dyn PrunerTrait>);
-    make_pruner(py, "patient", move || {
-        PatientPruner::new(inner, patience, min_delta)
-    })
-}
-
-#[pyfunction]
-#[pyo3(signature = (p_threshold, n_startup_steps))]
-fn wilcoxon_pruner(py: Python<'_>, p_threshold: f64, n_startup_steps: i64) -> PyResult<PyPruner> {
-    make_pruner(py, "wilcoxon", move || {
-        WilcoxonPruner::new(p_threshold, n_startup_steps)
-    })
+fn pruner(py: Python<'_>, kind: String, options_json: String) -> PyResult<PyPruner> {
+    let k = kind.clone();
+    let inner = engine(py, move || {
+        dspex_engine::config::pruner_from_component(&k, &options_json)
+    })?;
+    Ok(PyPruner { inner, kind })
 }
 
 /// Checks a float distribution; returns the (possibly adjusted) high and the adjustment note.
@@ -822,17 +611,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<server::EmbeddedServer>()?;
     m.add_function(wrap_pyfunction!(server::cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(server::serve_embedded, m)?)?;
-    m.add_function(wrap_pyfunction!(random_sampler, m)?)?;
-    m.add_function(wrap_pyfunction!(tpe_sampler, m)?)?;
-    m.add_function(wrap_pyfunction!(grid_sampler, m)?)?;
-    m.add_function(wrap_pyfunction!(nop_pruner, m)?)?;
-    m.add_function(wrap_pyfunction!(percentile_pruner, m)?)?;
-    m.add_function(wrap_pyfunction!(median_pruner, m)?)?;
-    m.add_function(wrap_pyfunction!(successive_halving_pruner, m)?)?;
-    m.add_function(wrap_pyfunction!(hyperband_pruner, m)?)?;
-    m.add_function(wrap_pyfunction!(threshold_pruner, m)?)?;
-    m.add_function(wrap_pyfunction!(patient_pruner, m)?)?;
-    m.add_function(wrap_pyfunction!(wilcoxon_pruner, m)?)?;
+    m.add_function(wrap_pyfunction!(sampler, m)?)?;
+    m.add_function(wrap_pyfunction!(pruner, m)?)?;
     m.add_function(wrap_pyfunction!(check_float_distribution, m)?)?;
     m.add_function(wrap_pyfunction!(check_int_distribution, m)?)?;
     m.add_function(wrap_pyfunction!(check_categorical_distribution, m)?)?;

@@ -80,14 +80,12 @@ impl TpeSampler {
                 "must be at least 1",
             ));
         }
-        if options.prior_weight.is_nan()
-            || options.prior_weight < 0.0
-            || !options.prior_weight.is_finite()
-        {
+        // With no observation the prior is the only kernel: a zero weight leaves no density.
+        if !(options.prior_weight > 0.0 && options.prior_weight.is_finite()) {
             return Err(OptimizerError::arg(
                 "prior_weight",
                 options.prior_weight,
-                "must be a finite number >= 0",
+                "must be a finite number > 0",
             ));
         }
         if !(options.below_clip_factor >= 1.0 && options.below_clip_factor.is_finite()) {
