@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use dspex_optimizer::TrialState;
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::config::StudyFile;
@@ -22,6 +22,7 @@ use crate::grpc::{self, EngineService, ServeOptions};
 use crate::scheduler::{RunOptions, RunSummary};
 use crate::storage::Storage;
 use crate::study::Study;
+use crate::workers::{WorkerCommand, WorkerPool};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -275,108 +276,6 @@ fn python_path(study: &Path) -> String {
     parts.join(":")
 }
 
-struct Pool {
-    python: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    children: Vec<Option<Child>>,
-    crashes: Vec<u32>,
-    next_start: Vec<Option<Instant>>,
-    restarts: u64,
-    max_restarts: u32,
-}
-
-impl Pool {
-    fn spawn(&mut self, i: usize) {
-        let mut cmd = Command::new(&self.python);
-        cmd.args(["-m", "dspex.worker"])
-            .args(&self.args)
-            .arg("--name")
-            .arg(format!("pool-{i}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        match cmd.spawn() {
-            Ok(c) => self.children[i] = Some(c),
-            Err(e) => {
-                eprintln!("dspex: cannot start worker {i} ({}): {e}", self.python);
-                self.crashes[i] += 1;
-                self.next_start[i] = Some(Instant::now() + self.backoff(i));
-            }
-        }
-    }
-
-    fn backoff(&self, i: usize) -> Duration {
-        let k = self.crashes[i].min(6);
-        Duration::from_millis(100 * (1u64 << k)).min(Duration::from_secs(5))
-    }
-
-    /// Restarts crashed workers (with backoff); returns how many are alive.
-    fn supervise(&mut self, run_over: bool) -> usize {
-        let mut alive = 0;
-        for i in 0..self.children.len() {
-            if let Some(c) = &mut self.children[i] {
-                match c.try_wait() {
-                    Ok(None) => {
-                        alive += 1;
-                        continue;
-                    }
-                    Ok(Some(status)) => {
-                        self.children[i] = None;
-                        if run_over {
-                            continue;
-                        }
-                        self.crashes[i] += 1;
-                        eprintln!(
-                            "dspex: worker {i} exited ({status}); restarting it in {:.1} s",
-                            self.backoff(i).as_secs_f64()
-                        );
-                        self.next_start[i] = Some(Instant::now() + self.backoff(i));
-                    }
-                    Err(e) => {
-                        eprintln!("dspex: worker {i}: {e}");
-                        self.children[i] = None;
-                    }
-                }
-            }
-            if run_over || self.crashes[i] > self.max_restarts {
-                continue;
-            }
-            if let Some(t) = self.next_start[i] {
-                if Instant::now() >= t {
-                    self.next_start[i] = None;
-                    self.restarts += 1;
-                    self.spawn(i);
-                    if self.children[i].is_some() {
-                        alive += 1;
-                    }
-                }
-            }
-        }
-        alive
-    }
-
-    fn any_restartable(&self) -> bool {
-        (0..self.children.len())
-            .any(|i| self.children[i].is_some() || self.crashes[i] <= self.max_restarts)
-    }
-
-    async fn shutdown(&mut self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        for c in self.children.iter_mut().flatten() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(left, c.wait()).await.is_err() {
-                let _ = c.start_kill();
-                let _ = c.wait().await;
-            }
-        }
-    }
-}
-
 /// Imports the objective in a throw-away Python process: a clear error before any trial runs.
 async fn check_objective(python: &str, objective: &str, pythonpath: &str) -> Result<(), String> {
     let out = Command::new(python)
@@ -487,33 +386,33 @@ async fn optimize(
         )
         .map_err(|e| e.to_string())?;
     let n_workers = processes.unwrap_or(file.workers.processes).max(1);
-    let mut pool = Pool {
-        python: python.clone(),
-        args: vec![
-            "--engine".into(),
-            addr.to_string(),
-            "--study".into(),
-            study.name().to_string(),
-            "--objective".into(),
-            file.objective.clone(),
-            "--concurrency".into(),
-            file.workers.concurrency.to_string(),
-            "--heartbeat-ms".into(),
-            file.workers.heartbeat_ms.to_string(),
-        ],
-        env: vec![
-            ("DSPEX_TOKEN".into(), token),
-            ("PYTHONPATH".into(), pythonpath),
-        ],
-        children: (0..n_workers).map(|_| None).collect(),
-        crashes: vec![0; n_workers],
-        next_start: vec![None; n_workers],
-        restarts: 0,
-        max_restarts: file.workers.max_restarts,
-    };
-    for i in 0..n_workers {
-        pool.spawn(i);
-    }
+    let mut pool = WorkerPool::start(
+        WorkerCommand {
+            program: python.clone(),
+            args: vec![
+                "-m".into(),
+                "dspex.worker".into(),
+                "--engine".into(),
+                addr.to_string(),
+                "--study".into(),
+                study.name().to_string(),
+                "--objective".into(),
+                file.objective.clone(),
+                "--concurrency".into(),
+                file.workers.concurrency.to_string(),
+                "--heartbeat-ms".into(),
+                file.workers.heartbeat_ms.to_string(),
+            ],
+            env: vec![
+                ("DSPEX_TOKEN".into(), token),
+                ("PYTHONPATH".into(), pythonpath),
+            ],
+            name_prefix: "pool".into(),
+            quiet_stdout: true,
+        },
+        n_workers,
+        file.workers.max_restarts,
+    );
     let bar = if no_progress || output == Output::Json {
         indicatif::ProgressBar::hidden()
     } else {
@@ -540,7 +439,7 @@ async fn optimize(
             run.interrupt("interrupted by the user");
         }
         let alive = pool.supervise(false);
-        if alive == 0 && !pool.any_restartable() && !run.is_finished() {
+        if alive == 0 && pool.exhausted() && !run.is_finished() {
             run.interrupt("every worker crashed too often; see the errors above");
         }
         let st = study.clone();
@@ -566,7 +465,12 @@ async fn optimize(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     bar.finish_and_clear();
-    pool.shutdown(Duration::from_secs(5)).await;
+    let pool = tokio::task::spawn_blocking(move || {
+        pool.shutdown(Duration::from_secs(5));
+        pool
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     server.shutdown(Duration::from_secs(5)).await;
     let st = study.clone();
     let report = tokio::task::spawn_blocking(move || summary_json(&st, &summary))

@@ -1,8 +1,8 @@
 //! dspex engine: the study model, storage backends and the trial scheduler.
 //!
 //! The engine is transport-agnostic: a [`scheduler::Run`] decides which trials start and pushes
-//! evaluation requests into a queue; whoever evaluates them (embedded Python threads, later a
-//! gRPC stream) pulls requests, drives the trial through [`study::Study`] (suggest, report, tell)
+//! evaluation requests into a queue; whoever evaluates them (embedded Python threads, a gRPC
+//! Attach stream) pulls requests, drives the trial through [`study::Study`] (suggest, report, tell)
 //! and answers the run by trial number.
 
 pub mod cli;
@@ -14,6 +14,7 @@ pub mod runtime;
 pub mod scheduler;
 pub mod storage;
 pub mod study;
+pub mod workers;
 
 pub use dspex_optimizer as optimizer;
 pub use error::{EngineError, ErrorCode};

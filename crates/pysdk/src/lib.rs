@@ -609,6 +609,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<study::PyRunSummary>()?;
     m.add_class::<remote::RemoteClient>()?;
     m.add_class::<server::EmbeddedServer>()?;
+    m.add_class::<server::PyWorkerPool>()?;
     m.add_function(wrap_pyfunction!(server::cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(server::serve_embedded, m)?)?;
     m.add_function(wrap_pyfunction!(sampler, m)?)?;

@@ -1,15 +1,17 @@
-//! The engine as a server from Python: the `dspex` command line, and the loopback server that
-//! lets worker processes evaluate an embedded study (`study.optimize(..., processes=N)`).
+//! The engine as a server from Python: the `dspex` command line, the loopback server that lets
+//! worker processes evaluate an embedded study, and the supervised pool of those processes
+//! (`study.optimize(..., processes=N)`).
 
 use std::sync::Arc;
 
 use dspex_engine::grpc::{pb, LoopbackServer};
+use dspex_engine::workers::{WorkerCommand, WorkerPool};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::embedded::EmbeddedRun;
 use crate::study::{PyRun, PyStudy};
-use crate::{block, engine, RemoteError, SLICE};
+use crate::{block, engine, guard, RemoteError, SLICE};
 
 /// Runs the `dspex` command line (the Rust CLI) with `argv`; returns the exit code. Ctrl-C
 /// in Python stops the command gracefully.
@@ -108,5 +110,70 @@ impl EmbeddedServer {
     /// Stops the server (open streams end).
     fn close(&self) {
         self.server.close();
+    }
+}
+
+/// Worker processes that attach to an engine, restarted with backoff when they crash (the
+/// engine's pool, as `dspex optimize` runs it).
+#[pyclass(name = "WorkerPool", module = "dspex._native")]
+pub(crate) struct PyWorkerPool {
+    pool: parking_lot::Mutex<WorkerPool>,
+}
+
+#[pymethods]
+impl PyWorkerPool {
+    /// Starts `n` workers running `argv` (each gets `--name <name_prefix>-<i>`) with the
+    /// extra environment `env`; each may crash `max_restarts` times.
+    #[new]
+    #[pyo3(signature = (argv, env, n, max_restarts=10, name_prefix="worker".to_string(), quiet_stdout=false))]
+    fn new(
+        argv: Vec<String>,
+        env: std::collections::BTreeMap<String, String>,
+        n: usize,
+        max_restarts: u32,
+        name_prefix: String,
+        quiet_stdout: bool,
+    ) -> PyResult<Self> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| PyValueError::new_err("argv must name a program"))?;
+        let command = WorkerCommand {
+            program: program.clone(),
+            args: args.to_vec(),
+            env: env.into_iter().collect(),
+            name_prefix,
+            quiet_stdout,
+        };
+        let pool = guard(|| WorkerPool::start(command, n, max_restarts))?;
+        Ok(PyWorkerPool {
+            pool: parking_lot::Mutex::new(pool),
+        })
+    }
+
+    /// Restarts the workers that exited (after their backoff); returns how many are alive.
+    fn supervise(&self) -> PyResult<usize> {
+        guard(|| self.pool.lock().supervise(false))
+    }
+
+    /// True when every worker crashed too often to be restarted.
+    #[getter]
+    fn exhausted(&self) -> bool {
+        self.pool.lock().exhausted()
+    }
+
+    #[getter]
+    fn restarts(&self) -> u64 {
+        self.pool.lock().restarts
+    }
+
+    /// Waits up to `grace` seconds for the workers to exit, then kills the rest.
+    #[pyo3(signature = (grace=5.0))]
+    fn close(&self, py: Python<'_>, grace: f64) -> PyResult<()> {
+        let grace = std::time::Duration::try_from_secs_f64(grace).map_err(|_| {
+            PyValueError::new_err(format!(
+                "grace must be a number of seconds >= 0, got {grace}"
+            ))
+        })?;
+        py.detach(|| guard(|| self.pool.lock().shutdown(grace)))
     }
 }
