@@ -70,6 +70,17 @@ impl InMemoryStorage {
     }
 }
 
+/// Trial values cannot be NaN (Optuna's schema has no NaN trial value, so the SQL backend
+/// refuses them too; `Study::tell` turns NaN into FAIL before it gets here).
+fn check_not_nan(values: Option<&[f64]>) -> Result<()> {
+    if values.is_some_and(|vs| vs.iter().any(|v| v.is_nan())) {
+        return Err(EngineError::InvalidArgument(
+            "a trial value cannot be NaN".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Storage for InMemoryStorage {
     fn create_new_study(
         &self,
@@ -219,6 +230,7 @@ impl Storage for InMemoryStorage {
                 t.values
             )));
         }
+        check_not_nan(t.values.as_deref())?;
         let initial = if t.state == TrialState::Waiting {
             TrialState::Waiting
         } else {
@@ -234,11 +246,9 @@ impl Storage for InMemoryStorage {
             fixed: t.fixed_params.clone(),
             relative_space: SearchSpace::new(),
         });
-        if initial == TrialState::Waiting {
-            s.waiting.push_back(number);
-            return Ok(number);
-        }
-        if s.extras[number as usize].datetime_start.is_none() {
+        // A WAITING trial starts (and gets its start time) when it is popped; it keeps the
+        // template's params and intermediate values meanwhile, as the SQL backend does.
+        if initial != TrialState::Waiting && s.extras[number as usize].datetime_start.is_none() {
             s.extras[number as usize].datetime_start = Some(SystemTime::now());
         }
         let result = (|| -> Result<()> {
@@ -263,9 +273,12 @@ impl Storage for InMemoryStorage {
             Ok(())
         })();
         if let Err(e) = result {
-            // Never leave a half-built trial RUNNING.
+            // Never leave a half-built trial RUNNING (or WAITING).
             let _ = s.finish(number, TrialState::Fail, None, Some(e.to_string()), None);
             return Err(e);
+        }
+        if initial == TrialState::Waiting {
+            s.waiting.push_back(number);
         }
         Ok(number)
     }
@@ -355,7 +368,10 @@ impl Storage for InMemoryStorage {
                     state.as_str()
                 )))
             }
-            _ => s.finish(number, state, values, fail_reason, None),
+            _ => {
+                check_not_nan(values.as_deref())?;
+                s.finish(number, state, values, fail_reason, None)
+            }
         }
     }
 

@@ -916,11 +916,20 @@ impl Inner {
     async fn load_study_meta(&self, id: StudyId) -> Result<(String, Vec<StudyDirection>)> {
         let ctx = "cannot read a study";
         let sid = id as i64;
+        let pg = self.is_pg();
         let (name, dirs): (Option<String>, Vec<(i64, String)>) = with_pool!(&self.db, p => {
+            // One snapshot: a study deleted meanwhile is not found, rather than directionless.
+            let mut tx = p.begin().await.map_err(|e| storage_err(ctx, e))?;
+            if pg {
+                query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| storage_err(ctx, e))?;
+            }
             let name: Option<String> =
                 query_scalar("SELECT study_name FROM studies WHERE study_id = $1")
                     .bind(sid)
-                    .fetch_optional(p)
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(|e| storage_err(ctx, e))?;
             let rows = query(
@@ -928,7 +937,7 @@ impl Inner {
                  WHERE study_id = $1 ORDER BY objective",
             )
             .bind(sid)
-            .fetch_all(p)
+            .fetch_all(&mut *tx)
             .await
             .map_err(|e| storage_err(ctx, e))?;
             let mut dirs = Vec::new();
@@ -937,6 +946,7 @@ impl Inner {
                 let d: String = r.try_get("d").map_err(corrupted)?;
                 dirs.push((o, d));
             }
+            tx.commit().await.map_err(|e| storage_err(ctx, e))?;
             (name, dirs)
         });
         let name = name.ok_or_else(|| EngineError::StudyNotFound(format!("id {id}")))?;
@@ -1361,32 +1371,42 @@ impl Storage for SqlStorage {
     fn get_all_studies(&self) -> Result<Vec<StudySummary>> {
         let inner = &self.inner;
         let ctx = "cannot list studies";
+        let pg = inner.is_pg();
         block_on(async {
             with_pool!(&inner.db, p => {
+                // One snapshot: a study deleted between two of these reads would otherwise
+                // be listed without its directions (an error).
+                let mut tx = p.begin().await.map_err(|e| storage_err(ctx, e))?;
+                if pg {
+                    query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| storage_err(ctx, e))?;
+                }
                 let studies = query(
                     "SELECT CAST(study_id AS BIGINT) AS id, study_name FROM studies ORDER BY study_id",
                 )
-                .fetch_all(p)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| storage_err(ctx, e))?;
                 let dirs = query(
                     "SELECT CAST(study_id AS BIGINT) AS id, CAST(objective AS BIGINT) AS o, \
                      CAST(direction AS TEXT) AS d FROM study_directions ORDER BY study_id, objective",
                 )
-                .fetch_all(p)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| storage_err(ctx, e))?;
                 let counts = query(
                     "SELECT CAST(study_id AS BIGINT) AS id, COUNT(*) AS n, \
                      CAST(MIN(datetime_start) AS TEXT) AS ds FROM trials GROUP BY study_id",
                 )
-                .fetch_all(p)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| storage_err(ctx, e))?;
                 let mut attrs: [HashMap<i64, AttrMap>; 2] = [HashMap::new(), HashMap::new()];
                 for (i, t) in ["study_user_attributes", "study_system_attributes"].iter().enumerate() {
                     let q = format!("SELECT CAST(study_id AS BIGINT) AS id, \"key\" AS k, value_json FROM {t}");
-                    for r in query(&q).fetch_all(p).await.map_err(|e| storage_err(ctx, e))? {
+                    for r in query(&q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
                         let id: Option<i64> = r.try_get("id").map_err(corrupted)?;
                         let k: Option<String> = r.try_get("k").map_err(corrupted)?;
                         let v: Option<String> = r.try_get("value_json").map_err(corrupted)?;
@@ -1409,6 +1429,7 @@ impl Storage for SqlStorage {
                     let ds: Option<String> = r.try_get("ds").map_err(corrupted)?;
                     cmap.insert(id.unwrap_or(-1), (n, ds));
                 }
+                tx.commit().await.map_err(|e| storage_err(ctx, e))?;
                 let mut out = Vec::new();
                 for r in studies {
                     let id: i64 = r.try_get("id").map_err(corrupted)?;
@@ -1461,7 +1482,9 @@ impl Storage for SqlStorage {
             let c = entry.cache.read();
             for (name, v) in &t.internal_params {
                 let Some(dist) = t.distributions.get(name) else {
-                    continue;
+                    return Err(EngineError::InvalidArgument(format!(
+                        "parameter {name:?} has no distribution"
+                    )));
                 };
                 if !dist.contains(*v) {
                     return Err(EngineError::IncompatibleDistribution {
