@@ -107,7 +107,7 @@ pub struct CliEnv {
     pub cancel: watch::Receiver<bool>,
 }
 
-/// Runs the CLI with `args` (args[0] is the program name); returns the exit code.
+/// Runs the CLI with `args` (`args[0]` is the program name); returns the exit code.
 pub fn run(args: Vec<String>, env: CliEnv) -> i32 {
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,

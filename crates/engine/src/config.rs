@@ -47,14 +47,20 @@ fn d_1() -> i64 {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum Choice {
+    /// A boolean (`true` / `false`).
     Bool(bool),
+    /// An integer.
     Int(i64),
+    /// A float (NaN allowed, and equal to itself as a choice).
     Float(f64),
+    /// A string.
     Str(String),
+    /// Python's `None` (JSON `null` on the wire; TOML has no null).
     None(()),
 }
 
 impl Choice {
+    /// The parameter value this choice stands for.
     pub fn to_param(&self) -> ParamValue {
         match self {
             Choice::Bool(b) => ParamValue::Bool(*b),
@@ -70,31 +76,52 @@ impl Choice {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SamplerSpec {
+    /// Uniform random sampling (Optuna's `RandomSampler`).
     Random {
+        /// Seed of the random stream (default: a fresh random seed).
         seed: Option<u64>,
     },
+    /// The Tree-structured Parzen Estimator (Optuna's `TPESampler`).
     Tpe {
+        /// Trials sampled at random before TPE starts (COMPLETE and PRUNED count); default 10.
         #[serde(default = "d_10")]
         n_startup_trials: i64,
+        /// Candidates drawn from the good trials' estimator l(x) per sample, the one maximizing
+        /// l(x)/g(x) wins; >= 1, default 24.
         #[serde(default = "d_24")]
         n_ei_candidates: i64,
+        /// Sample the parameters of the relative search space jointly (default: on for one
+        /// objective, off for several).
         multivariate: Option<bool>,
+        /// Split the search space into groups of parameters that always occur together, sampled
+        /// jointly per group (needs multivariate); default false.
         #[serde(default)]
         group: bool,
+        /// Count RUNNING trials as bad ones, so concurrent trials spread out; default true.
         #[serde(default = "d_true")]
         constant_liar: bool,
+        /// Seed of the random stream (default: a fresh random seed).
         seed: Option<u64>,
+        /// Weight of the prior kernel in both estimators; > 0, default 1.0.
         #[serde(default = "d_one")]
         prior_weight: f64,
+        /// Bound kernel bandwidths below by the "magic clip" (range over the number of
+        /// observations, see `below_clip_factor`); default true.
         #[serde(default = "d_true")]
         consider_magic_clip: bool,
+        /// Let the outermost kernels' bandwidths reach the range's ends; default false.
         #[serde(default)]
         consider_endpoints: bool,
+        /// Kernels per observation the magic clip counts for the good trials' estimator (1.0 is
+        /// Optuna's rule); finite and >= 1, default 4.0.
         #[serde(default = "d_four")]
         below_clip_factor: f64,
     },
+    /// Every point of a Cartesian grid once (Optuna's `GridSampler`).
     Grid {
+        /// The values of each parameter; the grid is their Cartesian product.
         search_space: BTreeMap<String, Vec<Choice>>,
+        /// Seed of the random order the grid points are visited in (default: a fresh random seed).
         seed: Option<u64>,
     },
 }
@@ -103,62 +130,108 @@ pub enum SamplerSpec {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PrunerSpec {
+    /// Never prunes (Optuna's `NopPruner`).
     Nop {},
+    /// Prunes a trial worse than the median of the COMPLETE trials at the same step (Optuna's
+    /// `MedianPruner`).
     Median {
+        /// No pruning until this many trials are COMPLETE; default 5.
         #[serde(default = "d_5")]
         n_startup_trials: i64,
+        /// No pruning before this step of a trial; default 0.
         #[serde(default)]
         n_warmup_steps: i64,
+        /// Steps between two pruning checks, from `n_warmup_steps` on; >= 1, default 1.
         #[serde(default = "d_1")]
         interval_steps: i64,
+        /// Keep a trial when fewer COMPLETE trials reported a value at its step; >= 1, default 1.
         #[serde(default = "d_1")]
         n_min_trials: i64,
     },
+    /// Prunes a trial outside the best `percentile` percent of the COMPLETE trials at the same
+    /// step (Optuna's `PercentilePruner`).
     Percentile {
+        /// The kept top share, in percent, in [0, 100]; required.
         percentile: f64,
+        /// No pruning until this many trials are COMPLETE; default 5.
         #[serde(default = "d_5")]
         n_startup_trials: i64,
+        /// No pruning before this step of a trial; default 0.
         #[serde(default)]
         n_warmup_steps: i64,
+        /// Steps between two pruning checks, from `n_warmup_steps` on; >= 1, default 1.
         #[serde(default = "d_1")]
         interval_steps: i64,
+        /// Keep a trial when fewer COMPLETE trials reported a value at its step; >= 1, default 1.
         #[serde(default = "d_1")]
         n_min_trials: i64,
     },
+    /// Asynchronous successive halving (Optuna's `SuccessiveHalvingPruner`).
     SuccessiveHalving {
         /// None: "auto".
         min_resource: Option<i64>,
+        /// A trial is promoted from a rung when in the top `1 / reduction_factor` there; >= 2,
+        /// default 4.
         reduction_factor: Option<i64>,
+        /// Rungs skipped before the first one (the first rung is at step
+        /// `min_resource * reduction_factor ^ min_early_stopping_rate`); default 0.
         #[serde(default)]
         min_early_stopping_rate: i64,
+        /// Trials that must reach a rung before any is promoted from it; default 0 (and 0 with
+        /// "auto" `min_resource`).
         #[serde(default)]
         bootstrap_count: i64,
     },
+    /// Hyperband: several successive-halving brackets, a trial's bracket fixed by a hash
+    /// (Optuna's `HyperbandPruner`).
     Hyperband {
+        /// Steps of the first rung of the most aggressive bracket; >= 1, default 1.
         #[serde(default = "d_1")]
         min_resource: i64,
         /// None: "auto".
         max_resource: Option<i64>,
+        /// Promotion share `1 / reduction_factor` at each rung; also sets the number of
+        /// brackets. >= 2, default 3.
         reduction_factor: Option<i64>,
+        /// Trials that must reach a rung before any is promoted from it; default 0 (and 0 with
+        /// "auto" `max_resource`).
         #[serde(default)]
         bootstrap_count: i64,
+        /// Key hashed with the trial number to pick its bracket (default: the study's name, which
+        /// gives Optuna's brackets).
         bracket_key: Option<String>,
     },
+    /// Prunes a trial whose latest intermediate value leaves `[lower, upper]` or is NaN
+    /// (Optuna's `ThresholdPruner`).
     Threshold {
+        /// Lower bound (default: unbounded); at least one of `lower` / `upper` is required.
         lower: Option<f64>,
+        /// Upper bound (default: unbounded); `lower <= upper`.
         upper: Option<f64>,
+        /// No pruning before this step of a trial; default 0.
         #[serde(default)]
         n_warmup_steps: i64,
+        /// Steps between two pruning checks, from `n_warmup_steps` on; >= 1, default 1.
         #[serde(default = "d_1")]
         interval_steps: i64,
     },
+    /// Prunes when a Wilcoxon signed-rank test says the trial is worse than the best trial at
+    /// the same steps (Optuna's `WilcoxonPruner`).
     Wilcoxon {
+        /// Prune when the test's p-value is below this, in [0, 1]; default 0.1.
         p_threshold: Option<f64>,
+        /// No pruning before `max(2, n_startup_steps)` steps in common with the best trial;
+        /// >= 0, default 2.
         n_startup_steps: Option<i64>,
     },
+    /// Prunes only a trial that stopped improving for `patience` steps (Optuna's
+    /// `PatientPruner`).
     Patient {
+        /// The pruner asked once patience is lost (default: none, prune then).
         wrapped: Option<Box<PrunerSpec>>,
+        /// Steps without improvement tolerated; >= 0, required.
         patience: i64,
+        /// Smallest change that counts as an improvement; >= 0, default 0.0.
         #[serde(default)]
         min_delta: f64,
     },
@@ -350,27 +423,42 @@ pub fn pruner_from_component(kind: &str, options_json: &str) -> Result<Arc<dyn P
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ParamSpec {
+    /// `type = "float"`: a float in `[low, high]` (Optuna's `FloatDistribution`).
     Float {
+        /// Lowest value (inclusive; > 0 with `log`).
         low: f64,
+        /// Highest value (inclusive; moved down onto the step grid when `step` does not divide
+        /// the range).
         high: f64,
+        /// Sample on a log scale; default false.
         #[serde(default)]
         log: bool,
+        /// Discretization step (default: continuous); not with `log`.
         step: Option<f64>,
     },
+    /// `type = "int"`: an integer in `[low, high]` (Optuna's `IntDistribution`).
     Int {
+        /// Lowest value (inclusive; >= 1 with `log`).
         low: i64,
+        /// Highest value (inclusive; moved down onto the step grid when `step` does not divide
+        /// the range).
         high: i64,
+        /// Sample on a log scale (needs `step = 1`); default false.
         #[serde(default)]
         log: bool,
+        /// Spacing of the values from `low`; >= 1, default 1.
         #[serde(default = "d_1")]
         step: i64,
     },
+    /// `type = "categorical"`: one of a list of choices (Optuna's `CategoricalDistribution`).
     Categorical {
+        /// The choices (non-empty, no duplicates); mixed types allowed.
         choices: Vec<Choice>,
     },
 }
 
 impl ParamSpec {
+    /// Validates the declaration and builds its distribution.
     pub fn build(&self) -> Result<Distribution> {
         Ok(match self {
             ParamSpec::Float {
@@ -471,22 +559,40 @@ struct RawStudyFile {
 /// A checked study.toml.
 #[derive(Debug, Clone)]
 pub struct StudyFile {
+    /// The file this was read from (named in errors; the objective's module is looked up
+    /// next to it).
     pub path: PathBuf,
+    /// `name`: the study's name; created, or loaded when it exists (default: a generated
+    /// `no-name-...` name).
     pub name: Option<String>,
     /// `module:function` of the objective.
     pub objective: String,
+    /// `direction = "..."` or `directions = [...]` (one per objective; not both); default
+    /// `["minimize"]`.
     pub directions: Vec<StudyDirection>,
+    /// `n_trials`: trials to start in this run (default: until `timeout`, a stop, or the
+    /// sampler is exhausted). The `--n-trials` option overrides it.
     pub n_trials: Option<u64>,
+    /// `timeout`: seconds after which no trial starts (running ones finish); default none.
     pub timeout: Option<f64>,
     /// Run-wide cap on the trials in flight; None: the sum of the workers' capacities.
     pub max_concurrency: Option<usize>,
+    /// `trial_timeout`: seconds after which a running trial is failed and its slot freed;
+    /// default none.
     pub trial_timeout: Option<f64>,
+    /// `storage`: URL of the storage (`sqlite:///path.db`, `postgresql://...`; default: in
+    /// memory, lost at exit).
     pub storage: Option<String>,
     /// The line of `storage = ...`, for errors when the storage cannot be opened.
     pub storage_line: Option<usize>,
+    /// The `[workers]` table (defaults when absent).
     pub workers: WorkersSpec,
+    /// The `[sampler]` table (default: TPE with its defaults).
     pub sampler: Option<SamplerSpec>,
+    /// The `[pruner]` table (default: no pruning).
     pub pruner: Option<PrunerSpec>,
+    /// `[search_space]`: parameters the engine suggests before each evaluation, by name
+    /// (default: none; the objective may also suggest its own).
     pub search_space: BTreeMap<String, Distribution>,
 }
 
@@ -510,6 +616,7 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
 }
 
 impl StudyFile {
+    /// Reads and checks the study.toml at `path` (see [`StudyFile::parse`]).
     pub fn load(path: &Path) -> Result<StudyFile> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             EngineError::InvalidArgument(format!("{}: cannot read: {e}", path.display()))

@@ -10,28 +10,40 @@ pub enum EngineError {
     /// A bad argument from the user (Python: ValueError).
     #[error("{0}")]
     InvalidArgument(String),
+    /// No study with this name in the storage (Python: KeyError).
     #[error("study {0:?} not found")]
     StudyNotFound(String),
+    /// A study with this name already exists (Python: DuplicatedStudyError).
     #[error("study {0:?} already exists")]
     DuplicatedStudy(String),
+    /// No trial with this number in the study (Python: KeyError).
     #[error("trial {0} does not exist")]
     TrialNotFound(u64),
     /// An operation that needs a RUNNING trial got one in another state.
     #[error("cannot {op} trial {number}: it is {}", .state.as_str())]
     TrialNotRunning {
+        /// The operation attempted, as in "cannot {op} trial N" (`"tell"`, `"finish"`, ...).
         op: &'static str,
+        /// The trial's number.
         number: u64,
+        /// The state the trial is in.
         state: TrialState,
     },
     /// A parameter asked with a distribution incompatible with an earlier one.
     #[error("parameter {name:?}: {reason}")]
-    IncompatibleDistribution { name: String, reason: String },
+    IncompatibleDistribution {
+        /// The parameter's name.
+        name: String,
+        /// Why the parameter cannot be set.
+        reason: String,
+    },
     /// Asking for something that does not exist yet (no completed trial, ...).
     #[error("{0}")]
     NoData(String),
     /// An operation that is not valid in this study (best_trial of a multi-objective study, ...).
     #[error("{0}")]
     InvalidOperation(String),
+    /// Not supported by this engine or storage (Python: NotImplementedError).
     #[error("not supported: {0}")]
     Unsupported(String),
     /// A storage backend failed: unreachable database, unknown schema, corrupted rows, read-only
@@ -144,6 +156,7 @@ impl From<OptimizerError> for EngineError {
     }
 }
 
+/// The engine's result type: errors are [`EngineError`]s by default.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 #[cfg(test)]

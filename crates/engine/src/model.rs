@@ -15,18 +15,25 @@ pub type AttrMap = BTreeMap<String, AttrValue>;
 pub struct TrialRecord {
     /// 0-based number of the trial in its study.
     pub number: u64,
+    /// Where the trial is in its lifecycle.
     pub state: TrialState,
     /// Parameter values as the objective saw them.
     pub params: BTreeMap<String, ParamValue>,
     /// The same values in internal representation (what samplers read).
     pub internal_params: BTreeMap<String, f64>,
+    /// The distribution each parameter was suggested from.
     pub distributions: BTreeMap<String, Distribution>,
     /// One value per objective once COMPLETE (a PRUNED trial may carry its last reported value).
     pub values: Option<Vec<f64>>,
+    /// Values reported for pruning, by step.
     pub intermediate_values: BTreeMap<i64, f64>,
+    /// Attributes set by the user (`trial.set_user_attr`).
     pub user_attrs: AttrMap,
+    /// Attributes set by dspex or Optuna internals, not the user (`fail_reason`, ...).
     pub system_attrs: AttrMap,
+    /// When the trial started running (None while WAITING).
     pub datetime_start: Option<SystemTime>,
+    /// When the trial finished (None while unfinished).
     pub datetime_complete: Option<SystemTime>,
     /// Why a FAIL trial failed (also kept as the system attribute `fail_reason`).
     pub fail_reason: Option<String>,
@@ -79,12 +86,20 @@ impl TrialRecord {
 /// A study as listed by a storage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StudySummary {
+    /// The storage's id of the study.
     pub study_id: u64,
+    /// The study's unique name.
     pub name: String,
+    /// One direction per objective.
     pub directions: Vec<StudyDirection>,
+    /// Number of trials, in every state.
     pub n_trials: usize,
+    /// Attributes set by the user (`study.set_user_attr`).
     pub user_attrs: AttrMap,
+    /// Attributes set by dspex or Optuna internals.
     pub system_attrs: AttrMap,
+    /// When the study started: its creation time in memory, its earliest trial start in a SQL
+    /// storage (as Optuna reports it; None before any trial started).
     pub datetime_start: Option<SystemTime>,
 }
 

@@ -66,6 +66,7 @@ impl Default for RunOptions {
 /// One trial to evaluate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EvalRequest {
+    /// The number of the (RUNNING) trial to evaluate.
     pub number: u64,
 }
 
@@ -81,6 +82,7 @@ pub enum Done {
 /// What [`Run::pull`] got.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pulled {
+    /// Trials to evaluate now.
     Requests(Vec<EvalRequest>),
     /// Nothing within the timeout; the run goes on.
     Empty,
@@ -91,12 +93,20 @@ pub enum Pulled {
 /// Why a run stopped starting trials.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StopReason {
+    /// `n_trials` trials were started and all finished.
     NTrials,
+    /// The run's `timeout` passed.
     Timeout,
+    /// Someone asked the run to stop ([`Run::stop`], `study.stop()`).
     Stopped,
+    /// The sampler has nothing left to try (a grid fully evaluated).
     Exhausted,
+    /// An evaluator reported an uncaught error ([`Done::Abort`]); its message.
     Aborted(String),
+    /// The run was interrupted ([`Run::interrupt`], Ctrl-C); trials in flight were failed with
+    /// this reason.
     Interrupted(String),
+    /// A trial could not be started (a storage or sampler error); the error.
     Error(String),
 }
 
@@ -129,8 +139,12 @@ impl StopReason {
 /// The end of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
+    /// Trials the run started.
     pub started: u64,
+    /// Trials of the run that finished, including those it failed itself (interrupted,
+    /// timed out, lost).
     pub finished: u64,
+    /// Why the run stopped starting trials.
     pub reason: StopReason,
     /// Trials failed by the per-trial timeout.
     pub timed_out: Vec<u64>,
@@ -249,10 +263,12 @@ impl Run {
         Ok(run)
     }
 
+    /// The study the run starts trials in.
     pub fn study(&self) -> &Arc<Study> {
         &self.study
     }
 
+    /// The options the run was started with.
     pub fn options(&self) -> &RunOptions {
         &self.options
     }
@@ -414,6 +430,7 @@ impl Run {
         let _ = self.events.send(Event::Interrupt(reason.into()));
     }
 
+    /// True once the run has ended (its summary is available).
     pub fn is_finished(&self) -> bool {
         self.summary.lock().is_some()
     }
@@ -450,6 +467,7 @@ pub struct Joined {
 }
 
 impl Joined {
+    /// The run joined.
     pub fn run(&self) -> &Arc<Run> {
         &self.run
     }

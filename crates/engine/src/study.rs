@@ -30,15 +30,22 @@ pub enum Outcome {
 /// What a trial became once told.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Told {
+    /// COMPLETE, PRUNED or FAIL.
     pub state: TrialState,
+    /// The values stored: the objective's when COMPLETE; for PRUNED, the last intermediate
+    /// value when finite (single objective); None otherwise.
     pub values: Option<Vec<f64>>,
+    /// Why the trial failed, when FAIL.
     pub fail_reason: Option<String>,
 }
 
 /// A suggested value, with the warning to show the user, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Suggested {
+    /// The parameter's external value (the earlier one when the name was already suggested).
     pub value: ParamValue,
+    /// A warning to show the user, as Optuna would (e.g. the new distribution of a name
+    /// suggested again, or a fixed value outside the distribution, is ignored).
     pub warning: Option<String>,
 }
 
@@ -132,21 +139,27 @@ impl Study {
         }))
     }
 
+    /// The storage the study lives in.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }
+    /// The study's id in its storage.
     pub fn id(&self) -> StudyId {
         self.id
     }
+    /// The study's unique name.
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// One direction per objective.
     pub fn directions(&self) -> &[StudyDirection] {
         &self.directions
     }
+    /// The sampler (TPE with default options unless one was given).
     pub fn sampler(&self) -> &Arc<dyn Sampler> {
         &self.sampler
     }
+    /// The pruner, bound to this study (no pruning unless one was given).
     pub fn pruner(&self) -> &Arc<dyn Pruner> {
         &self.pruner
     }
@@ -436,10 +449,12 @@ impl Study {
 
     // ---------------------------------------------------------------- queries
 
+    /// Every trial, in number order, or only those in `states`.
     pub fn trials(&self, states: Option<&[TrialState]>) -> Result<Vec<TrialRecord>> {
         self.storage.get_all_trials(self.id, states)
     }
 
+    /// Trial `number`.
     pub fn trial(&self, number: u64) -> Result<TrialRecord> {
         self.storage.get_trial(self.id, number)
     }
@@ -500,15 +515,19 @@ impl Study {
             .collect())
     }
 
+    /// Sets the study's user attribute `key` (Optuna's `study.set_user_attr`).
     pub fn set_user_attr(&self, key: &str, value: AttrValue) -> Result<()> {
         self.storage.set_study_user_attr(self.id, key, value)
     }
+    /// The study's user attributes.
     pub fn user_attrs(&self) -> Result<AttrMap> {
         self.storage.get_study_user_attrs(self.id)
     }
+    /// Sets the study's system attribute `key` (reserved for dspex and Optuna internals).
     pub fn set_system_attr(&self, key: &str, value: AttrValue) -> Result<()> {
         self.storage.set_study_system_attr(self.id, key, value)
     }
+    /// The study's system attributes.
     pub fn system_attrs(&self) -> Result<AttrMap> {
         self.storage.get_study_system_attrs(self.id)
     }

@@ -12,9 +12,11 @@ pub struct WorkerCommand {
     /// The program (a Python interpreter) and its arguments; each worker gets
     /// `--name <name_prefix>-<i>` appended.
     pub program: String,
+    /// Arguments to the program (e.g. `-m dspex.worker` and where to attach).
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Prefix of the worker names: worker `i` is `<name_prefix>-<i>`.
     pub name_prefix: String,
     /// Discard the workers' standard output (the CLI's own output stays parseable); standard
     /// error is always inherited.

@@ -10,10 +10,15 @@ use crate::error::DistributionError;
 /// One categorical choice, or an external parameter value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamValue {
+    /// Python's `None`.
     None,
+    /// A boolean.
     Bool(bool),
+    /// An integer.
     Int(i64),
+    /// A float (NaN allowed).
     Float(f64),
+    /// A string.
     Str(String),
 }
 
@@ -26,6 +31,8 @@ impl ParamValue {
         }
     }
 
+    /// The value as JSON, as Optuna stores categorical choices (a non-finite float becomes
+    /// `null`, JSON having no NaN or infinity).
     pub fn to_json(&self) -> Value {
         match self {
             ParamValue::None => Value::Null,
@@ -36,6 +43,8 @@ impl ParamValue {
         }
     }
 
+    /// Reads a choice from JSON: `null`, a bool, a number (an integer when it fits in `i64`)
+    /// or a string; arrays and objects are rejected.
     pub fn from_json(value: &Value) -> Result<ParamValue, DistributionError> {
         Ok(match value {
             Value::Null => ParamValue::None,
@@ -82,32 +91,45 @@ fn float_to_json(f: f64) -> Value {
 /// A continuous (optionally stepped or log-scaled) range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FloatDistribution {
+    /// Lowest value, inclusive (> 0 when `log`).
     pub low: f64,
+    /// Highest value, inclusive (on the step grid when `step` is set).
     pub high: f64,
+    /// Sampled on a log scale.
     pub log: bool,
+    /// Spacing of the values from `low` (None: continuous); never with `log`.
     pub step: Option<f64>,
 }
 
 /// An integer range (optionally log-scaled or stepped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntDistribution {
+    /// Lowest value, inclusive (>= 1 when `log`).
     pub low: i64,
+    /// Highest value, inclusive (on the step grid).
     pub high: i64,
+    /// Sampled on a log scale (then `step` is 1).
     pub log: bool,
+    /// Spacing of the values from `low`, >= 1.
     pub step: i64,
 }
 
 /// A finite set of choices; the internal representation is the index of the choice.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CategoricalDistribution {
+    /// The choices, unique, in their declared order (a parameter's internal value is an index
+    /// into this).
     pub choices: Vec<ParamValue>,
 }
 
 /// Any distribution a parameter can be sampled from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Distribution {
+    /// A float range (Optuna's `FloatDistribution`).
     Float(FloatDistribution),
+    /// An integer range (Optuna's `IntDistribution`).
     Int(IntDistribution),
+    /// A set of choices (Optuna's `CategoricalDistribution`).
     Categorical(CategoricalDistribution),
 }
 
@@ -183,6 +205,8 @@ impl FloatDistribution {
         ))
     }
 
+    /// True when the range holds exactly one value (`low == high`, or a step wider than the
+    /// range).
     pub fn single(&self) -> bool {
         match self.step {
             None => self.low == self.high,
@@ -190,6 +214,7 @@ impl FloatDistribution {
         }
     }
 
+    /// Whether `v` lies in `[low, high]` and, with a step, on the step grid (to 1e-8 of a step).
     pub fn contains(&self, v: f64) -> bool {
         if !(self.low <= v && v <= self.high) {
             return false;
@@ -211,10 +236,13 @@ fn round_sig(x: f64) -> f64 {
 }
 
 impl IntDistribution {
+    /// Validates and builds an integer distribution. `high` is moved down onto the step grid
+    /// when `step` does not divide the range (Optuna does the same, with a warning).
     pub fn new(low: i64, high: i64, log: bool, step: i64) -> Result<Self, DistributionError> {
         Self::checked(low, high, log, step).map(|(d, _)| d)
     }
 
+    /// Like [`IntDistribution::new`], also returning the adjustment warning, if any.
     pub fn checked(
         low: i64,
         high: i64,
@@ -278,6 +306,7 @@ impl IntDistribution {
         (i128::from(self.low) + i128::from(k) * i128::from(self.step.max(1))) as i64
     }
 
+    /// True when the range holds exactly one value.
     pub fn single(&self) -> bool {
         self.low == self.high
             || (!self.log && i128::from(self.high) - i128::from(self.low) < i128::from(self.step))
@@ -343,6 +372,7 @@ impl IntDistribution {
             .min_by_key(|g| (i128::from(*g) - target).abs())
     }
 
+    /// Whether the internal value `v` represents one of the distribution's values.
     pub fn contains(&self, v: f64) -> bool {
         self.grid_value_of(v).is_some()
     }
@@ -362,6 +392,8 @@ impl IntDistribution {
 }
 
 impl CategoricalDistribution {
+    /// Validates and builds a categorical distribution: at least one choice, no duplicates
+    /// (by [`ParamValue::same_choice`]).
     pub fn new(choices: Vec<ParamValue>) -> Result<Self, DistributionError> {
         if choices.is_empty() {
             return Err(DistributionError::Invalid(
@@ -378,6 +410,7 @@ impl CategoricalDistribution {
         Ok(CategoricalDistribution { choices })
     }
 
+    /// The index of `value` among the choices (its internal representation), if it is one.
     pub fn index_of(&self, value: &ParamValue) -> Option<usize> {
         self.choices.iter().position(|c| c.same_choice(value))
     }

@@ -72,6 +72,7 @@ pub struct History {
 }
 
 impl History {
+    /// An empty history for a study with these directions (one per objective).
     pub fn new(directions: Vec<StudyDirection>) -> Self {
         History {
             directions,
@@ -87,10 +88,12 @@ impl History {
         }
     }
 
+    /// The study's directions, one per objective.
     pub fn directions(&self) -> &[StudyDirection] {
         &self.directions
     }
 
+    /// True when the study has more than one objective.
     pub fn is_multi_objective(&self) -> bool {
         self.directions.len() > 1
     }
@@ -110,6 +113,7 @@ impl History {
         &self.first_values
     }
 
+    /// The trial numbered `number`.
     pub fn trial(&self, number: u64) -> Result<&FrozenTrial, OptimizerError> {
         self.trials
             .get(number as usize)
@@ -121,6 +125,7 @@ impl History {
         self.n_complete + self.n_pruned
     }
 
+    /// Number of COMPLETE trials.
     pub fn n_complete(&self) -> usize {
         self.n_complete
     }
@@ -249,6 +254,8 @@ impl History {
         self.pending.get(&number).and_then(|p| p.get(name).copied())
     }
 
+    /// Records intermediate `value` at `step` of an unfinished trial (a repeated step
+    /// overwrites the earlier value).
     pub fn report(&mut self, number: u64, step: i64, value: f64) -> Result<(), OptimizerError> {
         let t = self.unfinished_mut(number)?;
         t.intermediate_values.insert(step, value);

@@ -7,14 +7,21 @@ use crate::distributions::Distribution;
 /// The lifecycle state of a trial (Optuna's names and meanings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrialState {
+    /// Started and not finished: being evaluated.
     Running,
+    /// Finished with its objective values.
     Complete,
+    /// Stopped early, after a pruner's decision.
     Pruned,
+    /// Finished without values: the objective raised, returned something invalid, or the
+    /// trial was lost.
     Fail,
+    /// Enqueued (e.g. with fixed parameters), not started yet.
     Waiting,
 }
 
 impl TrialState {
+    /// True for COMPLETE, PRUNED and FAIL: the states a trial never leaves.
     pub fn is_finished(self) -> bool {
         matches!(
             self,
@@ -22,6 +29,7 @@ impl TrialState {
         )
     }
 
+    /// Optuna's name of the state (`"COMPLETE"`, ...), as stored and sent on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             TrialState::Running => "RUNNING",
@@ -32,6 +40,7 @@ impl TrialState {
         }
     }
 
+    /// The state named `s` (any case), if any.
     pub fn parse(s: &str) -> Option<TrialState> {
         Some(match s.to_ascii_uppercase().as_str() {
             "RUNNING" => TrialState::Running,
@@ -47,11 +56,14 @@ impl TrialState {
 /// Whether an objective is minimized or maximized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StudyDirection {
+    /// Smaller values are better.
     Minimize,
+    /// Larger values are better.
     Maximize,
 }
 
 impl StudyDirection {
+    /// The direction named `s` (`"minimize"` / `"maximize"`, any case), if any.
     pub fn parse(s: &str) -> Option<StudyDirection> {
         match s.to_ascii_lowercase().as_str() {
             "minimize" => Some(StudyDirection::Minimize),
@@ -60,6 +72,7 @@ impl StudyDirection {
         }
     }
 
+    /// `"minimize"` or `"maximize"`.
     pub fn as_str(self) -> &'static str {
         match self {
             StudyDirection::Minimize => "minimize",
@@ -86,10 +99,13 @@ impl StudyDirection {
 /// A read-only view of one trial: the sampler and pruner inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrozenTrial {
+    /// The trial's number in its study, from 0 in creation order.
     pub number: u64,
+    /// The trial's state.
     pub state: TrialState,
     /// Suggested parameters, in internal representation.
     pub params: BTreeMap<String, f64>,
+    /// The distribution of each suggested parameter.
     pub distributions: BTreeMap<String, Distribution>,
     /// One value per objective once COMPLETE.
     pub values: Option<Vec<f64>>,
@@ -98,6 +114,7 @@ pub struct FrozenTrial {
 }
 
 impl FrozenTrial {
+    /// A trial with no parameters, values or intermediate values yet.
     pub fn new(number: u64, state: TrialState) -> Self {
         FrozenTrial {
             number,

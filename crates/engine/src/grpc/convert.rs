@@ -18,6 +18,7 @@ fn bad(msg: impl Into<String>) -> EngineError {
     EngineError::InvalidArgument(msg.into())
 }
 
+/// A parameter value (external, or a categorical choice) on the wire.
 pub fn param_to_pb(v: &ParamValue) -> pb::ParamValue {
     use pb::param_value::Kind;
     pb::ParamValue {
@@ -31,6 +32,7 @@ pub fn param_to_pb(v: &ParamValue) -> pb::ParamValue {
     }
 }
 
+/// A parameter value from the wire; one without a kind is an error.
 pub fn param_from_pb(v: &pb::ParamValue) -> Result<ParamValue> {
     use pb::param_value::Kind;
     Ok(match &v.kind {
@@ -43,16 +45,19 @@ pub fn param_from_pb(v: &pb::ParamValue) -> Result<ParamValue> {
     })
 }
 
+/// Parameter name -> value, on the wire.
 pub fn params_to_pb(p: &BTreeMap<String, ParamValue>) -> HashMap<String, pb::ParamValue> {
     p.iter().map(|(k, v)| (k.clone(), param_to_pb(v))).collect()
 }
 
+/// Parameter name -> value, from the wire (see [`param_from_pb`]).
 pub fn params_from_pb(p: &HashMap<String, pb::ParamValue>) -> Result<BTreeMap<String, ParamValue>> {
     p.iter()
         .map(|(k, v)| Ok((k.clone(), param_from_pb(v)?)))
         .collect()
 }
 
+/// A distribution on the wire.
 pub fn dist_to_pb(d: &Distribution) -> pb::Distribution {
     use pb::distribution::Kind;
     pb::Distribution {
@@ -76,6 +81,8 @@ pub fn dist_to_pb(d: &Distribution) -> pb::Distribution {
     }
 }
 
+/// A distribution from the wire, validated as if built in Python (an inverted range, a bad
+/// step or duplicate choices are errors).
 pub fn dist_from_pb(d: &pb::Distribution) -> Result<Distribution> {
     use pb::distribution::Kind;
     Ok(match &d.kind {
@@ -92,6 +99,7 @@ pub fn dist_from_pb(d: &pb::Distribution) -> Result<Distribution> {
     })
 }
 
+/// A trial state on the wire.
 pub fn state_to_pb(s: TrialState) -> pb::TrialState {
     match s {
         TrialState::Running => pb::TrialState::Running,
@@ -102,6 +110,7 @@ pub fn state_to_pb(s: TrialState) -> pb::TrialState {
     }
 }
 
+/// A trial state from its wire number; an unknown number is an error.
 pub fn state_from_i32(v: i32) -> Result<TrialState> {
     Ok(match pb::TrialState::try_from(v) {
         Ok(pb::TrialState::Running) => TrialState::Running,
@@ -113,6 +122,7 @@ pub fn state_from_i32(v: i32) -> Result<TrialState> {
     })
 }
 
+/// A state filter from the wire: empty means every state (None).
 pub fn states_from_pb(v: &[i32]) -> Result<Option<Vec<TrialState>>> {
     if v.is_empty() {
         return Ok(None);
@@ -123,6 +133,7 @@ pub fn states_from_pb(v: &[i32]) -> Result<Option<Vec<TrialState>>> {
         .map(Some)
 }
 
+/// A study direction as its wire number.
 pub fn direction_to_pb(d: StudyDirection) -> i32 {
     match d {
         StudyDirection::Minimize => pb::Direction::Minimize as i32,
@@ -130,6 +141,7 @@ pub fn direction_to_pb(d: StudyDirection) -> i32 {
     }
 }
 
+/// A study direction from its wire number; an unknown number is an error.
 pub fn direction_from_i32(v: i32) -> Result<StudyDirection> {
     match pb::Direction::try_from(v) {
         Ok(pb::Direction::Minimize) => Ok(StudyDirection::Minimize),
@@ -138,10 +150,12 @@ pub fn direction_from_i32(v: i32) -> Result<StudyDirection> {
     }
 }
 
+/// Attributes as the JSON object the wire carries them in.
 pub fn attrs_to_json(a: &AttrMap) -> String {
     serde_json::to_string(a).unwrap_or_else(|_| "{}".into())
 }
 
+/// Attributes from a wire JSON object (an empty string is no attribute).
 pub fn attrs_from_json(s: &str) -> Result<AttrMap> {
     if s.trim().is_empty() {
         return Ok(AttrMap::new());
@@ -149,10 +163,13 @@ pub fn attrs_from_json(s: &str) -> Result<AttrMap> {
     serde_json::from_str(s).map_err(|e| bad(format!("attributes must be a JSON object: {e}")))
 }
 
+/// One attribute value from its wire JSON text.
 pub fn value_from_json(s: &str) -> Result<AttrValue> {
     serde_json::from_str(s).map_err(|e| bad(format!("an attribute value must be JSON: {e}")))
 }
 
+/// A trial on the wire: external params with their distributions, attributes as JSON,
+/// timestamps as Unix seconds.
 pub fn trial_to_pb(t: &TrialRecord) -> pb::Trial {
     pb::Trial {
         number: t.number,
@@ -235,6 +252,8 @@ pub fn trial_from_pb(t: &pb::Trial) -> Result<TrialRecord> {
     Ok(r)
 }
 
+/// How an evaluator says a trial ended (values, pruned, or failed with a reason), from the
+/// wire.
 pub fn outcome_from_pb(o: &pb::Outcome) -> Result<Outcome> {
     use pb::outcome::Kind;
     match &o.kind {
@@ -245,6 +264,7 @@ pub fn outcome_from_pb(o: &pb::Outcome) -> Result<Outcome> {
     }
 }
 
+/// A trial's outcome on the wire.
 pub fn outcome_to_pb(o: Outcome) -> pb::Outcome {
     use pb::outcome::Kind;
     let kind = match o {
@@ -255,6 +275,8 @@ pub fn outcome_to_pb(o: Outcome) -> pb::Outcome {
     pb::Outcome { kind: Some(kind) }
 }
 
+/// The result of a tell (the state the trial ended in, its values, its fail reason) on the
+/// wire.
 pub fn told_to_pb(t: &Told) -> pb::Told {
     pb::Told {
         state: state_to_pb(t.state) as i32,
@@ -311,6 +333,7 @@ pub fn code_to_grpc(c: ErrorCode) -> tonic::Code {
 /// Metadata key of the [`ErrorCode`] of an engine error in a gRPC status.
 pub const ERROR_CODE_KEY: &str = "dspex-error";
 
+/// An engine error as the wire `Error` of define-by-run replies (code and message).
 pub fn error_to_pb(e: &EngineError) -> pb::Error {
     pb::Error {
         code: code_to_pb(e.code()) as i32,
@@ -318,6 +341,8 @@ pub fn error_to_pb(e: &EngineError) -> pb::Error {
     }
 }
 
+/// An engine error as a gRPC status: the matching gRPC code, the message, and the
+/// [`ErrorCode`] in the `dspex-error` metadata (read back by [`status_code`]).
 pub fn error_to_status(e: &EngineError) -> tonic::Status {
     let code = e.code();
     let mut status = tonic::Status::new(code_to_grpc(code), e.to_string());
@@ -350,6 +375,8 @@ pub fn status_code(s: &tonic::Status) -> Option<ErrorCode> {
     }
 }
 
+/// A run's summary (trials started and finished, why it stopped, the trials that timed
+/// out) on the wire.
 pub fn summary_to_pb(s: &RunSummary) -> pb::RunSummary {
     pb::RunSummary {
         started: s.started,

@@ -194,6 +194,7 @@ impl LoopbackServer {
         })
     }
 
+    /// The loopback address the server listens on (a free port on 127.0.0.1).
     pub fn address(&self) -> SocketAddr {
         self.address
     }

@@ -33,6 +33,7 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// The run a study is executing, as attached streams see it.
 #[derive(Debug, Clone)]
 pub struct ActiveRun {
+    /// The run; attached evaluators join it and pull its trials.
     pub run: Arc<Run>,
     /// Parameters declared up front (study.toml): sampled before the evaluation is sent.
     pub space: Arc<BTreeMap<String, Distribution>>,
@@ -116,10 +117,13 @@ pub fn run_options(spec: &pb::RunSpec) -> Result<(RunOptions, u32)> {
 }
 
 impl EngineService {
+    /// A service over `storage` with the default heartbeat period (1 s).
     pub fn new(storage: Arc<dyn Storage>) -> Self {
         Self::with_heartbeat(storage, DEFAULT_HEARTBEAT)
     }
 
+    /// A service over `storage` that heartbeats attached streams every `heartbeat` (at least
+    /// 10 ms).
     pub fn with_heartbeat(storage: Arc<dyn Storage>, heartbeat: Duration) -> Self {
         EngineService {
             shared: Arc::new(Shared {

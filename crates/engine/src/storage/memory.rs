@@ -56,6 +56,7 @@ impl std::ops::DerefMut for MemoryStudy {
 }
 
 impl InMemoryStorage {
+    /// An empty in-memory storage (its studies are lost with it).
     pub fn new() -> Self {
         Self::default()
     }

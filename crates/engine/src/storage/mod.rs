@@ -58,14 +58,23 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         directions: &[StudyDirection],
         name: Option<&str>,
     ) -> Result<StudyId>;
+    /// Deletes a study with its trials; its name becomes free.
     fn delete_study(&self, study: StudyId) -> Result<()>;
+    /// The id of the study named `name` (StudyNotFound when none).
     fn get_study_id_from_name(&self, name: &str) -> Result<StudyId>;
+    /// The name of a study.
     fn get_study_name(&self, study: StudyId) -> Result<String>;
+    /// The directions of a study, one per objective.
     fn get_study_directions(&self, study: StudyId) -> Result<Vec<StudyDirection>>;
+    /// Every study in the storage, with its trial count and attributes.
     fn get_all_studies(&self) -> Result<Vec<StudySummary>>;
+    /// Sets (or replaces) a study's user attribute.
     fn set_study_user_attr(&self, study: StudyId, key: &str, value: AttrValue) -> Result<()>;
+    /// Sets (or replaces) a study's system attribute.
     fn set_study_system_attr(&self, study: StudyId, key: &str, value: AttrValue) -> Result<()>;
+    /// A study's user attributes.
     fn get_study_user_attrs(&self, study: StudyId) -> Result<AttrMap>;
+    /// A study's system attributes.
     fn get_study_system_attrs(&self, study: StudyId) -> Result<AttrMap>;
 
     // ---- trials
@@ -75,6 +84,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn create_new_trial(&self, study: StudyId, template: Option<&TrialRecord>) -> Result<u64>;
     /// Atomically moves the oldest WAITING trial to RUNNING (start time now) and returns it.
     fn pop_waiting_trial(&self, study: StudyId) -> Result<Option<u64>>;
+    /// Records a suggested parameter of a running trial (`internal` in `dist`'s internal
+    /// representation); the distribution must be compatible with the name's earlier ones.
     fn set_trial_param(
         &self,
         study: StudyId,
@@ -91,6 +102,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         params: &BTreeMap<String, f64>,
         space: &SearchSpace,
     ) -> Result<()>;
+    /// Sets the parameters fixed for a trial (external values; enqueued trials, grid points).
     fn set_trial_fixed_params(
         &self,
         study: StudyId,
@@ -116,6 +128,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         step: i64,
         value: f64,
     ) -> Result<bool>;
+    /// Sets (or replaces) a trial's user attribute.
     fn set_trial_user_attr(
         &self,
         study: StudyId,
@@ -123,6 +136,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         key: &str,
         value: AttrValue,
     ) -> Result<()>;
+    /// Sets (or replaces) a trial's system attribute.
     fn set_trial_system_attr(
         &self,
         study: StudyId,
@@ -130,7 +144,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         key: &str,
         value: AttrValue,
     ) -> Result<()>;
+    /// Everything known about trial `number` (TrialNotFound when none).
     fn get_trial(&self, study: StudyId, number: u64) -> Result<TrialRecord>;
+    /// The state of trial `number`, without reading the rest of it.
     fn get_trial_state(&self, study: StudyId, number: u64) -> Result<TrialState>;
     /// All trials (optionally only those in `states`), by number.
     fn get_all_trials(
@@ -138,6 +154,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         study: StudyId,
         states: Option<&[TrialState]>,
     ) -> Result<Vec<TrialRecord>>;
+    /// The number of trials (optionally only those in `states`).
     fn get_n_trials(&self, study: StudyId, states: Option<&[TrialState]>) -> Result<usize>;
     /// What `suggest` needs about `name` in trial `number`.
     fn param_context(&self, study: StudyId, number: u64, name: &str) -> Result<ParamContext>;

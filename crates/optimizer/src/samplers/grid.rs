@@ -25,6 +25,9 @@ pub struct GridSampler {
 }
 
 impl GridSampler {
+    /// A sampler over the Cartesian product of `space` (parameter name -> its values, each
+    /// non-empty, without duplicates), visited in an order shuffled by `seed` (None: a fresh
+    /// random seed).
     pub fn new(
         space: BTreeMap<String, Vec<ParamValue>>,
         seed: Option<u64>,
@@ -66,6 +69,7 @@ impl GridSampler {
         self.n_points
     }
 
+    /// True when the grid has no point.
     pub fn is_empty(&self) -> bool {
         self.n_points == 0
     }

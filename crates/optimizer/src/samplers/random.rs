@@ -15,6 +15,8 @@ pub struct RandomSampler {
 }
 
 impl RandomSampler {
+    /// A random sampler with this seed (None: a fresh random seed); draws are reproducible
+    /// per trial for a given seed.
     pub fn new(seed: Option<u64>) -> Self {
         RandomSampler {
             seed: seed.unwrap_or_else(fresh_seed),

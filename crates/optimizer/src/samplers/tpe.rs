@@ -33,10 +33,13 @@ pub struct TpeOptions {
     pub group: bool,
     /// Count RUNNING trials as bad ones, so concurrent trials spread out. Default true.
     pub constant_liar: bool,
+    /// Seed of the random stream (None: a fresh random seed).
     pub seed: Option<u64>,
     /// Weight of the prior kernel. Default 1.0.
     pub prior_weight: f64,
+    /// Bound kernel bandwidths below by the magic clip (see `below_clip_factor`). Default true.
     pub consider_magic_clip: bool,
+    /// Let the outermost kernels' bandwidths reach the range's ends. Default false.
     pub consider_endpoints: bool,
     /// The magic clip of the good trials' estimator counts this many kernels per observation:
     /// its smallest bandwidth is `range / min(100, below_clip_factor * n_below + 2)`. 1.0 is
@@ -72,6 +75,8 @@ pub struct TpeSampler {
 }
 
 impl TpeSampler {
+    /// Validates `options` (e.g. `n_ei_candidates >= 1`, `prior_weight > 0`, `group` only with
+    /// `multivariate`) and builds the sampler.
     pub fn new(options: TpeOptions) -> Result<Self, OptimizerError> {
         if options.n_ei_candidates == 0 {
             return Err(OptimizerError::arg(
@@ -109,6 +114,7 @@ impl TpeSampler {
         })
     }
 
+    /// The options the sampler was built with.
     pub fn options(&self) -> &TpeOptions {
         &self.opts
     }
