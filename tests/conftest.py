@@ -1,5 +1,6 @@
-import dspex
 import pytest
+
+import dspex
 
 
 @pytest.fixture(autouse=True)

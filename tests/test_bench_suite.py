@@ -8,7 +8,6 @@ the statistics helpers against known values.
 import json
 import math
 import os
-import pathlib
 import random
 import subprocess
 import sys

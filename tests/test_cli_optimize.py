@@ -125,7 +125,7 @@ def test_study_toml_with_sqlite_storage(tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert "persisted" in listed.stdout
     # A storage that cannot be opened: the file, the line and the field, before any trial.
-    (tmp_path / "bad.toml").write_text(f'objective = "sqobj:f"\nn_trials = 3\nstorage = "sqlite:////nonexistent-dir-dspex/x/y.db"\n')
+    (tmp_path / "bad.toml").write_text('objective = "sqobj:f"\nn_trials = 3\nstorage = "sqlite:////nonexistent-dir-dspex/x/y.db"\n')
     out = _dspex("optimize", str(tmp_path / "bad.toml"), cwd=tmp_path)
     assert out.returncode != 0
     assert "bad.toml:3" in out.stderr and "storage" in out.stderr, out.stderr

@@ -15,8 +15,7 @@ The API follows Optuna's, so ``import dspex as optuna`` runs a typical Optuna sc
 
 from __future__ import annotations
 
-from dspex import _native
-from dspex import distributions, exceptions, logging, pruners, remote, samplers, storages, study, trial
+from dspex import _native, distributions, exceptions, logging, pruners, remote, samplers, storages, study, trial
 from dspex.exceptions import TrialPruned
 from dspex.remote import attach
 from dspex.study import Study, StudyDirection, create_study, delete_study, get_all_study_names, load_study

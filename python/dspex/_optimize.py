@@ -15,7 +15,7 @@ import traceback
 import types
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple, Type
 
-from dspex.exceptions import TrialPruned
+from dspex.exceptions import StorageInternalError, TrialPruned
 from dspex.logging import defer as _defer
 from dspex.logging import flush as _flush_log
 from dspex.logging import get_logger
@@ -80,7 +80,7 @@ def _outcome(value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseExcept
         return {"state": "PRUNED"}
     if exc is not None:
         return {"state": "FAIL", "fail_reason": _reason(exc)}
-    vals, why = _convert_values(value)
+    vals, why = convert_values(value)
     if why is None:
         return {"values": vals}
     return {"state": "FAIL", "fail_reason": why}
@@ -105,7 +105,7 @@ def _failed_value_line(number: int, value: Any) -> str:
     return f"Trial {number} failed with value {value!r}."
 
 
-def _convert_values(value: Any) -> Tuple[Optional[List[float]], Optional[str]]:
+def convert_values(value: Any) -> Tuple[Optional[List[float]], Optional[str]]:
     """The objective's return value as floats, or why it cannot be."""
     if value is None:
         return None, "The value None could not be cast to float"
@@ -159,6 +159,7 @@ class _Runner:
         if self.single:
             try:
                 b = self.native.best_trial()
+                assert b.values is not None  # a COMPLETE trial's
                 self.best = (b.number, b.values[0])
             except ValueError:
                 pass
@@ -291,7 +292,9 @@ class _Runner:
         self.run.interrupt(type(exc).__name__)
 
 
-def _check_args(n_trials: Any, timeout: Any, n_jobs: Any, concurrency: Any, trial_timeout: Any) -> int:
+def check_args(n_trials: Any, timeout: Any, n_jobs: Any, concurrency: Any, trial_timeout: Any) -> int:
+    """Checks ``optimize``'s budget arguments; returns the concurrency (``n_jobs`` is its alias,
+    -1 one per CPU)."""
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0):
         raise ValueError(f"n_trials must be None or an int >= 0, got {n_trials!r}")
     for name, t in (("timeout", timeout), ("trial_timeout", trial_timeout)):
@@ -305,14 +308,20 @@ def _check_args(n_trials: Any, timeout: Any, n_jobs: Any, concurrency: Any, tria
     return conc
 
 
-def _start(study: "Study", func: Any, n_trials: Any, timeout: Any, conc: int, catch: Any, callbacks: Any, gc_after_trial: bool, show_progress_bar: bool, trial_timeout: Any, max_retries: int = 0, max_concurrency: Optional[int] = None) -> _Runner:
-    if not callable(func):
-        raise TypeError(f"the objective must be callable, got {func!r}")
-    catch_t = _catch_tuple(catch)
-    cbs = list(callbacks or [])
+def _start_run(
+    study: "Study",
+    func: Any,
+    n_trials: Optional[int],
+    timeout: Optional[float],
+    conc: int,
+    trial_timeout: Optional[float],
+    max_retries: int,
+    max_concurrency: Optional[int],
+) -> Any:
+    """Starts the run that this process evaluates, ``conc`` trials at once (a ``dspex._native.Run``)."""
     # Sync objectives pull trials on threads that may sample themselves (no hand-off to the
     # engine's blocking pool); async ones pull from an executor, so the engine samples.
-    run = study._native.start_run(
+    return study._native.start_run(
         n_trials,
         None if timeout is None else float(timeout),
         conc,
@@ -321,7 +330,6 @@ def _start(study: "Study", func: Any, n_trials: Any, timeout: Any, conc: int, ca
         max_concurrency=max_concurrency,
         evaluators_ask=not _is_async(func),
     )
-    return _Runner(study, run, func, catch_t, cbs, gc_after_trial, _Progress(show_progress_bar, n_trials, timeout))
 
 
 def _is_async(func: Any) -> bool:
@@ -334,46 +342,101 @@ def _is_async(func: Any) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
 
 
-def run_optimize(study: "Study", func: Any, n_trials: Any, timeout: Any, n_jobs: Any, catch: Any, callbacks: Any, gc_after_trial: bool, show_progress_bar: bool, concurrency: Any, trial_timeout: Any, max_retries: int = 0, max_concurrency: Optional[int] = None) -> None:
-    conc = _check_args(n_trials, timeout, n_jobs, concurrency, trial_timeout)
+def evaluate(
+    study: "Study",
+    run: Any,
+    func: Callable[..., Any],
+    concurrency: int,
+    catch: Any,
+    callbacks: Optional[Iterable[Callable[..., Any]]] = None,
+    *,
+    gc_after_trial: bool = False,
+    progress: Optional[_Progress] = None,
+) -> None:
+    """Evaluates the trials that ``run`` (a ``dspex._native.Run``) sends with ``func`` until
+    the run is over: a sync objective on this thread (``concurrency`` 1) or on ``concurrency``
+    threads, an ``async def`` one as tasks on an event loop. An exception in ``catch`` fails
+    its trial only; the first other one (or one raised by a callback) stops the run and is
+    raised here, as is Ctrl-C after the trials in flight were failed. The evaluator of
+    :func:`run_optimize` and of :func:`dspex.attach`; the caller counts the study as
+    optimizing (``study._optimizing``)."""
+    if progress is None:
+        progress = _Progress(False, None, None)
+    try:
+        runner = _Runner(study, run, func, _catch_tuple(catch), list(callbacks or []), gc_after_trial, progress)
+        if _is_async(func):
+            _drive_async(runner, concurrency)
+        elif concurrency == 1:
+            _drive_here(runner)
+        else:
+            _drive_threads(runner, concurrency)
+    finally:
+        _flush_log()
+        progress.close()
+    if runner.error is not None:
+        raise runner.error
+
+
+def run_optimize(
+    study: "Study",
+    func: Any,
+    n_trials: Any,
+    timeout: Any,
+    n_jobs: Any,
+    catch: Any,
+    callbacks: Any,
+    gc_after_trial: bool,
+    show_progress_bar: bool,
+    concurrency: Any,
+    trial_timeout: Any,
+    max_retries: int = 0,
+    max_concurrency: Optional[int] = None,
+) -> None:
+    """``Study.optimize`` in this process: starts a run and evaluates it."""
+    conc = check_args(n_trials, timeout, n_jobs, concurrency, trial_timeout)
     with study._lock:
         if study._optimizing:
             raise RuntimeError("Nested optimization detected: optimize cannot be called while this study is optimizing.")
         study._optimizing += 1
-    runner: Optional[_Runner] = None
     try:
-        runner = _start(study, func, n_trials, timeout, conc, catch, callbacks, gc_after_trial, show_progress_bar, trial_timeout, max_retries, max_concurrency)
-        if _is_async(func):
-            _drive_async(runner, conc)
-        elif conc == 1:
-            _drive_here(runner)
-        else:
-            _drive_threads(runner, conc)
+        if not callable(func):
+            raise TypeError(f"the objective must be callable, got {func!r}")
+        # Bad arguments are refused before a run starts.
+        catch_t = _catch_tuple(catch)
+        cbs = list(callbacks or [])
+        run = _start_run(study, func, n_trials, timeout, conc, trial_timeout, max_retries, max_concurrency)
+        evaluate(study, run, func, conc, catch_t, cbs, gc_after_trial=gc_after_trial, progress=_Progress(show_progress_bar, n_trials, timeout))
     finally:
         with study._lock:
             study._optimizing -= 1
-        _flush_log()
-        if runner is not None:
-            runner.progress.close()
-    if runner.error is not None:
-        raise runner.error
-    _raise_run_error(runner)
+    _raise_run_error(run)
 
 
-def _raise_run_error(runner: "_Runner") -> None:
+def _raise_run_error(run: Any) -> None:
     """A run the engine ended on an error (a storage failure while starting a trial...)."""
-    summary = runner.run.wait(0.0)
+    summary = run.wait(0.0)
     if summary is not None and summary.reason == "error":
-        from dspex.exceptions import StorageInternalError
-
         detail = summary.detail or "unknown error"
         if detail.startswith("storage error"):
             raise StorageInternalError(detail)
         raise RuntimeError(detail)
 
 
-async def run_optimize_async(study: "Study", func: Any, n_trials: Any, timeout: Any, concurrency: int, catch: Any, callbacks: Any, show_progress_bar: bool, trial_timeout: Any, max_retries: int = 0, max_concurrency: Optional[int] = None) -> None:
-    conc = _check_args(n_trials, timeout, 1, concurrency, trial_timeout)
+async def run_optimize_async(
+    study: "Study",
+    func: Any,
+    n_trials: Any,
+    timeout: Any,
+    concurrency: int,
+    catch: Any,
+    callbacks: Any,
+    show_progress_bar: bool,
+    trial_timeout: Any,
+    max_retries: int = 0,
+    max_concurrency: Optional[int] = None,
+) -> None:
+    """``Study.optimize_async``: the run's trials as tasks of the running event loop."""
+    conc = check_args(n_trials, timeout, 1, concurrency, trial_timeout)
     if not _is_async(func):
         raise TypeError("optimize_async needs an `async def` objective")
     with study._lock:
@@ -382,7 +445,10 @@ async def run_optimize_async(study: "Study", func: Any, n_trials: Any, timeout: 
         study._optimizing += 1
     runner = None
     try:
-        runner = _start(study, func, n_trials, timeout, conc, catch, callbacks, False, show_progress_bar, trial_timeout, max_retries, max_concurrency)
+        catch_t = _catch_tuple(catch)
+        cbs = list(callbacks or [])
+        run = _start_run(study, func, n_trials, timeout, conc, trial_timeout, max_retries, max_concurrency)
+        runner = _Runner(study, run, func, catch_t, cbs, False, _Progress(show_progress_bar, n_trials, timeout))
         try:
             await _async_main(runner, conc)
         except BaseException as e:
@@ -523,5 +589,4 @@ def _drive_async(runner: _Runner, conc: int) -> None:
         raise box[0]
 
 
-__all__: List[str] = []
-_unused: Iterable[Any] = ()
+__all__ = ["check_args", "convert_values", "evaluate", "run_optimize", "run_optimize_async"]

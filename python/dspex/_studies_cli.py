@@ -11,6 +11,10 @@ import math
 import sys
 from typing import Any, Dict, List, Optional, TextIO
 
+from dspex.exceptions import DSpexError
+from dspex.storages import RDBStorage
+from dspex.study import delete_study, load_study
+
 
 def _num(v: Any) -> Any:
     if isinstance(v, float) and (math.isinf(v) or math.isnan(v)):
@@ -120,10 +124,6 @@ def main(argv: List[str], out: Optional[TextIO] = None) -> int:
             p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     args = parser.parse_args(argv)
 
-    import dspex
-    from dspex.exceptions import DSpexError
-    from dspex.storages import RDBStorage
-
     try:
         storage = RDBStorage(args.storage)
         if args.cmd == "list":
@@ -152,13 +152,13 @@ def main(argv: List[str], out: Optional[TextIO] = None) -> int:
                 if input(f"delete study {args.study!r} and its trials? [y/N] ").strip().lower() not in ("y", "yes"):
                     print("not deleted", file=sys.stderr)
                     return 1
-            dspex.delete_study(study_name=args.study, storage=storage)
+            delete_study(study_name=args.study, storage=storage)
             print(f"deleted study {args.study!r}", file=out)
             return 0
-        study = dspex.load_study(study_name=args.study, storage=storage)
+        study = load_study(study_name=args.study, storage=storage)
         trials = [_trial_dict(t) for t in study.trials]
         if args.cmd == "show":
-            info = {
+            info: Dict[str, Any] = {
                 "name": study.study_name,
                 "directions": [d.name for d in study.directions],
                 "n_trials": len(trials),

@@ -4,16 +4,17 @@ interpreter."""
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 from typing import List, Optional
+
+from dspex import _native
+from dspex._studies_cli import main as studies_main
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    import signal
-
-    from dspex import _native
-
-    def _terminate(signum, frame):  # SIGTERM: graceful shutdown, like Ctrl-C
+    def _terminate(signum: int, frame: Optional[FrameType]) -> None:  # SIGTERM: graceful shutdown, like Ctrl-C
         raise KeyboardInterrupt
 
     try:
@@ -22,11 +23,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         pass
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["studies"]:  # dspex studies list|show|delete|export (python/dspex/_studies_cli.py)
-        from dspex._studies_cli import main as studies_main
-
         return studies_main(args[1:])
     if args[:1] == ["bench"]:  # dspex bench --suite quick|full --out DIR (python/dspex/bench/)
-        from dspex.bench import main as bench_main
+        from dspex.bench import main as bench_main  # its own imports are only for benchmarking
 
         return bench_main(args[1:])
     return _native.cli_main(["dspex", *args], sys.executable)

@@ -28,7 +28,7 @@ class BaseDistribution:
         return dict(vars(self))
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self._asdict() == other._asdict()  # type: ignore[attr-defined]
+        return type(self) is type(other) and self._asdict() == other._asdict()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, repr(sorted(self._asdict().items(), key=lambda kv: kv[0]))))

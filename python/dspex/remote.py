@@ -21,10 +21,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 from dspex import _native
+from dspex._optimize import check_args, evaluate
 
 if TYPE_CHECKING:
     from dspex.study import Study
@@ -52,7 +52,7 @@ def connect(engine: str, token: Optional[str] = None, tls_ca: Optional[str] = No
         return c
 
 
-class _RemoteStorage:
+class RemoteStorage:
     """What ``Study._storage`` holds for a remote study."""
 
     def __init__(self, client: Any) -> None:
@@ -62,7 +62,7 @@ class _RemoteStorage:
         return self._client.study_names()
 
 
-def _component(obj: Any, what: str) -> Optional[Tuple[str, str]]:
+def component_spec(obj: Any, what: str) -> Optional[Tuple[str, str]]:
     if obj is None:
         return None
     spec = getattr(obj, "_spec", None)
@@ -72,49 +72,22 @@ def _component(obj: Any, what: str) -> Optional[Tuple[str, str]]:
     return kind, json.dumps(options)
 
 
-def _create_study(engine: str, token: Optional[str], tls_ca: Optional[str], study_name: Optional[str], directions: List[str], sampler: Any, pruner: Any, load_if_exists: bool) -> "Study":
-    from dspex.study import Study, _resolve_sampler_pruner
-
-    client = connect(engine, token, tls_ca)
-    given_sampler, given_pruner = sampler, pruner
-    sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
-    native = client.create_study(study_name, directions, _component(given_sampler, "sampler"), _component(given_pruner, "pruner"), load_if_exists)
-    return Study(native, sampler, pruner, _RemoteStorage(client))
+# A remote study is a dspex.study.Study, and dspex.study imports this module (``engine=...``,
+# ``processes=N``), so this module does not import it: dspex.study hands over how it opens a
+# remote study by name when it is imported, which is before any function here runs (importing
+# dspex.remote imports the dspex package, which imports dspex.study).
+_load_study: "Optional[Callable[[str, Optional[str], Optional[str], str], Study]]" = None
 
 
-def _load_study(engine: str, token: Optional[str], tls_ca: Optional[str], study_name: str) -> "Study":
-    from dspex.study import Study, _resolve_sampler_pruner
-
-    client = connect(engine, token, tls_ca)
-    sampler, pruner = _resolve_sampler_pruner(None, None)
-    return Study(client.load_study(study_name), sampler, pruner, _RemoteStorage(client))
+def set_study_loader(loader: "Callable[[str, Optional[str], Optional[str], str], Study]") -> None:
+    """Called by dspex.study: ``loader(engine, token, tls_ca, study_name)`` is
+    ``load_study(study_name=..., engine=..., token=..., tls_ca=...)``."""
+    global _load_study
+    _load_study = loader
 
 
 def _is_remote(study: "Study") -> bool:
     return bool(study._native.is_remote)
-
-
-def _drive(study: "Study", run: Any, func: Callable, concurrency: int, catch: Any, callbacks: Any = None) -> Any:
-    """Evaluates what the run sends until it is over (the evaluator loops of embedded mode)."""
-    from dspex import _optimize
-
-    runner = _optimize._Runner(study, run, func, _optimize._catch_tuple(catch), list(callbacks or []), False, _optimize._Progress(False, None, None))
-    with study._lock:
-        study._optimizing += 1
-    try:
-        if _optimize._is_async(func):
-            _optimize._drive_async(runner, concurrency)
-        elif concurrency == 1:
-            _optimize._drive_here(runner)
-        else:
-            _optimize._drive_threads(runner, concurrency)
-    finally:
-        with study._lock:
-            study._optimizing -= 1
-        _optimize._flush_log()
-    if runner.error is not None:
-        raise runner.error
-    return run.wait(0.0)
 
 
 def attach(
@@ -137,9 +110,18 @@ def attach(
     ``detail`` and ``timed_out`` (trials failed by the per-trial timeout)."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+    if _load_study is None:  # not through `import dspex...`, which imports dspex.study
+        raise RuntimeError("dspex.remote.attach needs dspex.study imported (import dspex)")
     study = _load_study(engine, token, tls_ca, study_name)
     run = study._native.attach(concurrency, int(heartbeat_ms), worker)
-    return _drive(study, run, objective, concurrency, catch)
+    with study._lock:
+        study._optimizing += 1
+    try:
+        evaluate(study, run, objective, concurrency, catch)
+    finally:
+        with study._lock:
+            study._optimizing -= 1
+    return run.wait(0.0)
 
 
 # ------------------------------------------------------------------ process workers
@@ -172,53 +154,6 @@ def _check_objective(args: List[str], env: dict) -> None:
         raise ValueError(f"the worker processes cannot load the objective: {lines[-1] if lines else 'unknown error'}")
 
 
-class _Pool:
-    """Worker processes attached to a study; crashed ones are restarted with backoff."""
-
-    def __init__(self, n: int, cmd: List[str], env: dict, max_restarts: int = 10) -> None:
-        self.cmd = cmd
-        self.env = env
-        self.procs: List[Optional[subprocess.Popen]] = [None] * n
-        self.crashes = [0] * n
-        self.next_start = [0.0] * n
-        self.max_restarts = max_restarts
-        self.closing = False
-        for i in range(n):
-            self._spawn(i)
-
-    def _spawn(self, i: int) -> None:
-        self.procs[i] = subprocess.Popen(self.cmd + ["--name", f"worker-{i}"], env=self.env, stdin=subprocess.DEVNULL)
-
-    def supervise(self) -> int:
-        alive = 0
-        for i, p in enumerate(self.procs):
-            if p is not None and p.poll() is None:
-                alive += 1
-                continue
-            if self.closing:
-                continue
-            if p is not None:
-                self.procs[i] = None
-                self.crashes[i] += 1
-                self.next_start[i] = time.monotonic() + min(5.0, 0.1 * 2 ** min(self.crashes[i], 6))
-            if self.crashes[i] <= self.max_restarts and time.monotonic() >= self.next_start[i]:
-                self._spawn(i)
-                alive += 1
-        return alive
-
-    def close(self, grace: float = 5.0) -> None:
-        self.closing = True
-        deadline = time.monotonic() + grace
-        for p in self.procs:
-            if p is None:
-                continue
-            try:
-                p.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
 def optimize_processes(
     study: "Study",
     func: Any,
@@ -234,11 +169,9 @@ def optimize_processes(
     """``study.optimize(func, n_trials, processes=N)``: N worker processes evaluate; this
     process owns the run and supervises them. An embedded study is served on a loopback port
     for the time of the run."""
-    from dspex import _optimize
-
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise ValueError(f"processes must be an int >= 1, got {processes!r}")
-    conc = _optimize._check_args(n_trials, timeout, 1, concurrency if concurrency is not None else processes, trial_timeout)
+    conc = check_args(n_trials, timeout, 1, concurrency if concurrency is not None else processes, trial_timeout)
     args, pickle_path = _objective_ref(func)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p], env.get("PYTHONPATH", "")])
@@ -247,6 +180,7 @@ def optimize_processes(
         _check_objective(args, env)
         if _is_remote(study):
             client = study._native.client
+            assert client is not None
             address = client.address
             # This process only owns the run (capacity 0): the workers evaluate.
             run = study._native.start_run(n_trials, timeout, 0, trial_timeout, max_retries, max_concurrency)
@@ -259,10 +193,10 @@ def optimize_processes(
             env["DSPEX_TOKEN"] = token
         per_worker = max(1, -(-conc // processes))
         cmd = [sys.executable, "-m", "dspex.worker", "--engine", address, "--study", study.study_name, "--concurrency", str(per_worker), *args]
-        pool = _Pool(processes, cmd, env)
+        pool = _native.WorkerPool(cmd, env, processes)
         try:
             while run.wait(0.1) is None:
-                if pool.supervise() == 0 and all(c > pool.max_restarts for c in pool.crashes):
+                if pool.supervise() == 0 and pool.exhausted:
                     run.interrupt("every worker process crashed too often")
         except BaseException as e:
             run.interrupt(type(e).__name__)
@@ -285,4 +219,3 @@ def optimize_processes(
 
 
 __all__ = ["RemoteError", "attach", "connect"]
-_unused: Sequence[Iterable[Any]] = ()

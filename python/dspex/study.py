@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import enum
 import threading
 from typing import Any, Callable, Container, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
-from dspex import _native
-from dspex._optimize import _convert_values, _logger, run_optimize, run_optimize_async
+from dspex import _native, remote
 from dspex import storages as _storages
+from dspex._optimize import convert_values, run_optimize, run_optimize_async
 from dspex.distributions import BaseDistribution
+from dspex.logging import get_logger
 from dspex.pruners import BasePruner, NopPruner
-from dspex.samplers import BaseSampler, GridSampler, TPESampler
+from dspex.samplers import BaseSampler, TPESampler
 from dspex.trial import FrozenTrial, Trial, TrialState, _validate
+
+_logger = get_logger("dspex.study")
 
 ObjectiveFuncType = Callable[[Trial], Union[float, Sequence[float]]]
 
@@ -46,14 +48,13 @@ class Study:
     """A study: a set of trials optimizing one or more objectives. Create it with
     :func:`create_study` or :func:`load_study`."""
 
-    def __init__(self, native: Any, sampler: BaseSampler, pruner: BasePruner, storage: _storages.InMemoryStorage) -> None:
+    def __init__(self, native: _native.Study, sampler: BaseSampler, pruner: BasePruner, storage: Union[_storages.InMemoryStorage, _storages.RDBStorage, remote.RemoteStorage]) -> None:
         self._native = native
         self.sampler = sampler
         self.pruner = pruner
         self._storage = storage
         self._optimizing = 0
         self._lock = threading.Lock()
-        self._thread_local = threading.local()
 
     # ---------------------------------------------------------------- properties
     @property
@@ -171,9 +172,7 @@ class Study:
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if processes is not None:
-            from dspex.remote import optimize_processes
-
-            optimize_processes(self, func, n_trials, timeout, processes, concurrency, trial_timeout, max_retries, catch, max_concurrency)
+            remote.optimize_processes(self, func, n_trials, timeout, processes, concurrency, trial_timeout, max_retries, catch, max_concurrency)
             return
         run_optimize(self, func, n_trials, timeout, n_jobs, catch, callbacks, gc_after_trial, show_progress_bar, concurrency, trial_timeout, max_retries, max_concurrency)
 
@@ -218,37 +217,24 @@ class Study:
         number = trial.number if isinstance(trial, (Trial, FrozenTrial)) else trial
         if not isinstance(number, int) or isinstance(number, bool):
             raise TypeError(f"trial must be a Trial or a trial number, got {trial!r}")
+        # One crossing to the engine for the outcome, one for the record returned. The engine
+        # refuses to tell a trial that is not RUNNING (ValueError) or does not exist (KeyError);
+        # the trial's state is asked only then, for Optuna's answer (skip_if_finished, or
+        # "Cannot tell a COMPLETE trial." rather than a complaint about the arguments).
+        try:
+            told = self._native.tell(number, **_tell_arguments(values, state))
+        except ValueError as e:
+            refused = e
+        else:
+            if told.state == "FAIL" and state != TrialState.FAIL:  # values that are not numbers, NaN...
+                _logger.warning(f"Trial {number} failed because of the following error: {told.fail_reason}")
+            return FrozenTrial._from_native(self._native.trial(number))
         current = TrialState[self._native.trial_state(number)]
+        if current == TrialState.RUNNING:
+            raise refused  # about the arguments
         if current.is_finished() and skip_if_finished:
             return FrozenTrial._from_native(self._native.trial(number))
-        if current != TrialState.RUNNING:
-            raise ValueError(f"Cannot tell a {current.name} trial.")
-        if state is not None:
-            state = TrialState(state)
-            if state in (TrialState.RUNNING, TrialState.WAITING):
-                raise ValueError(f"Cannot tell with state {state.name}.")
-            if state in (TrialState.PRUNED, TrialState.FAIL) and values is not None:
-                raise ValueError(f"values must be None when state is {state.name}, got {values!r}")
-        if state == TrialState.PRUNED:
-            self._native.tell(number, state="PRUNED")
-        elif state == TrialState.FAIL:
-            self._native.tell(number, state="FAIL", fail_reason="told FAIL")
-        else:
-            vals, reason = _convert_values(values)
-            if reason is not None:
-                if state == TrialState.COMPLETE:
-                    raise ValueError(reason)
-                _logger.warning(f"Trial {number} failed because of the following error: {reason}")
-                self._native.tell(number, state="FAIL", fail_reason=reason)
-            else:
-                if state == TrialState.COMPLETE:
-                    self._native.tell(number, values=vals, strict=True)
-                else:
-                    told = self._native.tell(number, values=vals)
-                    why = told.fail_reason
-                    if told.state == "FAIL":
-                        _logger.warning(f"Trial {number} failed because of the following error: {why}")
-        return FrozenTrial._from_native(self._native.trial(number))
+        raise ValueError(f"Cannot tell a {current.name} trial.")
 
     def enqueue_trial(self, params: Dict[str, Any], user_attrs: Optional[Dict[str, Any]] = None, skip_if_exists: bool = False) -> None:
         """Adds a WAITING trial that will use ``params`` when it runs."""
@@ -346,9 +332,11 @@ def create_study(
     if engine is not None:
         if storage is not None:
             raise ValueError("give storage or engine, not both (the engine owns the storage)")
-        from dspex.remote import _create_study
-
-        return _create_study(engine, token, tls_ca, study_name, names, sampler, pruner, load_if_exists)
+        client = remote.connect(engine, token, tls_ca)
+        given_sampler, given_pruner = sampler, pruner
+        sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
+        native = client.create_study(study_name, names, remote.component_spec(given_sampler, "sampler"), remote.component_spec(given_pruner, "pruner"), load_if_exists)
+        return Study(native, sampler, pruner, remote.RemoteStorage(client))
     st = _storages._resolve(storage)
     sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
     native = _native.Study.create(st._native, study_name, names, sampler._native, pruner._native, load_if_exists)
@@ -370,9 +358,7 @@ def load_study(
     if engine is not None:
         if study_name is None:
             raise ValueError("load_study(engine=...) needs the study_name")
-        from dspex.remote import _load_study
-
-        return _load_study(engine, token, tls_ca, study_name)
+        return _load_remote_study(engine, token, tls_ca, study_name)
     st = _storages._resolve(storage)
     if storage is None:
         raise ValueError("load_study needs the storage the study was created in")
@@ -386,6 +372,16 @@ def load_study(
     return Study(native, sampler, pruner, st)
 
 
+def _load_remote_study(engine: str, token: Optional[str], tls_ca: Optional[str], study_name: str) -> Study:
+    client = remote.connect(engine, token, tls_ca)
+    sampler, pruner = _resolve_sampler_pruner(None, None)
+    return Study(client.load_study(study_name), sampler, pruner, remote.RemoteStorage(client))
+
+
+# dspex.remote.attach opens the study it joins with this (dspex.remote cannot import this module).
+remote.set_study_loader(_load_remote_study)
+
+
 def delete_study(*, study_name: str, storage: Any) -> None:
     """Deletes a study from ``storage``."""
     _storages._resolve(storage)._native.delete_study(study_name)
@@ -393,6 +389,29 @@ def delete_study(*, study_name: str, storage: Any) -> None:
 
 def get_all_study_names(storage: Any) -> List[str]:
     return _storages._resolve(storage).get_all_study_names()
+
+
+def _tell_arguments(values: Any, state: Optional[TrialState]) -> Dict[str, Any]:
+    """The keyword arguments of the engine's ``tell`` for ``Study.tell(trial, values, state)``.
+    Raises ValueError for arguments Optuna refuses."""
+    if state is not None:
+        state = TrialState(state)
+        if state in (TrialState.RUNNING, TrialState.WAITING):
+            raise ValueError(f"Cannot tell with state {state.name}.")
+        if state in (TrialState.PRUNED, TrialState.FAIL) and values is not None:
+            raise ValueError(f"values must be None when state is {state.name}, got {values!r}")
+    if state == TrialState.PRUNED:
+        return {"state": "PRUNED"}
+    if state == TrialState.FAIL:
+        return {"state": "FAIL", "fail_reason": "told FAIL"}
+    vals, reason = convert_values(values)
+    if reason is not None:
+        if state == TrialState.COMPLETE:
+            raise ValueError(reason)
+        return {"state": "FAIL", "fail_reason": reason}
+    # COMPLETE given: values the engine refuses (NaN, a wrong count) raise instead of failing
+    # the trial.
+    return {"values": vals, "strict": state == TrialState.COMPLETE}
 
 
 def _resolve_sampler_pruner(sampler: Any, pruner: Any) -> Tuple[BaseSampler, BasePruner]:
@@ -408,4 +427,3 @@ def _resolve_sampler_pruner(sampler: Any, pruner: Any) -> Tuple[BaseSampler, Bas
 
 
 __all__ = ["Study", "StudyDirection", "create_study", "delete_study", "get_all_study_names", "load_study"]
-_ = (copy, GridSampler)

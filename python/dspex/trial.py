@@ -7,14 +7,12 @@ import datetime
 import enum
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, TypeVar
 
 from dspex.distributions import (
     BaseDistribution,
     CategoricalChoiceType,
     CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
     _from_native,
 )
 
@@ -199,13 +197,17 @@ class FrozenTrial:
 class Trial:
     """A running trial: the objective asks it for parameters (define-by-run) and reports to it.
 
-    Every call goes to the engine with the GIL released; sampling happens there.
+    Every call goes to the engine with the GIL released; sampling happens there. The
+    properties read the trial as the engine has it at that moment (one call each), since
+    ``suggest_*`` and ``set_*_attr`` change it; ``datetime_start``, set once the trial runs, is
+    read once.
     """
 
     def __init__(self, study: "Study", number: int) -> None:
         self.study = study
         self._number = number
         self._native = study._native
+        self._datetime_start: Optional[datetime.datetime] = None
 
     @property
     def number(self) -> int:
@@ -223,16 +225,10 @@ class Trial:
         """An integer in ``[low, high]``."""
         return self._native.suggest_int(self._number, name, _as_int("low", low), _as_int("high", high), _as_int("step", step), bool(log))
 
-    @overload
-    def suggest_categorical(self, name: str, choices: Sequence[C]) -> C: ...
-
-    @overload
-    def suggest_categorical(self, name: str, choices: Sequence[CategoricalChoiceType]) -> CategoricalChoiceType: ...
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+    def suggest_categorical(self, name: str, choices: Sequence[C]) -> C:
         """One of ``choices`` (None, bool, int, float or str)."""
-        choices = tuple(choices)
-        return choices[self._native.suggest_categorical(self._number, name, choices)]
+        values = tuple(choices)
+        return values[self._native.suggest_categorical(self._number, name, values)]
 
     def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
         if isinstance(distribution, CategoricalDistribution):
@@ -269,8 +265,9 @@ class Trial:
     def set_system_attr(self, key: str, value: Any) -> None:
         self._native.set_trial_system_attr(self._number, key, value)
 
-    def _frozen(self) -> FrozenTrial:
-        return FrozenTrial._from_native(self._native.trial(self._number))
+    def _record(self) -> Any:
+        """The trial's record in the engine now (a ``dspex._native.TrialRecord``): one call."""
+        return self._native.trial(self._number)
 
     @property
     def params(self) -> Dict[str, Any]:
@@ -278,19 +275,21 @@ class Trial:
 
     @property
     def distributions(self) -> Dict[str, BaseDistribution]:
-        return self._frozen().distributions
+        return {k: _from_native(d) for k, d in self._record().distributions.items()}
 
     @property
     def user_attrs(self) -> Dict[str, Any]:
-        return self._frozen().user_attrs
+        return self._record().user_attrs
 
     @property
     def system_attrs(self) -> Dict[str, Any]:
-        return self._frozen().system_attrs
+        return self._record().system_attrs
 
     @property
     def datetime_start(self) -> Optional[datetime.datetime]:
-        return self._frozen().datetime_start
+        if self._datetime_start is None:
+            self._datetime_start = _ts(self._record().datetime_start)
+        return self._datetime_start
 
     def __repr__(self) -> str:
         return f"Trial(number={self._number})"

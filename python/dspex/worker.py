@@ -16,7 +16,10 @@ import importlib
 import os
 import pickle
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Callable, List, Optional
+
+from dspex import logging as dlogging
+from dspex import remote
 
 EXIT_BAD_OBJECTIVE = 2
 EXIT_ENGINE = 3
@@ -66,15 +69,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if not args.engine or not args.study:
         p.error("--engine and --study are required")
-    import dspex
-    from dspex import logging as dlogging
-
     if os.environ.get("DSPEX_WORKER_VERBOSE") != "1":
         dlogging.set_verbosity(dlogging.WARNING)
     worker = f"{args.name or 'worker'} pid {os.getpid()}"
     try:
-        summary = dspex.attach(args.study, func, args.engine, args.token, concurrency=args.concurrency, heartbeat_ms=args.heartbeat_ms, tls_ca=args.tls_ca, worker=worker)
-    except dspex.remote.RemoteError as e:
+        summary = remote.attach(args.study, func, args.engine, args.token, concurrency=args.concurrency, heartbeat_ms=args.heartbeat_ms, tls_ca=args.tls_ca, worker=worker)
+    except remote.RemoteError as e:
         print(f"dspex.worker: {e}", file=sys.stderr)
         return EXIT_ENGINE
     except RuntimeError as e:
@@ -84,10 +84,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"dspex.worker: {summary.detail}", file=sys.stderr)
         return EXIT_ENGINE
     return 0
-
-
-def _unused(_: Any) -> None:
-    pass
 
 
 if __name__ == "__main__":

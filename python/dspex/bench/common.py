@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
 import math
 import os
 import subprocess
@@ -16,24 +18,13 @@ REQUIRED_VERSIONS = {"optuna": "5.0.0", "rustuna": "0.2.0"}
 def import_lib(name: str) -> Tuple[Any, str]:
     """Imports a library and quiets its logging; returns (module, version)."""
     warnings.filterwarnings("ignore")  # Optuna's ExperimentalWarning etc.: not part of a report
-    if name == "dspex":
-        import dspex as mod
-
-        mod.logging.set_verbosity(mod.logging.WARNING)
-    elif name == "optuna":
-        import optuna as mod
-
-        mod.logging.set_verbosity(mod.logging.WARNING)
-    elif name == "rustuna":
-        import rustuna as mod
-    elif name == "hyperopt":
-        import logging
-
-        import hyperopt as mod
-
-        logging.getLogger("hyperopt").setLevel(logging.WARNING)
-    else:
+    if name not in ("dspex", "optuna", "rustuna", "hyperopt"):
         raise ValueError(f"unknown library {name!r}")
+    mod: Any = importlib.import_module(name)
+    if name in ("dspex", "optuna"):
+        mod.logging.set_verbosity(mod.logging.WARNING)
+    elif name == "hyperopt":
+        logging.getLogger("hyperopt").setLevel(logging.WARNING)
     version = getattr(mod, "__version__", None)
     if version is None:
         try:

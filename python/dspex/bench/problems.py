@@ -308,8 +308,9 @@ def all_problems() -> Dict[str, Problem]:
         )
     )
     zdt_space: List[Param] = [("float", f"x{i}", 0.0, 1.0, False) for i in range(ZDT_DIM)]
-    P.append(Problem("zdt1", "multi", _zdt(lambda r: 1.0 - math.sqrt(max(r, 0.0))), zdt_space, _zdt_hv_opt(1.0 / 3.0), f"ZDT1, {ZDT_DIM} variables, hypervolume w.r.t. {ZDT_REF}", n_objectives=2, ref_point=ZDT_REF, tags=["multi"]))
-    P.append(Problem("zdt2", "multi", _zdt(lambda r: 1.0 - r * r), zdt_space, _zdt_hv_opt(2.0 / 3.0), f"ZDT2, {ZDT_DIM} variables, hypervolume w.r.t. {ZDT_REF}", n_objectives=2, ref_point=ZDT_REF, tags=["multi"]))
+    zdt_desc = f"{ZDT_DIM} variables, hypervolume w.r.t. {ZDT_REF}"
+    P.append(Problem("zdt1", "multi", _zdt(lambda r: 1.0 - math.sqrt(max(r, 0.0))), zdt_space, _zdt_hv_opt(1.0 / 3.0), f"ZDT1, {zdt_desc}", n_objectives=2, ref_point=ZDT_REF, tags=["multi"]))
+    P.append(Problem("zdt2", "multi", _zdt(lambda r: 1.0 - r * r), zdt_space, _zdt_hv_opt(2.0 / 3.0), f"ZDT2, {zdt_desc}", n_objectives=2, ref_point=ZDT_REF, tags=["multi"]))
     P.append(
         Problem(
             "svc_breast_cancer", "single", _svc_breast_cancer, _SVC_SPACE, None,

@@ -558,7 +558,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         json.dump(report, f, indent=1, default=str)
     if "quality" in report:
         with open(os.path.join(cfg.out, "quality.json"), "w") as f:
-            json.dump({n: {k: v for k, v in pr.items() if k != "solvers"} | {"solvers": {s: {k: v for k, v in x.items() if k != "runs"} for s, x in pr["solvers"].items()}} for n, pr in report["quality"]["problems"].items()}, f, indent=1, default=str)
+            quality = {
+                n: {k: v for k, v in pr.items() if k != "solvers"} | {"solvers": {s: {k: v for k, v in x.items() if k != "runs"} for s, x in pr["solvers"].items()}}
+                for n, pr in report["quality"]["problems"].items()
+            }
+            json.dump(quality, f, indent=1, default=str)
     if "speed" in report:
         with open(os.path.join(cfg.out, "speed.json"), "w") as f:
             json.dump(report["speed"], f, indent=1, default=str)

@@ -21,7 +21,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 from .common import import_lib
 
@@ -114,7 +114,7 @@ def task_conc(lib: str, mode: str, inflights: Sequence[int], waves: int, sleep: 
     mod, _ = import_lib(lib)
     if mode == "async":
 
-        async def objective(trial: Any) -> float:  # type: ignore[misc]
+        async def objective(trial: Any) -> float:
             x = trial.suggest_float("x", -10.0, 10.0)
             await asyncio.sleep(sleep)
             return x * x
@@ -144,7 +144,7 @@ def task_conc(lib: str, mode: str, inflights: Sequence[int], waves: int, sleep: 
     return {"rows": rows, "rss_mb": _rss_mb()}
 
 
-TASKS = {"trials": task_trials, "dims": task_dims, "e2e": task_e2e, "conc": task_conc}
+TASKS: Dict[str, Callable[..., Dict[str, Any]]] = {"trials": task_trials, "dims": task_dims, "e2e": task_e2e, "conc": task_conc}
 
 
 def run_task(task: str, timeout: float, **kwargs: Any) -> Dict[str, Any]:

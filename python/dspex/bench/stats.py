@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from .common import quantile
 
@@ -48,8 +48,8 @@ def wilcoxon_fallback(a: Sequence[float], b: Sequence[float]) -> float:
         return min(1.0, p)
     mean = total / 2.0
     tie_groups: Dict[float, int] = {}
-    for r in ranks:
-        tie_groups[r] = tie_groups.get(r, 0) + 1
+    for rank in ranks:
+        tie_groups[rank] = tie_groups.get(rank, 0) + 1
     var = n * (n + 1) * (2 * n + 1) / 24.0 - sum(t**3 - t for t in tie_groups.values()) / 48.0
     if var <= 0:
         return 1.0

@@ -1,0 +1,372 @@
+"""Type stubs of ``dspex._native``, the PyO3 extension built from ``crates/pysdk``.
+
+What the ``_native`` pymodule function of ``crates/pysdk/src/lib.rs`` registers: the exceptions
+and the samplers, pruners, storage and distribution helpers (``lib.rs``), ``Study``, ``Run``
+and the record classes (``study.rs``), ``RemoteClient`` (``remote.rs``), ``EmbeddedServer``,
+``WorkerPool``, ``cli_main`` and ``serve_embedded`` (``server.rs``). Keep it in step with those
+files (``tests/test_native_stubs.py`` checks it with mypy's stubtest): the signatures are their
+``#[pyo3(signature = ...)]``s (without one, every parameter is required), ``#[new]`` is
+``__new__``, and classes without one cannot be built from Python. Every call into the engine
+releases the GIL; engine errors are raised as ValueError (invalid argument, trial not RUNNING),
+KeyError (no such study or trial), RuntimeError, NotImplementedError,
+:class:`DuplicatedStudyError` or :class:`StorageError`, and a remote engine's transport
+failures as :class:`RemoteError`.
+"""
+
+from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union, final
+
+# In the order the module registers them.
+__all__ = [
+    "__version__",
+    "DSpexError",
+    "DuplicatedStudyError",
+    "StorageError",
+    "InMemoryStorage",
+    "Sampler",
+    "Pruner",
+    "RemoteError",
+    "Study",
+    "Run",
+    "TrialRecord",
+    "Told",
+    "RunSummary",
+    "RemoteClient",
+    "EmbeddedServer",
+    "WorkerPool",
+    "cli_main",
+    "serve_embedded",
+    "sampler",
+    "pruner",
+    "check_float_distribution",
+    "check_int_distribution",
+    "check_categorical_distribution",
+    "distribution_to_json",
+    "distribution_from_json",
+]
+
+__version__: str
+
+#: A parameter value as Python sees it.
+_ParamValue = Union[None, bool, int, float, str]
+#: A distribution: ("float", low, high, log, step), ("int", low, high, log, step) or
+#: ("categorical", choices).
+_DistributionTuple = Union[
+    Tuple[Literal["float"], float, float, bool, Optional[float]],
+    Tuple[Literal["int"], int, int, bool, int],
+    Tuple[Literal["categorical"], Tuple[_ParamValue, ...]],
+]
+
+# ------------------------------------------------------------------ exceptions
+
+class DSpexError(Exception):
+    """Base class of dspex's own errors."""
+
+class DuplicatedStudyError(DSpexError):
+    """A study with this name already exists."""
+
+class StorageError(DSpexError):
+    """A storage backend failed (unreachable database, unknown schema, corrupted rows, read-only file)."""
+
+class RemoteError(DSpexError):
+    """The remote engine cannot be reached, refused the call (UNAUTHENTICATED...) or the stream broke."""
+
+# ------------------------------------------------------------------ storage, samplers, pruners
+
+@final
+class InMemoryStorage:
+    """A storage shared by the studies created on it: in memory, or SQL with :meth:`from_url`."""
+
+    def __new__(cls) -> InMemoryStorage: ...
+    @staticmethod
+    def from_url(
+        url: str,
+        heartbeat_interval: Optional[float] = None,
+        grace_period: Optional[float] = None,
+        retry: bool = False,
+        retry_max: Optional[int] = None,
+        retry_inherit_intermediate_values: bool = False,
+    ) -> InMemoryStorage:
+        """A SQLite / PostgreSQL storage in Optuna's schema; durations in seconds."""
+    def summaries(self) -> List[Tuple[int, str, List[str], int, Dict[str, Any], Dict[str, Any], Optional[float]]]:
+        """(study_id, name, directions, n_trials, user_attrs, system_attrs, datetime_start seconds or None) per study."""
+    def study_names(self) -> List[str]: ...
+    def delete_study(self, name: str) -> None: ...
+
+@final
+class Sampler:
+    """A sampler built by the engine (see ``dspex.samplers``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+@final
+class Pruner:
+    """A pruner built by the engine (see ``dspex.pruners``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+def sampler(kind: str, options_json: str) -> Sampler:
+    """Builds a sampler from its kind and constructor keywords (JSON; null means not given)."""
+
+def pruner(kind: str, options_json: str) -> Pruner:
+    """Builds a pruner from its kind and constructor keywords (JSON; null means not given)."""
+
+def check_float_distribution(low: float, high: float, log: bool, step: Optional[float]) -> Tuple[float, Optional[str]]:
+    """Checks a float distribution; returns the (possibly adjusted) high and the adjustment note."""
+
+def check_int_distribution(low: int, high: int, log: bool, step: int) -> Tuple[int, Optional[str]]:
+    """Checks an int distribution; returns the (possibly adjusted) high and the adjustment note."""
+
+def check_categorical_distribution(choices: Iterable[_ParamValue]) -> None: ...
+def distribution_to_json(dist: _DistributionTuple) -> str:
+    """Optuna's JSON form of a distribution tuple."""
+
+def distribution_from_json(text: str) -> _DistributionTuple: ...
+
+# ------------------------------------------------------------------ records
+
+@final
+class TrialRecord:
+    """A trial as Python reads it (``dspex.FrozenTrial`` is built from it)."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def state(self) -> str:
+        """RUNNING, COMPLETE, PRUNED, FAIL or WAITING."""
+    @property
+    def params(self) -> Dict[str, _ParamValue]: ...
+    @property
+    def distributions(self) -> Dict[str, _DistributionTuple]: ...
+    @property
+    def values(self) -> Optional[List[float]]: ...
+    @property
+    def intermediate_values(self) -> Dict[int, float]: ...
+    @property
+    def user_attrs(self) -> Dict[str, Any]: ...
+    @property
+    def system_attrs(self) -> Dict[str, Any]: ...
+    @property
+    def datetime_start(self) -> Optional[float]:
+        """Unix seconds."""
+    @property
+    def datetime_complete(self) -> Optional[float]:
+        """Unix seconds."""
+
+@final
+class Told:
+    """What ``tell`` / ``finish`` recorded."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def values(self) -> Optional[List[float]]: ...
+    @property
+    def fail_reason(self) -> Optional[str]: ...
+
+@final
+class RunSummary:
+    """How a run ended."""
+
+    @property
+    def started(self) -> int: ...
+    @property
+    def finished(self) -> int: ...
+    @property
+    def reason(self) -> str:
+        """n_trials, timeout, stopped, exhausted, aborted, interrupted or error."""
+    @property
+    def detail(self) -> Optional[str]: ...
+    @property
+    def timed_out(self) -> List[int]:
+        """Trials failed by the per-trial timeout."""
+
+# ------------------------------------------------------------------ study and run
+
+@final
+class Study:
+    """A study, in this process's engine or in a remote one."""
+
+    @staticmethod
+    def create(
+        storage: InMemoryStorage,
+        name: Optional[str],
+        directions: Sequence[str],
+        sampler: Optional[Sampler] = None,
+        pruner: Optional[Pruner] = None,
+        load_if_exists: bool = False,
+    ) -> Study: ...
+    @staticmethod
+    def load(storage: InMemoryStorage, name: str, sampler: Optional[Sampler] = None, pruner: Optional[Pruner] = None) -> Study: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def directions(self) -> List[str]:
+        """"minimize" / "maximize" per objective."""
+    @property
+    def client(self) -> Optional[RemoteClient]:
+        """The connection of a remote study; None for an embedded one."""
+    @property
+    def is_remote(self) -> bool: ...
+    def ask(self) -> int: ...
+    def suggest_float(self, number: int, name: str, low: float, high: float, log: bool = False, step: Optional[float] = None) -> float: ...
+    def suggest_int(self, number: int, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int: ...
+    def suggest_categorical(self, number: int, name: str, choices: Iterable[_ParamValue]) -> int:
+        """The index of the chosen value in ``choices``."""
+    def suggest(self, number: int, name: str, dist: _DistributionTuple) -> _ParamValue: ...
+    def report(self, number: int, step: int, value: float) -> bool:
+        """False when ``step`` was reported already."""
+    def should_prune(self, number: int) -> bool: ...
+    def tell(
+        self,
+        number: int,
+        values: Optional[Sequence[float]] = None,
+        state: Optional[str] = None,
+        fail_reason: Optional[str] = None,
+        strict: bool = False,
+    ) -> Told:
+        """Finishes a RUNNING trial: ``values`` (COMPLETE if valid; ``strict``: invalid values
+        raise instead of failing the trial), or ``state`` "PRUNED"/"FAIL"."""
+    def enqueue(self, params: Mapping[str, _ParamValue], user_attrs: Optional[Mapping[str, Any]] = None, skip_if_exists: bool = False) -> Optional[int]: ...
+    def add_trial(
+        self,
+        state: str,
+        params: Mapping[str, _ParamValue],
+        distributions: Mapping[str, _DistributionTuple],
+        values: Optional[Sequence[float]],
+        intermediate_values: Mapping[int, float],
+        user_attrs: Optional[Mapping[str, Any]],
+        system_attrs: Optional[Mapping[str, Any]],
+        datetime_start: Optional[float] = None,
+        datetime_complete: Optional[float] = None,
+    ) -> int: ...
+    def trial(self, number: int) -> TrialRecord: ...
+    def trial_params(self, number: int) -> Dict[str, _ParamValue]: ...
+    def trial_state(self, number: int) -> str: ...
+    def trials(self, states: Optional[Sequence[str]] = None) -> List[TrialRecord]: ...
+    def n_trials(self, states: Optional[Sequence[str]] = None) -> int: ...
+    def best_trial(self) -> TrialRecord:
+        """Raises ValueError when no trial is COMPLETE, RuntimeError for a multi-objective study."""
+    def best_trials(self) -> List[TrialRecord]: ...
+    def set_user_attr(self, key: str, value: Any) -> None: ...
+    def set_system_attr(self, key: str, value: Any) -> None: ...
+    def user_attrs(self) -> Dict[str, Any]: ...
+    def system_attrs(self) -> Dict[str, Any]: ...
+    def set_trial_user_attr(self, number: int, key: str, value: Any) -> None: ...
+    def set_trial_system_attr(self, number: int, key: str, value: Any) -> None: ...
+    def stop(self) -> int:
+        """Stops the active runs of this study; returns how many there were."""
+    def start_run(
+        self,
+        n_trials: Optional[int] = None,
+        timeout: Optional[float] = None,
+        concurrency: int = 1,
+        trial_timeout: Optional[float] = None,
+        max_retries: int = 0,
+        max_concurrency: Optional[int] = None,
+        evaluators_ask: bool = False,
+        heartbeat_ms: int = 1000,
+        worker: Optional[str] = None,
+    ) -> Run:
+        """Starts a run that this process evaluates, ``concurrency`` trials at once (0: it only owns the run)."""
+    def attach(self, capacity: int = 1, heartbeat_ms: int = 1000, worker: Optional[str] = None) -> Run:
+        """Joins the study's active run (remote: waiting for one) as an evaluator of ``capacity`` trials at once."""
+
+@final
+class Run:
+    """One ``optimize`` run: evaluators pull trial numbers and answer with ``finish`` (or ``tell`` then ``done``)."""
+
+    def pull(self, max: int = 1, timeout: Optional[float] = None) -> Optional[List[int]]:
+        """Up to ``max`` trial numbers; [] when none came within ``timeout`` seconds, None when the run is over."""
+    def finish(
+        self,
+        number: int,
+        values: Optional[Sequence[float]] = None,
+        state: Optional[str] = None,
+        fail_reason: Optional[str] = None,
+        abort: Optional[str] = None,
+    ) -> Optional[Told]:
+        """``tell`` then ``done`` in one crossing; None when the engine had finished the trial already."""
+    def done(self, number: int, abort: Optional[str] = None) -> None: ...
+    def stop(self) -> None: ...
+    def interrupt(self, reason: str) -> None: ...
+    @property
+    def finished(self) -> bool: ...
+    def wait(self, timeout: Optional[float] = None) -> Optional[RunSummary]:
+        """The summary once the run is over; None after ``timeout`` seconds."""
+
+# ------------------------------------------------------------------ remote engines and servers
+
+@final
+class RemoteClient:
+    """A connection to an engine."""
+
+    @staticmethod
+    def connect(address: str, token: Optional[str] = None, tls_ca: Optional[str] = None) -> RemoteClient:
+        """Connects to ``address`` ("host:port", "http://host:port" or "https://host:port")."""
+    @property
+    def address(self) -> str: ...
+    def create_study(
+        self,
+        name: Optional[str],
+        directions: Sequence[str],
+        sampler: Optional[Tuple[str, str]] = None,
+        pruner: Optional[Tuple[str, str]] = None,
+        load_if_exists: bool = False,
+    ) -> Study:
+        """``sampler`` / ``pruner``: (kind, options_json)."""
+    def load_study(self, name: str) -> Study: ...
+    def study_names(self) -> List[str]: ...
+    def delete_study(self, name: str) -> None: ...
+
+@final
+class EmbeddedServer:
+    """An in-process engine server on a loopback port serving one embedded study."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def token(self) -> str: ...
+    def start_run(
+        self,
+        n_trials: Optional[int] = None,
+        timeout: Optional[float] = None,
+        max_concurrency: Optional[int] = None,
+        trial_timeout: Optional[float] = None,
+        max_retries: int = 0,
+    ) -> Run:
+        """Starts a run of the study that attached workers evaluate."""
+    def close(self) -> None:
+        """Stops the server (open streams end)."""
+
+@final
+class WorkerPool:
+    """``n`` worker processes running ``argv`` (each with ``--name <name_prefix>-<i>``) with the
+    extra environment ``env``; crashed ones are restarted with backoff, ``max_restarts`` times
+    each at most."""
+
+    def __new__(
+        cls,
+        argv: Sequence[str],
+        env: Dict[str, str],
+        n: int,
+        max_restarts: int = 10,
+        name_prefix: str = ...,  # "worker"
+        quiet_stdout: bool = False,
+    ) -> WorkerPool: ...
+    def supervise(self) -> int:
+        """Restarts the workers that exited (after their backoff); returns how many are alive."""
+    @property
+    def exhausted(self) -> bool:
+        """True when every worker crashed too often to be restarted."""
+    @property
+    def restarts(self) -> int: ...
+    def close(self, grace: float = 5.0) -> None:
+        """Waits up to ``grace`` seconds for the workers to exit, then kills the rest."""
+
+def serve_embedded(study: Study) -> EmbeddedServer:
+    """Serves the embedded ``study`` on 127.0.0.1 (a free port) with a fresh random token."""
+
+def cli_main(argv: Sequence[str], python: Optional[str] = None) -> int:
+    """Runs the ``dspex`` command line (the Rust CLI) with ``argv``; returns the exit code."""
