@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs dspex from this checkout into a fresh virtualenv and runs every test:
-# Rust formatting and lints, Rust unit and integration tests, then pytest against the installed
-# package (examples included).
+# Builds dspex's release wheel from this checkout (scripts/build-wheel.sh), installs it into a
+# virtualenv and runs every test: Rust formatting and lints, Rust unit and integration tests, then
+# pytest against the installed package (examples included, and the wheel in a clean virtualenv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${DSPEX_VENV:-.venv}
@@ -27,11 +27,22 @@ if [ -z "${DSPEX_TEST_PG_URL:-}" ] && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/
     trap 'bash scripts/pg.sh stop' EXIT
 fi
 
+# The release wheel, built once (scripts/build-wheel.sh prints its path), is what the tests run
+# against: installed here with the test extra, and installed again by tests/test_wheel.py into a
+# clean virtualenv without a Rust toolchain to run the README's quickstart.
+DSPEX_WHEEL=$(bash scripts/build-wheel.sh)
+export DSPEX_WHEEL
+
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q ".[test]"
+"$VENV/bin/python" -m pip install -q "$DSPEX_WHEEL[test]"
+# A venv kept from an earlier run may hold a dspex of the same version: replace it with this build.
+"$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$DSPEX_WHEEL"
+"$VENV/bin/ruff" check python tests benches examples
+"$VENV/bin/mypy" python/dspex
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 cargo test --workspace
 "$VENV/bin/python" -m pytest -q tests
