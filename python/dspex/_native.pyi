@@ -164,6 +164,9 @@ class Told:
     def values(self) -> Optional[List[float]]: ...
     @property
     def fail_reason(self) -> Optional[str]: ...
+    @property
+    def trial(self) -> Optional[TrialRecord]:
+        """The finished trial, when ``tell`` was asked for it (``record=True``)."""
 
 @final
 class RunSummary:
@@ -225,9 +228,11 @@ class Study:
         state: Optional[str] = None,
         fail_reason: Optional[str] = None,
         strict: bool = False,
+        record: bool = False,
     ) -> Told:
         """Finishes a RUNNING trial: ``values`` (COMPLETE if valid; ``strict``: invalid values
-        raise instead of failing the trial), or ``state`` "PRUNED"/"FAIL"."""
+        raise instead of failing the trial), or ``state`` "PRUNED"/"FAIL"; ``record``: the answer
+        carries the finished trial (``Told.trial``)."""
     def enqueue(self, params: Mapping[str, _ParamValue], user_attrs: Optional[Mapping[str, Any]] = None, skip_if_exists: bool = False) -> Optional[int]: ...
     def add_trial(
         self,

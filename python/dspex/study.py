@@ -217,18 +217,18 @@ class Study:
         number = trial.number if isinstance(trial, (Trial, FrozenTrial)) else trial
         if not isinstance(number, int) or isinstance(number, bool):
             raise TypeError(f"trial must be a Trial or a trial number, got {trial!r}")
-        # One crossing to the engine for the outcome, one for the record returned. The engine
+        # One crossing to the engine for the outcome and the record returned. The engine
         # refuses to tell a trial that is not RUNNING (ValueError) or does not exist (KeyError);
         # the trial's state is asked only then, for Optuna's answer (skip_if_finished, or
         # "Cannot tell a COMPLETE trial." rather than a complaint about the arguments).
         try:
-            told = self._native.tell(number, **_tell_arguments(values, state))
+            told = self._native.tell(number, record=True, **_tell_arguments(values, state))
         except ValueError as e:
             refused = e
         else:
             if told.state == "FAIL" and state != TrialState.FAIL:  # values that are not numbers, NaN...
                 _logger.warning(f"Trial {number} failed because of the following error: {told.fail_reason}")
-            return FrozenTrial._from_native(self._native.trial(number))
+            return FrozenTrial._from_native(told.trial)
         current = TrialState[self._native.trial_state(number)]
         if current == TrialState.RUNNING:
             raise refused  # about the arguments

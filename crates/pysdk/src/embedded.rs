@@ -80,9 +80,18 @@ impl StudyBackend for Embedded {
         number: u64,
         outcome: Outcome,
         strict: bool,
-    ) -> PyResult<Told> {
+        with_record: bool,
+    ) -> PyResult<(Told, Option<TrialRecord>)> {
         let s = self.0.clone();
-        engine(py, move || s.tell(number, outcome, strict))
+        engine(py, move || {
+            let told = s.tell(number, outcome, strict)?;
+            let record = if with_record {
+                Some(s.trial(number)?)
+            } else {
+                None
+            };
+            Ok((told, record))
+        })
     }
 
     fn enqueue_params(

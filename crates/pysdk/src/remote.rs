@@ -701,21 +701,31 @@ impl StudyBackend for RemoteStudy {
         number: u64,
         outcome: Outcome,
         strict: bool,
-    ) -> PyResult<Told> {
+        with_record: bool,
+    ) -> PyResult<(Told, Option<TrialRecord>)> {
         let r = self.trial_call(
             py,
             number,
             pb::trial_call::Op::Tell(pb::Tell {
                 outcome: Some(outcome_to_pb(outcome)),
                 strict,
+                with_trial: with_record,
             }),
         )?;
         match r {
-            pb::trial_reply::Result::Told(t) => Ok(Told {
-                state: state_from_i32(t.state).map_err(malformed)?,
-                values: t.has_values.then_some(t.values),
-                fail_reason: t.fail_reason,
-            }),
+            pb::trial_reply::Result::Told(t) => {
+                let record = match (&t.trial, with_record) {
+                    (Some(trial), true) => Some(trial_from_pb(trial).map_err(malformed)?),
+                    (None, true) => return Err(unexpected()),
+                    _ => None,
+                };
+                let told = Told {
+                    state: state_from_i32(t.state).map_err(malformed)?,
+                    values: t.has_values.then_some(t.values),
+                    fail_reason: t.fail_reason,
+                };
+                Ok((told, record))
+            }
             _ => Err(unexpected()),
         }
     }

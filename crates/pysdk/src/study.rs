@@ -65,13 +65,16 @@ pub(crate) trait StudyBackend: Send + Sync {
     ) -> PyResult<(ParamValue, Option<String>)>;
     fn report_value(&self, py: Python<'_>, number: u64, step: i64, value: f64) -> PyResult<bool>;
     fn prune_check(&self, py: Python<'_>, number: u64) -> PyResult<bool>;
+    /// Tells the outcome; with `with_record`, also returns the finished trial (in the same
+    /// crossing).
     fn tell_outcome(
         &self,
         py: Python<'_>,
         number: u64,
         outcome: Outcome,
         strict: bool,
-    ) -> PyResult<Told>;
+        with_record: bool,
+    ) -> PyResult<(Told, Option<TrialRecord>)>;
     fn enqueue_params(
         &self,
         py: Python<'_>,
@@ -219,6 +222,8 @@ pub(crate) struct PyTold {
     state: &'static str,
     values: Option<Vec<f64>>,
     fail_reason: Option<String>,
+    /// The finished trial, when `tell` was asked for it (`record=True`).
+    trial: Option<Py<PyTrialRecord>>,
 }
 
 #[pymethods]
@@ -237,6 +242,7 @@ impl From<Told> for PyTold {
             state: t.state.as_str(),
             values: t.values,
             fail_reason: t.fail_reason,
+            trial: None,
         }
     }
 }
@@ -517,7 +523,9 @@ impl PyStudy {
 
     /// Finishes a trial: `values` (COMPLETE if valid), or `state` "PRUNED"/"FAIL" with an
     /// optional `fail_reason`. `strict`: invalid values raise instead of failing the trial.
-    #[pyo3(signature = (number, values=None, state=None, fail_reason=None, strict=false))]
+    /// `record`: the answer carries the finished trial (one crossing, one round trip remote).
+    #[pyo3(signature = (number, values=None, state=None, fail_reason=None, strict=false, record=false))]
+    #[allow(clippy::too_many_arguments)]
     fn tell(
         &self,
         py: Python<'_>,
@@ -526,9 +534,15 @@ impl PyStudy {
         state: Option<String>,
         fail_reason: Option<String>,
         strict: bool,
+        record: bool,
     ) -> PyResult<PyTold> {
         let outcome = outcome(values, state, fail_reason)?;
-        Ok(self.b().tell_outcome(py, number, outcome, strict)?.into())
+        let (told, rec) = self.b().tell_outcome(py, number, outcome, strict, record)?;
+        let mut told = PyTold::from(told);
+        if let Some(r) = rec {
+            told.trial = Some(Py::new(py, record_to_py(py, &r)?)?);
+        }
+        Ok(told)
     }
 
     #[pyo3(signature = (params, user_attrs=None, skip_if_exists=false))]

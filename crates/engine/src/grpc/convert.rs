@@ -283,6 +283,7 @@ pub fn told_to_pb(t: &Told) -> pb::Told {
         values: t.values.clone().unwrap_or_default(),
         has_values: t.values.is_some(),
         fail_reason: t.fail_reason.clone(),
+        trial: None,
     }
 }
 

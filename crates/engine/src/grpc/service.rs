@@ -285,7 +285,11 @@ fn exec_trial_call(study: &Study, call: &pb::TrialCall) -> pb::TrialReply {
                     .as_ref()
                     .ok_or_else(|| EngineError::InvalidArgument("tell without an outcome".into()))
                     .and_then(outcome_from_pb)?;
-                R::Told(told_to_pb(&study.tell(n, o, t.strict)?))
+                let mut told = told_to_pb(&study.tell(n, o, t.strict)?);
+                if t.with_trial {
+                    told.trial = Some(trial_to_pb(&study.trial(n)?));
+                }
+                R::Told(told)
             }
             Some(Op::GetTrial(_)) => R::Trial(trial_to_pb(&study.trial(n)?)),
             Some(Op::GetState(_)) => {
