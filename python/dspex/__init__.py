@@ -15,15 +15,17 @@ The API follows Optuna's, so ``import dspex as optuna`` runs a typical Optuna sc
 
 from __future__ import annotations
 
-from dspex import _native, distributions, exceptions, logging, pruners, remote, samplers, storages, study, trial
+from dspex import _native, distributions, exceptions, logging, pruners, remote, samplers, session, storages, study, trial
 from dspex.exceptions import TrialPruned
 from dspex.remote import attach
+from dspex.session import DSpexSessionContext
 from dspex.study import Study, StudyDirection, create_study, delete_study, get_all_study_names, load_study
 from dspex.trial import FrozenTrial, Trial, TrialState, create_trial
 
 __version__: str = _native.__version__
 
 __all__ = [
+    "DSpexSessionContext",
     "FrozenTrial",
     "Study",
     "StudyDirection",
@@ -43,6 +45,7 @@ __all__ = [
     "pruners",
     "remote",
     "samplers",
+    "session",
     "storages",
     "study",
     "trial",

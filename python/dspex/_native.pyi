@@ -33,6 +33,8 @@ __all__ = [
     "RemoteClient",
     "EmbeddedServer",
     "WorkerPool",
+    "Session",
+    "VariableWatch",
     "cli_main",
     "serve_embedded",
     "sampler",
@@ -369,6 +371,36 @@ class WorkerPool:
     def restarts(self) -> int: ...
     def close(self, grace: float = 5.0) -> None:
         """Waits up to ``grace`` seconds for the workers to exit, then kills the rest."""
+
+@final
+class Session:
+    """A session of this process's engine and its variables (``session.rs``)."""
+
+    @staticmethod
+    def open(session_id: Optional[str] = None, ttl: float = 3600.0) -> Session:
+        """Joins session ``session_id`` or creates it (a generated id when None)."""
+    @staticmethod
+    def list_ids() -> List[str]: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def alive(self) -> bool: ...
+    def close(self) -> None: ...
+    def define(self, name: str, kind: str, value: Any, tunable: bool = False, **constraints: Any) -> int: ...
+    def get(self, name: str) -> Tuple[Any, int]: ...
+    def set(self, name: str, value: Any, expected_version: Optional[int] = None) -> int: ...
+    def set_many(self, changes: Sequence[Tuple[str, Any, Optional[int]]]) -> List[int]: ...
+    def delete(self, name: str) -> None: ...
+    def list(self, pattern: Optional[str] = None) -> List[str]: ...
+    def spec(self, name: str) -> Tuple[str, bool, Any]:
+        """(type name, tunable, distribution tuple or None)."""
+    def watch(self) -> VariableWatch: ...
+
+@final
+class VariableWatch:
+    """Changes to a session's variables, in order."""
+
+    def next(self, timeout: float = 1.0) -> Optional[Tuple[str, Any, int]]: ...
 
 def serve_embedded(study: Study) -> EmbeddedServer:
     """Serves the embedded ``study`` on 127.0.0.1 (a free port) with a fresh random token."""

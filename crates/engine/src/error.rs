@@ -13,6 +13,20 @@ pub enum EngineError {
     /// No study with this name in the storage (Python: KeyError).
     #[error("study {0:?} not found")]
     StudyNotFound(String),
+    /// No session, variable or tool with this name (Python: KeyError).
+    #[error("{what} {name:?} not found")]
+    NotFoundIn {
+        /// What was looked up: "session", "variable", "tool".
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The state does not allow the call: a stale version (Python: ValueError).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A limit was reached: sessions per engine (Python: RuntimeError).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A study with this name already exists (Python: DuplicatedStudyError).
     #[error("study {0:?} already exists")]
     DuplicatedStudy(String),
@@ -76,13 +90,15 @@ pub enum ErrorCode {
     Unimplemented,
     /// The storage backend failed (Python: StorageError).
     Storage,
+    /// A limit of the engine was reached (Python: RuntimeError).
+    ResourceExhausted,
     /// A bug or a broken invariant (Python: RuntimeError).
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::Internal,
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
@@ -91,6 +107,7 @@ impl ErrorCode {
         ErrorCode::Unimplemented,
         ErrorCode::Storage,
         ErrorCode::InvalidOperation,
+        ErrorCode::ResourceExhausted,
     ];
 
     /// The code's name on the wire (`dspex-error` metadata).
@@ -103,6 +120,7 @@ impl ErrorCode {
             ErrorCode::InvalidOperation => "invalid_operation",
             ErrorCode::Unimplemented => "unimplemented",
             ErrorCode::Storage => "storage",
+            ErrorCode::ResourceExhausted => "resource_exhausted",
             ErrorCode::Internal => "internal",
         }
     }
@@ -120,11 +138,14 @@ impl EngineError {
             EngineError::InvalidArgument(_) | EngineError::IncompatibleDistribution { .. } => {
                 ErrorCode::InvalidArgument
             }
-            EngineError::StudyNotFound(_) | EngineError::TrialNotFound(_) => ErrorCode::NotFound,
+            EngineError::StudyNotFound(_)
+            | EngineError::TrialNotFound(_)
+            | EngineError::NotFoundIn { .. } => ErrorCode::NotFound,
             EngineError::DuplicatedStudy(_) => ErrorCode::AlreadyExists,
-            EngineError::TrialNotRunning { .. } | EngineError::NoData(_) => {
-                ErrorCode::FailedPrecondition
-            }
+            EngineError::TrialNotRunning { .. }
+            | EngineError::NoData(_)
+            | EngineError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            EngineError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             EngineError::InvalidOperation(_) => ErrorCode::InvalidOperation,
             EngineError::Unsupported(_) => ErrorCode::Unimplemented,
             EngineError::Storage(_) => ErrorCode::Storage,

@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod model;
 pub mod runtime;
 pub mod scheduler;
+pub mod session;
 pub mod storage;
 pub mod study;
 pub mod workers;

@@ -60,6 +60,7 @@ create_exception!(
 mod embedded;
 mod remote;
 mod server;
+mod session;
 mod study;
 
 /// Polling period of blocking waits (signal checks in between).
@@ -72,7 +73,9 @@ fn py_err(code: ErrorCode, msg: String) -> PyErr {
         ErrorCode::InvalidArgument | ErrorCode::FailedPrecondition => PyValueError::new_err(msg),
         ErrorCode::NotFound => PyKeyError::new_err(msg),
         ErrorCode::AlreadyExists => DuplicatedStudyError::new_err(msg),
-        ErrorCode::InvalidOperation | ErrorCode::Internal => PyRuntimeError::new_err(msg),
+        ErrorCode::InvalidOperation | ErrorCode::ResourceExhausted | ErrorCode::Internal => {
+            PyRuntimeError::new_err(msg)
+        }
         ErrorCode::Unimplemented => PyNotImplementedError::new_err(msg),
         ErrorCode::Storage => StorageError::new_err(msg),
     }
@@ -325,14 +328,14 @@ fn dist_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Distribution> {
         "float" => {
             let (_, low, high, log, step): (String, f64, f64, bool, Option<f64>) = t.extract()?;
             Distribution::Float(
-                FloatDistribution::new(low, high, log, step)
+                guard(|| FloatDistribution::new(low, high, log, step))?
                     .map_err(|e| PyValueError::new_err(e.to_string()))?,
             )
         }
         "int" => {
             let (_, low, high, log, step): (String, i64, i64, bool, i64) = t.extract()?;
             Distribution::Int(
-                IntDistribution::new(low, high, log, step)
+                guard(|| IntDistribution::new(low, high, log, step))?
                     .map_err(|e| PyValueError::new_err(e.to_string()))?,
             )
         }
@@ -343,7 +346,7 @@ fn dist_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Distribution> {
                 .map(|c| param_from_py(&c?))
                 .collect::<PyResult<Vec<_>>>()?;
             Distribution::Categorical(
-                CategoricalDistribution::new(choices)
+                guard(|| CategoricalDistribution::new(choices))?
                     .map_err(|e| PyValueError::new_err(e.to_string()))?,
             )
         }
@@ -533,7 +536,7 @@ fn check_float_distribution(
     log: bool,
     step: Option<f64>,
 ) -> PyResult<(f64, Option<String>)> {
-    FloatDistribution::checked(low, high, log, step)
+    guard(|| FloatDistribution::checked(low, high, log, step))?
         .map(|(d, note)| (d.high, note))
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
@@ -546,7 +549,7 @@ fn check_int_distribution(
     log: bool,
     step: i64,
 ) -> PyResult<(i64, Option<String>)> {
-    IntDistribution::checked(low, high, log, step)
+    guard(|| IntDistribution::checked(low, high, log, step))?
         .map(|(d, note)| (d.high, note))
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
@@ -557,7 +560,7 @@ fn check_categorical_distribution(choices: &Bound<'_, PyAny>) -> PyResult<()> {
         .try_iter()?
         .map(|c| param_from_py(&c?))
         .collect::<PyResult<Vec<_>>>()?;
-    CategoricalDistribution::new(values)
+    guard(|| CategoricalDistribution::new(values))?
         .map(|_| ())
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
@@ -565,12 +568,14 @@ fn check_categorical_distribution(choices: &Bound<'_, PyAny>) -> PyResult<()> {
 /// Optuna's JSON form of a distribution tuple.
 #[pyfunction]
 fn distribution_to_json(dist: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(dist_from_py(dist)?.to_json())
+    let d = dist_from_py(dist)?;
+    guard(|| d.to_json())
 }
 
 #[pyfunction]
 fn distribution_from_json(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
-    let d = Distribution::from_json(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let d = guard(|| Distribution::from_json(text))?
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     dist_to_py(py, &d)
 }
 
@@ -610,6 +615,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<remote::RemoteClient>()?;
     m.add_class::<server::EmbeddedServer>()?;
     m.add_class::<server::PyWorkerPool>()?;
+    m.add_class::<session::PySession>()?;
+    m.add_class::<session::PyVarWatch>()?;
     m.add_function(wrap_pyfunction!(server::cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(server::serve_embedded, m)?)?;
     m.add_function(wrap_pyfunction!(sampler, m)?)?;

@@ -108,8 +108,8 @@ impl EmbeddedServer {
     }
 
     /// Stops the server (open streams end).
-    fn close(&self) {
-        self.server.close();
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| guard(|| self.server.close()))
     }
 }
 

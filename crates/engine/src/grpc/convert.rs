@@ -298,6 +298,7 @@ pub fn code_to_pb(c: ErrorCode) -> pb::error::Code {
         ErrorCode::InvalidOperation => Code::InvalidOperation,
         ErrorCode::Unimplemented => Code::Unimplemented,
         ErrorCode::Storage => Code::Storage,
+        ErrorCode::ResourceExhausted => Code::ResourceExhausted,
         ErrorCode::Internal => Code::Internal,
     }
 }
@@ -313,6 +314,7 @@ pub fn code_from_pb(code: i32) -> ErrorCode {
         Ok(Code::InvalidOperation) => ErrorCode::InvalidOperation,
         Ok(Code::Unimplemented) => ErrorCode::Unimplemented,
         Ok(Code::Storage) => ErrorCode::Storage,
+        Ok(Code::ResourceExhausted) => ErrorCode::ResourceExhausted,
         Ok(Code::Internal) | Err(_) => ErrorCode::Internal,
     }
 }
@@ -327,6 +329,7 @@ pub fn code_to_grpc(c: ErrorCode) -> tonic::Code {
         ErrorCode::FailedPrecondition | ErrorCode::InvalidOperation => Code::FailedPrecondition,
         ErrorCode::Unimplemented => Code::Unimplemented,
         ErrorCode::Storage => Code::Unavailable,
+        ErrorCode::ResourceExhausted => Code::ResourceExhausted,
         ErrorCode::Internal => Code::Internal,
     }
 }
@@ -421,6 +424,7 @@ mod tests {
                 ErrorCode::InvalidOperation => EngineError::InvalidOperation("no".into()),
                 ErrorCode::Unimplemented => EngineError::Unsupported("u".into()),
                 ErrorCode::Storage => EngineError::Storage("disk".into()),
+                ErrorCode::ResourceExhausted => EngineError::ResourceExhausted("full".into()),
                 ErrorCode::Internal => EngineError::Internal("bug".into()),
             };
             assert_eq!(e.code(), c);

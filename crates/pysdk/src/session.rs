@@ -1,0 +1,391 @@
+//! Sessions and their variables in this process's engine (`dspex.DSpexSessionContext`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use dspex_engine::session::{DType, Data, Session, SessionLimits, Sessions, VarEvent, VarType};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::{block, dist_to_py, engine, guard, to_py_err};
+
+/// The sessions of the embedded engine; idle ones are swept every second.
+fn registry() -> PyResult<Arc<Sessions>> {
+    static REG: OnceLock<Arc<Sessions>> = OnceLock::new();
+    if let Some(r) = REG.get() {
+        return Ok(r.clone());
+    }
+    let h = dspex_engine::runtime::handle().map_err(to_py_err)?;
+    let reg = REG
+        .get_or_init(|| {
+            let reg = Arc::new(Sessions::new(SessionLimits::default()));
+            let weak = Arc::downgrade(&reg);
+            h.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    match weak.upgrade() {
+                        Some(r) => {
+                            r.sweep();
+                        }
+                        None => break,
+                    }
+                }
+            });
+            reg
+        })
+        .clone();
+    Ok(reg)
+}
+
+pub(crate) fn data_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Data> {
+    if obj.is_none() {
+        Ok(Data::Null)
+    } else if obj.is_instance_of::<PyBool>() {
+        Ok(Data::Bool(obj.extract()?))
+    } else if obj.is_instance_of::<PyInt>() {
+        obj.extract::<i64>()
+            .map(Data::Int)
+            .map_err(|_| PyValueError::new_err(format!("integer {obj} is out of the int64 range")))
+    } else if obj.is_instance_of::<PyFloat>() {
+        Ok(Data::Float(obj.extract()?))
+    } else if let Ok(s) = obj.cast::<PyString>() {
+        Ok(Data::Str(s.to_cow()?.into_owned()))
+    } else if let Ok(b) = obj.cast::<PyBytes>() {
+        Ok(Data::Bytes(b.as_bytes().to_vec()))
+    } else if let Ok(d) = obj.cast::<PyDict>() {
+        let mut m = BTreeMap::new();
+        for (k, v) in d.iter() {
+            let key: String = k.extract().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "dict keys must be str, got {}",
+                    k.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?;
+            m.insert(key, data_from_py(&v)?);
+        }
+        Ok(Data::Map(m))
+    } else if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        Ok(Data::List(
+            obj.try_iter()?
+                .map(|x| data_from_py(&x?))
+                .collect::<PyResult<Vec<_>>>()?,
+        ))
+    } else if let Ok(b) = obj
+        .call_method0("tobytes")
+        .and_then(|b| b.extract::<Vec<u8>>())
+    {
+        // numpy arrays, memoryviews, array.array: their raw bytes
+        Ok(Data::Bytes(b))
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "values must be None, bool, int, float, str, bytes, list or dict, got {} of type {}",
+            obj.repr()?,
+            obj.get_type().name()?
+        )))
+    }
+}
+
+pub(crate) fn data_to_py(py: Python<'_>, d: &Data) -> PyResult<Py<PyAny>> {
+    Ok(match d {
+        Data::Null => py.None(),
+        Data::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
+        Data::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
+        Data::Float(f) => PyFloat::new(py, *f).into_any().unbind(),
+        Data::Str(s) => PyString::new(py, s).into_any().unbind(),
+        Data::Bytes(b) => PyBytes::new(py, b).into_any().unbind(),
+        Data::List(l) => PyList::new(
+            py,
+            l.iter()
+                .map(|x| data_to_py(py, x))
+                .collect::<PyResult<Vec<_>>>()?,
+        )?
+        .into_any()
+        .unbind(),
+        Data::Map(m) => {
+            let out = PyDict::new(py);
+            for (k, v) in m {
+                out.set_item(k, data_to_py(py, v)?)?;
+            }
+            out.into_any().unbind()
+        }
+    })
+}
+
+/// A variable type from its name and constraints (the keywords of `define`).
+fn var_type(kind: &str, c: &Bound<'_, PyDict>) -> PyResult<VarType> {
+    fn opt<'py, T: pyo3::conversion::FromPyObjectOwned<'py>>(
+        c: &Bound<'py, PyDict>,
+        key: &str,
+    ) -> PyResult<Option<T>> {
+        match c.get_item(key)? {
+            Some(v) if !v.is_none() => v.extract().map(Some).map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "{key}={}: wrong type",
+                    v.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            }),
+            _ => Ok(None),
+        }
+    }
+    let allowed: &[&str] = match kind {
+        "float" | "int" => &["min", "max", "log"],
+        "str" => &["max_length", "pattern"],
+        "bool" => &[],
+        "choice" => &["choices"],
+        "tensor" | "embedding" => &["shape", "dtype"],
+        other => {
+            return Err(PyValueError::new_err(format!(
+            "unknown variable type {other:?} (float, int, str, bool, choice, embedding or tensor)"
+        )))
+        }
+    };
+    for k in c.keys() {
+        let k: String = k.extract()?;
+        if !allowed.contains(&k.as_str()) {
+            return Err(PyTypeError::new_err(format!(
+                "a {kind} variable takes no constraint {k:?} (it takes {allowed:?})"
+            )));
+        }
+    }
+    let log = opt::<bool>(c, "log")?.unwrap_or(false);
+    Ok(match kind {
+        "float" => VarType::Float {
+            min: opt(c, "min")?,
+            max: opt(c, "max")?,
+            log,
+        },
+        "int" => VarType::Int {
+            min: opt(c, "min")?,
+            max: opt(c, "max")?,
+            log,
+        },
+        "str" => VarType::Str {
+            max_length: opt(c, "max_length")?,
+            pattern: opt::<String>(c, "pattern")?
+                .map(|p| {
+                    dspex_engine::session::Regex::new(&p).map_err(|e| {
+                        PyValueError::new_err(format!(
+                            "pattern {p:?} is not a regular expression: {e}"
+                        ))
+                    })
+                })
+                .transpose()?,
+        },
+        "bool" => VarType::Bool,
+        "choice" => {
+            let choices = c
+                .get_item("choices")?
+                .ok_or_else(|| PyValueError::new_err("a choice variable needs choices=[...]"))?;
+            VarType::Choice {
+                choices: choices
+                    .try_iter()?
+                    .map(|x| data_from_py(&x?))
+                    .collect::<PyResult<Vec<_>>>()?,
+            }
+        }
+        _ => {
+            let shape: Vec<usize> = opt(c, "shape")?.ok_or_else(|| {
+                PyValueError::new_err(format!("a {kind} variable needs shape=(...)"))
+            })?;
+            let dtype = opt::<String>(c, "dtype")?.unwrap_or_else(|| "float32".into());
+            VarType::Tensor {
+                shape,
+                dtype: DType::parse(&dtype).map_err(to_py_err)?,
+            }
+        }
+    })
+}
+
+/// A session of the embedded engine.
+#[pyclass(frozen, name = "Session", module = "dspex._native")]
+pub(crate) struct PySession {
+    inner: Arc<Session>,
+}
+
+#[pymethods]
+impl PySession {
+    /// Joins session `session_id` or creates it (a generated id when None); idle for `ttl`
+    /// seconds, it expires.
+    #[staticmethod]
+    #[pyo3(signature = (session_id=None, ttl=3600.0))]
+    fn open(py: Python<'_>, session_id: Option<String>, ttl: f64) -> PyResult<PySession> {
+        let ttl = Duration::try_from_secs_f64(ttl).map_err(|_| {
+            PyValueError::new_err(format!("ttl must be a number of seconds > 0, got {ttl}"))
+        })?;
+        let reg = registry()?;
+        let inner = engine(py, move || reg.open(session_id.as_deref(), ttl))?;
+        Ok(PySession { inner })
+    }
+
+    /// The ids of the embedded engine's open sessions.
+    #[staticmethod]
+    fn list_ids() -> PyResult<Vec<String>> {
+        Ok(registry()?.list().into_iter().map(|s| s.id).collect())
+    }
+
+    #[getter]
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    /// True while the session is open (not closed, not expired).
+    #[getter]
+    fn alive(&self) -> PyResult<bool> {
+        Ok(registry()?
+            .get(self.inner.id())
+            .is_ok_and(|s| Arc::ptr_eq(&s, &self.inner)))
+    }
+
+    /// Closes the session and releases what it owns.
+    fn close(&self) -> PyResult<()> {
+        let reg = registry()?;
+        guard(|| reg.close(self.inner.id()))?.map_err(to_py_err)
+    }
+
+    /// Declares a variable; returns its version.
+    #[pyo3(signature = (name, kind, value, tunable=false, **constraints))]
+    fn define(
+        &self,
+        py: Python<'_>,
+        name: String,
+        kind: String,
+        value: &Bound<'_, PyAny>,
+        tunable: bool,
+        constraints: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<u64> {
+        let empty = PyDict::new(py);
+        let ty = var_type(&kind, constraints.unwrap_or(&empty))?;
+        let value = data_from_py(value)?;
+        let s = self.live()?;
+        engine(py, move || s.define(&name, ty, value, tunable))
+    }
+
+    /// (value, version) of `name`.
+    fn get(&self, py: Python<'_>, name: String) -> PyResult<(Py<PyAny>, u64)> {
+        let s = self.live()?;
+        let v = engine(py, move || s.variable(&name))?;
+        Ok((data_to_py(py, &v.value)?, v.version))
+    }
+
+    /// Sets `name`; with `expected_version`, only if it is still at that version. Returns the
+    /// new version.
+    #[pyo3(signature = (name, value, expected_version=None))]
+    fn set(
+        &self,
+        py: Python<'_>,
+        name: String,
+        value: &Bound<'_, PyAny>,
+        expected_version: Option<u64>,
+    ) -> PyResult<u64> {
+        let value = data_from_py(value)?;
+        let s = self.live()?;
+        engine(py, move || s.set(&name, value, expected_version))
+    }
+
+    /// Sets several variables at once, all or none: `changes` is a list of (name, value,
+    /// expected_version or None). Returns the new versions in order.
+    fn set_many(
+        &self,
+        py: Python<'_>,
+        changes: Vec<(String, Bound<'_, PyAny>, Option<u64>)>,
+    ) -> PyResult<Vec<u64>> {
+        let changes = changes
+            .into_iter()
+            .map(|(n, v, e)| Ok((n, data_from_py(&v)?, e)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let s = self.live()?;
+        engine(py, move || s.set_many(changes))
+    }
+
+    fn delete(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        let s = self.live()?;
+        engine(py, move || s.delete(&name))
+    }
+
+    /// Names of the variables matching the glob `pattern` (all when None), sorted.
+    #[pyo3(signature = (pattern=None))]
+    fn list(&self, pattern: Option<String>) -> PyResult<Vec<String>> {
+        let s = self.live()?;
+        guard(|| s.list(pattern.as_deref()))
+    }
+
+    /// (type name, tunable, distribution tuple or None) of `name`.
+    fn spec(&self, py: Python<'_>, name: String) -> PyResult<(&'static str, bool, Py<PyAny>)> {
+        let s = self.live()?;
+        let v = engine(py, move || s.variable(&name))?;
+        let dist = if v.tunable {
+            let d = guard(|| v.ty.distribution())?.map_err(to_py_err)?;
+            dist_to_py(py, &d)?
+        } else {
+            py.None()
+        };
+        Ok((v.ty.name(), v.tunable, dist))
+    }
+
+    /// A stream of the changes to this session's variables from now on.
+    fn watch(&self) -> PyResult<PyVarWatch> {
+        let s = self.live()?;
+        let h = dspex_engine::runtime::handle().map_err(to_py_err)?;
+        let rx = {
+            let _enter = h.enter();
+            s.watch()
+        };
+        Ok(PyVarWatch {
+            rx: tokio::sync::Mutex::new(rx),
+        })
+    }
+}
+
+impl PySession {
+    /// The session, refreshed; an error once it was closed or expired.
+    fn live(&self) -> PyResult<Arc<Session>> {
+        let reg = registry()?;
+        match reg.get(self.inner.id()) {
+            Ok(s) if Arc::ptr_eq(&s, &self.inner) => Ok(s),
+            _ => Err(to_py_err(dspex_engine::EngineError::NotFoundIn {
+                what: "session",
+                name: format!("{} (closed or expired)", self.inner.id()),
+            })),
+        }
+    }
+}
+
+/// Changes to a session's variables, in order.
+#[pyclass(frozen, name = "VariableWatch", module = "dspex._native")]
+pub(crate) struct PyVarWatch {
+    rx: tokio::sync::Mutex<tokio::sync::broadcast::Receiver<VarEvent>>,
+}
+
+#[pymethods]
+impl PyVarWatch {
+    /// The next change as (name, value or None when deleted, version), waiting at most
+    /// `timeout` seconds (None when nothing came); `lagged` is raised as a RuntimeError when
+    /// changes were missed.
+    #[pyo3(signature = (timeout=1.0))]
+    fn next(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<(String, Py<PyAny>, u64)>> {
+        let wait = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::ZERO);
+        let got = block(py, async {
+            let mut rx = self.rx.lock().await;
+            Ok(tokio::time::timeout(wait, rx.recv()).await)
+        })?;
+        match got {
+            Err(_) => Ok(None),
+            Ok(Ok(e)) => {
+                let v = match &e.value {
+                    Some(d) => data_to_py(py, d)?,
+                    None => py.None(),
+                };
+                Ok(Some((e.name, v, e.version)))
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                    "the watch missed {n} changes (read it faster)"
+                )))
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+"""Sessions of this process's engine and their variables (DSpexSessionContext)."""
+
+import array
+import threading
+import time
+
+import pytest
+
+import dspex
+from dspex import DSpexSessionContext, _native
+
+
+def test_variables_are_typed_constrained_and_versioned():
+    with DSpexSessionContext() as ctx:
+        v = ctx.variables
+        assert v.define("temperature", "float", 1, min=0.0, max=2.0, tunable=True) == 1
+        assert v.get("temperature") == 1.0 and isinstance(v.get("temperature"), float)
+        assert v.set("temperature", 0.5, expected_version=1) == 2
+        with pytest.raises(ValueError, match="version 2.*expected version 1"):
+            v.set("temperature", 0.7, expected_version=1)
+        with pytest.raises(ValueError, match="outside"):
+            v.set("temperature", 3.0)
+        with pytest.raises(ValueError, match="float variable cannot hold a str"):
+            v.set("temperature", "hot")
+        assert v.version("temperature") == 2
+        d = v.distribution("temperature")
+        assert isinstance(d, dspex.distributions.FloatDistribution) and (d.low, d.high) == (0.0, 2.0)
+        with pytest.raises(KeyError, match="variable 'nope' not found|variable \"nope\" not found"):
+            v.get("nope")
+
+
+def test_every_type_and_its_constraints():
+    with DSpexSessionContext() as ctx:
+        v = ctx.variables
+        v.define("name", "str", "abc", max_length=5, pattern="[a-z]+")
+        with pytest.raises(ValueError, match="does not match"):
+            v.set("name", "ab1")
+        with pytest.raises(ValueError, match="longer than max_length"):
+            v.set("name", "abcdef")
+        v.define("flag", "bool", False, tunable=True)
+        assert v.distribution("flag").choices == (False, True)
+        v.define("model", "choice", "small", choices=["small", "large"], tunable=True)
+        with pytest.raises(ValueError, match="not one of the choices"):
+            v.set("model", "medium")
+        v.define("k", "int", 5, min=1, max=50, log=True, tunable=True)
+        assert v.distribution("k").log
+        emb = array.array("f", [0.5, 1.5, 2.5])
+        v.define("query", "embedding", emb, shape=(3,), dtype="float32")
+        assert array.array("f", v.get("query")).tolist() == [0.5, 1.5, 2.5]
+        with pytest.raises(ValueError, match="bytes do not hold"):
+            v.set("query", b"\x00" * 8)
+        v.define("payload", "tensor", b"\x01" * 16, shape=(2, 2), dtype="int32")
+        assert v.type("payload") == "tensor"
+        assert v.list() == ["flag", "k", "model", "name", "payload", "query"]
+        assert v.list("*a*") == ["flag", "name", "payload"]
+        v.delete("payload")
+        assert "payload" not in v and "k" in v
+        with pytest.raises(ValueError, match="not tunable"):
+            v.distribution("name")
+
+
+@pytest.mark.parametrize(
+    "kind, value, constraints, needle",
+    [
+        ("float", 1.0, {"min": 2.0, "max": 1.0}, "greater than max"),
+        ("int", 1, {"min": 0, "max": 5, "log": True}, "log=True needs min"),
+        ("choice", 1, {"choices": []}, "must not be empty"),
+        ("str", "a", {"pattern": "("}, "not a regular expression"),
+        ("float", 1.0, {"choices": [1]}, "takes no constraint"),
+        ("vector", 1.0, {}, "unknown variable type"),
+        ("tensor", b"", {"shape": (1,), "dtype": "complex"}, "unknown dtype"),
+        ("float", 1.0, {"tunable": True}, "needs min"),
+        ("str", "x", {"tunable": True}, "cannot be tunable"),
+        ("float", object(), {}, "values must be None, bool"),
+    ],
+)
+def test_bad_definitions_are_clear_errors(kind, value, constraints, needle):
+    with DSpexSessionContext() as ctx:
+        with pytest.raises((ValueError, TypeError), match=needle):
+            ctx.variables.define("x", kind, value, **constraints)
+
+
+def test_set_many_is_all_or_nothing():
+    with DSpexSessionContext() as ctx:
+        v = ctx.variables
+        v.define("a", "float", 0.1, min=0, max=1)
+        v.define("b", "bool", False)
+        with pytest.raises(ValueError, match='"b"'):
+            v.set_many({"a": 0.2, "b": 3})
+        assert v.get("a") == 0.1
+        assert v.set_many([("a", 0.2, 1), ("b", True, 1)]) == {"a": 2, "b": 2}
+
+
+def test_a_session_id_is_shared_and_sessions_are_isolated():
+    with DSpexSessionContext(session_id="run_123") as one:
+        one.variables.define("k", "int", 3, min=1, max=10)
+        two = DSpexSessionContext(session_id="run_123")
+        assert two.variables.get("k") == 3
+        two.variables.set("k", 4)
+        assert one.variables.get("k") == 4
+        with DSpexSessionContext() as other:
+            assert other.session_id != "run_123"
+            assert other.variables.list() == []
+            with pytest.raises(KeyError):
+                other.variables.get("k")
+    assert two.closed and "run_123" not in _native.Session.list_ids()
+    with pytest.raises(KeyError, match="closed or expired"):
+        two.variables.get("k")
+    two.close()  # once closed, closing again does nothing
+
+
+def test_idle_sessions_expire_with_what_they_own():
+    ctx = DSpexSessionContext(ttl=0.3)
+    ctx.variables.define("x", "bool", True)
+    sid = ctx.session_id
+    deadline = time.monotonic() + 5
+    while sid in _native.Session.list_ids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ctx.closed
+    with pytest.raises(KeyError):
+        ctx.variables.get("x")
+    # Traffic keeps a session alive.
+    busy = DSpexSessionContext(ttl=0.5)
+    busy.variables.define("n", "int", 0)
+    for i in range(12):
+        busy.variables.set("n", i)
+        time.sleep(0.1)
+    assert not busy.closed
+    busy.close()
+
+
+def test_watch_sees_changes_from_another_thread():
+    with DSpexSessionContext() as ctx:
+        v = ctx.variables
+        v.define("a", "int", 0)
+        v.define("b", "int", 0)
+        seen = []
+
+        def watcher():
+            for event in v.watch(["a"], timeout=1.0):
+                seen.append(event)
+                if event[1] is None:
+                    return
+
+        t = threading.Thread(target=watcher)
+        t.start()
+        time.sleep(0.2)
+        v.set("b", 1)
+        v.set("a", 1)
+        v.set("a", 2)
+        v.delete("a")
+        t.join(5)
+        assert seen == [("a", 1, 2), ("a", 2, 3), ("a", None, 3)]
+
+
+def test_bad_context_arguments():
+    with pytest.raises(ValueError, match="ttl"):
+        DSpexSessionContext(ttl=0)
+    with pytest.raises(ValueError, match="session_id"):
+        DSpexSessionContext(session_id="")
+    with pytest.raises(NotImplementedError, match="engine"):
+        DSpexSessionContext(engine="127.0.0.1:1")
