@@ -160,3 +160,78 @@ def test_bad_context_arguments():
         DSpexSessionContext(session_id="")
     with pytest.raises(NotImplementedError, match="engine"):
         DSpexSessionContext(engine="127.0.0.1:1")
+
+
+def _docstring_corpus():
+    """A real corpus from what is installed: the docstrings of some standard-library modules
+    and of their public functions and classes."""
+    import importlib
+
+    texts, ids = [], []
+    names = "json re collections functools itertools textwrap argparse csv datetime heapq bisect statistics pathlib shutil tempfile fnmatch difflib string"
+    for name in names.split():
+        module = importlib.import_module(name)
+        for attr, obj in [(name, module), *((f"{name}.{a}", getattr(module, a)) for a in sorted(dir(module)) if not a.startswith("_"))]:
+            doc = getattr(obj, "__doc__", None)
+            if isinstance(doc, str) and len(doc.split()) > 8 and attr not in ids:
+                texts.append(doc)
+                ids.append(attr)
+    return texts, ids
+
+
+def test_search_tool_over_an_indexed_corpus():
+    texts, ids = _docstring_corpus()
+    assert len(texts) >= 200
+    with DSpexSessionContext() as ctx:
+        assert ctx.index("stdlib", texts, ids=ids) == len(texts)
+        assert set(ctx.tools) == {"chunk", "echo", "search"}
+        search = ctx.tools["search"]
+        assert [p["name"] for p in search.spec["params"]] == ["index", "query", "k", "k1", "b"]
+        target = ids[len(ids) // 2]
+        words = [w for w in texts[len(ids) // 2].split() if w.isalpha() and len(w) > 6][:4]
+        hits = search(index="stdlib", query=" ".join(words), k=5)
+        assert 1 <= len(hits) <= 5 and set(hits[0]) == {"id", "score", "text"}
+        assert hits == sorted(hits, key=lambda h: -h["score"])
+        assert target in [h["id"] for h in hits]
+        # k1 and b are query-time parameters: the same index, another ranking function.
+        flat = search(index="stdlib", query=" ".join(words), k=5, k1=0.0)
+        assert all(h["score"] >= 0 for h in flat)
+        # stemming is an index-time option
+        ctx.index("stemmed", ["running quickly", "a runner"], stem=True)
+        assert [h["id"] for h in search(index="stemmed", query="runs", k=2)] == [0]
+        assert ctx.tools["chunk"](text="a b c d e", size=2, overlap=1) == ["a b", "b c", "c d", "d e"]
+        assert ctx.tools["echo"](value={"x": [1, b"\x00"]}) == {"x": [1, b"\x00"]}
+
+
+def test_tools_are_awaitable():
+    import asyncio
+
+    with DSpexSessionContext() as ctx:
+        ctx.index("d", ["alpha beta", "gamma"])
+
+        async def main():
+            return await asyncio.gather(*(ctx.tools["search"].acall(index="d", query="gamma") for _ in range(8)))
+
+        results = asyncio.run(main())
+        assert all(r[0]["id"] == 1 for r in results)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, exc, needle",
+    [
+        ("search", {"query": "x"}, ValueError, 'missing argument "index"'),
+        ("search", {"index": "d", "query": 3}, ValueError, 'argument "query" must be a str'),
+        ("search", {"index": "nope", "query": "x"}, KeyError, 'index "nope" not found'),
+        ("search", {"index": "d", "query": "x", "b": 2.0}, ValueError, "b must be in"),
+        ("search", {"index": "d", "query": "x", "k": -1}, ValueError, "k must be >= 0"),
+        ("echo", {"valu": 1}, ValueError, 'unknown argument "valu"'),
+        ("chunk", {"text": "a", "size": 2, "overlap": 2}, ValueError, "overlap"),
+    ],
+)
+def test_bad_tool_calls_are_clear_errors(name, kwargs, exc, needle):
+    with DSpexSessionContext() as ctx:
+        ctx.index("d", ["alpha"])
+        with pytest.raises(exc, match=needle):
+            ctx.tools[name](**kwargs)
+        with pytest.raises(KeyError, match="tool 'nope' not found"):
+            ctx.tools["nope"]

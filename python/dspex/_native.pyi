@@ -35,6 +35,7 @@ __all__ = [
     "WorkerPool",
     "Session",
     "VariableWatch",
+    "tokenize",
     "cli_main",
     "serve_embedded",
     "sampler",
@@ -395,12 +396,19 @@ class Session:
     def spec(self, name: str) -> Tuple[str, bool, Any]:
         """(type name, tunable, distribution tuple or None)."""
     def watch(self) -> VariableWatch: ...
+    def index(self, name: str, texts: Sequence[str], ids: Optional[Sequence[Any]] = None, stop_words: bool = True, stem: bool = False) -> int: ...
+    def index_names(self) -> List[str]: ...
+    def tool_specs(self) -> Dict[str, Dict[str, Any]]: ...
+    def call_tool(self, name: str, kwargs: Dict[str, Any]) -> Any: ...
 
 @final
 class VariableWatch:
     """Changes to a session's variables, in order."""
 
     def next(self, timeout: float = 1.0) -> Optional[Tuple[str, Any, int]]: ...
+
+def tokenize(text: str, stop_words: bool = True, stem: bool = False) -> List[str]:
+    """The terms BM25 indexes for ``text`` (the tokenizer of ``Session.index``)."""
 
 def serve_embedded(study: Study) -> EmbeddedServer:
     """Serves the embedded ``study`` on 127.0.0.1 (a free port) with a fresh random token."""

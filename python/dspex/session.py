@@ -1,5 +1,6 @@
 """Sessions: engine-side namespaces that Python code joins, holding typed, constrained,
-versioned variables shared by everyone in the session.
+versioned variables shared by everyone in the session, full-text indexes, and the engine's
+native tools.
 
 ```python
 from dspex import DSpexSessionContext
@@ -8,6 +9,8 @@ with DSpexSessionContext(session_id="run_123") as ctx:
     ctx.variables.define("temperature", "float", 0.7, min=0.0, max=2.0, tunable=True)
     value, version = ctx.variables.get("temperature"), ctx.variables.version("temperature")
     ctx.variables.set("temperature", 0.2, expected_version=version)
+    ctx.index("docs", ["the quick brown fox", "a lazy dog"], ids=["fox", "dog"])
+    hits = ctx.tools["search"](index="docs", query="fox", k=1)   # [{"id": "fox", ...}]
 ```
 
 Sessions live in this process's engine. A session idle for ``ttl`` seconds expires with
@@ -117,6 +120,53 @@ class Variables:
         return f"<Variables of session {self._native.id!r}: {self.list()}>"
 
 
+class Tool:
+    """An engine-native tool of a session: ``tool(**kwargs)`` calls it, ``await
+    tool.acall(**kwargs)`` without blocking the event loop; ``spec`` says what it takes."""
+
+    def __init__(self, native: _native.Session, name: str, spec: Dict[str, Any]) -> None:
+        self._native = native
+        self.name = name
+        self.spec = spec
+
+    @property
+    def description(self) -> str:
+        return str(self.spec["description"])
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self._native.call_tool(self.name, kwargs)
+
+    async def acall(self, **kwargs: Any) -> Any:
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: self._native.call_tool(self.name, kwargs))
+
+    def __repr__(self) -> str:
+        params = ", ".join(p["name"] if p["required"] else f"{p['name']}={p['default']!r}" for p in self.spec["params"])
+        return f"<tool {self.name}({params}) -> {self.spec['returns']}>"
+
+
+class Tools(Mapping[str, Tool]):
+    """The tools of a session by name (``ctx.tools``): the engine's native ones ("search": BM25
+    over an index of the session, "chunk": overlapping word chunks, "echo")."""
+
+    def __init__(self, native: _native.Session) -> None:
+        self._native = native
+        self._specs: Dict[str, Dict[str, Any]] = native.tool_specs()
+
+    def __getitem__(self, name: str) -> Tool:
+        spec = self._specs.get(name)
+        if spec is None:
+            raise KeyError(f"tool {name!r} not found (the session has {sorted(self._specs)})")
+        return Tool(self._native, name, spec)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._specs))
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
 class DSpexSessionContext:
     """A session of the engine, joined for the duration of a ``with`` block.
 
@@ -124,7 +174,9 @@ class DSpexSessionContext:
     same variables), or creates it; None creates one with a fresh id. ``ttl``: seconds without
     traffic after which the session expires. ``engine``/``token``/``tls_ca``: a served engine
     (``dspex serve``); sessions there are not available yet, so ``engine`` must be None.
-    ``tool_timeout``: the default timeout of tool calls (tools come with a later release).
+    ``tool_timeout``: the default timeout of Python tools' calls (they come with a later
+    release). ``ctx.variables``: the session's variables; ``ctx.tools``: its tools;
+    ``ctx.index(...)``: full-text indexes the ``search`` tool reads.
     """
 
     def __init__(
@@ -146,6 +198,18 @@ class DSpexSessionContext:
         self._native = _native.Session.open(session_id, float(ttl))
         self.tool_timeout = float(tool_timeout)
         self.variables = Variables(self._native)
+        self.tools = Tools(self._native)
+
+    def index(self, name: str, texts: Iterable[str], ids: Optional[Iterable[Any]] = None, *, stop_words: bool = True, stem: bool = False) -> int:
+        """Builds (or replaces) the full-text index ``name`` of this session over ``texts``, for
+        the ``search`` tool; ``ids`` name the documents in results (their positions when None).
+        The tokenizer splits on non-alphanumerics and lower-cases; ``stop_words`` drops English
+        stop words, ``stem`` reduces words to their English stem. BM25's ``k1`` and ``b`` are
+        chosen per query. Returns how many documents the index holds."""
+        texts = list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be strings")
+        return self._native.index(name, texts, None if ids is None else list(ids), bool(stop_words), bool(stem))
 
     @property
     def session_id(self) -> str:
@@ -175,4 +239,4 @@ class DSpexSessionContext:
         return f"DSpexSessionContext(session_id={self.session_id!r})"
 
 
-__all__ = ["DSpexSessionContext", "Variables"]
+__all__ = ["DSpexSessionContext", "Tool", "Tools", "Variables"]

@@ -15,6 +15,7 @@ pub mod scheduler;
 pub mod session;
 pub mod storage;
 pub mod study;
+pub mod tools;
 pub mod workers;
 
 pub use dspex_optimizer as optimizer;

@@ -405,6 +405,17 @@ pub struct VarEvent {
     pub version: u64,
 }
 
+/// A BM25 index of a session, with the ids and texts of its documents.
+#[derive(Debug)]
+pub struct NamedIndex {
+    /// The index.
+    pub index: dspex_native::Bm25Index,
+    /// The id of each document (its position when none were given).
+    pub ids: Vec<Data>,
+    /// The text of each document.
+    pub texts: Vec<String>,
+}
+
 /// One engine-side session.
 #[derive(Debug)]
 pub struct Session {
@@ -412,6 +423,7 @@ pub struct Session {
     ttl: Duration,
     last_seen: Mutex<Instant>,
     variables: Mutex<BTreeMap<String, Variable>>,
+    indexes: Mutex<HashMap<String, Arc<NamedIndex>>>,
     events: tokio::sync::broadcast::Sender<VarEvent>,
     max_value_bytes: usize,
 }
@@ -585,6 +597,66 @@ impl Session {
             .collect()
     }
 
+    /// Builds (or replaces) the BM25 index `name` over `texts`; `ids` name the documents in
+    /// search results (their positions when None). Returns how many documents it holds.
+    pub fn index(
+        &self,
+        name: &str,
+        texts: Vec<String>,
+        ids: Option<Vec<Data>>,
+        tokenizer: dspex_native::Tokenizer,
+    ) -> Result<usize> {
+        self.touch();
+        if name.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "an index name must not be empty".into(),
+            ));
+        }
+        let ids = match ids {
+            Some(ids) if ids.len() != texts.len() => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "index {name:?}: {} ids for {} texts",
+                    ids.len(),
+                    texts.len()
+                )))
+            }
+            Some(ids) => ids,
+            None => (0..texts.len() as i64).map(Data::Int).collect(),
+        };
+        let size: usize = texts.iter().map(String::len).sum();
+        if size > self.max_value_bytes {
+            return Err(EngineError::InvalidArgument(format!(
+                "index {name:?}: {size} bytes of text is more than the limit of {} bytes",
+                self.max_value_bytes
+            )));
+        }
+        let index = dspex_native::Bm25Index::build(&texts, tokenizer);
+        let n = index.len();
+        self.indexes
+            .lock()
+            .insert(name.to_string(), Arc::new(NamedIndex { index, ids, texts }));
+        Ok(n)
+    }
+
+    /// The index `name`.
+    pub fn index_named(&self, name: &str) -> Result<Arc<NamedIndex>> {
+        self.indexes
+            .lock()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFoundIn {
+                what: "index",
+                name: name.to_string(),
+            })
+    }
+
+    /// The names of the session's indexes, sorted.
+    pub fn index_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.indexes.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// A receiver of every later change to this session's variables.
     pub fn watch(&self) -> tokio::sync::broadcast::Receiver<VarEvent> {
         self.touch();
@@ -701,6 +773,7 @@ impl Sessions {
             ttl,
             last_seen: Mutex::new(Instant::now()),
             variables: Mutex::new(BTreeMap::new()),
+            indexes: Mutex::new(HashMap::new()),
             events: tokio::sync::broadcast::channel(1024).0,
             max_value_bytes: self.limits.max_value_bytes,
         });

@@ -617,6 +617,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<server::PyWorkerPool>()?;
     m.add_class::<session::PySession>()?;
     m.add_class::<session::PyVarWatch>()?;
+    m.add_function(wrap_pyfunction!(session::tokenize, m)?)?;
     m.add_function(wrap_pyfunction!(server::cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(server::serve_embedded, m)?)?;
     m.add_function(wrap_pyfunction!(sampler, m)?)?;

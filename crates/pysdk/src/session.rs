@@ -325,6 +325,83 @@ impl PySession {
         Ok((v.ty.name(), v.tunable, dist))
     }
 
+    /// Builds (or replaces) the BM25 index `name` over `texts` (`ids`: how results name the
+    /// documents; their positions when None). Returns how many documents it holds.
+    #[pyo3(signature = (name, texts, ids=None, stop_words=true, stem=false))]
+    fn index(
+        &self,
+        py: Python<'_>,
+        name: String,
+        texts: Vec<String>,
+        ids: Option<&Bound<'_, PyAny>>,
+        stop_words: bool,
+        stem: bool,
+    ) -> PyResult<usize> {
+        let ids = ids
+            .map(|ids| {
+                ids.try_iter()?
+                    .map(|x| data_from_py(&x?))
+                    .collect::<PyResult<Vec<_>>>()
+            })
+            .transpose()?;
+        let s = self.live()?;
+        let tok = dspex_engine::tools::tokenizer(stop_words, stem);
+        engine(py, move || s.index(&name, texts, ids, tok))
+    }
+
+    /// The names of the session's indexes.
+    fn index_names(&self) -> PyResult<Vec<String>> {
+        Ok(self.live()?.index_names())
+    }
+
+    /// The engine-native tools: name -> {description, params: [{name, type, default,
+    /// required, description}], returns}.
+    fn tool_specs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for spec in dspex_engine::tools::native_specs() {
+            let params = PyList::empty(py);
+            for p in &spec.params {
+                let d = PyDict::new(py);
+                d.set_item("name", p.name)?;
+                d.set_item("type", p.ty)?;
+                d.set_item("required", p.default.is_none())?;
+                d.set_item(
+                    "default",
+                    match &p.default {
+                        Some(v) => data_to_py(py, v)?,
+                        None => py.None(),
+                    },
+                )?;
+                d.set_item("description", p.description)?;
+                params.append(d)?;
+            }
+            let s = PyDict::new(py);
+            s.set_item("description", spec.description)?;
+            s.set_item("params", params)?;
+            s.set_item("returns", spec.returns)?;
+            out.set_item(spec.name, s)?;
+        }
+        Ok(out)
+    }
+
+    /// Calls the engine-native tool `name` with the keyword arguments `kwargs`.
+    fn call_tool(
+        &self,
+        py: Python<'_>,
+        name: String,
+        kwargs: &Bound<'_, PyDict>,
+    ) -> PyResult<Py<PyAny>> {
+        let mut args = BTreeMap::new();
+        for (k, v) in kwargs.iter() {
+            args.insert(k.extract::<String>()?, data_from_py(&v)?);
+        }
+        let s = self.live()?;
+        let out = engine(py, move || {
+            dspex_engine::tools::call_native(&s, &name, args)
+        })?;
+        data_to_py(py, &out)
+    }
+
     /// A stream of the changes to this session's variables from now on.
     fn watch(&self) -> PyResult<PyVarWatch> {
         let s = self.live()?;
@@ -388,4 +465,11 @@ impl PyVarWatch {
             Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => Ok(None),
         }
     }
+}
+
+/// The terms BM25 indexes for `text` (the tokenizer of `Session.index`).
+#[pyfunction]
+#[pyo3(signature = (text, stop_words=true, stem=false))]
+pub(crate) fn tokenize(text: &str, stop_words: bool, stem: bool) -> PyResult<Vec<String>> {
+    guard(|| dspex_engine::tools::tokenizer(stop_words, stem).tokens(text))
 }
