@@ -416,6 +416,9 @@ pub struct NamedIndex {
     pub texts: Vec<String>,
 }
 
+/// Changes a watcher may fall behind by before it is told it missed some.
+const WATCH_BUFFER: usize = 1024;
+
 /// One engine-side session.
 #[derive(Debug)]
 pub struct Session {
@@ -424,7 +427,9 @@ pub struct Session {
     last_seen: Mutex<Instant>,
     variables: Mutex<BTreeMap<String, Variable>>,
     indexes: Mutex<HashMap<String, Arc<NamedIndex>>>,
-    events: tokio::sync::broadcast::Sender<VarEvent>,
+    /// Created by the first `watch` (a channel preallocates its buffer: most sessions never
+    /// have a watcher).
+    events: std::sync::OnceLock<tokio::sync::broadcast::Sender<VarEvent>>,
     max_value_bytes: usize,
 }
 
@@ -498,7 +503,7 @@ impl Session {
             },
         );
         drop(vars);
-        let _ = self.events.send(VarEvent {
+        self.publish(VarEvent {
             name: name.to_string(),
             value: Some(value),
             version: 1,
@@ -564,7 +569,7 @@ impl Session {
         }
         drop(vars);
         for e in events {
-            let _ = self.events.send(e);
+            self.publish(e);
         }
         Ok(out)
     }
@@ -577,7 +582,7 @@ impl Session {
             .lock()
             .remove(name)
             .ok_or_else(|| Self::missing(name))?;
-        let _ = self.events.send(VarEvent {
+        self.publish(VarEvent {
             name: name.to_string(),
             value: None,
             version: v.version,
@@ -660,7 +665,15 @@ impl Session {
     /// A receiver of every later change to this session's variables.
     pub fn watch(&self) -> tokio::sync::broadcast::Receiver<VarEvent> {
         self.touch();
-        self.events.subscribe()
+        self.events
+            .get_or_init(|| tokio::sync::broadcast::channel(WATCH_BUFFER).0)
+            .subscribe()
+    }
+
+    fn publish(&self, event: VarEvent) {
+        if let Some(tx) = self.events.get() {
+            let _ = tx.send(event);
+        }
     }
 }
 
@@ -774,7 +787,7 @@ impl Sessions {
             last_seen: Mutex::new(Instant::now()),
             variables: Mutex::new(BTreeMap::new()),
             indexes: Mutex::new(HashMap::new()),
-            events: tokio::sync::broadcast::channel(1024).0,
+            events: std::sync::OnceLock::new(),
             max_value_bytes: self.limits.max_value_bytes,
         });
         map.insert(id, s.clone());
