@@ -122,6 +122,7 @@ pub fn run(args: Vec<String>, env: CliEnv) -> i32 {
         println!();
         return 0;
     };
+    init_logging();
     let handle = match crate::runtime::handle() {
         Ok(h) => h,
         Err(e) => {
@@ -240,6 +241,20 @@ async fn serve(
     .await
     .map_err(|e| e.to_string())?;
     Ok(0)
+}
+
+/// Prints the engine's log events on stderr from level `DSPEX_LOG` (error, warn, info, debug,
+/// trace; default warn) up. Does nothing when a subscriber is installed already.
+fn init_logging() {
+    let level = std::env::var("DSPEX_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 /// A token nobody can guess, for the engine's own workers.
