@@ -809,6 +809,11 @@ impl Sessions {
         Ok(s)
     }
 
+    /// Session `id` if it is open, without counting the look-up as traffic.
+    pub fn peek(&self, id: &str) -> Option<Arc<Session>> {
+        self.map.lock().get(id).cloned()
+    }
+
     /// Closes session `id` and releases everything it owns.
     pub fn close(&self, id: &str) -> Result<()> {
         self.map

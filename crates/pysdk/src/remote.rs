@@ -1,9 +1,9 @@
-//! Remote mode: a tonic client of a dspex engine (`dspex serve`, `dspex optimize`), with the
-//! same Python-facing interface as the embedded `Study` / `Run`, so `dspex.Study` and the
-//! evaluator loops of `dspex._optimize` work unchanged against a remote engine.
+//! The remote backend: a tonic client of a dspex engine (`dspex serve`, `dspex optimize`)
+//! behind the same `Study` / `Run` classes as the embedded backend (`study.rs`), so
+//! `dspex.Study` and the evaluator loop of `dspex._optimize` work unchanged against it.
 //!
 //! Unary calls manage studies; `attach` opens the bidirectional stream: the engine sends
-//! `Evaluate`s, Python threads pull them (`RemoteRun.pull`), and define-by-run calls of a trial
+//! `Evaluate`s, Python threads pull them (`Run.pull`), and define-by-run calls of a trial
 //! travel on the same stream with correlation ids (many in flight at once). A background task
 //! heartbeats; when the stream breaks the run ends for this process and the engine re-runs the
 //! lost trials elsewhere.

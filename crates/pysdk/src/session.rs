@@ -235,8 +235,8 @@ impl PySession {
     #[getter]
     fn alive(&self) -> PyResult<bool> {
         Ok(registry()?
-            .get(self.inner.id())
-            .is_ok_and(|s| Arc::ptr_eq(&s, &self.inner)))
+            .peek(self.inner.id())
+            .is_some_and(|s| Arc::ptr_eq(&s, &self.inner)))
     }
 
     /// Closes the session and releases what it owns.
