@@ -91,6 +91,49 @@ def test_sigkill_workers_mid_trial(tmp_path):
     assert err.count("trial lost") >= 3, err
 
 
+def test_declared_parameters_are_answered_by_the_worker_as_the_engine_recorded_them(tmp_path):
+    """`[search_space]` parameters are sampled by the engine before a trial is sent; the
+    worker answers the objective's suggest of one of them without asking again, with the value
+    the engine recorded. Asking a declared name with another kind still goes to the engine,
+    which refuses it (that trial fails)."""
+    import dspex
+
+    (tmp_path / "declobj.py").write_text(textwrap.dedent("""
+        def f(trial):
+            x = trial.suggest_float("x", -2.0, 2.0)
+            c = trial.suggest_categorical("c", ["a", "b"])
+            if trial.number == 3:
+                trial.suggest_int("x", 0, 3)
+            return x * x + (1.0 if c == "b" else 0.0)
+    """))
+    db = tmp_path / "d.db"
+    (tmp_path / "study.toml").write_text(textwrap.dedent(f"""
+        name = "declared"
+        objective = "declobj:f"
+        n_trials = 10
+        storage = "sqlite:///{db}"
+        [workers]
+        processes = 1
+        max_retries = 0
+        [sampler]
+        kind = "random"
+        seed = 1
+        [search_space]
+        x = {{ type = "float", low = -2.0, high = 2.0 }}
+        c = {{ type = "categorical", choices = ["a", "b"] }}
+    """))
+    out = _dspex("optimize", str(tmp_path / "study.toml"), "--output", "json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    trials = dspex.load_study(study_name="declared", storage=f"sqlite:///{db}").trials
+    done = [t for t in trials if t.state == dspex.TrialState.COMPLETE]
+    assert len(done) == 9
+    for t in done:
+        assert t.value == t.params["x"] ** 2 + (1.0 if t.params["c"] == "b" else 0.0)
+    failed = [t for t in trials if t.state == dspex.TrialState.FAIL]
+    assert [t.number for t in failed] == [3]
+    assert "distribution" in failed[0].system_attrs.get("fail_reason", ""), failed[0].system_attrs
+
+
 def test_study_toml_with_sqlite_storage(tmp_path):
     """`storage = "sqlite:///..."`: the trials land in the database (Optuna's schema), a second
     run continues the same study, and `dspex.load_study(storage=...)` reads them back."""

@@ -237,6 +237,10 @@ struct Session {
     pending: Mutex<HashMap<u64, oneshot::Sender<pb::TrialReply>>>,
     queue: Mutex<SessionQueue>,
     cv: Condvar,
+    /// Parameters the engine sampled before sending a trial (a declared search space, as in
+    /// study.toml), by trial: the objective's suggest of one of them is answered here, without
+    /// a round trip (the engine has recorded it already).
+    sampled: Mutex<HashMap<u64, BTreeMap<String, ParamValue>>>,
 }
 
 #[derive(Default)]
@@ -324,6 +328,7 @@ async fn open_session(
         pending: Mutex::new(HashMap::new()),
         queue: Mutex::new(SessionQueue::default()),
         cv: Condvar::new(),
+        sampled: Mutex::new(HashMap::new()),
     });
     let s = session.clone();
     tokio::spawn(async move {
@@ -332,6 +337,11 @@ async fn open_session(
             match inbound.message().await {
                 Ok(Some(m)) => match m.msg {
                     Some(Msg::Evaluate(e)) => {
+                        if !e.params.is_empty() {
+                            if let Ok(p) = params_from_pb(&e.params) {
+                                s.sampled.lock().insert(e.trial, p);
+                            }
+                        }
                         s.queue.lock().items.push_back(e.trial);
                         s.cv.notify_one();
                     }
@@ -450,6 +460,7 @@ impl RunBackend for RemoteRun {
                 fail_reason: Some(why.clone()),
             },
         };
+        self.session.sampled.lock().remove(&number);
         self.session
             .send(pb::attach_request::Msg::Finished(pb::Finished {
                 trial: number,
@@ -460,6 +471,7 @@ impl RunBackend for RemoteRun {
     }
 
     fn done(&self, _py: Python<'_>, number: u64, abort: Option<String>) -> PyResult<()> {
+        self.session.sampled.lock().remove(&number);
         self.session
             .send(pb::attach_request::Msg::Finished(pb::Finished {
                 trial: number,
@@ -600,6 +612,23 @@ impl RemoteStudy {
         }
     }
 
+    /// The value the engine sampled for `name` before sending trial `number`, when `dist` (what
+    /// the objective asks) is of the same kind and holds it; otherwise the engine answers (and
+    /// checks the distributions as for any suggest).
+    fn presampled(&self, number: u64, name: &str, dist: &Distribution) -> Option<ParamValue> {
+        let session = self.session.lock().clone()?;
+        let sampled = session.sampled.lock();
+        let v = sampled.get(&number)?.get(name)?;
+        let same_kind = matches!(
+            (dist, v),
+            (Distribution::Float(_), ParamValue::Float(_))
+                | (Distribution::Int(_), ParamValue::Int(_))
+                | (Distribution::Categorical(_), _)
+        );
+        let inside = same_kind && dist.to_internal(v).is_ok_and(|x| dist.contains(x));
+        inside.then(|| v.clone())
+    }
+
     /// Opens an Attach stream: starting a run (`start`) or joining the active one.
     fn open(
         &self,
@@ -658,6 +687,9 @@ impl StudyBackend for RemoteStudy {
         name: String,
         dist: Distribution,
     ) -> PyResult<(ParamValue, Option<String>)> {
+        if let Some(v) = self.presampled(number, &name, &dist) {
+            return Ok((v, None));
+        }
         let r = self.trial_call(
             py,
             number,
