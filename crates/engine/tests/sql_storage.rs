@@ -1,5 +1,7 @@
 //! SQL storages (SQLite always; PostgreSQL when DSPEX_TEST_PG_URL is set, required when CI=true).
 
+mod common;
+use common::pg_url;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread;
@@ -46,19 +48,6 @@ mod tempdir {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
-    }
-}
-
-fn pg_url() -> Option<String> {
-    match std::env::var("DSPEX_TEST_PG_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but DSPEX_TEST_PG_URL is not set: PostgreSQL tests must run in CI");
-            }
-            eprintln!("DSPEX_TEST_PG_URL not set: PostgreSQL test skipped");
-            None
-        }
     }
 }
 

@@ -15,6 +15,8 @@
 //! - the SQL backend keeps datetimes with microsecond precision, so times the storage chose
 //!   itself (now) are compared within 1 µs after a reopen.
 
+mod common;
+use common::pg_url;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -79,20 +81,6 @@ fn unique(test: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("conf-{test}-{}-{nanos:x}", std::process::id())
-}
-
-/// Mirrors `sql_storage.rs`: the PostgreSQL URL, or None (a note) unless CI=true (a failure).
-fn pg_url() -> Option<String> {
-    match std::env::var("DSPEX_TEST_PG_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but DSPEX_TEST_PG_URL is not set: PostgreSQL tests must run in CI");
-            }
-            eprintln!("DSPEX_TEST_PG_URL not set: PostgreSQL test skipped");
-            None
-        }
-    }
 }
 
 impl Backend {
@@ -744,14 +732,17 @@ fn template_trials_keep_every_field(b: &Backend) {
     // The study's parameter distributions now include the template's.
     let ctx = st.param_context(s, nr2, "lr").unwrap();
     assert_eq!(ctx.study_distribution, Some(float(1e-5, 1.0, true)));
-    // What another handle reads.
+    reads_the_same_after_reopen(b, s);
+}
+
+/// Another handle on the same storage reads every trial of study `s` as this one does.
+fn reads_the_same_after_reopen(b: &Backend, s: StudyId) {
+    let st = b.st();
     let st2 = b.reopen();
-    for (a, b2) in st
-        .get_all_trials(s, None)
-        .unwrap()
-        .iter()
-        .zip(st2.get_all_trials(s, None).unwrap().iter())
-    {
+    let here = st.get_all_trials(s, None).unwrap();
+    let there = st2.get_all_trials(s, None).unwrap();
+    assert_eq!(here.len(), there.len());
+    for (a, b2) in here.iter().zip(there.iter()) {
         same_record(a, b2);
     }
 }
@@ -1086,16 +1077,7 @@ fn finishing_trials(b: &Backend) {
         );
     }
     assert_eq!(st.get_trial_state(s, r).unwrap(), Running);
-    // Another handle reads the same.
-    let st2 = b.reopen();
-    for (a, b2) in st
-        .get_all_trials(s, None)
-        .unwrap()
-        .iter()
-        .zip(st2.get_all_trials(s, None).unwrap().iter())
-    {
-        same_record(a, b2);
-    }
+    reads_the_same_after_reopen(b, s);
 }
 
 fn trial_attrs(b: &Backend) {

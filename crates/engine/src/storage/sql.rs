@@ -106,6 +106,21 @@ macro_rules! with_pool {
     };
 }
 
+/// Begins a transaction that reads one snapshot of the database (REPEATABLE READ on
+/// PostgreSQL; a SQLite transaction is one already), so reads of several tables agree.
+macro_rules! snapshot {
+    ($p:expr, $pg:expr, $ctx:expr) => {{
+        let mut tx = $p.begin().await.map_err(|e| storage_err($ctx, e))?;
+        if $pg {
+            query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| storage_err($ctx, e))?;
+        }
+        tx
+    }};
+}
+
 /// Our SQL strings are built from constants and integers we own; user data is always bound.
 fn query<'q, DB: sqlx::Database>(
     sql: impl AsRef<str>,
@@ -929,13 +944,7 @@ impl Inner {
         let pg = self.is_pg();
         let (name, dirs): (Option<String>, Vec<(i64, String)>) = with_pool!(&self.db, p => {
             // One snapshot: a study deleted meanwhile is not found, rather than directionless.
-            let mut tx = p.begin().await.map_err(|e| storage_err(ctx, e))?;
-            if pg {
-                query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| storage_err(ctx, e))?;
-            }
+            let mut tx = snapshot!(p, pg, ctx);
             let name: Option<String> =
                 query_scalar("SELECT study_name FROM studies WHERE study_id = $1")
                     .bind(sid)
@@ -1033,13 +1042,7 @@ impl Inner {
         let mut out: Vec<Loaded> = Vec::new();
         let mut index: HashMap<i64, usize> = HashMap::new();
         with_pool!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(|e| storage_err(ctx, e))?;
-            if pg {
-                query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| storage_err(ctx, e))?;
-            }
+            let mut tx = snapshot!(p, pg, ctx);
             let rows = query(&trials_q)
                 .bind(sid)
                 .bind(from_i)
@@ -1386,13 +1389,7 @@ impl Storage for SqlStorage {
             with_pool!(&inner.db, p => {
                 // One snapshot: a study deleted between two of these reads would otherwise
                 // be listed without its directions (an error).
-                let mut tx = p.begin().await.map_err(|e| storage_err(ctx, e))?;
-                if pg {
-                    query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| storage_err(ctx, e))?;
-                }
+                let mut tx = snapshot!(p, pg, ctx);
                 let studies = query(
                     "SELECT CAST(study_id AS BIGINT) AS id, study_name FROM studies ORDER BY study_id",
                 )
