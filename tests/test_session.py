@@ -184,7 +184,7 @@ def test_search_tool_over_an_indexed_corpus():
     assert len(texts) >= 200
     with DSpexSessionContext() as ctx:
         assert ctx.index("stdlib", texts, ids=ids) == len(texts)
-        assert set(ctx.tools) == {"chunk", "echo", "search"}
+        assert set(ctx.tools) == {"chunk", "echo", "map", "search"}
         search = ctx.tools["search"]
         assert [p["name"] for p in search.spec["params"]] == ["index", "query", "k", "k1", "b"]
         target = ids[len(ids) // 2]
@@ -235,3 +235,120 @@ def test_bad_tool_calls_are_clear_errors(name, kwargs, exc, needle):
             ctx.tools[name](**kwargs)
         with pytest.raises(KeyError, match="tool 'nope' not found"):
             ctx.tools["nope"]
+
+
+def test_python_tools_are_called_through_the_engine():
+    from dspex.exceptions import ToolError, ToolTimeout
+
+    with DSpexSessionContext() as ctx:
+
+        @ctx.tool
+        def add(a: int, b: int = 2) -> int:
+            """Adds two integers."""
+            return a + b
+
+        @ctx.tool(name="shout", timeout=0.3)
+        async def _shout(text: str, pause: float = 0.0) -> str:
+            import asyncio
+
+            await asyncio.sleep(pause)
+            return text.upper()
+
+        @ctx.tool
+        def boom(**kwargs):
+            raise LookupError(f"no {sorted(kwargs)}")
+
+        spec = ctx.tools["add"].spec
+        assert spec["description"] == "Adds two integers."
+        assert [(p["name"], p["type"], p["required"], p["default"]) for p in spec["params"]] == [("a", "int", True, None), ("b", "int", False, 2)]
+        assert ctx.tools["add"](a=1) == 3
+        assert ctx.tools["shout"](text="hi") == "HI"
+        # The engine checks arguments against the signature before the call leaves it.
+        with pytest.raises(ValueError, match='argument "a" must be a int, got a str'):
+            ctx.tools["add"](a="1")
+        with pytest.raises(ValueError, match='unknown argument "c"'):
+            ctx.tools["add"](a=1, c=2)
+        with pytest.raises(ToolError, match=r'tool "boom" raised LookupError: no \[\'x\'\]') as info:
+            ctx.tools["boom"](x=1)
+        assert info.value.kind == "LookupError"
+        assert "raise LookupError" in info.value.remote_traceback
+        with pytest.raises(ToolTimeout, match='"shout" did not answer within 0.3 s'):
+            ctx.tools["shout"](text="x", pause=2.0)
+        # The engine fans calls out itself: map runs them concurrently, results in order.
+        assert ctx.tools["map"](tool="add", calls=[{"a": i} for i in range(50)], concurrency=8) == [i + 2 for i in range(50)]
+        out = ctx.tools["map"](tool="boom", calls=[{}], return_exceptions=True)
+        assert out[0]["kind"] == "LookupError"
+        ctx.unregister_tool("boom")
+        assert "boom" not in ctx.tools
+
+
+def test_a_tool_leaves_with_its_context_and_calls_in_flight_fail_fast():
+    from dspex.exceptions import ToolUnavailable
+
+    release = threading.Event()
+    with DSpexSessionContext(session_id="tools-owner") as caller:
+        owner = DSpexSessionContext(session_id="tools-owner")
+
+        @owner.tool
+        def wait() -> str:
+            release.wait(5)
+            return "late"
+
+        errors = []
+
+        def call():
+            try:
+                caller.tools["wait"]()
+            except Exception as e:
+                errors.append(e)
+
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.2)
+        start = time.monotonic()
+        owner._server.close()  # the owner goes away while the call runs
+        owner._server = None
+        t.join(5)
+        release.set()
+        assert time.monotonic() - start < 2
+        assert len(errors) == 1 and isinstance(errors[0], ToolUnavailable), errors
+        assert "wait" not in caller.tools
+        with pytest.raises(KeyError, match='tool "wait" not found'):
+            caller._native.call_tool("wait", {})
+
+
+def test_bad_tool_registrations():
+    with DSpexSessionContext() as ctx:
+        with pytest.raises(ValueError, match="a native tool has this name"):
+            ctx.register_tool(lambda: 1, name="search")
+        with pytest.raises(ValueError, match="needs a name"):
+            ctx.register_tool(lambda: 1)
+        with pytest.raises(TypeError, match="cannot be passed by name"):
+            ctx.register_tool(lambda *a: 1, name="star")
+        with pytest.raises(ValueError, match="timeout must be"):
+            ctx.register_tool(lambda: 1, name="t", timeout=0)
+        with pytest.raises(TypeError, match="must be callable"):
+            ctx.register_tool(3, name="t")  # type: ignore[arg-type]
+        other = DSpexSessionContext(session_id=ctx.session_id)
+        other.register_tool(lambda: 1, name="mine")
+        with pytest.raises(ValueError, match="already registered .* by another process"):
+            ctx.register_tool(lambda: 2, name="mine")
+
+
+def test_bytes_pass_both_ways_and_a_result_that_cannot_travel_is_a_tool_error():
+    from dspex.exceptions import ToolError
+
+    with DSpexSessionContext() as ctx:
+
+        @ctx.tool
+        def flip(data: bytes) -> bytes:
+            return data[::-1]
+
+        @ctx.tool
+        def odd() -> object:
+            return object()
+
+        payload = bytes(range(256)) * 4096
+        assert ctx.tools["flip"](data=payload) == payload[::-1]
+        with pytest.raises(ToolError, match="cannot be sent"):
+            ctx.tools["odd"]()

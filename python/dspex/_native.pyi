@@ -25,6 +25,10 @@ __all__ = [
     "Sampler",
     "Pruner",
     "RemoteError",
+    "ToolError",
+    "ToolTimeout",
+    "ToolUnavailable",
+    "ToolInbox",
     "Study",
     "Run",
     "TrialRecord",
@@ -72,6 +76,18 @@ class StorageError(DSpexError):
 
 class RemoteError(DSpexError):
     """The remote engine cannot be reached, refused the call (UNAUTHENTICATED...) or the stream broke."""
+
+class ToolError(DSpexError):
+    """A tool call failed: the tool raised (`.kind` is the type name of its exception, `.remote_traceback` its traceback)."""
+
+    kind: str
+    remote_traceback: str
+
+class ToolTimeout(ToolError):
+    """A tool did not answer within its timeout."""
+
+class ToolUnavailable(ToolError):
+    """The process that registered a tool is gone."""
 
 # ------------------------------------------------------------------ storage, samplers, pruners
 
@@ -400,6 +416,19 @@ class Session:
     def index_names(self) -> List[str]: ...
     def tool_specs(self) -> Dict[str, Dict[str, Any]]: ...
     def call_tool(self, name: str, kwargs: Dict[str, Any]) -> Any: ...
+    def provide_tools(self) -> ToolInbox:
+        """Starts serving tools of this process: the inbox registers them and receives their calls."""
+
+@final
+class ToolInbox:
+    """The calls to the tools this process registered in a session, and their answers."""
+
+    def register(self, spec: Dict[str, Any], timeout: float) -> None: ...
+    def unregister(self, name: str) -> None: ...
+    def next(self, max: int = 16, timeout: float = 0.2) -> Optional[List[Tuple[int, str, Dict[str, Any]]]]: ...
+    def reply(self, call_id: int, value: Any) -> None: ...
+    def fail(self, call_id: int, kind: str, message: str, traceback: str) -> None: ...
+    def close(self) -> None: ...
 
 @final
 class VariableWatch:

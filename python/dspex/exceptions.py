@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dspex._native import DSpexError, DuplicatedStudyError, StorageError
+from dspex._native import DSpexError, DuplicatedStudyError, StorageError, ToolError, ToolTimeout, ToolUnavailable
 
 #: Alias so code written for Optuna (``except optuna.exceptions.OptunaError``) keeps working.
 OptunaError = DSpexError
@@ -30,6 +30,9 @@ __all__ = [
     "ExperimentalWarning",
     "OptunaError",
     "StorageInternalError",
+    "ToolError",
+    "ToolTimeout",
+    "ToolUnavailable",
     "TrialPruned",
     "UpdateFinishedTrialError",
 ]

@@ -11,6 +11,10 @@ with DSpexSessionContext(session_id="run_123") as ctx:
     ctx.variables.set("temperature", 0.2, expected_version=version)
     ctx.index("docs", ["the quick brown fox", "a lazy dog"], ids=["fox", "dog"])
     hits = ctx.tools["search"](index="docs", query="fox", k=1)   # [{"id": "fox", ...}]
+
+    @ctx.tool
+    def rerank(query: str, texts: list) -> list:      # callable by the engine and by
+        return sorted(texts, key=len)                 # everyone in the session
 ```
 
 Sessions live in this process's engine. A session idle for ``ttl`` seconds expires with
@@ -19,8 +23,14 @@ everything it owns; leaving the ``with`` block (or ``close()``) releases it at o
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import os
+import threading
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+import traceback
+import typing
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union, overload
 
 from dspex import _native
 from dspex.distributions import BaseDistribution, _from_native
@@ -121,8 +131,9 @@ class Variables:
 
 
 class Tool:
-    """An engine-native tool of a session: ``tool(**kwargs)`` calls it, ``await
-    tool.acall(**kwargs)`` without blocking the event loop; ``spec`` says what it takes."""
+    """A tool of a session (native, or a Python function some process registered):
+    ``tool(**kwargs)`` calls it, ``await tool.acall(**kwargs)`` without blocking the event loop;
+    ``spec`` says what it takes."""
 
     def __init__(self, native: _native.Session, name: str, spec: Dict[str, Any]) -> None:
         self._native = native
@@ -137,8 +148,6 @@ class Tool:
         return self._native.call_tool(self.name, kwargs)
 
     async def acall(self, **kwargs: Any) -> Any:
-        import asyncio
-
         return await asyncio.get_running_loop().run_in_executor(None, lambda: self._native.call_tool(self.name, kwargs))
 
     def __repr__(self) -> str:
@@ -148,23 +157,137 @@ class Tool:
 
 class Tools(Mapping[str, Tool]):
     """The tools of a session by name (``ctx.tools``): the engine's native ones ("search": BM25
-    over an index of the session, "chunk": overlapping word chunks, "echo")."""
+    over an index of the session, "chunk": overlapping word chunks, "map": many calls of one
+    tool run concurrently in the engine, "echo") and the Python functions registered in it."""
 
     def __init__(self, native: _native.Session) -> None:
         self._native = native
-        self._specs: Dict[str, Dict[str, Any]] = native.tool_specs()
 
     def __getitem__(self, name: str) -> Tool:
-        spec = self._specs.get(name)
+        specs = self._native.tool_specs()
+        spec = specs.get(name)
         if spec is None:
-            raise KeyError(f"tool {name!r} not found (the session has {sorted(self._specs)})")
+            raise KeyError(f"tool {name!r} not found (the session has {sorted(specs)})")
         return Tool(self._native, name, spec)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._specs))
+        return iter(sorted(self._native.tool_specs()))
 
     def __len__(self) -> int:
-        return len(self._specs)
+        return len(self._native.tool_specs())
+
+
+def _param_type(annotation: Any) -> str:
+    """The spec type of a parameter annotated ``annotation`` ("any" when it says nothing the
+    engine can check)."""
+    if annotation is inspect.Parameter.empty:
+        return "any"
+    origin = typing.get_origin(annotation) or annotation
+    for t, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (bytes, "bytes"), (list, "list"), (dict, "dict")):
+        if origin is t:
+            return name
+    return "any"
+
+
+def _tool_spec(func: Callable[..., Any], name: str, description: Optional[str]) -> Dict[str, Any]:
+    """What the engine needs to know of ``func``: its parameters (by name: a call passes
+    keyword arguments), their types from the annotations, which are required."""
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:
+        hints = {}
+    params: List[Dict[str, Any]] = []
+    extra = False
+    for p in inspect.signature(func).parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            extra = True
+            continue
+        if p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL):
+            raise TypeError(f"tool {name!r}: parameter {p.name!r} cannot be passed by name (tools take keyword arguments)")
+        entry: Dict[str, Any] = {"name": p.name, "type": _param_type(hints.get(p.name, p.annotation)), "required": p.default is p.empty}
+        if p.default is not p.empty and (p.default is None or isinstance(p.default, (bool, int, float, str))):
+            entry["default"] = p.default
+        params.append(entry)
+    ret = hints.get("return", inspect.signature(func).return_annotation)
+    doc = description if description is not None else inspect.getdoc(func) or ""
+    return {"name": name, "description": doc, "params": params, "extra_args": extra, "returns": _param_type(ret)}
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class _ToolServer:
+    """Runs the calls to this context's Python tools: a few threads take them from the engine
+    and run plain functions there; ``async def`` tools run on an event loop of their own."""
+
+    def __init__(self, native: _native.Session) -> None:
+        self._inbox = native.provide_tools()
+        self._funcs: Dict[str, Callable[..., Any]] = {}
+        self._threads: List[threading.Thread] = []
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._lock = threading.Lock()
+
+    def register(self, func: Callable[..., Any], name: str, description: Optional[str], timeout: float) -> None:
+        spec = _tool_spec(func, name, description)
+        with self._lock:
+            self._inbox.register(spec, float(timeout))
+            self._funcs[name] = func
+            if inspect.iscoroutinefunction(func) and self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="dspex-tools-loop", daemon=True).start()
+                self._loop = loop
+            if not self._threads:
+                n = min(32, (os.cpu_count() or 1) + 4)
+                self._threads = [threading.Thread(target=self._serve, name=f"dspex-tools-{i}", daemon=True) for i in range(n)]
+                for t in self._threads:
+                    t.start()
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._inbox.unregister(name)
+            self._funcs.pop(name, None)
+
+    def _serve(self) -> None:
+        inbox = self._inbox
+        while True:
+            calls = inbox.next(4, 0.5)
+            if calls is None:
+                return
+            for call_id, name, kwargs in calls:
+                func = self._funcs.get(name)
+                if func is None:
+                    inbox.fail(call_id, "KeyError", f"tool {name!r} is not served here any more", "")
+                elif self._loop is not None and inspect.iscoroutinefunction(func):
+                    self._loop.call_soon_threadsafe(self._spawn, call_id, func, kwargs)
+                else:
+                    try:
+                        result = func(**kwargs)
+                    except BaseException as e:  # the tool's failure is the caller's error
+                        inbox.fail(call_id, type(e).__name__, str(e), traceback.format_exc())
+                    else:
+                        self._answer(call_id, result)
+
+    def _answer(self, call_id: int, result: Any) -> None:
+        try:
+            self._inbox.reply(call_id, result)
+        except Exception as e:  # a result the engine cannot carry
+            self._inbox.fail(call_id, type(e).__name__, f"its result cannot be sent: {e}", traceback.format_exc())
+
+    def _spawn(self, call_id: int, func: Callable[..., Any], kwargs: Dict[str, Any]) -> None:
+        async def run() -> None:
+            try:
+                result = await func(**kwargs)
+            except BaseException as e:
+                self._inbox.fail(call_id, type(e).__name__, str(e), traceback.format_exc())
+            else:
+                self._answer(call_id, result)
+
+        asyncio.ensure_future(run(), loop=self._loop)
+
+    def close(self) -> None:
+        self._inbox.close()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 class DSpexSessionContext:
@@ -174,9 +297,9 @@ class DSpexSessionContext:
     same variables), or creates it; None creates one with a fresh id. ``ttl``: seconds without
     traffic after which the session expires. ``engine``/``token``/``tls_ca``: a served engine
     (``dspex serve``); sessions there are not available yet, so ``engine`` must be None.
-    ``tool_timeout``: the default timeout of Python tools' calls (they come with a later
-    release). ``ctx.variables``: the session's variables; ``ctx.tools``: its tools;
-    ``ctx.index(...)``: full-text indexes the ``search`` tool reads.
+    ``tool_timeout``: the default timeout, in seconds, of calls to the Python tools this context
+    registers (:meth:`tool`). ``ctx.variables``: the session's variables; ``ctx.tools``: its
+    tools; ``ctx.index(...)``: full-text indexes the ``search`` tool reads.
     """
 
     def __init__(
@@ -199,6 +322,53 @@ class DSpexSessionContext:
         self.tool_timeout = float(tool_timeout)
         self.variables = Variables(self._native)
         self.tools = Tools(self._native)
+        self._server: Optional[_ToolServer] = None
+
+    @overload
+    def tool(self, func: _F) -> _F: ...
+
+    @overload
+    def tool(self, *, name: Optional[str] = None, description: Optional[str] = None, timeout: Optional[float] = None) -> Callable[[_F], _F]: ...
+
+    def tool(self, func: Optional[_F] = None, *, name: Optional[str] = None, description: Optional[str] = None, timeout: Optional[float] = None) -> Any:
+        """Registers a Python function (plain or ``async def``) as a tool of the session, as
+        ``@ctx.tool`` or ``@ctx.tool(name=..., description=..., timeout=...)``; returns the
+        function unchanged. See :meth:`register_tool`."""
+        if func is not None:
+            return self.register_tool(func)
+
+        def decorate(f: _F) -> _F:
+            return self.register_tool(f, name=name, description=description, timeout=timeout)
+
+        return decorate
+
+    def register_tool(self, func: _F, name: Optional[str] = None, description: Optional[str] = None, timeout: Optional[float] = None) -> _F:
+        """Registers ``func`` as the tool ``name`` (its ``__name__`` by default) of the session:
+        the engine, this process and every other process in the session can call it, with
+        keyword arguments checked against the function's signature and type annotations
+        (int, float, str, bool, bytes, list, dict). Its description is ``description`` or the
+        docstring. A call raising reaches the caller as :class:`dspex.exceptions.ToolError`
+        (``.kind``: the exception's type name, ``.remote_traceback``); a call running past
+        ``timeout`` seconds (the context's ``tool_timeout`` by default) as ``ToolTimeout``. The
+        tool leaves the session with this context. Returns ``func``."""
+        if not callable(func):
+            raise TypeError(f"a tool must be callable, got {func!r}")
+        name = name if name is not None else getattr(func, "__name__", None)
+        if not isinstance(name, str) or not name or name == "<lambda>":
+            raise ValueError(f"a tool needs a name (name=...), got {name!r}")
+        timeout = self.tool_timeout if timeout is None else timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if self._server is None:
+            self._server = _ToolServer(self._native)
+        self._server.register(func, name, description, float(timeout))
+        return func
+
+    def unregister_tool(self, name: str) -> None:
+        """Removes the tool ``name`` this context registered."""
+        if self._server is None:
+            raise KeyError(f"tool {name!r} not found")
+        self._server.unregister(name)
 
     def index(self, name: str, texts: Iterable[str], ids: Optional[Iterable[Any]] = None, *, stop_words: bool = True, stem: bool = False) -> int:
         """Builds (or replaces) the full-text index ``name`` of this session over ``texts``, for
@@ -223,6 +393,9 @@ class DSpexSessionContext:
 
     def close(self) -> None:
         """Releases the session and everything it owns (once; later calls do nothing)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._native.alive:
             try:
                 self._native.close()

@@ -64,9 +64,65 @@ pub enum EngineError {
     /// file... (Python: dspex.exceptions.StorageInternalError).
     #[error("storage error: {0}")]
     Storage(String),
+    /// A tool call failed: the tool raised, did not answer in time, or its process is gone.
+    #[error("{message}")]
+    Tool {
+        /// How it failed.
+        failure: ToolFailure,
+        /// The whole message (names the tool).
+        message: String,
+        /// The type name of the exception the tool raised ("ToolTimeout"/"ToolUnavailable"
+        /// for the other failures).
+        kind: String,
+        /// The tool's traceback, as its process formatted it (empty when there is none).
+        traceback: String,
+    },
     /// A bug or a broken invariant (a panic in a sampler, a lost runtime...).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// How a tool call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolFailure {
+    /// The tool raised an exception.
+    Raised,
+    /// No answer within the call's timeout.
+    Timeout,
+    /// The process that registered the tool is gone.
+    Unavailable,
+}
+
+impl EngineError {
+    /// The tool `tool` raised `kind`(`message`), with its traceback.
+    pub fn tool_raised(tool: &str, kind: &str, message: &str, traceback: &str) -> EngineError {
+        EngineError::Tool {
+            failure: ToolFailure::Raised,
+            message: format!("tool {tool:?} raised {kind}: {message}"),
+            kind: kind.to_string(),
+            traceback: traceback.to_string(),
+        }
+    }
+
+    /// The tool `tool` did not answer within `seconds`.
+    pub fn tool_timeout(tool: &str, seconds: f64) -> EngineError {
+        EngineError::Tool {
+            failure: ToolFailure::Timeout,
+            message: format!("tool {tool:?} did not answer within {seconds} s"),
+            kind: "ToolTimeout".into(),
+            traceback: String::new(),
+        }
+    }
+
+    /// The tool `tool` cannot be called: `why`.
+    pub fn tool_unavailable(tool: &str, why: &str) -> EngineError {
+        EngineError::Tool {
+            failure: ToolFailure::Unavailable,
+            message: format!("tool {tool:?} is unavailable: {why}"),
+            kind: "ToolUnavailable".into(),
+            traceback: String::new(),
+        }
+    }
 }
 
 /// The kind of an [`EngineError`], as every boundary reports it: the gRPC status (with the
@@ -92,13 +148,19 @@ pub enum ErrorCode {
     Storage,
     /// A limit of the engine was reached (Python: RuntimeError).
     ResourceExhausted,
+    /// A tool raised (Python: dspex.exceptions.ToolError).
+    ToolError,
+    /// A tool did not answer in time (Python: dspex.exceptions.ToolTimeout).
+    ToolTimeout,
+    /// A tool's process is gone (Python: dspex.exceptions.ToolUnavailable).
+    ToolUnavailable,
     /// A bug or a broken invariant (Python: RuntimeError).
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::Internal,
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
@@ -108,6 +170,9 @@ impl ErrorCode {
         ErrorCode::Storage,
         ErrorCode::InvalidOperation,
         ErrorCode::ResourceExhausted,
+        ErrorCode::ToolError,
+        ErrorCode::ToolTimeout,
+        ErrorCode::ToolUnavailable,
     ];
 
     /// The code's name on the wire (`dspex-error` metadata).
@@ -121,6 +186,9 @@ impl ErrorCode {
             ErrorCode::Unimplemented => "unimplemented",
             ErrorCode::Storage => "storage",
             ErrorCode::ResourceExhausted => "resource_exhausted",
+            ErrorCode::ToolError => "tool_error",
+            ErrorCode::ToolTimeout => "tool_timeout",
+            ErrorCode::ToolUnavailable => "tool_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -149,6 +217,11 @@ impl EngineError {
             EngineError::InvalidOperation(_) => ErrorCode::InvalidOperation,
             EngineError::Unsupported(_) => ErrorCode::Unimplemented,
             EngineError::Storage(_) => ErrorCode::Storage,
+            EngineError::Tool { failure, .. } => match failure {
+                ToolFailure::Raised => ErrorCode::ToolError,
+                ToolFailure::Timeout => ErrorCode::ToolTimeout,
+                ToolFailure::Unavailable => ErrorCode::ToolUnavailable,
+            },
             EngineError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -16,6 +16,7 @@ use dspex_optimizer::{
 use parking_lot::Mutex;
 
 use crate::error::{EngineError, Result};
+use crate::tools::{ExternalTool, ToolProvider, ToolSpec};
 
 /// The regular expressions of `str` variables' `pattern` constraint.
 pub use regex::Regex;
@@ -427,6 +428,7 @@ pub struct Session {
     last_seen: Mutex<Instant>,
     variables: Mutex<BTreeMap<String, Variable>>,
     indexes: Mutex<HashMap<String, Arc<NamedIndex>>>,
+    tools: Mutex<crate::tools::ExternalTools>,
     /// Created by the first `watch` (a channel preallocates its buffer: most sessions never
     /// have a watcher).
     events: std::sync::OnceLock<tokio::sync::broadcast::Sender<VarEvent>>,
@@ -661,6 +663,85 @@ impl Session {
         v.sort();
         v
     }
+    /// Registers a tool that `provider` runs, callable by everyone in the session; a call
+    /// waits at most `timeout`. A name of a native tool, or of another provider's tool, is
+    /// refused; the same provider registering a name again replaces its tool.
+    pub fn register_tool(
+        &self,
+        spec: ToolSpec,
+        provider: &Arc<ToolProvider>,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.touch();
+        spec.validate()?;
+        if timeout.is_zero() {
+            return Err(EngineError::InvalidArgument(format!(
+                "tool {:?}: the timeout must be > 0 seconds",
+                spec.name
+            )));
+        }
+        if crate::tools::native_specs()
+            .iter()
+            .any(|s| s.name == spec.name)
+        {
+            return Err(EngineError::InvalidArgument(format!(
+                "tool {:?}: a native tool has this name",
+                spec.name
+            )));
+        }
+        let mut tools = self.tools.lock();
+        if let Some(t) = tools.get(&spec.name) {
+            if t.provider.id() != provider.id() && t.provider.alive() {
+                return Err(EngineError::InvalidArgument(format!(
+                    "tool {:?} is already registered in session {:?} by another process",
+                    spec.name, self.id
+                )));
+            }
+        }
+        let tool = ExternalTool {
+            spec,
+            provider: provider.clone(),
+            timeout,
+        };
+        tools.insert(tool.spec.name.clone(), Arc::new(tool));
+        Ok(())
+    }
+
+    /// Removes the tool `name` that `provider` registered.
+    pub fn unregister_tool(&self, name: &str, provider: &ToolProvider) -> Result<()> {
+        self.touch();
+        let mut tools = self.tools.lock();
+        match tools.get(name) {
+            Some(t) if t.provider.id() == provider.id() => {
+                tools.remove(name);
+                Ok(())
+            }
+            _ => Err(EngineError::NotFoundIn {
+                what: "tool",
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Removes every tool of the provider `id` (its process is gone).
+    pub fn drop_provider(&self, id: u64) {
+        self.tools.lock().retain(|_, t| t.provider.id() != id);
+    }
+
+    /// The registered tool `name`, if any.
+    pub fn registered_tool(&self, name: &str) -> Option<Arc<ExternalTool>> {
+        self.tools.lock().get(name).cloned()
+    }
+
+    /// The specs of every tool of the session, native first, then registered ones by name.
+    pub fn tool_specs(&self) -> Vec<ToolSpec> {
+        let mut out = crate::tools::native_specs().to_vec();
+        let tools = self.tools.lock();
+        let mut names: Vec<&String> = tools.keys().collect();
+        names.sort();
+        out.extend(names.into_iter().map(|n| tools[n].spec.clone()));
+        out
+    }
 
     /// A receiver of every later change to this session's variables.
     pub fn watch(&self) -> tokio::sync::broadcast::Receiver<VarEvent> {
@@ -787,6 +868,7 @@ impl Sessions {
             last_seen: Mutex::new(Instant::now()),
             variables: Mutex::new(BTreeMap::new()),
             indexes: Mutex::new(HashMap::new()),
+            tools: Mutex::new(HashMap::new()),
             events: std::sync::OnceLock::new(),
             max_value_bytes: self.limits.max_value_bytes,
         });

@@ -1,10 +1,18 @@
-//! Engine-native tools of a session: what they take and return ([`ToolSpec`]) and how a call
-//! with named arguments runs ([`call_native`]). Arguments are checked against the spec (unknown
-//! or missing names, wrong types: each error names the argument).
+//! The tools of a session: the engine-native ones ([`native_specs`]) and those a process
+//! registers ([`ToolProvider`]: Python functions, called as a direct call on the evaluator threads
+//! when embedded, over the session stream when remote). Every tool has a [`ToolSpec`]; a call's
+//! named arguments are checked against it (unknown or missing names, wrong types: each error
+//! names the argument). [`call`] runs one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use dspex_native::{chunk_words, Tokenizer};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{EngineError, Result};
 use crate::session::{Data, Session};
@@ -13,111 +21,243 @@ use crate::session::{Data, Session};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolParam {
     /// Its name.
-    pub name: &'static str,
-    /// Its type: "str", "int", "float", "bool", "any", "list[str]".
-    pub ty: &'static str,
-    /// Its default; None: required.
+    pub name: String,
+    /// Its type: "str", "int", "float", "bool", "bytes", "list", "dict", "any".
+    pub ty: String,
+    /// Whether a call must give it.
+    pub required: bool,
+    /// The value an optional parameter takes when a call leaves it out (None: the tool itself
+    /// fills it in, as a Python default that is not plain data).
     pub default: Option<Data>,
     /// What it means.
-    pub description: &'static str,
+    pub description: String,
 }
 
 /// What a tool takes and returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolSpec {
     /// The tool's name.
-    pub name: &'static str,
+    pub name: String,
     /// What it does.
-    pub description: &'static str,
+    pub description: String,
     /// Its parameters, in order.
     pub params: Vec<ToolParam>,
+    /// It takes named arguments beyond `params` too (a Python `**kwargs`).
+    pub extra_args: bool,
     /// The type of its result.
-    pub returns: &'static str,
+    pub returns: String,
 }
 
-fn param(
-    name: &'static str,
-    ty: &'static str,
-    default: Option<Data>,
-    description: &'static str,
-) -> ToolParam {
+/// The parameter types a spec may name.
+pub const PARAM_TYPES: [&str; 8] = [
+    "str", "int", "float", "bool", "bytes", "list", "dict", "any",
+];
+
+impl ToolSpec {
+    /// Checks the spec a process registers: a non-empty name, distinct parameter names, known
+    /// types.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| EngineError::InvalidArgument(format!("tool {:?}: {m}", self.name));
+        if self.name.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "a tool name must not be empty".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.params {
+            if !seen.insert(p.name.as_str()) {
+                return Err(bad(format!("parameter {:?} is declared twice", p.name)));
+            }
+            if !PARAM_TYPES.contains(&p.ty.as_str()) {
+                return Err(bad(format!(
+                    "parameter {:?} has type {:?}; types are {PARAM_TYPES:?}",
+                    p.name, p.ty
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn param(name: &str, ty: &str, default: Option<Data>, description: &str) -> ToolParam {
     ToolParam {
-        name,
-        ty,
+        name: name.into(),
+        ty: ty.into(),
+        required: default.is_none(),
         default,
-        description,
+        description: description.into(),
+    }
+}
+
+fn native(name: &str, description: &str, params: Vec<ToolParam>, returns: &str) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: description.into(),
+        params,
+        extra_args: false,
+        returns: returns.into(),
     }
 }
 
 /// The engine-native tools every session has.
-pub fn native_specs() -> Vec<ToolSpec> {
-    vec![
-        ToolSpec {
-            name: "echo",
-            description: "Returns its argument (measures the cost of a call).",
-            params: vec![param("value", "any", Some(Data::Null), "what to return")],
-            returns: "any",
-        },
-        ToolSpec {
-            name: "search",
-            description: "BM25 full-text search of an index of the session (see index); returns \
-                          the best documents as {id, score, text}, best first.",
-            params: vec![
-                param("index", "str", None, "the index's name"),
-                param("query", "str", None, "the query text"),
-                param("k", "int", Some(Data::Int(5)), "how many documents"),
-                param(
-                    "k1",
-                    "float",
-                    Some(Data::Float(1.2)),
-                    "term-frequency saturation",
-                ),
-                param(
-                    "b",
-                    "float",
-                    Some(Data::Float(0.75)),
-                    "length normalisation, in [0, 1]",
-                ),
-            ],
-            returns: "list[dict]",
-        },
-        ToolSpec {
-            name: "chunk",
-            description: "Splits a text into chunks of `size` words overlapping by `overlap`.",
-            params: vec![
-                param("text", "str", None, "the text"),
-                param("size", "int", Some(Data::Int(200)), "words per chunk"),
-                param(
-                    "overlap",
-                    "int",
-                    Some(Data::Int(20)),
-                    "words shared by neighbours",
-                ),
-            ],
-            returns: "list[str]",
-        },
-    ]
+pub fn native_specs() -> &'static [ToolSpec] {
+    static SPECS: OnceLock<Vec<ToolSpec>> = OnceLock::new();
+    SPECS.get_or_init(|| {
+        vec![
+            native(
+                "echo",
+                "Returns its argument (measures the cost of a call).",
+                vec![param("value", "any", Some(Data::Null), "what to return")],
+                "any",
+            ),
+            native(
+                "search",
+                "BM25 full-text search of an index of the session (see index); returns the best \
+                 documents as {id, score, text}, best first.",
+                vec![
+                    param("index", "str", None, "the index's name"),
+                    param("query", "str", None, "the query text"),
+                    param("k", "int", Some(Data::Int(5)), "how many documents"),
+                    param(
+                        "k1",
+                        "float",
+                        Some(Data::Float(1.2)),
+                        "term-frequency saturation",
+                    ),
+                    param(
+                        "b",
+                        "float",
+                        Some(Data::Float(0.75)),
+                        "length normalisation, in [0, 1]",
+                    ),
+                ],
+                "list",
+            ),
+            native(
+                "chunk",
+                "Splits a text into chunks of `size` words overlapping by `overlap`.",
+                vec![
+                    param("text", "str", None, "the text"),
+                    param("size", "int", Some(Data::Int(200)), "words per chunk"),
+                    param(
+                        "overlap",
+                        "int",
+                        Some(Data::Int(20)),
+                        "words shared by neighbours",
+                    ),
+                ],
+                "list",
+            ),
+            native(
+                "map",
+                "Calls `tool` once for each argument dict of `calls`, `concurrency` calls at a \
+                 time in the engine; returns the results in order. With return_exceptions, a \
+                 failed call's place holds {error, kind, message} instead of failing the whole.",
+                vec![
+                    param("tool", "str", None, "the tool to call"),
+                    param(
+                        "calls",
+                        "list",
+                        None,
+                        "one dict of named arguments per call",
+                    ),
+                    param(
+                        "concurrency",
+                        "int",
+                        Some(Data::Int(64)),
+                        "calls in flight at most",
+                    ),
+                    param(
+                        "return_exceptions",
+                        "bool",
+                        Some(Data::Bool(false)),
+                        "report failed calls in place",
+                    ),
+                ],
+                "list",
+            ),
+        ]
+    })
 }
 
+/// A call to a tool a process registered, as its provider receives it. The provider answers
+/// through `reply`; dropping it unanswered tells the caller the provider is gone.
+#[derive(Debug)]
+pub struct ToolCall {
+    /// The tool's name.
+    pub tool: String,
+    /// The named arguments, checked against the tool's spec.
+    pub args: BTreeMap<String, Data>,
+    /// Where the result goes (an [`EngineError::Tool`] when the tool raised).
+    pub reply: oneshot::Sender<Result<Data>>,
+}
+
+/// A process (or a thread pool of this one) that runs the tools it registered: the engine sends
+/// it [`ToolCall`]s. When the receiving side is dropped its tools become unavailable and are
+/// removed at their next call.
+#[derive(Debug)]
+pub struct ToolProvider {
+    id: u64,
+    tx: mpsc::UnboundedSender<ToolCall>,
+}
+
+impl ToolProvider {
+    /// A provider and the receiver its calls arrive on.
+    pub fn new() -> (Arc<ToolProvider>, mpsc::UnboundedReceiver<ToolCall>) {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        (Arc::new(ToolProvider { id, tx }), rx)
+    }
+
+    /// Its identity (tools remember which provider registered them).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// True while its receiver exists.
+    pub fn alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
+/// A tool registered by a process.
+#[derive(Debug)]
+pub struct ExternalTool {
+    /// What it takes.
+    pub spec: ToolSpec,
+    /// Who runs it.
+    pub provider: Arc<ToolProvider>,
+    /// How long a call may take.
+    pub timeout: Duration,
+}
+
+/// The registered tools of a session, by name.
+pub type ExternalTools = HashMap<String, Arc<ExternalTool>>;
+
 /// The arguments of a call, checked against `spec` and completed with the defaults.
-fn bind(spec: &ToolSpec, mut args: BTreeMap<String, Data>) -> Result<BTreeMap<&'static str, Data>> {
+fn bind(spec: &ToolSpec, mut args: BTreeMap<String, Data>) -> Result<BTreeMap<String, Data>> {
     let bad = |m: String| EngineError::InvalidArgument(format!("tool {:?}: {m}", spec.name));
     let mut out = BTreeMap::new();
     for p in &spec.params {
-        let v = match args.remove(p.name) {
+        let v = match args.remove(&p.name) {
             Some(v) => v,
-            None => p
-                .default
-                .clone()
-                .ok_or_else(|| bad(format!("missing argument {:?}", p.name)))?,
+            None if p.required => return Err(bad(format!("missing argument {:?}", p.name))),
+            None => match &p.default {
+                Some(d) => d.clone(),
+                None => continue,
+            },
         };
-        let v = match (p.ty, v) {
-            ("any", v) => v,
-            ("str", v @ Data::Str(_)) | ("int", v @ Data::Int(_)) | ("bool", v @ Data::Bool(_)) => {
-                v
-            }
+        let v = match (p.ty.as_str(), v) {
+            ("any", v)
+            | ("str", v @ Data::Str(_))
+            | ("int", v @ Data::Int(_))
+            | ("bool", v @ Data::Bool(_))
+            | ("float", v @ Data::Float(_))
+            | ("bytes", v @ Data::Bytes(_))
+            | ("list", v @ Data::List(_))
+            | ("dict", v @ Data::Map(_)) => v,
             ("float", Data::Int(i)) => Data::Float(i as f64),
-            ("float", v @ Data::Float(_)) => v,
             (ty, v) => {
                 return Err(bad(format!(
                     "argument {:?} must be a {ty}, got a {} ({v})",
@@ -126,32 +266,35 @@ fn bind(spec: &ToolSpec, mut args: BTreeMap<String, Data>) -> Result<BTreeMap<&'
                 )))
             }
         };
-        out.insert(p.name, v);
+        out.insert(p.name.clone(), v);
     }
     if let Some(extra) = args.keys().next() {
-        let names: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
-        return Err(bad(format!(
-            "unknown argument {extra:?} (it takes {names:?})"
-        )));
+        if !spec.extra_args {
+            let names: Vec<&str> = spec.params.iter().map(|p| p.name.as_str()).collect();
+            return Err(bad(format!(
+                "unknown argument {extra:?} (it takes {names:?})"
+            )));
+        }
+        out.append(&mut args);
     }
     Ok(out)
 }
 
-fn int(a: &BTreeMap<&str, Data>, k: &str) -> i64 {
+fn int(a: &BTreeMap<String, Data>, k: &str) -> i64 {
     match a.get(k) {
         Some(Data::Int(i)) => *i,
         _ => 0,
     }
 }
 
-fn float(a: &BTreeMap<&str, Data>, k: &str) -> f64 {
+fn float(a: &BTreeMap<String, Data>, k: &str) -> f64 {
     match a.get(k) {
         Some(Data::Float(x)) => *x,
         _ => f64::NAN,
     }
 }
 
-fn text<'a>(a: &'a BTreeMap<&str, Data>, k: &str) -> &'a str {
+fn text<'a>(a: &'a BTreeMap<String, Data>, k: &str) -> &'a str {
     match a.get(k) {
         Some(Data::Str(s)) => s,
         _ => "",
@@ -163,17 +306,173 @@ fn count(name: &str, v: i64) -> Result<usize> {
         .map_err(|_| EngineError::InvalidArgument(format!("{name} must be >= 0, got {v}")))
 }
 
-/// Runs the native tool `name` of `session` with named arguments.
+/// A tool call under way: native tools answer at once, registered tools and `map` later (on
+/// the engine's runtime).
+pub enum Call {
+    /// The answer.
+    Ready(Result<Data>),
+    /// The answer to come.
+    Pending(Pin<Box<dyn Future<Output = Result<Data>> + Send>>),
+}
+
+impl Call {
+    /// The answer, once it is there.
+    pub async fn wait(self) -> Result<Data> {
+        match self {
+            Call::Ready(r) => r,
+            Call::Pending(f) => f.await,
+        }
+    }
+}
+
+/// Calls the tool `name` of `session` (native or registered) with named arguments.
+pub fn call(session: &Arc<Session>, name: &str, args: BTreeMap<String, Data>) -> Call {
+    session.touch();
+    if let Some(tool) = session.registered_tool(name) {
+        return match bind(&tool.spec, args) {
+            Ok(args) => Call::Pending(Box::pin(call_registered(session.clone(), tool, args))),
+            Err(e) => Call::Ready(Err(e)),
+        };
+    }
+    if name == "map" {
+        return match bind(&native_specs()[3], args) {
+            Ok(args) => Call::Pending(Box::pin(map(session.clone(), args))),
+            Err(e) => Call::Ready(Err(e)),
+        };
+    }
+    Call::Ready(call_native(session, name, args))
+}
+
+async fn call_registered(
+    session: Arc<Session>,
+    tool: Arc<ExternalTool>,
+    args: BTreeMap<String, Data>,
+) -> Result<Data> {
+    let name = &tool.spec.name;
+    let (reply, answer) = oneshot::channel();
+    let sent = tool.provider.tx.send(ToolCall {
+        tool: name.clone(),
+        args,
+        reply,
+    });
+    if sent.is_err() {
+        session.drop_provider(tool.provider.id);
+        return Err(EngineError::tool_unavailable(
+            name,
+            "the process that registered it is gone",
+        ));
+    }
+    match tokio::time::timeout(tool.timeout, answer).await {
+        Ok(Ok(result)) => {
+            session.touch();
+            result
+        }
+        Ok(Err(_)) => {
+            if !tool.provider.alive() {
+                session.drop_provider(tool.provider.id);
+            }
+            Err(EngineError::tool_unavailable(
+                name,
+                "the process that registered it went away during the call",
+            ))
+        }
+        Err(_) => Err(EngineError::tool_timeout(name, tool.timeout.as_secs_f64())),
+    }
+}
+
+/// The native tool `map`: `calls` of one tool, `concurrency` at a time, results in order.
+async fn map(session: Arc<Session>, a: BTreeMap<String, Data>) -> Result<Data> {
+    let tool = text(&a, "tool").to_string();
+    let bad = |m: String| EngineError::InvalidArgument(format!("tool \"map\": {m}"));
+    if tool == "map" {
+        return Err(bad("map cannot call map".into()));
+    }
+    let concurrency = count("concurrency", int(&a, "concurrency"))?;
+    if concurrency == 0 {
+        return Err(bad("concurrency must be >= 1".into()));
+    }
+    let return_exceptions = matches!(a.get("return_exceptions"), Some(Data::Bool(true)));
+    let Some(Data::List(calls)) = a.get("calls") else {
+        return Err(bad("calls must be a list".into()));
+    };
+    let mut jobs = Vec::with_capacity(calls.len());
+    for (i, c) in calls.iter().enumerate() {
+        match c {
+            Data::Map(m) => jobs.push(m.clone()),
+            other => {
+                return Err(bad(format!(
+                    "calls[{i}] must be a dict of named arguments, got a {}",
+                    other.kind()
+                )))
+            }
+        }
+    }
+    let n = jobs.len();
+    let jobs = Arc::new(parking_lot::Mutex::new(jobs.into_iter().enumerate()));
+    let results = Arc::new(parking_lot::Mutex::new(vec![None; n]));
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.min(n) {
+        let (session, tool, jobs, results, failed) = (
+            session.clone(),
+            tool.clone(),
+            jobs.clone(),
+            results.clone(),
+            failed.clone(),
+        );
+        workers.spawn(async move {
+            while !failed.load(Ordering::Relaxed) {
+                let Some((i, args)) = jobs.lock().next() else {
+                    break;
+                };
+                let r = call(&session, &tool, args).wait().await;
+                if r.is_err() && !return_exceptions {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                results.lock()[i] = Some(r);
+            }
+        });
+    }
+    while let Some(joined) = workers.join_next().await {
+        joined.map_err(|e| EngineError::Internal(format!("a map worker failed: {e}")))?;
+    }
+    let results = std::mem::take(&mut *results.lock());
+    let mut out = Vec::with_capacity(n);
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) if return_exceptions => {
+                let kind = match &e {
+                    EngineError::Tool { kind, .. } => kind.clone(),
+                    other => other.code().as_str().to_string(),
+                };
+                let mut m = BTreeMap::new();
+                m.insert("error".to_string(), Data::Str(e.code().as_str().into()));
+                m.insert("kind".to_string(), Data::Str(kind));
+                m.insert("message".to_string(), Data::Str(e.to_string()));
+                out.push(Data::Map(m));
+            }
+            Some(Err(e)) => return Err(e),
+            None if return_exceptions => {
+                return Err(EngineError::Internal(format!("map: call {i} never ran")))
+            }
+            None => {} // not started after an earlier failure
+        }
+    }
+    Ok(Data::List(out))
+}
+
+/// Runs the native tool `name` of `session` with named arguments (`map` is async: see [`call`]).
 pub fn call_native(session: &Session, name: &str, args: BTreeMap<String, Data>) -> Result<Data> {
     session.touch();
     let spec = native_specs()
-        .into_iter()
-        .find(|s| s.name == name)
+        .iter()
+        .find(|s| s.name == name && s.name != "map")
         .ok_or_else(|| EngineError::NotFoundIn {
             what: "tool",
             name: name.to_string(),
         })?;
-    let a = bind(&spec, args)?;
+    let a = bind(spec, args)?;
     let invalid =
         |e: dspex_native::NativeError| EngineError::InvalidArgument(format!("tool {name:?}: {e}"));
     Ok(match name {
@@ -212,7 +511,11 @@ pub fn call_native(session: &Session, name: &str, args: BTreeMap<String, Data>) 
             .map(Data::Str)
             .collect(),
         ),
-        _ => unreachable!("every spec has an implementation"),
+        other => {
+            return Err(EngineError::Internal(format!(
+                "native tool {other:?} has a spec but no implementation"
+            )))
+        }
     })
 }
 
@@ -315,5 +618,163 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("index \"none\" not found"), "{e}");
+    }
+    fn spec(name: &str, params: &[(&str, &str, bool)]) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: String::new(),
+            params: params
+                .iter()
+                .map(|(n, t, required)| ToolParam {
+                    name: n.to_string(),
+                    ty: t.to_string(),
+                    required: *required,
+                    default: None,
+                    description: String::new(),
+                })
+                .collect(),
+            extra_args: false,
+            returns: "any".into(),
+        }
+    }
+
+    /// A provider answering `double(x)` with 2x, raising for x < 0 and never answering x == 0.
+    fn doubler(
+        mut rx: mpsc::UnboundedReceiver<ToolCall>,
+        held: Arc<parking_lot::Mutex<Vec<ToolCall>>>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                let answer = match c.args.get("x") {
+                    Some(Data::Int(0)) => {
+                        held.lock().push(c);
+                        continue;
+                    }
+                    Some(Data::Int(x)) if *x < 0 => Err(EngineError::tool_raised(
+                        &c.tool,
+                        "ValueError",
+                        "negative",
+                        "Traceback ...",
+                    )),
+                    Some(Data::Int(x)) => Ok(Data::Int(2 * x)),
+                    _ => Ok(Data::Null),
+                };
+                let _ = c.reply.send(answer);
+            }
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn registered_tools_answer_fail_time_out_and_go_away() {
+        let s = Sessions::default()
+            .open(None, Duration::from_secs(60))
+            .unwrap();
+        let (provider, rx) = ToolProvider::new();
+        let held = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let task = doubler(rx, held.clone());
+        s.register_tool(
+            spec("double", &[("x", "int", true)]),
+            &provider,
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        let x = |v: i64| args(&[("x", Data::Int(v))]);
+        assert_eq!(
+            call(&s, "double", x(21)).wait().await.unwrap(),
+            Data::Int(42)
+        );
+        // Arguments are checked before the call leaves the engine.
+        let e = call(&s, "double", args(&[("x", Data::Str("1".into()))]))
+            .wait()
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("argument \"x\" must be a int"),
+            "{e}"
+        );
+        let e = call(&s, "double", x(-1)).wait().await.unwrap_err();
+        assert_eq!(e.code(), crate::error::ErrorCode::ToolError);
+        assert_eq!(e.to_string(), "tool \"double\" raised ValueError: negative");
+        let e = call(&s, "double", x(0)).wait().await.unwrap_err();
+        assert_eq!(e.code(), crate::error::ErrorCode::ToolTimeout, "{e}");
+        // map: results in order, failures in place with return_exceptions.
+        let calls = Data::List((1..=100).map(|v| Data::Map(x(v))).collect());
+        let out = call(
+            &s,
+            "map",
+            args(&[
+                ("tool", Data::Str("double".into())),
+                ("calls", calls),
+                ("concurrency", Data::Int(8)),
+            ]),
+        )
+        .wait()
+        .await
+        .unwrap();
+        assert_eq!(
+            out,
+            Data::List((1..=100).map(|v| Data::Int(2 * v)).collect())
+        );
+        let mixed = Data::List(vec![Data::Map(x(1)), Data::Map(x(-2))]);
+        let e = call(
+            &s,
+            "map",
+            args(&[
+                ("tool", Data::Str("double".into())),
+                ("calls", mixed.clone()),
+            ]),
+        )
+        .wait()
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), crate::error::ErrorCode::ToolError);
+        let out = call(
+            &s,
+            "map",
+            args(&[
+                ("tool", Data::Str("double".into())),
+                ("calls", mixed),
+                ("return_exceptions", Data::Bool(true)),
+            ]),
+        )
+        .wait()
+        .await
+        .unwrap();
+        let Data::List(out) = out else { panic!() };
+        assert_eq!(out[0], Data::Int(2));
+        let Data::Map(err) = &out[1] else { panic!() };
+        assert_eq!(err["kind"], Data::Str("ValueError".into()));
+        // Another provider cannot take the name; a native name is refused.
+        let (other, _other_rx) = ToolProvider::new();
+        let e = s
+            .register_tool(spec("double", &[]), &other, Duration::from_secs(1))
+            .unwrap_err();
+        assert!(e.to_string().contains("already registered"), "{e}");
+        let e = s
+            .register_tool(spec("search", &[]), &other, Duration::from_secs(1))
+            .unwrap_err();
+        assert!(e.to_string().contains("native tool"), "{e}");
+        // A call in flight when the provider goes away fails fast, and the tool is removed.
+        s.register_tool(
+            spec("double", &[("x", "int", true)]),
+            &provider,
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let pending = tokio::spawn({
+            let s = s.clone();
+            async move { call(&s, "double", x(0)).wait().await }
+        });
+        while held.lock().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task.abort();
+        let _ = task.await;
+        held.lock().clear();
+        let e = pending.await.unwrap().unwrap_err();
+        assert_eq!(e.code(), crate::error::ErrorCode::ToolUnavailable, "{e}");
+        assert!(s.registered_tool("double").is_none());
+        let e = call(&s, "double", x(1)).wait().await.unwrap_err();
+        assert_eq!(e.to_string(), "tool \"double\" not found");
     }
 }

@@ -56,6 +56,25 @@ create_exception!(
     DSpexError,
     "The remote engine cannot be reached, refused the call (UNAUTHENTICATED...) or the stream broke."
 );
+create_exception!(
+    _native,
+    ToolError,
+    DSpexError,
+    "A tool call failed: the tool raised (`.kind` is the type name of its exception, \
+     `.remote_traceback` its traceback)."
+);
+create_exception!(
+    _native,
+    ToolTimeout,
+    ToolError,
+    "A tool did not answer within its timeout."
+);
+create_exception!(
+    _native,
+    ToolUnavailable,
+    ToolError,
+    "The process that registered a tool is gone."
+);
 
 mod embedded;
 mod remote;
@@ -69,7 +88,33 @@ const SLICE: Duration = Duration::from_millis(50);
 /// The one map from engine error codes to Python exceptions, for embedded and remote studies
 /// alike.
 fn py_err(code: ErrorCode, msg: String) -> PyErr {
+    py_err_from(code, msg, "", "")
+}
+
+/// [`py_err`] with what a tool error carries besides its message: the type name of the
+/// exception the tool raised and its traceback (the `kind` and `remote_traceback` attributes).
+fn py_err_from(code: ErrorCode, msg: String, kind: &str, traceback: &str) -> PyErr {
+    let tool_err = |e: PyErr| {
+        Python::attach(|py| {
+            let v = e.value(py);
+            let kind = if kind.is_empty() {
+                v.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            } else {
+                kind.to_string()
+            };
+            // Setting attributes on a fresh exception object cannot fail.
+            let _ = v.setattr("kind", kind);
+            let _ = v.setattr("remote_traceback", traceback);
+        });
+        e
+    };
     match code {
+        ErrorCode::ToolError => tool_err(ToolError::new_err(msg)),
+        ErrorCode::ToolTimeout => tool_err(ToolTimeout::new_err(msg)),
+        ErrorCode::ToolUnavailable => tool_err(ToolUnavailable::new_err(msg)),
         ErrorCode::InvalidArgument | ErrorCode::FailedPrecondition => PyValueError::new_err(msg),
         ErrorCode::NotFound => PyKeyError::new_err(msg),
         ErrorCode::AlreadyExists => DuplicatedStudyError::new_err(msg),
@@ -82,7 +127,12 @@ fn py_err(code: ErrorCode, msg: String) -> PyErr {
 }
 
 fn to_py_err(e: EngineError) -> PyErr {
-    py_err(e.code(), e.to_string())
+    match &e {
+        EngineError::Tool {
+            kind, traceback, ..
+        } => py_err_from(e.code(), e.to_string(), kind, traceback),
+        _ => py_err(e.code(), e.to_string()),
+    }
 }
 
 fn panicked() -> PyErr {
@@ -607,6 +657,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySampler>()?;
     m.add_class::<PyPruner>()?;
     m.add("RemoteError", m.py().get_type::<RemoteError>())?;
+    m.add("ToolError", m.py().get_type::<ToolError>())?;
+    m.add("ToolTimeout", m.py().get_type::<ToolTimeout>())?;
+    m.add("ToolUnavailable", m.py().get_type::<ToolUnavailable>())?;
+    m.add_class::<session::PyToolInbox>()?;
     m.add_class::<study::PyStudy>()?;
     m.add_class::<study::PyRun>()?;
     m.add_class::<study::PyTrialRecord>()?;

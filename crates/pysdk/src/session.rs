@@ -1,10 +1,13 @@
 //! Sessions and their variables in this process's engine (`dspex.DSpexSessionContext`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dspex_engine::session::{DType, Data, Session, SessionLimits, Sessions, VarEvent, VarType};
+use dspex_engine::tools::{Call, ToolCall, ToolParam, ToolProvider, ToolSpec};
+use dspex_engine::EngineError;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -354,37 +357,17 @@ impl PySession {
         Ok(self.live()?.index_names())
     }
 
-    /// The engine-native tools: name -> {description, params: [{name, type, default,
-    /// required, description}], returns}.
+    /// The session's tools (native and registered): name -> {description, params: [{name,
+    /// type, default, required, description}], extra_args, returns}.
     fn tool_specs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
-        for spec in dspex_engine::tools::native_specs() {
-            let params = PyList::empty(py);
-            for p in &spec.params {
-                let d = PyDict::new(py);
-                d.set_item("name", p.name)?;
-                d.set_item("type", p.ty)?;
-                d.set_item("required", p.default.is_none())?;
-                d.set_item(
-                    "default",
-                    match &p.default {
-                        Some(v) => data_to_py(py, v)?,
-                        None => py.None(),
-                    },
-                )?;
-                d.set_item("description", p.description)?;
-                params.append(d)?;
-            }
-            let s = PyDict::new(py);
-            s.set_item("description", spec.description)?;
-            s.set_item("params", params)?;
-            s.set_item("returns", spec.returns)?;
-            out.set_item(spec.name, s)?;
+        for spec in self.live()?.tool_specs() {
+            out.set_item(&spec.name, spec_to_py(py, &spec)?)?;
         }
         Ok(out)
     }
 
-    /// Calls the engine-native tool `name` with the keyword arguments `kwargs`.
+    /// Calls the tool `name` (native or registered) with the keyword arguments `kwargs`.
     fn call_tool(
         &self,
         py: Python<'_>,
@@ -396,10 +379,26 @@ impl PySession {
             args.insert(k.extract::<String>()?, data_from_py(&v)?);
         }
         let s = self.live()?;
-        let out = engine(py, move || {
-            dspex_engine::tools::call_native(&s, &name, args)
-        })?;
+        let out = match dspex_engine::tools::call(&s, &name, args) {
+            Call::Ready(r) => guard(|| r)?.map_err(to_py_err)?,
+            pending => block(py, async move { pending.wait().await.map_err(to_py_err) })?,
+        };
         data_to_py(py, &out)
+    }
+
+    /// Starts serving tools of this process: the inbox registers them and receives their calls.
+    fn provide_tools(&self) -> PyResult<PyToolInbox> {
+        let session = self.live()?;
+        let (provider, rx) = ToolProvider::new();
+        Ok(PyToolInbox {
+            session,
+            provider,
+            calls: tokio::sync::Mutex::new(Some(rx)),
+            closed: Default::default(),
+            closing: Default::default(),
+            pending: parking_lot::Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        })
     }
 
     /// A stream of the changes to this session's variables from now on.
@@ -464,6 +463,183 @@ impl PyVarWatch {
             }
             Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => Ok(None),
         }
+    }
+}
+
+fn spec_to_py<'py>(py: Python<'py>, spec: &ToolSpec) -> PyResult<Bound<'py, PyDict>> {
+    let params = PyList::empty(py);
+    for p in &spec.params {
+        let d = PyDict::new(py);
+        d.set_item("name", &p.name)?;
+        d.set_item("type", &p.ty)?;
+        d.set_item("required", p.required)?;
+        d.set_item(
+            "default",
+            match &p.default {
+                Some(v) => data_to_py(py, v)?,
+                None => py.None(),
+            },
+        )?;
+        d.set_item("description", &p.description)?;
+        params.append(d)?;
+    }
+    let s = PyDict::new(py);
+    s.set_item("description", &spec.description)?;
+    s.set_item("params", params)?;
+    s.set_item("extra_args", spec.extra_args)?;
+    s.set_item("returns", &spec.returns)?;
+    Ok(s)
+}
+
+/// A spec as `dspex.session` derives it from a function's signature: {name, description,
+/// params: [{name, type, required, default (optional)}], extra_args, returns}.
+fn spec_from_py(d: &Bound<'_, PyDict>) -> PyResult<ToolSpec> {
+    fn item<'py>(d: &Bound<'py, PyDict>, k: &str) -> PyResult<Bound<'py, PyAny>> {
+        d.get_item(k)?
+            .ok_or_else(|| PyValueError::new_err(format!("a tool spec needs {k:?}")))
+    }
+    let mut params = Vec::new();
+    for p in item(d, "params")?.try_iter()? {
+        let p = p?;
+        let p = p.cast::<PyDict>()?;
+        params.push(ToolParam {
+            name: item(p, "name")?.extract()?,
+            ty: item(p, "type")?.extract()?,
+            required: item(p, "required")?.extract()?,
+            default: match p.get_item("default")? {
+                Some(v) => Some(data_from_py(&v)?),
+                None => None,
+            },
+            description: String::new(),
+        });
+    }
+    Ok(ToolSpec {
+        name: item(d, "name")?.extract()?,
+        description: item(d, "description")?.extract()?,
+        params,
+        extra_args: item(d, "extra_args")?.extract()?,
+        returns: item(d, "returns")?.extract()?,
+    })
+}
+
+/// A call as Python threads take it: (call id, tool name, kwargs).
+type TakenCall<'py> = (u64, String, Bound<'py, PyDict>);
+
+type Reply = tokio::sync::oneshot::Sender<Result<Data, EngineError>>;
+
+/// The calls to the tools this process registered in a session, and their answers. Python
+/// threads take calls with `next`, run them and answer with `reply` or `fail`.
+#[pyclass(frozen, name = "ToolInbox", module = "dspex._native")]
+pub(crate) struct PyToolInbox {
+    session: Arc<Session>,
+    provider: Arc<ToolProvider>,
+    /// None once closed.
+    calls: tokio::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ToolCall>>>,
+    closed: std::sync::atomic::AtomicBool,
+    /// Wakes the thread waiting in `next` when the inbox closes.
+    closing: tokio::sync::Notify,
+    /// The calls taken and not answered yet: their tool and where the answer goes.
+    pending: parking_lot::Mutex<HashMap<u64, (String, Reply)>>,
+    next_id: AtomicU64,
+}
+
+#[pymethods]
+impl PyToolInbox {
+    /// Registers (or replaces) a tool served by this inbox; its calls time out after `timeout`
+    /// seconds.
+    fn register(&self, spec: &Bound<'_, PyDict>, timeout: f64) -> PyResult<()> {
+        let spec = spec_from_py(spec)?;
+        let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
+            PyValueError::new_err(format!(
+                "timeout must be a number of seconds > 0, got {timeout}"
+            ))
+        })?;
+        guard(|| self.session.register_tool(spec, &self.provider, timeout))?.map_err(to_py_err)
+    }
+
+    /// Removes the tool `name` of this inbox.
+    fn unregister(&self, name: &str) -> PyResult<()> {
+        guard(|| self.session.unregister_tool(name, &self.provider))?.map_err(to_py_err)
+    }
+
+    /// Up to `max` calls as (call id, tool name, kwargs), waiting at most `timeout` seconds
+    /// for the first; None once the inbox is closed.
+    #[pyo3(signature = (max=16, timeout=0.2))]
+    fn next<'py>(
+        &self,
+        py: Python<'py>,
+        max: usize,
+        timeout: f64,
+    ) -> PyResult<Option<Vec<TakenCall<'py>>>> {
+        let wait = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::ZERO);
+        let got = block(py, async {
+            let mut calls = self.calls.lock().await;
+            if self.closed.load(Ordering::Acquire) {
+                calls.take(); // calls still queued fail with ToolUnavailable
+            }
+            let Some(rx) = calls.as_mut() else {
+                return Ok(None);
+            };
+            let mut out = Vec::new();
+            tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => out.push(c),
+                    None => return Ok(None),
+                },
+                _ = tokio::time::sleep(wait) => return Ok(Some(out)),
+                _ = self.closing.notified() => {
+                    calls.take();
+                    return Ok(None);
+                }
+            }
+            while out.len() < max.max(1) {
+                match rx.try_recv() {
+                    Ok(c) => out.push(c),
+                    Err(_) => break,
+                }
+            }
+            Ok(Some(out))
+        })?;
+        let Some(got) = got else { return Ok(None) };
+        let mut out = Vec::with_capacity(got.len());
+        for c in got {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let kwargs = PyDict::new(py);
+            for (k, v) in &c.args {
+                kwargs.set_item(k, data_to_py(py, v)?)?;
+            }
+            self.pending.lock().insert(id, (c.tool.clone(), c.reply));
+            out.push((id, c.tool, kwargs));
+        }
+        Ok(Some(out))
+    }
+
+    /// Answers call `call_id` with `value` (None, bool, int, float, str, bytes, lists, dicts).
+    fn reply(&self, call_id: u64, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let v = data_from_py(value)?;
+        if let Some((_, tx)) = self.pending.lock().remove(&call_id) {
+            let _ = tx.send(Ok(v)); // the caller may have timed out: nobody to tell
+        }
+        Ok(())
+    }
+
+    /// Answers call `call_id` with the exception the tool raised (its type name, message and
+    /// formatted traceback).
+    fn fail(&self, call_id: u64, kind: &str, message: &str, traceback: &str) {
+        if let Some((tool, tx)) = self.pending.lock().remove(&call_id) {
+            let _ = tx.send(Err(EngineError::tool_raised(
+                &tool, kind, message, traceback,
+            )));
+        }
+    }
+
+    /// Stops serving: this inbox's tools leave the session and calls in flight fail with
+    /// ToolUnavailable.
+    fn close(&self) {
+        self.session.drop_provider(self.provider.id());
+        self.closed.store(true, Ordering::Release);
+        self.closing.notify_waiters();
+        self.pending.lock().clear();
     }
 }
 

@@ -299,6 +299,9 @@ pub fn code_to_pb(c: ErrorCode) -> pb::error::Code {
         ErrorCode::Unimplemented => Code::Unimplemented,
         ErrorCode::Storage => Code::Storage,
         ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+        ErrorCode::ToolError => Code::ToolError,
+        ErrorCode::ToolTimeout => Code::ToolTimeout,
+        ErrorCode::ToolUnavailable => Code::ToolUnavailable,
         ErrorCode::Internal => Code::Internal,
     }
 }
@@ -315,6 +318,9 @@ pub fn code_from_pb(code: i32) -> ErrorCode {
         Ok(Code::Unimplemented) => ErrorCode::Unimplemented,
         Ok(Code::Storage) => ErrorCode::Storage,
         Ok(Code::ResourceExhausted) => ErrorCode::ResourceExhausted,
+        Ok(Code::ToolError) => ErrorCode::ToolError,
+        Ok(Code::ToolTimeout) => ErrorCode::ToolTimeout,
+        Ok(Code::ToolUnavailable) => ErrorCode::ToolUnavailable,
         Ok(Code::Internal) | Err(_) => ErrorCode::Internal,
     }
 }
@@ -330,6 +336,9 @@ pub fn code_to_grpc(c: ErrorCode) -> tonic::Code {
         ErrorCode::Unimplemented => Code::Unimplemented,
         ErrorCode::Storage => Code::Unavailable,
         ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+        ErrorCode::ToolError => Code::Aborted,
+        ErrorCode::ToolTimeout => Code::DeadlineExceeded,
+        ErrorCode::ToolUnavailable => Code::Unavailable,
         ErrorCode::Internal => Code::Internal,
     }
 }
@@ -339,9 +348,17 @@ pub const ERROR_CODE_KEY: &str = "dspex-error";
 
 /// An engine error as the wire `Error` of define-by-run replies (code and message).
 pub fn error_to_pb(e: &EngineError) -> pb::Error {
+    let (kind, traceback) = match e {
+        EngineError::Tool {
+            kind, traceback, ..
+        } => (kind.clone(), traceback.clone()),
+        _ => Default::default(),
+    };
     pb::Error {
         code: code_to_pb(e.code()) as i32,
         message: e.to_string(),
+        kind,
+        traceback,
     }
 }
 
@@ -425,6 +442,9 @@ mod tests {
                 ErrorCode::Unimplemented => EngineError::Unsupported("u".into()),
                 ErrorCode::Storage => EngineError::Storage("disk".into()),
                 ErrorCode::ResourceExhausted => EngineError::ResourceExhausted("full".into()),
+                ErrorCode::ToolError => EngineError::tool_raised("t", "KeyError", "k", "tb"),
+                ErrorCode::ToolTimeout => EngineError::tool_timeout("t", 1.5),
+                ErrorCode::ToolUnavailable => EngineError::tool_unavailable("t", "gone"),
                 ErrorCode::Internal => EngineError::Internal("bug".into()),
             };
             assert_eq!(e.code(), c);
