@@ -2,6 +2,7 @@
 search over 100,000 short documents against `bm25s` (if installed) on the same corpus, k1 and b.
 
     python benches/session_tools.py [--docs 100000] [--queries 1000] [--cycles 5 --sessions 10000]
+                                    [--remote-calls 20000]
 
 The corpus is real text from what is installed: the lines of the standard library's docstrings,
 two of them per document, paired differently in each pass over the lines, until there are
@@ -12,15 +13,24 @@ many queries have the same top-10 ids. Last, whether expiry releases memory: --c
 --sessions sessions each with two variables and a small index are created, left idle until the
 engine's sweep expires them, and the process's RSS is printed after each cycle (it should not
 grow from cycle 2 on: allocators keep some pages after the first).
+
+Remote (a `dspex serve` started on a loopback port): the round trip of a native tool call
+(echo) over the session stream, and engine -> Python calls/s over one stream: a context
+registers a trivial Python tool (plain and `async def`), and the engine's `map` tool calls it
+--remote-calls times with 64 in flight.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
+import signal
 import statistics
+import subprocess
+import sys
 import time
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import dspex
 from dspex import DSpexSessionContext
@@ -56,6 +66,55 @@ def call_latency(n: int) -> float:
         return statistics.median(runs)
 
 
+def start_server() -> Tuple[subprocess.Popen, str]:
+    p = subprocess.Popen([sys.executable, "-m", "dspex.cli", "serve", "--addr", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline() if p.stdout else ""
+    m = re.search(r"listening on (\S+)", line)
+    if not m:
+        p.kill()
+        raise RuntimeError(f"the server did not start: {line!r}")
+    return p, m.group(1)
+
+
+def remote(calls: int) -> None:
+    server, addr = start_server()
+    try:
+        with DSpexSessionContext(engine=addr) as ctx:
+            echo = ctx.tools["echo"]
+            for _ in range(1000):
+                echo(value=1)
+            runs = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for _ in range(5000):
+                    echo(value=1)
+                runs.append((time.perf_counter() - t0) / 5000)
+            print(f"native tool call (echo), remote round trip: {statistics.median(runs) * 1e6:.1f} us per call")
+
+            @ctx.tool
+            def ident(x: int) -> int:
+                return x
+
+            @ctx.tool
+            async def aident(x: int) -> int:
+                return x
+
+            args = [{"x": i} for i in range(calls)]
+            for name in ("ident", "aident"):
+                ctx.tools["map"](tool=name, calls=args[:2000], concurrency=64)  # warm up
+                rates = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    out = ctx.tools["map"](tool=name, calls=args, concurrency=64)
+                    rates.append(calls / (time.perf_counter() - t0))
+                    assert out == list(range(calls))
+                kind = "async def" if name == "aident" else "def"
+                print(f"engine -> Python tool calls over one stream, 64 in flight ({kind}): {statistics.median(rates):,.0f} calls/s")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
+
+
 def rss_mib() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -88,9 +147,11 @@ def main() -> None:
     ap.add_argument("--b", type=float, default=0.75)
     ap.add_argument("--cycles", type=int, default=5)
     ap.add_argument("--sessions", type=int, default=10_000)
+    ap.add_argument("--remote-calls", type=int, default=20_000)
     a = ap.parse_args()
     print(f"dspex {dspex.__version__}")
     print(f"native tool call (echo), embedded: {call_latency(20000) * 1e6:.2f} us per call")
+    remote(a.remote_calls)
 
     base = lines()
     n = len(base)

@@ -158,7 +158,7 @@ def test_bad_context_arguments():
         DSpexSessionContext(ttl=0)
     with pytest.raises(ValueError, match="session_id"):
         DSpexSessionContext(session_id="")
-    with pytest.raises(NotImplementedError, match="engine"):
+    with pytest.raises(dspex.exceptions.RemoteError, match="cannot reach the engine at 127.0.0.1:1"):
         DSpexSessionContext(engine="127.0.0.1:1")
 
 

@@ -331,6 +331,10 @@ class RemoteClient:
         """Connects to ``address`` ("host:port", "http://host:port" or "https://host:port")."""
     @property
     def address(self) -> str: ...
+    def list_sessions(self) -> List[Tuple[str, float, float, int, List[str], List[str]]]:
+        """The engine's open sessions: (id, idle seconds, ttl seconds, variables, registered tools, indexes)."""
+    def close_session(self, session_id: str) -> None:
+        """Closes the engine's session ``session_id`` (KeyError when it is not open)."""
     def create_study(
         self,
         name: Optional[str],
@@ -391,11 +395,14 @@ class WorkerPool:
 
 @final
 class Session:
-    """A session of this process's engine and its variables (``session.rs``)."""
+    """A session of this process's engine or of a served one, and its variables (``session.rs``)."""
 
     @staticmethod
     def open(session_id: Optional[str] = None, ttl: float = 3600.0) -> Session:
         """Joins session ``session_id`` or creates it (a generated id when None)."""
+    @staticmethod
+    def connect(client: RemoteClient, session_id: Optional[str] = None, ttl: float = 3600.0) -> Session:
+        """Joins (or creates) session ``session_id`` of the served engine ``client`` is connected to."""
     @staticmethod
     def list_ids() -> List[str]: ...
     @property
@@ -413,7 +420,6 @@ class Session:
         """(type name, tunable, distribution tuple or None)."""
     def watch(self) -> VariableWatch: ...
     def index(self, name: str, texts: Sequence[str], ids: Optional[Sequence[Any]] = None, stop_words: bool = True, stem: bool = False) -> int: ...
-    def index_names(self) -> List[str]: ...
     def tool_specs(self) -> Dict[str, Dict[str, Any]]: ...
     def call_tool(self, name: str, kwargs: Dict[str, Any]) -> Any: ...
     def provide_tools(self) -> ToolInbox:

@@ -24,6 +24,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["studies"]:  # dspex studies list|show|delete|export (python/dspex/_studies_cli.py)
         return studies_main(args[1:])
+    if args[:1] == ["sessions"]:  # dspex sessions list|show|close --engine ADDR (python/dspex/_sessions_cli.py)
+        from dspex._sessions_cli import main as sessions_main
+
+        return sessions_main(args[1:])
     if args[:1] == ["bench"]:  # dspex bench --suite quick|full --out DIR (python/dspex/bench/)
         from dspex.bench import main as bench_main  # its own imports are only for benchmarking
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dspex._native import DSpexError, DuplicatedStudyError, StorageError, ToolError, ToolTimeout, ToolUnavailable
+from dspex._native import DSpexError, DuplicatedStudyError, RemoteError, StorageError, ToolError, ToolTimeout, ToolUnavailable
 
 #: Alias so code written for Optuna (``except optuna.exceptions.OptunaError``) keeps working.
 OptunaError = DSpexError
@@ -29,6 +29,7 @@ __all__ = [
     "DuplicatedStudyError",
     "ExperimentalWarning",
     "OptunaError",
+    "RemoteError",
     "StorageInternalError",
     "ToolError",
     "ToolTimeout",

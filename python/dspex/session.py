@@ -17,20 +17,19 @@ with DSpexSessionContext(session_id="run_123") as ctx:
         return sorted(texts, key=len)                 # everyone in the session
 ```
 
-Sessions live in this process's engine. A session idle for ``ttl`` seconds expires with
+Sessions live in this process's engine, or on a served engine (``engine="host:port"`` of a
+``dspex serve``) that several processes join. A session idle for ``ttl`` seconds expires with
 everything it owns; leaving the ``with`` block (or ``close()``) releases it at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import threading
 import time
 import traceback
 import typing
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union, overload
 
 from dspex import _native
 from dspex.distributions import BaseDistribution, _from_native
@@ -148,6 +147,8 @@ class Tool:
         return self._native.call_tool(self.name, kwargs)
 
     async def acall(self, **kwargs: Any) -> Any:
+        import asyncio
+
         return await asyncio.get_running_loop().run_in_executor(None, lambda: self._native.call_tool(self.name, kwargs))
 
     def __repr__(self) -> str:
@@ -180,6 +181,7 @@ class Tools(Mapping[str, Tool]):
 def _param_type(annotation: Any) -> str:
     """The spec type of a parameter annotated ``annotation`` ("any" when it says nothing the
     engine can check)."""
+    import inspect
     if annotation is inspect.Parameter.empty:
         return "any"
     origin = typing.get_origin(annotation) or annotation
@@ -192,6 +194,7 @@ def _param_type(annotation: Any) -> str:
 def _tool_spec(func: Callable[..., Any], name: str, description: Optional[str]) -> Dict[str, Any]:
     """What the engine needs to know of ``func``: its parameters (by name: a call passes
     keyword arguments), their types from the annotations, which are required."""
+    import inspect
     try:
         hints = typing.get_type_hints(func)
     except Exception:
@@ -215,6 +218,9 @@ def _tool_spec(func: Callable[..., Any], name: str, description: Optional[str]) 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+if TYPE_CHECKING:
+    import asyncio
+
 
 class _ToolServer:
     """Runs the calls to this context's Python tools: a few threads take them from the engine
@@ -222,17 +228,21 @@ class _ToolServer:
 
     def __init__(self, native: _native.Session) -> None:
         self._inbox = native.provide_tools()
-        self._funcs: Dict[str, Callable[..., Any]] = {}
+        self._funcs: Dict[str, Tuple[Callable[..., Any], bool]] = {}  # name -> (func, is async)
         self._threads: List[threading.Thread] = []
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop: Optional["asyncio.AbstractEventLoop"] = None
         self._lock = threading.Lock()
 
     def register(self, func: Callable[..., Any], name: str, description: Optional[str], timeout: float) -> None:
+        import asyncio
+        import inspect
+
         spec = _tool_spec(func, name, description)
         with self._lock:
             self._inbox.register(spec, float(timeout))
-            self._funcs[name] = func
-            if inspect.iscoroutinefunction(func) and self._loop is None:
+            is_async = inspect.iscoroutinefunction(func)
+            self._funcs[name] = (func, is_async)
+            if is_async and self._loop is None:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="dspex-tools-loop", daemon=True).start()
                 self._loop = loop
@@ -254,10 +264,12 @@ class _ToolServer:
             if calls is None:
                 return
             for call_id, name, kwargs in calls:
-                func = self._funcs.get(name)
-                if func is None:
+                entry = self._funcs.get(name)
+                if entry is None:
                     inbox.fail(call_id, "KeyError", f"tool {name!r} is not served here any more", "")
-                elif self._loop is not None and inspect.iscoroutinefunction(func):
+                    continue
+                func, is_async = entry
+                if is_async and self._loop is not None:
                     self._loop.call_soon_threadsafe(self._spawn, call_id, func, kwargs)
                 else:
                     try:
@@ -274,6 +286,8 @@ class _ToolServer:
             self._inbox.fail(call_id, type(e).__name__, f"its result cannot be sent: {e}", traceback.format_exc())
 
     def _spawn(self, call_id: int, func: Callable[..., Any], kwargs: Dict[str, Any]) -> None:
+        import asyncio
+
         async def run() -> None:
             try:
                 result = await func(**kwargs)
@@ -285,6 +299,11 @@ class _ToolServer:
         asyncio.ensure_future(run(), loop=self._loop)
 
     def close(self) -> None:
+        for name in list(self._funcs):
+            try:
+                self._inbox.unregister(name)
+            except Exception:
+                pass  # the session is gone already
         self._inbox.close()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -295,8 +314,11 @@ class DSpexSessionContext:
 
     ``session_id``: joins that session (two contexts with the same id in this process reach the
     same variables), or creates it; None creates one with a fresh id. ``ttl``: seconds without
-    traffic after which the session expires. ``engine``/``token``/``tls_ca``: a served engine
-    (``dspex serve``); sessions there are not available yet, so ``engine`` must be None.
+    traffic after which the session expires. ``engine``: None for this process's own engine, or
+    ``"host:port"`` / ``"https://host:port"`` of a ``dspex serve``, where a session id names state
+    that several processes join (with ``token`` when the engine has one, and ``tls_ca``: the CA
+    certificate of an engine serving TLS). Everything works the same on both; on a served
+    engine the context keeps one stream open to it.
     ``tool_timeout``: the default timeout, in seconds, of calls to the Python tools this context
     registers (:meth:`tool`). ``ctx.variables``: the session's variables; ``ctx.tools``: its
     tools; ``ctx.index(...)``: full-text indexes the ``search`` tool reads.
@@ -311,14 +333,21 @@ class DSpexSessionContext:
         ttl: float = 3600,
         tool_timeout: float = 60,
     ) -> None:
-        if engine is not None:
-            raise NotImplementedError("sessions on a served engine (engine=...) are not available yet; leave engine=None for this process's engine")
         if session_id is not None and (not isinstance(session_id, str) or not session_id):
             raise ValueError(f"session_id must be a non-empty str or None, got {session_id!r}")
         for what, v in (("ttl", ttl), ("tool_timeout", tool_timeout)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"{what} must be a number of seconds > 0, got {v!r}")
-        self._native = _native.Session.open(session_id, float(ttl))
+        if engine is None:
+            if token is not None or tls_ca is not None:
+                raise ValueError("token and tls_ca are for a served engine: give engine='host:port' too")
+            self._native = _native.Session.open(session_id, float(ttl))
+        else:
+            if not isinstance(engine, str) or not engine:
+                raise ValueError(f"engine must be 'host:port' or 'https://host:port', got {engine!r}")
+            client = _native.RemoteClient.connect(engine, token, tls_ca)
+            self._native = _native.Session.connect(client, session_id, float(ttl))
+        self.engine = engine
         self.tool_timeout = float(tool_timeout)
         self.variables = Variables(self._native)
         self.tools = Tools(self._native)

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::config::StudyFile;
 use crate::grpc::{self, EngineService, ServeOptions};
 use crate::scheduler::{RunOptions, RunSummary};
+use crate::session::SessionLimits;
 use crate::storage::Storage;
 use crate::study::Study;
 use crate::workers::{WorkerCommand, WorkerPool};
@@ -44,29 +45,7 @@ enum Output {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the engine as a gRPC server that Python processes attach to.
-    Serve {
-        /// Address to listen on. Anything but loopback requires a token.
-        #[arg(long, default_value = "127.0.0.1:50051")]
-        addr: SocketAddr,
-        /// Every call must carry this token (`authorization: Bearer <token>`).
-        #[arg(long, env = "DSPEX_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// PEM certificate chain: serve TLS (with --tls-key).
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// PEM private key of --tls-cert.
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Largest message accepted or sent, in bytes.
-        #[arg(long, default_value_t = grpc::DEFAULT_MAX_MESSAGE_BYTES)]
-        max_message_bytes: usize,
-        /// Heartbeat period of the engine on Attach streams, in milliseconds.
-        #[arg(long, default_value_t = 1000)]
-        heartbeat_ms: u64,
-        /// Where studies live: `memory`, `sqlite:///path.db` or `postgresql://...`.
-        #[arg(long, default_value = "memory")]
-        storage: String,
-    },
+    Serve(ServeArgs),
     /// Run the study described by a study.toml with a supervised pool of Python workers.
     Optimize {
         /// The study file (see examples/study.toml).
@@ -96,6 +75,35 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// The options of `dspex serve`.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on. Anything but loopback requires a token.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: SocketAddr,
+    /// Every call must carry this token (`authorization: Bearer <token>`).
+    #[arg(long, env = "DSPEX_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Largest message accepted or sent, in bytes.
+    #[arg(long, default_value_t = grpc::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// Most sessions open at once; opening one more is refused until some close or expire.
+    #[arg(long, default_value_t = SessionLimits::default().max_sessions)]
+    max_sessions: usize,
+    /// Heartbeat period of the engine on Attach streams, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Where studies live: `memory`, `sqlite:///path.db` or `postgresql://...`.
+    #[arg(long, default_value = "memory")]
+    storage: String,
 }
 
 /// What the host of the CLI provides.
@@ -131,25 +139,9 @@ pub fn run(args: Vec<String>, env: CliEnv) -> i32 {
         }
     };
     let r = match cmd {
-        Cmd::Serve {
-            addr,
-            token,
-            tls_cert,
-            tls_key,
-            max_message_bytes,
-            heartbeat_ms,
-            storage,
-        } => match crate::storage::open_url(&storage) {
-            Ok(storage) => handle.block_on(serve(
-                addr,
-                token,
-                tls_cert.zip(tls_key),
-                max_message_bytes,
-                heartbeat_ms,
-                storage,
-                env.cancel,
-            )),
-            Err(e) => Err(format!("--storage {storage:?}: {e}")),
+        Cmd::Serve(args) => match crate::storage::open_url(&args.storage) {
+            Ok(storage) => handle.block_on(serve(args, storage, env.cancel)),
+            Err(e) => Err(format!("--storage {:?}: {e}", args.storage)),
         },
         Cmd::Optimize {
             study,
@@ -195,14 +187,21 @@ async fn cancelled(mut cancel: watch::Receiver<bool>) {
 }
 
 async fn serve(
-    addr: SocketAddr,
-    token: Option<String>,
-    tls: Option<(PathBuf, PathBuf)>,
-    max_message_bytes: usize,
-    heartbeat_ms: u64,
+    args: ServeArgs,
     storage: Arc<dyn Storage>,
     cancel: watch::Receiver<bool>,
 ) -> Result<i32, String> {
+    let ServeArgs {
+        addr,
+        token,
+        tls_cert,
+        tls_key,
+        max_message_bytes,
+        max_sessions,
+        heartbeat_ms,
+        ..
+    } = args;
+    let tls = tls_cert.zip(tls_key);
     let token = token.filter(|t| !t.is_empty());
     grpc::check_bind(&addr, token.as_deref()).map_err(|e| e.to_string())?;
     let tls = match tls {
@@ -218,6 +217,10 @@ async fn serve(
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let service =
         EngineService::with_heartbeat(storage, Duration::from_millis(heartbeat_ms.max(10)));
+    service.set_session_limits(SessionLimits {
+        max_sessions,
+        ..SessionLimits::default()
+    });
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("dspex engine listening on {local} ({scheme})");
     use std::io::Write;

@@ -77,6 +77,14 @@ pub enum EngineError {
         /// The tool's traceback, as its process formatted it (empty when there is none).
         traceback: String,
     },
+    /// An error a remote engine reported, with its code and message as they were.
+    #[error("{message}")]
+    Remote {
+        /// Its kind.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
     /// A bug or a broken invariant (a panic in a sampler, a lost runtime...).
     #[error("internal error: {0}")]
     Internal(String),
@@ -222,6 +230,7 @@ impl EngineError {
                 ToolFailure::Timeout => ErrorCode::ToolTimeout,
                 ToolFailure::Unavailable => ErrorCode::ToolUnavailable,
             },
+            EngineError::Remote { code, .. } => *code,
             EngineError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -13,6 +13,7 @@ pub mod model;
 pub mod runtime;
 pub mod scheduler;
 pub mod session;
+pub mod session_ops;
 pub mod storage;
 pub mod study;
 pub mod tools;

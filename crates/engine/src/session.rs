@@ -794,6 +794,10 @@ pub struct SessionInfo {
     pub ttl_seconds: f64,
     /// How many variables it holds.
     pub n_variables: usize,
+    /// The tools processes registered in it, sorted.
+    pub tools: Vec<String>,
+    /// Its indexes, sorted.
+    pub indexes: Vec<String>,
 }
 
 /// Limits of a session registry.
@@ -818,7 +822,7 @@ impl Default for SessionLimits {
 #[derive(Debug, Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
-    limits: SessionLimits,
+    limits: Mutex<SessionLimits>,
 }
 
 impl Sessions {
@@ -826,8 +830,13 @@ impl Sessions {
     pub fn new(limits: SessionLimits) -> Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
-            limits,
+            limits: Mutex::new(limits),
         }
+    }
+
+    /// Changes the limits (sessions open already keep their value limit).
+    pub fn set_limits(&self, limits: SessionLimits) {
+        *self.limits.lock() = limits;
     }
 
     /// Joins session `id` (refreshing it), or creates it (a generated id when None) with `ttl`.
@@ -856,7 +865,8 @@ impl Sessions {
             s.touch();
             return Ok(s.clone());
         }
-        if map.len() >= self.limits.max_sessions {
+        let limits = *self.limits.lock();
+        if map.len() >= limits.max_sessions {
             return Err(EngineError::ResourceExhausted(format!(
                 "this engine holds {} sessions, its limit; close some or wait for idle ones to expire",
                 map.len()
@@ -870,7 +880,7 @@ impl Sessions {
             indexes: Mutex::new(HashMap::new()),
             tools: Mutex::new(HashMap::new()),
             events: std::sync::OnceLock::new(),
-            max_value_bytes: self.limits.max_value_bytes,
+            max_value_bytes: limits.max_value_bytes,
         });
         map.insert(id, s.clone());
         Ok(s)
@@ -908,6 +918,26 @@ impl Sessions {
             })
     }
 
+    /// Sweeps `registry` every second on `runtime` (until the registry is dropped).
+    pub fn spawn_sweeper(registry: &Arc<Sessions>, runtime: &tokio::runtime::Handle) {
+        let weak = Arc::downgrade(registry);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(r) => {
+                        let n = r.sweep();
+                        if n > 0 {
+                            tracing::debug!(expired = n, "idle sessions swept");
+                        }
+                    }
+                    None => break,
+                }
+            }
+        });
+    }
+
     /// Removes the sessions idle for longer than their TTL; returns how many.
     pub fn sweep(&self) -> usize {
         let mut map = self.map.lock();
@@ -927,6 +957,12 @@ impl Sessions {
                 idle_seconds: s.idle().as_secs_f64(),
                 ttl_seconds: s.ttl.as_secs_f64(),
                 n_variables: s.variables.lock().len(),
+                tools: {
+                    let mut t: Vec<String> = s.tools.lock().keys().cloned().collect();
+                    t.sort();
+                    t
+                },
+                indexes: s.index_names(),
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));

@@ -210,6 +210,12 @@ impl ToolProvider {
         (Arc::new(ToolProvider { id, tx }), rx)
     }
 
+    /// A sender of calls into this provider's receiver (a transport that receives calls from
+    /// elsewhere feeds them in here).
+    pub fn sender(&self) -> mpsc::UnboundedSender<ToolCall> {
+        self.tx.clone()
+    }
+
     /// Its identity (tools remember which provider registered them).
     pub fn id(&self) -> u64 {
         self.id

@@ -78,6 +78,7 @@ create_exception!(
 
 mod embedded;
 mod remote;
+mod remote_session;
 mod server;
 mod session;
 mod study;

@@ -32,7 +32,7 @@ use crate::study::{AttrTarget, PyStudy, RunBackend, RunRequest, StudyBackend};
 use crate::{block, parse_directions, py_err, RemoteError};
 
 #[derive(Clone)]
-struct Token(Option<MetadataValue<tonic::metadata::Ascii>>);
+pub(crate) struct Token(Option<MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Token {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -43,7 +43,7 @@ impl tonic::service::Interceptor for Token {
     }
 }
 
-type Client = EngineClient<InterceptedService<Channel, Token>>;
+pub(crate) type Client = EngineClient<InterceptedService<Channel, Token>>;
 
 /// A gRPC status as a Python exception: an engine error by its code (see
 /// `dspex_engine::ErrorCode`), a transport failure (unreachable, refused, broken) as RemoteError.
@@ -68,6 +68,9 @@ fn code_name(c: tonic::Code) -> String {
 fn pb_err(e: &pb::Error) -> PyErr {
     py_err(code_from_pb(e.code), e.message.clone())
 }
+
+/// A session as `list_sessions` describes it.
+type SessionRow = (String, f64, f64, u64, Vec<String>, Vec<String>);
 
 /// A connection to an engine.
 #[pyclass(frozen, name = "RemoteClient", module = "dspex._native")]
@@ -106,7 +109,7 @@ fn endpoint(address: &str, tls_ca: Option<&str>) -> PyResult<Endpoint> {
 }
 
 impl RemoteClient {
-    fn c(&self) -> Client {
+    pub(crate) fn c(&self) -> Client {
         self.client.clone()
     }
 }
@@ -157,8 +160,8 @@ impl RemoteClient {
             })
         })?;
         let client = EngineClient::with_interceptor(channel, Token(token))
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024);
+            .max_decoding_message_size(i32::MAX as usize)
+            .max_encoding_message_size(i32::MAX as usize);
         Ok(RemoteClient { client, address })
     }
 
@@ -194,6 +197,43 @@ impl RemoteClient {
                 .map_err(status_err)
         })?;
         RemoteStudy::open_study(self.clone(), info)
+    }
+
+    /// The engine's open sessions: (id, idle seconds, ttl seconds, variables, registered
+    /// tools, indexes).
+    fn list_sessions(&self, py: Python<'_>) -> PyResult<Vec<SessionRow>> {
+        let mut c = self.c();
+        let list = block(py, async move {
+            c.list_sessions(pb::Empty {})
+                .await
+                .map(|r| r.into_inner())
+                .map_err(status_err)
+        })?;
+        Ok(list
+            .sessions
+            .into_iter()
+            .map(|s| {
+                (
+                    s.session_id,
+                    s.idle_seconds,
+                    s.ttl_seconds,
+                    s.variables,
+                    s.tools,
+                    s.indexes,
+                )
+            })
+            .collect())
+    }
+
+    /// Closes the engine's session `session_id` (KeyError when it is not open).
+    fn close_session(&self, py: Python<'_>, session_id: String) -> PyResult<()> {
+        let mut c = self.c();
+        block(py, async move {
+            c.close_session(pb::CloseSessionRequest { session_id })
+                .await
+                .map(drop)
+                .map_err(status_err)
+        })
     }
 
     fn load_study(&self, py: Python<'_>, name: String) -> PyResult<PyStudy> {

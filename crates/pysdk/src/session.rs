@@ -5,13 +5,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dspex_engine::session::{DType, Data, Session, SessionLimits, Sessions, VarEvent, VarType};
-use dspex_engine::tools::{Call, ToolCall, ToolParam, ToolProvider, ToolSpec};
+use dspex_engine::session::{Data, Session, SessionLimits, Sessions, VarEvent, VarType};
+use dspex_engine::session_ops::{self, SessionOp, SessionOut};
+use dspex_engine::tools::{ToolCall, ToolParam, ToolProvider, ToolSpec};
 use dspex_engine::EngineError;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
+use crate::remote::RemoteClient;
+use crate::remote_session::{Failure, RemoteSession, WatchEvent};
 use crate::{block, dist_to_py, engine, guard, to_py_err};
 
 /// The sessions of the embedded engine; idle ones are swept every second.
@@ -24,19 +27,7 @@ fn registry() -> PyResult<Arc<Sessions>> {
     let reg = REG
         .get_or_init(|| {
             let reg = Arc::new(Sessions::new(SessionLimits::default()));
-            let weak = Arc::downgrade(&reg);
-            h.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    match weak.upgrade() {
-                        Some(r) => {
-                            r.sweep();
-                        }
-                        None => break,
-                    }
-                }
-            });
+            Sessions::spawn_sweeper(&reg, &h);
             reg
         })
         .clone();
@@ -117,101 +108,39 @@ pub(crate) fn data_to_py(py: Python<'_>, d: &Data) -> PyResult<Py<PyAny>> {
     })
 }
 
-/// A variable type from its name and constraints (the keywords of `define`).
-fn var_type(kind: &str, c: &Bound<'_, PyDict>) -> PyResult<VarType> {
-    fn opt<'py, T: pyo3::conversion::FromPyObjectOwned<'py>>(
-        c: &Bound<'py, PyDict>,
-        key: &str,
-    ) -> PyResult<Option<T>> {
-        match c.get_item(key)? {
-            Some(v) if !v.is_none() => v.extract().map(Some).map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "{key}={}: wrong type",
-                    v.repr().map(|r| r.to_string()).unwrap_or_default()
-                ))
-            }),
-            _ => Ok(None),
-        }
-    }
-    let allowed: &[&str] = match kind {
-        "float" | "int" => &["min", "max", "log"],
-        "str" => &["max_length", "pattern"],
-        "bool" => &[],
-        "choice" => &["choices"],
-        "tensor" | "embedding" => &["shape", "dtype"],
-        other => {
-            return Err(PyValueError::new_err(format!(
-            "unknown variable type {other:?} (float, int, str, bool, choice, embedding or tensor)"
-        )))
-        }
-    };
-    for k in c.keys() {
-        let k: String = k.extract()?;
-        if !allowed.contains(&k.as_str()) {
-            return Err(PyTypeError::new_err(format!(
-                "a {kind} variable takes no constraint {k:?} (it takes {allowed:?})"
-            )));
-        }
-    }
-    let log = opt::<bool>(c, "log")?.unwrap_or(false);
-    Ok(match kind {
-        "float" => VarType::Float {
-            min: opt(c, "min")?,
-            max: opt(c, "max")?,
-            log,
-        },
-        "int" => VarType::Int {
-            min: opt(c, "min")?,
-            max: opt(c, "max")?,
-            log,
-        },
-        "str" => VarType::Str {
-            max_length: opt(c, "max_length")?,
-            pattern: opt::<String>(c, "pattern")?
-                .map(|p| {
-                    dspex_engine::session::Regex::new(&p).map_err(|e| {
-                        PyValueError::new_err(format!(
-                            "pattern {p:?} is not a regular expression: {e}"
-                        ))
-                    })
-                })
-                .transpose()?,
-        },
-        "bool" => VarType::Bool,
-        "choice" => {
-            let choices = c
-                .get_item("choices")?
-                .ok_or_else(|| PyValueError::new_err("a choice variable needs choices=[...]"))?;
-            VarType::Choice {
-                choices: choices
-                    .try_iter()?
-                    .map(|x| data_from_py(&x?))
-                    .collect::<PyResult<Vec<_>>>()?,
-            }
-        }
-        _ => {
-            let shape: Vec<usize> = opt(c, "shape")?.ok_or_else(|| {
-                PyValueError::new_err(format!("a {kind} variable needs shape=(...)"))
-            })?;
-            let dtype = opt::<String>(c, "dtype")?.unwrap_or_else(|| "float32".into());
-            VarType::Tensor {
-                shape,
-                dtype: DType::parse(&dtype).map_err(to_py_err)?,
-            }
-        }
-    })
+/// Where a session lives: in this process's engine, or on a served engine.
+#[derive(Clone)]
+enum Backend {
+    Local(Arc<Session>),
+    Remote(Arc<RemoteSession>),
 }
 
-/// A session of the embedded engine.
+/// A session (`dspex.DSpexSessionContext`): of this process's engine or of a served one.
 #[pyclass(frozen, name = "Session", module = "dspex._native")]
 pub(crate) struct PySession {
-    inner: Arc<Session>,
+    backend: Backend,
+}
+
+fn py_map(d: Option<&Bound<'_, PyDict>>) -> PyResult<BTreeMap<String, Data>> {
+    let mut m = BTreeMap::new();
+    if let Some(d) = d {
+        for (k, v) in d.iter() {
+            m.insert(k.extract::<String>()?, data_from_py(&v)?);
+        }
+    }
+    Ok(m)
+}
+
+fn unexpected(out: SessionOut) -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err(format!(
+        "internal error: an unexpected answer {out:?}"
+    ))
 }
 
 #[pymethods]
 impl PySession {
-    /// Joins session `session_id` or creates it (a generated id when None); idle for `ttl`
-    /// seconds, it expires.
+    /// Joins session `session_id` of this process's engine, or creates it (a generated id when
+    /// None); idle for `ttl` seconds, it expires.
     #[staticmethod]
     #[pyo3(signature = (session_id=None, ttl=3600.0))]
     fn open(py: Python<'_>, session_id: Option<String>, ttl: f64) -> PyResult<PySession> {
@@ -220,32 +149,68 @@ impl PySession {
         })?;
         let reg = registry()?;
         let inner = engine(py, move || reg.open(session_id.as_deref(), ttl))?;
-        Ok(PySession { inner })
+        Ok(PySession {
+            backend: Backend::Local(inner),
+        })
     }
 
-    /// The ids of the embedded engine's open sessions.
+    /// Joins (or creates) session `session_id` of the served engine `client` is connected to.
+    #[staticmethod]
+    #[pyo3(signature = (client, session_id=None, ttl=3600.0))]
+    fn connect(
+        py: Python<'_>,
+        client: &RemoteClient,
+        session_id: Option<String>,
+        ttl: f64,
+    ) -> PyResult<PySession> {
+        if !(ttl.is_finite() && ttl > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "ttl must be a number of seconds > 0, got {ttl}"
+            )));
+        }
+        Ok(PySession {
+            backend: Backend::Remote(RemoteSession::open(py, client, session_id, ttl)?),
+        })
+    }
+
+    /// The ids of the open sessions of this process's engine.
     #[staticmethod]
     fn list_ids() -> PyResult<Vec<String>> {
         Ok(registry()?.list().into_iter().map(|s| s.id).collect())
     }
 
     #[getter]
-    fn id(&self) -> &str {
-        self.inner.id()
+    fn id(&self) -> String {
+        match &self.backend {
+            Backend::Local(s) => s.id().to_string(),
+            Backend::Remote(r) => r.id.clone(),
+        }
     }
 
-    /// True while the session is open (not closed, not expired).
+    /// True while the session is open (not closed, not expired; for a served engine: while
+    /// its stream is open).
     #[getter]
     fn alive(&self) -> PyResult<bool> {
-        Ok(registry()?
-            .peek(self.inner.id())
-            .is_some_and(|s| Arc::ptr_eq(&s, &self.inner)))
+        Ok(match &self.backend {
+            Backend::Local(s) => registry()?
+                .peek(s.id())
+                .is_some_and(|open| Arc::ptr_eq(&open, s)),
+            Backend::Remote(r) => r.alive(),
+        })
     }
 
     /// Closes the session and releases what it owns.
-    fn close(&self) -> PyResult<()> {
-        let reg = registry()?;
-        guard(|| reg.close(self.inner.id()))?.map_err(to_py_err)
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        match &self.backend {
+            Backend::Local(s) => {
+                let reg = registry()?;
+                guard(|| reg.close(s.id()))?.map_err(to_py_err)
+            }
+            Backend::Remote(r) => {
+                let r = r.clone();
+                block(py, async move { r.close().await.map_err(Failure::into_py) })
+            }
+        }
     }
 
     /// Declares a variable; returns its version.
@@ -259,18 +224,25 @@ impl PySession {
         tunable: bool,
         constraints: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<u64> {
-        let empty = PyDict::new(py);
-        let ty = var_type(&kind, constraints.unwrap_or(&empty))?;
-        let value = data_from_py(value)?;
-        let s = self.live()?;
-        engine(py, move || s.define(&name, ty, value, tunable))
+        let ty = VarType::from_constraints(&kind, &py_map(constraints)?).map_err(to_py_err)?;
+        let op = SessionOp::Define {
+            name,
+            ty,
+            value: data_from_py(value)?,
+            tunable,
+        };
+        match self.run(py, op)? {
+            SessionOut::Version(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// (value, version) of `name`.
     fn get(&self, py: Python<'_>, name: String) -> PyResult<(Py<PyAny>, u64)> {
-        let s = self.live()?;
-        let v = engine(py, move || s.variable(&name))?;
-        Ok((data_to_py(py, &v.value)?, v.version))
+        match self.run(py, SessionOp::Get(name))? {
+            SessionOut::Variable(d, v) => Ok((data_to_py(py, &d)?, v)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Sets `name`; with `expected_version`, only if it is still at that version. Returns the
@@ -283,9 +255,11 @@ impl PySession {
         value: &Bound<'_, PyAny>,
         expected_version: Option<u64>,
     ) -> PyResult<u64> {
-        let value = data_from_py(value)?;
-        let s = self.live()?;
-        engine(py, move || s.set(&name, value, expected_version))
+        let op = SessionOp::Set(vec![(name, data_from_py(value)?, expected_version)]);
+        match self.run(py, op)? {
+            SessionOut::Versions(v) if v.len() == 1 => Ok(v[0]),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Sets several variables at once, all or none: `changes` is a list of (name, value,
@@ -299,33 +273,37 @@ impl PySession {
             .into_iter()
             .map(|(n, v, e)| Ok((n, data_from_py(&v)?, e)))
             .collect::<PyResult<Vec<_>>>()?;
-        let s = self.live()?;
-        engine(py, move || s.set_many(changes))
+        match self.run(py, SessionOp::Set(changes))? {
+            SessionOut::Versions(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
     }
 
     fn delete(&self, py: Python<'_>, name: String) -> PyResult<()> {
-        let s = self.live()?;
-        engine(py, move || s.delete(&name))
+        self.run(py, SessionOp::Delete(name)).map(drop)
     }
 
     /// Names of the variables matching the glob `pattern` (all when None), sorted.
     #[pyo3(signature = (pattern=None))]
-    fn list(&self, pattern: Option<String>) -> PyResult<Vec<String>> {
-        let s = self.live()?;
-        guard(|| s.list(pattern.as_deref()))
+    fn list(&self, py: Python<'_>, pattern: Option<String>) -> PyResult<Vec<String>> {
+        match self.run(py, SessionOp::List(pattern))? {
+            SessionOut::Names(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// (type name, tunable, distribution tuple or None) of `name`.
-    fn spec(&self, py: Python<'_>, name: String) -> PyResult<(&'static str, bool, Py<PyAny>)> {
-        let s = self.live()?;
-        let v = engine(py, move || s.variable(&name))?;
-        let dist = if v.tunable {
-            let d = guard(|| v.ty.distribution())?.map_err(to_py_err)?;
-            dist_to_py(py, &d)?
-        } else {
-            py.None()
-        };
-        Ok((v.ty.name(), v.tunable, dist))
+    fn spec(&self, py: Python<'_>, name: String) -> PyResult<(String, bool, Py<PyAny>)> {
+        match self.run(py, SessionOp::Spec(name))? {
+            SessionOut::Spec(ty, tunable, dist) => {
+                let dist = match dist {
+                    Some(d) => dist_to_py(py, &d)?,
+                    None => py.None(),
+                };
+                Ok((ty, tunable, dist))
+            }
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Builds (or replaces) the BM25 index `name` over `texts` (`ids`: how results name the
@@ -339,7 +317,7 @@ impl PySession {
         ids: Option<&Bound<'_, PyAny>>,
         stop_words: bool,
         stem: bool,
-    ) -> PyResult<usize> {
+    ) -> PyResult<u64> {
         let ids = ids
             .map(|ids| {
                 ids.try_iter()?
@@ -347,21 +325,29 @@ impl PySession {
                     .collect::<PyResult<Vec<_>>>()
             })
             .transpose()?;
-        let s = self.live()?;
-        let tok = dspex_engine::tools::tokenizer(stop_words, stem);
-        engine(py, move || s.index(&name, texts, ids, tok))
-    }
-
-    /// The names of the session's indexes.
-    fn index_names(&self) -> PyResult<Vec<String>> {
-        Ok(self.live()?.index_names())
+        let op = SessionOp::Index {
+            name,
+            texts,
+            ids,
+            stop_words,
+            stem,
+        };
+        match self.run(py, op)? {
+            SessionOut::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// The session's tools (native and registered): name -> {description, params: [{name,
     /// type, default, required, description}], extra_args, returns}.
     fn tool_specs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let SessionOut::Tools(specs) = self.run(py, SessionOp::ToolSpecs)? else {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "internal error: an unexpected answer to tool_specs",
+            ));
+        };
         let out = PyDict::new(py);
-        for spec in self.live()?.tool_specs() {
+        for spec in specs {
             out.set_item(&spec.name, spec_to_py(py, &spec)?)?;
         }
         Ok(out)
@@ -374,25 +360,30 @@ impl PySession {
         name: String,
         kwargs: &Bound<'_, PyDict>,
     ) -> PyResult<Py<PyAny>> {
-        let mut args = BTreeMap::new();
-        for (k, v) in kwargs.iter() {
-            args.insert(k.extract::<String>()?, data_from_py(&v)?);
-        }
-        let s = self.live()?;
-        let out = match dspex_engine::tools::call(&s, &name, args) {
-            Call::Ready(r) => guard(|| r)?.map_err(to_py_err)?,
-            pending => block(py, async move { pending.wait().await.map_err(to_py_err) })?,
+        let op = SessionOp::Call {
+            tool: name,
+            args: py_map(Some(kwargs))?,
         };
-        data_to_py(py, &out)
+        match self.run(py, op)? {
+            SessionOut::Value(d) => data_to_py(py, &d),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Starts serving tools of this process: the inbox registers them and receives their calls.
     fn provide_tools(&self) -> PyResult<PyToolInbox> {
-        let session = self.live()?;
         let (provider, rx) = ToolProvider::new();
+        let backend = match &self.backend {
+            Backend::Local(_) => InboxBackend::Local(self.live()?, provider),
+            Backend::Remote(r) => {
+                // The engine's calls come over the stream; this process's channel feeds the
+                // inbox as the local engine's provider channel does.
+                r.serve_tools(provider.sender());
+                InboxBackend::Remote(r.clone())
+            }
+        };
         Ok(PyToolInbox {
-            session,
-            provider,
+            backend,
             calls: tokio::sync::Mutex::new(Some(rx)),
             closed: Default::default(),
             closing: Default::default(),
@@ -402,12 +393,20 @@ impl PySession {
     }
 
     /// A stream of the changes to this session's variables from now on.
-    fn watch(&self) -> PyResult<PyVarWatch> {
-        let s = self.live()?;
-        let h = dspex_engine::runtime::handle().map_err(to_py_err)?;
-        let rx = {
-            let _enter = h.enter();
-            s.watch()
+    fn watch(&self, py: Python<'_>) -> PyResult<PyVarWatch> {
+        let rx = match &self.backend {
+            Backend::Local(_) => {
+                let s = self.live()?;
+                let h = dspex_engine::runtime::handle().map_err(to_py_err)?;
+                let _enter = h.enter();
+                Watch::Local(s.watch())
+            }
+            Backend::Remote(r) => {
+                let r = r.clone();
+                Watch::Remote(block(py, async move {
+                    r.watch().await.map_err(Failure::into_py)
+                })?)
+            }
         };
         Ok(PyVarWatch {
             rx: tokio::sync::Mutex::new(rx),
@@ -416,52 +415,93 @@ impl PySession {
 }
 
 impl PySession {
-    /// The session, refreshed; an error once it was closed or expired.
+    /// The local session, refreshed; an error once it was closed or expired.
     fn live(&self) -> PyResult<Arc<Session>> {
+        let Backend::Local(inner) = &self.backend else {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "internal error: a local operation on a remote session",
+            ));
+        };
         let reg = registry()?;
-        match reg.get(self.inner.id()) {
-            Ok(s) if Arc::ptr_eq(&s, &self.inner) => Ok(s),
-            _ => Err(to_py_err(dspex_engine::EngineError::NotFoundIn {
+        match reg.get(inner.id()) {
+            Ok(s) if Arc::ptr_eq(&s, inner) => Ok(s),
+            _ => Err(to_py_err(EngineError::NotFoundIn {
                 what: "session",
-                name: format!("{} (closed or expired)", self.inner.id()),
+                name: format!("{} (closed or expired)", inner.id()),
             })),
         }
     }
+
+    /// Runs `op` where the session lives.
+    fn run(&self, py: Python<'_>, op: SessionOp) -> PyResult<SessionOut> {
+        match &self.backend {
+            Backend::Local(_) => {
+                let s = self.live()?;
+                match guard(|| session_ops::apply_now(&s, None, op.clone()))? {
+                    Ok(Some(out)) => Ok(out),
+                    Err(e) => Err(to_py_err(e)),
+                    Ok(None) => block(py, async move {
+                        session_ops::apply(&s, None, op).await.map_err(to_py_err)
+                    }),
+                }
+            }
+            Backend::Remote(r) => {
+                let r = r.clone();
+                block(
+                    py,
+                    async move { r.request(&op).await.map_err(Failure::into_py) },
+                )
+            }
+        }
+    }
+}
+
+enum Watch {
+    Local(tokio::sync::broadcast::Receiver<VarEvent>),
+    Remote(tokio::sync::mpsc::UnboundedReceiver<WatchEvent>),
 }
 
 /// Changes to a session's variables, in order.
 #[pyclass(frozen, name = "VariableWatch", module = "dspex._native")]
 pub(crate) struct PyVarWatch {
-    rx: tokio::sync::Mutex<tokio::sync::broadcast::Receiver<VarEvent>>,
+    rx: tokio::sync::Mutex<Watch>,
 }
 
 #[pymethods]
 impl PyVarWatch {
     /// The next change as (name, value or None when deleted, version), waiting at most
-    /// `timeout` seconds (None when nothing came); `lagged` is raised as a RuntimeError when
-    /// changes were missed.
+    /// `timeout` seconds (None when nothing came); a RuntimeError when changes were missed.
     #[pyo3(signature = (timeout=1.0))]
     fn next(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<(String, Py<PyAny>, u64)>> {
+        use tokio::sync::broadcast::error::RecvError;
         let wait = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::ZERO);
-        let got = block(py, async {
+        let got: Option<WatchEvent> = block(py, async {
             let mut rx = self.rx.lock().await;
-            Ok(tokio::time::timeout(wait, rx.recv()).await)
+            let event = tokio::time::timeout(wait, async {
+                match &mut *rx {
+                    Watch::Local(rx) => match rx.recv().await {
+                        Ok(e) => Some(Ok((e.name, e.value, e.version))),
+                        Err(RecvError::Lagged(n)) => Some(Err(n)),
+                        Err(RecvError::Closed) => None,
+                    },
+                    Watch::Remote(rx) => rx.recv().await,
+                }
+            })
+            .await;
+            Ok(event.ok().flatten())
         })?;
         match got {
-            Err(_) => Ok(None),
-            Ok(Ok(e)) => {
-                let v = match &e.value {
+            None => Ok(None),
+            Some(Ok((name, value, version))) => {
+                let v = match &value {
                     Some(d) => data_to_py(py, d)?,
                     None => py.None(),
                 };
-                Ok(Some((e.name, v, e.version)))
+                Ok(Some((name, v, version)))
             }
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
-                Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
-                    "the watch missed {n} changes (read it faster)"
-                )))
-            }
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => Ok(None),
+            Some(Err(n)) => Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "the watch missed {n} changes (read it faster)"
+            ))),
         }
     }
 }
@@ -527,12 +567,19 @@ type TakenCall<'py> = (u64, String, Bound<'py, PyDict>);
 
 type Reply = tokio::sync::oneshot::Sender<Result<Data, EngineError>>;
 
+/// Where an inbox's tools are registered.
+enum InboxBackend {
+    /// In this process's engine, run by this provider.
+    Local(Arc<Session>, Arc<ToolProvider>),
+    /// On a served engine, whose calls come over the session stream.
+    Remote(Arc<RemoteSession>),
+}
+
 /// The calls to the tools this process registered in a session, and their answers. Python
 /// threads take calls with `next`, run them and answer with `reply` or `fail`.
 #[pyclass(frozen, name = "ToolInbox", module = "dspex._native")]
 pub(crate) struct PyToolInbox {
-    session: Arc<Session>,
-    provider: Arc<ToolProvider>,
+    backend: InboxBackend,
     /// None once closed.
     calls: tokio::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ToolCall>>>,
     closed: std::sync::atomic::AtomicBool,
@@ -547,19 +594,45 @@ pub(crate) struct PyToolInbox {
 impl PyToolInbox {
     /// Registers (or replaces) a tool served by this inbox; its calls time out after `timeout`
     /// seconds.
-    fn register(&self, spec: &Bound<'_, PyDict>, timeout: f64) -> PyResult<()> {
+    fn register(&self, py: Python<'_>, spec: &Bound<'_, PyDict>, timeout: f64) -> PyResult<()> {
         let spec = spec_from_py(spec)?;
         let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
             PyValueError::new_err(format!(
                 "timeout must be a number of seconds > 0, got {timeout}"
             ))
         })?;
-        guard(|| self.session.register_tool(spec, &self.provider, timeout))?.map_err(to_py_err)
+        match &self.backend {
+            InboxBackend::Local(s, provider) => {
+                guard(|| s.register_tool(spec, provider, timeout))?.map_err(to_py_err)
+            }
+            InboxBackend::Remote(r) => {
+                let r = r.clone();
+                block(py, async move {
+                    r.request(&SessionOp::Register { spec, timeout })
+                        .await
+                        .map(drop)
+                        .map_err(Failure::into_py)
+                })
+            }
+        }
     }
 
     /// Removes the tool `name` of this inbox.
-    fn unregister(&self, name: &str) -> PyResult<()> {
-        guard(|| self.session.unregister_tool(name, &self.provider))?.map_err(to_py_err)
+    fn unregister(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        match &self.backend {
+            InboxBackend::Local(s, provider) => {
+                guard(|| s.unregister_tool(&name, provider))?.map_err(to_py_err)
+            }
+            InboxBackend::Remote(r) => {
+                let r = r.clone();
+                block(py, async move {
+                    r.request(&SessionOp::Unregister(name))
+                        .await
+                        .map(drop)
+                        .map_err(Failure::into_py)
+                })
+            }
+        }
     }
 
     /// Up to `max` calls as (call id, tool name, kwargs), waiting at most `timeout` seconds
@@ -636,7 +709,10 @@ impl PyToolInbox {
     /// Stops serving: this inbox's tools leave the session and calls in flight fail with
     /// ToolUnavailable.
     fn close(&self) {
-        self.session.drop_provider(self.provider.id());
+        match &self.backend {
+            InboxBackend::Local(s, provider) => s.drop_provider(provider.id()),
+            InboxBackend::Remote(r) => r.stop_serving(),
+        }
         self.closed.store(true, Ordering::Release);
         self.closing.notify_waiters();
         self.pending.lock().clear();

@@ -12,7 +12,11 @@ use super::pb;
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::model::{from_unix_seconds, unix_seconds, AttrMap, AttrValue, TrialRecord};
 use crate::scheduler::RunSummary;
+use crate::session::{Data, VarType};
+use crate::session_ops::{SessionOp, SessionOut};
 use crate::study::{Outcome, Told};
+use crate::tools::{ToolParam, ToolSpec};
+use std::time::Duration;
 
 fn bad(msg: impl Into<String>) -> EngineError {
     EngineError::InvalidArgument(msg.into())
@@ -406,6 +410,320 @@ pub fn summary_to_pb(s: &RunSummary) -> pb::RunSummary {
         detail: s.reason.detail().map(str::to_string),
         timed_out: s.timed_out.clone(),
     }
+}
+
+// ------------------------------------------------------------------ sessions
+
+/// Session data on the wire.
+pub fn value_to_pb(d: &Data) -> pb::Value {
+    use pb::value::Kind;
+    pb::Value {
+        kind: Some(match d {
+            Data::Null => Kind::None(true),
+            Data::Bool(b) => Kind::BoolValue(*b),
+            Data::Int(i) => Kind::IntValue(*i),
+            Data::Float(f) => Kind::FloatValue(*f),
+            Data::Str(s) => Kind::StrValue(s.clone()),
+            Data::Bytes(b) => Kind::BytesValue(b.clone()),
+            Data::List(l) => Kind::ListValue(pb::ValueList {
+                items: l.iter().map(value_to_pb).collect(),
+            }),
+            Data::Map(m) => Kind::MapValue(pb::ValueMap {
+                entries: m.iter().map(|(k, v)| (k.clone(), value_to_pb(v))).collect(),
+            }),
+        }),
+    }
+}
+
+/// Session data from the wire; a value without a kind is an error.
+pub fn value_from_pb(v: pb::Value) -> Result<Data> {
+    use pb::value::Kind;
+    Ok(match v.kind {
+        None => return Err(bad("a value has no kind")),
+        Some(Kind::None(_)) => Data::Null,
+        Some(Kind::BoolValue(b)) => Data::Bool(b),
+        Some(Kind::IntValue(i)) => Data::Int(i),
+        Some(Kind::FloatValue(f)) => Data::Float(f),
+        Some(Kind::StrValue(s)) => Data::Str(s),
+        Some(Kind::BytesValue(b)) => Data::Bytes(b),
+        Some(Kind::ListValue(l)) => Data::List(
+            l.items
+                .into_iter()
+                .map(value_from_pb)
+                .collect::<Result<_>>()?,
+        ),
+        Some(Kind::MapValue(m)) => Data::Map(map_from_pb(m.entries)?),
+    })
+}
+
+/// Named values from the wire.
+pub fn map_from_pb(m: HashMap<String, pb::Value>) -> Result<BTreeMap<String, Data>> {
+    m.into_iter()
+        .map(|(k, v)| Ok((k, value_from_pb(v)?)))
+        .collect()
+}
+
+/// Named values on the wire.
+pub fn map_to_pb(m: &BTreeMap<String, Data>) -> HashMap<String, pb::Value> {
+    m.iter().map(|(k, v)| (k.clone(), value_to_pb(v))).collect()
+}
+
+/// A tool spec on the wire (`timeout`: what a registration asks for).
+pub fn tool_spec_to_pb(s: &ToolSpec, timeout: Option<Duration>) -> pb::ToolSpec {
+    pb::ToolSpec {
+        name: s.name.clone(),
+        description: s.description.clone(),
+        params: s
+            .params
+            .iter()
+            .map(|p| pb::ToolParam {
+                name: p.name.clone(),
+                r#type: p.ty.clone(),
+                required: p.required,
+                default: p.default.as_ref().map(value_to_pb),
+                description: p.description.clone(),
+            })
+            .collect(),
+        extra_args: s.extra_args,
+        returns: s.returns.clone(),
+        timeout_seconds: timeout.map_or(0.0, |t| t.as_secs_f64()),
+    }
+}
+
+/// A tool spec from the wire, and the timeout it asks for.
+pub fn tool_spec_from_pb(s: pb::ToolSpec) -> Result<(ToolSpec, Duration)> {
+    let timeout = Duration::try_from_secs_f64(s.timeout_seconds).map_err(|_| {
+        bad(format!(
+            "tool {:?}: timeout_seconds must be >= 0, got {}",
+            s.name, s.timeout_seconds
+        ))
+    })?;
+    let params = s
+        .params
+        .into_iter()
+        .map(|p| {
+            Ok(ToolParam {
+                name: p.name,
+                ty: p.r#type,
+                required: p.required,
+                default: p.default.map(value_from_pb).transpose()?,
+                description: p.description,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((
+        ToolSpec {
+            name: s.name,
+            description: s.description,
+            params,
+            extra_args: s.extra_args,
+            returns: s.returns,
+        },
+        timeout,
+    ))
+}
+
+/// An error from the wire, as the engine error it was (its code, message, and a tool error's
+/// kind and traceback).
+pub fn error_from_pb(e: pb::Error) -> EngineError {
+    let failure = match code_from_pb(e.code) {
+        ErrorCode::ToolError => crate::error::ToolFailure::Raised,
+        ErrorCode::ToolTimeout => crate::error::ToolFailure::Timeout,
+        ErrorCode::ToolUnavailable => crate::error::ToolFailure::Unavailable,
+        code => {
+            return EngineError::Remote {
+                code,
+                message: e.message,
+            }
+        }
+    };
+    EngineError::Tool {
+        failure,
+        message: e.message,
+        kind: e.kind,
+        traceback: e.traceback,
+    }
+}
+
+/// A session operation on the wire.
+pub fn session_op_to_pb(op: &SessionOp) -> pb::session_request::Op {
+    use pb::session_request::Op;
+    match op {
+        SessionOp::Define {
+            name,
+            ty,
+            value,
+            tunable,
+        } => Op::Define(pb::DefineVariable {
+            name: name.clone(),
+            r#type: ty.name().to_string(),
+            value: Some(value_to_pb(value)),
+            constraints: Some(pb::ValueMap {
+                entries: map_to_pb(&ty.constraints()),
+            }),
+            tunable: *tunable,
+        }),
+        SessionOp::Get(n) => Op::Get(n.clone()),
+        SessionOp::Set(changes) => Op::Set(pb::SetVariables {
+            changes: changes
+                .iter()
+                .map(|(n, v, e)| pb::VariableChange {
+                    name: n.clone(),
+                    value: Some(value_to_pb(v)),
+                    expected_version: *e,
+                })
+                .collect(),
+        }),
+        SessionOp::Delete(n) => Op::Delete(n.clone()),
+        SessionOp::List(p) => Op::List(pb::ListVariables { pattern: p.clone() }),
+        SessionOp::Spec(n) => Op::Spec(n.clone()),
+        SessionOp::Index {
+            name,
+            texts,
+            ids,
+            stop_words,
+            stem,
+        } => Op::Index(pb::IndexDocuments {
+            name: name.clone(),
+            texts: texts.clone(),
+            ids: ids
+                .as_ref()
+                .map(|ids| ids.iter().map(value_to_pb).collect())
+                .unwrap_or_default(),
+            stop_words: *stop_words,
+            stem: *stem,
+        }),
+        SessionOp::ToolSpecs => Op::ToolSpecs(pb::Empty {}),
+        SessionOp::Call { tool, args } => Op::Call(pb::CallTool {
+            tool: tool.clone(),
+            args: map_to_pb(args),
+        }),
+        SessionOp::Register { spec, timeout } => {
+            Op::RegisterTool(tool_spec_to_pb(spec, Some(*timeout)))
+        }
+        SessionOp::Unregister(n) => Op::UnregisterTool(n.clone()),
+    }
+}
+
+fn need<T>(v: Option<T>, what: &str) -> Result<T> {
+    v.ok_or_else(|| bad(format!("{what} is missing")))
+}
+
+/// A session operation from the wire (None: not an operation on variables, indexes or tools).
+pub fn session_op_from_pb(op: pb::session_request::Op) -> Result<Option<SessionOp>> {
+    use pb::session_request::Op;
+    Ok(Some(match op {
+        Op::Define(d) => {
+            let constraints = map_from_pb(d.constraints.unwrap_or_default().entries)?;
+            SessionOp::Define {
+                ty: VarType::from_constraints(&d.r#type, &constraints)?,
+                value: value_from_pb(need(d.value, "define.value")?)?,
+                name: d.name,
+                tunable: d.tunable,
+            }
+        }
+        Op::Get(n) => SessionOp::Get(n),
+        Op::Set(s) => SessionOp::Set(
+            s.changes
+                .into_iter()
+                .map(|c| {
+                    Ok((
+                        c.name,
+                        value_from_pb(need(c.value, "set.changes.value")?)?,
+                        c.expected_version,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+        ),
+        Op::Delete(n) => SessionOp::Delete(n),
+        Op::List(l) => SessionOp::List(l.pattern),
+        Op::Spec(n) => SessionOp::Spec(n),
+        Op::Index(i) => SessionOp::Index {
+            name: i.name,
+            texts: i.texts,
+            ids: if i.ids.is_empty() {
+                None
+            } else {
+                Some(
+                    i.ids
+                        .into_iter()
+                        .map(value_from_pb)
+                        .collect::<Result<_>>()?,
+                )
+            },
+            stop_words: i.stop_words,
+            stem: i.stem,
+        },
+        Op::ToolSpecs(_) => SessionOp::ToolSpecs,
+        Op::Call(c) => SessionOp::Call {
+            tool: c.tool,
+            args: map_from_pb(c.args)?,
+        },
+        Op::RegisterTool(t) => {
+            let (spec, timeout) = tool_spec_from_pb(t)?;
+            SessionOp::Register { spec, timeout }
+        }
+        Op::UnregisterTool(n) => SessionOp::Unregister(n),
+        Op::Open(_) | Op::Answer(_) | Op::Watch(_) | Op::Close(_) => return Ok(None),
+    }))
+}
+
+/// What a session operation gave back, on the wire.
+pub fn session_out_to_pb(out: &SessionOut) -> pb::session_reply::Kind {
+    use pb::session_reply::Kind;
+    match out {
+        SessionOut::Version(v) => Kind::Version(*v),
+        SessionOut::Variable(d, v) => Kind::Variable(pb::Variable {
+            value: Some(value_to_pb(d)),
+            version: *v,
+        }),
+        SessionOut::Versions(v) => Kind::Versions(pb::Versions {
+            versions: v.clone(),
+        }),
+        SessionOut::Names(n) => Kind::Names(pb::Names { names: n.clone() }),
+        SessionOut::Spec(ty, tunable, dist) => Kind::Spec(pb::VariableSpec {
+            r#type: ty.clone(),
+            tunable: *tunable,
+            distribution: dist.as_ref().map(dist_to_pb),
+        }),
+        SessionOut::Count(n) => Kind::Count(*n),
+        SessionOut::Tools(t) => Kind::Tools(pb::ToolSpecs {
+            tools: t.iter().map(|s| tool_spec_to_pb(s, None)).collect(),
+        }),
+        SessionOut::Value(d) => Kind::Value(value_to_pb(d)),
+        SessionOut::Done => Kind::Done(pb::Empty {}),
+    }
+}
+
+/// What a session operation gave back, from the wire (an `error` reply is the error).
+pub fn session_out_from_pb(kind: Option<pb::session_reply::Kind>) -> Result<SessionOut> {
+    use pb::session_reply::Kind;
+    Ok(match need(kind, "a reply's kind")? {
+        Kind::Version(v) => SessionOut::Version(v),
+        Kind::Variable(v) => {
+            SessionOut::Variable(value_from_pb(need(v.value, "variable.value")?)?, v.version)
+        }
+        Kind::Versions(v) => SessionOut::Versions(v.versions),
+        Kind::Names(n) => SessionOut::Names(n.names),
+        Kind::Spec(s) => SessionOut::Spec(
+            s.r#type,
+            s.tunable,
+            s.distribution.as_ref().map(dist_from_pb).transpose()?,
+        ),
+        Kind::Count(n) => SessionOut::Count(n),
+        Kind::Tools(t) => SessionOut::Tools(
+            t.tools
+                .into_iter()
+                .map(|s| tool_spec_from_pb(s).map(|(s, _)| s))
+                .collect::<Result<_>>()?,
+        ),
+        Kind::Value(v) => SessionOut::Value(value_from_pb(v)?),
+        Kind::Done(_) => SessionOut::Done,
+        Kind::Error(e) => return Err(error_from_pb(e)),
+        Kind::Opened(_) | Kind::Call(_) | Kind::Event(_) => {
+            return Err(bad("an unexpected reply to a session operation"))
+        }
+    })
 }
 
 #[cfg(test)]

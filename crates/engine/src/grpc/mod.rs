@@ -6,6 +6,7 @@
 
 pub mod convert;
 mod service;
+mod sessions;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -117,6 +118,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| io(&e))?;
+    service.set_max_message_bytes(options.max_message_bytes);
     let engine = pb::engine_server::EngineServer::new(service)
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);

@@ -17,9 +17,11 @@ use super::convert::*;
 use super::pb;
 use super::pb::attach_request::Msg as In;
 use super::pb::attach_response::Msg as Out;
+use super::sessions;
 use crate::config;
 use crate::error::{EngineError, Result};
 use crate::scheduler::{Done, Run, RunOptions};
+use crate::session::{SessionLimits, Sessions};
 use crate::storage::Storage;
 use crate::study::{Outcome, Study};
 
@@ -52,6 +54,11 @@ struct Shared {
     heartbeat: Duration,
     /// True once the server shuts down: streams end.
     closing: watch::Sender<bool>,
+    /// The engine's sessions (swept from their first use).
+    sessions: Arc<Sessions>,
+    sweeper: std::sync::Once,
+    /// The server's message size limit, told to session clients.
+    max_message_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// The gRPC service over one storage.
@@ -131,8 +138,35 @@ impl EngineService {
                 studies: Mutex::new(HashMap::new()),
                 heartbeat: heartbeat.max(Duration::from_millis(10)),
                 closing: watch::channel(false).0,
+                sessions: Arc::new(Sessions::default()),
+                sweeper: std::sync::Once::new(),
+                max_message_bytes: std::sync::atomic::AtomicUsize::new(
+                    super::DEFAULT_MAX_MESSAGE_BYTES,
+                ),
             }),
         }
+    }
+
+    /// Tells session clients the server's message size limit.
+    pub fn set_max_message_bytes(&self, n: usize) {
+        self.shared
+            .max_message_bytes
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the limits of the engine's sessions.
+    pub fn set_session_limits(&self, limits: SessionLimits) {
+        self.shared.sessions.set_limits(limits);
+    }
+
+    /// The engine's sessions; the first call starts their sweeper on the current runtime.
+    pub fn sessions(&self) -> Arc<Sessions> {
+        self.shared.sweeper.call_once(|| {
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                Sessions::spawn_sweeper(&self.shared.sessions, &h);
+            }
+        });
+        self.shared.sessions.clone()
     }
 
     /// Ends every stream and interrupts the active runs (graceful server shutdown: the
@@ -345,6 +379,9 @@ fn exec_study_call(study: &Study, op: &pb::study_call_request::Op) -> Result<pb:
     Ok(pb::StudyCallReply { result: Some(r) })
 }
 
+type SessionStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = std::result::Result<pb::SessionReply, Status>> + Send>>;
+
 type AttachStream = Pin<
     Box<dyn tokio_stream::Stream<Item = std::result::Result<pb::AttachResponse, Status>> + Send>,
 >;
@@ -519,6 +556,58 @@ impl pb::engine_server::Engine for EngineService {
     }
 
     type AttachStream = AttachStream;
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SessionRequest>>,
+    ) -> std::result::Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.shared.heartbeat * 10, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no open message"))??
+            .ok_or_else(|| Status::invalid_argument("the stream ended before open"))?;
+        let registry = self.sessions();
+        let (id, session) = sessions::open(&registry, first).map_err(status)?;
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let opened = pb::SessionReply {
+            id,
+            kind: Some(pb::session_reply::Kind::Opened(pb::Opened {
+                session_id: session.id().to_string(),
+                max_message_bytes: self
+                    .shared
+                    .max_message_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    as u64,
+            })),
+        };
+        let _ = tx.send(Ok(opened)).await;
+        tracing::info!(session = session.id(), "session stream opened");
+        tokio::spawn(sessions::drive(
+            registry,
+            session,
+            inbound,
+            tx,
+            self.shared.closing.subscribe(),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_sessions(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> std::result::Result<Response<pb::SessionList>, Status> {
+        Ok(Response::new(sessions::list(&self.sessions())))
+    }
+
+    async fn close_session(
+        &self,
+        request: Request<pb::CloseSessionRequest>,
+    ) -> std::result::Result<Response<pb::Empty>, Status> {
+        let id = request.into_inner().session_id;
+        self.sessions().close(&id).map_err(status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
 
     async fn attach(
         &self,

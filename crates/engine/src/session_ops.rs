@@ -1,0 +1,330 @@
+//! The operations a process performs on a session, as one vocabulary ([`SessionOp`] in,
+//! [`SessionOut`] back) that both transports use: the Python extension applies them to this
+//! process's engine, the gRPC service to the session a stream joined ([`apply`] in both).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dspex_optimizer::Distribution;
+
+use crate::error::{EngineError, Result};
+use crate::session::{DType, Data, Regex, Session, VarType};
+use crate::tools::{self, Call, ToolProvider, ToolSpec};
+
+/// One operation on a session.
+#[derive(Debug, Clone)]
+pub enum SessionOp {
+    /// Declares a variable (`define`); out: its version.
+    Define {
+        /// The variable's name.
+        name: String,
+        /// Its type and constraints.
+        ty: VarType,
+        /// Its first value.
+        value: Data,
+        /// Its constraints define a search-space distribution.
+        tunable: bool,
+    },
+    /// A variable's value and version.
+    Get(String),
+    /// Sets variables, all or none: (name, value, expected version); out: the new versions.
+    Set(Vec<(String, Data, Option<u64>)>),
+    /// Removes a variable.
+    Delete(String),
+    /// The variable names matching a glob (all when None).
+    List(Option<String>),
+    /// A variable's type name, tunable flag and distribution.
+    Spec(String),
+    /// Builds a BM25 index; out: how many documents it holds.
+    Index {
+        /// The index's name.
+        name: String,
+        /// The documents.
+        texts: Vec<String>,
+        /// How results name them (their positions when None).
+        ids: Option<Vec<Data>>,
+        /// Drop English stop words.
+        stop_words: bool,
+        /// Reduce words to their stem.
+        stem: bool,
+    },
+    /// The specs of the session's tools.
+    ToolSpecs,
+    /// Calls a tool with named arguments.
+    Call {
+        /// The tool.
+        tool: String,
+        /// Its arguments.
+        args: BTreeMap<String, Data>,
+    },
+    /// Registers a tool the caller's provider runs.
+    Register {
+        /// What it takes.
+        spec: ToolSpec,
+        /// How long a call may take.
+        timeout: Duration,
+    },
+    /// Removes a tool the caller's provider registered.
+    Unregister(String),
+}
+
+/// What an operation gives back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionOut {
+    /// A version (define).
+    Version(u64),
+    /// A value and its version (get).
+    Variable(Data, u64),
+    /// New versions (set).
+    Versions(Vec<u64>),
+    /// Names (list).
+    Names(Vec<String>),
+    /// Type name, tunable, distribution of a tunable variable (spec).
+    Spec(String, bool, Option<Distribution>),
+    /// A count (index).
+    Count(u64),
+    /// Tool specs.
+    Tools(Vec<ToolSpec>),
+    /// A tool's result.
+    Value(Data),
+    /// Nothing to say (delete, register, unregister).
+    Done,
+}
+
+/// Runs `op` on `session`; `provider` runs the tools the caller registers (None: it cannot
+/// register any). Tool calls answer later: the result is a future.
+pub async fn apply(
+    session: &Arc<Session>,
+    provider: Option<&Arc<ToolProvider>>,
+    op: SessionOp,
+) -> Result<SessionOut> {
+    match op {
+        SessionOp::Call { tool, args } => tools::call(session, &tool, args)
+            .wait()
+            .await
+            .map(SessionOut::Value),
+        op => apply_now(session, provider, op)?.ok_or_else(|| {
+            EngineError::Internal("a pending operation was applied synchronously".into())
+        }),
+    }
+}
+
+/// Runs `op` at once when it does not wait for anything (everything but a call of a registered
+/// tool or `map`): Some(result); None for those, which [`apply`] runs.
+pub fn apply_now(
+    session: &Arc<Session>,
+    provider: Option<&Arc<ToolProvider>>,
+    op: SessionOp,
+) -> Result<Option<SessionOut>> {
+    Ok(Some(match op {
+        SessionOp::Define {
+            name,
+            ty,
+            value,
+            tunable,
+        } => SessionOut::Version(session.define(&name, ty, value, tunable)?),
+        SessionOp::Get(name) => {
+            let v = session.variable(&name)?;
+            SessionOut::Variable(v.value, v.version)
+        }
+        SessionOp::Set(changes) => SessionOut::Versions(session.set_many(changes)?),
+        SessionOp::Delete(name) => {
+            session.delete(&name)?;
+            SessionOut::Done
+        }
+        SessionOp::List(pattern) => SessionOut::Names(session.list(pattern.as_deref())),
+        SessionOp::Spec(name) => {
+            let v = session.variable(&name)?;
+            let dist = if v.tunable {
+                Some(v.ty.distribution()?)
+            } else {
+                None
+            };
+            SessionOut::Spec(v.ty.name().to_string(), v.tunable, dist)
+        }
+        SessionOp::Index {
+            name,
+            texts,
+            ids,
+            stop_words,
+            stem,
+        } => SessionOut::Count(session.index(
+            &name,
+            texts,
+            ids,
+            tools::tokenizer(stop_words, stem),
+        )? as u64),
+        SessionOp::ToolSpecs => SessionOut::Tools(session.tool_specs()),
+        SessionOp::Call { tool, args } => match tools::call(session, &tool, args) {
+            Call::Ready(r) => SessionOut::Value(r?),
+            Call::Pending(_) => return Ok(None),
+        },
+        SessionOp::Register { spec, timeout } => {
+            let provider = provider.ok_or_else(|| {
+                EngineError::InvalidOperation("this connection cannot serve tools".into())
+            })?;
+            session.register_tool(spec, provider, timeout)?;
+            SessionOut::Done
+        }
+        SessionOp::Unregister(name) => {
+            let provider = provider.ok_or_else(|| EngineError::NotFoundIn {
+                what: "tool",
+                name: name.clone(),
+            })?;
+            session.unregister_tool(&name, provider)?;
+            SessionOut::Done
+        }
+    }))
+}
+
+impl VarType {
+    /// The constraints of this type as `define` takes them (see [`VarType::from_constraints`]).
+    pub fn constraints(&self) -> BTreeMap<String, Data> {
+        let mut c = BTreeMap::new();
+        let mut put = |k: &str, v: Option<Data>| {
+            if let Some(v) = v {
+                c.insert(k.to_string(), v);
+            }
+        };
+        match self {
+            VarType::Float { min, max, log } => {
+                put("min", min.map(Data::Float));
+                put("max", max.map(Data::Float));
+                put("log", Some(Data::Bool(*log)));
+            }
+            VarType::Int { min, max, log } => {
+                put("min", min.map(Data::Int));
+                put("max", max.map(Data::Int));
+                put("log", Some(Data::Bool(*log)));
+            }
+            VarType::Str {
+                max_length,
+                pattern,
+            } => {
+                put("max_length", max_length.map(|n| Data::Int(n as i64)));
+                put(
+                    "pattern",
+                    pattern.as_ref().map(|p| Data::Str(p.as_str().to_string())),
+                );
+            }
+            VarType::Bool => {}
+            VarType::Choice { choices } => put("choices", Some(Data::List(choices.clone()))),
+            VarType::Tensor { shape, dtype } => {
+                put(
+                    "shape",
+                    Some(Data::List(
+                        shape.iter().map(|d| Data::Int(*d as i64)).collect(),
+                    )),
+                );
+                put("dtype", Some(Data::Str(dtype.as_str().to_string())));
+            }
+        }
+        c
+    }
+
+    /// The type named `kind` ("float", "int", "str", "bool", "choice", "embedding", "tensor")
+    /// with the constraints of `define`: float/int `min`, `max`, `log`; str `max_length`,
+    /// `pattern`; choice `choices`; embedding/tensor `shape`, `dtype`. A None constraint is
+    /// absent.
+    pub fn from_constraints(kind: &str, c: &BTreeMap<String, Data>) -> Result<VarType> {
+        let bad = |m: String| EngineError::InvalidArgument(m);
+        let allowed: &[&str] = match kind {
+            "float" | "int" => &["min", "max", "log"],
+            "str" => &["max_length", "pattern"],
+            "bool" => &[],
+            "choice" => &["choices"],
+            "tensor" | "embedding" => &["shape", "dtype"],
+            other => {
+                return Err(bad(format!(
+                "unknown variable type {other:?} (float, int, str, bool, choice, embedding or tensor)"
+            )))
+            }
+        };
+        if let Some(k) = c.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(bad(format!(
+                "a {kind} variable takes no constraint {k:?} (it takes {allowed:?})"
+            )));
+        }
+        let get = |k: &str| c.get(k).filter(|v| **v != Data::Null);
+        let wrong = |k: &str, want: &str, v: &Data| {
+            bad(format!(
+                "{k}={v}: wrong type (a {want} is needed, got a {})",
+                v.kind()
+            ))
+        };
+        let float = |k: &str| match get(k) {
+            None => Ok(None),
+            Some(Data::Float(x)) => Ok(Some(*x)),
+            Some(Data::Int(i)) => Ok(Some(*i as f64)),
+            Some(v) => Err(wrong(k, "float", v)),
+        };
+        let int = |k: &str| match get(k) {
+            None => Ok(None),
+            Some(Data::Int(i)) => Ok(Some(*i)),
+            Some(v) => Err(wrong(k, "int", v)),
+        };
+        let text = |k: &str| match get(k) {
+            None => Ok(None),
+            Some(Data::Str(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(wrong(k, "str", v)),
+        };
+        let log = match get("log") {
+            None => false,
+            Some(Data::Bool(b)) => *b,
+            Some(v) => return Err(wrong("log", "bool", v)),
+        };
+        let size = |k: &str, i: i64| {
+            usize::try_from(i).map_err(|_| bad(format!("{k} must be >= 0, got {i}")))
+        };
+        Ok(match kind {
+            "float" => VarType::Float {
+                min: float("min")?,
+                max: float("max")?,
+                log,
+            },
+            "int" => VarType::Int {
+                min: int("min")?,
+                max: int("max")?,
+                log,
+            },
+            "str" => VarType::Str {
+                max_length: int("max_length")?
+                    .map(|n| size("max_length", n))
+                    .transpose()?,
+                pattern: text("pattern")?
+                    .map(|p| {
+                        Regex::new(&p).map_err(|e| {
+                            bad(format!("pattern {p:?} is not a regular expression: {e}"))
+                        })
+                    })
+                    .transpose()?,
+            },
+            "bool" => VarType::Bool,
+            "choice" => match get("choices") {
+                Some(Data::List(choices)) => VarType::Choice {
+                    choices: choices.clone(),
+                },
+                Some(v) => return Err(wrong("choices", "list", v)),
+                None => return Err(bad("a choice variable needs choices=[...]".into())),
+            },
+            _ => {
+                let shape = match get("shape") {
+                    Some(Data::List(dims)) => dims
+                        .iter()
+                        .map(|d| match d {
+                            Data::Int(i) => size("shape", *i),
+                            v => Err(wrong("shape", "list of int", v)),
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                    Some(v) => return Err(wrong("shape", "list of int", v)),
+                    None => return Err(bad(format!("a {kind} variable needs shape=(...)"))),
+                };
+                VarType::Tensor {
+                    shape,
+                    dtype: DType::parse(text("dtype")?.as_deref().unwrap_or("float32"))?,
+                }
+            }
+        })
+    }
+}
