@@ -156,6 +156,10 @@ def test_python_tools_served_over_the_stream(served):
             raise ZeroDivisionError("nope")
 
         assert caller.tools["greet"](name="ann") == "hi ann!"
+        with _ctx(served) as stranger:  # another session neither sees nor reaches it
+            assert "greet" not in stranger.tools
+            with pytest.raises(KeyError, match='tool "greet" not found'):
+                stranger._native.call_tool("greet", {"name": "x"})
         assert owner.tools["greet"](name="bob", punct="?") == "hi bob?"
         with pytest.raises(ToolTimeout):
             caller.tools["sleepy"](s=2.0)
@@ -213,3 +217,28 @@ def test_sessions_cli(served):
         assert json.loads(cli("list", "--output", "json").stdout) == []
         with pytest.raises(KeyError, match="closed or expired|not found"):
             ctx.variables.get("a")
+
+
+def test_the_example_runs_against_a_served_engine(served):
+    import pathlib
+
+    example = pathlib.Path(__file__).resolve().parent.parent / "examples" / "session_tools.py"
+    out = subprocess.run([PY, str(example), served], capture_output=True, text=True, timeout=120, env={**os.environ, "DSPEX_TOKEN": "s3cret"})
+    assert out.returncode == 0, out.stderr
+    assert "heapq.merge" in out.stdout and "statistics" in out.stdout
+
+
+def test_a_64_mib_payload_through_a_python_tool():
+    p, addr = _start_server("--max-message-bytes", str(200 * 1024 * 1024))
+    try:
+        with DSpexSessionContext(engine=addr) as owner, DSpexSessionContext(engine=addr, session_id=owner.session_id) as caller:
+
+            @owner.tool
+            def tail(data: bytes) -> bytes:
+                return data[-16:] + len(data).to_bytes(8, "little")
+
+            payload = os.urandom(64 * 1024 * 1024)
+            assert caller.tools["tail"](data=payload) == payload[-16:] + len(payload).to_bytes(8, "little")
+            assert caller.tools["echo"](value=payload) == payload  # and back, 64 MiB each way
+    finally:
+        _stop(p)

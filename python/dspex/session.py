@@ -29,7 +29,7 @@ import threading
 import time
 import traceback
 import typing
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple, TypeVar, Union, overload
 
 from dspex import _native
 from dspex.distributions import BaseDistribution, _from_native
@@ -231,6 +231,7 @@ class _ToolServer:
         self._funcs: Dict[str, Tuple[Callable[..., Any], bool]] = {}  # name -> (func, is async)
         self._threads: List[threading.Thread] = []
         self._loop: Optional["asyncio.AbstractEventLoop"] = None
+        self._tasks: Set[Any] = set()
         self._lock = threading.Lock()
 
     def register(self, func: Callable[..., Any], name: str, description: Optional[str], timeout: float) -> None:
@@ -260,9 +261,10 @@ class _ToolServer:
     def _serve(self) -> None:
         inbox = self._inbox
         while True:
-            calls = inbox.next(4, 0.5)
+            calls = inbox.next(16, 0.5)
             if calls is None:
                 return
+            coroutines = []
             for call_id, name, kwargs in calls:
                 entry = self._funcs.get(name)
                 if entry is None:
@@ -270,14 +272,16 @@ class _ToolServer:
                     continue
                 func, is_async = entry
                 if is_async and self._loop is not None:
-                    self._loop.call_soon_threadsafe(self._spawn, call_id, func, kwargs)
+                    coroutines.append((call_id, func, kwargs))
+                    continue
+                try:
+                    result = func(**kwargs)
+                except BaseException as e:  # the tool's failure is the caller's error
+                    inbox.fail(call_id, type(e).__name__, str(e), traceback.format_exc())
                 else:
-                    try:
-                        result = func(**kwargs)
-                    except BaseException as e:  # the tool's failure is the caller's error
-                        inbox.fail(call_id, type(e).__name__, str(e), traceback.format_exc())
-                    else:
-                        self._answer(call_id, result)
+                    self._answer(call_id, result)
+            if coroutines and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._spawn, coroutines)
 
     def _answer(self, call_id: int, result: Any) -> None:
         try:
@@ -285,10 +289,10 @@ class _ToolServer:
         except Exception as e:  # a result the engine cannot carry
             self._inbox.fail(call_id, type(e).__name__, f"its result cannot be sent: {e}", traceback.format_exc())
 
-    def _spawn(self, call_id: int, func: Callable[..., Any], kwargs: Dict[str, Any]) -> None:
+    def _spawn(self, calls: List[Tuple[int, Callable[..., Any], Dict[str, Any]]]) -> None:
         import asyncio
 
-        async def run() -> None:
+        async def run(call_id: int, func: Callable[..., Any], kwargs: Dict[str, Any]) -> None:
             try:
                 result = await func(**kwargs)
             except BaseException as e:
@@ -296,7 +300,11 @@ class _ToolServer:
             else:
                 self._answer(call_id, result)
 
-        asyncio.ensure_future(run(), loop=self._loop)
+        loop = asyncio.get_running_loop()
+        for call in calls:
+            task = loop.create_task(run(*call))
+            self._tasks.add(task)  # the loop only keeps weak references to its tasks
+            task.add_done_callback(self._tasks.discard)
 
     def close(self) -> None:
         for name in list(self._funcs):
@@ -306,7 +314,17 @@ class _ToolServer:
                 pass  # the session is gone already
         self._inbox.close()
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop.call_soon_threadsafe(self._stop_loop)
+
+    def _stop_loop(self) -> None:
+        """Cancels the calls still running on the event loop, then stops it (the cancellations
+        run first)."""
+        import asyncio
+
+        for task in list(self._tasks):
+            task.cancel()
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.stop)
 
 
 class DSpexSessionContext:
@@ -316,7 +334,8 @@ class DSpexSessionContext:
     same variables), or creates it; None creates one with a fresh id. ``ttl``: seconds without
     traffic after which the session expires. ``engine``: None for this process's own engine, or
     ``"host:port"`` / ``"https://host:port"`` of a ``dspex serve``, where a session id names state
-    that several processes join (with ``token`` when the engine has one, and ``tls_ca``: the CA
+    that several processes join (with ``token`` when the engine has one, by default
+    ``$DSPEX_TOKEN``, and ``tls_ca``: the CA
     certificate of an engine serving TLS). Everything works the same on both; on a served
     engine the context keeps one stream open to it.
     ``tool_timeout``: the default timeout, in seconds, of calls to the Python tools this context
@@ -345,8 +364,9 @@ class DSpexSessionContext:
         else:
             if not isinstance(engine, str) or not engine:
                 raise ValueError(f"engine must be 'host:port' or 'https://host:port', got {engine!r}")
-            client = _native.RemoteClient.connect(engine, token, tls_ca)
-            self._native = _native.Session.connect(client, session_id, float(ttl))
+            from dspex.remote import connect
+
+            self._native = _native.Session.connect(connect(engine, token, tls_ca), session_id, float(ttl))
         self.engine = engine
         self.tool_timeout = float(tool_timeout)
         self.variables = Variables(self._native)
@@ -428,8 +448,8 @@ class DSpexSessionContext:
         if self._native.alive:
             try:
                 self._native.close()
-            except KeyError:
-                pass  # expired or closed by another context meanwhile
+            except (KeyError, _native.RemoteError):
+                pass  # expired, or closed by another context (or process) meanwhile
 
     def __enter__(self) -> "DSpexSessionContext":
         return self

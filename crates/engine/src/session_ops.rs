@@ -3,6 +3,8 @@
 //! process's engine, the gRPC service to the session a stream joined ([`apply`] in both).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,32 +94,33 @@ pub enum SessionOut {
     Done,
 }
 
-/// Runs `op` on `session`; `provider` runs the tools the caller registers (None: it cannot
-/// register any). Tool calls answer later: the result is a future.
-pub async fn apply(
-    session: &Arc<Session>,
-    provider: Option<&Arc<ToolProvider>>,
-    op: SessionOp,
-) -> Result<SessionOut> {
-    match op {
-        SessionOp::Call { tool, args } => tools::call(session, &tool, args)
-            .wait()
-            .await
-            .map(SessionOut::Value),
-        op => apply_now(session, provider, op)?.ok_or_else(|| {
-            EngineError::Internal("a pending operation was applied synchronously".into())
-        }),
+/// What [`apply`] gives: the answer, or (a call of a registered tool, `map`) the answer to come.
+pub enum Applied {
+    /// The answer.
+    Done(SessionOut),
+    /// A tool call under way: its result, once it is there.
+    Pending(Pin<Box<dyn Future<Output = Result<Data>> + Send>>),
+}
+
+impl Applied {
+    /// The answer, once it is there.
+    pub async fn wait(self) -> Result<SessionOut> {
+        match self {
+            Applied::Done(out) => Ok(out),
+            Applied::Pending(f) => f.await.map(SessionOut::Value),
+        }
     }
 }
 
-/// Runs `op` at once when it does not wait for anything (everything but a call of a registered
-/// tool or `map`): Some(result); None for those, which [`apply`] runs.
-pub fn apply_now(
+/// Runs `op` on `session`; `provider` runs the tools the caller registers (None: it cannot
+/// register any). Everything answers at once but calls of registered tools and `map`, which
+/// come back pending (run them on the engine's runtime).
+pub fn apply(
     session: &Arc<Session>,
     provider: Option<&Arc<ToolProvider>>,
     op: SessionOp,
-) -> Result<Option<SessionOut>> {
-    Ok(Some(match op {
+) -> Result<Applied> {
+    Ok(Applied::Done(match op {
         SessionOp::Define {
             name,
             ty,
@@ -158,7 +161,7 @@ pub fn apply_now(
         SessionOp::ToolSpecs => SessionOut::Tools(session.tool_specs()),
         SessionOp::Call { tool, args } => match tools::call(session, &tool, args) {
             Call::Ready(r) => SessionOut::Value(r?),
-            Call::Pending(_) => return Ok(None),
+            Call::Pending(f) => return Ok(Applied::Pending(f)),
         },
         SessionOp::Register { spec, timeout } => {
             let provider = provider.ok_or_else(|| {

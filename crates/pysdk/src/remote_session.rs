@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use prost::Message;
 use pyo3::prelude::*;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::remote::{status_err, RemoteClient};
 use crate::{block, to_py_err, RemoteError};
@@ -51,7 +51,7 @@ type Waiter = oneshot::Sender<Result<SessionOut, Failure>>;
 /// One session stream.
 pub(crate) struct RemoteSession {
     pub(crate) id: String,
-    out: mpsc::Sender<pb::SessionRequest>,
+    out: mpsc::UnboundedSender<pb::SessionRequest>,
     waiting: Mutex<HashMap<u64, Waiter>>,
     watches: Mutex<HashMap<u64, mpsc::UnboundedSender<WatchEvent>>>,
     /// Where the engine's tool calls go (the context's inbox), once it serves tools.
@@ -73,7 +73,7 @@ impl RemoteSession {
     ) -> PyResult<Arc<RemoteSession>> {
         let mut c = client.c();
         block(py, async move {
-            let (out, rx) = mpsc::channel(1024);
+            let (out, rx) = mpsc::unbounded_channel();
             let open = pb::SessionRequest {
                 id: 0,
                 op: Some(Op::Open(pb::OpenSession {
@@ -82,10 +82,9 @@ impl RemoteSession {
                 })),
             };
             out.send(open)
-                .await
                 .map_err(|_| RemoteError::new_err("the session stream closed"))?;
             let mut inbound = c
-                .session(ReceiverStream::new(rx))
+                .session(UnboundedReceiverStream::new(rx))
                 .await
                 .map_err(status_err)?
                 .into_inner();
@@ -129,7 +128,7 @@ impl RemoteSession {
     }
 
     /// Sends `op` with a fresh id; the receiver gets the answer.
-    async fn send(
+    fn send(
         &self,
         op: Op,
     ) -> Result<(u64, oneshot::Receiver<Result<SessionOut, Failure>>), Failure> {
@@ -145,33 +144,41 @@ impl RemoteSession {
             ))));
         }
         let (tx, rx) = oneshot::channel();
-        self.waiting.lock().insert(id, tx);
-        if self.out.send(req).await.is_err() {
+        {
+            // Under the lock the reader takes to fail what waits when the stream ends: a
+            // request is either failed by it or sees that the stream ended.
+            let mut waiting = self.waiting.lock();
+            self.check_open()?;
+            waiting.insert(id, tx);
+        }
+        if self.out.send(req).is_err() {
             self.waiting.lock().remove(&id);
             return Err(Failure::Broken("the session stream closed".into()));
         }
         Ok((id, rx))
     }
 
-    /// Runs `op` on the engine and waits for its answer.
-    pub(crate) async fn request(&self, op: &SessionOp) -> Result<SessionOut, Failure> {
-        let (_, rx) = self.send(session_op_to_pb(op)).await?;
-        rx.await
+    /// Runs `op` on the engine and waits for its answer (blocking: call it without the GIL).
+    pub(crate) fn request(&self, op: Op) -> Result<SessionOut, Failure> {
+        let (_, rx) = self.send(op)?;
+        rx.blocking_recv()
             .unwrap_or_else(|_| Err(Failure::Broken("the session stream closed".into())))
     }
 
-    /// Closes the session on the engine.
-    pub(crate) async fn close(&self) -> Result<(), Failure> {
-        let (_, rx) = self.send(Op::Close(pb::Empty {})).await?;
-        rx.await
-            .unwrap_or_else(|_| Err(Failure::Broken("the session stream closed".into())))?;
-        Ok(())
+    /// Runs the session operation `op` on the engine (blocking).
+    pub(crate) fn apply(&self, op: &SessionOp) -> Result<SessionOut, Failure> {
+        self.request(session_op_to_pb(op))
+    }
+
+    /// Closes the session on the engine (blocking).
+    pub(crate) fn close(&self) -> Result<(), Failure> {
+        self.request(Op::Close(pb::Empty {})).map(drop)
     }
 
     /// Starts a watch: its events arrive on the receiver.
-    pub(crate) async fn watch(&self) -> Result<mpsc::UnboundedReceiver<WatchEvent>, Failure> {
+    pub(crate) fn watch(&self) -> Result<mpsc::UnboundedReceiver<WatchEvent>, Failure> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (id, _) = self.send(Op::Watch(pb::Empty {})).await?;
+        let (id, _) = self.send(Op::Watch(pb::Empty {}))?;
         self.waiting.lock().remove(&id);
         self.watches.lock().insert(id, tx);
         Ok(rx)
@@ -229,10 +236,12 @@ async fn read(
         }
     };
     if let Some(s) = session.upgrade() {
+        let mut waiting = s.waiting.lock();
         *s.broken.lock() = Some(why.clone());
-        for (_, w) in s.waiting.lock().drain() {
+        for (_, w) in waiting.drain() {
             let _ = w.send(Err(Failure::Broken(why.clone())));
         }
+        drop(waiting);
         s.watches.lock().clear();
         s.calls.lock().take();
     }
@@ -278,13 +287,11 @@ fn run_call(s: &Arc<RemoteSession>, id: u64, call: pb::ToolCall) {
             Ok(v) => pb::tool_answer::Result::Value(value_to_pb(&v)),
             Err(e) => pb::tool_answer::Result::Error(error_to_pb(&e)),
         };
-        let _ = out
-            .send(pb::SessionRequest {
-                id,
-                op: Some(Op::Answer(pb::ToolAnswer {
-                    result: Some(result),
-                })),
-            })
-            .await;
+        let _ = out.send(pb::SessionRequest {
+            id,
+            op: Some(Op::Answer(pb::ToolAnswer {
+                result: Some(result),
+            })),
+        });
     });
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dspex_engine::session::{Data, Session, SessionLimits, Sessions, VarEvent, VarType};
-use dspex_engine::session_ops::{self, SessionOp, SessionOut};
+use dspex_engine::session_ops::{self, Applied, SessionOp, SessionOut};
 use dspex_engine::tools::{ToolCall, ToolParam, ToolProvider, ToolSpec};
 use dspex_engine::EngineError;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -206,10 +206,7 @@ impl PySession {
                 let reg = registry()?;
                 guard(|| reg.close(s.id()))?.map_err(to_py_err)
             }
-            Backend::Remote(r) => {
-                let r = r.clone();
-                block(py, async move { r.close().await.map_err(Failure::into_py) })
-            }
+            Backend::Remote(r) => remote(py, || r.close()),
         }
     }
 
@@ -401,12 +398,7 @@ impl PySession {
                 let _enter = h.enter();
                 Watch::Local(s.watch())
             }
-            Backend::Remote(r) => {
-                let r = r.clone();
-                Watch::Remote(block(py, async move {
-                    r.watch().await.map_err(Failure::into_py)
-                })?)
-            }
+            Backend::Remote(r) => Watch::Remote(remote(py, || r.watch())?),
         };
         Ok(PyVarWatch {
             rx: tokio::sync::Mutex::new(rx),
@@ -437,22 +429,25 @@ impl PySession {
         match &self.backend {
             Backend::Local(_) => {
                 let s = self.live()?;
-                match guard(|| session_ops::apply_now(&s, None, op.clone()))? {
-                    Ok(Some(out)) => Ok(out),
+                match guard(|| session_ops::apply(&s, None, op))? {
+                    Ok(Applied::Done(out)) => Ok(out),
                     Err(e) => Err(to_py_err(e)),
-                    Ok(None) => block(py, async move {
-                        session_ops::apply(&s, None, op).await.map_err(to_py_err)
-                    }),
+                    Ok(pending) => {
+                        block(py, async move { pending.wait().await.map_err(to_py_err) })
+                    }
                 }
             }
-            Backend::Remote(r) => {
-                let r = r.clone();
-                block(
-                    py,
-                    async move { r.request(&op).await.map_err(Failure::into_py) },
-                )
-            }
+            Backend::Remote(r) => remote(py, || r.apply(&op)),
         }
+    }
+}
+
+/// Runs a blocking call on a served engine's session without the GIL and without letting a
+/// panic escape.
+fn remote<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, Failure> + Send) -> PyResult<T> {
+    match py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))) {
+        Ok(r) => r.map_err(Failure::into_py),
+        Err(_) => Err(crate::panicked()),
     }
 }
 
@@ -606,13 +601,7 @@ impl PyToolInbox {
                 guard(|| s.register_tool(spec, provider, timeout))?.map_err(to_py_err)
             }
             InboxBackend::Remote(r) => {
-                let r = r.clone();
-                block(py, async move {
-                    r.request(&SessionOp::Register { spec, timeout })
-                        .await
-                        .map(drop)
-                        .map_err(Failure::into_py)
-                })
+                remote(py, || r.apply(&SessionOp::Register { spec, timeout })).map(drop)
             }
         }
     }
@@ -624,13 +613,7 @@ impl PyToolInbox {
                 guard(|| s.unregister_tool(&name, provider))?.map_err(to_py_err)
             }
             InboxBackend::Remote(r) => {
-                let r = r.clone();
-                block(py, async move {
-                    r.request(&SessionOp::Unregister(name))
-                        .await
-                        .map(drop)
-                        .map_err(Failure::into_py)
-                })
+                remote(py, || r.apply(&SessionOp::Unregister(name))).map(drop)
             }
         }
     }

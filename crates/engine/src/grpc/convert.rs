@@ -775,6 +775,50 @@ mod tests {
     }
 
     #[test]
+    fn session_values_and_operations_survive_the_wire() {
+        let mut m = BTreeMap::new();
+        m.insert("b".to_string(), Data::Bytes(vec![0, 255]));
+        m.insert("n".to_string(), Data::Null);
+        let v = Data::List(vec![
+            Data::Bool(true),
+            Data::Int(i64::MIN),
+            Data::Float(-0.5),
+            Data::Str("é".into()),
+            Data::Map(m),
+        ]);
+        assert_eq!(value_from_pb(value_to_pb(&v)).unwrap(), v);
+        assert!(value_from_pb(pb::Value { kind: None }).is_err());
+        let mut c = BTreeMap::new();
+        c.insert("pattern".to_string(), Data::Str("[a-z]+".into()));
+        c.insert("max_length".to_string(), Data::Int(5));
+        let ty = VarType::from_constraints("str", &c).unwrap();
+        assert_eq!(ty.constraints(), c);
+        let op = SessionOp::Define {
+            name: "s".into(),
+            ty,
+            value: Data::Str("ab".into()),
+            tunable: false,
+        };
+        let back = session_op_from_pb(session_op_to_pb(&op)).unwrap().unwrap();
+        assert_eq!(format!("{back:?}"), format!("{op:?}"));
+        let spec = &crate::tools::native_specs()[1];
+        let out = SessionOut::Tools(vec![spec.clone()]);
+        assert_eq!(
+            session_out_from_pb(Some(session_out_to_pb(&out))).unwrap(),
+            out
+        );
+        // A tool error keeps its kind and traceback; other errors their code and message.
+        let e = EngineError::tool_raised("t", "KeyError", "k", "Traceback...");
+        assert_eq!(error_from_pb(error_to_pb(&e)), e);
+        let e = EngineError::NotFoundIn {
+            what: "variable",
+            name: "x".into(),
+        };
+        let back = error_from_pb(error_to_pb(&e));
+        assert_eq!((back.code(), back.to_string()), (e.code(), e.to_string()));
+    }
+
+    #[test]
     fn bad_wire_values_are_errors() {
         assert!(param_from_pb(&pb::ParamValue { kind: None }).is_err());
         assert!(dist_from_pb(&pb::Distribution { kind: None }).is_err());

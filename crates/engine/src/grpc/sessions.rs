@@ -16,7 +16,7 @@ use super::pb::session_reply::Kind;
 use super::pb::session_request::Op;
 use crate::error::{EngineError, Result};
 use crate::session::{Data, Session, Sessions};
-use crate::session_ops;
+use crate::session_ops::{self, Applied};
 use crate::tools::{ToolCall, ToolProvider};
 
 type Outbound = mpsc::Sender<std::result::Result<pb::SessionReply, Status>>;
@@ -179,22 +179,22 @@ async fn handle(
             }
         },
     };
-    let now = catch_unwind(AssertUnwindSafe(|| {
-        session_ops::apply_now(session, Some(provider), op.clone())
+    let applied = catch_unwind(AssertUnwindSafe(|| {
+        session_ops::apply(session, Some(provider), op)
     }))
     .unwrap_or_else(|_| Err(EngineError::Internal("the engine panicked".into())));
-    match now {
-        Ok(Some(out)) => {
+    match applied {
+        Ok(Applied::Done(out)) => {
             let _ = tx.send(reply(id, session_out_to_pb(&out))).await;
         }
         Err(e) => {
             let _ = tx.send(error(id, &e)).await;
         }
-        Ok(None) => {
+        Ok(pending) => {
             // A call that waits (a registered tool, map): answered when it is done.
-            let (session, provider, tx) = (session.clone(), provider.clone(), tx.clone());
+            let tx = tx.clone();
             tasks.spawn(async move {
-                let r = session_ops::apply(&session, Some(&provider), op).await;
+                let r = pending.wait().await;
                 let _ = tx
                     .send(match r {
                         Ok(out) => reply(id, session_out_to_pb(&out)),
