@@ -8,13 +8,27 @@ use crate::error::{EngineError, Result};
 
 static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
 
+/// How many worker threads the runtime has: `DSPEX_WORKER_THREADS` (`setting`) when it is a
+/// number >= 1; else one on a machine with at most two cores, where a second worker mostly adds
+/// cross-thread wake-ups to every message (measured on 2 cores: a remote round trip 158 us with
+/// two workers, 109 us with one; `benches/session_tools.py`); else up to four. The workers only
+/// schedule and move messages: CPU work runs on the blocking pool.
+pub fn worker_threads(setting: Option<&str>, cores: usize) -> usize {
+    match setting.and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(n) if n >= 1 => n,
+        _ if cores <= 2 => 1,
+        _ => cores.min(4),
+    }
+}
+
 /// The global runtime, built on first use. Its worker threads only do scheduling: sampling and
 /// storage writes run on the blocking pool or on the evaluator's threads.
 pub fn handle() -> Result<Handle> {
     let rt = RUNTIME.get_or_init(|| {
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(2, 4);
+        let workers = worker_threads(
+            std::env::var("DSPEX_WORKER_THREADS").ok().as_deref(),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        );
         Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("dspex-engine")
@@ -27,5 +41,21 @@ pub fn handle() -> Result<Handle> {
         Err(e) => Err(EngineError::Internal(format!(
             "cannot start the tokio runtime: {e}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads;
+
+    #[test]
+    fn worker_threads_follow_the_setting_then_the_cores() {
+        assert_eq!(worker_threads(Some("3"), 2), 3);
+        assert_eq!(worker_threads(Some("0"), 2), 1);
+        assert_eq!(worker_threads(Some("x"), 8), 4);
+        assert_eq!(worker_threads(None, 1), 1);
+        assert_eq!(worker_threads(None, 2), 1);
+        assert_eq!(worker_threads(None, 3), 3);
+        assert_eq!(worker_threads(None, 64), 4);
     }
 }
