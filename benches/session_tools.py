@@ -52,18 +52,18 @@ def lines() -> list:
     return sorted(set(out))
 
 
-def call_latency(n: int) -> float:
-    with DSpexSessionContext() as ctx:
-        echo = ctx.tools["echo"]
-        for _ in range(1000):
+def call_latency(ctx: DSpexSessionContext, n: int) -> float:
+    """Median seconds per call of the native echo tool (5 runs of n calls, after a warm-up)."""
+    echo = ctx.tools["echo"]
+    for _ in range(1000):
+        echo(value=1)
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
             echo(value=1)
-        runs = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                echo(value=1)
-            runs.append((time.perf_counter() - t0) / n)
-        return statistics.median(runs)
+        runs.append((time.perf_counter() - t0) / n)
+    return statistics.median(runs)
 
 
 def start_server() -> Tuple[subprocess.Popen, str]:
@@ -80,16 +80,7 @@ def remote(calls: int) -> None:
     server, addr = start_server()
     try:
         with DSpexSessionContext(engine=addr) as ctx:
-            echo = ctx.tools["echo"]
-            for _ in range(1000):
-                echo(value=1)
-            runs = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                for _ in range(5000):
-                    echo(value=1)
-                runs.append((time.perf_counter() - t0) / 5000)
-            print(f"native tool call (echo), remote round trip: {statistics.median(runs) * 1e6:.1f} us per call")
+            print(f"native tool call (echo), remote round trip: {call_latency(ctx, 5000) * 1e6:.1f} us per call")
 
             @ctx.tool
             def ident(x: int) -> int:
@@ -150,7 +141,8 @@ def main() -> None:
     ap.add_argument("--remote-calls", type=int, default=20_000)
     a = ap.parse_args()
     print(f"dspex {dspex.__version__}")
-    print(f"native tool call (echo), embedded: {call_latency(20000) * 1e6:.2f} us per call")
+    with DSpexSessionContext() as ctx:
+        print(f"native tool call (echo), embedded: {call_latency(ctx, 20000) * 1e6:.2f} us per call")
     remote(a.remote_calls)
 
     base = lines()

@@ -159,23 +159,33 @@ class Tool:
 class Tools(Mapping[str, Tool]):
     """The tools of a session by name (``ctx.tools``): the engine's native ones ("search": BM25
     over an index of the session, "chunk": overlapping word chunks, "map": many calls of one
-    tool run concurrently in the engine, "echo") and the Python functions registered in it."""
+    tool run concurrently in the engine, "echo") and the Python functions registered in it.
+
+    Looking a tool up asks the engine for the specs only when the name is not known yet (a
+    round trip on a served engine); iterating, ``len`` and ``in`` always ask."""
 
     def __init__(self, native: _native.Session) -> None:
         self._native = native
+        self._specs: Dict[str, Dict[str, Any]] = {}
+
+    def _refresh(self) -> Dict[str, Dict[str, Any]]:
+        self._specs = self._native.tool_specs()
+        return self._specs
 
     def __getitem__(self, name: str) -> Tool:
-        specs = self._native.tool_specs()
-        spec = specs.get(name)
+        spec = self._specs.get(name) or self._refresh().get(name)
         if spec is None:
-            raise KeyError(f"tool {name!r} not found (the session has {sorted(specs)})")
+            raise KeyError(f"tool {name!r} not found (the session has {sorted(self._specs)})")
         return Tool(self._native, name, spec)
 
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._refresh()
+
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._native.tool_specs()))
+        return iter(sorted(self._refresh()))
 
     def __len__(self) -> int:
-        return len(self._native.tool_specs())
+        return len(self._refresh())
 
 
 def _param_type(annotation: Any) -> str:
