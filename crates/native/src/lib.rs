@@ -1,9 +1,10 @@
-//! dspex-native: the engine-native modules that programs and session tools use. Async-free,
-//! Python-free, storage-free: BM25 full-text retrieval ([`bm25`]) and text chunking
-//! ([`chunk`]).
+//! dspex-native: the engine-native modules that programs and session tools use. Python-free and
+//! free of study storage: BM25 full-text retrieval ([`bm25`]), text chunking ([`chunk`]) and the
+//! OpenAI-compatible LM client ([`lm`], async on tokio; its cache may keep a SQLite file).
 
 pub mod bm25;
 pub mod chunk;
+pub mod lm;
 
 pub use bm25::{Bm25Index, Hit, Tokenizer};
 pub use chunk::chunk_words;
