@@ -45,4 +45,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 cargo test --workspace
+# The local OpenAI-compatible server the LM tests talk to (crates/testlm).
+cargo build --release -q -p dspex-testlm
+export DSPEX_TESTLM="$PWD/target/release/dspex-testlm"
 "$VENV/bin/python" -m pytest -q tests

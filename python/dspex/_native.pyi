@@ -13,7 +13,7 @@ KeyError (no such study or trial), RuntimeError, NotImplementedError,
 failures as :class:`RemoteError`.
 """
 
-from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union, final
+from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union, final
 
 # In the order the module registers them.
 __all__ = [
@@ -28,6 +28,9 @@ __all__ = [
     "ToolError",
     "ToolTimeout",
     "ToolUnavailable",
+    "LMError",
+    "BudgetExceeded",
+    "LM",
     "ToolInbox",
     "Study",
     "Run",
@@ -88,6 +91,14 @@ class ToolTimeout(ToolError):
 
 class ToolUnavailable(ToolError):
     """The process that registered a tool is gone."""
+
+class LMError(DSpexError):
+    """An LM call failed: the server answered an error (`.status` is the HTTP status), gave no answer after the retries (`.status` is None), or answered something that is not the API's JSON."""
+
+    status: Optional[int]
+
+class BudgetExceeded(LMError):
+    """A budget of the LM (max_calls, max_total_tokens, max_cost) is exhausted: the call was not made."""
 
 # ------------------------------------------------------------------ storage, samplers, pruners
 
@@ -441,6 +452,25 @@ class VariableWatch:
     """Changes to a session's variables, in order."""
 
     def next(self, timeout: float = 1.0) -> Optional[Tuple[str, Any, int]]: ...
+
+_CompletionTuple = Tuple[str, List[str], Optional[str], int, int, bool, float, str]
+
+@final
+class LM:
+    """An engine-side LM client (``lm.rs``); ``dspex.native.LM`` wraps it."""
+
+    def __new__(cls, config_json: str) -> LM: ...
+    def with_tag(self, tag: str) -> LM: ...
+    def call(self, messages: str, overrides: Optional[str] = None, rollout_id: Optional[str] = None) -> _CompletionTuple:
+        """(text, choices, finish_reason, prompt_tokens, completion_tokens, cached, latency, model)."""
+    def start(
+        self, messages: str, done: Callable[[bool, Any], None], overrides: Optional[str] = None, rollout_id: Optional[str] = None
+    ) -> None: ...
+    def batch(
+        self, requests: Sequence[Tuple[str, Optional[str], Optional[str]]], return_exceptions: bool = False
+    ) -> List[Union[_CompletionTuple, BaseException]]: ...
+    def embed(self, texts: Sequence[str]) -> Tuple[List[List[float]], int, bool]: ...
+    def stats(self) -> str: ...
 
 def tokenize(text: str, stop_words: bool = True, stem: bool = False) -> List[str]:
     """The terms BM25 indexes for ``text`` (the tokenizer of ``Session.index``)."""

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from dspex._native import DSpexError, DuplicatedStudyError, RemoteError, StorageError, ToolError, ToolTimeout, ToolUnavailable
+from dspex._native import (
+    BudgetExceeded,
+    DSpexError,
+    DuplicatedStudyError,
+    LMError,
+    RemoteError,
+    StorageError,
+    ToolError,
+    ToolTimeout,
+    ToolUnavailable,
+)
 
 #: Alias so code written for Optuna (``except optuna.exceptions.OptunaError``) keeps working.
 OptunaError = DSpexError
@@ -25,9 +35,11 @@ class ExperimentalWarning(Warning):
 
 
 __all__ = [
+    "BudgetExceeded",
     "DSpexError",
     "DuplicatedStudyError",
     "ExperimentalWarning",
+    "LMError",
     "OptunaError",
     "RemoteError",
     "StorageInternalError",

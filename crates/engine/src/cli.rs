@@ -66,6 +66,11 @@ enum Cmd {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Inspect or move the LM cache file of `dspex.native.LM(cache_path=...)`.
+    Cache {
+        #[command(subcommand)]
+        action: CacheCmd,
+    },
     /// Attach this machine to an engine as a worker (runs `python -m dspex.worker ARGS`).
     Worker {
         /// The Python interpreter.
@@ -75,6 +80,93 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// `dspex cache ...`: the LM cache file (a SQLite file; other processes may use it meanwhile).
+#[derive(Debug, Subcommand)]
+enum CacheCmd {
+    /// Entries and bytes per model, as JSON.
+    Stats {
+        /// The cache file.
+        path: PathBuf,
+    },
+    /// Every entry as JSON lines on stdout (or into --out).
+    Export {
+        /// The cache file.
+        path: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Add the entries of an export (existing keys are replaced).
+    Import {
+        /// The cache file (created when missing).
+        path: PathBuf,
+        /// The JSON-lines file written by `dspex cache export`.
+        input: PathBuf,
+    },
+    /// Delete every entry (of one model with --model).
+    Clear {
+        /// The cache file.
+        path: PathBuf,
+        /// Only this model's entries.
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+/// Runs a `dspex cache` command.
+async fn cache_cmd(action: CacheCmd) -> Result<i32, String> {
+    use dspex_native::lm::cache;
+    let exists = |p: &std::path::Path| {
+        if p.exists() {
+            Ok(())
+        } else {
+            Err(format!("no cache file at {}", p.display()))
+        }
+    };
+    match action {
+        CacheCmd::Stats { path } => {
+            exists(&path)?;
+            let v = cache::disk_stats(&path).await.map_err(|e| e.to_string())?;
+            println!("{v:#}");
+        }
+        CacheCmd::Export { path, out } => {
+            exists(&path)?;
+            let n = match &out {
+                Some(o) => {
+                    let mut f = std::io::BufWriter::new(
+                        std::fs::File::create(o).map_err(|e| format!("{}: {e}", o.display()))?,
+                    );
+                    let n = cache::disk_export(&path, &mut f)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    std::io::Write::flush(&mut f).map_err(|e| format!("{}: {e}", o.display()))?;
+                    n
+                }
+                None => cache::disk_export(&path, &mut std::io::stdout().lock())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            };
+            eprintln!("exported {n} entries");
+        }
+        CacheCmd::Import { path, input } => {
+            let text =
+                std::fs::read_to_string(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            let n = cache::disk_import(&path, &text)
+                .await
+                .map_err(|e| format!("{}: {e}", input.display()))?;
+            println!("imported {n} entries into {}", path.display());
+        }
+        CacheCmd::Clear { path, model } => {
+            exists(&path)?;
+            let n = cache::disk_clear(&path, model.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("deleted {n} entries from {}", path.display());
+        }
+    }
+    Ok(0)
 }
 
 /// The options of `dspex serve`.
@@ -159,6 +251,7 @@ pub fn run(args: Vec<String>, env: CliEnv) -> i32 {
             no_progress,
             env.cancel,
         )),
+        Cmd::Cache { action } => handle.block_on(cache_cmd(action)),
         Cmd::Worker { python, args } => {
             let py = python.or(env.python).unwrap_or_else(|| "python3".into());
             match std::process::Command::new(&py)

@@ -19,6 +19,7 @@ pub mod study;
 pub mod tools;
 pub mod workers;
 
+pub use dspex_native as native;
 pub use dspex_optimizer as optimizer;
 pub use error::{EngineError, ErrorCode};
 pub use model::{AttrMap, AttrValue, StudySummary, TrialRecord};

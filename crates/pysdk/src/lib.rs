@@ -76,7 +76,22 @@ create_exception!(
     "The process that registered a tool is gone."
 );
 
+create_exception!(
+    _native,
+    LMError,
+    DSpexError,
+    "An LM call failed: the server answered an error (`.status` is the HTTP status), gave no \
+     answer after the retries (`.status` is None), or answered something that is not the API's JSON."
+);
+create_exception!(
+    _native,
+    BudgetExceeded,
+    LMError,
+    "A budget of the LM (max_calls, max_total_tokens, max_cost) is exhausted: the call was not made."
+);
+
 mod embedded;
+mod lm;
 mod remote;
 mod remote_session;
 mod server;
@@ -661,6 +676,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ToolError", m.py().get_type::<ToolError>())?;
     m.add("ToolTimeout", m.py().get_type::<ToolTimeout>())?;
     m.add("ToolUnavailable", m.py().get_type::<ToolUnavailable>())?;
+    m.add("LMError", m.py().get_type::<LMError>())?;
+    m.add("BudgetExceeded", m.py().get_type::<BudgetExceeded>())?;
+    m.add_class::<lm::PyLm>()?;
     m.add_class::<session::PyToolInbox>()?;
     m.add_class::<study::PyStudy>()?;
     m.add_class::<study::PyRun>()?;

@@ -166,6 +166,113 @@ impl LmConfig {
         }
     }
 
+    /// Reads a configuration from JSON (the fields of `dspex.native.LM`: `model`, `base_url`,
+    /// `api_key`, `api_key_env`, `temperature`, `max_tokens`, `timeout` and `hedge_after` in
+    /// seconds, `max_retries`, `rpm`, `tpm`, `max_concurrency`, `cache`, `cache_path`,
+    /// `headers` {name: value}, `max_calls`, `max_total_tokens`, `max_cost`, `prices`
+    /// {model: {"input", "output"}} per million tokens, `max_response_bytes`), then validates it.
+    /// Unknown fields and wrong types are errors naming the field.
+    pub fn from_json(v: &Value) -> Result<LmConfig, LmError> {
+        let bad = |m: String| LmError::InvalidArgument(m);
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad("LM configuration must be a JSON object".into()))?;
+        let model = obj
+            .get("model")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("LM model must be a string".into()))?;
+        let base_url = obj
+            .get("base_url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("LM base_url must be a string".into()))?;
+        let mut c = LmConfig::new(model, base_url);
+        let uint = |k: &str, x: &Value| {
+            x.as_u64()
+                .ok_or_else(|| bad(format!("LM {k} must be an int >= 0, got {x}")))
+        };
+        let secs = |k: &str, x: &Value| {
+            x.as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| bad(format!("LM {k} must be a number of seconds >= 0, got {x}")))
+        };
+        for (k, x) in obj {
+            if x.is_null() {
+                continue;
+            }
+            let s = || {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(format!("LM {k} must be a string, got {x}")))
+            };
+            match k.as_str() {
+                "model" | "base_url" => {}
+                "api_key" => c.api_key = Some(s()?),
+                "api_key_env" => c.api_key_env = s()?,
+                "temperature" => {
+                    c.temperature = x
+                        .as_f64()
+                        .ok_or_else(|| bad(format!("LM temperature must be a number, got {x}")))?
+                }
+                "max_tokens" => c.max_tokens = Some(uint(k, x)?),
+                "timeout" => c.timeout = secs(k, x)?,
+                "hedge_after" => c.hedge_after = Some(secs(k, x)?),
+                "max_retries" => c.max_retries = uint(k, x)?.min(100) as u32,
+                "rpm" => c.rpm = Some(uint(k, x)?.min(u32::MAX as u64) as u32),
+                "tpm" => c.tpm = Some(uint(k, x)?.min(u32::MAX as u64) as u32),
+                "max_concurrency" => c.max_concurrency = uint(k, x)?.min(1 << 20) as usize,
+                "cache" => {
+                    c.cache = x
+                        .as_bool()
+                        .ok_or_else(|| bad(format!("LM cache must be a bool, got {x}")))?
+                }
+                "cache_path" => c.cache_path = Some(PathBuf::from(s()?)),
+                "max_calls" => c.budget.max_calls = Some(uint(k, x)?),
+                "max_total_tokens" => c.budget.max_total_tokens = Some(uint(k, x)?),
+                "max_cost" => {
+                    c.budget.max_cost = Some(
+                        x.as_f64()
+                            .ok_or_else(|| bad(format!("LM max_cost must be a number, got {x}")))?,
+                    )
+                }
+                "max_response_bytes" => {
+                    c.max_response_bytes = uint(k, x)?.min(usize::MAX as u64) as usize
+                }
+                "headers" => {
+                    let h = x.as_object().ok_or_else(|| {
+                        bad(format!("LM headers must be a dict of str to str, got {x}"))
+                    })?;
+                    for (name, value) in h {
+                        let value = value
+                            .as_str()
+                            .ok_or_else(|| bad(format!("LM headers[{name:?}] must be a string")))?;
+                        c.headers.push((name.clone(), value.to_string()));
+                    }
+                }
+                "prices" => {
+                    let p = x.as_object().ok_or_else(|| bad(format!("LM prices must be a dict of model to {{\"input\", \"output\"}}, got {x}")))?;
+                    for (m, price) in p {
+                        let f = |side: &str| {
+                            price.get(side).and_then(Value::as_f64).ok_or_else(|| {
+                                bad(format!("LM prices[{m:?}] must have numbers \"input\" and \"output\" (per million tokens), got {price}"))
+                            })
+                        };
+                        c.prices.insert(
+                            m.clone(),
+                            Price {
+                                input: f("input")?,
+                                output: f("output")?,
+                            },
+                        );
+                    }
+                }
+                other => return Err(bad(format!("LM: unknown setting {other:?}"))),
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
     /// Checks every field; the error names the field and the value.
     pub fn validate(&self) -> Result<(), LmError> {
         let bad = |m: String| Err(LmError::InvalidArgument(m));
