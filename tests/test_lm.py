@@ -222,3 +222,27 @@ def test_the_openai_prefix_is_dropped_and_the_default_base_url_comes_from_the_en
     lm.behave(models=["gpt-test"])
     assert LM("openai/gpt-test", cache=False)("hi").text == "echo: hi"
     assert os.environ["OPENAI_BASE_URL"] == lm.url
+
+
+def test_a_session_lm_is_called_by_the_lm_tool_and_many_at_once_through_map(lm):
+    from dspex import DSpexSessionContext
+    from dspex.exceptions import ToolError
+
+    with DSpexSessionContext() as ctx:
+        ctx.add_lm("main", LM("m-session", base_url=lm.url, max_calls=3))
+        out = ctx.tools["lm"](lm="main", prompt="hello", tag="t1")
+        assert out["text"] == "echo: hello" and out["prompt_tokens"] == 1 and not out["cached"]
+        msgs = [{"role": "user", "content": "hi"}]
+        assert ctx.tools["lm"](lm="main", messages=msgs, params={"temperature": 0.3})["text"] == "echo: hi"
+        many = ctx.tools["map"](tool="lm", calls=[{"lm": "main", "prompt": p} for p in ("a", "b", "hello")], return_exceptions=True)
+        assert many[0]["text"] == "echo: a" and many[2]["cached"]  # "hello" is in the cache
+        assert many[1]["kind"] == "BudgetExceeded", many[1]  # the 4th call past max_calls=3
+        with pytest.raises(ToolError, match="max_calls=3") as e:
+            ctx.tools["lm"](lm="main", prompt="more")
+        assert e.value.kind == "BudgetExceeded"
+        with pytest.raises(KeyError, match="LM"):
+            ctx.tools["lm"](lm="other", prompt="x")
+        with pytest.raises(ValueError, match="either prompt or messages"):
+            ctx.tools["lm"](lm="main")
+        with pytest.raises(TypeError):
+            ctx.add_lm("x", "not an LM")

@@ -184,7 +184,7 @@ def test_search_tool_over_an_indexed_corpus():
     assert len(texts) >= 200
     with DSpexSessionContext() as ctx:
         assert ctx.index("stdlib", texts, ids=ids) == len(texts)
-        assert set(ctx.tools) == {"chunk", "echo", "map", "search"}
+        assert set(ctx.tools) == {"chunk", "echo", "lm", "map", "search"}
         search = ctx.tools["search"]
         assert [p["name"] for p in search.spec["params"]] == ["index", "query", "k", "k1", "b"]
         target = ids[len(ids) // 2]

@@ -9,6 +9,10 @@ LiteLLM proxy)::
     print(lm("Say hi").text)
     answers = lm.batch([f"Question {i}?" for i in range(1000)])   # concurrent, in the engine
     print(lm.stats()["total_tokens"])
+
+Programs run in the engine too: modules (``Retrieve``, ``Predict``, ``ChainOfThought``,
+``PythonTool``, ``Fuse``) composed into a ``Program`` (or the prebuilt ``RAG``), whose arguments
+given as distributions are a search space for :mod:`dspex.optimizer`.
 """
 
 from __future__ import annotations
@@ -18,9 +22,21 @@ import os
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 from dspex import _native
+from dspex._program import (
+    RAG,
+    ChainOfThought,
+    Fuse,
+    Module,
+    Predict,
+    Prediction,
+    Program,
+    PythonTool,
+    Retrieve,
+)
 from dspex.exceptions import BudgetExceeded, LMError
 
-__all__ = ["LM", "BudgetExceeded", "Completion", "LMError", "Usage"]
+__all__ = ["LM", "RAG", "BudgetExceeded", "ChainOfThought", "Completion", "Fuse", "LMError", "Module", "Predict",
+           "Prediction", "Program", "PythonTool", "Retrieve", "Usage"]
 
 Messages = Union[str, Sequence[Mapping[str, Any]]]
 
@@ -226,6 +242,7 @@ class LM:
         except (TypeError, ValueError) as e:
             raise TypeError(f"LM settings must be plain data (str, numbers, dicts): {e}") from None
         self._native = _native.LM(text)
+        self._config = text  # what a session's engine builds its copy of this LM from
 
     def with_tag(self, tag: str) -> "LM":
         """This LM with its calls also accounted under ``tag`` in ``stats()["by_tag"]`` (same

@@ -34,6 +34,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 from dspex import _native
 from dspex.distributions import BaseDistribution, _from_native
 
+if TYPE_CHECKING:
+    import asyncio
+
+    from dspex.native import LM
+
 VARIABLE_TYPES = ("float", "int", "str", "bool", "choice", "embedding", "tensor")
 
 
@@ -227,10 +232,6 @@ def _tool_spec(func: Callable[..., Any], name: str, description: Optional[str]) 
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-if TYPE_CHECKING:
-    import asyncio
-
 
 class _ToolServer:
     """Runs the calls to this context's Python tools: a few threads take them from the engine
@@ -440,6 +441,21 @@ class DSpexSessionContext:
             raise TypeError("texts must be strings")
         return self._native.index(name, texts, None if ids is None else list(ids), bool(stop_words), bool(stem))
 
+    def add_lm(self, name: str, lm: "LM") -> None:
+        """Makes ``lm`` (a :class:`dspex.native.LM`) the LM ``name`` of this session: the
+        engine that holds the session builds its own client from ``lm``'s settings, which the
+        ``lm`` tool (``ctx.tools["lm"](lm=name, prompt=...)``, or many at once through ``map``)
+        and programs call there. On a served engine the settings, API key included, travel over
+        the session stream (use TLS off loopback); the engine's copy has its own accounting and
+        budget."""
+        from dspex.native import LM
+
+        if not isinstance(lm, LM):
+            raise TypeError(f"add_lm takes a dspex.native.LM, got {type(lm).__name__}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"an LM name must be a non-empty str, got {name!r}")
+        self._native.add_lm(name, lm._config)
+
     @property
     def session_id(self) -> str:
         """The session's id (generated when none was given)."""
@@ -462,9 +478,21 @@ class DSpexSessionContext:
                 pass  # expired, or closed by another context (or process) meanwhile
 
     def __enter__(self) -> "DSpexSessionContext":
+        from dspex._program import _current
+
+        self._token: Optional[Any] = _current.set(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        from dspex._program import _current
+
+        token = getattr(self, "_token", None)
+        if token is not None:
+            try:
+                _current.reset(token)
+            except ValueError:  # left in another context than it was entered in
+                pass
+            self._token = None
         self.close()
 
     def __repr__(self) -> str:

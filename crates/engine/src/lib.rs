@@ -10,6 +10,8 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod model;
+pub mod program;
+pub mod program_study;
 pub mod runtime;
 pub mod scheduler;
 pub mod session;

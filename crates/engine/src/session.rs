@@ -67,6 +67,43 @@ impl Data {
             Data::Map(m) => m.iter().map(|(k, v)| k.len() + v.size()).sum::<usize>() + 8,
         }
     }
+
+    /// A JSON value as data (a number is an int when it is one).
+    pub fn from_json(v: &serde_json::Value) -> Data {
+        use serde_json::Value;
+        match v {
+            Value::Null => Data::Null,
+            Value::Bool(b) => Data::Bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Data::Int(i),
+                None => Data::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => Data::Str(s.clone()),
+            Value::Array(a) => Data::List(a.iter().map(Data::from_json).collect()),
+            Value::Object(m) => Data::Map(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), Data::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The value as JSON (bytes become a list of numbers; a non-finite float becomes null).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Data::Null => Value::Null,
+            Data::Bool(b) => Value::Bool(*b),
+            Data::Int(i) => Value::from(*i),
+            Data::Float(x) => serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number),
+            Data::Str(s) => Value::String(s.clone()),
+            Data::Bytes(b) => Value::Array(b.iter().map(|x| Value::from(*x)).collect()),
+            Data::List(l) => Value::Array(l.iter().map(Data::to_json).collect()),
+            Data::Map(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Data {
@@ -428,6 +465,7 @@ pub struct Session {
     last_seen: Mutex<Instant>,
     variables: Mutex<BTreeMap<String, Variable>>,
     indexes: Mutex<HashMap<String, Arc<NamedIndex>>>,
+    lms: Mutex<HashMap<String, dspex_native::lm::Lm>>,
     tools: Mutex<crate::tools::ExternalTools>,
     /// Created by the first `watch` (a channel preallocates its buffer: most sessions never
     /// have a watcher).
@@ -663,6 +701,30 @@ impl Session {
         v.sort();
         v
     }
+
+    /// Adds (or replaces) the LM `name` that the `lm` tool and programs of the session call.
+    pub fn add_lm(&self, name: &str, lm: dspex_native::lm::Lm) -> Result<()> {
+        self.touch();
+        if name.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "an LM name must not be empty".into(),
+            ));
+        }
+        self.lms.lock().insert(name.to_string(), lm);
+        Ok(())
+    }
+
+    /// The LM `name`.
+    pub fn lm_named(&self, name: &str) -> Result<dspex_native::lm::Lm> {
+        self.lms
+            .lock()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFoundIn {
+                what: "LM",
+                name: name.to_string(),
+            })
+    }
     /// Registers a tool that `provider` runs, callable by everyone in the session; a call
     /// waits at most `timeout`. A name of a native tool, or of another provider's tool, is
     /// refused; the same provider registering a name again replaces its tool.
@@ -878,6 +940,7 @@ impl Sessions {
             last_seen: Mutex::new(Instant::now()),
             variables: Mutex::new(BTreeMap::new()),
             indexes: Mutex::new(HashMap::new()),
+            lms: Mutex::new(HashMap::new()),
             tools: Mutex::new(HashMap::new()),
             events: std::sync::OnceLock::new(),
             max_value_bytes: limits.max_value_bytes,

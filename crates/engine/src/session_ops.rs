@@ -69,6 +69,51 @@ pub enum SessionOp {
     },
     /// Removes a tool the caller's provider registered.
     Unregister(String),
+    /// Adds an LM the session's `lm` tool and programs call, from the JSON settings of
+    /// `dspex.native.LM` (see `LmConfig::from_json`).
+    AddLm {
+        /// How the session names it.
+        name: String,
+        /// Its settings (the API key included).
+        config: String,
+    },
+    /// Runs a program once, or a program study (see [`ProgramAction`]); out: its result.
+    Program {
+        /// What to do.
+        action: ProgramAction,
+        /// The JSON of the program and its settings.
+        spec: String,
+    },
+}
+
+/// What a [`SessionOp::Program`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgramAction {
+    /// Runs `program` with `params` on `inputs`; out: `{prediction, trace}`.
+    Run,
+    /// Runs a program study ([`crate::program_study::ProgramStudySpec`]); out: its summary.
+    Optimize,
+}
+
+impl ProgramAction {
+    /// The action's name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProgramAction::Run => "run",
+            ProgramAction::Optimize => "optimize",
+        }
+    }
+
+    /// The action named `s`.
+    pub fn parse(s: &str) -> Result<ProgramAction> {
+        match s {
+            "run" => Ok(ProgramAction::Run),
+            "optimize" => Ok(ProgramAction::Optimize),
+            _ => Err(EngineError::InvalidArgument(format!(
+                "unknown program action {s:?} (run, optimize)"
+            ))),
+        }
+    }
 }
 
 /// What an operation gives back.
@@ -177,6 +222,44 @@ pub fn apply(
             })?;
             session.unregister_tool(&name, provider)?;
             SessionOut::Done
+        }
+        SessionOp::AddLm { name, config } => {
+            let config = serde_json::from_str(&config)
+                .map_err(|e| {
+                    EngineError::InvalidArgument(format!(
+                        "LM {name:?}: the settings are not JSON: {e}"
+                    ))
+                })
+                .and_then(|v| {
+                    dspex_native::lm::LmConfig::from_json(&v).map_err(|e| tools::lm_error("lm", e))
+                })?;
+            let session = session.clone();
+            return Ok(Applied::Pending(Box::pin(async move {
+                let lm = dspex_native::lm::Lm::new(config)
+                    .await
+                    .map_err(|e| tools::lm_error("lm", e))?;
+                session.add_lm(&name, lm)?;
+                Ok(Data::Null)
+            })));
+        }
+        SessionOp::Program { action, spec } => {
+            let spec: serde_json::Value = serde_json::from_str(&spec).map_err(|e| {
+                EngineError::InvalidArgument(format!("the program settings are not JSON: {e}"))
+            })?;
+            let session = session.clone();
+            return Ok(Applied::Pending(match action {
+                ProgramAction::Optimize => {
+                    let spec = crate::program_study::ProgramStudySpec::from_json(&spec)?;
+                    Box::pin(crate::program_study::optimize(session, spec))
+                }
+                ProgramAction::Run => {
+                    let (program, params, inputs) = crate::program::run_spec(&spec)?;
+                    Box::pin(async move {
+                        let ran = program.run(&session, &params, inputs).await?;
+                        Ok(crate::program::ran_data(ran))
+                    })
+                }
+            }));
         }
     }))
 }

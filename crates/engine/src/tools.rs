@@ -176,6 +176,36 @@ pub fn native_specs() -> &'static [ToolSpec] {
                 ],
                 "list",
             ),
+            native(
+                "lm",
+                "Calls the LM `lm` of the session (see add_lm) with a prompt or a list of \
+                 messages; returns {text, choices, finish_reason, prompt_tokens, \
+                 completion_tokens, cached, latency, model}.",
+                vec![
+                    param("lm", "str", None, "the LM's name in the session"),
+                    param("prompt", "str", Some(Data::Null), "one user message"),
+                    param(
+                        "messages",
+                        "list",
+                        Some(Data::Null),
+                        "[{role, content}, ...] instead of a prompt",
+                    ),
+                    param(
+                        "params",
+                        "dict",
+                        Some(Data::Map(BTreeMap::new())),
+                        "request parameters over the LM's own (temperature, max_tokens, ...)",
+                    ),
+                    param(
+                        "rollout_id",
+                        "str",
+                        Some(Data::Null),
+                        "keeps deliberate repeats apart in the cache",
+                    ),
+                    param("tag", "str", Some(Data::Null), "accounting tag of the call"),
+                ],
+                "dict",
+            ),
         ]
     })
 }
@@ -264,6 +294,8 @@ fn bind(spec: &ToolSpec, mut args: BTreeMap<String, Data>) -> Result<BTreeMap<St
             | ("list", v @ Data::List(_))
             | ("dict", v @ Data::Map(_)) => v,
             ("float", Data::Int(i)) => Data::Float(i as f64),
+            // an optional argument (default None) may be None
+            (_, Data::Null) if p.default == Some(Data::Null) => Data::Null,
             (ty, v) => {
                 return Err(bad(format!(
                     "argument {:?} must be a {ty}, got a {} ({v})",
@@ -346,7 +378,92 @@ pub fn call(session: &Arc<Session>, name: &str, args: BTreeMap<String, Data>) ->
             Err(e) => Call::Ready(Err(e)),
         };
     }
+    if name == "lm" {
+        return match bind(&native_specs()[4], args).and_then(|a| lm_request(session, a)) {
+            Ok((lm, req)) => Call::Pending(Box::pin(async move {
+                lm.chat(&req)
+                    .await
+                    .map(completion_data)
+                    .map_err(|e| lm_error("lm", e))
+            })),
+            Err(e) => Call::Ready(Err(e)),
+        };
+    }
     Call::Ready(call_native(session, name, args))
+}
+
+/// An LM error as a tool error: `kind` is `BudgetExceeded` or `LMError` (a bad argument is
+/// InvalidArgument).
+pub fn lm_error(tool: &str, e: dspex_native::lm::LmError) -> EngineError {
+    use dspex_native::lm::LmError;
+    match e {
+        LmError::InvalidArgument(m) => EngineError::InvalidArgument(m),
+        LmError::BudgetExceeded(_) => {
+            EngineError::tool_raised(tool, "BudgetExceeded", &e.to_string(), "")
+        }
+        _ => EngineError::tool_raised(tool, "LMError", &e.to_string(), ""),
+    }
+}
+
+/// The LM and request of a call of the `lm` tool.
+fn lm_request(
+    session: &Session,
+    a: BTreeMap<String, Data>,
+) -> Result<(dspex_native::lm::Lm, dspex_native::lm::ChatRequest)> {
+    use dspex_native::lm::ChatRequest;
+    let bad = |m: &str| EngineError::InvalidArgument(format!("tool \"lm\": {m}"));
+    let mut lm = session.lm_named(text(&a, "lm"))?;
+    if let Some(Data::Str(tag)) = a.get("tag") {
+        lm = lm.with_tag(tag);
+    }
+    let messages = match (a.get("prompt"), a.get("messages")) {
+        (Some(Data::Str(p)), Some(Data::Null) | None) => {
+            serde_json::json!([{"role": "user", "content": p}])
+        }
+        (Some(Data::Null) | None, Some(m @ Data::List(_))) => m.to_json(),
+        _ => return Err(bad("give either prompt or messages")),
+    };
+    let overrides = match a.get("params").map(Data::to_json) {
+        Some(serde_json::Value::Object(m)) => m,
+        _ => Default::default(),
+    };
+    let rollout_id = match a.get("rollout_id") {
+        Some(Data::Str(r)) => Some(r.clone()),
+        _ => None,
+    };
+    Ok((
+        lm,
+        ChatRequest {
+            messages,
+            overrides,
+            rollout_id,
+        },
+    ))
+}
+
+fn completion_data(c: dspex_native::lm::Completion) -> Data {
+    let mut m = BTreeMap::new();
+    m.insert("text".to_string(), Data::Str(c.text));
+    m.insert(
+        "choices".to_string(),
+        Data::List(c.choices.into_iter().map(Data::Str).collect()),
+    );
+    m.insert(
+        "finish_reason".to_string(),
+        c.finish_reason.map_or(Data::Null, Data::Str),
+    );
+    m.insert(
+        "prompt_tokens".to_string(),
+        Data::Int(c.usage.prompt_tokens as i64),
+    );
+    m.insert(
+        "completion_tokens".to_string(),
+        Data::Int(c.usage.completion_tokens as i64),
+    );
+    m.insert("cached".to_string(), Data::Bool(c.cached));
+    m.insert("latency".to_string(), Data::Float(c.latency));
+    m.insert("model".to_string(), Data::Str(c.model));
+    Data::Map(m)
 }
 
 async fn call_registered(
@@ -473,7 +590,7 @@ pub fn call_native(session: &Session, name: &str, args: BTreeMap<String, Data>) 
     session.touch();
     let spec = native_specs()
         .iter()
-        .find(|s| s.name == name && s.name != "map")
+        .find(|s| s.name == name && s.name != "map" && s.name != "lm")
         .ok_or_else(|| EngineError::NotFoundIn {
             what: "tool",
             name: name.to_string(),

@@ -350,6 +350,35 @@ impl PySession {
         Ok(out)
     }
 
+    /// Adds (or replaces) the LM `name` of the session from the JSON settings of
+    /// `dspex.native.LM`; the `lm` tool and programs call it in the engine.
+    fn add_lm(&self, py: Python<'_>, name: String, config_json: String) -> PyResult<()> {
+        self.run(
+            py,
+            SessionOp::AddLm {
+                name,
+                config: config_json,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Runs a program (`action` "run") or a program study ("optimize") in the engine from
+    /// its JSON settings (see `dspex.optimizer`); returns the result as data.
+    fn program(&self, py: Python<'_>, action: String, spec_json: String) -> PyResult<Py<PyAny>> {
+        let action = session_ops::ProgramAction::parse(&action).map_err(to_py_err)?;
+        match self.run(
+            py,
+            SessionOp::Program {
+                action,
+                spec: spec_json,
+            },
+        )? {
+            SessionOut::Value(d) => data_to_py(py, &d),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Calls the tool `name` (native or registered) with the keyword arguments `kwargs`.
     fn call_tool(
         &self,

@@ -602,6 +602,14 @@ pub fn session_op_to_pb(op: &SessionOp) -> pb::session_request::Op {
             Op::RegisterTool(tool_spec_to_pb(spec, Some(*timeout)))
         }
         SessionOp::Unregister(n) => Op::UnregisterTool(n.clone()),
+        SessionOp::AddLm { name, config } => Op::AddLm(pb::AddLm {
+            name: name.clone(),
+            config_json: config.clone(),
+        }),
+        SessionOp::Program { action, spec } => Op::Program(pb::ProgramOp {
+            action: action.name().to_string(),
+            spec_json: spec.clone(),
+        }),
     }
 }
 
@@ -664,6 +672,14 @@ pub fn session_op_from_pb(op: pb::session_request::Op) -> Result<Option<SessionO
             SessionOp::Register { spec, timeout }
         }
         Op::UnregisterTool(n) => SessionOp::Unregister(n),
+        Op::AddLm(l) => SessionOp::AddLm {
+            name: l.name,
+            config: l.config_json,
+        },
+        Op::Program(p) => SessionOp::Program {
+            action: crate::session_ops::ProgramAction::parse(&p.action)?,
+            spec: p.spec_json,
+        },
         Op::Open(_) | Op::Answer(_) | Op::Watch(_) | Op::Close(_) => return Ok(None),
     }))
 }

@@ -1,0 +1,480 @@
+//! Program studies: a study whose trials are configurations of a [`Program`], each run over
+//! the examples concurrently in the engine and scored by the session's metric tool (the user's
+//! Python metric, called in batches through the session's tool channel, in-process or over the
+//! session stream).
+//!
+//! A trial samples every tunable argument of the program (`step.arg`), runs the program on
+//! every example with `example_concurrency` examples in flight, calls the metric on each
+//! prediction, reports the running mean as an intermediate value (so pruners apply), and is
+//! told the mean. An example whose program run or metric call fails scores `failure_score` and
+//! counts against `max_errors`; past it, the study stops with the errors listed. An LM budget
+//! running out (`BudgetExceeded`) stops the study cleanly: the best so far stands.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dspex_optimizer::{Distribution, ParamValue, StudyDirection, TrialState};
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use tokio::task::JoinSet;
+
+use crate::error::{EngineError, Result};
+use crate::program::Program;
+use crate::scheduler::{Done, Run, RunOptions};
+use crate::session::{Data, Session};
+use crate::study::{Outcome, Study};
+use crate::tools;
+
+/// Errors kept to show the user when a study stops on them.
+const ERRORS_SHOWN: usize = 10;
+
+/// Everything a program study needs (the JSON of `dspex.optimizer.Study.optimize`).
+#[derive(Debug, Clone)]
+pub struct ProgramStudySpec {
+    /// The program whose tunable arguments are the search space.
+    pub program: Program,
+    /// The examples a trial is scored on (their fields; the metric gets each one's position).
+    pub examples: Vec<Map<String, Value>>,
+    /// The session tool that scores one prediction: called with `example` (the position),
+    /// `prediction` (a dict) and `trace` (None); returns a number.
+    pub metric_tool: String,
+    /// A storage URL (None: in memory).
+    pub storage: Option<String>,
+    /// The study's name (None: generated).
+    pub study_name: Option<String>,
+    /// Sampler kind and its options (JSON object).
+    pub sampler: (String, String),
+    /// Pruner kind and options (None: no pruning).
+    pub pruner: Option<(String, String)>,
+    /// Trials to run.
+    pub n_trials: Option<u64>,
+    /// Start no trial after this long.
+    pub timeout: Option<Duration>,
+    /// Trials at once.
+    pub concurrency: usize,
+    /// Examples at once in each trial.
+    pub example_concurrency: usize,
+    /// The score of a failed example.
+    pub failure_score: f64,
+    /// Failed examples tolerated over the whole study before it stops.
+    pub max_errors: usize,
+}
+
+fn opt_str(v: &Value, k: &str) -> Result<Option<String>> {
+    match v.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(x) => Err(EngineError::InvalidArgument(format!(
+            "{k} must be a str, not {x}"
+        ))),
+    }
+}
+
+fn count(v: &Value, k: &str, default: u64) -> Result<u64> {
+    match v.get(k) {
+        None | Some(Value::Null) => Ok(default),
+        Some(x) => x.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
+            EngineError::InvalidArgument(format!("{k} must be an int >= 1, not {x}"))
+        }),
+    }
+}
+
+fn component(v: &Value, k: &str) -> Result<Option<(String, String)>> {
+    match v.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(c) => {
+            let kind = c
+                .get("kind")
+                .and_then(Value::as_str)
+                .ok_or_else(|| EngineError::InvalidArgument(format!("{k} needs a kind")))?;
+            let options = c
+                .get("options")
+                .cloned()
+                .unwrap_or(Value::Object(Map::new()));
+            Ok(Some((kind.to_string(), options.to_string())))
+        }
+    }
+}
+
+impl ProgramStudySpec {
+    /// Reads a spec from JSON: `program`, `examples` (a list of dicts), `metric_tool`, and
+    /// optionally `storage`, `study_name`, `sampler`/`pruner` (`{kind, options}`), `n_trials`,
+    /// `timeout`, `concurrency`, `example_concurrency`, `failure_score`, `max_errors`.
+    pub fn from_json(v: &Value) -> Result<ProgramStudySpec> {
+        let program = Program::from_json(v.get("program").unwrap_or(&Value::Null))?;
+        let examples: Vec<Map<String, Value>> = v
+            .get("examples")
+            .and_then(Value::as_array)
+            .ok_or_else(|| EngineError::InvalidArgument("examples must be a list of dicts".into()))?
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                e.as_object().cloned().ok_or_else(|| {
+                    EngineError::InvalidArgument(format!("example {i} is not a dict of fields"))
+                })
+            })
+            .collect::<Result<_>>()?;
+        if examples.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "there are no examples to score the program on".into(),
+            ));
+        }
+        let failure_score = match v.get("failure_score") {
+            None | Some(Value::Null) => 0.0,
+            Some(x) => x.as_f64().filter(|f| f.is_finite()).ok_or_else(|| {
+                EngineError::InvalidArgument(format!(
+                    "failure_score must be a finite number, not {x}"
+                ))
+            })?,
+        };
+        let timeout = match v.get("timeout") {
+            None | Some(Value::Null) => None,
+            Some(x) => Some(
+                x.as_f64()
+                    .filter(|t| t.is_finite() && *t > 0.0)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| {
+                        EngineError::InvalidArgument(format!(
+                            "timeout must be a number of seconds > 0, not {x}"
+                        ))
+                    })?,
+            ),
+        };
+        let max_errors = match v.get("max_errors") {
+            None | Some(Value::Null) => 10,
+            Some(x) => x.as_u64().ok_or_else(|| {
+                EngineError::InvalidArgument(format!("max_errors must be an int >= 0, not {x}"))
+            })? as usize,
+        };
+        Ok(ProgramStudySpec {
+            program,
+            examples,
+            metric_tool: opt_str(v, "metric_tool")?
+                .ok_or_else(|| EngineError::InvalidArgument("metric_tool is needed".into()))?,
+            storage: opt_str(v, "storage")?,
+            study_name: opt_str(v, "study_name")?,
+            sampler: component(v, "sampler")?.unwrap_or_else(|| ("TPESampler".into(), "{}".into())),
+            pruner: component(v, "pruner")?,
+            n_trials: match v.get("n_trials") {
+                None | Some(Value::Null) => None,
+                _ => Some(count(v, "n_trials", 1)?),
+            },
+            timeout,
+            concurrency: count(v, "concurrency", 4)? as usize,
+            example_concurrency: count(v, "example_concurrency", 64)? as usize,
+            failure_score,
+            max_errors,
+        })
+    }
+}
+
+/// Shared state of one program study's evaluators.
+struct Evaluation {
+    spec: ProgramStudySpec,
+    session: Arc<Session>,
+    study: Arc<Study>,
+    errors: Mutex<Vec<String>>,
+    budget_out: AtomicBool,
+}
+
+/// Runs a program study to its end; returns a summary: `study_name`, `best_number`,
+/// `best_value`, `best_params`, `complete`, `pruned`, `failed`, `stop_reason`, `errors`.
+pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<Data> {
+    let (study, space) = {
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let storage = crate::storage::open_url(spec.storage.as_deref().unwrap_or("memory"))?;
+            let sampler = crate::config::sampler_from_component(&spec.sampler.0, &spec.sampler.1)?;
+            let pruner = match &spec.pruner {
+                Some((k, o)) => Some(crate::config::pruner_from_component(k, o)?),
+                None => None,
+            };
+            let study = Study::create(
+                storage,
+                spec.study_name.as_deref(),
+                vec![StudyDirection::Maximize],
+                Some(sampler),
+                pruner,
+                true,
+            )?;
+            Ok((study, spec.program.space()))
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("the study could not be opened: {e}")))??
+    };
+    if space.is_empty() {
+        return Err(EngineError::InvalidArgument(
+            "the program has no tunable argument: give one as a distribution (e.g. k=IntDistribution(1, 20))".into(),
+        ));
+    }
+    let run = Run::start(
+        study.clone(),
+        RunOptions {
+            n_trials: spec.n_trials,
+            timeout: spec.timeout,
+            concurrency: spec.concurrency,
+            ..RunOptions::default()
+        },
+    )?;
+    let ev = Arc::new(Evaluation {
+        spec,
+        session,
+        study: study.clone(),
+        errors: Mutex::new(Vec::new()),
+        budget_out: AtomicBool::new(false),
+    });
+    let space = Arc::new(space);
+    let mut evaluators = JoinSet::new();
+    for _ in 0..ev.spec.concurrency {
+        let (ev, run, space) = (ev.clone(), run.clone(), space.clone());
+        evaluators.spawn(async move {
+            loop {
+                let reqs = run.pull_async(1).await;
+                if reqs.is_empty() {
+                    return;
+                }
+                for r in reqs {
+                    let done = ev.trial(&run, &space, r.number).await;
+                    run.done(r.number, done);
+                }
+            }
+        });
+    }
+    let summary = run.wait_async().await;
+    while evaluators.join_next().await.is_some() {}
+    let errors = ev.errors.lock().clone();
+    let trials = {
+        let study = study.clone();
+        tokio::task::spawn_blocking(move || study.trials(None))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??
+    };
+    let n = |s: TrialState| trials.iter().filter(|t| t.state == s).count() as i64;
+    let mut out = BTreeMap::new();
+    out.insert(
+        "study_name".to_string(),
+        Data::Str(study.name().to_string()),
+    );
+    out.insert("complete".to_string(), Data::Int(n(TrialState::Complete)));
+    out.insert("pruned".to_string(), Data::Int(n(TrialState::Pruned)));
+    out.insert("failed".to_string(), Data::Int(n(TrialState::Fail)));
+    out.insert(
+        "stop_reason".to_string(),
+        Data::Str(summary.reason.name().to_string()),
+    );
+    if let Some(d) = summary.reason.detail() {
+        out.insert("stop_detail".to_string(), Data::Str(d.to_string()));
+    }
+    out.insert(
+        "budget_exhausted".to_string(),
+        Data::Bool(ev.budget_out.load(Ordering::SeqCst)),
+    );
+    out.insert(
+        "errors".to_string(),
+        Data::List(
+            errors
+                .iter()
+                .take(ERRORS_SHOWN)
+                .cloned()
+                .map(Data::Str)
+                .collect(),
+        ),
+    );
+    out.insert("error_count".to_string(), Data::Int(errors.len() as i64));
+    let best = {
+        let study = study.clone();
+        tokio::task::spawn_blocking(move || study.best_trial())
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+    };
+    if let Ok(best) = best {
+        out.insert("best_number".to_string(), Data::Int(best.number as i64));
+        out.insert(
+            "best_value".to_string(),
+            Data::Float(
+                best.values
+                    .as_ref()
+                    .and_then(|v| v.first().copied())
+                    .unwrap_or(f64::NAN),
+            ),
+        );
+        out.insert("best_params".to_string(), params_data(&best.params));
+    }
+    Ok(Data::Map(out))
+}
+
+/// A trial's params as data.
+pub fn params_data(p: &BTreeMap<String, ParamValue>) -> Data {
+    Data::Map(
+        p.iter()
+            .map(|(k, v)| (k.clone(), Data::from_json(&v.to_json())))
+            .collect(),
+    )
+}
+
+impl Evaluation {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Study) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let study = self.study.clone();
+        tokio::task::spawn_blocking(move || f(&study))
+            .await
+            .map_err(|e| EngineError::Internal(format!("a study call failed: {e}")))?
+    }
+
+    /// Records a failed example; true when the study has now seen more than `max_errors`.
+    fn failed(&self, example: usize, e: &EngineError) -> bool {
+        if let EngineError::Tool { kind, .. } = e {
+            if kind == "BudgetExceeded" {
+                self.budget_out.store(true, Ordering::SeqCst);
+                return false;
+            }
+        }
+        let mut errors = self.errors.lock();
+        errors.push(format!("example {example}: {e}"));
+        errors.len() > self.spec.max_errors
+    }
+
+    async fn trial(
+        self: &Arc<Self>,
+        run: &Arc<Run>,
+        space: &Arc<Vec<(String, Distribution)>>,
+        number: u64,
+    ) -> Done {
+        let params = {
+            let space = space.clone();
+            self.blocking(move |s| {
+                let mut params = BTreeMap::new();
+                for (name, d) in space.iter() {
+                    params.insert(name.clone(), s.suggest(number, name, d)?.value);
+                }
+                Ok(params)
+            })
+            .await
+        };
+        let outcome = match params {
+            Ok(params) => self.score(run, Arc::new(params), number).await,
+            Err(e) => Outcome::Fail(format!("sampling failed: {e}")),
+        };
+        let told = self.blocking(move |s| s.tell(number, outcome, false)).await;
+        if let Err(e) = told {
+            return Done::Abort(format!("trial {number} could not be told: {e}"));
+        }
+        if self.errors.lock().len() > self.spec.max_errors {
+            let errors = self.errors.lock();
+            return Done::Abort(format!(
+                "{} examples failed (max_errors={}): {}",
+                errors.len(),
+                self.spec.max_errors,
+                errors
+                    .iter()
+                    .take(ERRORS_SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        if self.budget_out.load(Ordering::SeqCst) {
+            run.stop();
+        }
+        Done::Finished
+    }
+
+    /// Runs the program over the examples with `params`; the trial's outcome.
+    async fn score(
+        self: &Arc<Self>,
+        _run: &Arc<Run>,
+        params: Arc<BTreeMap<String, ParamValue>>,
+        number: u64,
+    ) -> Outcome {
+        let n = self.spec.examples.len();
+        let report_every = (n / 20).max(1);
+        let mut in_flight = JoinSet::new();
+        let mut next = 0usize;
+        let mut scores = vec![f64::NAN; n];
+        let (mut done, mut sum) = (0usize, 0.0);
+        loop {
+            while next < n && in_flight.len() < self.spec.example_concurrency {
+                let (ev, params, i) = (self.clone(), params.clone(), next);
+                in_flight.spawn(async move { (i, ev.example(&params, i).await) });
+                next += 1;
+            }
+            let Some(joined) = in_flight.join_next().await else {
+                break;
+            };
+            let (i, result) = match joined {
+                Ok(r) => r,
+                Err(e) => return Outcome::Fail(format!("an example's task failed: {e}")),
+            };
+            let score = match result {
+                Ok(s) => s,
+                Err(e) => {
+                    if self.failed(i, &e) || self.budget_out.load(Ordering::SeqCst) {
+                        return Outcome::Fail(format!("stopped at example {i}: {e}"));
+                    }
+                    self.spec.failure_score
+                }
+            };
+            scores[i] = score;
+            done += 1;
+            sum += score;
+            if done % report_every == 0 && done < n {
+                let mean = sum / done as f64;
+                let prune = self
+                    .blocking(move |s| {
+                        s.report(number, done as i64, mean)?;
+                        s.should_prune(number)
+                    })
+                    .await;
+                if matches!(prune, Ok(true)) {
+                    return Outcome::Pruned;
+                }
+            }
+        }
+        let mean = sum / n as f64;
+        let attr = Value::Array(
+            scores
+                .iter()
+                .map(|s| serde_json::Number::from_f64(*s).map_or(Value::Null, Value::Number))
+                .collect(),
+        );
+        let _ = self
+            .blocking(move |s| {
+                s.storage()
+                    .set_trial_user_attr(s.id(), number, "example_scores", attr)
+            })
+            .await;
+        Outcome::Values(vec![mean])
+    }
+
+    /// Runs the program on example `i` and scores it with the metric.
+    async fn example(&self, params: &BTreeMap<String, ParamValue>, i: usize) -> Result<f64> {
+        let ran = self
+            .spec
+            .program
+            .run(&self.session, params, self.spec.examples[i].clone())
+            .await?;
+        let mut args = BTreeMap::new();
+        args.insert("example".to_string(), Data::Int(i as i64));
+        args.insert(
+            "prediction".to_string(),
+            Data::from_json(&Value::Object(ran.prediction)),
+        );
+        args.insert("trace".to_string(), Data::Null);
+        let out = match tools::call(&self.session, &self.spec.metric_tool, args) {
+            tools::Call::Ready(r) => r?,
+            tools::Call::Pending(f) => f.await?,
+        };
+        match out {
+            Data::Float(x) if x.is_finite() => Ok(x),
+            Data::Int(x) => Ok(x as f64),
+            Data::Bool(b) => Ok(f64::from(u8::from(b))),
+            other => Err(EngineError::InvalidArgument(format!(
+                "the metric returned {other}, not a finite number"
+            ))),
+        }
+    }
+}

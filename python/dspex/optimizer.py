@@ -1,0 +1,250 @@
+"""Program mode: optimize an engine-resident program (:mod:`dspex.native`) against a Python
+metric. The engine runs the trials — it samples the program's tunable arguments, runs the
+program over the examples concurrently, and calls back into this process only to score each
+prediction::
+
+    from dspex import DSpexSessionContext
+    from dspex.optimizer import TPESampler, Study
+    from dspex.native import RAG, LM
+
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=docs, lm=LM("my-model", base_url="http://127.0.0.1:8000/v1"))
+
+        def metric(example, prediction, trace=None):
+            return float(example.answer.lower() in prediction.answer.lower())
+
+        study = Study(program=rag, optimizer=TPESampler(metric=metric, n_trials=100), trainset=train)
+        best = study.optimize()
+        print(best.k.value, best.score)
+        print(best(question="...").answer)
+
+``dspex.samplers`` / ``dspex.Study`` stay the objective-function API; this module is the
+program-mode one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
+
+from dspex import samplers as _samplers
+from dspex._program import Prediction, Program
+from dspex.distributions import BaseDistribution
+
+if TYPE_CHECKING:
+    from dspex.pruners import BasePruner
+
+__all__ = ["BestProgram", "Study", "StudyError", "TPESampler", "Variable"]
+
+Metric = Callable[..., Any]
+_metric_ids = itertools.count(1)
+
+
+class StudyError(RuntimeError):
+    """A program study stopped without a result: too many failed examples (``.errors`` lists
+    them), or no trial completed."""
+
+    def __init__(self, message: str, errors: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+
+
+class TPESampler:
+    """The program-mode optimizer configuration: the engine's TPE sampler
+    (:class:`dspex.samplers.TPESampler`, built with ``seed`` and ``**sampler_options``) searching
+    a program's variables, ``n_trials`` trials, each scored by ``metric(example, prediction,
+    trace=None)`` (a number; bool counts as 0/1).
+
+    ``failure_score``: the score of an example whose program run or metric call failed.
+    ``max_errors``: failed examples tolerated over the whole study; past it, the study stops
+    and :class:`StudyError` lists them. ``pruner``: a :mod:`dspex.pruners` pruner, fed the
+    running mean score of each trial as its examples finish. ``aggregate``: a callable turning
+    the list of example scores into the trial's value (default: the mean) — not supported yet.
+    """
+
+    def __init__(
+        self,
+        metric: Metric,
+        n_trials: int = 100,
+        seed: Optional[int] = None,
+        *,
+        failure_score: float = 0.0,
+        max_errors: int = 10,
+        pruner: Optional["BasePruner"] = None,
+        timeout: Optional[float] = None,
+        **sampler_options: Any,
+    ) -> None:
+        if not callable(metric):
+            raise TypeError(f"metric must be callable (example, prediction, trace=None) -> float, got {metric!r}")
+        if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+            raise ValueError(f"n_trials must be an int >= 1, got {n_trials!r}")
+        if isinstance(max_errors, bool) or not isinstance(max_errors, int) or max_errors < 0:
+            raise ValueError(f"max_errors must be an int >= 0, got {max_errors!r}")
+        if isinstance(failure_score, bool) or not isinstance(failure_score, (int, float)) or not math.isfinite(failure_score):
+            raise ValueError(f"failure_score must be a finite number, got {failure_score!r}")
+        self.metric = metric
+        self.n_trials = n_trials
+        self.failure_score = float(failure_score)
+        self.max_errors = max_errors
+        self.timeout = timeout
+        self.sampler = _samplers.TPESampler(seed=seed, **sampler_options)
+        self.pruner = pruner
+
+    def __repr__(self) -> str:
+        return f"TPESampler(n_trials={self.n_trials}, metric={getattr(self.metric, '__name__', self.metric)!r})"
+
+
+class Variable:
+    """A tunable argument of the best program: ``name`` (``"step.arg"``), ``value`` (the best
+    configuration's), ``distribution``."""
+
+    __slots__ = ("name", "value", "distribution")
+
+    def __init__(self, name: str, value: Any, distribution: BaseDistribution) -> None:
+        self.name = name
+        self.value = value
+        self.distribution = distribution
+
+    def __repr__(self) -> str:
+        return f"Variable({self.name!r}, value={self.value!r})"
+
+
+class BestProgram:
+    """The best configuration of a program study: ``params`` (``"step.arg"`` → value),
+    ``score`` (its value: the mean metric over the examples), a :class:`Variable` per tunable
+    argument by its full name (``best["retrieve.k"]``) or, when no other step has an argument
+    of that name, by the argument alone (``best.k.value``). Calling it runs the program with
+    that configuration in the engine."""
+
+    def __init__(self, program: Program, params: Dict[str, Any], score: float, summary: Dict[str, Any]) -> None:
+        self.program = program
+        self.params = dict(params)
+        self.score = score
+        self.summary = summary
+        self.study_name: str = summary["study_name"]
+        self.variables = {k: Variable(k, v, program.variables[k]) for k, v in params.items() if k in program.variables}
+
+    def __getitem__(self, name: str) -> Variable:
+        return self.variables[name]
+
+    def __getattr__(self, name: str) -> Variable:
+        if name.startswith("_") or "variables" not in self.__dict__:
+            raise AttributeError(name)
+        found = [v for k, v in self.variables.items() if k.split(".", 1)[1] == name]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise AttributeError(f"several steps have an argument {name!r}: use best[{found[0].name!r}] ({', '.join(v.name for v in found)})")
+        raise AttributeError(f"the program has no tunable argument {name!r} (it has: {', '.join(self.variables) or 'none'})")
+
+    def __call__(self, **inputs: Any) -> Prediction:
+        return self.program.run(self.params, **inputs)
+
+    def __repr__(self) -> str:
+        return f"BestProgram(score={self.score:.4g}, params={self.params})"
+
+
+def _score(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if value is None or isinstance(value, (str, bytes)) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"the metric returned {value!r}, not a number")
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValueError(f"the metric returned {value!r}, not a finite number")
+    return x
+
+
+class Study:
+    """A study of a program's configurations (see the module docs).
+
+    ``program``: a :class:`dspex.native.Program` (e.g. ``RAG``) with at least one argument
+    given as a distribution. ``optimizer``: a :class:`TPESampler` configuration. ``trainset``:
+    examples (``dspy.Example``, dicts, or objects with attributes) holding the program's input
+    fields; the metric gets them as they are. ``valset``: the examples a trial is scored on
+    (default: the trainset). ``storage`` / ``study_name``: a SQLite/PostgreSQL URL keeps the
+    study in Optuna's schema (re-running with the same name continues it).
+    """
+
+    def __init__(
+        self,
+        program: Program,
+        optimizer: TPESampler,
+        trainset: Sequence[Any],
+        valset: Optional[Sequence[Any]] = None,
+        storage: Optional[str] = None,
+        study_name: Optional[str] = None,
+        directions: Optional[Sequence[str]] = None,
+    ) -> None:
+        if not isinstance(program, Program):
+            raise TypeError(f"program must be a dspex.native.Program (e.g. RAG), got {type(program).__name__}")
+        if not isinstance(optimizer, TPESampler):
+            raise TypeError(f"optimizer must be a dspex.optimizer.TPESampler, got {type(optimizer).__name__}")
+        if directions is not None and list(directions) != ["maximize"]:
+            raise ValueError("program studies maximize one score for now: directions must be None or ['maximize']")
+        if not program.variables:
+            raise ValueError("the program has nothing to tune: give an argument as a distribution, e.g. Retrieve(corpus, k=IntDistribution(1, 20))")
+        trainset = list(trainset)
+        if not trainset:
+            raise ValueError("the trainset is empty")
+        self.program = program
+        self.optimizer = optimizer
+        self.trainset = trainset
+        self.valset = list(valset) if valset is not None else trainset
+        if not self.valset:
+            raise ValueError("the valset is empty")
+        self.storage = storage
+        self.study_name = study_name
+        # checked now: a field missing from an example is an error before any trial
+        self._inputs = [program.example_inputs(e, f"valset example {i}") for i, e in enumerate(self.valset)]
+
+    def optimize(self, concurrency: int = 4, example_concurrency: int = 64) -> BestProgram:
+        """Runs the study in the engine: ``concurrency`` trials at once (constant-liar TPE),
+        each with ``example_concurrency`` examples in flight. Blocks until the study ends;
+        returns the best configuration. Raises :class:`StudyError` when more than
+        ``max_errors`` examples failed or no trial completed; a spent LM budget
+        (``max_calls``...) ends the study cleanly with the best so far."""
+        for what, v in (("concurrency", concurrency), ("example_concurrency", example_concurrency)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{what} must be an int >= 1, got {v!r}")
+        ctx = self.program.context
+        metric = self.optimizer.metric
+        valset = self.valset
+
+        def score(example: int, prediction: dict, trace: Any = None) -> float:
+            return _score(metric(valset[example], Prediction(prediction), None))
+
+        tool = f"__metric_{next(_metric_ids)}"
+        ctx.register_tool(score, name=tool, description="the program study's metric")
+        opt = self.optimizer
+        spec = {
+            "program": self.program.to_json(),
+            "examples": self._inputs,
+            "metric_tool": tool,
+            "storage": self.storage,
+            "study_name": self.study_name,
+            "sampler": {"kind": opt.sampler._spec[0], "options": opt.sampler._spec[1]},
+            "pruner": None if opt.pruner is None else {"kind": opt.pruner._spec[0], "options": opt.pruner._spec[1]},
+            "n_trials": opt.n_trials,
+            "timeout": opt.timeout,
+            "concurrency": concurrency,
+            "example_concurrency": example_concurrency,
+            "failure_score": opt.failure_score,
+            "max_errors": opt.max_errors,
+        }
+        try:
+            summary: Dict[str, Any] = ctx._native.program("optimize", json.dumps(spec))
+        finally:
+            try:
+                ctx.unregister_tool(tool)
+            except (KeyError, ValueError):
+                pass
+        self.summary = summary
+        if summary["stop_reason"] == "aborted" or "best_params" not in summary:
+            errors = summary.get("errors", [])
+            why = summary.get("stop_detail") or "no trial completed"
+            raise StudyError(f"the program study {summary['study_name']!r} stopped: {why}", errors)
+        return BestProgram(self.program, summary["best_params"], summary["best_value"], summary)
+

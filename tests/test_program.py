@@ -1,0 +1,153 @@
+"""Program mode: engine-resident programs (Retrieve, Predict, PythonTool, Fuse) optimized by a
+program study against a Python metric, embedded and against a real ``dspex serve``; LM steps
+talk to the local OpenAI-compatible server (``dspex-testlm``), which answers ``echo: `` and the
+prompt's last message, so an answer holds the retrieved context."""
+
+import math
+
+import pytest
+from test_remote import _start_server, _stop
+
+from dspex import DSpexSessionContext
+from dspex.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from dspex.native import LM, RAG, Fuse, Predict, Prediction, Program, PythonTool, Retrieve
+from dspex.optimizer import Study, StudyError, TPESampler
+
+# A corpus where each fact sits in one document among distractors that share the question's words.
+FACTS = [(f"city{i}", f"river{i}") for i in range(12)]
+DOCS = [f"The river of city{i} is river{i}." for i, _ in enumerate(FACTS)]
+DOCS += [f"People in city{i} like the river and boats and trains number {j}." for i in range(12) for j in range(3)]
+TRAIN = [{"question": f"Which river flows through city{i}?", "answer": f"river{i}"} for i, _ in enumerate(FACTS)]
+
+
+def contains(example, prediction, trace=None):
+    return float(example["answer"] in prediction.answer)
+
+
+def test_a_rag_program_runs_in_the_engine_and_the_study_finds_a_better_k(lm):
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-rag", base_url=lm.url))
+        assert set(rag.variables) == {"retrieve.k", "predict.instructions"} and rag.inputs == ["question"]
+        pred = rag(question=TRAIN[0]["question"])
+        assert isinstance(pred, Prediction) and pred.answer.startswith("echo: ") and len(pred.context) == 5
+        assert [step for step, _, _ in pred.trace] == ["retrieve", "predict"]
+        default = sum(contains(e, rag(question=e["question"])) for e in TRAIN) / len(TRAIN)
+
+        study = Study(program=rag, optimizer=TPESampler(metric=contains, n_trials=12, seed=1), trainset=TRAIN)
+        best = study.optimize(concurrency=3, example_concurrency=8)
+        assert 1 <= best.k.value <= 20 and best.k.name == "retrieve.k"
+        assert best.params["retrieve.k"] == best.k.value and best["predict.instructions"].value in best.instructions.distribution.choices
+        assert best.score >= default and best.score == 1.0  # a large enough k always holds the answer
+        assert study.summary["complete"] == 12 and study.summary["error_count"] == 0
+        assert TRAIN[3]["answer"] in best(question=TRAIN[3]["question"]).answer
+
+
+def test_a_program_study_is_stored_and_continued_in_sqlite(lm, tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'prog.db'}"
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-store", base_url=lm.url), instructions="Answer.")
+        for _ in range(2):
+            Study(rag, TPESampler(contains, n_trials=4, seed=0), TRAIN, storage=url, study_name="rag").optimize()
+    s = optuna.load_study(study_name="rag", storage=url)
+    assert len(s.trials) == 8 and all(t.state.name == "COMPLETE" for t in s.trials)
+    t = s.trials[0]
+    assert set(t.params) == {"retrieve.k"} and len(t.user_attrs["example_scores"]) == len(TRAIN)
+    assert t.value == pytest.approx(sum(t.user_attrs["example_scores"]) / len(TRAIN))
+    assert t.intermediate_values  # the running mean, reported as examples finished
+
+
+def test_python_tools_and_fusion_are_steps_and_their_arguments_are_tunable(lm):
+    calls = []
+
+    def dense(question: str, depth: int = 3) -> list:
+        calls.append(depth)
+        words = set(question.lower().strip("?").split())
+        ranked = sorted(DOCS, key=lambda d: -len(words & set(d.lower().strip(".").split())))
+        return ranked[:depth]
+
+    def top1(example, prediction, trace=None):
+        return float(example["answer"] in prediction.context[0])
+
+    with DSpexSessionContext() as ctx:
+        prog = Program([
+            Retrieve(DOCS, k=10, output="bm25"),
+            PythonTool(dense, output="dense", depth=IntDistribution(1, 8)),
+            Fuse("bm25", "dense", weight=FloatDistribution(0.0, 1.0), k=3),
+        ], context=ctx)
+        assert set(prog.variables) == {"dense.depth", "fuse.weight"} and prog.inputs == ["question"]
+        assert prog.defaults() == {"dense.depth": 3, "fuse.weight": 0.5}
+        out = prog(question=TRAIN[2]["question"])
+        assert len(out.context) == 3 and calls == [3]
+        best = Study(prog, TPESampler(top1, n_trials=10, seed=3), TRAIN).optimize(concurrency=2)
+        assert 0.0 <= best.weight.value <= 1.0 and best.depth.value in range(1, 9)
+        assert best.score >= 0.5 and len(calls) > 10 * len(TRAIN)
+
+
+def test_the_metric_failing_scores_failure_score_and_too_many_failures_stop_the_study(lm):
+    def flaky(example, prediction, trace=None):
+        if example["answer"] == "river3":
+            raise RuntimeError("metric bug")
+        return 1.0
+
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-err", base_url=lm.url), instructions="Answer.")
+        best = Study(rag, TPESampler(flaky, n_trials=3, seed=0, max_errors=5, failure_score=-1.0), TRAIN).optimize(concurrency=1)
+        assert best.score == pytest.approx((len(TRAIN) - 1 - 1) / len(TRAIN))  # one example at -1
+        for bad, says in ((lambda e, p, t=None: None, "returned None"), (lambda e, p, t=None: "yes", "returned 'yes'"),
+                          (lambda e, p, t=None: math.nan, "not a finite number")):
+            with pytest.raises(StudyError, match="max_errors=2") as e:
+                Study(rag, TPESampler(bad, n_trials=5, max_errors=2), TRAIN).optimize(concurrency=1)
+            assert len(e.value.errors) == 3 and says in e.value.errors[0], e.value.errors
+
+
+def test_an_lm_that_fails_every_call_ends_the_study_with_a_clear_error(lm):
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-down", base_url="http://127.0.0.1:9/v1", max_retries=0, timeout=2))
+        with pytest.raises(StudyError, match="max_errors=10") as e:
+            Study(rag, TPESampler(contains, n_trials=5), TRAIN).optimize()
+        assert "LMError" in e.value.errors[0], e.value.errors
+
+
+def test_bad_programs_and_examples_are_refused_before_any_trial(lm):
+    with DSpexSessionContext() as ctx:
+        model = LM("m-bad", base_url=lm.url)
+        rag = RAG(context=ctx, corpus=DOCS, lm=model)
+        with pytest.raises(ValueError, match="valset example 1 has no field 'question', which step 'retrieve' reads"):
+            Study(rag, TPESampler(contains), [TRAIN[0], {"query": "x"}])
+        with pytest.raises(ValueError, match="trainset is empty"):
+            Study(rag, TPESampler(contains), [])
+        with pytest.raises(ValueError, match="documents \\[1\\] are empty"):
+            Retrieve(["a", "  "])
+        with pytest.raises(ValueError, match="signature"):
+            Predict("question answer", model)
+        with pytest.raises(ValueError, match="nothing to tune"):
+            Study(RAG(context=ctx, corpus=DOCS, lm=model, k=3, instructions="x"), TPESampler(contains), TRAIN)
+        with pytest.raises(ValueError, match="two steps have the name 'retrieve'"):
+            Program([Retrieve(DOCS), Retrieve(DOCS)], context=ctx)
+        with pytest.raises(ValueError, match="unknown type"):
+            Program([Retrieve(DOCS, k=IntDistribution(1, 3)), Predict("context, question -> answer: tensor", model)], context=ctx)(question="q")
+        with pytest.raises(TypeError, match="metric must be callable"):
+            TPESampler(metric="accuracy")
+        wrong = Program([Retrieve(DOCS, output="ctx"), Predict("passages, question -> answer", model, instructions=CategoricalDistribution(["a"]))], context=ctx)
+        assert wrong.inputs == ["question", "passages"]
+        with pytest.raises(ValueError, match="has no field 'passages', which step 'predict' reads"):
+            wrong(question="q")
+    with pytest.raises(ValueError, match="needs a session"):
+        Program([Retrieve(DOCS)])
+
+
+def test_the_same_program_study_runs_against_a_served_engine(lm):
+    p, addr = _start_server()
+    try:
+        _served_study(lm, addr)
+    finally:
+        _stop(p)
+
+
+def _served_study(lm, addr):
+    with DSpexSessionContext(engine=addr) as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-remote", base_url=lm.url))
+        best = Study(rag, TPESampler(contains, n_trials=6, seed=2), TRAIN).optimize(concurrency=2)
+        assert best.score > 0 and TRAIN[1]["answer"] in best(question=TRAIN[1]["question"]).answer
