@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use serde_json::Value;
 
-use crate::{block, panicked, to_py_err, BudgetExceeded, LMError};
+use crate::{block, to_py_err, BudgetExceeded, LMError};
 
 /// The Python exception of an LM error (ValueError for a bad argument, `BudgetExceeded`,
 /// else `LMError` with `.status`: the HTTP status or None).
@@ -184,18 +184,8 @@ impl PyLm {
         let results: Vec<Result<Completion, LmError>> = block(py, async move {
             // without the prefetch (an unreadable cache file) each call asks the file itself
             let _ = lm.prefetch(&reqs).await;
-            let handles: Vec<_> = reqs
-                .into_iter()
-                .map(|r| {
-                    let lm = lm.clone();
-                    tokio::spawn(async move { lm.chat(&r).await })
-                })
-                .collect();
-            let mut out = Vec::with_capacity(handles.len());
-            for h in handles {
-                out.push(h.await.map_err(|_| panicked())?);
-            }
-            Ok(out)
+            // one task polls them all: a cache hit then costs no task hand-off
+            Ok(futures_util::future::join_all(reqs.iter().map(|r| lm.chat(r))).await)
         })?;
         let mut out = Vec::with_capacity(results.len());
         for r in results {

@@ -15,7 +15,8 @@
 //!   connection halfway through the body, `[[huge:BYTES]]` answers a body of that size.
 //!
 //! Without a marker the answer is `echo: ` followed by the last message's content. Usage counts
-//! words. `GET /control/stats` returns what the server saw; `POST /control/reset` zeroes it.
+//! words. `GET /control/stats` returns what the server saw (`load_429`: the 429s for too many
+//! requests in flight, apart from the random ones); `POST /control/reset` zeroes it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -103,6 +104,8 @@ struct Stats {
     ok: AtomicU64,
     inflight: AtomicUsize,
     max_inflight_seen: AtomicUsize,
+    /// 429s for too many requests in flight (the random ones are not counted here).
+    load_429: AtomicU64,
     by_status: Mutex<HashMap<u16, u64>>,
     by_content: Mutex<HashMap<String, u64>>,
 }
@@ -208,6 +211,7 @@ async fn admit(
         }
     }
     if b.max_inflight.is_some_and(|max| now > max) {
+        st.load_429.fetch_add(1, Ordering::SeqCst);
         return Err(error(
             429,
             "Rate limit reached: too many requests in flight.",
@@ -461,6 +465,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "ok": st.ok.load(Ordering::SeqCst),
         "inflight": st.inflight.load(Ordering::SeqCst),
         "max_inflight_seen": st.max_inflight_seen.load(Ordering::SeqCst),
+        "load_429": st.load_429.load(Ordering::SeqCst),
         "by_status": by_status,
         "distinct_contents": st.by_content.lock().len(),
     }))
@@ -471,6 +476,7 @@ async fn reset(State(shared): State<Arc<Shared>>) -> Json<Value> {
     st.requests.store(0, Ordering::SeqCst);
     st.ok.store(0, Ordering::SeqCst);
     st.max_inflight_seen.store(0, Ordering::SeqCst);
+    st.load_429.store(0, Ordering::SeqCst);
     st.by_status.lock().clear();
     st.by_content.lock().clear();
     Json(json!({"reset": true}))

@@ -27,7 +27,13 @@ const PREFETCH_CHUNK: usize = 500;
 pub fn key(kind: &str, body: &Value, rollout_id: Option<&str>) -> String {
     let canonical = json!({"kind": kind, "body": body, "rollout_id": rollout_id});
     let digest = Sha256::digest(canonical.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out
 }
 
 /// One cache (memory, and disk when it has a path).

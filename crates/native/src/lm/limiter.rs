@@ -1,17 +1,31 @@
-//! The adaptive concurrency cap of an LM endpoint: at most `limit` requests in flight, where
-//! `limit` starts at the configured maximum, shrinks when the server answers 429 to a noticeable
-//! share of a window of requests, and grows back by one per window without throttling.
+//! The adaptive concurrency cap of an LM endpoint: at most `limit` requests in flight.
+//!
+//! The limit starts at the configured maximum. It is judged over windows of requests (at least
+//! [`MIN_WINDOW`], at least the limit): a window where more than [`THROTTLE_SHARE`] of the
+//! answers were 429 is throttled, so the limit shrinks by [`DECREASE`] and the level it failed at
+//! teaches a *safe* level (nine tenths of it). In quiet windows the limit climbs back by one per
+//! window up to the safe level; above it, it only probes: one step up after `hold` quiet windows
+//! at the safe level. A probe that meets [`PROBE_FAILURES`] 429s goes back at once and doubles
+//! `hold`, so a server whose concurrency cap sits just under the probe is asked above its cap
+//! less and less often; a probe that passes a whole window raises the safe level. Background
+//! 429s (a server that throttles a few requests at random) stay under the share and do not move
+//! the limit.
 
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-/// The share of 429s in a window above which the limit shrinks. Random throttling below it
-/// (a server's background 429s) does not collapse the limit.
-const THROTTLE_SHARE: f64 = 0.1;
+/// The share of 429s in a window above which the limit shrinks.
+const THROTTLE_SHARE: f64 = 0.15;
 /// The factor the limit shrinks by.
 const DECREASE: f64 = 0.75;
+/// Requests in a window at least.
+const MIN_WINDOW: usize = 64;
+/// 429s that fail a probe above the safe level.
+const PROBE_FAILURES: usize = 3;
+/// Quiet windows at the safe level before the first probe.
+const FIRST_HOLD: usize = 8;
 
 #[derive(Debug)]
 struct State {
@@ -20,6 +34,11 @@ struct State {
     in_flight: usize,
     window_done: usize,
     window_throttled: usize,
+    /// The limit climbs freely up to here; above, it probes.
+    safe: usize,
+    /// Quiet windows at the safe level before a probe.
+    hold: usize,
+    quiet: usize,
 }
 
 /// Shared by every caller of one (model, base URL) in the process.
@@ -52,6 +71,9 @@ impl AdaptiveLimiter {
                 in_flight: 0,
                 window_done: 0,
                 window_throttled: 0,
+                safe: max,
+                hold: FIRST_HOLD,
+                quiet: 0,
             }),
             notify: Notify::new(),
         })
@@ -81,6 +103,7 @@ impl AdaptiveLimiter {
         if max.max(1) < s.max {
             s.max = max.max(1);
             s.limit = s.limit.min(s.max);
+            s.safe = s.safe.min(s.max);
         }
     }
 
@@ -90,25 +113,57 @@ impl AdaptiveLimiter {
             let mut s = self.state.lock();
             s.window_done += 1;
             s.window_throttled += throttled as usize;
-            if s.window_done < s.limit.max(8) {
+            let probing = s.limit > s.safe;
+            if probing && s.window_throttled >= PROBE_FAILURES {
+                // the probe found the server's cap: back to the safe level, probe half as often
+                tracing::debug!(
+                    probe = s.limit,
+                    safe = s.safe,
+                    "LM concurrency probe throttled"
+                );
+                s.limit = s.safe;
+                s.hold = s.hold.saturating_mul(2);
+                s.quiet = 0;
+                s.window_done = 0;
+                s.window_throttled = 0;
+                return;
+            }
+            if s.window_done < s.limit.max(MIN_WINDOW) {
                 return;
             }
             let share = s.window_throttled as f64 / s.window_done as f64;
             s.window_done = 0;
             s.window_throttled = 0;
             if share > THROTTLE_SHARE {
-                let lower = ((s.limit as f64) * DECREASE).floor() as usize;
+                let lower = (((s.limit as f64) * DECREASE).floor() as usize).max(1);
                 tracing::debug!(
                     from = s.limit,
-                    to = lower.max(1),
+                    to = lower,
                     share,
                     "LM concurrency lowered after 429s"
                 );
-                s.limit = lower.max(1);
+                s.safe = (((s.limit as f64) * 0.9).floor() as usize)
+                    .clamp(1, s.limit.saturating_sub(1).max(1));
+                s.limit = lower;
+                s.quiet = 0;
                 false
-            } else if s.limit < s.max {
+            } else if probing {
+                // a whole quiet window above the safe level: that level is safe too
+                s.safe = s.limit;
+                s.quiet = 0;
+                false
+            } else if s.limit < s.safe {
                 s.limit += 1;
                 true
+            } else if s.limit < s.max {
+                s.quiet += 1;
+                if s.quiet >= s.hold {
+                    s.quiet = 0;
+                    s.limit += 1;
+                    true
+                } else {
+                    false
+                }
             } else {
                 false
             }
@@ -130,17 +185,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throttling_above_the_share_lowers_the_limit_and_quiet_windows_raise_it() {
-        let l = AdaptiveLimiter::new(32);
-        for i in 0..32 {
+    fn throttling_lowers_the_limit_and_probes_above_the_safe_level_less_and_less() {
+        let l = AdaptiveLimiter::new(40);
+        for i in 0..64 {
             l.record(i % 2 == 0);
         }
-        assert_eq!(l.snapshot().0, 24);
-        // 5% random throttling: no decrease, growth back to the maximum
-        for i in 0..2000 {
+        assert_eq!(l.snapshot().0, 30); // 40 * 0.75; safe level 36
+                                        // 5% random throttling: no decrease, back up to the safe level, one step per window
+        for i in 0..64 * 6 {
             l.record(i % 20 == 0);
         }
-        assert_eq!(l.snapshot().0, 32);
+        assert_eq!(l.snapshot().0, 36);
+        for i in 0..64 * FIRST_HOLD {
+            l.record(i % 20 == 0);
+        }
+        assert_eq!(l.snapshot().0, 37, "a probe after the hold");
+        for _ in 0..PROBE_FAILURES {
+            l.record(true);
+        }
+        assert_eq!(l.snapshot().0, 36, "a throttled probe goes back at once");
+        for _ in 0..64 * (2 * FIRST_HOLD - 1) {
+            l.record(false);
+        }
+        assert_eq!(l.snapshot().0, 36, "the next probe waits twice as long");
+        for _ in 0..64 {
+            l.record(false);
+        }
+        assert_eq!(l.snapshot().0, 37);
+        for _ in 0..64 {
+            l.record(false);
+        }
+        assert_eq!(
+            l.snapshot().0,
+            37,
+            "a quiet probe window makes its level safe"
+        );
         l.tighten(10);
         assert_eq!(l.snapshot().0, 10);
     }
