@@ -39,7 +39,7 @@ MODULES = ["os", "os.path", "shutil", "json", "re", "string", "textwrap", "itert
            "inspect", "ast", "tokenize", "urllib.parse", "email.utils", "base64", "binascii", "zlib", "gzip", "tarfile",
            "zipfile", "csv", "configparser", "logging", "threading", "socket", "ssl", "http.client", "unittest",
            "argparse", "difflib", "pprint", "copy", "pickle", "shelve", "sqlite3", "tempfile", "time", "calendar",
-           "codecs", "locale", "platform", "sysconfig", "traceback", "warnings", "weakref", "types", "typing", "uuid"]
+           "codecs", "locale", "platform", "sysconfig", "traceback", "warnings", "weakref", "types", "uuid"]
 
 
 def stdlib_pairs() -> list:
