@@ -151,3 +151,22 @@ def _served_study(lm, addr):
         rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-remote", base_url=lm.url))
         best = Study(rag, TPESampler(contains, n_trials=6, seed=2), TRAIN).optimize(concurrency=2)
         assert best.score > 0 and TRAIN[1]["answer"] in best(question=TRAIN[1]["question"]).answer
+
+
+def test_minibatches_and_periodic_full_evaluations_pick_the_best_on_the_full_set(lm, tmp_path):
+    import optuna
+
+    many = [dict(t, question=t["question"] + f" (variant {j})") for j in range(5) for t in TRAIN]  # 60 > 50
+    url = f"sqlite:///{tmp_path / 'mb.db'}"
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-mb", base_url=lm.url), instructions="Answer.")
+        opt = TPESampler(contains, n_trials=10, seed=4, minibatch_size=8, minibatch_full_eval_steps=4)
+        study = Study(rag, opt, many, storage=url, study_name="mb")
+        best = study.optimize(concurrency=2)
+    full = {int(k): v for k, v in study.summary["full_scores"].items()}
+    assert 3 <= len(full) <= 4  # after trials 4 and 8 (or a tie of two due together), and at the end
+    assert best.score == max(full.values()) and best.summary["best_number"] in full
+    s = optuna.load_study(study_name="mb", storage=url)
+    assert {int(k): v for k, v in s.user_attrs["full_scores"].items()} == full
+    for t in s.trials:  # every trial scored 8 examples
+        assert sum(x is not None for x in t.user_attrs["example_scores"]) == 8

@@ -57,6 +57,12 @@ class TPESampler:
     a program's variables, ``n_trials`` trials, each scored by ``metric(example, prediction,
     trace=None)`` (a number; bool counts as 0/1).
 
+    ``minibatch_size``: with a valset of more than 50 examples, a trial scores a random
+    minibatch of this many (None: every example, always); every ``minibatch_full_eval_steps``
+    trials, and at the end, the best minibatch configuration not yet fully evaluated is scored on
+    the whole valset, and the best full-set score picks the result (as DSPy's MIPROv2 does; the
+    full-set scores are the study's ``full_scores`` user attribute, apart from the trials'
+    minibatch values the sampler learns from).
     ``failure_score``: the score of an example whose program run or metric call failed.
     ``max_errors``: failed examples tolerated over the whole study; past it, the study stops
     and :class:`StudyError` lists them. ``pruner``: a :mod:`dspex.pruners` pruner, fed the
@@ -70,6 +76,8 @@ class TPESampler:
         n_trials: int = 100,
         seed: Optional[int] = None,
         *,
+        minibatch_size: Optional[int] = 35,
+        minibatch_full_eval_steps: int = 5,
         failure_score: float = 0.0,
         max_errors: int = 10,
         pruner: Optional["BasePruner"] = None,
@@ -84,8 +92,14 @@ class TPESampler:
             raise ValueError(f"max_errors must be an int >= 0, got {max_errors!r}")
         if isinstance(failure_score, bool) or not isinstance(failure_score, (int, float)) or not math.isfinite(failure_score):
             raise ValueError(f"failure_score must be a finite number, got {failure_score!r}")
+        for what, v in (("minibatch_size", minibatch_size), ("minibatch_full_eval_steps", minibatch_full_eval_steps)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{what} must be an int >= 1, got {v!r}")
         self.metric = metric
         self.n_trials = n_trials
+        self.seed = seed
+        self.minibatch_size = minibatch_size
+        self.minibatch_full_eval_steps = minibatch_full_eval_steps
         self.failure_score = float(failure_score)
         self.max_errors = max_errors
         self.timeout = timeout
@@ -113,7 +127,7 @@ class Variable:
 
 class BestProgram:
     """The best configuration of a program study: ``params`` (``"step.arg"`` → value),
-    ``score`` (its value: the mean metric over the examples), a :class:`Variable` per tunable
+    ``score`` (its mean metric over the whole valset), a :class:`Variable` per tunable
     argument by its full name (``best["retrieve.k"]``) or, when no other step has an argument
     of that name, by the argument alone (``best.k.value``). Calling it runs the program with
     that configuration in the engine."""
@@ -233,6 +247,9 @@ class Study:
             "example_concurrency": example_concurrency,
             "failure_score": opt.failure_score,
             "max_errors": opt.max_errors,
+            "minibatch_size": opt.minibatch_size if opt.minibatch_size is not None and len(self.valset) > 50 else None,
+            "full_eval_steps": opt.minibatch_full_eval_steps,
+            "seed": opt.seed,
         }
         try:
             summary: Dict[str, Any] = ctx._native.program("optimize", json.dumps(spec))

@@ -3,12 +3,20 @@
 //! Python metric, called in batches through the session's tool channel, in-process or over the
 //! session stream).
 //!
-//! A trial samples every tunable argument of the program (`step.arg`), runs the program on
-//! every example with `example_concurrency` examples in flight, calls the metric on each
-//! prediction, reports the running mean as an intermediate value (so pruners apply), and is
-//! told the mean. An example whose program run or metric call fails scores `failure_score` and
-//! counts against `max_errors`; past it, the study stops with the errors listed. An LM budget
-//! running out (`BudgetExceeded`) stops the study cleanly: the best so far stands.
+//! A trial samples every tunable argument of the program (`step.arg`), runs the program on its
+//! examples with `example_concurrency` in flight, calls the metric on each prediction, reports
+//! the running mean as an intermediate value (so pruners apply), and is told the mean. An
+//! example whose program run or metric call fails scores `failure_score` and counts against
+//! `max_errors`; past it, the study stops with the errors listed. An LM budget running out
+//! (`BudgetExceeded`) stops the study cleanly: the best so far stands.
+//!
+//! With more examples than `minibatch_size` (and minibatching on), a trial scores a random
+//! minibatch of them (drawn from the trial number and the seed), as MIPROv2 does; every
+//! `full_eval_steps` finished trials, and once at the end, the configuration with the best
+//! minibatch score that has not been fully evaluated yet is scored on every example. Those
+//! full-set scores are kept apart from the trials' values (the study's user attribute
+//! `full_scores`: trial number → score; the sampler sees minibatch scores only), and the best
+//! configuration is the one with the best full-set score.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +68,12 @@ pub struct ProgramStudySpec {
     pub failure_score: f64,
     /// Failed examples tolerated over the whole study before it stops.
     pub max_errors: usize,
+    /// Examples per trial when minibatching (None: every trial scores every example).
+    pub minibatch_size: Option<usize>,
+    /// Finished trials between two full evaluations.
+    pub full_eval_steps: usize,
+    /// Seeds the minibatches.
+    pub seed: u64,
 }
 
 fn opt_str(v: &Value, k: &str) -> Result<Option<String>> {
@@ -101,7 +115,8 @@ fn component(v: &Value, k: &str) -> Result<Option<(String, String)>> {
 impl ProgramStudySpec {
     /// Reads a spec from JSON: `program`, `examples` (a list of dicts), `metric_tool`, and
     /// optionally `storage`, `study_name`, `sampler`/`pruner` (`{kind, options}`), `n_trials`,
-    /// `timeout`, `concurrency`, `example_concurrency`, `failure_score`, `max_errors`.
+    /// `timeout`, `concurrency`, `example_concurrency`, `failure_score`, `max_errors`,
+    /// `minibatch_size` (null: off), `full_eval_steps`, `seed`.
     pub fn from_json(v: &Value) -> Result<ProgramStudySpec> {
         let program = Program::from_json(v.get("program").unwrap_or(&Value::Null))?;
         let examples: Vec<Map<String, Value>> = v
@@ -166,6 +181,17 @@ impl ProgramStudySpec {
             example_concurrency: count(v, "example_concurrency", 64)? as usize,
             failure_score,
             max_errors,
+            minibatch_size: match v.get("minibatch_size") {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+                _ => Some(count(v, "minibatch_size", 35)? as usize),
+            },
+            full_eval_steps: count(v, "full_eval_steps", 5)? as usize,
+            seed: match v.get("seed") {
+                None | Some(Value::Null) => 0,
+                Some(x) => x.as_u64().ok_or_else(|| {
+                    EngineError::InvalidArgument(format!("seed must be an int >= 0, not {x}"))
+                })?,
+            },
         })
     }
 }
@@ -177,6 +203,15 @@ struct Evaluation {
     study: Arc<Study>,
     errors: Mutex<Vec<String>>,
     budget_out: AtomicBool,
+    /// Trials that scored a minibatch; full-set scores by trial number.
+    finished: Mutex<usize>,
+    full: tokio::sync::Mutex<BTreeMap<u64, f64>>,
+}
+
+impl ProgramStudySpec {
+    fn minibatching(&self) -> Option<usize> {
+        self.minibatch_size.filter(|m| *m < self.examples.len())
+    }
 }
 
 /// Runs a program study to its end; returns a summary: `study_name`, `best_number`,
@@ -224,6 +259,8 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
         study: study.clone(),
         errors: Mutex::new(Vec::new()),
         budget_out: AtomicBool::new(false),
+        finished: Mutex::new(0),
+        full: tokio::sync::Mutex::new(BTreeMap::new()),
     });
     let space = Arc::new(space);
     let mut evaluators = JoinSet::new();
@@ -244,6 +281,10 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
     }
     let summary = run.wait_async().await;
     while evaluators.join_next().await.is_some() {}
+    if ev.spec.minibatching().is_some() && !ev.budget_out.load(Ordering::SeqCst) {
+        ev.full_evaluation().await;
+    }
+    let full = ev.full.lock().await.clone();
     let errors = ev.errors.lock().clone();
     let trials = {
         let study = study.clone();
@@ -283,26 +324,49 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
         ),
     );
     out.insert("error_count".to_string(), Data::Int(errors.len() as i64));
-    let best = {
-        let study = study.clone();
-        tokio::task::spawn_blocking(move || study.best_trial())
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?
+    // the best full-set score when there are some, else the best trial value
+    let best = match full
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+    {
+        Some((n, score)) => trials
+            .iter()
+            .find(|t| t.number == *n)
+            .map(|t| (t.clone(), *score)),
+        None => {
+            let study = study.clone();
+            tokio::task::spawn_blocking(move || study.best_trial())
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))?
+                .ok()
+                .map(|t| {
+                    let v = t
+                        .values
+                        .as_ref()
+                        .and_then(|v| v.first().copied())
+                        .unwrap_or(f64::NAN);
+                    (t, v)
+                })
+        }
     };
-    if let Ok(best) = best {
+    if let Some((best, score)) = best {
         out.insert("best_number".to_string(), Data::Int(best.number as i64));
-        out.insert(
-            "best_value".to_string(),
-            Data::Float(
-                best.values
-                    .as_ref()
-                    .and_then(|v| v.first().copied())
-                    .unwrap_or(f64::NAN),
-            ),
-        );
+        out.insert("best_value".to_string(), Data::Float(score));
         out.insert("best_params".to_string(), params_data(&best.params));
     }
+    out.insert(
+        "full_scores".to_string(),
+        Data::Map(
+            full.iter()
+                .map(|(n, s)| (n.to_string(), Data::Float(*s)))
+                .collect(),
+        ),
+    );
     Ok(Data::Map(out))
+}
+
+fn json_number(x: f64) -> Value {
+    serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
 }
 
 /// A trial's params as data.
@@ -355,8 +419,9 @@ impl Evaluation {
             })
             .await
         };
+        let examples = self.examples_of(number);
         let outcome = match params {
-            Ok(params) => self.score(run, Arc::new(params), number).await,
+            Ok(params) => self.score(Arc::new(params), Some(number), examples).await,
             Err(e) => Outcome::Fail(format!("sampling failed: {e}")),
         };
         let told = self.blocking(move |s| s.tell(number, outcome, false)).await;
@@ -379,26 +444,93 @@ impl Evaluation {
         }
         if self.budget_out.load(Ordering::SeqCst) {
             run.stop();
+        } else if self.spec.minibatching().is_some() {
+            let due = {
+                let mut f = self.finished.lock();
+                *f += 1;
+                *f % self.spec.full_eval_steps == 0
+            };
+            if due {
+                self.full_evaluation().await;
+            }
         }
         Done::Finished
     }
 
-    /// Runs the program over the examples with `params`; the trial's outcome.
+    /// The examples trial `number` scores: a minibatch drawn from the number and the seed, or
+    /// all of them.
+    fn examples_of(&self, number: u64) -> Arc<Vec<usize>> {
+        let n = self.spec.examples.len();
+        Arc::new(match self.spec.minibatching() {
+            Some(m) => {
+                use rand::SeedableRng;
+                let mut rng = rand::rngs::StdRng::seed_from_u64(
+                    self.spec.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ number,
+                );
+                let mut picked = rand::seq::index::sample(&mut rng, n, m).into_vec();
+                picked.sort_unstable();
+                picked
+            }
+            None => (0..n).collect(),
+        })
+    }
+
+    /// Scores the best minibatch configuration not fully evaluated yet on every example and
+    /// records its full-set score (study user attribute `full_scores`).
+    async fn full_evaluation(self: &Arc<Self>) {
+        // one at a time: two evaluators due together would pick the same configuration
+        let mut full = self.full.lock().await;
+        let done: Vec<u64> = full.keys().copied().collect();
+        let pick = self
+            .blocking(move |s| {
+                let trials = s.trials(Some(&[TrialState::Complete]))?;
+                Ok(trials
+                    .into_iter()
+                    .filter(|t| !done.contains(&t.number))
+                    .max_by(|a, b| {
+                        let v = |t: &crate::model::TrialRecord| {
+                            t.values
+                                .as_ref()
+                                .and_then(|v| v.first().copied())
+                                .unwrap_or(f64::NEG_INFINITY)
+                        };
+                        v(a).total_cmp(&v(b)).then(b.number.cmp(&a.number))
+                    }))
+            })
+            .await;
+        let Ok(Some(trial)) = pick else { return };
+        let all = Arc::new((0..self.spec.examples.len()).collect());
+        if let Outcome::Values(v) = self.score(Arc::new(trial.params.clone()), None, all).await {
+            full.insert(trial.number, v[0]);
+            let attr = Value::Object(
+                full.iter()
+                    .map(|(n, s)| (n.to_string(), json_number(*s)))
+                    .collect(),
+            );
+            let _ = self
+                .blocking(move |s| s.set_user_attr("full_scores", attr))
+                .await;
+        }
+    }
+
+    /// Runs the program over `examples` with `params`; the outcome. For a trial (`number`),
+    /// the running mean is reported as examples finish and the scores are kept as its
+    /// `example_scores` attribute (null where an example was not scored).
     async fn score(
         self: &Arc<Self>,
-        _run: &Arc<Run>,
         params: Arc<BTreeMap<String, ParamValue>>,
-        number: u64,
+        number: Option<u64>,
+        examples: Arc<Vec<usize>>,
     ) -> Outcome {
-        let n = self.spec.examples.len();
+        let n = examples.len();
         let report_every = (n / 20).max(1);
         let mut in_flight = JoinSet::new();
         let mut next = 0usize;
-        let mut scores = vec![f64::NAN; n];
+        let mut scores = vec![f64::NAN; self.spec.examples.len()];
         let (mut done, mut sum) = (0usize, 0.0);
         loop {
             while next < n && in_flight.len() < self.spec.example_concurrency {
-                let (ev, params, i) = (self.clone(), params.clone(), next);
+                let (ev, params, i) = (self.clone(), params.clone(), examples[next]);
                 in_flight.spawn(async move { (i, ev.example(&params, i).await) });
                 next += 1;
             }
@@ -421,6 +553,7 @@ impl Evaluation {
             scores[i] = score;
             done += 1;
             sum += score;
+            let Some(number) = number else { continue };
             if done % report_every == 0 && done < n {
                 let mean = sum / done as f64;
                 let prune = self
@@ -435,18 +568,15 @@ impl Evaluation {
             }
         }
         let mean = sum / n as f64;
-        let attr = Value::Array(
-            scores
-                .iter()
-                .map(|s| serde_json::Number::from_f64(*s).map_or(Value::Null, Value::Number))
-                .collect(),
-        );
-        let _ = self
-            .blocking(move |s| {
-                s.storage()
-                    .set_trial_user_attr(s.id(), number, "example_scores", attr)
-            })
-            .await;
+        if let Some(number) = number {
+            let attr = Value::Array(scores.iter().map(|s| json_number(*s)).collect());
+            let _ = self
+                .blocking(move |s| {
+                    s.storage()
+                        .set_trial_user_attr(s.id(), number, "example_scores", attr)
+                })
+                .await;
+        }
         Outcome::Values(vec![mean])
     }
 
