@@ -229,7 +229,8 @@ def test_a_session_lm_is_called_by_the_lm_tool_and_many_at_once_through_map(lm):
     from dspex.exceptions import ToolError
 
     with DSpexSessionContext() as ctx:
-        ctx.add_lm("main", LM("m-session", base_url=lm.url, max_calls=3))
+        model = LM("m-session", base_url=lm.url, max_calls=3)
+        ctx.add_lm("main", model)
         out = ctx.tools["lm"](lm="main", prompt="hello", tag="t1")
         assert out["text"] == "echo: hello" and out["prompt_tokens"] == 1 and not out["cached"]
         msgs = [{"role": "user", "content": "hi"}]
@@ -240,6 +241,10 @@ def test_a_session_lm_is_called_by_the_lm_tool_and_many_at_once_through_map(lm):
         with pytest.raises(ToolError, match="max_calls=3") as e:
             ctx.tools["lm"](lm="main", prompt="more")
         assert e.value.kind == "BudgetExceeded"
+        # this process's engine calls the LM object itself: its accounting and budget
+        assert model.stats()["requests"] == 3 and model.stats()["by_tag"]["t1"]["calls"] == 1
+        with pytest.raises(BudgetExceeded):
+            model("direct")
         with pytest.raises(KeyError, match="LM"):
             ctx.tools["lm"](lm="other", prompt="x")
         with pytest.raises(ValueError, match="either prompt or messages"):

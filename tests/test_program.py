@@ -170,3 +170,16 @@ def test_minibatches_and_periodic_full_evaluations_pick_the_best_on_the_full_set
     assert {int(k): v for k, v in s.user_attrs["full_scores"].items()} == full
     for t in s.trials:  # every trial scored 8 examples
         assert sum(x is not None for x in t.user_attrs["example_scores"]) == 8
+
+
+def test_program_lm_calls_count_in_the_users_lm_and_its_budget_ends_the_study_cleanly(lm):
+    with DSpexSessionContext() as ctx:
+        model = LM("m-budget", base_url=lm.url, cache=False, max_calls=30)
+        rag = RAG(context=ctx, corpus=DOCS, lm=model)
+        best = Study(rag, TPESampler(contains, n_trials=20, seed=0), TRAIN).optimize(concurrency=1, example_concurrency=4)
+        st = model.stats()
+        assert st["requests"] <= 30 and st["budget"]["calls"] == 30 and st["errors"] >= 1  # the refused ones
+        assert set(st["by_tag"]) == {"predict"}  # a step tags its calls with its name
+        summary = best.summary
+        assert summary["budget_exhausted"] and summary["complete"] == 2 and summary["failed"] == 1
+        assert summary["error_count"] == 0 and best.score > 0

@@ -442,19 +442,19 @@ class DSpexSessionContext:
         return self._native.index(name, texts, None if ids is None else list(ids), bool(stop_words), bool(stem))
 
     def add_lm(self, name: str, lm: "LM") -> None:
-        """Makes ``lm`` (a :class:`dspex.native.LM`) the LM ``name`` of this session: the
-        engine that holds the session builds its own client from ``lm``'s settings, which the
+        """Makes ``lm`` (a :class:`dspex.native.LM`) the LM ``name`` of this session, which the
         ``lm`` tool (``ctx.tools["lm"](lm=name, prompt=...)``, or many at once through ``map``)
-        and programs call there. On a served engine the settings, API key included, travel over
-        the session stream (use TLS off loopback); the engine's copy has its own accounting and
-        budget."""
+        and program steps call in the engine. In this process's engine that is ``lm`` itself
+        (its ``stats()`` and budgets count those calls). A served engine builds its own client
+        from ``lm``'s settings, sent over the session stream with the API key (use TLS off
+        loopback); that copy has its own accounting and budget."""
         from dspex.native import LM
 
         if not isinstance(lm, LM):
             raise TypeError(f"add_lm takes a dspex.native.LM, got {type(lm).__name__}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"an LM name must be a non-empty str, got {name!r}")
-        self._native.add_lm(name, lm._config)
+        self._native.add_lm(name, lm._config, lm._native)
 
     @property
     def session_id(self) -> str:

@@ -84,7 +84,7 @@ fn request(
 /// An engine-side LM client (see `dspex.native.LM`).
 #[pyclass(frozen, name = "LM", module = "dspex._native")]
 pub(crate) struct PyLm {
-    lm: Lm,
+    pub(crate) lm: Lm,
 }
 
 #[pymethods]

@@ -352,14 +352,29 @@ impl PySession {
 
     /// Adds (or replaces) the LM `name` of the session from the JSON settings of
     /// `dspex.native.LM`; the `lm` tool and programs call it in the engine.
-    fn add_lm(&self, py: Python<'_>, name: String, config_json: String) -> PyResult<()> {
-        self.run(
-            py,
-            SessionOp::AddLm {
-                name,
-                config: config_json,
-            },
-        )?;
+    fn add_lm(
+        &self,
+        py: Python<'_>,
+        name: String,
+        config_json: String,
+        lm: PyRef<'_, crate::lm::PyLm>,
+    ) -> PyResult<()> {
+        match &self.backend {
+            // this process's engine calls the very client Python holds: one accounting, one budget
+            Backend::Local(_) => self
+                .live()?
+                .add_lm(&name, lm.lm.clone())
+                .map_err(to_py_err)?,
+            Backend::Remote(_) => {
+                self.run(
+                    py,
+                    SessionOp::AddLm {
+                        name,
+                        config: config_json,
+                    },
+                )?;
+            }
+        }
         Ok(())
     }
 

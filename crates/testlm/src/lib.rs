@@ -14,7 +14,8 @@
 //!   middle, `[[slow-body:MS]]` sends the body in pieces MS apart, `[[drop]]` drops the
 //!   connection halfway through the body, `[[huge:BYTES]]` answers a body of that size.
 //!
-//! Without a marker the answer is `echo: ` followed by the last message's content. Usage counts
+//! Without a marker the answer is `echo: ` followed by the last message's content, in the
+//! structure of DSPy's or dspex's chat format when the system message asks for output fields. Usage counts
 //! words. `GET /control/stats` returns what the server saw (`load_429`: the 429s for too many
 //! requests in flight, apart from the random ones); `POST /control/reset` zeroes it.
 
@@ -321,9 +322,14 @@ async fn chat_inner(shared: &Arc<Shared>, headers: &HeaderMap, body: &[u8]) -> R
     if let Some(code) = marker(&last, "status").and_then(|s| s.parse::<u16>().ok()) {
         return error(code, &format!("status {code} as asked"), None);
     }
+    let system = messages
+        .first()
+        .filter(|m| m["role"] == "system")
+        .map(|m| content_text(&m["content"]))
+        .unwrap_or_default();
     let text = match marker(&last, "reply") {
         Some(t) => t.to_string(),
-        None => format!("echo: {last}"),
+        None => fields_answer(&system, &last).unwrap_or_else(|| format!("echo: {last}")),
     };
     let completion_tokens = words(&text);
     let answer = json!({
@@ -383,6 +389,50 @@ async fn chat_inner(shared: &Arc<Shared>, headers: &HeaderMap, body: &[u8]) -> R
         .header("content-length", len)
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| error(500, "cannot build the response", None))
+}
+
+/// An answer in the structure a prompt asks for, when its system message lists output fields:
+/// DSPy's chat format (`Your output fields are:` ... `[[ ## name ## ]]`) or dspex's (`Outputs:
+/// name (type), ...`, `## name` headers). A text field holds `echo: ` and the last message
+/// (brackets removed, so it cannot look like a field marker); other types a fixed value.
+fn fields_answer(system: &str, last: &str) -> Option<String> {
+    let echo = format!("echo: {}", last.replace("[[", "").replace("]]", ""));
+    if let Some(rest) = system.split("Your output fields are:").nth(1) {
+        let names: Vec<&str> = rest
+            .lines()
+            .skip(1)
+            .map_while(|l| {
+                l.split('`')
+                    .nth(1)
+                    .filter(|_| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .collect();
+        if names.is_empty() {
+            return None;
+        }
+        let mut out: String = names
+            .iter()
+            .map(|n| format!("[[ ## {n} ## ]]\n{echo}\n\n"))
+            .collect();
+        out.push_str("[[ ## completed ## ]]");
+        return Some(out);
+    }
+    let line = system.lines().find_map(|l| l.strip_prefix("Outputs: "))?;
+    let parts: Vec<String> = line
+        .split(", ")
+        .filter_map(|f| {
+            let (name, ty) = f.split_once(" (")?;
+            let value = match ty.trim_end_matches(')') {
+                "int" => "1".to_string(),
+                "float" => "0.5".to_string(),
+                "bool" => "true".to_string(),
+                "list" => format!("- {}", echo.replace('\n', " ")),
+                _ => echo.clone(),
+            };
+            Some(format!("## {name}\n{value}"))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("\n\n"))
 }
 
 /// A deterministic 16-dimensional embedding: word hashes spread over the dimensions.
