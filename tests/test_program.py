@@ -48,10 +48,10 @@ def test_a_program_study_is_stored_and_continued_in_sqlite(lm, tmp_path):
     url = f"sqlite:///{tmp_path / 'prog.db'}"
     with DSpexSessionContext() as ctx:
         rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-store", base_url=lm.url), instructions="Answer.")
-        for _ in range(2):
-            Study(rag, TPESampler(contains, n_trials=4, seed=0), TRAIN, storage=url, study_name="rag").optimize()
+        for n in (4, 6, 6):  # n_trials is what the study should hold: a re-run adds what is missing
+            Study(rag, TPESampler(contains, n_trials=n, seed=0), TRAIN, storage=url, study_name="rag").optimize()
     s = optuna.load_study(study_name="rag", storage=url)
-    assert len(s.trials) == 8 and all(t.state.name == "COMPLETE" for t in s.trials)
+    assert len(s.trials) == 6 and all(t.state.name == "COMPLETE" for t in s.trials)
     t = s.trials[0]
     assert set(t.params) == {"retrieve.k"} and len(t.user_attrs["example_scores"]) == len(TRAIN)
     assert t.value == pytest.approx(sum(t.user_attrs["example_scores"]) / len(TRAIN))
@@ -183,3 +183,61 @@ def test_program_lm_calls_count_in_the_users_lm_and_its_budget_ends_the_study_cl
         summary = best.summary
         assert summary["budget_exhausted"] and summary["complete"] == 2 and summary["failed"] == 1
         assert summary["error_count"] == 0 and best.score > 0
+
+
+RESUMED = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_program import DOCS, TRAIN
+from dspex import DSpexSessionContext
+from dspex.native import LM, RAG
+from dspex.optimizer import Study, TPESampler
+
+def slow(example, prediction, trace=None):
+    time.sleep(0.01)
+    return float(example["answer"] in prediction.answer)
+
+with DSpexSessionContext() as ctx:
+    rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-resume", base_url={url!r}))
+    best = Study(rag, TPESampler(slow, n_trials=12, seed=0), TRAIN, storage={storage!r}, study_name="resume").optimize(concurrency=2, example_concurrency=2)
+    print("done", best.score)
+"""
+
+
+def test_a_program_study_killed_with_sigkill_continues_without_losing_or_rerunning_trials(lm, tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "resume.db"
+    code = RESUMED.format(tests=os.path.dirname(__file__), url=lm.url, storage=f"sqlite:///{db}")
+
+    def finished() -> list:
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as c:
+            try:
+                return c.execute("SELECT t.number, t.state, v.value FROM trials t LEFT JOIN trial_values v ON v.trial_id = t.trial_id "
+                                 "WHERE t.state = 'COMPLETE' ORDER BY t.number").fetchall()
+            except sqlite3.OperationalError:  # the schema is not there yet
+                return []
+
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(finished()) < 3 and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    before = finished()
+    assert 3 <= len(before) < 12, before
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    after = finished()
+    assert after[: len(before)] == before  # the finished trials are kept as they were
+    assert len(after) == 12  # and only the missing ones ran
+    with sqlite3.connect(db) as c:
+        states = dict(c.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+    assert states.get("RUNNING", 0) == 0 and states["COMPLETE"] == 12

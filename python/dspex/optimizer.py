@@ -179,7 +179,9 @@ class Study:
     examples (``dspy.Example``, dicts, or objects with attributes) holding the program's input
     fields; the metric gets them as they are. ``valset``: the examples a trial is scored on
     (default: the trainset). ``storage`` / ``study_name``: a SQLite/PostgreSQL URL keeps the
-    study in Optuna's schema (re-running with the same name continues it).
+    study in Optuna's schema. Running it again with the same name continues it: ``n_trials`` is
+    the number of trials the study should hold, so only the missing ones run; its finished
+    trials stay as they are, and trials a killed process left running are failed and replaced.
     """
 
     def __init__(

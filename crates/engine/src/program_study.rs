@@ -17,6 +17,10 @@
 //! full-set scores are kept apart from the trials' values (the study's user attribute
 //! `full_scores`: trial number → score; the sampler sees minibatch scores only), and the best
 //! configuration is the one with the best full-set score.
+//!
+//! A study in a storage is continued by running it again with the same name: its finished
+//! trials count towards `n_trials` and stay as they are; trials a killed process left running
+//! are failed and replaced.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +60,8 @@ pub struct ProgramStudySpec {
     pub sampler: (String, String),
     /// Pruner kind and options (None: no pruning).
     pub pruner: Option<(String, String)>,
-    /// Trials to run.
+    /// Trials the study should have: a study continued from its storage runs only those that
+    /// are missing (its finished trials count, whatever their state).
     pub n_trials: Option<u64>,
     /// Start no trial after this long.
     pub timeout: Option<Duration>,
@@ -217,7 +222,7 @@ impl ProgramStudySpec {
 /// Runs a program study to its end; returns a summary: `study_name`, `best_number`,
 /// `best_value`, `best_params`, `complete`, `pruned`, `failed`, `stop_reason`, `errors`.
 pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<Data> {
-    let (study, space) = {
+    let (study, space, finished, full) = {
         let spec = spec.clone();
         tokio::task::spawn_blocking(move || -> Result<_> {
             let storage = crate::storage::open_url(spec.storage.as_deref().unwrap_or("memory"))?;
@@ -234,7 +239,29 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
                 pruner,
                 true,
             )?;
-            Ok((study, spec.program.space()))
+            // A study continued after its process died: trials left RUNNING are failed (and
+            // replaced), finished ones count towards n_trials and are not run again.
+            let mut finished = 0u64;
+            for t in study.trials(None)? {
+                if t.state == TrialState::Running {
+                    let why =
+                        "interrupted: the process running this program study stopped".to_string();
+                    study.tell(t.number, Outcome::Fail(why), false)?;
+                } else if t.state != TrialState::Waiting {
+                    finished += 1;
+                }
+            }
+            let full: BTreeMap<u64, f64> = study
+                .user_attrs()?
+                .get("full_scores")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_f64()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok((study, spec.program.space(), finished, full))
         })
         .await
         .map_err(|e| EngineError::Internal(format!("the study could not be opened: {e}")))??
@@ -247,7 +274,7 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
     let run = Run::start(
         study.clone(),
         RunOptions {
-            n_trials: spec.n_trials,
+            n_trials: spec.n_trials.map(|n| n.saturating_sub(finished)),
             timeout: spec.timeout,
             concurrency: spec.concurrency,
             ..RunOptions::default()
@@ -260,7 +287,7 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
         errors: Mutex::new(Vec::new()),
         budget_out: AtomicBool::new(false),
         finished: Mutex::new(0),
-        full: tokio::sync::Mutex::new(BTreeMap::new()),
+        full: tokio::sync::Mutex::new(full),
     });
     let space = Arc::new(space);
     let mut evaluators = JoinSet::new();
