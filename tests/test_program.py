@@ -241,3 +241,30 @@ def test_a_program_study_killed_with_sigkill_continues_without_losing_or_rerunni
     with sqlite3.connect(db) as c:
         states = dict(c.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
     assert states.get("RUNNING", 0) == 0 and states["COMPLETE"] == 12
+
+
+def test_the_best_program_is_saved_without_secrets_and_loaded_ready_to_run(lm, tmp_path):
+    from dspex.native import load_program
+
+    path = tmp_path / "best.json"
+
+    def dense(question: str, depth: int = 2) -> list:
+        return [d for d in DOCS if question.split()[-1].strip("?") in d][:depth]
+
+    with DSpexSessionContext() as ctx:
+        model = LM("openai/m-save", base_url=lm.url, api_key="sk-secret-123", headers={"Authorization": "Bearer sk-secret-123", "X-Team": "a"})
+        prog = Program([Retrieve(DOCS, k=IntDistribution(1, 10), output="bm25"), PythonTool(dense, output="dense", depth=IntDistribution(1, 3)),
+                        Fuse("bm25", "dense", weight=FloatDistribution(0, 1)), Predict("context, question -> answer", model)], context=ctx)
+        best = Study(prog, TPESampler(contains, n_trials=4, seed=0), TRAIN).optimize()
+        best.save(path)
+        expected = best(question=TRAIN[5]["question"]).answer
+    text = path.read_text()
+    assert "sk-secret" not in text and "X-Team" in text
+    with DSpexSessionContext() as ctx:
+        loaded = load_program(path, context=ctx, tools={"dense": dense})
+        assert loaded.params == best.params and loaded.saved["score"] == best.score
+        assert set(loaded.variables) == set(prog.variables)
+        assert loaded(question=TRAIN[5]["question"]).answer == expected
+    with pytest.raises(ValueError, match="not a saved dspex program"):
+        (tmp_path / "x.json").write_text("{}")
+        load_program(tmp_path / "x.json", context=ctx)

@@ -15,6 +15,7 @@ import inspect
 import itertools
 import json
 import math
+import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from dspex.distributions import BaseDistribution, CategoricalDistribution, IntDistribution, distribution_to_json
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from dspex.native import LM
     from dspex.session import DSpexSessionContext
 
-__all__ = ["ChainOfThought", "Fuse", "Module", "Prediction", "Predict", "Program", "PythonTool", "RAG", "Retrieve"]
+__all__ = ["ChainOfThought", "Fuse", "Module", "Prediction", "Predict", "Program", "PythonTool", "RAG", "Retrieve", "load_program"]
 
 _ids = itertools.count(1)
 _current: "contextvars.ContextVar[Optional[DSpexSessionContext]]" = contextvars.ContextVar("dspex_session", default=None)
@@ -86,6 +87,10 @@ class Module:
     def reads(self) -> List[str]:
         """The fields the step reads."""
         return []
+
+    def _extras(self) -> Dict[str, Any]:
+        """Constructor arguments that are not step arguments (see :func:`save_program`)."""
+        return {}
 
     def _bind(self, ctx: "DSpexSessionContext") -> Dict[str, Any]:
         """The step's JSON for the engine (registering what it needs in the session)."""
@@ -161,6 +166,9 @@ class Retrieve(Module):
     def reads(self) -> List[str]:
         return [self.args["query"]]
 
+    def _extras(self) -> Dict[str, Any]:
+        return {"corpus": self.corpus} if self.corpus is not None else {"index": self.index}
+
     def _bind(self, ctx: "DSpexSessionContext") -> Dict[str, Any]:
         step = super()._bind(ctx)
         if self.corpus is not None:
@@ -212,6 +220,9 @@ class Predict(Module):
                                 "demo_set": demo_set, "temperature": temperature, "max_tokens": max_tokens})
         self.lm = lm
         self._lm_names: Dict[int, str] = {}
+
+    def _extras(self) -> Dict[str, Any]:
+        return {"lm": self.lm}
 
     def reads(self) -> List[str]:
         inputs = self.args["signature"].split("->", 1)[0]
@@ -351,6 +362,11 @@ class Program:
             raise ValueError("a Program needs a session: pass context=ctx or build it inside `with DSpexSessionContext() as ctx:`")
         self.steps = steps
         self.context = ctx
+        #: The configuration ``program(**inputs)`` runs with (``"step.arg"`` → value); tunable
+        #: arguments not in it take their defaults.
+        self.params: Dict[str, Any] = {}
+        #: What a loaded program was saved with besides its steps and params (e.g. ``score``).
+        self.saved: Dict[str, Any] = {}
         self._json: Optional[Dict[str, Any]] = None
 
     @property
@@ -416,10 +432,90 @@ class Program:
         return Prediction(out["prediction"], trace)
 
     def __call__(self, **inputs: Any) -> Prediction:
-        return self.run(None, **inputs)
+        return self.run(self.params, **inputs)
+
+    def save(self, path: Union[str, "os.PathLike[str]"], params: Optional[Mapping[str, Any]] = None, **meta: Any) -> None:
+        """Writes the program to a JSON file: its steps with their arguments (distributions
+        included), corpora, LM settings (never an API key or an auth header: the key is read
+        from ``api_key_env`` again on load), Python tools by name, and ``params`` (default
+        :attr:`params`), the configuration :func:`load_program` gives back."""
+        steps = []
+        for st in self.steps:
+            kwargs = {**st.args, **st._extras(), "name": st.name}
+            steps.append({"module": st.module, "kwargs": {k: _save_value(v) for k, v in kwargs.items()}})
+        doc = {"format": "dspex.program/1", "steps": steps, "params": dict(self.params if params is None else params), **meta}
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
 
     def __repr__(self) -> str:
         return "Program(" + " -> ".join(f"{s.name}:{s.module}" for s in self.steps) + ")"
+
+
+_SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "proxy-authorization")
+
+
+def _save_value(v: Any) -> Any:
+    from dspex.native import LM
+
+    if isinstance(v, BaseDistribution):
+        return {"__distribution__": distribution_to_json(v)}
+    if isinstance(v, LM):
+        settings = json.loads(v._config)
+        settings.pop("api_key", None)
+        headers = settings.get("headers") or {}
+        settings["headers"] = {k: x for k, x in headers.items()
+                               if k.lower() not in _SECRET_HEADERS and "token" not in k.lower() and "key" not in k.lower()} or None
+        settings["model_name"] = v.model
+        return {"__lm__": settings}
+    return v
+
+
+def _load_value(v: Any) -> Any:
+    from dspex.distributions import json_to_distribution
+    from dspex.native import LM
+
+    if isinstance(v, dict) and set(v) == {"__distribution__"}:
+        return json_to_distribution(v["__distribution__"])
+    if isinstance(v, dict) and set(v) == {"__lm__"}:
+        s = dict(v["__lm__"])
+        model = s.pop("model_name", s.pop("model"))
+        s.pop("model", None)
+        return LM(model, **s)
+    return v
+
+
+_MODULES: Dict[str, type] = {}
+
+
+def load_program(path: Union[str, "os.PathLike[str]"], context: Optional["DSpexSessionContext"] = None,
+                 tools: Optional[Mapping[str, Callable[..., Any]]] = None) -> Program:
+    """Reads a program written by :meth:`Program.save` (or ``BestProgram.save``) into the
+    session ``context`` (default: the innermost ``with DSpexSessionContext()``); its
+    :attr:`Program.params` is the saved configuration. A ``PythonTool`` step calls
+    ``tools[name]`` when given, else the session's tool of that name."""
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    if not isinstance(doc, dict) or doc.get("format") != "dspex.program/1":
+        raise ValueError(f"{path}: not a saved dspex program (format dspex.program/1)")
+    if not _MODULES:
+        _MODULES.update({"retrieve": Retrieve, "predict": Predict, "chain_of_thought": ChainOfThought,
+                         "python_tool": PythonTool, "fuse": Fuse})
+    steps: List[Module] = []
+    for i, st in enumerate(doc.get("steps", [])):
+        cls = _MODULES.get(st.get("module"))
+        if cls is None:
+            raise ValueError(f"{path}: step {i} has an unknown module {st.get('module')!r}")
+        kwargs = {k: _load_value(v) for k, v in st.get("kwargs", {}).items()}
+        if cls is PythonTool and tools is not None and kwargs.get("tool") in tools:
+            kwargs["tool"] = tools[kwargs["tool"]]
+        steps.append(cls(**kwargs))
+    program = Program(steps, context=context)
+    unknown = set(doc.get("params", {})) - set(program.variables)
+    if unknown:
+        raise ValueError(f"{path}: params {sorted(unknown)} are not tunable arguments of the program")
+    program.params = dict(doc.get("params", {}))
+    program.saved = {k: v for k, v in doc.items() if k not in ("format", "steps", "params")}
+    return program
 
 
 #: Instruction candidates RAG searches over when none are given.

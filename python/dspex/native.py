@@ -32,11 +32,12 @@ from dspex._program import (
     Program,
     PythonTool,
     Retrieve,
+    load_program,
 )
 from dspex.exceptions import BudgetExceeded, LMError
 
 __all__ = ["LM", "RAG", "BudgetExceeded", "ChainOfThought", "Completion", "Fuse", "LMError", "Module", "Predict",
-           "Prediction", "Program", "PythonTool", "Retrieve", "Usage"]
+           "Prediction", "Program", "PythonTool", "Retrieve", "Usage", "load_program"]
 
 Messages = Union[str, Sequence[Mapping[str, Any]]]
 

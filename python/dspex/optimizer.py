@@ -27,7 +27,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
+import os
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
 
 from dspex import samplers as _samplers
 from dspex._program import Prediction, Program
@@ -155,6 +156,12 @@ class BestProgram:
 
     def __call__(self, **inputs: Any) -> Prediction:
         return self.program.run(self.params, **inputs)
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Writes this configuration of the program to a JSON file
+        (:meth:`dspex.native.Program.save`); ``dspex.native.load_program(path, context=ctx)``
+        reads it back, ready to run."""
+        self.program.save(path, self.params, score=self.score, study_name=self.study_name)
 
     def __repr__(self) -> str:
         return f"BestProgram(score={self.score:.4g}, params={self.params})"
