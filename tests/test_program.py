@@ -268,3 +268,27 @@ def test_the_best_program_is_saved_without_secrets_and_loaded_ready_to_run(lm, t
     with pytest.raises(ValueError, match="not a saved dspex program"):
         (tmp_path / "x.json").write_text("{}")
         load_program(tmp_path / "x.json", context=ctx)
+
+
+def test_callbacks_see_every_trial_and_can_stop_the_study(lm, capsys):
+    seen = []
+
+    def cb(study, trial):
+        seen.append(trial)
+        if len(seen) == 3:
+            study.stop()
+
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-cb", base_url=lm.url))
+        study = Study(rag, TPESampler(contains, n_trials=20, seed=0), TRAIN)
+        study.optimize(concurrency=1, callbacks=[cb], show_progress_bar=True)
+        assert len(seen) == 3 and study.summary["complete"] == 3
+        assert [t.number for t in seen] == [0, 1, 2] and all(t.state == "COMPLETE" and 0 <= t.value <= 1 for t in seen)
+        assert set(seen[0].params) == {"retrieve.k", "predict.instructions"}
+        assert capsys.readouterr().err  # the progress bar (tqdm, or one plain line)
+
+        def broken(study, trial):
+            raise KeyError("callback bug")
+
+        with pytest.raises(KeyError, match="callback bug"):
+            Study(rag, TPESampler(contains, n_trials=20, seed=0), TRAIN).optimize(concurrency=1, callbacks=[broken], show_progress_bar=False)

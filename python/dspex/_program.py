@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, 
 from dspex.distributions import BaseDistribution, CategoricalDistribution, IntDistribution, distribution_to_json
 
 if TYPE_CHECKING:
-    from dspex.native import LM
+    from dspex._lm import LM
     from dspex.session import DSpexSessionContext
 
 __all__ = ["ChainOfThought", "Fuse", "Module", "Prediction", "Predict", "Program", "PythonTool", "RAG", "Retrieve", "load_program"]
@@ -209,7 +209,7 @@ class Predict(Module):
         max_tokens: Optional[int] = None,
         name: str = "predict",
     ) -> None:
-        from dspex.native import LM
+        from dspex._lm import LM
 
         if not isinstance(signature, str) or "->" not in signature:
             raise ValueError(f"step {name!r}: signature must be a str like 'context, question -> answer', got {signature!r}")
@@ -455,7 +455,7 @@ _SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "proxy-authorization
 
 
 def _save_value(v: Any) -> Any:
-    from dspex.native import LM
+    from dspex._lm import LM
 
     if isinstance(v, BaseDistribution):
         return {"__distribution__": distribution_to_json(v)}
@@ -471,8 +471,8 @@ def _save_value(v: Any) -> Any:
 
 
 def _load_value(v: Any) -> Any:
+    from dspex._lm import LM
     from dspex.distributions import json_to_distribution
-    from dspex.native import LM
 
     if isinstance(v, dict) and set(v) == {"__distribution__"}:
         return json_to_distribution(v["__distribution__"])

@@ -28,7 +28,7 @@ import itertools
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 from dspex import samplers as _samplers
 from dspex._program import Prediction, Program
@@ -37,7 +37,7 @@ from dspex.distributions import BaseDistribution
 if TYPE_CHECKING:
     from dspex.pruners import BasePruner
 
-__all__ = ["BestProgram", "Study", "StudyError", "TPESampler", "Variable"]
+__all__ = ["BestProgram", "ProgramTrial", "Study", "StudyError", "TPESampler", "Variable"]
 
 Metric = Callable[..., Any]
 _metric_ids = itertools.count(1)
@@ -109,6 +109,23 @@ class TPESampler:
 
     def __repr__(self) -> str:
         return f"TPESampler(n_trials={self.n_trials}, metric={getattr(self.metric, '__name__', self.metric)!r})"
+
+
+class ProgramTrial:
+    """A finished trial of a program study, as callbacks see it: ``number``, ``state``
+    (``"COMPLETE"``, ``"PRUNED"`` or ``"FAIL"``), ``value`` (the mean score, None unless
+    complete) and ``params``."""
+
+    __slots__ = ("number", "state", "value", "params")
+
+    def __init__(self, number: int, state: str, value: Optional[float], params: Dict[str, Any]) -> None:
+        self.number = number
+        self.state = state
+        self.value = value
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"ProgramTrial(number={self.number}, state={self.state!r}, value={self.value!r}, params={self.params})"
 
 
 class Variable:
@@ -223,15 +240,51 @@ class Study:
         # checked now: a field missing from an example is an error before any trial
         self._inputs = [program.example_inputs(e, f"valset example {i}") for i, e in enumerate(self.valset)]
 
-    def optimize(self, concurrency: int = 4, example_concurrency: int = 64) -> BestProgram:
+    def stop(self) -> None:
+        """From a callback: start no more trials (running ones finish)."""
+        self._stop = True
+
+    def optimize(
+        self,
+        concurrency: int = 4,
+        example_concurrency: int = 64,
+        callbacks: Optional[Sequence[Callable[["Study", ProgramTrial], None]]] = None,
+        show_progress_bar: bool = True,
+    ) -> BestProgram:
         """Runs the study in the engine: ``concurrency`` trials at once (constant-liar TPE),
         each with ``example_concurrency`` examples in flight. Blocks until the study ends;
-        returns the best configuration. Raises :class:`StudyError` when more than
-        ``max_errors`` examples failed or no trial completed; a spent LM budget
+        returns the best configuration. ``callbacks`` are called with this study and a
+        :class:`ProgramTrial` after each trial (one may call :meth:`stop`; one that raises stops
+        the study and its exception is raised here); ``show_progress_bar``: trials done and the
+        best minibatch score on stderr (tqdm when installed). Raises :class:`StudyError` when
+        more than ``max_errors`` examples failed or no trial completed; a spent LM budget
         (``max_calls``...) ends the study cleanly with the best so far."""
+        from dspex._optimize import _Progress
+
         for what, v in (("concurrency", concurrency), ("example_concurrency", example_concurrency)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{what} must be an int >= 1, got {v!r}")
+        callbacks = list(callbacks or [])
+        if not all(callable(c) for c in callbacks):
+            raise TypeError("callbacks must be callables (study, trial) -> None")
+        self._stop = False
+        progress = _Progress(bool(show_progress_bar), self.optimizer.n_trials, None)
+        best: List[Optional[float]] = [None]
+        failure: List[BaseException] = []
+
+        def on_trial(number: int, state: str, value: Optional[float] = None, params: Optional[dict] = None) -> bool:
+            if state == "COMPLETE" and value is not None and (best[0] is None or value > best[0]):
+                best[0] = value
+            progress.update(best[0])
+            trial = ProgramTrial(number, state, value, dict(params or {}))
+            for cb in callbacks:
+                try:
+                    cb(self, trial)
+                except BaseException as e:  # stop the study; raised once it has ended
+                    failure.append(e)
+                    return True
+            return self._stop
+
         ctx = self.program.context
         metric = self.optimizer.metric
         valset = self.valset
@@ -239,13 +292,16 @@ class Study:
         def score(example: int, prediction: dict, trace: Any = None) -> float:
             return _score(metric(valset[example], Prediction(prediction), None))
 
-        tool = f"__metric_{next(_metric_ids)}"
+        n = next(_metric_ids)
+        tool, trial_tool = f"__metric_{n}", f"__trial_{n}"
         ctx.register_tool(score, name=tool, description="the program study's metric")
+        ctx.register_tool(on_trial, name=trial_tool, description="the program study's progress and callbacks")
         opt = self.optimizer
         spec = {
             "program": self.program.to_json(),
             "examples": self._inputs,
             "metric_tool": tool,
+            "trial_tool": trial_tool,
             "storage": self.storage,
             "study_name": self.study_name,
             "sampler": {"kind": opt.sampler._spec[0], "options": opt.sampler._spec[1]},
@@ -263,11 +319,15 @@ class Study:
         try:
             summary: Dict[str, Any] = ctx._native.program("optimize", json.dumps(spec))
         finally:
-            try:
-                ctx.unregister_tool(tool)
-            except (KeyError, ValueError):
-                pass
+            progress.close()
+            for name in (tool, trial_tool):
+                try:
+                    ctx.unregister_tool(name)
+                except (KeyError, ValueError):
+                    pass
         self.summary = summary
+        if failure:
+            raise failure[0]
         if summary["stop_reason"] == "aborted" or "best_params" not in summary:
             errors = summary.get("errors", [])
             why = summary.get("stop_detail") or "no trial completed"

@@ -37,7 +37,7 @@ from dspex.distributions import BaseDistribution, _from_native
 if TYPE_CHECKING:
     import asyncio
 
-    from dspex.native import LM
+    from dspex._lm import LM
 
 VARIABLE_TYPES = ("float", "int", "str", "bool", "choice", "embedding", "tensor")
 
@@ -448,7 +448,7 @@ class DSpexSessionContext:
         (its ``stats()`` and budgets count those calls). A served engine builds its own client
         from ``lm``'s settings, sent over the session stream with the API key (use TLS off
         loopback); that copy has its own accounting and budget."""
-        from dspex.native import LM
+        from dspex._lm import LM
 
         if not isinstance(lm, LM):
             raise TypeError(f"add_lm takes a dspex.native.LM, got {type(lm).__name__}")

@@ -52,6 +52,9 @@ pub struct ProgramStudySpec {
     /// The session tool that scores one prediction: called with `example` (the position),
     /// `prediction` (a dict) and `trace` (None); returns a number.
     pub metric_tool: String,
+    /// A session tool called after every trial with `number`, `state`, `value` (None unless
+    /// COMPLETE) and `params`; answering true stops the study (progress bars, callbacks).
+    pub trial_tool: Option<String>,
     /// A storage URL (None: in memory).
     pub storage: Option<String>,
     /// The study's name (None: generated).
@@ -173,6 +176,7 @@ impl ProgramStudySpec {
             examples,
             metric_tool: opt_str(v, "metric_tool")?
                 .ok_or_else(|| EngineError::InvalidArgument("metric_tool is needed".into()))?,
+            trial_tool: opt_str(v, "trial_tool")?,
             storage: opt_str(v, "storage")?,
             study_name: opt_str(v, "study_name")?,
             sampler: component(v, "sampler")?.unwrap_or_else(|| ("TPESampler".into(), "{}".into())),
@@ -451,9 +455,37 @@ impl Evaluation {
             Ok(params) => self.score(Arc::new(params), Some(number), examples).await,
             Err(e) => Outcome::Fail(format!("sampling failed: {e}")),
         };
-        let told = self.blocking(move |s| s.tell(number, outcome, false)).await;
-        if let Err(e) = told {
-            return Done::Abort(format!("trial {number} could not be told: {e}"));
+        let told = match self.blocking(move |s| s.tell(number, outcome, false)).await {
+            Ok(t) => t,
+            Err(e) => return Done::Abort(format!("trial {number} could not be told: {e}")),
+        };
+        if let Some(tool) = &self.spec.trial_tool {
+            let mut args = BTreeMap::new();
+            args.insert("number".to_string(), Data::Int(number as i64));
+            args.insert(
+                "state".to_string(),
+                Data::Str(told.state.as_str().to_string()),
+            );
+            let value = match (told.state, told.values.as_ref().and_then(|v| v.first())) {
+                (TrialState::Complete, Some(v)) => Data::Float(*v),
+                _ => Data::Null,
+            };
+            args.insert("value".to_string(), value);
+            if let Ok(Some(p)) = self
+                .blocking(move |s| Ok(Some(s.trial(number)?.params)))
+                .await
+            {
+                args.insert("params".to_string(), params_data(&p));
+            }
+            let answer = match tools::call(&self.session, tool, args) {
+                tools::Call::Ready(r) => r,
+                tools::Call::Pending(f) => f.await,
+            };
+            match answer {
+                Ok(Data::Bool(true)) => run.stop(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("the trial callback of a program study failed: {e}"),
+            }
         }
         if self.errors.lock().len() > self.spec.max_errors {
             let errors = self.errors.lock();
