@@ -284,6 +284,9 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
             ..RunOptions::default()
         },
     )?;
+    // the caller may go away (its stream broke): stop the run rather than leave it waiting for
+    // evaluators that were dropped with this future
+    let _stop_on_drop = InterruptOnDrop(run.clone());
     let ev = Arc::new(Evaluation {
         spec,
         session,
@@ -394,6 +397,17 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
         ),
     );
     Ok(Data::Map(out))
+}
+
+/// Interrupts a run when dropped before it ended.
+struct InterruptOnDrop(Arc<Run>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        if !self.0.is_finished() {
+            self.0.interrupt("the program study's caller went away");
+        }
+    }
 }
 
 fn json_number(x: f64) -> Value {
