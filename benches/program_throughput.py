@@ -51,7 +51,7 @@ def run_dspex(server: LMServer, trials: int, examples: list, docs: list, concurr
         program = Program([Retrieve(docs, k=IntDistribution(1, 8)), Predict("context, question -> answer", lm)], context=ctx)
         program(question="warm up")
         server.reset()
-        study = Study(program, TPESampler(metric, n_trials=trials, seed=0, minibatch_size=None), examples)
+        study = Study(program, TPESampler(metric, n_trials=trials, seed=0, minibatch_size=None, num_candidates=1), examples)
         t0 = time.perf_counter()
         study.optimize(concurrency=concurrency, example_concurrency=example_concurrency)
         wall = time.perf_counter() - t0

@@ -53,7 +53,7 @@ def test_a_program_study_is_stored_and_continued_in_sqlite(lm, tmp_path):
     s = optuna.load_study(study_name="rag", storage=url)
     assert len(s.trials) == 6 and all(t.state.name == "COMPLETE" for t in s.trials)
     t = s.trials[0]
-    assert set(t.params) == {"retrieve.k"} and len(t.user_attrs["example_scores"]) == len(TRAIN)
+    assert set(t.params) == {"retrieve.k", "predict.demo_set"} and len(t.user_attrs["example_scores"]) == len(TRAIN)
     assert t.value == pytest.approx(sum(t.user_attrs["example_scores"]) / len(TRAIN))
     assert t.intermediate_values  # the running mean, reported as examples finished
 
@@ -123,7 +123,7 @@ def test_bad_programs_and_examples_are_refused_before_any_trial(lm):
         with pytest.raises(ValueError, match="signature"):
             Predict("question answer", model)
         with pytest.raises(ValueError, match="nothing to tune"):
-            Study(RAG(context=ctx, corpus=DOCS, lm=model, k=3, instructions="x"), TPESampler(contains), TRAIN)
+            Study(RAG(context=ctx, corpus=DOCS, lm=model, k=3, instructions="x"), TPESampler(contains, max_bootstrapped_demos=0, max_labeled_demos=0), TRAIN)
         with pytest.raises(ValueError, match="two steps have the name 'retrieve'"):
             Program([Retrieve(DOCS), Retrieve(DOCS)], context=ctx)
         with pytest.raises(ValueError, match="unknown type"):
@@ -176,7 +176,7 @@ def test_program_lm_calls_count_in_the_users_lm_and_its_budget_ends_the_study_cl
     with DSpexSessionContext() as ctx:
         model = LM("m-budget", base_url=lm.url, cache=False, max_calls=30)
         rag = RAG(context=ctx, corpus=DOCS, lm=model)
-        best = Study(rag, TPESampler(contains, n_trials=20, seed=0), TRAIN).optimize(concurrency=1, example_concurrency=4)
+        best = Study(rag, TPESampler(contains, n_trials=20, seed=0, num_candidates=1), TRAIN).optimize(concurrency=1, example_concurrency=4)
         st = model.stats()
         assert st["requests"] <= 30 and st["budget"]["calls"] == 30 and st["errors"] >= 1  # the refused ones
         assert set(st["by_tag"]) == {"predict"}  # a step tags its calls with its name
@@ -284,7 +284,7 @@ def test_callbacks_see_every_trial_and_can_stop_the_study(lm, capsys):
         study.optimize(concurrency=1, callbacks=[cb], show_progress_bar=True)
         assert len(seen) == 3 and study.summary["complete"] == 3
         assert [t.number for t in seen] == [0, 1, 2] and all(t.state == "COMPLETE" and 0 <= t.value <= 1 for t in seen)
-        assert set(seen[0].params) == {"retrieve.k", "predict.instructions"}
+        assert set(seen[0].params) == {"retrieve.k", "predict.instructions", "predict.demo_set"}
         assert capsys.readouterr().err  # the progress bar (tqdm, or one plain line)
 
         def broken(study, trial):
@@ -292,3 +292,24 @@ def test_callbacks_see_every_trial_and_can_stop_the_study(lm, capsys):
 
         with pytest.raises(KeyError, match="callback bug"):
             Study(rag, TPESampler(contains, n_trials=20, seed=0), TRAIN).optimize(concurrency=1, callbacks=[broken], show_progress_bar=False)
+
+
+def test_demo_sets_are_bootstrapped_from_passing_traces_and_become_a_variable(lm):
+    with DSpexSessionContext() as ctx:
+        model = LM("m-demos", base_url=lm.url, cache=False)
+        rag = RAG(context=ctx, corpus=DOCS, lm=model, k=IntDistribution(1, 3))
+        study = Study(rag, TPESampler(contains, n_trials=6, seed=0, num_candidates=4, max_bootstrapped_demos=2, max_labeled_demos=3), TRAIN)
+        best = study.optimize(concurrency=2, show_progress_bar=False)
+        predict = rag.steps[1]
+        sets = predict.args["demos"]
+        assert len(sets) == 4 and sets[0] == [] and all(len(s) <= 3 for s in sets)
+        boot = [d for d in sets[2] if "context" in d]  # from a trace: the step's inputs and outputs
+        assert boot and all(set(d) == {"context", "question", "answer"} and d["answer"].startswith("echo: ") for d in boot)
+        assert "predict.demo_set" in best.params and tuple(best.demo_set.distribution.choices) == (0, 1, 2, 3)
+
+        def prompt_tokens(demo_set):
+            before = model.stats()["prompt_tokens"]
+            rag.run({"predict.demo_set": demo_set}, question=TRAIN[0]["question"])
+            return model.stats()["prompt_tokens"] - before
+
+        assert prompt_tokens(2) > prompt_tokens(0)  # the demos are in the prompt

@@ -434,6 +434,23 @@ class Program:
     def __call__(self, **inputs: Any) -> Prediction:
         return self.run(self.params, **inputs)
 
+    def run_many(self, examples: Sequence[Any], params: Optional[Mapping[str, Any]] = None, concurrency: int = 64) -> List[Union[Prediction, Exception]]:
+        """Runs the program on every example (dicts, ``dspy.Example`` objects, or objects with the
+        input fields) concurrently in the engine, ``concurrency`` at a time; a
+        :class:`Prediction` per example, in order, or the error of a run that failed (a
+        ``RuntimeError`` naming what went wrong)."""
+        values = self.defaults()
+        values.update(self.params if params is None else params)
+        items = [self.example_inputs(e, f"example {i}") for i, e in enumerate(examples)]
+        spec = {"program": self.to_json(), "params": values, "inputs": items, "concurrency": int(concurrency)}
+        out: List[Union[Prediction, Exception]] = []
+        for r in self.context._native.program("run_many", json.dumps(spec)):
+            if "error" in r:
+                out.append(RuntimeError(r["error"]))
+            else:
+                out.append(Prediction(r["prediction"], [(t["step"], t["inputs"], t["outputs"]) for t in r["trace"]]))
+        return out
+
     def save(self, path: Union[str, "os.PathLike[str]"], params: Optional[Mapping[str, Any]] = None, **meta: Any) -> None:
         """Writes the program to a JSON file: its steps with their arguments (distributions
         included), corpora, LM settings (never an API key or an auth header: the key is read

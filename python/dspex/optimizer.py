@@ -28,11 +28,12 @@ import itertools
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
+import random
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from dspex import samplers as _samplers
-from dspex._program import Prediction, Program
-from dspex.distributions import BaseDistribution
+from dspex._program import Predict, Prediction, Program, _fields_of, _plain
+from dspex.distributions import BaseDistribution, CategoricalDistribution
 
 if TYPE_CHECKING:
     from dspex.pruners import BasePruner
@@ -64,6 +65,12 @@ class TPESampler:
     the whole valset, and the best full-set score picks the result (as DSPy's MIPROv2 does; the
     full-set scores are the study's ``full_scores`` user attribute, apart from the trials'
     minibatch values the sampler learns from).
+    ``num_candidates``, ``max_bootstrapped_demos``, ``max_labeled_demos``: demonstrations for
+    every ``Predict``/``ChainOfThought`` step given no ``demos``, as MIPROv2 builds them: the
+    program (default configuration) runs on the trainset, the traces whose metric passes give
+    up to ``max_bootstrapped_demos`` demos per set, topped up with up to ``max_labeled_demos``
+    raw trainset examples; ``num_candidates`` sets (the first without demos, the second with
+    labeled ones only) become the step's ``demo_set`` variable. 0 demos of both kinds: none.
     ``failure_score``: the score of an example whose program run or metric call failed.
     ``max_errors``: failed examples tolerated over the whole study; past it, the study stops
     and :class:`StudyError` lists them. ``pruner``: a :mod:`dspex.pruners` pruner, fed the
@@ -79,6 +86,9 @@ class TPESampler:
         *,
         minibatch_size: Optional[int] = 35,
         minibatch_full_eval_steps: int = 5,
+        num_candidates: int = 6,
+        max_bootstrapped_demos: int = 4,
+        max_labeled_demos: int = 4,
         failure_score: float = 0.0,
         max_errors: int = 10,
         pruner: Optional["BasePruner"] = None,
@@ -93,9 +103,16 @@ class TPESampler:
             raise ValueError(f"max_errors must be an int >= 0, got {max_errors!r}")
         if isinstance(failure_score, bool) or not isinstance(failure_score, (int, float)) or not math.isfinite(failure_score):
             raise ValueError(f"failure_score must be a finite number, got {failure_score!r}")
-        for what, v in (("minibatch_size", minibatch_size), ("minibatch_full_eval_steps", minibatch_full_eval_steps)):
+        for what, v in (("minibatch_size", minibatch_size), ("minibatch_full_eval_steps", minibatch_full_eval_steps),
+                        ("num_candidates", num_candidates)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{what} must be an int >= 1, got {v!r}")
+        for what, v in (("max_bootstrapped_demos", max_bootstrapped_demos), ("max_labeled_demos", max_labeled_demos)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{what} must be an int >= 0, got {v!r}")
+        self.num_candidates = num_candidates
+        self.max_bootstrapped_demos = max_bootstrapped_demos
+        self.max_labeled_demos = max_labeled_demos
         self.metric = metric
         self.n_trials = n_trials
         self.seed = seed
@@ -224,21 +241,67 @@ class Study:
             raise TypeError(f"optimizer must be a dspex.optimizer.TPESampler, got {type(optimizer).__name__}")
         if directions is not None and list(directions) != ["maximize"]:
             raise ValueError("program studies maximize one score for now: directions must be None or ['maximize']")
-        if not program.variables:
-            raise ValueError("the program has nothing to tune: give an argument as a distribution, e.g. Retrieve(corpus, k=IntDistribution(1, 20))")
-        trainset = list(trainset)
-        if not trainset:
-            raise ValueError("the trainset is empty")
         self.program = program
         self.optimizer = optimizer
-        self.trainset = trainset
-        self.valset = list(valset) if valset is not None else trainset
+        self.trainset = list(trainset)
+        if not self.trainset:
+            raise ValueError("the trainset is empty")
+        if not program.variables and not self._demo_steps():
+            raise ValueError("the program has nothing to tune: give an argument as a distribution, e.g. Retrieve(corpus, k=IntDistribution(1, 20))")
+        self.valset = list(valset) if valset is not None else self.trainset
         if not self.valset:
             raise ValueError("the valset is empty")
         self.storage = storage
         self.study_name = study_name
         # checked now: a field missing from an example is an error before any trial
         self._inputs = [program.example_inputs(e, f"valset example {i}") for i, e in enumerate(self.valset)]
+
+    def _demo_steps(self) -> List[Predict]:
+        """The prediction steps whose demos the study bootstraps."""
+        opt = self.optimizer
+        if opt.num_candidates < 2 or opt.max_bootstrapped_demos + opt.max_labeled_demos == 0:
+            return []
+        return [s for s in self.program.steps if isinstance(s, Predict) and s.args["demos"] is None and s.args["demo_set"] is None]
+
+    def _bootstrap(self) -> None:
+        """Builds the demo sets of :meth:`_demo_steps` (see :class:`TPESampler`)."""
+        steps = self._demo_steps()
+        if not steps:
+            return
+        opt = self.optimizer
+        rng = random.Random(opt.seed)
+        order = list(range(len(self.trainset)))
+        rng.shuffle(order)
+        runs = self.program.run_many([self.trainset[i] for i in order])
+        passed: List[Tuple[int, Dict[str, Dict[str, Any]]]] = []  # (example, step -> demo)
+        for i, r in zip(order, runs):
+            if isinstance(r, Exception):
+                continue
+            try:
+                ok = opt.metric(self.trainset[i], r, r.trace)
+            except Exception:
+                continue
+            if ok:
+                passed.append((i, {step: {**ins, **outs} for step, ins, outs in (r.trace or [])}))
+        used = {i for i, _ in passed}
+        for step in steps:
+            fields = step.reads() + Program._writes(step)
+            outputs = [f for f in Program._writes(step) if f != "reasoning"]
+            labeled = []  # raw examples with the step's outputs (and whichever inputs they have)
+            for i in order:
+                ex = _fields_of(self.trainset[i])
+                if i not in used and all(f in ex for f in outputs):
+                    labeled.append({f: _plain(ex[f]) for f in fields if f in ex})
+            boot = [demos[step.name] for _, demos in passed if step.name in demos]
+            sets: List[List[Dict[str, Any]]] = [[], labeled[: opt.max_labeled_demos]]
+            while len(sets) < opt.num_candidates:
+                rng.shuffle(boot)
+                rng.shuffle(labeled)
+                b = boot[: opt.max_bootstrapped_demos]
+                sets.append(b + labeled[: max(0, opt.max_labeled_demos - len(b))])
+            step.args["demos"] = sets
+            step.args["demo_set"] = CategoricalDistribution(list(range(len(sets))))
+        self.program._json = None  # the steps changed: bind them again
 
     def stop(self) -> None:
         """From a callback: start no more trials (running ones finish)."""
@@ -285,6 +348,7 @@ class Study:
                     return True
             return self._stop
 
+        self._bootstrap()
         ctx = self.program.context
         metric = self.optimizer.metric
         valset = self.valset

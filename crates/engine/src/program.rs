@@ -265,6 +265,70 @@ pub fn run_spec(v: &Value) -> Result<(Program, Params, Map<String, Value>)> {
     Ok((program, params, inputs))
 }
 
+/// The program, params, list of inputs and concurrency of a batch of runs: `{program,
+/// params, inputs: [...], concurrency}`.
+pub fn run_many_spec(v: &Value) -> Result<(Program, Params, Vec<Map<String, Value>>, usize)> {
+    let mut one = v.clone();
+    if let Some(o) = one.as_object_mut() {
+        o.remove("inputs");
+    }
+    let (program, params, _) = run_spec(&one)?;
+    let inputs = v
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| EngineError::InvalidArgument("inputs must be a list of dicts".into()))?
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            x.as_object()
+                .cloned()
+                .ok_or_else(|| EngineError::InvalidArgument(format!("inputs[{i}] is not a dict")))
+        })
+        .collect::<Result<_>>()?;
+    let concurrency = v
+        .get("concurrency")
+        .and_then(Value::as_u64)
+        .unwrap_or(64)
+        .max(1) as usize;
+    Ok((program, params, inputs, concurrency))
+}
+
+/// Runs `program` on every item of `inputs`, `concurrency` at a time; a list of runs (or
+/// `{error}`) in order.
+pub async fn run_many(
+    session: Arc<Session>,
+    program: Program,
+    params: Params,
+    inputs: Vec<Map<String, Value>>,
+    concurrency: usize,
+) -> Result<Data> {
+    let (program, params) = (Arc::new(program), Arc::new(params));
+    let mut out: Vec<Data> = vec![Data::Null; inputs.len()];
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut items = inputs.into_iter().enumerate();
+    loop {
+        while in_flight.len() < concurrency {
+            let Some((i, x)) = items.next() else { break };
+            let (session, program, params) = (session.clone(), program.clone(), params.clone());
+            in_flight.spawn(async move { (i, program.run(&session, &params, x).await) });
+        }
+        let Some(joined) = in_flight.join_next().await else {
+            break;
+        };
+        let (i, r) =
+            joined.map_err(|e| EngineError::Internal(format!("a program run failed: {e}")))?;
+        out[i] = match r {
+            Ok(ran) => ran_data(ran),
+            Err(e) => {
+                let mut m = BTreeMap::new();
+                m.insert("error".to_string(), Data::Str(e.to_string()));
+                Data::Map(m)
+            }
+        };
+    }
+    Ok(Data::List(out))
+}
+
 /// A run as data: `{prediction, trace: [{step, inputs, outputs}, ...]}`.
 pub fn ran_data(ran: Ran) -> Data {
     let trace: Vec<Value> = ran

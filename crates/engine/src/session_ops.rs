@@ -91,6 +91,9 @@ pub enum SessionOp {
 pub enum ProgramAction {
     /// Runs `program` with `params` on `inputs`; out: `{prediction, trace}`.
     Run,
+    /// Runs `program` with `params` on each of `inputs` (a list), `concurrency` at a time; out:
+    /// a list of `{prediction, trace}` or `{error}`, in order.
+    RunMany,
     /// Runs a program study ([`crate::program_study::ProgramStudySpec`]); out: its summary.
     Optimize,
 }
@@ -100,6 +103,7 @@ impl ProgramAction {
     pub fn name(self) -> &'static str {
         match self {
             ProgramAction::Run => "run",
+            ProgramAction::RunMany => "run_many",
             ProgramAction::Optimize => "optimize",
         }
     }
@@ -108,9 +112,10 @@ impl ProgramAction {
     pub fn parse(s: &str) -> Result<ProgramAction> {
         match s {
             "run" => Ok(ProgramAction::Run),
+            "run_many" => Ok(ProgramAction::RunMany),
             "optimize" => Ok(ProgramAction::Optimize),
             _ => Err(EngineError::InvalidArgument(format!(
-                "unknown program action {s:?} (run, optimize)"
+                "unknown program action {s:?} (run, run_many, optimize)"
             ))),
         }
     }
@@ -251,6 +256,17 @@ pub fn apply(
                 ProgramAction::Optimize => {
                     let spec = crate::program_study::ProgramStudySpec::from_json(&spec)?;
                     Box::pin(crate::program_study::optimize(session, spec))
+                }
+                ProgramAction::RunMany => {
+                    let (program, params, inputs, concurrency) =
+                        crate::program::run_many_spec(&spec)?;
+                    Box::pin(crate::program::run_many(
+                        session,
+                        program,
+                        params,
+                        inputs,
+                        concurrency,
+                    ))
                 }
                 ProgramAction::Run => {
                     let (program, params, inputs) = crate::program::run_spec(&spec)?;
