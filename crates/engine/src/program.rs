@@ -265,9 +265,21 @@ pub fn run_spec(v: &Value) -> Result<(Program, Params, Map<String, Value>)> {
     Ok((program, params, inputs))
 }
 
-/// The program, params, list of inputs and concurrency of a batch of runs: `{program,
-/// params, inputs: [...], concurrency}`.
-pub fn run_many_spec(v: &Value) -> Result<(Program, Params, Vec<Map<String, Value>>, usize)> {
+/// A batch of runs of one program and configuration.
+#[derive(Debug, Clone)]
+pub struct ManyRuns {
+    /// The program.
+    pub program: Program,
+    /// Its configuration.
+    pub params: Params,
+    /// The inputs of each run.
+    pub inputs: Vec<Map<String, Value>>,
+    /// Runs at once.
+    pub concurrency: usize,
+}
+
+/// A batch of runs from `{program, params, inputs: [...], concurrency}`.
+pub fn run_many_spec(v: &Value) -> Result<ManyRuns> {
     let mut one = v.clone();
     if let Some(o) = one.as_object_mut() {
         o.remove("inputs");
@@ -290,18 +302,23 @@ pub fn run_many_spec(v: &Value) -> Result<(Program, Params, Vec<Map<String, Valu
         .and_then(Value::as_u64)
         .unwrap_or(64)
         .max(1) as usize;
-    Ok((program, params, inputs, concurrency))
+    Ok(ManyRuns {
+        program,
+        params,
+        inputs,
+        concurrency,
+    })
 }
 
 /// Runs `program` on every item of `inputs`, `concurrency` at a time; a list of runs (or
 /// `{error}`) in order.
-pub async fn run_many(
-    session: Arc<Session>,
-    program: Program,
-    params: Params,
-    inputs: Vec<Map<String, Value>>,
-    concurrency: usize,
-) -> Result<Data> {
+pub async fn run_many(session: Arc<Session>, runs: ManyRuns) -> Result<Data> {
+    let ManyRuns {
+        program,
+        params,
+        inputs,
+        concurrency,
+    } = runs;
     let (program, params) = (Arc::new(program), Arc::new(params));
     let mut out: Vec<Data> = vec![Data::Null; inputs.len()];
     let mut in_flight = tokio::task::JoinSet::new();

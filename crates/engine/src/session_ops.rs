@@ -258,15 +258,8 @@ pub fn apply(
                     Box::pin(crate::program_study::optimize(session, spec))
                 }
                 ProgramAction::RunMany => {
-                    let (program, params, inputs, concurrency) =
-                        crate::program::run_many_spec(&spec)?;
-                    Box::pin(crate::program::run_many(
-                        session,
-                        program,
-                        params,
-                        inputs,
-                        concurrency,
-                    ))
+                    let runs = crate::program::run_many_spec(&spec)?;
+                    Box::pin(crate::program::run_many(session, runs))
                 }
                 ProgramAction::Run => {
                     let (program, params, inputs) = crate::program::run_spec(&spec)?;
