@@ -24,6 +24,10 @@ def contains(example, prediction, trace=None):
     return float(example["answer"] in prediction.answer)
 
 
+def in_context(example, prediction, trace=None):
+    return float(example["answer"] in " ".join(prediction.context))
+
+
 def test_a_rag_program_runs_in_the_engine_and_the_study_finds_a_better_k(lm):
     with DSpexSessionContext() as ctx:
         rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-rag", base_url=lm.url))
@@ -313,3 +317,20 @@ def test_demo_sets_are_bootstrapped_from_passing_traces_and_become_a_variable(lm
             return model.stats()["prompt_tokens"] - before
 
         assert prompt_tokens(2) > prompt_tokens(0)  # the demos are in the prompt
+
+
+def test_a_python_tool_that_disappears_mid_study_fails_its_examples_and_the_study_says_why(lm):
+    with DSpexSessionContext() as ctx:
+        calls = []
+
+        def dense(question: str) -> list:
+            calls.append(question)
+            if len(calls) == 20:  # the tool's owner takes it away mid-study
+                ctx.unregister_tool("dense")
+            return DOCS[:3]
+
+        prog = Program([Retrieve(DOCS, k=IntDistribution(1, 5), output="bm25"), PythonTool(dense, output="dense"),
+                        Fuse("bm25", "dense", k=3)], context=ctx)
+        with pytest.raises(StudyError, match="max_errors=4") as e:
+            Study(prog, TPESampler(in_context, n_trials=10, max_errors=4), TRAIN).optimize(concurrency=1, example_concurrency=1, show_progress_bar=False)
+        assert "dense" in e.value.errors[0] and len(calls) == 20, e.value.errors
