@@ -334,3 +334,20 @@ def test_a_python_tool_that_disappears_mid_study_fails_its_examples_and_the_stud
         with pytest.raises(StudyError, match="max_errors=4") as e:
             Study(prog, TPESampler(in_context, n_trials=10, max_errors=4), TRAIN).optimize(concurrency=1, example_concurrency=1, show_progress_bar=False)
         assert "dense" in e.value.errors[0] and len(calls) == 20, e.value.errors
+
+
+def test_the_best_program_leaves_dspex_as_a_dspy_module(lm):
+    dspy = pytest.importorskip("dspy")
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-dspy", base_url=lm.url))
+        best = Study(rag, TPESampler(contains, n_trials=4, seed=0, num_candidates=3), TRAIN).optimize(show_progress_bar=False)
+        module = best.to_dspy()
+        assert isinstance(module, dspy.Module)
+        predictor = module.predict
+        assert predictor.signature.instructions == best.instructions.value
+        demos = rag.steps[1].args["demos"][best.demo_set.value]
+        assert [dict(d) for d in predictor.demos] == demos
+        with dspy.context(lm=dspy.LM("openai/m-dspy", api_base=lm.url, api_key="none", cache=False)):
+            pred = module(question=TRAIN[4]["question"])
+        ours = best(question=TRAIN[4]["question"])
+        assert pred.context == ours.context and TRAIN[4]["answer"] in pred.answer

@@ -191,6 +191,14 @@ class BestProgram:
     def __call__(self, **inputs: Any) -> Prediction:
         return self.program.run(self.params, **inputs)
 
+    def to_dspy(self) -> Any:
+        """This configuration as a ``dspy.Module`` (``dspy.Predict``/``dspy.ChainOfThought``
+        with the chosen instructions and demos; retrieval keeps searching the session's index,
+        so keep the session open). Needs ``pip install dspy``."""
+        from dspex._to_dspy import to_dspy
+
+        return to_dspy(self.program, self.params)
+
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Writes this configuration of the program to a JSON file
         (:meth:`dspex.native.Program.save`); ``dspex.native.load_program(path, context=ctx)``
