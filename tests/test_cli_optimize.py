@@ -210,3 +210,32 @@ def test_help_and_version():
     for sub in ("serve", "optimize", "worker"):
         out = _dspex(sub, "--help")
         assert out.returncode == 0 and "Usage: dspex" in out.stdout
+
+
+def test_a_program_file_runs_a_program_study():
+    out = _dspex("optimize", "examples/program.toml", "--output", "json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["complete"] == 25 and 0 < result["score"] <= 1
+    assert set(result["params"]) == {"retrieve.k1", "retrieve.b", "retrieve.stem"}
+
+
+def test_program_file_mistakes_name_the_file_and_line(tmp_path):
+    (tmp_path / "m.py").write_text("def metric(example, prediction, trace=None):\n    return 1.0\n")
+    (tmp_path / "train.jsonl").write_text('{"question": "a b"}\n{"question": "c"}\n')
+    head = '[data]\ntrainset = "train.jsonl"\ncorpus = "docs.txt"\n\n[metric]\nfunction = "m:metric"\n\n'
+    (tmp_path / "docs.txt").write_text("a b c\nd e f\n")
+    cases = [
+        ('[[steps]]\nmodule = "rerank"\n', "p.toml:9: unknown module 'rerank'"),
+        ('[[steps]]\nmodule = "retrieve"\ndepth = 3\n', "p.toml:10: retrieve has no argument 'depth'"),
+        ('[[steps]]\nmodule = "retrieve"\nk = { int = [5, 1] }\n', "p.toml:10:"),
+        ('[[steps]]\nmodule = "retrieve"\nk = { ints = [1, 5] }\n', "p.toml:10: a tunable value is"),
+        ('[[steps]]\nmodule = "predict"\nsignature = "question -> answer"\nlm = "main"\n', "p.toml:11: lm must name an [lm.NAME] table"),
+    ]
+    for body, says in cases:
+        (tmp_path / "p.toml").write_text(head + body)
+        out = _dspex("optimize", str(tmp_path / "p.toml"))
+        assert out.returncode == 2 and says in out.stderr, (body, out.stderr)
+    (tmp_path / "p.toml").write_text(head.replace("m:metric", "m:nope") + '[[steps]]\nmodule = "retrieve"\nk = { int = [1, 2] }\n')
+    out = _dspex("optimize", str(tmp_path / "p.toml"))
+    assert out.returncode == 2 and "p.toml:6: cannot load 'm:nope'" in out.stderr, out.stderr

@@ -32,6 +32,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         from dspex.bench import main as bench_main  # its own imports are only for benchmarking
 
         return bench_main(args[1:])
+    if args[:1] == ["optimize"]:  # a program file ([[steps]]) runs in Python (python/dspex/_program_cli.py)
+        from dspex._program_cli import main as program_main
+
+        code = program_main(args[1:])
+        if code is not None:
+            return code
     return _native.cli_main(["dspex", *args], sys.executable)
 
 
