@@ -351,3 +351,21 @@ def test_the_best_program_leaves_dspex_as_a_dspy_module(lm):
             pred = module(question=TRAIN[4]["question"])
         ours = best(question=TRAIN[4]["question"])
         assert pred.context == ours.context and TRAIN[4]["answer"] in pred.answer
+
+
+def test_score_and_tokens_give_a_pareto_set_of_programs(lm):
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-pareto", base_url=lm.url), instructions="Answer.")
+        study = Study(rag, TPESampler(contains, n_trials=10, seed=0, num_candidates=1), TRAIN, objectives=["score", "tokens"])
+        assert study.directions == ["maximize", "minimize"]
+        best = study.optimize(concurrency=2, show_progress_bar=False)
+        front = study.best_programs
+        assert front and best is front[0] and all(len(p.values) == 2 for p in front)
+        for p in front:  # no program of the front dominates another
+            assert not any(q.values[0] >= p.values[0] and q.values[1] <= p.values[1] and q.values != p.values for q in front)
+        ks = sorted(p.k.value for p in front)
+        assert ks == sorted(set(ks))  # more retrieved passages: more tokens
+    with pytest.raises(ValueError, match="do not match objectives"):
+        Study(rag, TPESampler(contains), TRAIN, objectives=["score", "latency"], directions=["maximize", "maximize"])
+    with pytest.raises(ValueError, match="must start with 'score'"):
+        Study(rag, TPESampler(contains), TRAIN, objectives=["cost"])

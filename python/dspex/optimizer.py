@@ -167,8 +167,11 @@ class BestProgram:
     of that name, by the argument alone (``best.k.value``). Calling it runs the program with
     that configuration in the engine."""
 
-    def __init__(self, program: Program, params: Dict[str, Any], score: float, summary: Dict[str, Any]) -> None:
+    def __init__(self, program: Program, params: Dict[str, Any], score: float, summary: Dict[str, Any],
+                 values: Optional[List[float]] = None) -> None:
         self.program = program
+        #: The trial's values in the study's objective order (``[score]`` for one objective).
+        self.values = list(values) if values is not None else [score]
         self.params = dict(params)
         self.score = score
         self.summary = summary
@@ -231,6 +234,10 @@ class Study:
     study in Optuna's schema. Running it again with the same name continues it: ``n_trials`` is
     the number of trials the study should hold, so only the missing ones run; its finished
     trials stay as they are, and trials a killed process left running are failed and replaced.
+    ``objectives``: what a trial's values are, ``["score"]`` by default; ``["score", "latency"]``
+    or ``["score", "tokens"]`` (seconds or LM tokens per example, minimized) make it a
+    multi-objective study (``directions`` then are ``["maximize", "minimize"]``): no
+    minibatches, and :attr:`best_programs` holds the Pareto set.
     """
 
     def __init__(
@@ -242,13 +249,23 @@ class Study:
         storage: Optional[str] = None,
         study_name: Optional[str] = None,
         directions: Optional[Sequence[str]] = None,
+        objectives: Optional[Sequence[str]] = None,
     ) -> None:
         if not isinstance(program, Program):
             raise TypeError(f"program must be a dspex.native.Program (e.g. RAG), got {type(program).__name__}")
         if not isinstance(optimizer, TPESampler):
             raise TypeError(f"optimizer must be a dspex.optimizer.TPESampler, got {type(optimizer).__name__}")
-        if directions is not None and list(directions) != ["maximize"]:
-            raise ValueError("program studies maximize one score for now: directions must be None or ['maximize']")
+        objectives = ["score"] if objectives is None else list(objectives)
+        known = {"score": "maximize", "latency": "minimize", "tokens": "minimize"}
+        if not objectives or objectives[0] != "score" or any(o not in known for o in objectives) or len(set(objectives)) != len(objectives):
+            raise ValueError(f"objectives must start with 'score' and may add 'latency' and 'tokens' (each once), got {objectives!r}")
+        derived = [known[o] for o in objectives]
+        if directions is not None and list(directions) != derived:
+            raise ValueError(f"directions {list(directions)!r} do not match objectives {objectives!r}: they are {derived!r}")
+        self.objectives = objectives
+        self.directions = derived
+        #: The Pareto-optimal programs of a study with several objectives (after optimize).
+        self.best_programs: List[BestProgram] = []
         self.program = program
         self.optimizer = optimizer
         self.trainset = list(trainset)
@@ -387,6 +404,7 @@ class Study:
             "minibatch_size": opt.minibatch_size if opt.minibatch_size is not None and len(self.valset) > 50 else None,
             "full_eval_steps": opt.minibatch_full_eval_steps,
             "seed": opt.seed,
+            "objectives": self.objectives,
         }
         try:
             summary: Dict[str, Any] = ctx._native.program("optimize", json.dumps(spec))
@@ -400,6 +418,10 @@ class Study:
         self.summary = summary
         if failure:
             raise failure[0]
+        if len(self.objectives) > 1 and summary["stop_reason"] != "aborted" and summary.get("best_trials"):
+            self.best_programs = [BestProgram(self.program, t["params"], t["values"][0], summary, values=t["values"])
+                                  for t in sorted(summary["best_trials"], key=lambda t: -t["values"][0])]
+            return self.best_programs[0]
         if summary["stop_reason"] == "aborted" or "best_params" not in summary:
             errors = summary.get("errors", [])
             why = summary.get("stop_detail") or "no trial completed"

@@ -124,7 +124,12 @@ pub struct Ran {
     pub prediction: Map<String, Value>,
     /// What each step read and wrote.
     pub trace: Vec<TraceEntry>,
+    /// LM tokens the run's predictions used (prompt and completion; cache hits count too).
+    pub tokens: u64,
 }
+
+/// What one step read and wrote, and the LM tokens it used.
+type StepOutput = (Map<String, Value>, Map<String, Value>, u64);
 
 fn bad(step: &str, m: impl std::fmt::Display) -> EngineError {
     EngineError::InvalidArgument(format!("step {step:?}: {m}"))
@@ -222,9 +227,11 @@ impl Program {
         let mut state = inputs;
         let mut prediction = Map::new();
         let mut trace = Vec::with_capacity(self.steps.len());
+        let mut tokens = 0;
         for step in &self.steps {
             let args = step.resolve(params)?;
-            let (read, wrote) = step.run(session, &args, &state).await?;
+            let (read, wrote, used) = step.run(session, &args, &state).await?;
+            tokens += used;
             for (k, v) in &wrote {
                 state.insert(k.clone(), v.clone());
                 prediction.insert(k.clone(), v.clone());
@@ -235,7 +242,11 @@ impl Program {
                 outputs: wrote,
             });
         }
-        Ok(Ran { prediction, trace })
+        Ok(Ran {
+            prediction,
+            trace,
+            tokens,
+        })
     }
 }
 
@@ -545,10 +556,11 @@ impl Step {
         session: &Arc<Session>,
         args: &Map<String, Value>,
         state: &Map<String, Value>,
-    ) -> Result<(Map<String, Value>, Map<String, Value>)> {
+    ) -> Result<StepOutput> {
         let n = self.name.as_str();
         let mut read = Map::new();
         let mut wrote = Map::new();
+        let mut tokens = 0u64;
         match self.module {
             ModuleKind::Retrieve => {
                 let query_field = get_str(n, args, "query", Some("question"))?;
@@ -612,6 +624,8 @@ impl Step {
                     rollout_id: None,
                 };
                 let done = lm.chat(&req).await.map_err(|e| tools::lm_error(n, e))?;
+                tokens =
+                    u64::from(done.usage.prompt_tokens) + u64::from(done.usage.completion_tokens);
                 wrote = sig
                     .parse_answer(&done.text)
                     .map_err(|e| bad(n, format!("cannot read the LM's answer: {e}")))?;
@@ -670,7 +684,7 @@ impl Step {
                 );
             }
         }
-        Ok((read, wrote))
+        Ok((read, wrote, tokens))
     }
 }
 

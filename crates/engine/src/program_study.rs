@@ -82,6 +82,42 @@ pub struct ProgramStudySpec {
     pub full_eval_steps: usize,
     /// Seeds the minibatches.
     pub seed: u64,
+    /// What a trial's values are, in order (`score` maximized; `latency`, seconds per example,
+    /// and `tokens`, LM tokens per example, minimized).
+    pub objectives: Vec<Objective>,
+}
+
+/// One value of a program study's trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// The mean metric (maximized).
+    Score,
+    /// Mean seconds per example of the program run (minimized).
+    Latency,
+    /// Mean LM tokens per example (minimized).
+    Tokens,
+}
+
+impl Objective {
+    fn parse(s: &str) -> Result<Objective> {
+        Ok(match s {
+            "score" => Objective::Score,
+            "latency" => Objective::Latency,
+            "tokens" => Objective::Tokens,
+            _ => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "unknown objective {s:?} (score, latency, tokens)"
+                )))
+            }
+        })
+    }
+
+    fn direction(self) -> StudyDirection {
+        match self {
+            Objective::Score => StudyDirection::Maximize,
+            Objective::Latency | Objective::Tokens => StudyDirection::Minimize,
+        }
+    }
 }
 
 fn opt_str(v: &Value, k: &str) -> Result<Option<String>> {
@@ -195,6 +231,18 @@ impl ProgramStudySpec {
                 _ => Some(count(v, "minibatch_size", 35)? as usize),
             },
             full_eval_steps: count(v, "full_eval_steps", 5)? as usize,
+            objectives: match v.get("objectives") {
+                None | Some(Value::Null) => vec![Objective::Score],
+                Some(Value::Array(a)) if !a.is_empty() => a
+                    .iter()
+                    .map(|o| Objective::parse(o.as_str().unwrap_or_default()))
+                    .collect::<Result<_>>()?,
+                Some(x) => {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "objectives must be a non-empty list, not {x}"
+                    )))
+                }
+            },
             seed: match v.get("seed") {
                 None | Some(Value::Null) => 0,
                 Some(x) => x.as_u64().ok_or_else(|| {
@@ -218,8 +266,11 @@ struct Evaluation {
 }
 
 impl ProgramStudySpec {
+    /// The minibatch size when trials score minibatches (single-objective studies only: the
+    /// full evaluations pick one best).
     fn minibatching(&self) -> Option<usize> {
-        self.minibatch_size.filter(|m| *m < self.examples.len())
+        self.minibatch_size
+            .filter(|m| *m < self.examples.len() && self.objectives.len() == 1)
     }
 }
 
@@ -238,7 +289,7 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
             let study = Study::create(
                 storage,
                 spec.study_name.as_deref(),
-                vec![StudyDirection::Maximize],
+                spec.objectives.iter().map(|o| o.direction()).collect(),
                 Some(sampler),
                 pruner,
                 true,
@@ -387,6 +438,27 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
         out.insert("best_number".to_string(), Data::Int(best.number as i64));
         out.insert("best_value".to_string(), Data::Float(score));
         out.insert("best_params".to_string(), params_data(&best.params));
+    }
+    if ev.spec.objectives.len() > 1 {
+        let study = study.clone();
+        let pareto = tokio::task::spawn_blocking(move || study.best_trials())
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        let list = pareto
+            .iter()
+            .map(|t| {
+                let mut m = BTreeMap::new();
+                m.insert("number".to_string(), Data::Int(t.number as i64));
+                let values = t.values.clone().unwrap_or_default();
+                m.insert(
+                    "values".to_string(),
+                    Data::List(values.into_iter().map(Data::Float).collect()),
+                );
+                m.insert("params".to_string(), params_data(&t.params));
+                Data::Map(m)
+            })
+            .collect();
+        out.insert("best_trials".to_string(), Data::List(list));
     }
     out.insert(
         "full_scores".to_string(),
@@ -601,6 +673,7 @@ impl Evaluation {
         let mut next = 0usize;
         let mut scores = vec![f64::NAN; self.spec.examples.len()];
         let (mut done, mut sum) = (0usize, 0.0);
+        let (mut costs, mut ok) = ([0.0f64; 2], 0usize);
         loop {
             while next < n && in_flight.len() < self.spec.example_concurrency {
                 let (ev, params, i) = (self.clone(), params.clone(), examples[next]);
@@ -615,7 +688,12 @@ impl Evaluation {
                 Err(e) => return Outcome::Fail(format!("an example's task failed: {e}")),
             };
             let score = match result {
-                Ok(s) => s,
+                Ok([score, latency, tokens]) => {
+                    costs[0] += latency;
+                    costs[1] += tokens;
+                    ok += 1;
+                    score
+                }
                 Err(e) => {
                     if self.failed(i, &e) || self.budget_out.load(Ordering::SeqCst) {
                         return Outcome::Fail(format!("stopped at example {i}: {e}"));
@@ -627,7 +705,8 @@ impl Evaluation {
             done += 1;
             sum += score;
             let Some(number) = number else { continue };
-            if done % report_every == 0 && done < n {
+            // intermediate values are for single-objective studies (as in Optuna)
+            if self.spec.objectives.len() == 1 && done % report_every == 0 && done < n {
                 let mean = sum / done as f64;
                 let prune = self
                     .blocking(move |s| {
@@ -641,6 +720,18 @@ impl Evaluation {
             }
         }
         let mean = sum / n as f64;
+        // latency and tokens: means over the examples that ran
+        let per_ok = |x: f64| if ok == 0 { f64::NAN } else { x / ok as f64 };
+        let values: Vec<f64> = self
+            .spec
+            .objectives
+            .iter()
+            .map(|o| match o {
+                Objective::Score => mean,
+                Objective::Latency => per_ok(costs[0]),
+                Objective::Tokens => per_ok(costs[1]),
+            })
+            .collect();
         if let Some(number) = number {
             let attr = Value::Array(scores.iter().map(|s| json_number(*s)).collect());
             let _ = self
@@ -650,16 +741,20 @@ impl Evaluation {
                 })
                 .await;
         }
-        Outcome::Values(vec![mean])
+        Outcome::Values(values)
     }
 
-    /// Runs the program on example `i` and scores it with the metric.
-    async fn example(&self, params: &BTreeMap<String, ParamValue>, i: usize) -> Result<f64> {
+    /// Runs the program on example `i` and scores it with the metric: `[score, latency,
+    /// tokens]`.
+    async fn example(&self, params: &BTreeMap<String, ParamValue>, i: usize) -> Result<[f64; 3]> {
+        let start = std::time::Instant::now();
         let ran = self
             .spec
             .program
             .run(&self.session, params, self.spec.examples[i].clone())
             .await?;
+        let latency = start.elapsed().as_secs_f64();
+        let tokens = ran.tokens as f64;
         let mut args = BTreeMap::new();
         args.insert("example".to_string(), Data::Int(i as i64));
         args.insert(
@@ -671,13 +766,16 @@ impl Evaluation {
             tools::Call::Ready(r) => r?,
             tools::Call::Pending(f) => f.await?,
         };
-        match out {
-            Data::Float(x) if x.is_finite() => Ok(x),
-            Data::Int(x) => Ok(x as f64),
-            Data::Bool(b) => Ok(f64::from(u8::from(b))),
-            other => Err(EngineError::InvalidArgument(format!(
-                "the metric returned {other}, not a finite number"
-            ))),
-        }
+        let score = match out {
+            Data::Float(x) if x.is_finite() => x,
+            Data::Int(x) => x as f64,
+            Data::Bool(b) => f64::from(u8::from(b)),
+            other => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "the metric returned {other}, not a finite number"
+                )))
+            }
+        };
+        Ok([score, latency, tokens])
     }
 }
