@@ -14,18 +14,18 @@
 //! ```
 //!
 //! Each step reads named fields of the running state (the example's inputs, then what earlier
-//! steps wrote) and writes new ones. Modules and their arguments (defaults in brackets):
-//! - `retrieve`: `index`, `k` [5], `k1` [1.2], `b` [0.75], `stem` [false], `query`
-//!   ["question"] → `output` ["context"], the top `k` texts of the session's BM25 index `index`
-//!   (with `stem`, of the index `index#stem`);
+//! steps wrote) and writes new ones. Modules and their arguments (defaults after `=`):
+//! - `retrieve`: `index`, `k=5`, `k1=1.2`, `b=0.75`, `stem=false`, `query="question"` →
+//!   `output="context"`, the top `k` texts of the session's BM25 index `index` (with `stem`, of
+//!   the index `index#stem`);
 //! - `predict` / `chain_of_thought`: `signature`, `lm` (an LM of the session), `instructions`,
 //!   `demos` (a list of example dicts, or a list of such lists picked by `demo_set`),
 //!   `temperature`, `max_tokens` → the signature's outputs (`reasoning` first for chain of
 //!   thought);
-//! - `python_tool`: `tool` (a tool of the session), `inputs` [every field so far] → `output`
-//!   (when null, a dict result is merged into the state); any other argument is passed to the
-//!   tool as a keyword;
-//! - `fuse`: `a`, `b` (two list fields), `weight` [0.5], `k` [10] → `output` ["context"], their
+//! - `python_tool`: `tool` (a tool of the session), `inputs` (the fields passed; default every
+//!   field so far) → `output` (when null, a dict result is merged into the state); any other
+//!   argument is passed to the tool as a keyword;
+//! - `fuse`: `a`, `b` (two list fields), `weight=0.5`, `k=10` → `output="context"`, their
 //!   reciprocal-rank fusion.
 //!
 //! A tunable argument is named `step.arg` in the trial's params.
@@ -624,8 +624,7 @@ impl Step {
                     rollout_id: None,
                 };
                 let done = lm.chat(&req).await.map_err(|e| tools::lm_error(n, e))?;
-                tokens =
-                    u64::from(done.usage.prompt_tokens) + u64::from(done.usage.completion_tokens);
+                tokens = done.usage.prompt_tokens + done.usage.completion_tokens;
                 wrote = sig
                     .parse_answer(&done.text)
                     .map_err(|e| bad(n, format!("cannot read the LM's answer: {e}")))?;
