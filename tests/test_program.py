@@ -369,3 +369,20 @@ def test_score_and_tokens_give_a_pareto_set_of_programs(lm):
         Study(rag, TPESampler(contains), TRAIN, objectives=["score", "latency"], directions=["maximize", "maximize"])
     with pytest.raises(ValueError, match="must start with 'score'"):
         Study(rag, TPESampler(contains), TRAIN, objectives=["cost"])
+
+
+def test_aggregate_turns_the_example_scores_into_the_trial_score(lm):
+    seen = []
+
+    def worst(scores):
+        seen.append(list(scores))
+        return min(scores)
+
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-agg", base_url=lm.url), instructions="Answer.")
+        study = Study(rag, TPESampler(contains, n_trials=4, seed=0, num_candidates=1, aggregate=worst), TRAIN)
+        study.optimize(concurrency=1, show_progress_bar=False)
+        assert len(seen) == 4 and all(len(s) == len(TRAIN) for s in seen)
+        assert study.summary["best_value"] == max(min(s) for s in seen)
+        with pytest.raises(StudyError):  # an aggregate that fails fails its trials: none completes
+            Study(rag, TPESampler(contains, n_trials=2, num_candidates=1, aggregate=lambda s: None), TRAIN).optimize(show_progress_bar=False)

@@ -75,7 +75,8 @@ class TPESampler:
     ``max_errors``: failed examples tolerated over the whole study; past it, the study stops
     and :class:`StudyError` lists them. ``pruner``: a :mod:`dspex.pruners` pruner, fed the
     running mean score of each trial as its examples finish. ``aggregate``: a callable turning
-    the list of example scores into the trial's value (default: the mean) — not supported yet.
+    the list of a trial's example scores (in example order) into its score, instead of the mean
+    (e.g. a trimmed mean, or a quantile for a worst-case objective).
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class TPESampler:
         failure_score: float = 0.0,
         max_errors: int = 10,
         pruner: Optional["BasePruner"] = None,
+        aggregate: Optional[Callable[[List[float]], float]] = None,
         timeout: Optional[float] = None,
         **sampler_options: Any,
     ) -> None:
@@ -113,6 +115,9 @@ class TPESampler:
         self.num_candidates = num_candidates
         self.max_bootstrapped_demos = max_bootstrapped_demos
         self.max_labeled_demos = max_labeled_demos
+        if aggregate is not None and not callable(aggregate):
+            raise TypeError(f"aggregate must be a callable (scores) -> float, got {aggregate!r}")
+        self.aggregate = aggregate
         self.metric = metric
         self.n_trials = n_trials
         self.seed = seed
@@ -385,12 +390,22 @@ class Study:
         tool, trial_tool = f"__metric_{n}", f"__trial_{n}"
         ctx.register_tool(score, name=tool, description="the program study's metric")
         ctx.register_tool(on_trial, name=trial_tool, description="the program study's progress and callbacks")
+        aggregate_tool = None
+        if self.optimizer.aggregate is not None:
+            user_aggregate = self.optimizer.aggregate
+
+            def aggregate(scores: list) -> float:
+                return _score(user_aggregate(list(scores)))
+
+            aggregate_tool = f"__aggregate_{n}"
+            ctx.register_tool(aggregate, name=aggregate_tool, description="the program study's aggregate")
         opt = self.optimizer
         spec = {
             "program": self.program.to_json(),
             "examples": self._inputs,
             "metric_tool": tool,
             "trial_tool": trial_tool,
+            "aggregate_tool": aggregate_tool,
             "storage": self.storage,
             "study_name": self.study_name,
             "sampler": {"kind": opt.sampler._spec[0], "options": opt.sampler._spec[1]},
@@ -410,7 +425,9 @@ class Study:
             summary: Dict[str, Any] = ctx._native.program("optimize", json.dumps(spec))
         finally:
             progress.close()
-            for name in (tool, trial_tool):
+            for name in (tool, trial_tool, aggregate_tool):
+                if name is None:
+                    continue
                 try:
                     ctx.unregister_tool(name)
                 except (KeyError, ValueError):

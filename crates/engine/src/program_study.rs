@@ -55,6 +55,9 @@ pub struct ProgramStudySpec {
     /// A session tool called after every trial with `number`, `state`, `value` (None unless
     /// COMPLETE) and `params`; answering true stops the study (progress bars, callbacks).
     pub trial_tool: Option<String>,
+    /// A session tool that turns a trial's example scores (`scores`, in example order) into its
+    /// score, instead of their mean.
+    pub aggregate_tool: Option<String>,
     /// A storage URL (None: in memory).
     pub storage: Option<String>,
     /// The study's name (None: generated).
@@ -213,6 +216,7 @@ impl ProgramStudySpec {
             metric_tool: opt_str(v, "metric_tool")?
                 .ok_or_else(|| EngineError::InvalidArgument("metric_tool is needed".into()))?,
             trial_tool: opt_str(v, "trial_tool")?,
+            aggregate_tool: opt_str(v, "aggregate_tool")?,
             storage: opt_str(v, "storage")?,
             study_name: opt_str(v, "study_name")?,
             sampler: component(v, "sampler")?.unwrap_or_else(|| ("TPESampler".into(), "{}".into())),
@@ -719,7 +723,28 @@ impl Evaluation {
                 }
             }
         }
-        let mean = sum / n as f64;
+        let mean = match &self.spec.aggregate_tool {
+            None => sum / n as f64,
+            Some(tool) => {
+                let picked: Vec<Data> = examples.iter().map(|i| Data::Float(scores[*i])).collect();
+                let mut args = BTreeMap::new();
+                args.insert("scores".to_string(), Data::List(picked));
+                let out = match tools::call(&self.session, tool, args) {
+                    tools::Call::Ready(r) => r,
+                    tools::Call::Pending(f) => f.await,
+                };
+                match out {
+                    Ok(Data::Float(x)) if x.is_finite() => x,
+                    Ok(Data::Int(x)) => x as f64,
+                    Ok(other) => {
+                        return Outcome::Fail(format!(
+                            "aggregate returned {other}, not a finite number"
+                        ))
+                    }
+                    Err(e) => return Outcome::Fail(format!("aggregate failed: {e}")),
+                }
+            }
+        };
         // latency and tokens: means over the examples that ran
         let per_ok = |x: f64| if ok == 0 { f64::NAN } else { x / ok as f64 };
         let values: Vec<f64> = self
