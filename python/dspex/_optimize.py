@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 import types
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Type
 
 from dspex.exceptions import StorageInternalError, TrialPruned
 from dspex.logging import defer as _defer
@@ -45,7 +45,8 @@ class _Progress:
         except ImportError:
             self.bar = None
 
-    def update(self, best: Optional[float]) -> None:
+    def update(self, best: Optional[float], extra: Optional[Dict[str, str]] = None) -> None:
+        """One more trial; ``extra`` fields are shown after the best value."""
         if not self.enabled:
             return
         self.n += 1
@@ -53,15 +54,18 @@ class _Progress:
         rate = self.n / elapsed
         if self.bar is not None:
             self.bar.update(1)
-            if best is not None:
-                self.bar.set_postfix(best=f"{best:.6g}", refresh=False)
+            postfix = {} if best is None else {"best": f"{best:.6g}"}
+            postfix.update(extra or {})
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
             return
         now = time.monotonic()
         if now - self.last < 0.1:
             return
         self.last = now
         best_s = "-" if best is None else f"{best:.6g}"
-        sys.stderr.write(f"\r[dspex] {self.n} trials, best {best_s}, {rate:.1f} trials/s")
+        more = "".join(f", {k} {v}" for k, v in (extra or {}).items())
+        sys.stderr.write(f"\r[dspex] {self.n} trials, best {best_s}{more}, {rate:.1f} trials/s")
         sys.stderr.flush()
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ import random
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from dspex import samplers as _samplers
+from dspex._lm import LM
 from dspex._program import Predict, Prediction, Program, _fields_of, _plain
 from dspex.distributions import BaseDistribution, CategoricalDistribution
 
@@ -348,8 +349,9 @@ class Study:
         each with ``example_concurrency`` examples in flight. Blocks until the study ends;
         returns the best configuration. ``callbacks`` are called with this study and a
         :class:`ProgramTrial` after each trial (one may call :meth:`stop`; one that raises stops
-        the study and its exception is raised here); ``show_progress_bar``: trials done and the
-        best minibatch score on stderr (tqdm when installed). Raises :class:`StudyError` when
+        the study and its exception is raised here); ``show_progress_bar``: trials done, the
+        best minibatch score and the LM calls, tokens and cost so far on stderr (tqdm when
+        installed). Raises :class:`StudyError` when
         more than ``max_errors`` examples failed or no trial completed; a spent LM budget
         (``max_calls``...) ends the study cleanly with the best so far."""
         from dspex._optimize import _Progress
@@ -365,10 +367,24 @@ class Study:
         best: List[Optional[float]] = [None]
         failure: List[BaseException] = []
 
+        # the program's LMs: in this process's engine they are these objects, so their stats
+        # count the study's calls (a served engine keeps its own copies)
+        lms = list({id(s.lm): s.lm for s in self.program.steps if isinstance(s, Predict) and isinstance(s.lm, LM)}.values())
+
+        def lm_usage() -> Dict[str, str]:
+            if not lms or ctx.engine is not None:
+                return {}
+            stats = [lm.stats() for lm in lms]
+            out = {"lm_calls": str(sum(st["calls"] for st in stats)), "tokens": str(sum(st["total_tokens"] for st in stats))}
+            cost = sum(st["cost"] for st in stats)
+            if cost:
+                out["cost"] = f"{cost:.4g}"
+            return out
+
         def on_trial(number: int, state: str, value: Optional[float] = None, params: Optional[dict] = None) -> bool:
             if state == "COMPLETE" and value is not None and (best[0] is None or value > best[0]):
                 best[0] = value
-            progress.update(best[0])
+            progress.update(best[0], lm_usage() if progress.enabled else None)
             trial = ProgramTrial(number, state, value, dict(params or {}))
             for cb in callbacks:
                 try:
