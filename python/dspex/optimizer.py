@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random
+import uuid
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from dspex import samplers as _samplers
@@ -363,7 +364,9 @@ class Study:
         if not all(callable(c) for c in callbacks):
             raise TypeError("callbacks must be callables (study, trial) -> None")
         self._stop = False
-        progress = _Progress(bool(show_progress_bar), self.optimizer.n_trials, None)
+        ctx = self.program.context
+        opt = self.optimizer
+        progress = _Progress(bool(show_progress_bar), opt.n_trials, None)
         best: List[Optional[float]] = [None]
         failure: List[BaseException] = []
 
@@ -395,27 +398,19 @@ class Study:
             return self._stop
 
         self._bootstrap()
-        ctx = self.program.context
-        metric = self.optimizer.metric
-        valset = self.valset
+        metric, valset, user_aggregate = opt.metric, self.valset, opt.aggregate
 
         def score(example: int, prediction: dict, trace: Any = None) -> float:
             return _score(metric(valset[example], Prediction(prediction), None))
 
-        n = next(_metric_ids)
-        tool, trial_tool = f"__metric_{n}", f"__trial_{n}"
-        ctx.register_tool(score, name=tool, description="the program study's metric")
-        ctx.register_tool(on_trial, name=trial_tool, description="the program study's progress and callbacks")
-        aggregate_tool = None
-        if self.optimizer.aggregate is not None:
-            user_aggregate = self.optimizer.aggregate
+        def aggregate(scores: list) -> float:
+            return _score(user_aggregate(list(scores)) if user_aggregate is not None else None)
 
-            def aggregate(scores: list) -> float:
-                return _score(user_aggregate(list(scores)))
-
-            aggregate_tool = f"__aggregate_{n}"
-            ctx.register_tool(aggregate, name=aggregate_tool, description="the program study's aggregate")
-        opt = self.optimizer
+        # the engine calls these as tools of the session; unique names, as other processes may
+        # share a session on a served engine
+        suffix = f"{next(_metric_ids)}_{uuid.uuid4().hex[:12]}"
+        tool, trial_tool = f"__metric_{suffix}", f"__trial_{suffix}"
+        aggregate_tool = f"__aggregate_{suffix}" if user_aggregate is not None else None
         spec = {
             "program": self.program.to_json(),
             "examples": self._inputs,
@@ -437,13 +432,16 @@ class Study:
             "seed": opt.seed,
             "objectives": self.objectives,
         }
+        registered: List[str] = []
         try:
+            for name, func in ((tool, score), (trial_tool, on_trial), (aggregate_tool, aggregate)):
+                if name is not None:
+                    ctx.register_tool(func, name=name, description="part of a program study (dspex.optimizer)")
+                    registered.append(name)
             summary: Dict[str, Any] = ctx._native.program("optimize", json.dumps(spec))
         finally:
             progress.close()
-            for name in (tool, trial_tool, aggregate_tool):
-                if name is None:
-                    continue
+            for name in registered:
                 try:
                     ctx.unregister_tool(name)
                 except (KeyError, ValueError):
