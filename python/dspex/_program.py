@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import os
+import uuid
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from dspex.distributions import BaseDistribution, CategoricalDistribution, IntDistribution, distribution_to_json
@@ -28,6 +29,16 @@ __all__ = ["ChainOfThought", "Fuse", "Module", "Prediction", "Predict", "Program
 
 _ids = itertools.count(1)
 _current: "contextvars.ContextVar[Optional[DSpexSessionContext]]" = contextvars.ContextVar("dspex_session", default=None)
+
+
+def _session_key(ctx: "DSpexSessionContext") -> Tuple[Optional[str], str]:
+    """Which session a module was bound to: the engine and the session id."""
+    return (ctx.engine, ctx.session_id)
+
+
+def _unique(prefix: str) -> str:
+    """A name for something a module puts into a session (processes may share one)."""
+    return f"{prefix}_{next(_ids)}_{uuid.uuid4().hex[:12]}"
 
 
 class Prediction(Mapping[str, Any]):
@@ -161,7 +172,7 @@ class Retrieve(Module):
         super().__init__(name, {"k": k, "k1": k1, "b": b, "stem": stem, "query": query, "output": output})
         self.corpus = corpus
         self.index = index
-        self._indexed: Dict[int, str] = {}
+        self._indexed: Dict[Tuple[Optional[str], str], str] = {}
 
     def reads(self) -> List[str]:
         return [self.args["query"]]
@@ -172,9 +183,9 @@ class Retrieve(Module):
     def _bind(self, ctx: "DSpexSessionContext") -> Dict[str, Any]:
         step = super()._bind(ctx)
         if self.corpus is not None:
-            key = id(ctx)
+            key = _session_key(ctx)
             if key not in self._indexed:
-                base = f"__corpus_{next(_ids)}"
+                base = _unique("__corpus")
                 stems = self.args["stem"]
                 wanted = stems.choices if isinstance(stems, CategoricalDistribution) else [bool(stems)]
                 for s in set(wanted):
@@ -219,7 +230,7 @@ class Predict(Module):
         super().__init__(name, {"signature": signature, "instructions": instructions, "demos": _plain(demos),
                                 "demo_set": demo_set, "temperature": temperature, "max_tokens": max_tokens})
         self.lm = lm
-        self._lm_names: Dict[int, str] = {}
+        self._lm_names: Dict[Tuple[Optional[str], str], str] = {}
 
     def _extras(self) -> Dict[str, Any]:
         return {"lm": self.lm}
@@ -233,9 +244,9 @@ class Predict(Module):
         if isinstance(self.lm, str):
             step["args"]["lm"] = self.lm
         else:
-            key = id(ctx)
+            key = _session_key(ctx)
             if key not in self._lm_names:
-                self._lm_names[key] = f"__lm_{next(_ids)}"
+                self._lm_names[key] = _unique("__lm")
                 ctx.add_lm(self._lm_names[key], self.lm)
             step["args"]["lm"] = self._lm_names[key]
         return step
@@ -314,9 +325,9 @@ class PythonTool(Module):
         return super().default(arg)
 
     def _bind(self, ctx: "DSpexSessionContext") -> Dict[str, Any]:
-        if self.func is not None and id(ctx) not in self._registered:
+        if self.func is not None and _session_key(ctx) not in self._registered:
             ctx.register_tool(self.func, name=self.args["tool"])
-            self._registered.add(id(ctx))
+            self._registered.add(_session_key(ctx))
         return super()._bind(ctx)
 
 
