@@ -387,3 +387,22 @@ def test_aggregate_turns_the_example_scores_into_the_trial_score(lm):
         assert study.summary["best_value"] == max(min(s) for s in seen)
         with pytest.raises(StudyError):  # an aggregate that fails fails its trials: none completes
             Study(rag, TPESampler(contains, n_trials=2, num_candidates=1, aggregate=lambda s: None), TRAIN).optimize(show_progress_bar=False)
+
+
+def test_estimate_counts_the_calls_a_study_will_make_without_calling_the_lm(lm, capsys):
+    with DSpexSessionContext() as ctx:
+        model = LM("m-estimate", base_url=lm.url, cache=False, prices={"m-estimate": {"input": 1.0, "output": 2.0}})
+        rag = RAG(context=ctx, corpus=DOCS, lm=model, instructions="Answer.")
+        study = Study(rag, TPESampler(contains, n_trials=5, seed=0, num_candidates=1), TRAIN)
+        est = study.estimate()
+        assert model.stats()["calls"] == 0  # a dry run
+        assert est["lm_calls"] == 5 * len(TRAIN) and est["tokens"] > 0 and est["cost"] > 0 and not est["unpriced_models"]
+        assert "60 LM calls" in capsys.readouterr().out
+        study.optimize(show_progress_bar=False)
+        st = model.stats()
+        assert st["calls"] == est["lm_calls"]
+        assert 0.3 < est["tokens"] / st["total_tokens"] < 3  # the right order of magnitude
+        many = [dict(t, question=t["question"] + f" ({j})") for j in range(5) for t in TRAIN]  # 60: minibatches
+        est = Study(rag, TPESampler(contains, n_trials=10, minibatch_size=8, minibatch_full_eval_steps=5), many).estimate(show=False)
+        assert est["examples_per_trial"] == 8 and est["full_evaluations"] == 3 and est["bootstrap_runs"] == 60
+        assert est["program_runs"] == 10 * 8 + 3 * 60 + 60

@@ -335,6 +335,63 @@ class Study:
             step.args["demo_set"] = CategoricalDistribution(list(range(len(sets))))
         self.program._json = None  # the steps changed: bind them again
 
+    def estimate(self, sample: int = 5, completion_tokens: int = 64, show: bool = True) -> Dict[str, Any]:
+        """A dry run: how many LM calls, tokens and how much cost :meth:`optimize` would spend,
+        without calling an LM. Calls are counted from the study's plan (trials, examples per
+        trial, full evaluations, demo bootstrapping); prompt tokens are estimated (4 characters
+        a token) from the instructions, the demos and the inputs of up to ``sample`` valset
+        examples, run through the steps before the first prediction (retrieval and Python
+        steps, which cost no LM call); each answer is taken as ``completion_tokens`` tokens
+        (or the step's ``max_tokens``). Cost uses each LM's ``prices``; prints a summary when
+        ``show``."""
+        opt = self.optimizer
+        predicts = [s for s in self.program.steps if isinstance(s, Predict)]
+        n_val = len(self.valset)
+        minibatch = opt.minibatch_size if opt.minibatch_size is not None and n_val > 50 and len(self.objectives) == 1 else None
+        per_trial = min(minibatch, n_val) if minibatch else n_val
+        full_evals = (opt.n_trials // opt.minibatch_full_eval_steps + 1) if minibatch else 0
+        bootstrap = len(self.trainset) if self._demo_steps() else 0
+        runs = opt.n_trials * per_trial + full_evals * n_val + bootstrap
+        first = next((i for i, s in enumerate(self.program.steps) if isinstance(s, Predict)), len(self.program.steps))
+        samples = self.valset[: max(1, sample)]
+        states = [dict(self.program.example_inputs(e)) for e in samples]
+        if 0 < first:  # the free steps before the first prediction, run in the engine
+            prefix = Program(self.program.steps[:first], context=self.program.context)
+            prefix.params = {k: v for k, v in self.program.params.items() if k in prefix.variables}
+            for st, out in zip(states, prefix.run_many(samples)):
+                if not isinstance(out, Exception):
+                    st.update(out)
+        calls = tokens = 0
+        cost = 0.0
+        unpriced = []
+        for step in predicts:
+            text = [len(str(step.args.get("instructions") or "")) + 200]
+            demos = step.args.get("demos") or []
+            demo_chars = len(json.dumps(demos[0] if demos and isinstance(demos[0], list) else demos))
+            for st in states:
+                text.append(sum(len(json.dumps(st.get(f, ""))) for f in step.reads()))
+            prompt = (text[0] + demo_chars + sum(text[1:]) / max(1, len(states))) / 4
+            answer = step.args.get("max_tokens") or completion_tokens
+            calls += runs
+            tokens += int(runs * (prompt + answer))
+            lm = step.lm
+            price = json.loads(lm._config).get("prices") or {} if isinstance(lm, LM) else {}
+            model = lm.model if isinstance(lm, LM) else str(lm)
+            p = price.get(model) or price.get(model.split("/", 1)[-1])
+            if p:
+                cost += runs * (prompt * p.get("input", 0.0) + answer * p.get("output", 0.0)) / 1e6
+            else:
+                unpriced.append(model)
+        result: Dict[str, Any] = {"trials": opt.n_trials, "examples_per_trial": per_trial, "full_evaluations": full_evals,
+                  "bootstrap_runs": bootstrap, "program_runs": runs, "lm_calls": calls, "tokens": tokens,
+                  "cost": cost, "unpriced_models": sorted(set(unpriced))}
+        if show:
+            priced = f"~{cost:.4g}" + (f" (no price for {', '.join(result['unpriced_models'])})" if unpriced else "")
+            print(f"program study estimate: {runs} program runs ({opt.n_trials} trials x {per_trial} examples"
+                  f"{f', {full_evals} full evaluations' if full_evals else ''}{f', {bootstrap} bootstrap runs' if bootstrap else ''}), "
+                  f"{calls} LM calls, ~{tokens} tokens, cost {priced}")
+        return result
+
     def stop(self) -> None:
         """From a callback: start no more trials (running ones finish)."""
         self._stop = True
