@@ -4,41 +4,21 @@ examples/program.toml``."""
 
 from __future__ import annotations
 
-import inspect
 import os
 import random
 import sys
 
-MODULES = ["os", "os.path", "shutil", "json", "re", "string", "textwrap", "itertools", "functools", "collections",
-           "math", "statistics", "random", "datetime", "pathlib", "subprocess", "glob", "heapq", "bisect", "csv"]
-
-
-def _pairs() -> list:
-    import importlib
-
-    seen, pairs = set(), []
-    for name in MODULES:
-        module = importlib.import_module(name)
-        for attr in sorted(dir(module)):
-            f = getattr(module, attr, None)
-            if attr.startswith("_") or not callable(f) or inspect.isclass(f):
-                continue
-            summary, _, rest = (inspect.getdoc(f) or "").partition("\n")
-            rest = rest.strip()
-            if len(summary.split()) >= 4 and len(rest.split()) >= 12 and rest not in seen:
-                seen.add(rest)
-                pairs.append((summary.strip(), rest))
-    return pairs
+from tune_retrieval import stdlib_pairs  # the same corpus as examples/tune_retrieval.py
 
 
 def corpus() -> list:
     """The documents: docstrings without their summary line."""
-    return [rest for _, rest in _pairs()]
+    return [rest for _, rest in stdlib_pairs()]
 
 
 def queries() -> list:
     """150 queries (a summary line each) with the document they come from."""
-    pairs = _pairs()
+    pairs = stdlib_pairs()
     random.Random(0).shuffle(pairs)
     return [{"question": s, "doc": d} for s, d in pairs[:150]]
 

@@ -541,9 +541,15 @@ impl Evaluation {
             .await
         };
         let examples = self.examples_of(number);
-        let outcome = match params {
-            Ok(params) => self.score(Arc::new(params), Some(number), examples).await,
-            Err(e) => Outcome::Fail(format!("sampling failed: {e}")),
+        let (outcome, params) = match params {
+            Ok(params) => {
+                let params = Arc::new(params);
+                (
+                    self.score(params.clone(), Some(number), examples).await,
+                    Some(params),
+                )
+            }
+            Err(e) => (Outcome::Fail(format!("sampling failed: {e}")), None),
         };
         let told = match self.blocking(move |s| s.tell(number, outcome, false)).await {
             Ok(t) => t,
@@ -561,11 +567,8 @@ impl Evaluation {
                 _ => Data::Null,
             };
             args.insert("value".to_string(), value);
-            if let Ok(Some(p)) = self
-                .blocking(move |s| Ok(Some(s.trial(number)?.params)))
-                .await
-            {
-                args.insert("params".to_string(), params_data(&p));
+            if let Some(p) = &params {
+                args.insert("params".to_string(), params_data(p));
             }
             let answer = match tools::call(&self.session, tool, args) {
                 tools::Call::Ready(r) => r,
