@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from json.encoder import encode_basestring_ascii
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 from dspex import _native
@@ -67,7 +68,8 @@ def _completion(t: Any) -> Completion:
 
 def _messages_json(messages: Messages) -> str:
     if isinstance(messages, str):
-        return json.dumps([{"role": "user", "content": messages}])
+        # the one-message list, written out: a batch of prompts spends no time in json.dumps
+        return '[{"role":"user","content":' + encode_basestring_ascii(messages) + "}]"
     if isinstance(messages, Mapping) or not isinstance(messages, Sequence):
         raise TypeError(f"LM call: pass a prompt str or a list of message dicts, got {type(messages).__name__}")
     try:
@@ -170,8 +172,7 @@ class LM:
             raise TypeError("LM api_key must be a str")
         if not isinstance(cache, bool):
             raise TypeError(f"LM cache must be a bool, got {cache!r}")
-        ints = {"max_tokens": max_tokens, "max_retries": max_retries, "rpm": rpm, "tpm": tpm,
-                "max_concurrency": max_concurrency, "max_calls": max_calls, "max_total_tokens": max_total_tokens}
+        ints = {"max_tokens": max_tokens, "max_retries": max_retries, "rpm": rpm, "tpm": tpm, "max_concurrency": max_concurrency, "max_calls": max_calls, "max_total_tokens": max_total_tokens}
         for name, value in ints.items():
             _opt_number(name, value, int)
             if value is not None and value < 0:
@@ -188,7 +189,7 @@ class LM:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.cache_path = None if cache_path is None else os.fspath(cache_path)
-        wire_model = model[len("openai/"):] if model.startswith("openai/") else model
+        wire_model = model[len("openai/") :] if model.startswith("openai/") else model
         config = {
             "model": wire_model,
             "base_url": base_url,

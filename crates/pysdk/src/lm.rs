@@ -181,12 +181,8 @@ impl PyLm {
             })
             .collect::<PyResult<Vec<_>>>()?;
         let lm = self.lm.clone();
-        let results: Vec<Result<Completion, LmError>> = block(py, async move {
-            // without the prefetch (an unreadable cache file) each call asks the file itself
-            let _ = lm.prefetch(&reqs).await;
-            // one task polls them all: a cache hit then costs no task hand-off
-            Ok(futures_util::future::join_all(reqs.iter().map(|r| lm.chat(r))).await)
-        })?;
+        let results: Vec<Result<Completion, LmError>> =
+            block(py, async move { Ok(lm.chat_many(&reqs).await) })?;
         let mut out = Vec::with_capacity(results.len());
         for r in results {
             match r {

@@ -20,13 +20,40 @@ use super::LmError;
 
 /// Bytes the in-memory layer keeps at most (least recently used answers leave first).
 const MEMORY_BYTES: u64 = 256 << 20;
-/// Keys per `IN (...)` query when prefetching a batch.
-const PREFETCH_CHUNK: usize = 500;
+/// Keys per `IN (...)` query when a batch looks its answers up on disk.
+const DISK_CHUNK: usize = 4000;
 
-/// The key of a request: SHA-256 over its canonical JSON (object keys sorted).
+/// The key of a request: SHA-256 over its canonical JSON (object keys sorted), written straight
+/// into the hash.
 pub fn key(kind: &str, body: &Value, rollout_id: Option<&str>) -> String {
-    let canonical = json!({"kind": kind, "body": body, "rollout_id": rollout_id});
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    // the fields in sorted order: the same bytes as the JSON object {"body", "kind", "rollout_id"}
+    #[derive(serde::Serialize)]
+    struct Keyed<'a> {
+        body: &'a Value,
+        kind: &'a str,
+        rollout_id: Option<&'a str>,
+    }
+    struct Hasher(Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(Sha256::new());
+    // writing JSON into a hash cannot fail: Value keys are strings and the writer never errs
+    let _ = serde_json::to_writer(
+        &mut h,
+        &Keyed {
+            body,
+            kind,
+            rollout_id,
+        },
+    );
+    let digest = h.0.finalize();
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(64);
     for b in digest {
@@ -164,36 +191,49 @@ impl LmCache {
         Ok(())
     }
 
-    /// Loads the disk answers of `keys` into memory with a few queries (a batch of calls then
-    /// finds them without one query each).
-    pub async fn prefetch(&self, keys: &[String]) -> Result<(), LmError> {
-        let (Some(pool), Some(path)) = (&self.disk, &self.path) else {
-            return Ok(());
-        };
-        let mut missing: Vec<&String> = Vec::new();
-        for k in keys {
-            if !self.memory.contains_key(k) {
-                missing.push(k);
+    /// The cached answers of `keys`, in order: from memory, then, for those not in memory, from
+    /// the disk in one query per few hundred keys (each found one is kept in memory too).
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Arc<str>>>, LmError> {
+        let mut found = Vec::with_capacity(keys.len());
+        let mut missing: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            let hit = self.memory.get(k).await;
+            if hit.is_none() {
+                missing.entry(k.as_str()).or_default().push(i);
             }
+            found.push(hit);
         }
-        for chunk in missing.chunks(PREFETCH_CHUNK) {
+        let (Some(pool), Some(path)) = (&self.disk, &self.path) else {
+            return Ok(found);
+        };
+        let wanted: Vec<&str> = missing.keys().copied().collect();
+        for chunk in wanted.chunks(DISK_CHUNK) {
+            // one row holding every answer found, as key + value records split by the ASCII record
+            // separator: a stored value is JSON text, which never holds a raw control character,
+            // and a key is 64 hex digits (one row is read much faster than one row per answer)
             let sql = format!(
-                "SELECT key, value FROM lm_cache WHERE key IN ({})",
+                "SELECT group_concat(key || value, char(30)) FROM lm_cache WHERE key IN ({})",
                 vec!["?"; chunk.len()].join(",")
             );
             // only "?" placeholders are formatted in; the keys are bound
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
             for k in chunk {
-                q = q.bind(k.as_str());
+                q = q.bind(*k);
             }
-            let rows = q.fetch_all(pool).await.map_err(|e| cache_error(path, e))?;
-            for r in rows {
-                self.memory
-                    .insert(r.get::<String, _>(0), Arc::from(r.get::<String, _>(1)))
-                    .await;
+            let row = q.fetch_one(pool).await.map_err(|e| cache_error(path, e))?;
+            let all: Option<String> = row.try_get(0).map_err(|e| cache_error(path, e))?;
+            for record in all.as_deref().unwrap_or_default().split('\u{1e}') {
+                let (Some(key), Some(value)) = (record.get(..64), record.get(64..)) else {
+                    continue;
+                };
+                let value: Arc<str> = Arc::from(value);
+                for &i in missing.get(key).into_iter().flatten() {
+                    found[i] = Some(value.clone());
+                }
+                self.memory.insert(key.to_string(), value).await;
             }
         }
-        Ok(())
+        Ok(found)
     }
 }
 

@@ -703,20 +703,54 @@ impl Lm {
         Ok(e)
     }
 
-    /// Loads the disk-cached answers of these chat requests into memory in a few queries.
-    pub async fn prefetch(&self, reqs: &[ChatRequest]) -> Result<(), LmError> {
-        let Some(cache) = &self.inner.cache else {
-            return Ok(());
-        };
-        let keys: Vec<String> = reqs
+    /// Many chat calls, answers in order. Those already cached are looked up together (memory,
+    /// then one disk query per few hundred) and answered without a task each; the rest run
+    /// concurrently as [`Lm::chat`] does.
+    pub async fn chat_many(&self, reqs: &[ChatRequest]) -> Vec<Result<Completion, LmError>> {
+        let start = Instant::now();
+        let mut out: Vec<Option<Result<Completion, LmError>>> = Vec::with_capacity(reqs.len());
+        out.resize_with(reqs.len(), || None);
+        if let Some(cache) = &self.inner.cache {
+            // a request that is not valid has no key: `chat` reports its error below
+            let keyed: Vec<(usize, String)> = reqs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let body = self.chat_body(r).ok()?;
+                    Some((i, cache::key("chat", &body, r.rollout_id.as_deref())))
+                })
+                .collect();
+            let keys: Vec<String> = keyed.iter().map(|(_, k)| k.clone()).collect();
+            // an unreadable cache file: every call then asks it (and reports it) itself
+            if let Ok(found) = cache.get_many(&keys).await {
+                for ((i, _), text) in keyed.iter().zip(found) {
+                    if let Some(text) = text {
+                        out[*i] = Some(self.cached_completion(&text, start));
+                    }
+                }
+            }
+        }
+        let rest = reqs
             .iter()
-            .filter_map(|r| {
-                self.chat_body(r)
-                    .ok()
-                    .map(|b| cache::key("chat", &b, r.rollout_id.as_deref()))
+            .zip(&out)
+            .filter(|(_, o)| o.is_none())
+            .map(|(r, _)| self.chat(r));
+        let mut rest = futures_util::future::join_all(rest).await.into_iter();
+        out.into_iter()
+            .map(|o| {
+                o.or_else(|| rest.next())
+                    .unwrap_or_else(|| Err(LmError::Cache("an LM batch lost an answer".into())))
             })
-            .collect();
-        cache.prefetch(&keys).await
+            .collect()
+    }
+
+    /// The completion of a cached answer (accounted as a cache hit).
+    fn cached_completion(&self, text: &str, start: Instant) -> Result<Completion, LmError> {
+        let mut c = completion_of_text(text, &self.inner.chat_url)?;
+        c.cached = true;
+        c.latency = start.elapsed().as_secs_f64();
+        self.record(true, false, Wire::default(), Usage::default(), start);
+        Ok(c)
     }
 
     fn record(&self, cached: bool, failed: bool, wire: Wire, usage: Usage, start: Instant) {
@@ -1043,13 +1077,82 @@ fn describe(e: &reqwest::Error) -> String {
 
 fn usage_of(v: &Value) -> Usage {
     let n = |k: &str| {
-        v.pointer(&format!("/usage/{k}"))
+        v.get("usage")
+            .and_then(|u| u.get(k))
             .and_then(Value::as_u64)
             .unwrap_or(0)
     };
     Usage {
         prompt_tokens: n("prompt_tokens"),
         completion_tokens: n("completion_tokens"),
+    }
+}
+
+/// The usual shape of a chat answer, read straight from its text (a cache hit builds no
+/// `Value`); an answer of any other shape is read by [`parse_completion`], with the same result
+/// or its error.
+#[derive(serde::Deserialize)]
+struct ChatAnswer {
+    choices: Vec<ChatChoice>,
+    #[serde(default)]
+    usage: Option<ChatUsage>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatChoice {
+    message: ChatMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatMessage {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+/// The completion in the text of a chat answer (a cached one).
+fn completion_of_text(text: &str, url: &str) -> Result<Completion, LmError> {
+    match serde_json::from_str::<ChatAnswer>(text) {
+        Ok(a) if !a.choices.is_empty() => {
+            let finish_reason = a.choices[0].finish_reason.clone();
+            let choices: Vec<String> = a
+                .choices
+                .into_iter()
+                .map(|c| c.message.content.unwrap_or_default())
+                .collect();
+            let usage = a.usage.unwrap_or(ChatUsage {
+                prompt_tokens: None,
+                completion_tokens: None,
+            });
+            Ok(Completion {
+                text: choices[0].clone(),
+                choices,
+                finish_reason,
+                usage: Usage {
+                    prompt_tokens: usage.prompt_tokens.unwrap_or(0),
+                    completion_tokens: usage.completion_tokens.unwrap_or(0),
+                },
+                cached: false,
+                latency: 0.0,
+                model: a.model.unwrap_or_default(),
+            })
+        }
+        _ => {
+            let v: Value = serde_json::from_str(text)
+                .map_err(|e| LmError::Cache(format!("an LM cache entry is not JSON: {e}")))?;
+            parse_completion(&v, url)
+        }
     }
 }
 

@@ -303,19 +303,36 @@ async fn the_disk_cache_outlives_the_lm_and_is_found_by_a_new_one() {
     }
     // the first LM and its in-memory layer are gone: the answer comes from the file
     let lm2 = lm(c.clone()).await;
-    let reqs = vec![ChatRequest::prompt("disk one")];
-    lm2.prefetch(&reqs).await.unwrap();
-    assert!(lm2.chat(&reqs[0]).await.unwrap().cached);
-    assert_eq!(server_stats(&base).await["requests"], 1);
+    // a batch mixing a disk hit, a miss, an invalid request and the hit again: answers in order
+    let invalid = ChatRequest {
+        messages: json!([]),
+        ..Default::default()
+    };
+    let reqs = vec![
+        ChatRequest::prompt("disk one"),
+        ChatRequest::prompt("disk two"),
+        invalid,
+        ChatRequest::prompt("disk one"),
+    ];
+    let many = lm2.chat_many(&reqs).await;
+    let cached: Vec<Option<bool>> = many
+        .iter()
+        .map(|r| r.as_ref().ok().map(|c| c.cached))
+        .collect();
+    assert_eq!(cached, [Some(true), Some(false), None, Some(true)]);
+    assert_eq!(many[1].as_ref().unwrap().text, "echo: disk two");
+    assert!(matches!(many[2], Err(LmError::InvalidArgument(_))));
+    assert_eq!(server_stats(&base).await["requests"], 2);
+    assert_eq!(lm2.stats()["cache_hits"], 2);
     let path = c.cache_path.clone().unwrap();
     let stats = cache::disk_stats(&path).await.unwrap();
-    assert_eq!(stats["entries"], 1);
+    assert_eq!(stats["entries"], 2);
     let mut out = Vec::new();
-    assert_eq!(cache::disk_export(&path, &mut out).await.unwrap(), 1);
+    assert_eq!(cache::disk_export(&path, &mut out).await.unwrap(), 2);
     let text = String::from_utf8(out).unwrap();
     assert!(!text.contains(&base), "the cache keeps no base URL");
-    assert_eq!(cache::disk_clear(&path, None).await.unwrap(), 1);
-    assert_eq!(cache::disk_import(&path, &text).await.unwrap(), 1);
+    assert_eq!(cache::disk_clear(&path, None).await.unwrap(), 2);
+    assert_eq!(cache::disk_import(&path, &text).await.unwrap(), 2);
     assert!(cache::disk_import(&path, "{not json")
         .await
         .unwrap_err()
@@ -365,4 +382,51 @@ async fn embeddings_come_back_in_order() {
     assert_eq!(e.vectors[0], e.vectors[2]);
     assert_ne!(e.vectors[0], e.vectors[1]);
     assert_eq!(e.vectors[0].len(), 16);
+}
+
+#[test]
+fn the_cache_key_is_the_hash_of_the_canonical_request_json() {
+    // the bytes hashed must stay those of the sorted JSON object, or existing cache files miss
+    use sha2::{Digest, Sha256};
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "h\u{e9} \"x\"\n"}], "temperature": 0.5});
+    for rollout in [None, Some("r1")] {
+        let canonical = json!({"kind": "chat", "body": body, "rollout_id": rollout}).to_string();
+        let expected: String = Sha256::digest(canonical.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(cache::key("chat", &body, rollout), expected);
+    }
+}
+
+#[test]
+fn a_cached_answer_of_any_shape_reads_as_the_server_answer_did() {
+    let url = "http://x/v1/chat/completions";
+    for text in [
+        r#"{"choices":[{"message":{"content":"a"},"finish_reason":"stop"},{"message":{}}],"usage":{"prompt_tokens":2,"completion_tokens":1},"model":"m"}"#,
+        r#"{"choices":[{"message":{"content":null},"finish_reason":7}],"usage":{"prompt_tokens":"x"},"model":3}"#,
+        r#"{"choices":[{"message":{"content":"a"}}]}"#,
+    ] {
+        let v: Value = serde_json::from_str(text).unwrap();
+        let (a, b) = (
+            completion_of_text(text, url).unwrap(),
+            parse_completion(&v, url).unwrap(),
+        );
+        assert_eq!(
+            (a.text, a.choices, a.finish_reason, a.usage, a.model),
+            (b.text, b.choices, b.finish_reason, b.usage, b.model)
+        );
+    }
+    for text in [
+        r#"{"choices":[]}"#,
+        r#"{"choices":[{"message":{"content":5}}]}"#,
+        r#"{"x":1}"#,
+    ] {
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            completion_of_text(text, url).unwrap_err().to_string(),
+            parse_completion(&v, url).unwrap_err().to_string()
+        );
+    }
+    assert!(completion_of_text("{not json", url).is_err());
 }
