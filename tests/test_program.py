@@ -189,6 +189,47 @@ def test_program_lm_calls_count_in_the_users_lm_and_its_budget_ends_the_study_cl
         assert summary["error_count"] == 0 and best.score > 0
 
 
+def test_a_study_budget_caps_the_lm_calls_of_the_whole_study_and_ends_it_cleanly(lm):
+    with DSpexSessionContext() as ctx:
+        model = LM("m-study-budget", base_url=lm.url, cache=False, prices={"m-study-budget": {"input": 1.0, "output": 1.0}})
+        rag = RAG(context=ctx, corpus=DOCS, lm=model)
+        opt = TPESampler(contains, n_trials=20, seed=0, num_candidates=1, max_calls=30)
+        lm.reset()
+        best = Study(rag, opt, TRAIN).optimize(concurrency=2, example_concurrency=4, show_progress_bar=False)
+        summary = best.summary
+        assert summary["budget_exhausted"] and summary["error_count"] == 0 and best.score > 0
+        assert summary["budget_spent"]["calls"] == 30 and summary["complete"] < 20
+        # no call started past the study's budget (a call the study's end cancelled in flight
+        # may not have reached the server)
+        assert 28 <= lm.stats()["requests"] <= 30
+        spent_tokens = summary["budget_spent"]["tokens"]
+        assert spent_tokens == model.stats()["total_tokens"] and summary["budget_spent"]["cost"] == pytest.approx(spent_tokens / 1e6)
+        assert model("after the study").text  # the LM's own budget is untouched
+        # a cost budget: the study stops once its estimated cost reaches max_cost
+        capped = Study(rag, TPESampler(contains, n_trials=20, seed=1, num_candidates=1, max_cost=spent_tokens / 3e6), TRAIN)
+        s2 = capped.optimize(concurrency=1, example_concurrency=2, show_progress_bar=False).summary
+        assert s2["budget_exhausted"] and spent_tokens / 3e6 <= s2["budget_spent"]["cost"] < spent_tokens / 2e6
+    for bad, match in (({"max_calls": -1}, "max_calls must be an int >= 0"), ({"max_cost": float("nan")}, "max_cost must be a finite"),
+                       ({"max_total_tokens": 1.5}, "max_total_tokens must be an int")):
+        with pytest.raises(ValueError, match=match):
+            TPESampler(contains, **bad)
+
+
+def test_score_and_cost_give_programs_priced_by_their_lm_calls(lm):
+    with DSpexSessionContext() as ctx:
+        model = LM("m-cost", base_url=lm.url, prices={"m-cost": {"input": 2.0, "output": 4.0}})
+        rag = RAG(context=ctx, corpus=DOCS, lm=model, instructions="Answer.")
+        study = Study(rag, TPESampler(contains, n_trials=8, seed=0, num_candidates=1), TRAIN, objectives=["score", "cost"])
+        study.optimize(concurrency=2, show_progress_bar=False)
+        front = study.best_programs
+        assert front and all(p.values[1] > 0 for p in front)
+        by_k = sorted((p.k.value, p.values[1]) for p in front)
+        assert [c for _, c in by_k] == sorted(c for _, c in by_k)  # more passages: more prompt tokens, more cost
+        unpriced = RAG(context=ctx, corpus=DOCS, lm=LM("m-unpriced", base_url=lm.url))
+        with pytest.raises(ValueError, match="needs a price for every LM: step 'predict'"):
+            Study(unpriced, TPESampler(contains), TRAIN, objectives=["score", "cost"])
+
+
 RESUMED = """
 import sys, time
 sys.path.insert(0, {tests!r})

@@ -79,6 +79,11 @@ class TPESampler:
     running mean score of each trial as its examples finish. ``aggregate``: a callable turning
     the list of a trial's example scores (in example order) into its score, instead of the mean
     (e.g. a trimmed mean, or a quantile for a worst-case objective).
+    ``max_calls``, ``max_total_tokens``, ``max_cost``: a budget over every LM call the study's
+    trials and full evaluations make (on top of each LM's own): once one runs out, no call
+    starts, the trials in flight fail and the study ends cleanly with the best so far
+    (``Study.summary["budget_spent"]`` says what was spent). Cache hits are free; demo
+    bootstrapping, before the trials, is charged to the LMs' own budgets only.
     """
 
     def __init__(
@@ -97,6 +102,9 @@ class TPESampler:
         pruner: Optional["BasePruner"] = None,
         aggregate: Optional[Callable[[List[float]], float]] = None,
         timeout: Optional[float] = None,
+        max_calls: Optional[int] = None,
+        max_total_tokens: Optional[int] = None,
+        max_cost: Optional[float] = None,
         **sampler_options: Any,
     ) -> None:
         if not callable(metric):
@@ -114,6 +122,13 @@ class TPESampler:
         for what, v in (("max_bootstrapped_demos", max_bootstrapped_demos), ("max_labeled_demos", max_labeled_demos)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{what} must be an int >= 0, got {v!r}")
+        for what, v in (("max_calls", max_calls), ("max_total_tokens", max_total_tokens)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ValueError(f"{what} must be an int >= 0 or None, got {v!r}")
+        if max_cost is not None and (isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or not math.isfinite(max_cost) or max_cost < 0):
+            raise ValueError(f"max_cost must be a finite number >= 0 or None, got {max_cost!r}")
+        #: The study-wide LM budget (None where unlimited).
+        self.budget: Dict[str, Any] = {"max_calls": max_calls, "max_total_tokens": max_total_tokens, "max_cost": max_cost}
         self.num_candidates = num_candidates
         self.max_bootstrapped_demos = max_bootstrapped_demos
         self.max_labeled_demos = max_labeled_demos
@@ -241,10 +256,11 @@ class Study:
     study in Optuna's schema. Running it again with the same name continues it: ``n_trials`` is
     the number of trials the study should hold, so only the missing ones run; its finished
     trials stay as they are, and trials a killed process left running are failed and replaced.
-    ``objectives``: what a trial's values are, ``["score"]`` by default; ``["score", "latency"]``
-    or ``["score", "tokens"]`` (seconds or LM tokens per example, minimized) make it a
-    multi-objective study (``directions`` then are ``["maximize", "minimize"]``): no
-    minibatches, and :attr:`best_programs` holds the Pareto set.
+    ``objectives``: what a trial's values are, ``["score"]`` by default; adding ``"latency"``,
+    ``"tokens"`` or ``"cost"`` (seconds, LM tokens or estimated LM cost per example, from the
+    LMs' ``prices``; all minimized) makes it a multi-objective study (``directions`` then are
+    e.g. ``["maximize", "minimize"]``): no minibatches, and :attr:`best_programs` holds the
+    Pareto set.
     """
 
     def __init__(
@@ -263,9 +279,15 @@ class Study:
         if not isinstance(optimizer, TPESampler):
             raise TypeError(f"optimizer must be a dspex.optimizer.TPESampler, got {type(optimizer).__name__}")
         objectives = ["score"] if objectives is None else list(objectives)
-        known = {"score": "maximize", "latency": "minimize", "tokens": "minimize"}
+        known = {"score": "maximize", "latency": "minimize", "tokens": "minimize", "cost": "minimize"}
         if not objectives or objectives[0] != "score" or any(o not in known for o in objectives) or len(set(objectives)) != len(objectives):
-            raise ValueError(f"objectives must start with 'score' and may add 'latency' and 'tokens' (each once), got {objectives!r}")
+            raise ValueError(f"objectives must start with 'score' and may add 'latency', 'tokens' and 'cost' (each once), got {objectives!r}")
+        if "cost" in objectives:
+            for step in program.steps:
+                lm = getattr(step, "lm", None) if isinstance(step, Predict) else None
+                if isinstance(lm, LM) and lm.model not in (json.loads(lm._config).get("prices") or {}):
+                    raise ValueError(f"the 'cost' objective needs a price for every LM: step {step.name!r} uses {lm.model!r}, "
+                                     f"which has none (LM(..., prices={{{lm.model!r}: {{'input': ..., 'output': ...}}}}))")
         derived = [known[o] for o in objectives]
         if directions is not None and list(directions) != derived:
             raise ValueError(f"directions {list(directions)!r} do not match objectives {objectives!r}: they are {derived!r}")
@@ -488,6 +510,7 @@ class Study:
             "full_eval_steps": opt.minibatch_full_eval_steps,
             "seed": opt.seed,
             "objectives": self.objectives,
+            "budget": opt.budget,
         }
         registered: List[str] = []
         try:

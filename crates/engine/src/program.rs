@@ -33,6 +33,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use dspex_native::lm::Budget;
 use dspex_native::predict::{self, Signature};
 use dspex_optimizer::{Distribution, ParamValue};
 use serde_json::{Map, Value};
@@ -104,6 +105,9 @@ impl ModuleKind {
 pub struct Program {
     /// The steps.
     pub steps: Vec<Step>,
+    /// A budget every LM call of the program's runs is charged to as well as to its LM's own
+    /// (a study's `max_calls`, `max_total_tokens`, `max_cost`).
+    pub budget: Option<Arc<Budget>>,
 }
 
 /// What one step did, for the metric's `trace`.
@@ -126,10 +130,13 @@ pub struct Ran {
     pub trace: Vec<TraceEntry>,
     /// LM tokens the run's predictions used (prompt and completion; cache hits count too).
     pub tokens: u64,
+    /// The estimated price of its LM calls' tokens (cache hits priced as the calls they
+    /// repeat; unpriced models add nothing).
+    pub cost: f64,
 }
 
-/// What one step read and wrote, and the LM tokens it used.
-type StepOutput = (Map<String, Value>, Map<String, Value>, u64);
+/// What one step read and wrote, and the LM tokens and cost it used.
+type StepOutput = (Map<String, Value>, Map<String, Value>, u64, f64);
 
 fn bad(step: &str, m: impl std::fmt::Display) -> EngineError {
     EngineError::InvalidArgument(format!("step {step:?}: {m}"))
@@ -202,7 +209,10 @@ impl Program {
             step.check_fixed()?;
             out.push(step);
         }
-        Ok(Program { steps: out })
+        Ok(Program {
+            steps: out,
+            budget: None,
+        })
     }
 
     /// Every tunable argument as `(step.arg, distribution)`, in step order.
@@ -227,11 +237,14 @@ impl Program {
         let mut state = inputs;
         let mut prediction = Map::new();
         let mut trace = Vec::with_capacity(self.steps.len());
-        let mut tokens = 0;
+        let (mut tokens, mut cost) = (0, 0.0);
         for step in &self.steps {
             let args = step.resolve(params)?;
-            let (read, wrote, used) = step.run(session, &args, &state).await?;
+            let (read, wrote, used, spent) = step
+                .run(session, &args, &state, self.budget.as_ref())
+                .await?;
             tokens += used;
+            cost += spent;
             for (k, v) in &wrote {
                 state.insert(k.clone(), v.clone());
                 prediction.insert(k.clone(), v.clone());
@@ -246,6 +259,7 @@ impl Program {
             prediction,
             trace,
             tokens,
+            cost,
         })
     }
 }
@@ -556,11 +570,12 @@ impl Step {
         session: &Arc<Session>,
         args: &Map<String, Value>,
         state: &Map<String, Value>,
+        budget: Option<&Arc<Budget>>,
     ) -> Result<StepOutput> {
         let n = self.name.as_str();
         let mut read = Map::new();
         let mut wrote = Map::new();
-        let mut tokens = 0u64;
+        let (mut tokens, mut cost) = (0u64, 0.0);
         match self.module {
             ModuleKind::Retrieve => {
                 let query_field = get_str(n, args, "query", Some("question"))?;
@@ -617,7 +632,10 @@ impl Step {
                         overrides.insert(k.to_string(), v.clone());
                     }
                 }
-                let lm = session.lm_named(get_str(n, args, "lm", None)?)?.with_tag(n);
+                let mut lm = session.lm_named(get_str(n, args, "lm", None)?)?.with_tag(n);
+                if let Some(b) = budget {
+                    lm = lm.with_budget(b.clone());
+                }
                 let req = dspex_native::lm::ChatRequest {
                     messages,
                     overrides,
@@ -625,6 +643,7 @@ impl Step {
                 };
                 let done = lm.chat(&req).await.map_err(|e| tools::lm_error(n, e))?;
                 tokens = done.usage.prompt_tokens + done.usage.completion_tokens;
+                cost = done.cost.unwrap_or(0.0);
                 wrote = sig
                     .parse_answer(&done.text)
                     .map_err(|e| bad(n, format!("cannot read the LM's answer: {e}")))?;
@@ -683,7 +702,7 @@ impl Step {
                 );
             }
         }
-        Ok((read, wrote, tokens))
+        Ok((read, wrote, tokens, cost))
     }
 }
 

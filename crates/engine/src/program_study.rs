@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dspex_native::lm::{Budget, BudgetLimits};
 use dspex_optimizer::{Distribution, ParamValue, StudyDirection, TrialState};
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -86,8 +87,11 @@ pub struct ProgramStudySpec {
     /// Seeds the minibatches.
     pub seed: u64,
     /// What a trial's values are, in order (`score` maximized; `latency`, seconds per example,
-    /// and `tokens`, LM tokens per example, minimized).
+    /// `tokens`, LM tokens per example, and `cost`, estimated LM cost per example, minimized).
     pub objectives: Vec<Objective>,
+    /// Limits over every LM call of the study (`max_calls`, `max_total_tokens`, `max_cost`);
+    /// when one runs out the study stops as at an LM's own budget.
+    pub budget: BudgetLimits,
 }
 
 /// One value of a program study's trials.
@@ -99,6 +103,8 @@ pub enum Objective {
     Latency,
     /// Mean LM tokens per example (minimized).
     Tokens,
+    /// Mean estimated LM cost per example, from the LMs' prices (minimized).
+    Cost,
 }
 
 impl Objective {
@@ -107,9 +113,10 @@ impl Objective {
             "score" => Objective::Score,
             "latency" => Objective::Latency,
             "tokens" => Objective::Tokens,
+            "cost" => Objective::Cost,
             _ => {
                 return Err(EngineError::InvalidArgument(format!(
-                    "unknown objective {s:?} (score, latency, tokens)"
+                    "unknown objective {s:?} (score, latency, tokens, cost)"
                 )))
             }
         })
@@ -118,7 +125,7 @@ impl Objective {
     fn direction(self) -> StudyDirection {
         match self {
             Objective::Score => StudyDirection::Maximize,
-            Objective::Latency | Objective::Tokens => StudyDirection::Minimize,
+            Objective::Latency | Objective::Tokens | Objective::Cost => StudyDirection::Minimize,
         }
     }
 }
@@ -163,9 +170,24 @@ impl ProgramStudySpec {
     /// Reads a spec from JSON: `program`, `examples` (a list of dicts), `metric_tool`, and
     /// optionally `storage`, `study_name`, `sampler`/`pruner` (`{kind, options}`), `n_trials`,
     /// `timeout`, `concurrency`, `example_concurrency`, `failure_score`, `max_errors`,
-    /// `minibatch_size` (null: off), `full_eval_steps`, `seed`.
+    /// `minibatch_size` (null: off), `full_eval_steps`, `seed`, `objectives`, `budget`
+    /// (`{max_calls, max_total_tokens, max_cost}`).
     pub fn from_json(v: &Value) -> Result<ProgramStudySpec> {
-        let program = Program::from_json(v.get("program").unwrap_or(&Value::Null))?;
+        let mut program = Program::from_json(v.get("program").unwrap_or(&Value::Null))?;
+        let budget = match v.get("budget") {
+            None | Some(Value::Null) => BudgetLimits::default(),
+            Some(b @ Value::Object(_)) => {
+                BudgetLimits::from_json(b, "the study's").map_err(EngineError::InvalidArgument)?
+            }
+            Some(x) => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "budget must be a dict of max_calls, max_total_tokens, max_cost, not {x}"
+                )))
+            }
+        };
+        if budget != BudgetLimits::default() {
+            program.budget = Some(Arc::new(Budget::new(budget)));
+        }
         let examples: Vec<Map<String, Value>> = v
             .get("examples")
             .and_then(Value::as_array)
@@ -253,6 +275,7 @@ impl ProgramStudySpec {
                     EngineError::InvalidArgument(format!("seed must be an int >= 0, not {x}"))
                 })?,
             },
+            budget,
         })
     }
 }
@@ -413,6 +436,15 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
         ),
     );
     out.insert("error_count".to_string(), Data::Int(errors.len() as i64));
+    if let Some(b) = &ev.spec.program.budget {
+        let (calls, tokens, cost) = b.spent();
+        let spent = BTreeMap::from([
+            ("calls".to_string(), Data::Int(calls as i64)),
+            ("tokens".to_string(), Data::Int(tokens as i64)),
+            ("cost".to_string(), Data::Float(cost)),
+        ]);
+        out.insert("budget_spent".to_string(), Data::Map(spent));
+    }
     // the best full-set score when there are some, else the best trial value
     let best = match full
         .iter()
@@ -680,7 +712,8 @@ impl Evaluation {
         let mut next = 0usize;
         let mut scores = vec![f64::NAN; self.spec.examples.len()];
         let (mut done, mut sum) = (0usize, 0.0);
-        let (mut costs, mut ok) = ([0.0f64; 2], 0usize);
+        // latency, tokens and cost summed over the examples that ran
+        let (mut costs, mut ok) = ([0.0f64; 3], 0usize);
         loop {
             while next < n && in_flight.len() < self.spec.example_concurrency {
                 let (ev, params, i) = (self.clone(), params.clone(), examples[next]);
@@ -695,9 +728,10 @@ impl Evaluation {
                 Err(e) => return Outcome::Fail(format!("an example's task failed: {e}")),
             };
             let score = match result {
-                Ok([score, latency, tokens]) => {
+                Ok([score, latency, tokens, cost]) => {
                     costs[0] += latency;
                     costs[1] += tokens;
+                    costs[2] += cost;
                     ok += 1;
                     score
                 }
@@ -748,7 +782,7 @@ impl Evaluation {
                 }
             }
         };
-        // latency and tokens: means over the examples that ran
+        // latency, tokens and cost: means over the examples that ran
         let per_ok = |x: f64| if ok == 0 { f64::NAN } else { x / ok as f64 };
         let values: Vec<f64> = self
             .spec
@@ -758,6 +792,7 @@ impl Evaluation {
                 Objective::Score => mean,
                 Objective::Latency => per_ok(costs[0]),
                 Objective::Tokens => per_ok(costs[1]),
+                Objective::Cost => per_ok(costs[2]),
             })
             .collect();
         if let Some(number) = number {
@@ -773,8 +808,8 @@ impl Evaluation {
     }
 
     /// Runs the program on example `i` and scores it with the metric: `[score, latency,
-    /// tokens]`.
-    async fn example(&self, params: &BTreeMap<String, ParamValue>, i: usize) -> Result<[f64; 3]> {
+    /// tokens, cost]`.
+    async fn example(&self, params: &BTreeMap<String, ParamValue>, i: usize) -> Result<[f64; 4]> {
         let start = std::time::Instant::now();
         let ran = self
             .spec
@@ -782,7 +817,7 @@ impl Evaluation {
             .run(&self.session, params, self.spec.examples[i].clone())
             .await?;
         let latency = start.elapsed().as_secs_f64();
-        let tokens = ran.tokens as f64;
+        let (tokens, cost) = (ran.tokens as f64, ran.cost);
         let mut args = BTreeMap::new();
         args.insert("example".to_string(), Data::Int(i as i64));
         args.insert(
@@ -804,6 +839,6 @@ impl Evaluation {
                 )))
             }
         };
-        Ok([score, latency, tokens])
+        Ok([score, latency, tokens, cost])
     }
 }

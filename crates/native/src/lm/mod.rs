@@ -227,14 +227,7 @@ impl LmConfig {
                         .ok_or_else(|| bad(format!("LM cache must be a bool, got {x}")))?
                 }
                 "cache_path" => c.cache_path = Some(PathBuf::from(s()?)),
-                "max_calls" => c.budget.max_calls = Some(uint(k, x)?),
-                "max_total_tokens" => c.budget.max_total_tokens = Some(uint(k, x)?),
-                "max_cost" => {
-                    c.budget.max_cost = Some(
-                        x.as_f64()
-                            .ok_or_else(|| bad(format!("LM max_cost must be a number, got {x}")))?,
-                    )
-                }
+                "max_calls" | "max_total_tokens" | "max_cost" => {}
                 "max_response_bytes" => {
                     c.max_response_bytes = uint(k, x)?.min(usize::MAX as u64) as usize
                 }
@@ -269,6 +262,7 @@ impl LmConfig {
                 other => return Err(bad(format!("LM: unknown setting {other:?}"))),
             }
         }
+        c.budget = BudgetLimits::from_json(v, "LM").map_err(bad)?;
         c.validate()?;
         Ok(c)
     }
@@ -457,6 +451,9 @@ pub struct Completion {
     pub latency: f64,
     /// The model that answered (as the server names it).
     pub model: String,
+    /// The estimated price of the answer's tokens from the price table (a cache hit has the
+    /// price of the call it repeats, though it spent nothing); None when the model has no price.
+    pub cost: Option<f64>,
 }
 
 /// An answer of the embeddings API.
@@ -501,6 +498,8 @@ const FIXED: [&str; 4] = ["model", "messages", "api_key", "base_url"];
 pub struct Lm {
     inner: Arc<LmInner>,
     tag: Option<Arc<str>>,
+    /// A budget of a wider scope (a study's) that this copy's calls are charged to as well.
+    scope: Option<Arc<Budget>>,
 }
 
 struct LmInner {
@@ -519,7 +518,26 @@ impl std::fmt::Debug for Lm {
         f.debug_struct("Lm")
             .field("config", &self.inner.config)
             .field("tag", &self.tag)
+            .field("scope", &self.scope)
             .finish()
+    }
+}
+
+/// A call reserved from the budgets: given back when the call is dropped (its study stopped,
+/// say) before its first request was sent, so the budgets count the calls that were made.
+struct Reservation<'a> {
+    lm: &'a Lm,
+    sent: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.lm.inner.budget.release();
+            if let Some(scope) = &self.lm.scope {
+                scope.release();
+            }
+        }
     }
 }
 
@@ -566,14 +584,24 @@ impl Lm {
                 config,
             }),
             tag: None,
+            scope: None,
         })
     }
 
     /// A copy whose calls are accounted under `tag` as well (same limits, cache and budget).
     pub fn with_tag(&self, tag: &str) -> Lm {
         Lm {
-            inner: self.inner.clone(),
             tag: Some(Arc::from(tag)),
+            ..self.clone()
+        }
+    }
+
+    /// A copy whose calls are charged to `scope` as well as to this LM's own budget: a call
+    /// starts only when both allow it (a study's budget over every LM it uses).
+    pub fn with_budget(&self, scope: Arc<Budget>) -> Lm {
+        Lm {
+            scope: Some(scope),
+            ..self.clone()
         }
     }
 
@@ -672,6 +700,7 @@ impl Lm {
         c.latency = start.elapsed().as_secs_f64();
         let usage = if cached { Usage::default() } else { c.usage };
         self.record(cached, false, wire, usage, start);
+        c.cost = self.price(c.usage);
         Ok(c)
     }
 
@@ -750,25 +779,46 @@ impl Lm {
         c.cached = true;
         c.latency = start.elapsed().as_secs_f64();
         self.record(true, false, Wire::default(), Usage::default(), start);
+        c.cost = self.price(c.usage);
         Ok(c)
     }
 
+    /// Reserves one call from this LM's budget and from its scope's.
+    fn reserve(&self) -> Result<Reservation<'_>, LmError> {
+        self.inner.budget.reserve()?;
+        if let Some(scope) = &self.scope {
+            if let Err(e) = scope.reserve() {
+                self.inner.budget.release();
+                return Err(e);
+            }
+        }
+        Ok(Reservation {
+            lm: self,
+            sent: false,
+        })
+    }
+
+    /// The estimated price of `usage` (None when the model has no price).
+    fn price(&self, usage: Usage) -> Option<f64> {
+        let p = self.inner.config.prices.get(&self.inner.config.model)?;
+        Some(
+            (usage.prompt_tokens as f64 * p.input + usage.completion_tokens as f64 * p.output)
+                / 1e6,
+        )
+    }
+
+    /// Accounts one call (and spends its usage from the budgets).
     fn record(&self, cached: bool, failed: bool, wire: Wire, usage: Usage, start: Instant) {
         let cost = if cached || failed {
             Some(0.0)
         } else {
-            self.inner
-                .config
-                .prices
-                .get(&self.inner.config.model)
-                .map(|p| {
-                    (usage.prompt_tokens as f64 * p.input
-                        + usage.completion_tokens as f64 * p.output)
-                        / 1e6
-                })
+            self.price(usage)
         };
         if !cached && !failed {
             self.inner.budget.spend(usage, cost);
+            if let Some(scope) = &self.scope {
+                scope.spend(usage, cost);
+            }
         }
         let r = CallRecord {
             cached,
@@ -846,7 +896,7 @@ impl Lm {
         body: &Value,
     ) -> Result<(Value, Wire), (LmError, Wire)> {
         let mut wire = Wire::default();
-        self.inner.budget.reserve().map_err(|e| (e, wire))?;
+        let mut reserved = self.reserve().map_err(|e| (e, wire))?;
         let c = &self.inner.config;
         let url = if kind == "embed" {
             &self.inner.embed_url
@@ -864,6 +914,7 @@ impl Lm {
                 .endpoint
                 .admit(est_tokens.min(u32::MAX as u64) as u32)
                 .await;
+            reserved.sent = true;
             let result = self.attempt_hedged(url, body, &mut wire).await;
             drop(permit);
             let failure = match result {
@@ -1146,6 +1197,7 @@ fn completion_of_text(text: &str, url: &str) -> Result<Completion, LmError> {
                 cached: false,
                 latency: 0.0,
                 model: a.model.unwrap_or_default(),
+                cost: None,
             })
         }
         _ => {
@@ -1189,6 +1241,7 @@ fn parse_completion(v: &Value, url: &str) -> Result<Completion, LmError> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string(),
+        cost: None,
     })
 }
 

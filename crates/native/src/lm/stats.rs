@@ -185,6 +185,35 @@ pub struct BudgetLimits {
     pub max_cost: Option<f64>,
 }
 
+impl BudgetLimits {
+    /// The limits among the keys of `v` (`max_calls`, `max_total_tokens`, `max_cost`; others
+    /// are left alone), checked; `what` names their owner in an error.
+    pub fn from_json(v: &Value, what: &str) -> Result<BudgetLimits, String> {
+        let field = |k: &str| v.get(k).filter(|x| !x.is_null());
+        let count = |k: &str| {
+            field(k)
+                .map(|x| {
+                    x.as_u64()
+                        .ok_or_else(|| format!("{what} {k} must be an int >= 0, got {x}"))
+                })
+                .transpose()
+        };
+        Ok(BudgetLimits {
+            max_calls: count("max_calls")?,
+            max_total_tokens: count("max_total_tokens")?,
+            max_cost: field("max_cost")
+                .map(|x| {
+                    x.as_f64()
+                        .filter(|c| c.is_finite() && *c >= 0.0)
+                        .ok_or_else(|| {
+                            format!("{what} max_cost must be a finite number >= 0, got {x}")
+                        })
+                })
+                .transpose()?,
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 struct Spent {
     calls: u64,
@@ -242,6 +271,14 @@ impl Budget {
         }
         s.calls += 1;
         Ok(())
+    }
+
+    /// Gives back a reserved call that did not start.
+    pub fn release(&self) {
+        if self.is_limited() {
+            let mut s = self.spent.lock();
+            s.calls = s.calls.saturating_sub(1);
+        }
     }
 
     /// Adds what an answered call used.

@@ -430,3 +430,31 @@ fn a_cached_answer_of_any_shape_reads_as_the_server_answer_did() {
     }
     assert!(completion_of_text("{not json", url).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_budget_is_shared_by_the_lms_charged_to_it_and_leaves_their_own_alone() {
+    let base = server(Behavior::default()).await;
+    let scope = Arc::new(Budget::new(BudgetLimits {
+        max_calls: Some(3),
+        ..Default::default()
+    }));
+    let mut c = config(&base);
+    c.budget.max_calls = Some(10);
+    let (a, b) = (lm(c.clone()).await, lm(c).await);
+    let (sa, sb) = (a.with_budget(scope.clone()), b.with_budget(scope.clone()));
+    let mut outcomes = Vec::new();
+    for (i, l) in [&sa, &sb, &sa, &sb, &sa].into_iter().enumerate() {
+        outcomes.push(l.chat(&ChatRequest::prompt(&format!("s{i}"))).await.is_ok());
+    }
+    assert_eq!(outcomes, [true, true, true, false, false]);
+    assert_eq!(scope.spent().0, 3);
+    // the refused calls were given back to the LMs' own budgets
+    assert_eq!(
+        (
+            a.stats()["budget"]["calls"].as_u64(),
+            b.stats()["budget"]["calls"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert!(a.chat(&ChatRequest::prompt("own")).await.is_ok());
+}
