@@ -9,7 +9,10 @@ and the engine + metric overhead per example (wall time beyond the ideal, per ex
 
 - equal requests in flight: dspex ``concurrency=4, example_concurrency=16`` against DSPy
   ``num_threads=64``;
-- each at its best: DSPy over ``num_threads`` in (16, 32, 64, 128), dspex with up to 256 in flight.
+- each at its best: DSPy over ``num_threads`` in (16, 32, 64, 128), dspex with up to 256 in flight
+  (``example_concurrency`` dividing the trial's examples, so a trial's last wave of requests is
+  not a partial one; more trials at once keep the LM waits of one overlapping the work of
+  another).
 
     python benches/program_throughput.py            # 20 trials x 100 examples
     python benches/program_throughput.py --smoke    # 3 x 20
@@ -109,7 +112,7 @@ def main() -> None:
     server = LMServer("--latency-ms", str(LATENCY_MS), "--threads", "1")
     rows = []
     try:
-        for conc, ex_conc in ((4, 16), (4, 64), (8, 32)):
+        for conc, ex_conc in ((4, 16), (4, 64), (8, 32), (5, 50)):
             r = run_dspex(server, trials, examples, docs, conc, ex_conc)
             rows.append(with_ideal({"client": f"dspex concurrency={conc} example_concurrency={ex_conc}", **r}, total, min(conc * ex_conc, conc * n)))
             print(json.dumps(rows[-1]), flush=True)
