@@ -288,6 +288,39 @@ def test_a_program_study_killed_with_sigkill_continues_without_losing_or_rerunni
     assert states.get("RUNNING", 0) == 0 and states["COMPLETE"] == 12
 
 
+def test_ctrl_c_stops_an_embedded_program_study_keeping_its_finished_trials(lm, tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "interrupted.db"
+    code = RESUMED.format(tests=os.path.dirname(__file__), url=lm.url, storage=f"sqlite:///{db}").replace("n_trials=12", "n_trials=500")
+
+    def states() -> dict:
+        if not db.exists():
+            return {}
+        with sqlite3.connect(db) as c:
+            try:
+                return dict(c.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+            except sqlite3.OperationalError:
+                return {}
+
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while states().get("COMPLETE", 0) < 3 and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    t0 = time.time()
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert time.time() - t0 < 5, "the study did not stop promptly"
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, err
+    after = states()
+    assert after.get("RUNNING", 0) == 0 and 3 <= after["COMPLETE"] < 500, after
+
+
 def test_the_best_program_is_saved_without_secrets_and_loaded_ready_to_run(lm, tmp_path):
     from dspex.native import load_program
 

@@ -183,6 +183,45 @@ where
         .unwrap_or_else(|_| Err(panicked()))
 }
 
+/// Like [`block`] for waits that may be long (a program study, a tool call): `fut` runs as a
+/// task of the engine's runtime while this thread checks signals every [`SLICE`]. When a signal
+/// handler raises (Ctrl-C: `KeyboardInterrupt`) the task is cancelled, dropping the work it was
+/// doing (a program study then stops and fails its trials in flight), and the exception is
+/// raised once the cancellation is done.
+fn block_interruptible<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = PyResult<T>> + Send + 'static,
+{
+    let h = dspex_engine::runtime::handle().map_err(to_py_err)?;
+    let mut task = h.spawn(fut);
+    loop {
+        let waited = py
+            .detach(|| {
+                catch_unwind(AssertUnwindSafe(|| {
+                    h.block_on(async { tokio::time::timeout(SLICE, &mut task).await })
+                }))
+            })
+            .map_err(|_| panicked())?;
+        match waited {
+            Ok(Ok(r)) => return r,
+            Ok(Err(e)) if e.is_panic() => return Err(panicked()),
+            Ok(Err(_)) => {
+                return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "the engine's task was cancelled",
+                ))
+            }
+            Err(_) => {
+                if let Err(e) = py.check_signals() {
+                    task.abort();
+                    let _ = py.detach(|| catch_unwind(AssertUnwindSafe(|| h.block_on(task))));
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// Like [`engine`] for infallible calls.
 fn engine_ok<T: Send, F: FnOnce() -> T + Send>(py: Python<'_>, f: F) -> PyResult<T> {
     engine(py, || Ok(f()))

@@ -15,7 +15,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 
 use crate::remote::RemoteClient;
 use crate::remote_session::{Failure, RemoteSession, WatchEvent};
-use crate::{block, dist_to_py, engine, guard, to_py_err};
+use crate::{block, block_interruptible, dist_to_py, engine, guard, to_py_err};
 
 /// The sessions of the embedded engine; idle ones are swept every second.
 fn registry() -> PyResult<Arc<Sessions>> {
@@ -477,7 +477,10 @@ impl PySession {
                     Ok(Applied::Done(out)) => Ok(out),
                     Err(e) => Err(to_py_err(e)),
                     Ok(pending) => {
-                        block(py, async move { pending.wait().await.map_err(to_py_err) })
+                        block_interruptible(
+                            py,
+                            async move { pending.wait().await.map_err(to_py_err) },
+                        )
                     }
                 }
             }
