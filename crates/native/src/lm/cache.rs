@@ -192,7 +192,7 @@ impl LmCache {
     }
 
     /// The cached answers of `keys`, in order: from memory, then, for those not in memory, from
-    /// the disk in one query per few hundred keys (each found one is kept in memory too).
+    /// the disk in one query per few thousand keys (each found one is kept in memory too).
     pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Arc<str>>>, LmError> {
         let mut found = Vec::with_capacity(keys.len());
         let mut missing: HashMap<&str, Vec<usize>> = HashMap::new();

@@ -733,7 +733,7 @@ impl Lm {
     }
 
     /// Many chat calls, answers in order. Those already cached are looked up together (memory,
-    /// then one disk query per few hundred) and answered without a task each; the rest run
+    /// then one disk query per few thousand) and answered without a task each; the rest run
     /// concurrently as [`Lm::chat`] does.
     pub async fn chat_many(&self, reqs: &[ChatRequest]) -> Vec<Result<Completion, LmError>> {
         let start = Instant::now();
