@@ -242,7 +242,7 @@ def slow(example, prediction, trace=None):
     time.sleep(0.01)
     return float(example["answer"] in prediction.answer)
 
-with DSpexSessionContext() as ctx:
+with DSpexSessionContext({engine}) as ctx:
     rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-resume", base_url={url!r}))
     best = Study(rag, TPESampler(slow, n_trials=12, seed=0), TRAIN, storage={storage!r}, study_name="resume").optimize(concurrency=2, example_concurrency=2)
     print("done", best.score)
@@ -258,7 +258,7 @@ def test_a_program_study_killed_with_sigkill_continues_without_losing_or_rerunni
     import time
 
     db = tmp_path / "resume.db"
-    code = RESUMED.format(tests=os.path.dirname(__file__), url=lm.url, storage=f"sqlite:///{db}")
+    code = RESUMED.format(tests=os.path.dirname(__file__), url=lm.url, storage=f"sqlite:///{db}", engine="")
 
     def finished() -> list:
         if not db.exists():
@@ -288,7 +288,11 @@ def test_a_program_study_killed_with_sigkill_continues_without_losing_or_rerunni
     assert states.get("RUNNING", 0) == 0 and states["COMPLETE"] == 12
 
 
-def test_ctrl_c_stops_an_embedded_program_study_keeping_its_finished_trials(lm, tmp_path):
+@pytest.mark.parametrize("served", [False, True], ids=["embedded", "served"])
+def test_ctrl_c_stops_a_program_study_keeping_its_finished_trials(lm, tmp_path, served):
+    """Ctrl-C in the process that runs the study: embedded, the engine's task is cancelled; against
+    a served engine, the engine is asked to cancel the request. Either way the trials in flight
+    are failed before KeyboardInterrupt is raised and the finished ones are kept."""
     import os
     import signal
     import sqlite3
@@ -297,7 +301,10 @@ def test_ctrl_c_stops_an_embedded_program_study_keeping_its_finished_trials(lm, 
     import time
 
     db = tmp_path / "interrupted.db"
-    code = RESUMED.format(tests=os.path.dirname(__file__), url=lm.url, storage=f"sqlite:///{db}").replace("n_trials=12", "n_trials=500")
+    server, addr = _start_server() if served else (None, "")
+    engine = f"engine={addr!r}" if served else ""
+    code = RESUMED.format(tests=os.path.dirname(__file__), url=lm.url, storage=f"sqlite:///{db}", engine=engine)
+    code = code.replace("n_trials=12", "n_trials=500")
 
     def states() -> dict:
         if not db.exists():
@@ -308,17 +315,23 @@ def test_ctrl_c_stops_an_embedded_program_study_keeping_its_finished_trials(lm, 
             except sqlite3.OperationalError:
                 return {}
 
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while states().get("COMPLETE", 0) < 3 and time.time() < deadline and p.poll() is None:
-        time.sleep(0.05)
-    t0 = time.time()
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=30)
-    assert time.time() - t0 < 5, "the study did not stop promptly"
-    assert p.returncode != 0 and "KeyboardInterrupt" in err, err
-    after = states()
-    assert after.get("RUNNING", 0) == 0 and 3 <= after["COMPLETE"] < 500, after
+    try:
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while states().get("COMPLETE", 0) < 3 and time.time() < deadline and p.poll() is None:
+            time.sleep(0.05)
+        t0 = time.time()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+        assert time.time() - t0 < 5, "the study did not stop promptly"
+        assert p.returncode != 0 and "KeyboardInterrupt" in err, err
+        after = states()
+        assert after.get("RUNNING", 0) == 0 and 3 <= after["COMPLETE"] < 500, after
+        time.sleep(0.3)
+        assert states() == after  # nothing ran on after the interrupt (the served engine's study stopped)
+    finally:
+        if server is not None:
+            _stop(server)
 
 
 def test_the_best_program_is_saved_without_secrets_and_loaded_ready_to_run(lm, tmp_path):

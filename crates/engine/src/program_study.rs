@@ -514,6 +514,10 @@ impl Drop for InterruptOnDrop {
     fn drop(&mut self) {
         if !self.0.is_finished() {
             self.0.interrupt("the program study's caller went away");
+            let run = self.0.clone();
+            crate::runtime::settle_later(async move {
+                run.wait_async().await;
+            });
         }
     }
 }

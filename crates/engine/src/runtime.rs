@@ -44,6 +44,40 @@ pub fn handle() -> Result<Handle> {
     }
 }
 
+/// Clean-up that a cancelled call leaves behind (a run failing the trials it had in flight).
+static SETTLING: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// Runs `cleanup` on the runtime and lets [`settled`] wait for it: a future dropped half-way
+/// (its caller pressed Ctrl-C) starts its clean-up here, so that the caller can wait for the
+/// storage to be consistent before the process exits.
+pub fn settle_later(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let h = match Handle::try_current() {
+        Ok(h) => h,
+        Err(_) => match handle() {
+            Ok(h) => h,
+            Err(_) => return,
+        },
+    };
+    let task = h.spawn(cleanup);
+    let mut pending = SETTLING.lock();
+    pending.retain(|t| !t.is_finished());
+    pending.push(task);
+}
+
+/// Waits for every clean-up started by [`settle_later`] so far.
+pub async fn settled() {
+    loop {
+        let pending = std::mem::take(&mut *SETTLING.lock());
+        if pending.is_empty() {
+            return;
+        }
+        for t in pending {
+            let _ = t.await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::worker_threads;

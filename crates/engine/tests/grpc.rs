@@ -307,3 +307,69 @@ async fn garbage_and_silence_on_the_stream_lose_the_trial_which_is_retried() {
         .unwrap_or_default();
     assert!(reason.contains("heartbeat"), "{reason}");
 }
+
+fn session_req(id: u64, op: pb::session_request::Op) -> pb::SessionRequest {
+    pb::SessionRequest { id, op: Some(op) }
+}
+
+async fn session_reply(st: &mut tonic::Streaming<pb::SessionReply>) -> pb::SessionReply {
+    tokio::time::timeout(Duration::from_secs(10), st.message())
+        .await
+        .expect("the engine did not answer")
+        .unwrap()
+        .expect("the session stream ended")
+}
+
+#[tokio::test]
+async fn a_cancelled_request_is_answered_with_an_error_and_others_go_on() {
+    use pb::session_reply::Kind;
+    use pb::session_request::Op;
+    let (url, _stop) = start(None, 4 << 20).await;
+    let mut c = client(&url).await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(session_req(1, Op::Open(pb::OpenSession::default())))
+        .unwrap();
+    let mut st = c
+        .session(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        session_reply(&mut st).await.kind,
+        Some(Kind::Opened(_))
+    ));
+    // a tool this stream serves, which it will never answer
+    let spec = pb::ToolSpec {
+        name: "hang".into(),
+        returns: "any".into(),
+        timeout_seconds: 600.0,
+        ..Default::default()
+    };
+    tx.send(session_req(2, Op::RegisterTool(spec))).unwrap();
+    assert!(matches!(
+        session_reply(&mut st).await.kind,
+        Some(Kind::Done(_))
+    ));
+    let call = pb::CallTool {
+        tool: "hang".into(),
+        args: Default::default(),
+    };
+    tx.send(session_req(3, Op::Call(call))).unwrap();
+    let asked = session_reply(&mut st).await;
+    assert!(matches!(asked.kind, Some(Kind::Call(_))), "{asked:?}");
+    // a cancel of a request that is not under way is ignored; the pending one is answered
+    tx.send(session_req(99, Op::Cancel(pb::Empty {}))).unwrap();
+    tx.send(session_req(3, Op::Cancel(pb::Empty {}))).unwrap();
+    let r = session_reply(&mut st).await;
+    assert_eq!(r.id, 3);
+    match r.kind {
+        Some(Kind::Error(e)) => assert!(e.message.contains("cancelled"), "{e:?}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // the stream goes on
+    tx.send(session_req(4, Op::ToolSpecs(pb::Empty {})))
+        .unwrap();
+    let r = session_reply(&mut st).await;
+    assert_eq!(r.id, 4);
+    assert!(matches!(r.kind, Some(Kind::Tools(_))), "{r:?}");
+}

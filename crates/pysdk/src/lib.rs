@@ -99,7 +99,7 @@ mod session;
 mod study;
 
 /// Polling period of blocking waits (signal checks in between).
-const SLICE: Duration = Duration::from_millis(50);
+pub(crate) const SLICE: Duration = Duration::from_millis(50);
 
 /// The one map from engine error codes to Python exceptions, for embedded and remote studies
 /// alike.
@@ -187,37 +187,56 @@ where
 /// task of the engine's runtime while this thread checks signals every [`SLICE`]. When a signal
 /// handler raises (Ctrl-C: `KeyboardInterrupt`) the task is cancelled, dropping the work it was
 /// doing (a program study then stops and fails its trials in flight), and the exception is
-/// raised once the cancellation is done.
+/// raised once the cancellation and its clean-up are done.
 fn block_interruptible<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
 where
     T: Send + 'static,
     F: std::future::Future<Output = PyResult<T>> + Send + 'static,
 {
     let h = dspex_engine::runtime::handle().map_err(to_py_err)?;
-    let mut task = h.spawn(fut);
-    loop {
-        let waited = py
-            .detach(|| {
-                catch_unwind(AssertUnwindSafe(|| {
-                    h.block_on(async { tokio::time::timeout(SLICE, &mut task).await })
-                }))
+    interruptible(
+        py,
+        h.spawn(fut),
+        |task| match h.block_on(async { tokio::time::timeout(SLICE, task).await }) {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) if e.is_panic() => Some(Err(panicked())),
+            Ok(Err(_)) => Some(Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "the engine's task was cancelled",
+            ))),
+            Err(_) => None,
+        },
+        |task| {
+            task.abort();
+            h.block_on(async {
+                let _ = task.await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(30), dspex_engine::runtime::settled())
+                        .await;
             })
+        },
+    )
+}
+
+/// Waits without the GIL for what `poll(&mut waiting)` returns (it waits up to [`SLICE`], None
+/// when nothing came), checking signals in between; when a signal handler raises,
+/// `cancel(waiting)` runs (without the GIL) and then the exception is raised. A panic in either
+/// becomes an error.
+fn interruptible<W: Send, T: Send>(
+    py: Python<'_>,
+    mut waiting: W,
+    mut poll: impl FnMut(&mut W) -> Option<PyResult<T>> + Send,
+    cancel: impl FnOnce(W) + Send,
+) -> PyResult<T> {
+    loop {
+        let got = py
+            .detach(|| catch_unwind(AssertUnwindSafe(|| poll(&mut waiting))))
             .map_err(|_| panicked())?;
-        match waited {
-            Ok(Ok(r)) => return r,
-            Ok(Err(e)) if e.is_panic() => return Err(panicked()),
-            Ok(Err(_)) => {
-                return Err(pyo3::exceptions::PyRuntimeError::new_err(
-                    "the engine's task was cancelled",
-                ))
-            }
-            Err(_) => {
-                if let Err(e) = py.check_signals() {
-                    task.abort();
-                    let _ = py.detach(|| catch_unwind(AssertUnwindSafe(|| h.block_on(task))));
-                    return Err(e);
-                }
-            }
+        if let Some(r) = got {
+            return r;
+        }
+        if let Err(e) = py.check_signals() {
+            let _ = py.detach(|| catch_unwind(AssertUnwindSafe(|| cancel(waiting))));
+            return Err(e);
         }
     }
 }

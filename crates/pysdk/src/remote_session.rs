@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use dspex_engine::grpc::convert::*;
 use dspex_engine::grpc::pb;
@@ -153,7 +154,7 @@ impl RemoteSession {
         }
         if self.out.send(req).is_err() {
             self.waiting.lock().remove(&id);
-            return Err(Failure::Broken("the session stream closed".into()));
+            return Err(closed());
         }
         Ok((id, rx))
     }
@@ -161,13 +162,45 @@ impl RemoteSession {
     /// Runs `op` on the engine and waits for its answer (blocking: call it without the GIL).
     pub(crate) fn request(&self, op: Op) -> Result<SessionOut, Failure> {
         let (_, rx) = self.send(op)?;
-        rx.blocking_recv()
-            .unwrap_or_else(|_| Err(Failure::Broken("the session stream closed".into())))
+        rx.blocking_recv().unwrap_or_else(|_| Err(closed()))
     }
 
     /// Runs the session operation `op` on the engine (blocking).
     pub(crate) fn apply(&self, op: &SessionOp) -> Result<SessionOut, Failure> {
         self.request(session_op_to_pb(op))
+    }
+
+    /// Runs `op` on the engine like [`apply`](Self::apply), checking signals while it waits: on
+    /// Ctrl-C the engine is asked to cancel the request (a program study then fails its trials
+    /// in flight), and `KeyboardInterrupt` is raised once the engine answered (at most 30 s).
+    pub(crate) fn apply_interruptible(
+        &self,
+        py: Python<'_>,
+        op: &SessionOp,
+    ) -> PyResult<SessionOut> {
+        let (id, rx) = self.send(session_op_to_pb(op)).map_err(Failure::into_py)?;
+        let h = dspex_engine::runtime::handle().map_err(to_py_err)?;
+        let answer = crate::interruptible(
+            py,
+            rx,
+            |rx| {
+                h.block_on(async { tokio::time::timeout(crate::SLICE, rx).await })
+                    .ok()
+                    .map(|r| Ok(r.unwrap_or_else(|_| Err(closed()))))
+            },
+            |rx| {
+                let cancel = pb::SessionRequest {
+                    id,
+                    op: Some(Op::Cancel(pb::Empty {})),
+                };
+                if self.out.send(cancel).is_ok() {
+                    let _ = h.block_on(async {
+                        tokio::time::timeout(Duration::from_secs(30), rx).await
+                    });
+                }
+            },
+        )?;
+        answer.map_err(Failure::into_py)
     }
 
     /// Closes the session on the engine (blocking).
@@ -193,6 +226,10 @@ impl RemoteSession {
     pub(crate) fn stop_serving(&self) {
         self.calls.lock().take();
     }
+}
+
+fn closed() -> Failure {
+    Failure::Broken("the session stream closed".into())
 }
 
 /// Reads the stream: answers, tool calls, watch events; fails what waits when it ends.

@@ -484,7 +484,7 @@ impl PySession {
                     }
                 }
             }
-            Backend::Remote(r) => remote(py, || r.apply(&op)),
+            Backend::Remote(r) => r.apply_interruptible(py, &op),
         }
     }
 }

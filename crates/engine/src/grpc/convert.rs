@@ -680,7 +680,9 @@ pub fn session_op_from_pb(op: pb::session_request::Op) -> Result<Option<SessionO
             action: crate::session_ops::ProgramAction::parse(&p.action)?,
             spec: p.spec_json,
         },
-        Op::Open(_) | Op::Answer(_) | Op::Watch(_) | Op::Close(_) => return Ok(None),
+        Op::Open(_) | Op::Answer(_) | Op::Watch(_) | Op::Close(_) | Op::Cancel(_) => {
+            return Ok(None)
+        }
     }))
 }
 

@@ -63,17 +63,14 @@ pub(super) async fn drive(
     mut closing: watch::Receiver<bool>,
 ) {
     let (provider, mut calls) = ToolProvider::new();
-    let mut waiting: HashMap<u64, oneshot::Sender<Result<Data>>> = HashMap::new();
+    let mut u = Underway::default();
     let mut next_call = 0u64;
-    // Watches and calls under way: they end with the stream (dropping the set aborts them),
-    // so nothing keeps the stream open after it.
-    let mut tasks = tokio::task::JoinSet::new();
     loop {
-        while tasks.try_join_next().is_some() {}
+        while u.tasks.try_join_next().is_some() {}
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
-                    let done = handle(&sessions, &session, &provider, &mut waiting, &mut tasks, &tx, req).await;
+                    let done = handle(&sessions, &session, &provider, &mut u, &tx, req).await;
                     if done {
                         break;
                     }
@@ -94,8 +91,8 @@ pub(super) async fn drive(
                 if tx.send(Ok(msg)).await.is_err() {
                     break;
                 }
-                waiting.retain(|_, w| !w.is_closed()); // callers that timed out
-                waiting.insert(next_call, answer);
+                u.answers.retain(|_, w| !w.is_closed()); // callers that timed out
+                u.answers.insert(next_call, answer);
             }
             _ = closing.changed() => break,
         }
@@ -103,13 +100,25 @@ pub(super) async fn drive(
     session.drop_provider(provider.id());
 }
 
+/// What a session stream has under way.
+#[derive(Default)]
+struct Underway {
+    /// The engine's tool calls to this stream, by call id: they wait for the stream's answer.
+    answers: HashMap<u64, oneshot::Sender<Result<Data>>>,
+    /// The stream's requests being worked on, by request id: sending cancels one.
+    cancels: HashMap<u64, oneshot::Sender<()>>,
+    /// Watches and requests being worked on: they end with the stream (dropping the set aborts
+    /// them, and a program study dropped so fails its trials in flight), so nothing keeps the
+    /// stream open after it.
+    tasks: tokio::task::JoinSet<()>,
+}
+
 /// Handles one request; true when the stream is done.
 async fn handle(
     sessions: &Arc<Sessions>,
     session: &Arc<Session>,
     provider: &Arc<ToolProvider>,
-    waiting: &mut HashMap<u64, oneshot::Sender<Result<Data>>>,
-    tasks: &mut tokio::task::JoinSet<()>,
+    u: &mut Underway,
     tx: &Outbound,
     req: pb::SessionRequest,
 ) -> bool {
@@ -139,7 +148,7 @@ async fn handle(
     }
     let op = match op {
         Op::Answer(a) => {
-            if let Some(w) = waiting.remove(&id) {
+            if let Some(w) = u.answers.remove(&id) {
                 let r = match a.result {
                     Some(pb::tool_answer::Result::Value(v)) => value_from_pb(v),
                     Some(pb::tool_answer::Result::Error(e)) => Err(error_from_pb(e)),
@@ -152,7 +161,14 @@ async fn handle(
             return false;
         }
         Op::Watch(_) => {
-            tasks.spawn(forward_watch(id, session.watch(), tx.clone()));
+            u.tasks
+                .spawn(forward_watch(id, session.watch(), tx.clone()));
+            return false;
+        }
+        Op::Cancel(_) => {
+            if let Some(c) = u.cancels.remove(&id) {
+                let _ = c.send(());
+            }
             return false;
         }
         Op::Close(_) => {
@@ -191,10 +207,27 @@ async fn handle(
             let _ = tx.send(error(id, &e)).await;
         }
         Ok(pending) => {
-            // A call that waits (a registered tool, map): answered when it is done.
+            // A request that waits (a registered tool's call, a program study): answered when
+            // it is done, or when it was cancelled and its clean-up is done.
             let tx = tx.clone();
-            tasks.spawn(async move {
-                let r = pending.wait().await;
+            let (cancel, cancelled) = oneshot::channel();
+            u.cancels.retain(|_, c| !c.is_closed()); // requests answered since
+            u.cancels.insert(id, cancel);
+            u.tasks.spawn(async move {
+                let r = tokio::select! {
+                    r = pending.wait() => Some(r),
+                    Ok(()) = cancelled => None,
+                };
+                // (the request's work was dropped with the select)
+                let r = match r {
+                    Some(r) => r,
+                    None => {
+                        crate::runtime::settled().await;
+                        Err(EngineError::FailedPrecondition(
+                            "the request was cancelled by its caller".into(),
+                        ))
+                    }
+                };
                 let _ = tx
                     .send(match r {
                         Ok(out) => reply(id, session_out_to_pb(&out)),
