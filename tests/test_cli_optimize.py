@@ -220,6 +220,19 @@ def test_a_program_file_runs_a_program_study():
     assert set(result["params"]) == {"retrieve.k1", "retrieve.b", "retrieve.stem"}
 
 
+def test_a_program_file_with_workers_scores_in_worker_processes(tmp_path):
+    import shutil
+
+    for f in ("program_bm25.py", "tune_retrieval.py"):
+        shutil.copy(f"examples/{f}", tmp_path)
+    text = open("examples/program.toml").read().replace("n_trials = 25", "n_trials = 6")
+    (tmp_path / "program.toml").write_text(text + "\n[workers]\nprocesses = 2\n")
+    out = _dspex("optimize", str(tmp_path / "program.toml"), "--output", "json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["complete"] == 6 and result["failed"] == 0 and 0 < result["score"] <= 1
+
+
 def test_program_file_mistakes_name_the_file_and_line(tmp_path):
     (tmp_path / "m.py").write_text("def metric(example, prediction, trace=None):\n    return 1.0\n")
     (tmp_path / "train.jsonl").write_text('{"question": "a b"}\n{"question": "c"}\n')
@@ -231,6 +244,8 @@ def test_program_file_mistakes_name_the_file_and_line(tmp_path):
         ('[[steps]]\nmodule = "retrieve"\nk = { int = [5, 1] }\n', "p.toml:10:"),
         ('[[steps]]\nmodule = "retrieve"\nk = { ints = [1, 5] }\n', "p.toml:10: a tunable value is"),
         ('[[steps]]\nmodule = "predict"\nsignature = "question -> answer"\nlm = "main"\n', "p.toml:11: lm must name an [lm.NAME] table"),
+        ('[workers]\nprocesses = 0\n\n[[steps]]\nmodule = "retrieve"\n', "p.toml:9: processes must be an int >= 1"),
+        ('[workers]\nthreads = 2\n\n[[steps]]\nmodule = "retrieve"\n', "p.toml:9: [workers] has no key 'threads'"),
     ]
     for body, says in cases:
         (tmp_path / "p.toml").write_text(head + body)

@@ -3,8 +3,8 @@
 What the ``_native`` pymodule function of ``crates/pysdk/src/lib.rs`` registers: the exceptions
 and the samplers, pruners, storage and distribution helpers (``lib.rs``), ``Study``, ``Run``
 and the record classes (``study.rs``), ``RemoteClient`` (``remote.rs``), ``EmbeddedServer``,
-``WorkerPool``, ``cli_main`` and ``serve_embedded`` (``server.rs``). Keep it in step with those
-files (``tests/test_native_stubs.py`` checks it with mypy's stubtest): the signatures are their
+``WorkerPool``, ``cli_main``, ``serve_embedded`` and ``serve_sessions`` (``server.rs``). Keep
+it in step with those files (``tests/test_native_stubs.py`` checks it with mypy's stubtest): the signatures are their
 ``#[pyo3(signature = ...)]``s (without one, every parameter is required), ``#[new]`` is
 ``__new__``, and classes without one cannot be built from Python. Every call into the engine
 releases the GIL; engine errors are raised as ValueError (invalid argument, trial not RUNNING),
@@ -45,6 +45,7 @@ __all__ = [
     "tokenize",
     "cli_main",
     "serve_embedded",
+    "serve_sessions",
     "sampler",
     "pruner",
     "check_float_distribution",
@@ -479,6 +480,9 @@ def tokenize(text: str, stop_words: bool = True, stem: bool = False) -> List[str
 
 def serve_embedded(study: Study) -> EmbeddedServer:
     """Serves the embedded ``study`` on 127.0.0.1 (a free port) with a fresh random token."""
+
+def serve_sessions() -> EmbeddedServer:
+    """Serves this process's sessions on 127.0.0.1 (a free port) with a fresh random token."""
 
 def cli_main(argv: Sequence[str], python: Optional[str] = None) -> int:
     """Runs the ``dspex`` command line (the Rust CLI) with ``argv``; returns the exit code."""

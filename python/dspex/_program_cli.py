@@ -20,6 +20,9 @@
     [metric]
     function = "my_metrics:exact_match"   # metric(example, prediction, trace=None)
 
+    [workers]                     # optional: the metric runs in N supervised worker processes
+    processes = 4                 # (restarted when they die) instead of this one
+
     [lm.main]                     # dspex.native.LM keywords
     model = "my-model"
     base_url = "http://127.0.0.1:8000/v1"
@@ -189,10 +192,16 @@ def load(path: str) -> Dict[str, Any]:
     base = os.path.dirname(os.path.abspath(path))
     if base not in sys.path:
         sys.path.insert(0, base)
-    unknown = set(doc) - {"study", "data", "metric", "lm", "steps"}
+    unknown = set(doc) - {"study", "data", "metric", "lm", "steps", "workers"}
     if unknown:
         name = sorted(unknown)[0]
-        raise ProgramFileError(f"{where.table(name)}: unknown table [{name}] (study, data, metric, lm, steps)")
+        raise ProgramFileError(f"{where.table(name)}: unknown table [{name}] (study, data, metric, lm, steps, workers)")
+    workers = doc.get("workers", {})
+    for k in set(workers) - {"processes"}:
+        raise ProgramFileError(f"{where.table('workers', k)}: [workers] has no key {k!r} (processes)")
+    processes = workers.get("processes")
+    if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
+        raise ProgramFileError(f"{where.table('workers', 'processes')}: processes must be an int >= 1, got {processes!r}")
     data = doc.get("data", {})
     if "trainset" not in data:
         raise ProgramFileError(f"{where.table('data')}: [data] needs trainset")
@@ -238,7 +247,7 @@ def load(path: str) -> Dict[str, Any]:
         raise ProgramFileError(f"{path}: no [[steps]]")
     return {"steps": steps, "study": doc.get("study", {}), "trainset": _data(data["trainset"], base, where.table("data", "trainset")),
             "valset": _data(data["valset"], base, where.table("data", "valset")) if "valset" in data else None,
-            "metric": _callable(metric_ref, where.table("metric", "function")), "where": where}
+            "metric": _callable(metric_ref, where.table("metric", "function")), "where": where, "processes": processes}
 
 
 def run(path: str, output: str = "text") -> int:
@@ -266,7 +275,7 @@ def run(path: str, output: str = "text") -> int:
             except (TypeError, ValueError) as e:
                 raise ProgramFileError(f"{spec['where'].table('study')}: [study]: {e}") from None
             study = Study(program, optimizer, spec["trainset"], spec["valset"], storage=storage, study_name=name)
-            best = study.optimize(show_progress_bar=output == "text", **run_opts)
+            best = study.optimize(show_progress_bar=output == "text", processes=spec["processes"], **run_opts)
     except (ProgramFileError, StudyError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

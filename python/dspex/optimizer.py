@@ -245,6 +245,109 @@ def _score(value: Any) -> float:
     return x
 
 
+class _Scorer:
+    """The metric as the engine calls it: ``score(example index, prediction fields)``. It pickles
+    (with the metric and the examples) for the worker processes of ``processes=N``."""
+
+    def __init__(self, metric: Callable[..., Any], valset: Sequence[Any]) -> None:
+        self.metric = metric
+        self.valset = valset
+
+    def score(self, example: int, prediction: dict, trace: Any = None) -> float:
+        return _score(self.metric(self.valset[example], Prediction(prediction), None))
+
+    __call__ = score
+
+
+class _MetricPool:
+    """``processes=N``: N worker processes (``python -m dspex.worker --metric-tool``) join the
+    session and serve the metric as one shared tool, supervised by the engine's worker pool
+    (restarted when they die; a call a dying worker had is sent to another). An embedded
+    session is served on a loopback port for the time of the study."""
+
+    def __init__(self, ctx: Any, scorer: _Scorer, tool: str, processes: int) -> None:
+        import pickle
+        import sys
+        import tempfile
+        import threading
+        import time
+
+        from dspex import _native
+        from dspex.remote import _check_objective
+
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"processes must be an int >= 1, got {processes!r}")
+        try:
+            data = pickle.dumps(scorer)
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(f"processes=N sends the metric and the examples to worker processes, and they do not pickle: {e} "
+                            "(define the metric at module level)") from None
+        fd, self._path = tempfile.mkstemp(prefix="dspex-metric-", suffix=".pkl")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        self._ctx, self._tool, self._server, self._pool = ctx, tool, None, None
+        self._var = f"{tool}_pool"
+        self._done = threading.Event()
+        try:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p], env.get("PYTHONPATH", "")])
+            args = ["--objective-pickle", self._path]
+            _check_objective(args, env)
+            token, tls_ca = ctx._auth
+            if ctx.engine is None:
+                self._server = _native.serve_sessions()
+                address, token = self._server.address, self._server.token
+            else:
+                address = ctx.engine
+                token = token if token is not None else os.environ.get("DSPEX_TOKEN")
+                if tls_ca is not None:
+                    args += ["--tls-ca", tls_ca]
+            if token:
+                env["DSPEX_TOKEN"] = token
+            ctx.variables.define(self._var, "str", "open")
+            cmd = [sys.executable, "-m", "dspex.worker", "--engine", address, "--session", ctx.session_id,
+                   "--metric-tool", tool, "--pool-variable", self._var, "--tool-timeout", str(ctx.tool_timeout), *args]
+            self._pool = _native.WorkerPool(cmd, env, processes, name_prefix="metric-worker")
+            # the study starts once a worker serves the metric
+            deadline = time.monotonic() + 120
+            while tool not in ctx._native.tool_specs():
+                if self._pool.supervise() == 0 and self._pool.exhausted:
+                    raise RuntimeError("the metric worker processes crashed before serving the metric (see their output above)")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no metric worker process joined the session within 120 s")
+                time.sleep(0.05)
+            self._supervisor = threading.Thread(target=self._supervise, name="dspex-metric-pool", daemon=True)
+            self._supervisor.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _supervise(self) -> None:
+        assert self._pool is not None
+        while not self._done.wait(0.1):
+            self._pool.supervise()
+
+    def close(self) -> None:
+        """Tells the workers to leave, waits for them (then kills the rest), stops serving."""
+        self._done.set()
+        try:
+            self._ctx.variables.set(self._var, "closed")
+        except Exception:  # noqa: BLE001 - never defined, or the session is gone
+            pass
+        if self._pool is not None:
+            self._pool.close(5.0)
+        try:
+            self._ctx.variables.delete(self._var)
+        except Exception:  # noqa: BLE001
+            pass
+        if self._server is not None:
+            self._server.close()
+        try:
+            os.unlink(self._path)
+        except OSError:
+            pass
+
+
 class Study:
     """A study of a program's configurations (see the module docs).
 
@@ -424,6 +527,7 @@ class Study:
         example_concurrency: int = 64,
         callbacks: Optional[Sequence[Callable[["Study", ProgramTrial], None]]] = None,
         show_progress_bar: bool = True,
+        processes: Optional[int] = None,
     ) -> BestProgram:
         """Runs the study in the engine: ``concurrency`` trials at once (constant-liar TPE),
         each with ``example_concurrency`` examples in flight. Blocks until the study ends;
@@ -433,7 +537,13 @@ class Study:
         best minibatch score and the LM calls, tokens and cost so far on stderr (tqdm when
         installed). Raises :class:`StudyError` when
         more than ``max_errors`` examples failed or no trial completed; a spent LM budget
-        (``max_calls``...) ends the study cleanly with the best so far."""
+        (``max_calls``...) ends the study cleanly with the best so far.
+
+        ``processes=N``: the metric runs in N worker processes instead of this one (for a
+        metric heavy enough that one Python process is the bottleneck). They join the session,
+        are restarted when they die (a prediction a dying worker was scoring is scored by
+        another) and leave when the study ends. The metric and the examples must pickle (a
+        metric defined at module level)."""
         from dspex._optimize import _Progress
 
         for what, v in (("concurrency", concurrency), ("example_concurrency", example_concurrency)):
@@ -479,8 +589,7 @@ class Study:
         self._bootstrap()
         metric, valset, user_aggregate = opt.metric, self.valset, opt.aggregate
 
-        def score(example: int, prediction: dict, trace: Any = None) -> float:
-            return _score(metric(valset[example], Prediction(prediction), None))
+        scorer = _Scorer(metric, valset)
 
         def aggregate(scores: list) -> float:
             return _score(user_aggregate(list(scores)) if user_aggregate is not None else None)
@@ -513,14 +622,19 @@ class Study:
             "budget": opt.budget,
         }
         registered: List[str] = []
+        pool: Optional[_MetricPool] = None
         try:
-            for name, func in ((tool, score), (trial_tool, on_trial), (aggregate_tool, aggregate)):
-                if name is not None:
+            if processes is not None:
+                pool = _MetricPool(ctx, scorer, tool, processes)
+            for name, func in ((tool, scorer.score), (trial_tool, on_trial), (aggregate_tool, aggregate)):
+                if name is not None and not (name == tool and pool is not None):
                     ctx.register_tool(func, name=name, description="part of a program study (dspex.optimizer)")
                     registered.append(name)
             summary: Dict[str, Any] = ctx._native.program("optimize", json.dumps(spec))
         finally:
             progress.close()
+            if pool is not None:
+                pool.close()
             for name in registered:
                 try:
                     ctx.unregister_tool(name)

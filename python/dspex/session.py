@@ -206,7 +206,7 @@ def _param_type(annotation: Any) -> str:
     return "any"
 
 
-def _tool_spec(func: Callable[..., Any], name: str, description: Optional[str]) -> Dict[str, Any]:
+def _tool_spec(func: Callable[..., Any], name: str, description: Optional[str], shared: bool = False) -> Dict[str, Any]:
     """What the engine needs to know of ``func``: its parameters (by name: a call passes
     keyword arguments), their types from the annotations, which are required."""
     import inspect
@@ -228,7 +228,7 @@ def _tool_spec(func: Callable[..., Any], name: str, description: Optional[str]) 
         params.append(entry)
     ret = hints.get("return", inspect.signature(func).return_annotation)
     doc = description if description is not None else inspect.getdoc(func) or ""
-    return {"name": name, "description": doc, "params": params, "extra_args": extra, "returns": _param_type(ret)}
+    return {"name": name, "description": doc, "params": params, "extra_args": extra, "returns": _param_type(ret), "shared": shared}
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -245,11 +245,11 @@ class _ToolServer:
         self._tasks: Set[Any] = set()
         self._lock = threading.Lock()
 
-    def register(self, func: Callable[..., Any], name: str, description: Optional[str], timeout: float) -> None:
+    def register(self, func: Callable[..., Any], name: str, description: Optional[str], timeout: float, shared: bool = False) -> None:
         import asyncio
         import inspect
 
-        spec = _tool_spec(func, name, description)
+        spec = _tool_spec(func, name, description, shared)
         with self._lock:
             self._inbox.register(spec, float(timeout))
             is_async = inspect.iscoroutinefunction(func)
@@ -379,6 +379,7 @@ class DSpexSessionContext:
 
             self._native = _native.Session.connect(connect(engine, token, tls_ca), session_id, float(ttl))
         self.engine = engine
+        self._auth = (token, tls_ca)  # for processes that join this session (metric workers)
         self.tool_timeout = float(tool_timeout)
         self.variables = Variables(self._native)
         self.tools = Tools(self._native)
@@ -402,7 +403,7 @@ class DSpexSessionContext:
 
         return decorate
 
-    def register_tool(self, func: _F, name: Optional[str] = None, description: Optional[str] = None, timeout: Optional[float] = None) -> _F:
+    def register_tool(self, func: _F, name: Optional[str] = None, description: Optional[str] = None, timeout: Optional[float] = None, shared: bool = False) -> _F:
         """Registers ``func`` as the tool ``name`` (its ``__name__`` by default) of the session:
         the engine, this process and every other process in the session can call it, with
         keyword arguments checked against the function's signature and type annotations
@@ -410,7 +411,10 @@ class DSpexSessionContext:
         docstring. A call raising reaches the caller as :class:`dspex.exceptions.ToolError`
         (``.kind``: the exception's type name, ``.remote_traceback``); a call running past
         ``timeout`` seconds (the context's ``tool_timeout`` by default) as ``ToolTimeout``. The
-        tool leaves the session with this context. Returns ``func``."""
+        tool leaves the session with this context. With ``shared=True`` several processes may
+        serve the tool (a pool of workers, each registering the same function with
+        ``shared=True``): a call goes to the process with the fewest calls under way, and a call
+        whose process dies is sent to another. Returns ``func``."""
         if not callable(func):
             raise TypeError(f"a tool must be callable, got {func!r}")
         name = name if name is not None else getattr(func, "__name__", None)
@@ -421,7 +425,7 @@ class DSpexSessionContext:
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         if self._server is None:
             self._server = _ToolServer(self._native)
-        self._server.register(func, name, description, float(timeout))
+        self._server.register(func, name, description, float(timeout), bool(shared))
         return func
 
     def unregister_tool(self, name: str) -> None:

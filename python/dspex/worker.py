@@ -3,6 +3,11 @@ engine sends, until the run is over.
 
     python -m dspex.worker --engine 127.0.0.1:50051 --study NAME --objective module:function
 
+With ``--session ID --metric-tool NAME --pool-variable VAR`` it serves a program study's metric
+instead (``dspex.optimizer.Study.optimize(processes=N)`` starts it so): it joins the session,
+registers the metric as the shared tool NAME, and leaves when the session variable VAR is no
+longer ``"open"`` or the session is gone.
+
 The token comes from ``--token`` or the ``DSPEX_TOKEN`` environment variable. ``--check`` only
 imports the objective (exit status 2 with the reason when it cannot be loaded): ``dspex
 optimize`` and ``study.optimize(processes=N)`` use it before any trial runs. Exceptions raised
@@ -16,7 +21,7 @@ import importlib
 import os
 import pickle
 import sys
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from dspex import logging as dlogging
 from dspex import remote
@@ -46,6 +51,33 @@ def load_objective(path: Optional[str], pickle_path: Optional[str] = None) -> Ca
     return obj
 
 
+def serve_metric(scorer: Any, engine: str, token: Optional[str], tls_ca: Optional[str], session_id: str, tool: str, pool_variable: str, tool_timeout: float) -> int:
+    """Serves ``scorer.score`` as the shared tool ``tool`` of session ``session_id`` while the
+    variable ``pool_variable`` is ``"open"``."""
+    import time
+
+    from dspex.session import DSpexSessionContext
+
+    ctx = None
+    try:
+        # not a `with`: leaving must not close the session the study runs in
+        ctx = DSpexSessionContext(session_id=session_id, engine=engine, token=token or os.environ.get("DSPEX_TOKEN"), tls_ca=tls_ca, tool_timeout=tool_timeout)
+        ctx.register_tool(scorer.score, name=tool, shared=True, description="the metric of a program study (dspex.optimizer)")
+        while ctx.variables.get(pool_variable) == "open":
+            time.sleep(0.2)
+    except (KeyError, remote.RemoteError):
+        pass  # the variable or the session is gone: the study is over
+    except RuntimeError as e:
+        print(f"dspex.worker: {e}", file=sys.stderr)
+        return EXIT_ENGINE
+    if ctx is not None:
+        try:
+            ctx.unregister_tool(tool)
+        except Exception:  # noqa: BLE001 - the session may be gone already
+            pass
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dspex.worker", description="Attach to a dspex engine and evaluate an objective.")
     p.add_argument("--engine", help="engine address, host:port (or https://host:port)")
@@ -58,6 +90,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--heartbeat-ms", type=int, default=1000)
     p.add_argument("--name", default=None, help="name of this worker in the engine's logs")
     p.add_argument("--check", action="store_true", help="only check that the objective loads")
+    p.add_argument("--session", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--metric-tool", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--pool-variable", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--tool-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sys.path.insert(0, os.getcwd())
     try:
@@ -67,6 +103,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_BAD_OBJECTIVE
     if args.check:
         return 0
+    if args.metric_tool:
+        if not args.engine or not args.session or not args.pool_variable:
+            p.error("--metric-tool needs --engine, --session and --pool-variable")
+        return serve_metric(func, args.engine, args.token, args.tls_ca, args.session, args.metric_tool, args.pool_variable, args.tool_timeout)
     if not args.engine or not args.study:
         p.error("--engine and --study are required")
     if os.environ.get("DSPEX_WORKER_VERBOSE") != "1":

@@ -727,7 +727,9 @@ impl Session {
     }
     /// Registers a tool that `provider` runs, callable by everyone in the session; a call
     /// waits at most `timeout`. A name of a native tool, or of another provider's tool, is
-    /// refused; the same provider registering a name again replaces its tool.
+    /// refused, unless both registrations are `shared` with the same parameters and result
+    /// (the provider then joins the tool's pool); the same provider registering a name again
+    /// replaces its registration.
     pub fn register_tool(
         &self,
         spec: ToolSpec,
@@ -752,42 +754,92 @@ impl Session {
             )));
         }
         let mut tools = self.tools.lock();
+        let mut providers = vec![provider.clone()];
         if let Some(t) = tools.get(&spec.name) {
-            if t.provider.id() != provider.id() && t.provider.alive() {
-                return Err(EngineError::InvalidArgument(format!(
-                    "tool {:?} is already registered in session {:?} by another process",
-                    spec.name, self.id
-                )));
+            let others = t
+                .providers
+                .iter()
+                .filter(|p| p.id() != provider.id() && p.alive());
+            let same = |a: &ToolSpec| {
+                a.params == spec.params
+                    && a.returns == spec.returns
+                    && a.extra_args == spec.extra_args
+            };
+            for p in others {
+                if !(spec.shared && t.spec.shared) {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "tool {:?} is already registered in session {:?} by another process \
+                         (a tool several processes serve is registered with shared=True by each)",
+                        spec.name, self.id
+                    )));
+                }
+                if !same(&t.spec) {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "tool {:?}: the processes sharing it must register the same parameters \
+                         and result",
+                        spec.name
+                    )));
+                }
+                providers.push(p.clone());
             }
         }
         let tool = ExternalTool {
             spec,
-            provider: provider.clone(),
+            providers,
             timeout,
         };
         tools.insert(tool.spec.name.clone(), Arc::new(tool));
         Ok(())
     }
 
-    /// Removes the tool `name` that `provider` registered.
+    /// Removes `provider` from the tool `name` (the tool goes when no provider is left).
     pub fn unregister_tool(&self, name: &str, provider: &ToolProvider) -> Result<()> {
         self.touch();
         let mut tools = self.tools.lock();
-        match tools.get(name) {
-            Some(t) if t.provider.id() == provider.id() => {
-                tools.remove(name);
-                Ok(())
-            }
-            _ => Err(EngineError::NotFoundIn {
+        let Some(t) = tools.get(name) else {
+            return Err(EngineError::NotFoundIn {
                 what: "tool",
                 name: name.to_string(),
-            }),
+            });
+        };
+        if !t.providers.iter().any(|p| p.id() == provider.id()) {
+            return Err(EngineError::NotFoundIn {
+                what: "tool",
+                name: name.to_string(),
+            });
         }
+        let mut rest = (**t).clone();
+        rest.providers.retain(|p| p.id() != provider.id());
+        if rest.providers.is_empty() {
+            tools.remove(name);
+        } else {
+            tools.insert(name.to_string(), Arc::new(rest));
+        }
+        Ok(())
     }
 
-    /// Removes every tool of the provider `id` (its process is gone).
+    /// Removes the provider `id` from every tool (its process is gone).
     pub fn drop_provider(&self, id: u64) {
-        self.tools.lock().retain(|_, t| t.provider.id() != id);
+        self.retain_providers(|p| p.id() != id);
+    }
+
+    /// Removes the providers whose process is gone from every tool.
+    pub fn drop_dead_providers(&self) {
+        self.retain_providers(|p| p.alive());
+    }
+
+    fn retain_providers(&self, keep: impl Fn(&ToolProvider) -> bool) {
+        let mut tools = self.tools.lock();
+        tools.retain(|_, t| {
+            if t.providers.iter().all(|p| keep(p)) {
+                return true;
+            }
+            let mut rest = (**t).clone();
+            rest.providers.retain(|p| keep(p));
+            let left = !rest.providers.is_empty();
+            *t = Arc::new(rest);
+            left
+        });
     }
 
     /// The registered tool `name`, if any.

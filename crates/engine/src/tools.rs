@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -46,6 +46,10 @@ pub struct ToolSpec {
     pub extra_args: bool,
     /// The type of its result.
     pub returns: String,
+    /// Several processes may serve it (a pool of workers): each registers the same spec, a call
+    /// goes to the one with the fewest calls under way, and a call whose process went away is
+    /// sent to another.
+    pub shared: bool,
 }
 
 /// The parameter types a spec may name.
@@ -96,6 +100,7 @@ fn native(name: &str, description: &str, params: Vec<ToolParam>, returns: &str) 
         params,
         extra_args: false,
         returns: returns.into(),
+        shared: false,
     }
 }
 
@@ -229,6 +234,8 @@ pub struct ToolCall {
 pub struct ToolProvider {
     id: u64,
     tx: mpsc::UnboundedSender<ToolCall>,
+    /// Calls sent to it and not answered yet.
+    busy: AtomicUsize,
 }
 
 impl ToolProvider {
@@ -237,7 +244,14 @@ impl ToolProvider {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let (tx, rx) = mpsc::unbounded_channel();
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        (Arc::new(ToolProvider { id, tx }), rx)
+        (
+            Arc::new(ToolProvider {
+                id,
+                tx,
+                busy: AtomicUsize::new(0),
+            }),
+            rx,
+        )
     }
 
     /// A sender of calls into this provider's receiver (a transport that receives calls from
@@ -257,15 +271,25 @@ impl ToolProvider {
     }
 }
 
-/// A tool registered by a process.
-#[derive(Debug)]
+/// A tool registered by a process (or, shared, by several).
+#[derive(Debug, Clone)]
 pub struct ExternalTool {
     /// What it takes.
     pub spec: ToolSpec,
-    /// Who runs it.
-    pub provider: Arc<ToolProvider>,
+    /// Who runs it: one provider, or the pool of a shared tool.
+    pub providers: Vec<Arc<ToolProvider>>,
     /// How long a call may take.
     pub timeout: Duration,
+}
+
+impl ExternalTool {
+    /// The live provider with the fewest calls under way.
+    fn least_busy(&self) -> Option<&Arc<ToolProvider>> {
+        self.providers
+            .iter()
+            .filter(|p| p.alive())
+            .min_by_key(|p| p.busy.load(Ordering::Relaxed))
+    }
 }
 
 /// The registered tools of a session, by name.
@@ -466,40 +490,66 @@ fn completion_data(c: dspex_native::lm::Completion) -> Data {
     Data::Map(m)
 }
 
+/// A call under way at a provider (counted while it lives).
+struct Busy<'a>(&'a ToolProvider);
+
+impl<'a> Busy<'a> {
+    fn new(p: &'a ToolProvider) -> Self {
+        p.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(p)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn call_registered(
     session: Arc<Session>,
-    tool: Arc<ExternalTool>,
-    args: BTreeMap<String, Data>,
+    mut tool: Arc<ExternalTool>,
+    mut args: BTreeMap<String, Data>,
 ) -> Result<Data> {
-    let name = &tool.spec.name;
-    let (reply, answer) = oneshot::channel();
-    let sent = tool.provider.tx.send(ToolCall {
-        tool: name.clone(),
-        args,
-        reply,
-    });
-    if sent.is_err() {
-        session.drop_provider(tool.provider.id);
-        return Err(EngineError::tool_unavailable(
-            name,
-            "the process that registered it is gone",
-        ));
-    }
-    match tokio::time::timeout(tool.timeout, answer).await {
-        Ok(Ok(result)) => {
-            session.touch();
-            result
+    let name = tool.spec.name.clone();
+    loop {
+        let Some(provider) = tool.least_busy().cloned() else {
+            session.drop_dead_providers();
+            return Err(EngineError::tool_unavailable(
+                &name,
+                "the process that registered it is gone",
+            ));
+        };
+        let (reply, answer) = oneshot::channel();
+        let _busy = Busy::new(&provider);
+        // a shared tool's call may have to go to another process: keep its arguments
+        let call_args = if tool.spec.shared {
+            args.clone()
+        } else {
+            std::mem::take(&mut args)
+        };
+        let sent = provider.tx.send(ToolCall {
+            tool: name.clone(),
+            args: call_args,
+            reply,
+        });
+        let lost = match sent {
+            Err(_) => "the process that registered it is gone",
+            Ok(()) => match tokio::time::timeout(tool.timeout, answer).await {
+                Ok(Ok(result)) => {
+                    session.touch();
+                    return result;
+                }
+                Ok(Err(_)) => "the process that registered it went away during the call",
+                Err(_) => return Err(EngineError::tool_timeout(&name, tool.timeout.as_secs_f64())),
+            },
+        };
+        session.drop_dead_providers();
+        // a shared tool is tried on the processes left
+        match session.registered_tool(&name) {
+            Some(t) if t.spec.shared && t.least_busy().is_some() => tool = t,
+            _ => return Err(EngineError::tool_unavailable(&name, lost)),
         }
-        Ok(Err(_)) => {
-            if !tool.provider.alive() {
-                session.drop_provider(tool.provider.id);
-            }
-            Err(EngineError::tool_unavailable(
-                name,
-                "the process that registered it went away during the call",
-            ))
-        }
-        Err(_) => Err(EngineError::tool_timeout(name, tool.timeout.as_secs_f64())),
     }
 }
 
@@ -758,6 +808,7 @@ mod tests {
                 .collect(),
             extra_args: false,
             returns: "any".into(),
+            shared: false,
         }
     }
 
@@ -899,5 +950,69 @@ mod tests {
         assert!(s.registered_tool("double").is_none());
         let e = call(&s, "double", x(1)).wait().await.unwrap_err();
         assert_eq!(e.to_string(), "tool \"double\" not found");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shared_tool_spreads_calls_and_survives_a_process_going_away() {
+        let s = Sessions::default()
+            .open(None, Duration::from_secs(60))
+            .unwrap();
+        let shared = || spec_shared("double", &[("x", "int", true)]);
+        let (a, a_rx) = ToolProvider::new();
+        let (b, b_rx) = ToolProvider::new();
+        let held_a = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let held_b = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let task_a = doubler(a_rx, held_a.clone());
+        let _task_b = doubler(b_rx, held_b.clone());
+        let t = Duration::from_secs(30);
+        s.register_tool(shared(), &a, t).unwrap();
+        // not shared by the second, or another spec: refused
+        let e = s
+            .register_tool(spec("double", &[("x", "int", true)]), &b, t)
+            .unwrap_err();
+        assert!(e.to_string().contains("shared=True"), "{e}");
+        let e = s
+            .register_tool(spec_shared("double", &[("y", "int", true)]), &b, t)
+            .unwrap_err();
+        assert!(e.to_string().contains("same parameters"), "{e}");
+        s.register_tool(shared(), &b, t).unwrap();
+        assert_eq!(s.registered_tool("double").unwrap().providers.len(), 2);
+        // two calls that hang go to different processes (the least busy one)
+        let x = |v: i64| args(&[("x", Data::Int(v))]);
+        let hanging: Vec<_> = (0..2)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { call(&s, "double", x(0)).wait().await })
+            })
+            .collect();
+        while held_a.lock().len() + held_b.lock().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!((held_a.lock().len(), held_b.lock().len()), (1, 1));
+        // process a goes away: its call is sent to b, which holds it too
+        task_a.abort();
+        let _ = task_a.await;
+        held_a.lock().clear();
+        while held_b.lock().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(s.registered_tool("double").unwrap().providers.len(), 1);
+        for c in held_b.lock().drain(..) {
+            let _ = c.reply.send(Ok(Data::Int(7)));
+        }
+        for h in hanging {
+            assert_eq!(h.await.unwrap().unwrap(), Data::Int(7));
+        }
+        assert_eq!(call(&s, "double", x(4)).wait().await.unwrap(), Data::Int(8));
+        // the last one leaves: the tool goes
+        s.unregister_tool("double", &b).unwrap();
+        assert!(s.registered_tool("double").is_none());
+    }
+
+    fn spec_shared(name: &str, params: &[(&str, &str, bool)]) -> ToolSpec {
+        ToolSpec {
+            shared: true,
+            ..spec(name, params)
+        }
     }
 }

@@ -751,6 +751,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session::tokenize, m)?)?;
     m.add_function(wrap_pyfunction!(server::cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(server::serve_embedded, m)?)?;
+    m.add_function(wrap_pyfunction!(server::serve_sessions, m)?)?;
     m.add_function(wrap_pyfunction!(sampler, m)?)?;
     m.add_function(wrap_pyfunction!(pruner, m)?)?;
     m.add_function(wrap_pyfunction!(check_float_distribution, m)?)?;

@@ -67,6 +67,19 @@ pub(crate) fn serve_embedded(py: Python<'_>, study: &PyStudy) -> PyResult<Embedd
     Ok(EmbeddedServer { server })
 }
 
+/// Serves this process's sessions on 127.0.0.1 (a free port) with a fresh random token, so
+/// that other processes join them (a program study's metric workers).
+#[pyfunction]
+pub(crate) fn serve_sessions(py: Python<'_>) -> PyResult<EmbeddedServer> {
+    let sessions = crate::session::registry()?;
+    let server = block(py, async move {
+        LoopbackServer::start_sessions(sessions)
+            .await
+            .map_err(|e| RemoteError::new_err(e.to_string()))
+    })?;
+    Ok(EmbeddedServer { server })
+}
+
 #[pymethods]
 impl EmbeddedServer {
     #[getter]

@@ -18,7 +18,7 @@ use crate::remote_session::{Failure, RemoteSession, WatchEvent};
 use crate::{block, block_interruptible, dist_to_py, engine, guard, to_py_err};
 
 /// The sessions of the embedded engine; idle ones are swept every second.
-fn registry() -> PyResult<Arc<Sessions>> {
+pub(crate) fn registry() -> PyResult<Arc<Sessions>> {
     static REG: OnceLock<Arc<Sessions>> = OnceLock::new();
     if let Some(r) = REG.get() {
         return Ok(r.clone());
@@ -601,6 +601,10 @@ fn spec_from_py(d: &Bound<'_, PyDict>) -> PyResult<ToolSpec> {
         params,
         extra_args: item(d, "extra_args")?.extract()?,
         returns: item(d, "returns")?.extract()?,
+        shared: match d.get_item("shared")? {
+            Some(v) => v.extract()?,
+            None => false,
+        },
     })
 }
 

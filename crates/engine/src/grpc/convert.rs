@@ -487,6 +487,7 @@ pub fn tool_spec_to_pb(s: &ToolSpec, timeout: Option<Duration>) -> pb::ToolSpec 
         extra_args: s.extra_args,
         returns: s.returns.clone(),
         timeout_seconds: timeout.map_or(0.0, |t| t.as_secs_f64()),
+        shared: s.shared,
     }
 }
 
@@ -518,6 +519,7 @@ pub fn tool_spec_from_pb(s: pb::ToolSpec) -> Result<(ToolSpec, Duration)> {
             params,
             extra_args: s.extra_args,
             returns: s.returns,
+            shared: s.shared,
         },
         timeout,
     ))

@@ -153,7 +153,7 @@ pub async fn serve(
 /// the engine's own worker processes (`dspex optimize`, `study.optimize(processes=N)`).
 pub struct LoopbackServer {
     service: EngineService,
-    study: Arc<crate::Study>,
+    study: Option<Arc<crate::Study>>,
     address: SocketAddr,
     token: String,
     stop: tokio::sync::watch::Sender<bool>,
@@ -167,6 +167,25 @@ impl LoopbackServer {
         let service =
             EngineService::with_heartbeat(study.storage().clone(), Duration::from_millis(500));
         service.add_study(study.clone());
+        Self::listen(service, Some(study)).await
+    }
+
+    /// Listens on 127.0.0.1 (a free port) and serves `sessions`, the sessions of this process,
+    /// so that other processes join them (a program study's metric workers). Call from within
+    /// the runtime.
+    pub async fn start_sessions(sessions: Arc<crate::session::Sessions>) -> Result<LoopbackServer> {
+        let service = EngineService::with_heartbeat(
+            Arc::new(crate::InMemoryStorage::new()),
+            Duration::from_millis(500),
+        )
+        .sharing_sessions(sessions);
+        Self::listen(service, None).await
+    }
+
+    async fn listen(
+        service: EngineService,
+        study: Option<Arc<crate::Study>>,
+    ) -> Result<LoopbackServer> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| EngineError::Internal(format!("cannot listen on loopback: {e}")))?;
@@ -214,9 +233,12 @@ impl LoopbackServer {
         max_retries: u32,
         space: Arc<std::collections::BTreeMap<String, dspex_optimizer::Distribution>>,
     ) -> Result<Arc<crate::Run>> {
-        let run = crate::Run::start_with_retries(self.study.clone(), options, max_retries)?;
+        let study = self.study.clone().ok_or_else(|| {
+            EngineError::InvalidOperation("this server serves sessions, not a study".into())
+        })?;
+        let run = crate::Run::start_with_retries(study.clone(), options, max_retries)?;
         self.service.set_active_run(
-            self.study.name(),
+            study.name(),
             ActiveRun {
                 run: run.clone(),
                 space,

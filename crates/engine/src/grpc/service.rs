@@ -147,6 +147,17 @@ impl EngineService {
         }
     }
 
+    /// The same service serving `sessions` (already swept by their owner) instead of sessions
+    /// of its own.
+    pub fn sharing_sessions(self, sessions: Arc<Sessions>) -> Self {
+        let shared = Arc::try_unwrap(self.shared)
+            .unwrap_or_else(|_| unreachable!("a new service is not shared yet"));
+        shared.sweeper.call_once(|| {});
+        EngineService {
+            shared: Arc::new(Shared { sessions, ..shared }),
+        }
+    }
+
     /// Tells session clients the server's message size limit.
     pub fn set_max_message_bytes(&self, n: usize) {
         self.shared

@@ -1,0 +1,23 @@
+"""A metric for the ``processes=N`` tests of test_program.py, importable by worker processes:
+it notes which process scored each prediction (a file per pid under $DSPEX_TEST_POOL_DIR) and,
+once, kills its own process (a worker's) with SIGKILL in the middle of a call."""
+
+import os
+import signal
+
+
+def metric(example, prediction, trace=None):
+    d = os.environ["DSPEX_TEST_POOL_DIR"]
+    with open(os.path.join(d, f"pid-{os.getpid()}"), "a") as f:
+        f.write("x")
+    scored = sum(os.path.getsize(os.path.join(d, n)) for n in os.listdir(d) if n.startswith("pid-"))
+    marker = os.path.join(d, "killed")
+    worker = str(os.getpid()) != os.environ.get("DSPEX_TEST_POOL_OWNER")
+    if worker and scored >= 30 and not os.path.exists(marker):
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # one process only
+        except FileExistsError:
+            pass
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return float(example["answer"] in prediction.answer)
