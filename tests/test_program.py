@@ -350,7 +350,7 @@ def test_the_metric_runs_in_supervised_worker_processes_and_survives_one_killed(
         best = study.optimize(concurrency=2, example_concurrency=4, processes=2, show_progress_bar=False)
         assert best.score == 1.0
         assert study.summary["complete"] == 10 and study.summary["failed"] == 0
-        assert not study.summary.get("errors"), study.summary["errors"]
+        assert not study.summary.get("errors"), (study.summary["errors"], sorted(os.listdir(tmp_path)))
         assert "__metric" not in " ".join(ctx._native.tool_specs())  # the workers left
     # (this process scores only the bootstrap runs of the demo sets)
     workers = {int(n[4:]) for n in os.listdir(tmp_path) if n.startswith("pid-")} - {os.getpid()}
@@ -441,6 +441,19 @@ def test_demo_sets_are_bootstrapped_from_passing_traces_and_become_a_variable(lm
             return model.stats()["prompt_tokens"] - before
 
         assert prompt_tokens(2) > prompt_tokens(0)  # the demos are in the prompt
+
+
+def test_demo_bootstrapping_is_charged_to_the_study_budget(lm):
+    n = len(TRAIN)
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-boot-budget", base_url=lm.url, cache=False), k=IntDistribution(1, 3))
+        lm.reset()
+        # the bootstrap runs the program once per training example, then one trial fits
+        opt = TPESampler(contains, n_trials=20, seed=0, num_candidates=3, max_calls=2 * n + 3)
+        best = Study(rag, opt, TRAIN).optimize(concurrency=1, example_concurrency=1, show_progress_bar=False)
+        s = best.summary
+        assert s["budget_exhausted"] and s["budget_spent"]["calls"] == 2 * n + 3, s
+        assert s["complete"] == 1 and lm.stats()["requests"] == 2 * n + 3
 
 
 def test_a_python_tool_that_disappears_mid_study_fails_its_examples_and_the_study_says_why(lm):

@@ -450,17 +450,28 @@ class Program:
         input fields) concurrently in the engine, ``concurrency`` at a time; a
         :class:`Prediction` per example, in order, or the error of a run that failed (a
         ``RuntimeError`` naming what went wrong)."""
+        return self._run_many(examples, params, concurrency)[0]
+
+    def _run_many(self, examples: Sequence[Any], params: Optional[Mapping[str, Any]] = None, concurrency: int = 64,
+                  budget: Optional[Mapping[str, Any]] = None) -> Tuple[List[Union[Prediction, Exception]], Optional[Dict[str, Any]]]:
+        """:meth:`run_many`, charging every LM call to ``budget`` too (``{"budget": limits,
+        "budget_spent": {calls, tokens, cost}}``, a study's budget); returns the runs and what
+        the budget has spent after them (None without one)."""
         values = self.defaults()
         values.update(self.params if params is None else params)
         items = [self.example_inputs(e, f"example {i}") for i, e in enumerate(examples)]
-        spec = {"program": self.to_json(), "params": values, "inputs": items, "concurrency": int(concurrency)}
+        spec = {"program": self.to_json(), "params": values, "inputs": items, "concurrency": int(concurrency), **(budget or {})}
+        answer = self.context._native.program("run_many", json.dumps(spec))
+        spent = None
+        if isinstance(answer, dict):
+            answer, spent = answer["runs"], answer["budget_spent"]
         out: List[Union[Prediction, Exception]] = []
-        for r in self.context._native.program("run_many", json.dumps(spec)):
+        for r in answer:
             if "error" in r:
                 out.append(RuntimeError(r["error"]))
             else:
                 out.append(Prediction(r["prediction"], [(t["step"], t["inputs"], t["outputs"]) for t in r["trace"]]))
-        return out
+        return out, spent
 
     def save(self, path: Union[str, "os.PathLike[str]"], params: Optional[Mapping[str, Any]] = None, **meta: Any) -> None:
         """Writes the program to a JSON file: its steps with their arguments (distributions

@@ -83,7 +83,7 @@ class TPESampler:
     trials and full evaluations make (on top of each LM's own): once one runs out, no call
     starts, the trials in flight fail and the study ends cleanly with the best so far
     (``Study.summary["budget_spent"]`` says what was spent). Cache hits are free; demo
-    bootstrapping, before the trials, is charged to the LMs' own budgets only.
+    bootstrapping, before the trials, is charged to it too.
     """
 
     def __init__(
@@ -398,6 +398,7 @@ class Study:
         self.directions = derived
         #: The Pareto-optimal programs of a study with several objectives (after optimize).
         self.best_programs: List[BestProgram] = []
+        self._spent: Optional[Dict[str, Any]] = None  # of the study-wide budget, before the trials
         self.program = program
         self.optimizer = optimizer
         self.trainset = list(trainset)
@@ -420,6 +421,12 @@ class Study:
             return []
         return [s for s in self.program.steps if isinstance(s, Predict) and s.args["demos"] is None and s.args["demo_set"] is None]
 
+    def _budget_spec(self) -> Optional[Dict[str, Any]]:
+        """The study-wide budget as the engine takes it: limits and what was spent already."""
+        if all(v is None for v in self.optimizer.budget.values()):
+            return None
+        return {"budget": self.optimizer.budget, "budget_spent": self._spent}
+
     def _bootstrap(self) -> None:
         """Builds the demo sets of :meth:`_demo_steps` (see :class:`TPESampler`)."""
         steps = self._demo_steps()
@@ -429,7 +436,7 @@ class Study:
         rng = random.Random(opt.seed)
         order = list(range(len(self.trainset)))
         rng.shuffle(order)
-        runs = self.program.run_many([self.trainset[i] for i in order])
+        runs, self._spent = self.program._run_many([self.trainset[i] for i in order], budget=self._budget_spec())
         passed: List[Tuple[int, Dict[str, Dict[str, Any]]]] = []  # (example, step -> demo)
         for i, r in zip(order, runs):
             if isinstance(r, Exception):
@@ -586,6 +593,7 @@ class Study:
                     return True
             return self._stop
 
+        self._spent = None
         self._bootstrap()
         metric, valset, user_aggregate = opt.metric, self.valset, opt.aggregate
 
@@ -619,7 +627,7 @@ class Study:
             "full_eval_steps": opt.minibatch_full_eval_steps,
             "seed": opt.seed,
             "objectives": self.objectives,
-            "budget": opt.budget,
+            **(self._budget_spec() or {}),
         }
         registered: List[str] = []
         pool: Optional[_MetricPool] = None

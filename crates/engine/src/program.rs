@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dspex_native::lm::Budget;
+use dspex_native::lm::{Budget, BudgetLimits};
 use dspex_native::predict::{self, Signature};
 use dspex_optimizer::{Distribution, ParamValue};
 use serde_json::{Map, Value};
@@ -290,6 +290,60 @@ pub fn run_spec(v: &Value) -> Result<(Program, Params, Map<String, Value>)> {
     Ok((program, params, inputs))
 }
 
+/// The budget of `spec`: its `budget` limits (`{max_calls, max_total_tokens, max_cost}`), of
+/// which `budget_spent` (`{calls, tokens, cost}`) is used already; None without limits.
+pub fn budget_of(spec: &Value) -> Result<Option<Arc<Budget>>> {
+    let limits = match spec.get("budget") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(b @ Value::Object(_)) => {
+            BudgetLimits::from_json(b, "the study's").map_err(EngineError::InvalidArgument)?
+        }
+        Some(x) => {
+            return Err(EngineError::InvalidArgument(format!(
+                "budget must be a dict of max_calls, max_total_tokens, max_cost, not {x}"
+            )))
+        }
+    };
+    if limits == BudgetLimits::default() {
+        return Ok(None);
+    }
+    let spent = spec.get("budget_spent").unwrap_or(&Value::Null);
+    let bad = || {
+        EngineError::InvalidArgument(format!(
+            "budget_spent must be a dict of calls, tokens (ints >= 0) and cost (a number >= 0), not {spent}"
+        ))
+    };
+    let (calls, tokens, cost) = match spent {
+        Value::Null => (0, 0, 0.0),
+        Value::Object(m) => {
+            let count = |k: &str| m.get(k).map_or(Some(0), Value::as_u64);
+            let cost = m
+                .get("cost")
+                .map_or(Some(0.0), Value::as_f64)
+                .filter(|c| c.is_finite() && *c >= 0.0);
+            (
+                count("calls").ok_or_else(bad)?,
+                count("tokens").ok_or_else(bad)?,
+                cost.ok_or_else(bad)?,
+            )
+        }
+        _ => return Err(bad()),
+    };
+    Ok(Some(Arc::new(Budget::with_spent(
+        limits, calls, tokens, cost,
+    ))))
+}
+
+/// What `budget` spent, as data (`{calls, tokens, cost}`).
+pub fn spent_data(budget: &Budget) -> Data {
+    let (calls, tokens, cost) = budget.spent();
+    Data::Map(BTreeMap::from([
+        ("calls".to_string(), Data::Int(calls as i64)),
+        ("tokens".to_string(), Data::Int(tokens as i64)),
+        ("cost".to_string(), Data::Float(cost)),
+    ]))
+}
+
 /// A batch of runs of one program and configuration.
 #[derive(Debug, Clone)]
 pub struct ManyRuns {
@@ -309,7 +363,8 @@ pub fn run_many_spec(v: &Value) -> Result<ManyRuns> {
     if let Some(o) = one.as_object_mut() {
         o.remove("inputs");
     }
-    let (program, params, _) = run_spec(&one)?;
+    let (mut program, params, _) = run_spec(&one)?;
+    program.budget = budget_of(v)?;
     let inputs = v
         .get("inputs")
         .and_then(Value::as_array)
@@ -344,6 +399,7 @@ pub async fn run_many(session: Arc<Session>, runs: ManyRuns) -> Result<Data> {
         inputs,
         concurrency,
     } = runs;
+    let budget = program.budget.clone();
     let (program, params) = (Arc::new(program), Arc::new(params));
     let mut out: Vec<Data> = vec![Data::Null; inputs.len()];
     let mut in_flight = tokio::task::JoinSet::new();
@@ -368,7 +424,14 @@ pub async fn run_many(session: Arc<Session>, runs: ManyRuns) -> Result<Data> {
             }
         };
     }
-    Ok(Data::List(out))
+    Ok(match budget {
+        // with a budget: what the runs spent, for the study that goes on charging it
+        Some(b) => Data::Map(BTreeMap::from([
+            ("runs".to_string(), Data::List(out)),
+            ("budget_spent".to_string(), spent_data(&b)),
+        ])),
+        None => Data::List(out),
+    })
 }
 
 /// A run as data: `{prediction, trace: [{step, inputs, outputs}, ...]}`.

@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dspex_native::lm::{Budget, BudgetLimits};
 use dspex_optimizer::{Distribution, ParamValue, StudyDirection, TrialState};
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -89,9 +88,6 @@ pub struct ProgramStudySpec {
     /// What a trial's values are, in order (`score` maximized; `latency`, seconds per example,
     /// `tokens`, LM tokens per example, and `cost`, estimated LM cost per example, minimized).
     pub objectives: Vec<Objective>,
-    /// Limits over every LM call of the study (`max_calls`, `max_total_tokens`, `max_cost`);
-    /// when one runs out the study stops as at an LM's own budget.
-    pub budget: BudgetLimits,
 }
 
 /// One value of a program study's trials.
@@ -170,24 +166,11 @@ impl ProgramStudySpec {
     /// Reads a spec from JSON: `program`, `examples` (a list of dicts), `metric_tool`, and
     /// optionally `storage`, `study_name`, `sampler`/`pruner` (`{kind, options}`), `n_trials`,
     /// `timeout`, `concurrency`, `example_concurrency`, `failure_score`, `max_errors`,
-    /// `minibatch_size` (null: off), `full_eval_steps`, `seed`, `objectives`, `budget`
-    /// (`{max_calls, max_total_tokens, max_cost}`).
+    /// `minibatch_size` (null: off), `full_eval_steps`, `seed`, `objectives`, `budget` and
+    /// `budget_spent` (see [`crate::program::budget_of`]).
     pub fn from_json(v: &Value) -> Result<ProgramStudySpec> {
         let mut program = Program::from_json(v.get("program").unwrap_or(&Value::Null))?;
-        let budget = match v.get("budget") {
-            None | Some(Value::Null) => BudgetLimits::default(),
-            Some(b @ Value::Object(_)) => {
-                BudgetLimits::from_json(b, "the study's").map_err(EngineError::InvalidArgument)?
-            }
-            Some(x) => {
-                return Err(EngineError::InvalidArgument(format!(
-                    "budget must be a dict of max_calls, max_total_tokens, max_cost, not {x}"
-                )))
-            }
-        };
-        if budget != BudgetLimits::default() {
-            program.budget = Some(Arc::new(Budget::new(budget)));
-        }
+        program.budget = crate::program::budget_of(v)?;
         let examples: Vec<Map<String, Value>> = v
             .get("examples")
             .and_then(Value::as_array)
@@ -275,7 +258,6 @@ impl ProgramStudySpec {
                     EngineError::InvalidArgument(format!("seed must be an int >= 0, not {x}"))
                 })?,
             },
-            budget,
         })
     }
 }
@@ -437,13 +419,7 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
     );
     out.insert("error_count".to_string(), Data::Int(errors.len() as i64));
     if let Some(b) = &ev.spec.program.budget {
-        let (calls, tokens, cost) = b.spent();
-        let spent = BTreeMap::from([
-            ("calls".to_string(), Data::Int(calls as i64)),
-            ("tokens".to_string(), Data::Int(tokens as i64)),
-            ("cost".to_string(), Data::Float(cost)),
-        ]);
-        out.insert("budget_spent".to_string(), Data::Map(spent));
+        out.insert("budget_spent".to_string(), crate::program::spent_data(b));
     }
     // the best full-set score when there are some, else the best trial value
     let best = match full

@@ -48,7 +48,7 @@ pub struct ToolSpec {
     pub returns: String,
     /// Several processes may serve it (a pool of workers): each registers the same spec, a call
     /// goes to the one with the fewest calls under way, and a call whose process went away is
-    /// sent to another.
+    /// sent to another (waiting up to the tool's timeout for one to join when none is left).
     pub shared: bool,
 }
 
@@ -545,10 +545,25 @@ async fn call_registered(
             },
         };
         session.drop_dead_providers();
-        // a shared tool is tried on the processes left
-        match session.registered_tool(&name) {
-            Some(t) if t.spec.shared && t.least_busy().is_some() => tool = t,
-            _ => return Err(EngineError::tool_unavailable(&name, lost)),
+        if !tool.spec.shared {
+            return Err(EngineError::tool_unavailable(&name, lost));
+        }
+        // a shared tool is tried on the processes left, or on one that joins within the
+        // tool's timeout (a supervised pool restarting its workers)
+        tool = live_pool(&session, &name, tool.timeout)
+            .await
+            .ok_or_else(|| EngineError::tool_unavailable(&name, lost))?;
+    }
+}
+
+/// The shared tool `name` once it has a live provider, waiting at most `wait` for one.
+async fn live_pool(session: &Session, name: &str, wait: Duration) -> Option<Arc<ExternalTool>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match session.registered_tool(name) {
+            Some(t) if t.spec.shared && t.least_busy().is_some() => return Some(t),
+            _ if tokio::time::Instant::now() >= deadline => return None,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
 }
@@ -963,7 +978,7 @@ mod tests {
         let held_a = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let held_b = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let task_a = doubler(a_rx, held_a.clone());
-        let _task_b = doubler(b_rx, held_b.clone());
+        let task_b = doubler(b_rx, held_b.clone());
         let t = Duration::from_secs(30);
         s.register_tool(shared(), &a, t).unwrap();
         // not shared by the second, or another spec: refused
@@ -1004,8 +1019,25 @@ mod tests {
             assert_eq!(h.await.unwrap().unwrap(), Data::Int(7));
         }
         assert_eq!(call(&s, "double", x(4)).wait().await.unwrap(), Data::Int(8));
+        // every process gone (the tool with them): a call waits for one to join
+        let pending = tokio::spawn({
+            let s = s.clone();
+            async move { call(&s, "double", x(0)).wait().await }
+        });
+        while held_b.lock().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task_b.abort();
+        let _ = task_b.await;
+        held_b.lock().clear();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(s.registered_tool("double").is_none());
+        let (c, mut c_rx) = ToolProvider::new();
+        s.register_tool(shared(), &c, t).unwrap();
+        let _ = c_rx.recv().await.unwrap().reply.send(Ok(Data::Int(99)));
+        assert_eq!(pending.await.unwrap().unwrap(), Data::Int(99));
         // the last one leaves: the tool goes
-        s.unregister_tool("double", &b).unwrap();
+        s.unregister_tool("double", &c).unwrap();
         assert!(s.registered_tool("double").is_none());
     }
 

@@ -239,6 +239,19 @@ impl Budget {
         }
     }
 
+    /// A budget with these limits of which `calls`, `tokens` and `cost` are spent already
+    /// (what the runs before a study, bootstrapping its demos, used).
+    pub fn with_spent(limits: BudgetLimits, calls: u64, tokens: u64, cost: f64) -> Budget {
+        Budget {
+            limits,
+            spent: Mutex::new(Spent {
+                calls,
+                tokens,
+                cost,
+            }),
+        }
+    }
+
     /// Whether there is any limit at all.
     pub fn is_limited(&self) -> bool {
         self.limits != BudgetLimits::default()
