@@ -100,6 +100,17 @@ impl ModuleKind {
     }
 }
 
+/// A program's steps set up for one configuration (see [`Program::configure`]).
+#[derive(Debug)]
+pub struct Configured(Vec<ConfiguredStep>);
+
+#[derive(Debug)]
+struct ConfiguredStep {
+    args: Map<String, Value>,
+    /// Predict and ChainOfThought: the signature, the instructions and the demos.
+    predict: Option<(Signature, String, Vec<Map<String, Value>>)>,
+}
+
 /// A program: its steps, in order.
 #[derive(Debug, Clone)]
 pub struct Program {
@@ -234,14 +245,38 @@ impl Program {
         params: &BTreeMap<String, ParamValue>,
         inputs: Map<String, Value>,
     ) -> Result<Ran> {
+        let configured = self.configure(params)?;
+        self.run_configured(session, &configured, inputs).await
+    }
+
+    /// The steps' arguments for `params`, checked, with what Predict steps derive from them
+    /// (signature, instructions, demos): done once for the many runs of a configuration.
+    pub fn configure(&self, params: &BTreeMap<String, ParamValue>) -> Result<Configured> {
+        self.steps
+            .iter()
+            .map(|step| {
+                let args = step.resolve(params)?;
+                let predict = step.prediction(&args)?;
+                Ok(ConfiguredStep { args, predict })
+            })
+            .collect::<Result<_>>()
+            .map(Configured)
+    }
+
+    /// Runs the program on `inputs` as [`configure`](Self::configure) set it up.
+    pub async fn run_configured(
+        &self,
+        session: &Arc<Session>,
+        configured: &Configured,
+        inputs: Map<String, Value>,
+    ) -> Result<Ran> {
         let mut state = inputs;
         let mut prediction = Map::new();
         let mut trace = Vec::with_capacity(self.steps.len());
         let (mut tokens, mut cost) = (0, 0.0);
-        for step in &self.steps {
-            let args = step.resolve(params)?;
+        for (step, c) in self.steps.iter().zip(&configured.0) {
             let (read, wrote, used, spent) = step
-                .run(session, &args, &state, self.budget.as_ref())
+                .run(session, c, &state, self.budget.as_ref())
                 .await?;
             tokens += used;
             cost += spent;
@@ -400,15 +435,16 @@ pub async fn run_many(session: Arc<Session>, runs: ManyRuns) -> Result<Data> {
         concurrency,
     } = runs;
     let budget = program.budget.clone();
-    let (program, params) = (Arc::new(program), Arc::new(params));
+    let configured = Arc::new(program.configure(&params)?);
+    let program = Arc::new(program);
     let mut out: Vec<Data> = vec![Data::Null; inputs.len()];
     let mut in_flight = tokio::task::JoinSet::new();
     let mut items = inputs.into_iter().enumerate();
     loop {
         while in_flight.len() < concurrency {
             let Some((i, x)) = items.next() else { break };
-            let (session, program, params) = (session.clone(), program.clone(), params.clone());
-            in_flight.spawn(async move { (i, program.run(&session, &params, x).await) });
+            let (session, program, c) = (session.clone(), program.clone(), configured.clone());
+            in_flight.spawn(async move { (i, program.run_configured(&session, &c, x).await) });
         }
         let Some(joined) = in_flight.join_next().await else {
             break;
@@ -612,6 +648,31 @@ impl Step {
             .collect()
     }
 
+    /// A Predict step's signature, instructions and demos under `args` (None for other steps).
+    fn prediction(
+        &self,
+        args: &Map<String, Value>,
+    ) -> Result<Option<(Signature, String, Vec<Map<String, Value>>)>> {
+        if !matches!(
+            self.module,
+            ModuleKind::Predict | ModuleKind::ChainOfThought
+        ) {
+            return Ok(None);
+        }
+        let n = self.name.as_str();
+        let mut sig =
+            Signature::parse(get_str(n, args, "signature", None)?).map_err(|e| bad(n, e))?;
+        if self.module == ModuleKind::ChainOfThought {
+            sig = sig.with_reasoning();
+        }
+        let instructions = match get_str(n, args, "instructions", Some(""))? {
+            "" => sig.default_instructions(),
+            s => s.to_string(),
+        };
+        let demos = self.demos(args)?;
+        Ok(Some((sig, instructions, demos)))
+    }
+
     /// The step's arguments with the trial's values of its tunable ones.
     fn resolve(&self, params: &BTreeMap<String, ParamValue>) -> Result<Map<String, Value>> {
         let mut args = self.args.clone();
@@ -631,11 +692,12 @@ impl Step {
     async fn run(
         &self,
         session: &Arc<Session>,
-        args: &Map<String, Value>,
+        configured: &ConfiguredStep,
         state: &Map<String, Value>,
         budget: Option<&Arc<Budget>>,
     ) -> Result<StepOutput> {
         let n = self.name.as_str();
+        let args = &configured.args;
         let mut read = Map::new();
         let mut wrote = Map::new();
         let (mut tokens, mut cost) = (0u64, 0.0);
@@ -674,20 +736,16 @@ impl Step {
                 );
             }
             ModuleKind::Predict | ModuleKind::ChainOfThought => {
-                let mut sig = Signature::parse(get_str(n, args, "signature", None)?)
-                    .map_err(|e| bad(n, e))?;
-                if self.module == ModuleKind::ChainOfThought {
-                    sig = sig.with_reasoning();
-                }
+                let Some((sig, instructions, demos)) = &configured.predict else {
+                    return Err(EngineError::Internal(format!(
+                        "step {n:?} was not configured"
+                    )));
+                };
                 for f in &sig.inputs {
                     read.insert(f.name.clone(), field(n, state, &f.name)?.clone());
                 }
-                let instructions = match get_str(n, args, "instructions", Some(""))? {
-                    "" => sig.default_instructions(),
-                    s => s.to_string(),
-                };
                 let messages = sig
-                    .messages(&instructions, &self.demos(args)?, &read)
+                    .messages(instructions, demos, &read)
                     .map_err(|e| bad(n, e))?;
                 let mut overrides = Map::new();
                 for k in ["temperature", "max_tokens"] {

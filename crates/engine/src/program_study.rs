@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 use tokio::task::JoinSet;
 
 use crate::error::{EngineError, Result};
-use crate::program::Program;
+use crate::program::{Configured, Program};
 use crate::scheduler::{Done, Run, RunOptions};
 use crate::session::{Data, Session};
 use crate::study::{Outcome, Study};
@@ -686,6 +686,10 @@ impl Evaluation {
         number: Option<u64>,
         examples: Arc<Vec<usize>>,
     ) -> Outcome {
+        let configured = match self.spec.program.configure(&params) {
+            Ok(c) => Arc::new(c),
+            Err(e) => return Outcome::Fail(format!("the configuration cannot run: {e}")),
+        };
         let n = examples.len();
         let report_every = (n / 20).max(1);
         let mut in_flight = JoinSet::new();
@@ -696,8 +700,8 @@ impl Evaluation {
         let (mut costs, mut ok) = ([0.0f64; 3], 0usize);
         loop {
             while next < n && in_flight.len() < self.spec.example_concurrency {
-                let (ev, params, i) = (self.clone(), params.clone(), examples[next]);
-                in_flight.spawn(async move { (i, ev.example(&params, i).await) });
+                let (ev, c, i) = (self.clone(), configured.clone(), examples[next]);
+                in_flight.spawn(async move { (i, ev.example(&c, i).await) });
                 next += 1;
             }
             let Some(joined) = in_flight.join_next().await else {
@@ -789,12 +793,12 @@ impl Evaluation {
 
     /// Runs the program on example `i` and scores it with the metric: `[score, latency,
     /// tokens, cost]`.
-    async fn example(&self, params: &BTreeMap<String, ParamValue>, i: usize) -> Result<[f64; 4]> {
+    async fn example(&self, configured: &Configured, i: usize) -> Result<[f64; 4]> {
         let start = std::time::Instant::now();
         let ran = self
             .spec
             .program
-            .run(&self.session, params, self.spec.examples[i].clone())
+            .run_configured(&self.session, configured, self.spec.examples[i].clone())
             .await?;
         let latency = start.elapsed().as_secs_f64();
         let (tokens, cost) = (ran.tokens as f64, ran.cost);
