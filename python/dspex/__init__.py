@@ -16,6 +16,7 @@ The API follows Optuna's, so ``import dspex as optuna`` runs a typical Optuna sc
 from __future__ import annotations
 
 from dspex import _native, distributions, exceptions, logging, pruners, remote, samplers, session, storages, study, trial
+from dspex._alias import install_as_optuna
 from dspex.exceptions import TrialPruned
 from dspex.remote import attach
 from dspex.session import DSpexSessionContext
@@ -40,6 +41,7 @@ __all__ = [
     "distributions",
     "exceptions",
     "get_all_study_names",
+    "install_as_optuna",
     "load_study",
     "logging",
     "pruners",

@@ -15,6 +15,7 @@ import traceback
 import types
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Type
 
+from dspex._alias import is_trial_pruned
 from dspex.exceptions import StorageInternalError, TrialPruned
 from dspex.logging import defer as _defer
 from dspex.logging import flush as _flush_log
@@ -258,7 +259,7 @@ class _Runner:
         except TrialPruned as e:
             pruned = e
         except Exception as e:  # noqa: BLE001
-            exc = e
+            pruned, exc = _pruned_or_failed(e)
         except BaseException as e:
             self.interrupt(number, e)
             raise
@@ -276,7 +277,7 @@ class _Runner:
         except TrialPruned as e:
             pruned = e
         except Exception as e:  # noqa: BLE001
-            exc = e
+            pruned, exc = _pruned_or_failed(e)
         except asyncio.CancelledError as e:  # the loop is shutting down (Ctrl-C)
             self.interrupt(number, KeyboardInterrupt("the trial was cancelled by an interrupt"), cause=e)
             raise
@@ -294,6 +295,17 @@ class _Runner:
         except BaseException:  # noqa: BLE001 - already failed by the engine
             pass
         self.run.interrupt(type(exc).__name__)
+
+
+def _pruned_or_failed(e: Exception) -> Tuple[Optional[TrialPruned], Optional[Exception]]:
+    """An objective's exception: the real Optuna's ``TrialPruned`` (an integration's pruning
+    callback, with Optuna installed beside dspex) prunes the trial as dspex's does; any other
+    fails it."""
+    if is_trial_pruned(e):
+        pruned = TrialPruned(*e.args)
+        pruned.__cause__ = e
+        return pruned, None
+    return None, e
 
 
 def check_args(n_trials: Any, timeout: Any, n_jobs: Any, concurrency: Any, trial_timeout: Any) -> int:

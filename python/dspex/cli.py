@@ -22,6 +22,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError:  # not the main thread
         pass
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["run"]:  # dspex run SCRIPT [ARGS]: an Optuna script on dspex (python/dspex/run.py)
+        from dspex.run import main as run_main
+
+        return run_main(args[1:])
     if args[:1] == ["studies"]:  # dspex studies list|show|delete|export (python/dspex/_studies_cli.py)
         return studies_main(args[1:])
     if args[:1] == ["sessions"]:  # dspex sessions list|show|close --engine ADDR (python/dspex/_sessions_cli.py)

@@ -30,10 +30,31 @@ def _configure() -> None:
         root.propagate = False
 
 
+def _reroot(name: str) -> None:
+    """Makes ``name`` (``"optuna"``, see :func:`dspex.install_as_optuna`) the root of dspex's
+    logging: the default handler, the level and the verbosity functions move to that logger,
+    and the ``dspex`` loggers propagate to it, so that a handler on it sees every line."""
+    global _ROOT
+    _configure()
+    with _lock:
+        if name == _ROOT:
+            return
+        old, new = _logging.getLogger(_ROOT), _logging.getLogger(name)
+        new.setLevel(old.level)
+        new.propagate = old.propagate
+        for h in list(old.handlers):
+            old.removeHandler(h)
+            new.addHandler(h)
+        old.setLevel(_logging.NOTSET)
+        old.propagate = True
+        old.parent = new  # dspex.* records go on to the new root's handlers
+        _ROOT = name
+
+
 def get_logger(name: str) -> _logging.Logger:
     """A logger under the ``dspex`` hierarchy."""
     _configure()
-    return _logging.getLogger(name if name.startswith(_ROOT) else f"{_ROOT}.{name}")
+    return _logging.getLogger(name if name.startswith(("dspex", _ROOT)) else f"{_ROOT}.{name}")
 
 
 def get_verbosity() -> int:

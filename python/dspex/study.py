@@ -11,7 +11,7 @@ from dspex import storages as _storages
 from dspex._optimize import convert_values, run_optimize, run_optimize_async
 from dspex.distributions import BaseDistribution
 from dspex.logging import get_logger
-from dspex.pruners import BasePruner, NopPruner
+from dspex.pruners import BasePruner, MedianPruner
 from dspex.samplers import BaseSampler, TPESampler
 from dspex.trial import FrozenTrial, Trial, TrialState, _validate
 
@@ -316,7 +316,8 @@ def create_study(
     token: Optional[str] = None,
     tls_ca: Optional[str] = None,
 ) -> Study:
-    """Creates a study (default: minimize one objective with TPE, in memory).
+    """Creates a study (default, as in Optuna: minimize one objective with TPE, MedianPruner, in
+    memory).
 
     With ``engine="host:port"`` the study lives in a remote engine (``dspex serve``); ``token``
     (default: ``$DSPEX_TOKEN``) authenticates, ``tls_ca`` is the CA of an ``https://`` engine.
@@ -333,9 +334,9 @@ def create_study(
         if storage is not None:
             raise ValueError("give storage or engine, not both (the engine owns the storage)")
         client = remote.connect(engine, token, tls_ca)
-        given_sampler, given_pruner = sampler, pruner
+        given_sampler = sampler
         sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
-        native = client.create_study(study_name, names, remote.component_spec(given_sampler, "sampler"), remote.component_spec(given_pruner, "pruner"), load_if_exists)
+        native = client.create_study(study_name, names, remote.component_spec(given_sampler, "sampler"), remote.component_spec(pruner, "pruner"), load_if_exists)
         return Study(native, sampler, pruner, remote.RemoteStorage(client))
     st = _storages._resolve(storage)
     sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
@@ -420,7 +421,7 @@ def _resolve_sampler_pruner(sampler: Any, pruner: Any) -> Tuple[BaseSampler, Bas
     elif not isinstance(sampler, BaseSampler):
         raise ValueError(f"sampler must be a dspex sampler (dspex.samplers.*), got {sampler!r}")
     if pruner is None:
-        pruner = NopPruner()
+        pruner = MedianPruner()  # Optuna's default
     elif not isinstance(pruner, BasePruner):
         raise ValueError(f"pruner must be a dspex pruner (dspex.pruners.*), got {pruner!r}")
     return sampler, pruner

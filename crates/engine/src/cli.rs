@@ -80,6 +80,22 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run an unmodified Optuna script on dspex: `dspex run SCRIPT [ARGS]`.
+    Run(PythonArgs),
+    /// List, show, delete or export the studies of a storage.
+    Studies(PythonArgs),
+    /// List, show or close the sessions of a served engine.
+    Sessions(PythonArgs),
+    /// Benchmark dspex against its peers: `dspex bench --suite quick|full --out DIR`.
+    Bench(PythonArgs),
+}
+
+/// The arguments of a command that the Python package runs (`python/dspex/cli.py` takes it
+/// before this parser; it is here to be listed by `--help`).
+#[derive(Debug, clap::Args)]
+struct PythonArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 /// `dspex cache ...`: the LM cache file (a SQLite file; other processes may use it meanwhile).
@@ -252,6 +268,11 @@ pub fn run(args: Vec<String>, env: CliEnv) -> i32 {
             env.cancel,
         )),
         Cmd::Cache { action } => handle.block_on(cache_cmd(action)),
+        Cmd::Run(_) | Cmd::Studies(_) | Cmd::Sessions(_) | Cmd::Bench(_) => Err(
+            "this command is run by the Python package: use the `dspex` command installed with it \
+             (or python -m dspex.cli)"
+                .into(),
+        ),
         Cmd::Worker { python, args } => {
             let py = python.or(env.python).unwrap_or_else(|| "python3".into());
             match std::process::Command::new(&py)

@@ -275,9 +275,8 @@ impl Program {
         let mut trace = Vec::with_capacity(self.steps.len());
         let (mut tokens, mut cost) = (0, 0.0);
         for (step, c) in self.steps.iter().zip(&configured.0) {
-            let (read, wrote, used, spent) = step
-                .run(session, c, &state, self.budget.as_ref())
-                .await?;
+            let (read, wrote, used, spent) =
+                step.run(session, c, &state, self.budget.as_ref()).await?;
             tokens += used;
             cost += spent;
             for (k, v) in &wrote {

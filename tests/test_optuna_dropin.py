@@ -1,0 +1,178 @@
+"""Optuna scripts on dspex: ``dspex run`` / ``install_as_optuna`` (``import optuna`` and its
+submodules resolve to dspex), Optuna's defaults (MedianPruner, the ``optuna`` logger), and the
+real Optuna's ``TrialPruned`` raised by an integration (optuna_integration's LightGBM pruning
+callback on a real LightGBM model) counting as pruned."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import dspex
+
+SCRIPT = """
+import sys
+import optuna
+import optuna.samplers
+from optuna.trial import TrialState
+from optuna.study import StudyDirection
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+def objective(trial):
+    x = trial.suggest_float("x", -10, 10)
+    for step in range(3):
+        trial.report((x - 2) ** 2 + step, step)
+    return (x - 2) ** 2
+
+if __name__ == "__main__":
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(objective, n_trials=12)
+    done = study.get_trials(states=[TrialState.COMPLETE, TrialState.PRUNED])
+    print("module", optuna.__name__, optuna.trial.__name__)
+    print("argv", sys.argv[1:])
+    print("pruner", type(study.pruner).__name__, study.direction == StudyDirection.MINIMIZE)
+    print("trials", len(done))
+"""
+
+
+def _run(*args: str, cwd: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+@pytest.mark.parametrize("how", [("-m", "dspex.cli", "run"), ("-m", "dspex.run")], ids=["dspex run", "python -m dspex.run"])
+def test_an_unmodified_optuna_script_runs_on_dspex(tmp_path, how):
+    (tmp_path / "script.py").write_text(SCRIPT)
+    out = _run(*how, "script.py", "--flag", "value", cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    assert lines["module"] == "dspex dspex.trial"
+    assert lines["argv"] == "['--flag', 'value']"
+    assert lines["pruner"] == "MedianPruner True"  # Optuna's default pruner
+    assert lines["trials"] == "12"
+
+
+def test_a_part_of_optuna_dspex_lacks_is_a_clear_import_error(tmp_path):
+    (tmp_path / "s.py").write_text("import optuna\nimport optuna.no_such_part\n")
+    out = _run("-m", "dspex.run", "s.py", cwd=str(tmp_path))
+    assert out.returncode != 0
+    assert "optuna.no_such_part is not part of dspex yet" in out.stderr, out.stderr
+    out = _run("-m", "dspex.run", "missing.py", cwd=str(tmp_path))
+    assert out.returncode == 2 and "no such file" in out.stderr
+
+
+def test_a_handler_on_the_optuna_logger_sees_every_trial_line(tmp_path):
+    code = textwrap.dedent(
+        """
+        import logging
+        import dspex.as_optuna
+        import optuna
+
+        seen = []
+        class Keep(logging.Handler):
+            def emit(self, record):
+                seen.append(record.getMessage())
+        logging.getLogger("optuna").addHandler(Keep())
+        study = optuna.create_study()
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+        print(sum(m.startswith("Trial ") and "finished" in m for m in seen))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        print(sum(m.startswith("Trial ") and "finished" in m for m in seen))
+        """
+    )
+    out = _run("-c", code, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3", "3"]
+    assert "Trial 0 finished" in out.stderr  # the default handler moved to the optuna logger
+
+
+def test_the_real_optunas_trial_pruned_prunes_the_trial():
+    optuna = pytest.importorskip("optuna")
+    assert optuna.__name__ == "optuna" and optuna is not dspex  # the real one, beside dspex
+
+    def objective(trial: dspex.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number % 2:
+            raise optuna.TrialPruned("pruned by an integration")
+        return x
+
+    study = dspex.create_study()
+    study.optimize(objective, n_trials=6)
+    states = [t.state for t in study.trials]
+    assert states.count(dspex.TrialState.PRUNED) == 3 and states.count(dspex.TrialState.COMPLETE) == 3
+
+
+def _lightgbm_objective(optuna_integration, lgb, data):
+    x_train, x_valid, y_train, y_valid = data
+
+    def objective(trial):
+        params = {
+            "objective": "binary",
+            "metric": "binary_logloss",
+            "verbosity": -1,
+            "num_threads": 1,
+            "learning_rate": trial.suggest_float("learning_rate", 1e-3, 0.3, log=True),
+            "num_leaves": trial.suggest_int("num_leaves", 2, 64),
+        }
+        dtrain = lgb.Dataset(x_train, label=y_train)
+        dvalid = lgb.Dataset(x_valid, label=y_valid)
+        cb = optuna_integration.LightGBMPruningCallback(trial, "binary_logloss")
+        booster = lgb.train(params, dtrain, num_boost_round=40, valid_sets=[dvalid], callbacks=[cb])
+        return float(booster.best_score["valid_0"]["binary_logloss"])
+
+    return objective
+
+
+def test_an_integrations_pruning_callback_works_with_a_dspex_trial():
+    """optuna_integration's LightGBMPruningCallback gets a dspex trial (duck typing), reports
+    the validation loss each round, asks should_prune and raises the real Optuna's TrialPruned."""
+    lgb = pytest.importorskip("lightgbm")
+    optuna_integration = pytest.importorskip("optuna_integration")
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_breast_cancer(return_X_y=True)
+    data = train_test_split(x, y, test_size=0.25, random_state=0)
+    study = dspex.create_study(sampler=dspex.samplers.TPESampler(seed=0), pruner=dspex.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5))
+    study.optimize(_lightgbm_objective(optuna_integration, lgb, data), n_trials=16)
+    states = [t.state for t in study.trials]
+    assert dspex.TrialState.FAIL not in states
+    assert states.count(dspex.TrialState.PRUNED) >= 1, states
+    assert all(len(t.intermediate_values) >= 6 for t in study.trials)
+    assert study.best_value < 0.3
+
+
+def test_install_as_optuna_runs_an_integration_against_dspex(tmp_path):
+    """Installed as optuna, the integration imports dspex as optuna: its TrialPruned is dspex's."""
+    pytest.importorskip("lightgbm")
+    pytest.importorskip("optuna_integration")
+    code = textwrap.dedent(
+        """
+        import dspex
+        dspex.install_as_optuna()
+        import lightgbm as lgb
+        import optuna
+        import optuna_integration
+        from sklearn.datasets import load_breast_cancer
+        from sklearn.model_selection import train_test_split
+        from test_optuna_dropin import _lightgbm_objective
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        x, y = load_breast_cancer(return_X_y=True)
+        data = train_test_split(x, y, test_size=0.25, random_state=0)
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+        study.optimize(_lightgbm_objective(optuna_integration, lgb, data), n_trials=12)
+        states = [t.state.name for t in study.trials]
+        print(optuna.TrialPruned is dspex.TrialPruned, "FAIL" in states, states.count("PRUNED") > 0)
+        """
+    )
+    import os
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "True"], out.stdout
