@@ -108,7 +108,15 @@ pub struct Configured(Vec<ConfiguredStep>);
 struct ConfiguredStep {
     args: Map<String, Value>,
     /// Predict and ChainOfThought: the signature, the instructions and the demos.
-    predict: Option<(Signature, String, Vec<Map<String, Value>>)>,
+    predict: Option<PredictSetup>,
+}
+
+/// What a Predict step's arguments set up: the signature, the instructions and the demos.
+#[derive(Debug)]
+struct PredictSetup {
+    sig: Signature,
+    instructions: String,
+    demos: Vec<Map<String, Value>>,
 }
 
 /// A program: its steps, in order.
@@ -648,10 +656,7 @@ impl Step {
     }
 
     /// A Predict step's signature, instructions and demos under `args` (None for other steps).
-    fn prediction(
-        &self,
-        args: &Map<String, Value>,
-    ) -> Result<Option<(Signature, String, Vec<Map<String, Value>>)>> {
+    fn prediction(&self, args: &Map<String, Value>) -> Result<Option<PredictSetup>> {
         if !matches!(
             self.module,
             ModuleKind::Predict | ModuleKind::ChainOfThought
@@ -669,7 +674,11 @@ impl Step {
             s => s.to_string(),
         };
         let demos = self.demos(args)?;
-        Ok(Some((sig, instructions, demos)))
+        Ok(Some(PredictSetup {
+            sig,
+            instructions,
+            demos,
+        }))
     }
 
     /// The step's arguments with the trial's values of its tunable ones.
@@ -735,7 +744,12 @@ impl Step {
                 );
             }
             ModuleKind::Predict | ModuleKind::ChainOfThought => {
-                let Some((sig, instructions, demos)) = &configured.predict else {
+                let Some(PredictSetup {
+                    sig,
+                    instructions,
+                    demos,
+                }) = &configured.predict
+                else {
                     return Err(EngineError::Internal(format!(
                         "step {n:?} was not configured"
                     )));
