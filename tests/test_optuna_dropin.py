@@ -176,3 +176,90 @@ def test_install_as_optuna_runs_an_integration_against_dspex(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False", "True"], out.stdout
+
+
+def test_fixed_trial_base_trial_and_the_deprecated_suggest_methods():
+    from dspex.trial import BaseTrial, FixedTrial
+
+    def objective(trial: BaseTrial) -> float:
+        x = trial.suggest_uniform("x", 0, 1)
+        lr = trial.suggest_loguniform("lr", 1e-4, 1e-1)
+        q = trial.suggest_discrete_uniform("q", 0, 1, 0.25)
+        k = trial.suggest_int("k", 1, 3)
+        trial.report(x, 0)
+        assert not trial.should_prune()
+        return x + lr + q + k
+
+    with pytest.warns(FutureWarning, match="suggest_uniform has been deprecated"):
+        assert objective(FixedTrial({"x": 0.5, "lr": 0.01, "q": 0.25, "k": 2})) == pytest.approx(2.76)
+    fixed = FixedTrial({"x": 2.0}, number=7)
+    with pytest.warns(UserWarning, match="out of the range"):
+        assert fixed.suggest_float("x", 0, 1) == 2.0
+    assert fixed.params == {"x": 2.0} and fixed.number == 7
+    with pytest.raises(ValueError, match="'y' is not found"):
+        fixed.suggest_float("y", 0, 1)
+    study = dspex.create_study()
+    with pytest.warns(FutureWarning):
+        study.optimize(objective, n_trials=3)
+    assert all(isinstance(t, BaseTrial) for t in study.trials)
+    assert study.best_trial.distributions["lr"].log and study.best_trial.distributions["q"].step == 0.25
+    from dspex.distributions import UniformDistribution, _convert_old_distribution_to_new_distribution
+
+    with pytest.warns(FutureWarning):
+        old = UniformDistribution(0, 1)
+    assert type(_convert_old_distribution_to_new_distribution(old)) is dspex.distributions.FloatDistribution
+
+
+def test_max_trials_callback_metric_names_summaries_and_copy_study(tmp_path):
+    from dspex.study import MaxTrialsCallback
+
+    src = f"sqlite:///{tmp_path / 'a.db'}"
+    study = dspex.create_study(study_name="s", storage=src, direction="maximize")
+    study.set_user_attr("owner", "me")
+    study.set_metric_names(["accuracy"])
+    with pytest.raises(ValueError, match="match the length"):
+        study.set_metric_names(["a", "b"])
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=100, callbacks=[MaxTrialsCallback(4)])
+    assert len(study.trials) == 4 and study.metric_names == ["accuracy"]
+    # Optuna's constructor loads a stored study
+    again = dspex.Study(study_name="s", storage=src)
+    assert again.best_value == study.best_value
+
+    dst = f"sqlite:///{tmp_path / 'b.db'}"
+    dspex.copy_study(from_study_name="s", from_storage=src, to_storage=dst, to_study_name="t")
+    copied = dspex.load_study(study_name="t", storage=dst)
+    assert [t.params for t in copied.trials] == [t.params for t in study.trials]
+    assert copied.user_attrs == {"owner": "me"} and copied.metric_names == ["accuracy"]
+    [summary] = dspex.get_all_study_summaries(dst)
+    assert (summary.study_name, summary.n_trials, summary.direction) == ("t", 4, dspex.StudyDirection.MAXIMIZE)
+    assert summary.best_trial is not None and summary.best_trial.value == study.best_value
+    assert summary.user_attrs == {"owner": "me"} and summary.datetime_start is not None
+
+
+def test_optuna_integration_modules_resolve_under_the_alias(tmp_path):
+    """``optuna.integration.X`` (Optuna's shim over optuna-integration), and LightGBMTuner, which
+    subclasses Study with Optuna's constructor and writes trial attributes through trial.storage."""
+    pytest.importorskip("lightgbm")
+    pytest.importorskip("optuna_integration")
+    code = textwrap.dedent(
+        """
+        import dspex.as_optuna
+        import optuna
+        import optuna.integration.lightgbm as lgb
+        from sklearn.datasets import load_breast_cancer
+        from sklearn.model_selection import train_test_split
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        x, y = load_breast_cancer(return_X_y=True)
+        xt, xv, yt, yv = train_test_split(x, y, test_size=0.25, random_state=0)
+        params = {"objective": "binary", "metric": "binary_logloss", "verbosity": -1, "num_threads": 1}
+        tuner = lgb.LightGBMTuner(params, lgb.Dataset(xt, label=yt), valid_sets=[lgb.Dataset(xv, label=yv)],
+                                  num_boost_round=20, show_progress_bar=False, optuna_seed=0)
+        tuner.run()
+        print(len(tuner.study.trials), tuner.best_score < 0.3, optuna.integration.LightGBMPruningCallback.__module__)
+        """
+    )
+    out = _run("-c", code, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    n, good, module = out.stdout.split()
+    assert int(n) > 50 and good == "True" and module.startswith("optuna_integration")

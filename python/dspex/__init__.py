@@ -15,12 +15,12 @@ The API follows Optuna's, so ``import dspex as optuna`` runs a typical Optuna sc
 
 from __future__ import annotations
 
-from dspex import _native, distributions, exceptions, logging, pruners, remote, samplers, session, storages, study, trial
+from dspex import _native, distributions, exceptions, integration, logging, pruners, remote, samplers, session, storages, study, trial
 from dspex._alias import install_as_optuna
 from dspex.exceptions import TrialPruned
 from dspex.remote import attach
 from dspex.session import DSpexSessionContext
-from dspex.study import Study, StudyDirection, create_study, delete_study, get_all_study_names, load_study
+from dspex.study import Study, StudyDirection, StudySummary, copy_study, create_study, delete_study, get_all_study_names, get_all_study_summaries, load_study
 from dspex.trial import FrozenTrial, Trial, TrialState, create_trial
 
 __version__: str = _native.__version__
@@ -40,7 +40,11 @@ __all__ = [
     "delete_study",
     "distributions",
     "exceptions",
+    "integration",
     "get_all_study_names",
+    "get_all_study_summaries",
+    "copy_study",
+    "StudySummary",
     "install_as_optuna",
     "load_study",
     "logging",

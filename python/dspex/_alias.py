@@ -16,7 +16,7 @@ from dspex import logging as _dlogging
 from dspex.exceptions import TrialPruned
 
 #: ``optuna.X`` modules that are dspex's under the same name.
-_SAME_NAME = ("distributions", "exceptions", "logging", "pruners", "samplers", "storages", "study", "trial")
+_SAME_NAME = ("distributions", "exceptions", "integration", "logging", "pruners", "samplers", "storages", "study", "trial")
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -39,6 +39,8 @@ class _OptunaFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: Optional[Sequence[str]] = None, target: Optional[ModuleType] = None) -> Optional[importlib.machinery.ModuleSpec]:
         if fullname != "optuna" and not fullname.startswith("optuna."):
             return None
+        if fullname.startswith("optuna.integration."):  # Optuna's own shim over optuna-integration
+            return importlib.util.spec_from_loader(fullname, _AliasLoader("optuna_integration." + fullname[len("optuna.integration."):]))
         dspex_name = "dspex" + fullname[len("optuna"):]
         if importlib.util.find_spec(dspex_name) is None:
             raise ModuleNotFoundError(

@@ -117,6 +117,62 @@ def _from_native(t: tuple) -> BaseDistribution:
     return d
 
 
+def _old(name: str, instead: str) -> None:
+    warnings.warn(f"{name} has been deprecated in Optuna v3.0.0 and will be removed in v6.0.0; use {instead} instead.", FutureWarning, stacklevel=3)
+
+
+class UniformDistribution(FloatDistribution):
+    """Deprecated (Optuna 3.0): ``FloatDistribution(low, high)``."""
+
+    def __init__(self, low: float, high: float) -> None:
+        _old("UniformDistribution", "FloatDistribution(low, high)")
+        super().__init__(low, high)
+
+
+class LogUniformDistribution(FloatDistribution):
+    """Deprecated (Optuna 3.0): ``FloatDistribution(low, high, log=True)``."""
+
+    def __init__(self, low: float, high: float) -> None:
+        _old("LogUniformDistribution", "FloatDistribution(low, high, log=True)")
+        super().__init__(low, high, log=True)
+
+
+class DiscreteUniformDistribution(FloatDistribution):
+    """Deprecated (Optuna 3.0): ``FloatDistribution(low, high, step=q)``."""
+
+    def __init__(self, low: float, high: float, q: float) -> None:
+        _old("DiscreteUniformDistribution", "FloatDistribution(low, high, step=q)")
+        super().__init__(low, high, step=q)
+
+    @property
+    def q(self) -> float:
+        assert self.step is not None
+        return self.step
+
+
+class IntUniformDistribution(IntDistribution):
+    """Deprecated (Optuna 3.0): ``IntDistribution(low, high, step=step)``."""
+
+    def __init__(self, low: int, high: int, step: int = 1) -> None:
+        _old("IntUniformDistribution", "IntDistribution(low, high, step=step)")
+        super().__init__(low, high, step=step)
+
+
+class IntLogUniformDistribution(IntDistribution):
+    """Deprecated (Optuna 3.0): ``IntDistribution(low, high, log=True)``."""
+
+    def __init__(self, low: int, high: int, step: int = 1) -> None:
+        _old("IntLogUniformDistribution", "IntDistribution(low, high, log=True)")
+        super().__init__(low, high, log=True, step=step)
+
+
+def _convert_old_distribution_to_new_distribution(distribution: BaseDistribution, suppress_warning: bool = False) -> BaseDistribution:
+    """A deprecated distribution as the Float/IntDistribution it stands for (others as given)."""
+    if isinstance(distribution, (FloatDistribution, IntDistribution)) and type(distribution) not in (FloatDistribution, IntDistribution):
+        return _from_native(distribution._to_native())
+    return distribution
+
+
 def distribution_to_json(dist: BaseDistribution) -> str:
     """Optuna's JSON form of ``dist``."""
     return _native.distribution_to_json(dist._to_native())
@@ -131,8 +187,13 @@ __all__ = [
     "BaseDistribution",
     "CategoricalChoiceType",
     "CategoricalDistribution",
+    "DiscreteUniformDistribution",
     "FloatDistribution",
     "IntDistribution",
+    "IntLogUniformDistribution",
+    "IntUniformDistribution",
+    "LogUniformDistribution",
+    "UniformDistribution",
     "distribution_to_json",
     "json_to_distribution",
 ]

@@ -1,7 +1,8 @@
-"""Studies: create, load and optimize (Optuna-compatible)."""
+"""Studies: create, load, copy and optimize (Optuna-compatible)."""
 
 from __future__ import annotations
 
+import datetime
 import enum
 import threading
 from typing import Any, Callable, Container, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
@@ -46,13 +47,18 @@ def _direction_name(d: Any) -> str:
 
 class Study:
     """A study: a set of trials optimizing one or more objectives. Create it with
-    :func:`create_study` or :func:`load_study`."""
+    :func:`create_study` or :func:`load_study`; ``Study(study_name, storage, sampler=None,
+    pruner=None)`` loads a stored study as Optuna's constructor does."""
 
-    def __init__(self, native: _native.Study, sampler: BaseSampler, pruner: BasePruner, storage: Union[_storages.InMemoryStorage, _storages.RDBStorage, remote.RemoteStorage]) -> None:
-        self._native = native
-        self.sampler = sampler
-        self.pruner = pruner
-        self._storage = storage
+    def __init__(self, study_name: Any, storage: Any = None, sampler: Optional[BaseSampler] = None, pruner: Optional[BasePruner] = None) -> None:
+        # (internally: the engine's study, its storage, sampler and pruner)
+        if not isinstance(study_name, _native.Study):  # Optuna's Study(study_name, storage, ...)
+            loaded = load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+            study_name, sampler, pruner, storage = loaded._native, loaded.sampler, loaded.pruner, loaded._storage
+        self._native: _native.Study = study_name
+        self.sampler: BaseSampler = sampler  # type: ignore[assignment]  # set either way above
+        self.pruner: BasePruner = pruner  # type: ignore[assignment]
+        self._storage: Union[_storages.InMemoryStorage, _storages.RDBStorage, remote.RemoteStorage] = storage
         self._optimizing = 0
         self._lock = threading.Lock()
 
@@ -87,6 +93,10 @@ class Study:
         if states is not None:
             names = [s.name for s in TrialState if s in states]
         return [FrozenTrial._from_native(t) for t in self._native.trials(names)]
+
+    def _get_trials(self, deepcopy: bool = True, states: Optional[Container[TrialState]] = None, use_cache: bool = False) -> List[FrozenTrial]:
+        """:meth:`get_trials` without a subclass's override (as Optuna's private method)."""
+        return Study.get_trials(self, deepcopy, states)
 
     @property
     def best_trial(self) -> FrozenTrial:
@@ -124,6 +134,18 @@ class Study:
 
     def set_system_attr(self, key: str, value: Any) -> None:
         self._native.set_system_attr(key, value)
+
+    @property
+    def metric_names(self) -> Optional[List[str]]:
+        """The objectives' names set by :meth:`set_metric_names` (None before)."""
+        names = self.system_attrs.get(_METRIC_NAMES)
+        return list(names) if names is not None else None
+
+    def set_metric_names(self, metric_names: List[str]) -> None:
+        """Names the objectives, one name per direction (kept in the storage, as Optuna does)."""
+        if len(metric_names) != len(self.directions):
+            raise ValueError("The number of objectives must match the length of the metric names.")
+        self.set_system_attr(_METRIC_NAMES, list(metric_names))
 
     # ---------------------------------------------------------------- optimize
     def optimize(
@@ -337,11 +359,11 @@ def create_study(
         given_sampler = sampler
         sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
         native = client.create_study(study_name, names, remote.component_spec(given_sampler, "sampler"), remote.component_spec(pruner, "pruner"), load_if_exists)
-        return Study(native, sampler, pruner, remote.RemoteStorage(client))
+        return Study(native, remote.RemoteStorage(client), sampler, pruner)
     st = _storages._resolve(storage)
     sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
     native = _native.Study.create(st._native, study_name, names, sampler._native, pruner._native, load_if_exists)
-    return Study(native, sampler, pruner, st)
+    return Study(native, st, sampler, pruner)
 
 
 def load_study(
@@ -370,13 +392,13 @@ def load_study(
         study_name = names[0]
     sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
     native = _native.Study.load(st._native, study_name, sampler._native, pruner._native)
-    return Study(native, sampler, pruner, st)
+    return Study(native, st, sampler, pruner)
 
 
 def _load_remote_study(engine: str, token: Optional[str], tls_ca: Optional[str], study_name: str) -> Study:
     client = remote.connect(engine, token, tls_ca)
     sampler, pruner = _resolve_sampler_pruner(None, None)
-    return Study(client.load_study(study_name), sampler, pruner, remote.RemoteStorage(client))
+    return Study(client.load_study(study_name), remote.RemoteStorage(client), sampler, pruner)
 
 
 # dspex.remote.attach opens the study it joins with this (dspex.remote cannot import this module).
@@ -390,6 +412,82 @@ def delete_study(*, study_name: str, storage: Any) -> None:
 
 def get_all_study_names(storage: Any) -> List[str]:
     return _storages._resolve(storage).get_all_study_names()
+
+
+_METRIC_NAMES = "study:metric_names"  # the study system attribute Optuna keeps them in
+
+
+class MaxTrialsCallback:
+    """Stops the study once ``n_trials`` of its trials are in ``states`` (default: COMPLETE),
+    counting the trials of every process that shares the study (a callback of ``optimize``)."""
+
+    def __init__(self, n_trials: int, states: Optional[Container[TrialState]] = (TrialState.COMPLETE,)) -> None:
+        self._n_trials = n_trials
+        self._states = states
+
+    def __call__(self, study: Study, trial: FrozenTrial) -> None:
+        if len(study.get_trials(deepcopy=False, states=self._states)) >= self._n_trials:
+            study.stop()
+
+
+class StudySummary:
+    """What :func:`get_all_study_summaries` says about a study."""
+
+    def __init__(self, study_name: str, direction: Optional[StudyDirection], best_trial: Optional[FrozenTrial], user_attrs: Dict[str, Any], n_trials: int,
+                 datetime_start: Optional[datetime.datetime], study_id: int, *, directions: Optional[Sequence[StudyDirection]] = None) -> None:
+        if (direction is None) == (directions is None):
+            raise ValueError("Specify one of `direction` and `directions`.")
+        self.study_name = study_name
+        self._directions = list(directions) if directions is not None else [direction]
+        self.best_trial = best_trial
+        self.user_attrs = user_attrs
+        self.n_trials = n_trials
+        self.datetime_start = datetime_start
+        self._study_id = study_id
+
+    @property
+    def direction(self) -> StudyDirection:
+        if len(self._directions) > 1:
+            raise RuntimeError("This attribute is not available during multi-objective optimization.")
+        d = self._directions[0]
+        assert d is not None
+        return d
+
+    @property
+    def directions(self) -> List[StudyDirection]:
+        return [d for d in self._directions if d is not None]
+
+    def __repr__(self) -> str:
+        return f"StudySummary(study_name={self.study_name!r}, n_trials={self.n_trials})"
+
+
+def get_all_study_summaries(storage: Any, include_best_trial: bool = True) -> List[StudySummary]:
+    """A :class:`StudySummary` of every study of ``storage`` (``study_id``: the study's position
+    in the storage's list)."""
+    out = []
+    for i, name in enumerate(get_all_study_names(storage)):
+        study = load_study(study_name=name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        best = None
+        if include_best_trial and len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in trials):
+            best = study.best_trial
+        starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+        multi = len(study.directions) > 1
+        out.append(StudySummary(name, None if multi else study.direction, best, study.user_attrs, len(trials), min(starts) if starts else None, i,
+                                directions=study.directions if multi else None))
+    return out
+
+
+def copy_study(*, from_study_name: str, from_storage: Any, to_storage: Any, to_study_name: Optional[str] = None) -> None:
+    """Copies a study (its directions, attributes and every trial) to another storage, or under
+    another name. Trial numbers are given anew in the copy, as in Optuna."""
+    src = load_study(study_name=from_study_name, storage=from_storage)
+    dst = create_study(study_name=to_study_name or from_study_name, storage=to_storage, directions=src.directions)
+    for k, v in src.system_attrs.items():
+        dst.set_system_attr(k, v)
+    for k, v in src.user_attrs.items():
+        dst.set_user_attr(k, v)
+    dst.add_trials(src.get_trials(deepcopy=False))
 
 
 def _tell_arguments(values: Any, state: Optional[TrialState]) -> Dict[str, Any]:
@@ -427,4 +525,15 @@ def _resolve_sampler_pruner(sampler: Any, pruner: Any) -> Tuple[BaseSampler, Bas
     return sampler, pruner
 
 
-__all__ = ["Study", "StudyDirection", "create_study", "delete_study", "get_all_study_names", "load_study"]
+__all__ = [
+    "MaxTrialsCallback",
+    "Study",
+    "StudyDirection",
+    "StudySummary",
+    "copy_study",
+    "create_study",
+    "delete_study",
+    "get_all_study_names",
+    "get_all_study_summaries",
+    "load_study",
+]

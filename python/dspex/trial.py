@@ -1,8 +1,10 @@
 """Trials: the live :class:`Trial` an objective receives, read-only :class:`FrozenTrial`
-records, :class:`TrialState` and :func:`create_trial`."""
+records, :class:`FixedTrial` (an objective run on given parameters), their :class:`BaseTrial`,
+:class:`TrialState` and :func:`create_trial`."""
 
 from __future__ import annotations
 
+import abc
 import datetime
 import enum
 import math
@@ -13,6 +15,8 @@ from dspex.distributions import (
     BaseDistribution,
     CategoricalChoiceType,
     CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
     _from_native,
 )
 
@@ -41,11 +45,55 @@ class TrialState(enum.IntEnum):
         return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
+class BaseTrial(abc.ABC):
+    """What :class:`Trial`, :class:`FrozenTrial` and :class:`FixedTrial` have in common: an
+    objective written against it runs with any of them. Also carries Optuna's deprecated
+    ``suggest_uniform``, ``suggest_loguniform`` and ``suggest_discrete_uniform`` (they warn and
+    call :meth:`suggest_float`)."""
+
+    @abc.abstractmethod
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float: ...
+
+    @abc.abstractmethod
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+
+    @abc.abstractmethod
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+    @abc.abstractmethod
+    def report(self, value: float, step: int) -> None: ...
+
+    @abc.abstractmethod
+    def should_prune(self) -> bool: ...
+
+    @abc.abstractmethod
+    def set_user_attr(self, key: str, value: Any) -> None: ...
+
+    def suggest_uniform(self, name: str, low: float, high: float) -> float:
+        """Deprecated (Optuna 3.0): ``suggest_float(name, low, high)``."""
+        _deprecated("suggest_uniform", "suggest_float(name, low, high)")
+        return self.suggest_float(name, low, high)
+
+    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
+        """Deprecated (Optuna 3.0): ``suggest_float(name, low, high, log=True)``."""
+        _deprecated("suggest_loguniform", "suggest_float(name, low, high, log=True)")
+        return self.suggest_float(name, low, high, log=True)
+
+    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
+        """Deprecated (Optuna 3.0): ``suggest_float(name, low, high, step=q)``."""
+        _deprecated("suggest_discrete_uniform", "suggest_float(name, low, high, step=q)")
+        return self.suggest_float(name, low, high, step=q)
+
+
+def _deprecated(name: str, instead: str) -> None:
+    warnings.warn(f"{name} has been deprecated in Optuna v3.0.0 and will be removed in v6.0.0; use {instead} instead.", FutureWarning, stacklevel=3)
+
+
 def _ts(seconds: Optional[float]) -> Optional[datetime.datetime]:
     return None if seconds is None else datetime.datetime.fromtimestamp(seconds)
 
 
-class FrozenTrial:
+class FrozenTrial(BaseTrial):
     """A finished (or snapshotted) trial: params, values, state, attributes and times.
 
     ``suggest_*`` return the recorded parameter values, so an objective can be re-run on
@@ -194,7 +242,7 @@ class FrozenTrial:
         )
 
 
-class Trial:
+class Trial(BaseTrial):
     """A running trial: the objective asks it for parameters (define-by-run) and reports to it.
 
     Every call goes to the engine with the GIL released; sampling happens there. The
@@ -264,6 +312,12 @@ class Trial:
 
     def set_system_attr(self, key: str, value: Any) -> None:
         self._native.set_trial_system_attr(self._number, key, value)
+
+    @property
+    def storage(self) -> "_TrialStorage":
+        """The trial attributes' part of Optuna's storage interface (``trial.storage.
+        set_trial_system_attr(trial._trial_id, key, value)``), which integrations use."""
+        return _TrialStorage(self.study)
 
     def _record(self) -> Any:
         """The trial's record in the engine now (a ``dspex._native.TrialRecord``): one call."""
@@ -355,5 +409,97 @@ def _validate(ft: FrozenTrial) -> None:
         raise ValueError("a FAIL trial cannot have values")
 
 
-__all__ = ["BaseTrial", "FrozenTrial", "Trial", "TrialState", "create_trial"]
-BaseTrial = Trial
+class _TrialStorage:
+    """Optuna's ``BaseStorage`` methods on a study's trials that integrations call through
+    ``trial.storage`` (a trial id is its number in dspex)."""
+
+    def __init__(self, study: "Study") -> None:
+        self._native = study._native
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._native.set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._native.set_trial_system_attr(trial_id, key, value)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return FrozenTrial._from_native(self._native.trial(trial_id))
+
+
+class FixedTrial(BaseTrial):
+    """A trial whose parameters are given: ``objective(FixedTrial({"x": 1.0}))`` runs the
+    objective on those values (to check it, or to re-run the best trial's configuration). A
+    ``suggest_*`` of a name not given raises ValueError; a value outside the suggested range
+    warns. ``report`` does nothing and ``should_prune`` is False."""
+
+    def __init__(self, params: Dict[str, Any], number: int = 0) -> None:
+        self._params = dict(params)
+        self._suggested: Dict[str, Any] = {}
+        self._distributions: Dict[str, BaseDistribution] = {}
+        self._user_attrs: Dict[str, Any] = {}
+        self._system_attrs: Dict[str, Any] = {}
+        self._datetime_start = datetime.datetime.now()
+        self._number = number
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+        return float(self._suggest(name, FloatDistribution(low, high, log=log, step=step)))
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        return int(self._suggest(name, IntDistribution(low, high, log=log, step=step)))
+
+    def suggest_categorical(self, name: str, choices: Sequence[C]) -> C:
+        return self._suggest(name, CategoricalDistribution(tuple(choices)))
+
+    def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
+        if name not in self._params:
+            raise ValueError(f"The value of the parameter '{name}' is not found. Please set it at the construction of the FixedTrial object.")
+        value = self._params[name]
+        if isinstance(distribution, CategoricalDistribution):
+            inside = value in distribution.choices
+        else:
+            inside = distribution._contains(value)  # type: ignore[attr-defined]
+        if not inside:
+            warnings.warn(f"The value {value!r} of the parameter '{name}' is out of the range of the distribution {distribution!r}.", stacklevel=3)
+        self._suggested[name] = value
+        self._distributions[name] = distribution
+        return value
+
+    def report(self, value: float, step: int) -> None:
+        """Does nothing."""
+
+    def should_prune(self) -> bool:
+        return False
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self._user_attrs[key] = value
+
+    def set_system_attr(self, key: str, value: Any) -> None:
+        self._system_attrs[key] = value
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        """The parameters suggested so far."""
+        return dict(self._suggested)
+
+    @property
+    def distributions(self) -> Dict[str, BaseDistribution]:
+        return dict(self._distributions)
+
+    @property
+    def user_attrs(self) -> Dict[str, Any]:
+        return dict(self._user_attrs)
+
+    @property
+    def system_attrs(self) -> Dict[str, Any]:
+        return dict(self._system_attrs)
+
+    @property
+    def datetime_start(self) -> Optional[datetime.datetime]:
+        return self._datetime_start
+
+    @property
+    def number(self) -> int:
+        return self._number
+
+
+__all__ = ["BaseTrial", "FixedTrial", "FrozenTrial", "Trial", "TrialState", "create_trial"]
