@@ -85,6 +85,26 @@ class BaseTrial(abc.ABC):
         return self.suggest_float(name, low, high, step=q)
 
 
+class _NotRunning(BaseTrial):
+    """A trial no study runs (:class:`FrozenTrial`, :class:`FixedTrial`): ``report`` does
+    nothing, ``should_prune`` is False, attributes are kept on the object."""
+
+    _user_attrs: Dict[str, Any]
+    _system_attrs: Dict[str, Any]
+
+    def report(self, value: float, step: int) -> None:
+        """Does nothing: no study runs this trial."""
+
+    def should_prune(self) -> bool:
+        return False
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self._user_attrs[key] = value
+
+    def set_system_attr(self, key: str, value: Any) -> None:
+        self._system_attrs[key] = value
+
+
 def _deprecated(name: str, instead: str) -> None:
     warnings.warn(f"{name} has been deprecated in Optuna v3.0.0 and will be removed in v6.0.0; use {instead} instead.", FutureWarning, stacklevel=3)
 
@@ -93,7 +113,7 @@ def _ts(seconds: Optional[float]) -> Optional[datetime.datetime]:
     return None if seconds is None else datetime.datetime.fromtimestamp(seconds)
 
 
-class FrozenTrial(BaseTrial):
+class FrozenTrial(_NotRunning):
     """A finished (or snapshotted) trial: params, values, state, attributes and times.
 
     ``suggest_*`` return the recorded parameter values, so an objective can be re-run on
@@ -211,18 +231,6 @@ class FrozenTrial(BaseTrial):
         if name not in self._params:
             raise ValueError(f"The value of the parameter '{name}' is not found. Please set it at the construction of the FrozenTrial object.")
         return self._params[name]
-
-    def report(self, value: float, step: int) -> None:
-        """Does nothing: a frozen trial is not running."""
-
-    def should_prune(self) -> bool:
-        return False
-
-    def set_user_attr(self, key: str, value: Any) -> None:
-        self._user_attrs[key] = value
-
-    def set_system_attr(self, key: str, value: Any) -> None:
-        self._system_attrs[key] = value
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FrozenTrial) and vars(self) == vars(other)
@@ -426,7 +434,7 @@ class _TrialStorage:
         return FrozenTrial._from_native(self._native.trial(trial_id))
 
 
-class FixedTrial(BaseTrial):
+class FixedTrial(_NotRunning):
     """A trial whose parameters are given: ``objective(FixedTrial({"x": 1.0}))`` runs the
     objective on those values (to check it, or to re-run the best trial's configuration). A
     ``suggest_*`` of a name not given raises ValueError; a value outside the suggested range
@@ -463,18 +471,6 @@ class FixedTrial(BaseTrial):
         self._suggested[name] = value
         self._distributions[name] = distribution
         return value
-
-    def report(self, value: float, step: int) -> None:
-        """Does nothing."""
-
-    def should_prune(self) -> bool:
-        return False
-
-    def set_user_attr(self, key: str, value: Any) -> None:
-        self._user_attrs[key] = value
-
-    def set_system_attr(self, key: str, value: Any) -> None:
-        self._system_attrs[key] = value
 
     @property
     def params(self) -> Dict[str, Any]:
