@@ -334,30 +334,41 @@ def test_ctrl_c_stops_a_program_study_keeping_its_finished_trials(lm, tmp_path, 
             _stop(server)
 
 
-def test_the_metric_runs_in_supervised_worker_processes_and_survives_one_killed(lm, tmp_path, monkeypatch):
-    """processes=2: the metric is a shared tool served by two worker processes; one of them is
-    killed (SIGKILL) in the middle of a call and the call it had is scored by another (the pool
-    restarts it); no example fails and every trial completes."""
+@pytest.mark.parametrize("served", [False, True], ids=["embedded", "served"])
+def test_the_metric_runs_in_supervised_worker_processes_and_survives_one_killed(lm, tmp_path, monkeypatch, served):
+    """processes=2: the metric is a shared tool served by two worker processes (which join the
+    session: over a loopback server of this process's engine, or on the served engine); one of
+    them is killed (SIGKILL) in the middle of a call and the call it had is scored by another
+    (the pool restarts it); no example fails and every trial completes."""
     import os
-
-    import pool_metric
 
     monkeypatch.setenv("DSPEX_TEST_POOL_DIR", str(tmp_path))
     monkeypatch.setenv("DSPEX_TEST_POOL_OWNER", str(os.getpid()))
-    with DSpexSessionContext() as ctx:
-        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-pool", base_url=lm.url))
-        study = Study(rag, TPESampler(pool_metric.metric, n_trials=10, seed=0), TRAIN)
-        best = study.optimize(concurrency=2, example_concurrency=4, processes=2, show_progress_bar=False)
-        assert best.score == 1.0
-        assert study.summary["complete"] == 10 and study.summary["failed"] == 0
-        assert not study.summary.get("errors"), (study.summary["errors"], sorted(os.listdir(tmp_path)))
-        assert "__metric" not in " ".join(ctx._native.tool_specs())  # the workers left
+    server, addr = _start_server() if served else (None, None)
+    try:
+        _pool_study(lm, addr)
+    finally:
+        if server is not None:
+            _stop(server)
     # (this process scores only the bootstrap runs of the demo sets)
     workers = {int(n[4:]) for n in os.listdir(tmp_path) if n.startswith("pid-")} - {os.getpid()}
     assert len(workers) >= 2, workers  # (the one restarted after the kill may come too late to score)
     assert (tmp_path / "killed").exists()
     scored = sum((tmp_path / f"pid-{p}").stat().st_size for p in workers)
     assert scored >= 10 * len(TRAIN)  # every prediction of every trial (the killed call twice)
+
+
+def _pool_study(lm, addr):
+    import pool_metric
+
+    with DSpexSessionContext(engine=addr) as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-pool", base_url=lm.url))
+        study = Study(rag, TPESampler(pool_metric.metric, n_trials=10, seed=0), TRAIN)
+        best = study.optimize(concurrency=2, example_concurrency=4, processes=2, show_progress_bar=False)
+        assert best.score == 1.0
+        assert study.summary["complete"] == 10 and study.summary["failed"] == 0
+        assert not study.summary.get("errors"), study.summary["errors"]
+        assert "__metric" not in " ".join(ctx._native.tool_specs())  # the workers left
 
 
 def test_processes_needs_a_metric_that_pickles(lm):
