@@ -263,3 +263,76 @@ def test_optuna_integration_modules_resolve_under_the_alias(tmp_path):
     assert out.returncode == 0, out.stderr
     n, good, module = out.stdout.split()
     assert int(n) > 50 and good == "True" and module.startswith("optuna_integration")
+
+
+def _constrained(trial):
+    """Optuna's constrained quadratic: feasible inside a circle and outside another."""
+    x = trial.suggest_float("x", -15, 30)
+    y = trial.suggest_float("y", -15, 30)
+    c0 = (x - 5) ** 2 + y**2 - 25
+    c1 = -((x - 8) ** 2) - (y + 3) ** 2 + 7.7
+    trial.set_user_attr("constraint", (c0, c1))
+    return 4 * x**2 + 4 * y**2, c0, c1
+
+
+@pytest.mark.parametrize("how", ["constraints_func", "set_constraint"])
+def test_constraints_steer_tpe_and_the_best_trial_is_feasible(tmp_path, how):
+    storage = f"sqlite:///{tmp_path / 'c.db'}"
+    if how == "constraints_func":
+        with pytest.warns(FutureWarning, match="constraints_func has been deprecated"):
+            sampler = dspex.samplers.TPESampler(seed=0, constraints_func=lambda t: t.user_attrs["constraint"])
+        study = dspex.create_study(sampler=sampler, storage=storage)
+        study.optimize(lambda t: _constrained(t)[0], n_trials=120)
+    else:
+        def objective(trial):
+            v, c0, c1 = _constrained(trial)
+            trial.set_constraint("c0", c0)
+            trial.set_constraint("c1", c1)
+            return v
+
+        study = dspex.create_study(sampler=dspex.samplers.TPESampler(seed=0), storage=storage)
+        study.optimize(objective, n_trials=120)
+    feasible = [all(v <= 0 for v in t.constraints.values()) for t in study.trials]
+    assert all(len(t.constraints) == 2 for t in study.trials)
+    # TPE learns where the feasible region is: more feasible trials after the random start
+    assert sum(feasible[60:]) > 2 * sum(feasible[:10]) and sum(feasible[60:]) >= 20
+    best = study.best_trial
+    assert all(v <= 0 for v in best.constraints.values())
+    assert best.value == min(t.value for t, ok in zip(study.trials, feasible) if ok)
+    # infeasible trials with better values exist but are never the best
+    assert any(t.value < best.value for t, ok in zip(study.trials, feasible) if not ok)
+
+
+def test_constraint_inputs_are_checked_and_infeasible_only_studies_have_no_best():
+    study = dspex.create_study()
+
+    def objective(trial):
+        trial.set_constraint("c", 1.0)
+        with pytest.raises(TypeError, match="must be a float"):
+            trial.set_constraint("d", "big")
+        with pytest.raises(ValueError, match="NaN is not allowed"):
+            trial.set_constraint("d", float("nan"))
+        return trial.suggest_float("x", 0, 1)
+
+    study.optimize(objective, n_trials=3)
+    assert [t.constraints for t in study.trials] == [{"c": 1.0}] * 3
+    with pytest.raises(ValueError, match="no feasible trials"):
+        study.best_trial
+    study.add_trial(dspex.create_trial(value=5.0, params={}, distributions={}, constraints={"c": 0.0}))
+    assert study.best_value == 5.0 and study.best_trial.constraints == {"c": 0.0}
+    # a constraints_func that fails (or returns garbage) fails its trial, not the study
+    with pytest.warns(FutureWarning):
+        bad = dspex.samplers.TPESampler(constraints_func=lambda t: [float("nan")])
+    s2 = dspex.create_study(sampler=bad)
+    s2.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2, catch=(ValueError,))
+    assert [t.state for t in s2.trials] == [dspex.TrialState.FAIL] * 2
+    assert "NaN" in s2.trials[0].system_attrs["fail_reason"]
+    with pytest.raises(TypeError, match="must be a callable"):
+        dspex.samplers.TPESampler(constraints_func=3)
+
+
+def test_pareto_front_keeps_feasible_trials_only():
+    study = dspex.create_study(directions=["minimize", "minimize"])
+    for a, b, c in [(0.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.5, 0.5, 0.0), (2.0, 2.0, 0.0)]:
+        study.add_trial(dspex.create_trial(values=[a, b], params={}, distributions={}, constraints={"c": c}))
+    assert sorted(t.values for t in study.best_trials) == [[0.5, 0.5], [1.0, 0.0]]

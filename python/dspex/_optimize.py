@@ -156,6 +156,7 @@ class _Runner:
         self.callbacks = callbacks
         self.gc_after_trial = gc_after_trial
         self.progress = progress
+        self.constraints_func = study.sampler._constraints_func
         self.error: Optional[BaseException] = None
         self.lock = threading.Lock()
         self.single = len(self.native.directions) == 1
@@ -176,6 +177,8 @@ class _Runner:
 
     def finish(self, number: int, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
         """Tells the engine, logs, runs callbacks, answers the run. Never raises."""
+        if self.constraints_func is not None and exc is None:
+            exc = self._constraints(number)
         if not self.callbacks and (exc is None or isinstance(exc, self.catch)):
             self._finish_fast(number, value, pruned, exc)
             return
@@ -211,6 +214,22 @@ class _Runner:
         if self.gc_after_trial:
             gc.collect()
         self.run.done(number, abort)
+
+    def _constraints(self, number: int) -> Optional[Exception]:
+        """Stores what the sampler's ``constraints_func`` says of trial ``number`` (the
+        ``constraints`` system attribute, as Optuna); the exception when it failed."""
+        assert self.constraints_func is not None
+        try:
+            values = self.constraints_func(FrozenTrial._from_native(self.native.trial(number)))
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+                raise TypeError(f"constraints_func must return a sequence of floats, got {values!r}")
+            floats = [float(v) for v in values]
+            if any(math.isnan(v) for v in floats):
+                raise ValueError(f"constraints_func returned NaN: {values!r}")
+            self.native.set_trial_system_attr(number, "constraints", floats)
+            return None
+        except Exception as e:  # noqa: BLE001 - fails the trial
+            return e
 
     def _finish_fast(self, number: int, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
         """``finish`` without callbacks nor an exception that stops the study: the outcome and

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Mapping, Optional, Sequence
+import warnings
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from dspex import _native
 
@@ -25,6 +26,9 @@ class BaseSampler:
     #: (kind, constructor keywords): what the engine builds the sampler from, in this process
     #: or in a remote engine (the same validation as study.toml's ``[sampler]``).
     _spec: "tuple[str, Dict[str, Any]]"
+    #: ``constraints_func(frozen_trial) -> constraint values``, run by the evaluator of each
+    #: trial that completes or is pruned (see TPESampler).
+    _constraints_func: Optional[Callable[[Any], Sequence[float]]] = None
 
     def _build(self, kind: str, options: Dict[str, Any]) -> None:
         try:
@@ -47,8 +51,15 @@ class RandomSampler(BaseSampler):
 class TPESampler(BaseSampler):
     """Tree-structured Parzen Estimator, with Optuna 5.0's keyword names and defaults.
 
-    ``gamma``, ``weights``, ``categorical_distance_func`` and ``constraints_func`` (Python
-    callables) are not supported by the engine and must be left to None.
+    ``gamma``, ``weights`` and ``categorical_distance_func`` (Python callables) are not
+    supported by the engine and must be left to None.
+
+    Constraints, as Optuna: a trial is feasible when all its constraint values are <= 0. They
+    come from ``trial.set_constraint(key, value)`` in the objective, or from
+    ``constraints_func(frozen_trial)`` (deprecated in Optuna 5, still supported), which the
+    evaluator calls after each trial that completes or is pruned (a ``constraints_func`` that
+    raises fails the trial). TPE learns from feasible trials first, infeasible ones by least
+    violation; ``best_trial`` and ``best_trials`` consider feasible trials only.
 
     One dspex keyword: ``below_clip_factor`` (default 4.0). The magic clip of the good trials'
     estimator counts that many kernels per observation, so their bandwidths may narrow as in a
@@ -80,11 +91,15 @@ class TPESampler(BaseSampler):
         for name, value in (
             ("gamma", gamma),
             ("weights", weights),
-            ("constraints_func", constraints_func),
             ("categorical_distance_func", categorical_distance_func),
         ):
             if value is not None:
                 raise ValueError(f"TPESampler({name}={value!r}): custom {name} is not supported by dspex")
+        if constraints_func is not None:
+            if not callable(constraints_func):
+                raise TypeError(f"TPESampler(constraints_func={constraints_func!r}): must be a callable (frozen_trial) -> constraint values")
+            warnings.warn("constraints_func has been deprecated in Optuna v5.0.0 and will be removed in v7.0.0; use trial.set_constraint instead.", FutureWarning, stacklevel=2)
+            self._constraints_func = constraints_func
         if consider_prior is False:
             raise ValueError("TPESampler(consider_prior=False) is not supported (Optuna 5 always uses the prior)")
         self._build(

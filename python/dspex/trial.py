@@ -85,12 +85,41 @@ class BaseTrial(abc.ABC):
         return self.suggest_float(name, low, high, step=q)
 
 
+_CONSTRAINT_PREFIX = "constraints:"  # a named constraint's system attribute, as Optuna
+
+
+def _constraint_value(key: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"a constraint value must be a float, got {type(value).__name__} ({value!r}) for {key!r}") from None
+    if math.isnan(v):
+        raise ValueError(f"Attempted to set a constraint for {key!r}, but NaN is not allowed.")
+    return v
+
+
+def _constraints_of(system_attrs: Dict[str, Any]) -> Dict[str, float]:
+    """The constraint values in a trial's system attributes: those of ``constraints_func``
+    (named "0", "1", ...) and those set by name."""
+    out = {str(i): float(v) for i, v in enumerate(system_attrs.get("constraints") or [])}
+    out.update({k[len(_CONSTRAINT_PREFIX):]: float(v) for k, v in system_attrs.items() if k.startswith(_CONSTRAINT_PREFIX)})
+    return out
+
+
 class _NotRunning(BaseTrial):
     """A trial no study runs (:class:`FrozenTrial`, :class:`FixedTrial`): ``report`` does
     nothing, ``should_prune`` is False, attributes are kept on the object."""
 
     _user_attrs: Dict[str, Any]
     _system_attrs: Dict[str, Any]
+
+    @property
+    def constraints(self) -> Dict[str, float]:
+        """The trial's constraint values by name (feasible when all are <= 0)."""
+        return _constraints_of(self._system_attrs)
+
+    def set_constraint(self, key: str, value: float) -> None:
+        self._system_attrs[_CONSTRAINT_PREFIX + key] = _constraint_value(key, value)
 
     def report(self, value: float, step: int) -> None:
         """Does nothing: no study runs this trial."""
@@ -321,6 +350,17 @@ class Trial(BaseTrial):
     def set_system_attr(self, key: str, value: Any) -> None:
         self._native.set_trial_system_attr(self._number, key, value)
 
+    def set_constraint(self, key: str, value: float) -> None:
+        """Sets the constraint ``key`` of this trial: it is feasible when all its constraint
+        values are <= 0 (TPE learns from feasible trials first; the best trial is a feasible
+        one)."""
+        self._native.set_trial_system_attr(self._number, _CONSTRAINT_PREFIX + key, _constraint_value(key, value))
+
+    @property
+    def constraints(self) -> Dict[str, float]:
+        """The constraint values set so far, by name."""
+        return _constraints_of(self.system_attrs)
+
     @property
     def storage(self) -> "_TrialStorage":
         """The trial attributes' part of Optuna's storage interface (``trial.storage.
@@ -380,10 +420,15 @@ def create_trial(
     user_attrs: Dict[str, Any] | None = None,
     system_attrs: Dict[str, Any] | None = None,
     intermediate_values: Dict[int, float] | None = None,
+    constraints: Dict[str, float] | None = None,
 ) -> FrozenTrial:
-    """Builds a :class:`FrozenTrial` to pass to :meth:`Study.add_trial`."""
+    """Builds a :class:`FrozenTrial` to pass to :meth:`Study.add_trial` (``constraints``: its
+    constraint values by name, as :meth:`Trial.set_constraint` sets them)."""
     if value is not None and values is not None:
         raise ValueError("Specify only one of `value` and `values`.")
+    system_attrs = dict(system_attrs or {})
+    for key, v in (constraints or {}).items():
+        system_attrs[_CONSTRAINT_PREFIX + key] = _constraint_value(key, v)
     now = datetime.datetime.now()
     state = TrialState(state)
     ft = FrozenTrial(
@@ -396,7 +441,7 @@ def create_trial(
         params=params or {},
         distributions=distributions or {},
         user_attrs=user_attrs or {},
-        system_attrs=system_attrs or {},
+        system_attrs=system_attrs,
         intermediate_values=intermediate_values or {},
         trial_id=-1,
     )

@@ -10,6 +10,28 @@ pub type AttrValue = serde_json::Value;
 /// Attribute name -> value.
 pub type AttrMap = BTreeMap<String, AttrValue>;
 
+/// The system attribute of a trial's constraint values, as Optuna keeps them: a list under
+/// `constraints` (from a sampler's `constraints_func`) and one value per `constraints:<key>`
+/// (from `trial.set_constraint`).
+pub const CONSTRAINTS_KEY: &str = "constraints";
+
+/// How far a trial with these system attributes is from satisfying its constraints: the sum of
+/// its positive constraint values (0: feasible); None when it has no constraint values.
+pub fn constraint_violation(system_attrs: &AttrMap) -> Option<f64> {
+    let mut values: Vec<f64> = Vec::new();
+    if let Some(AttrValue::Array(list)) = system_attrs.get(CONSTRAINTS_KEY) {
+        values.extend(list.iter().filter_map(AttrValue::as_f64));
+    }
+    let prefix = format!("{CONSTRAINTS_KEY}:");
+    values.extend(
+        system_attrs
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(_, v)| v.as_f64()),
+    );
+    (!values.is_empty()).then(|| values.iter().filter(|v| **v > 0.0).sum())
+}
+
 /// Everything known about one trial.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrialRecord {

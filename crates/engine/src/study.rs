@@ -468,10 +468,16 @@ impl Study {
         }
         let dir = self.directions[0];
         let mut best: Option<TrialRecord> = None;
+        let mut infeasible = 0;
         for t in self
             .storage
             .get_all_trials(self.id, Some(&[TrialState::Complete]))?
         {
+            // a trial that violates its constraints is never the best (as in Optuna)
+            if infeasible_record(&t) {
+                infeasible += 1;
+                continue;
+            }
             let Some(v) = t.value() else { continue };
             if best
                 .as_ref()
@@ -481,7 +487,13 @@ impl Study {
                 best = Some(t);
             }
         }
-        best.ok_or_else(|| EngineError::NoData("no trials are completed yet".into()))
+        best.ok_or_else(|| {
+            EngineError::NoData(if infeasible > 0 {
+                "no feasible trials are completed yet".into()
+            } else {
+                "no trials are completed yet".into()
+            })
+        })
     }
 
     /// The Pareto-optimal COMPLETE trials.
@@ -494,6 +506,7 @@ impl Study {
                 t.values
                     .as_ref()
                     .is_some_and(|v| v.len() == self.directions.len())
+                    && !infeasible_record(t)
             })
             .collect();
         let losses: Vec<Vec<f64>> = complete
@@ -591,4 +604,9 @@ pub fn check_values(values: &[f64], n_objectives: usize) -> Option<String> {
         ));
     }
     None
+}
+
+/// True when a trial has constraint values and violates one.
+fn infeasible_record(t: &TrialRecord) -> bool {
+    crate::model::constraint_violation(&t.system_attrs).is_some_and(|v| v > 0.0)
 }

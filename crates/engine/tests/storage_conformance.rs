@@ -1515,6 +1515,42 @@ fn everything_survives_reopen(b: &Backend) {
     );
 }
 
+/// Constraint values in a trial's system attributes (a `constraints` list, `constraints:<key>`
+/// values) are the history's violation, for a trial made from a template too, and after a
+/// reopen.
+fn constraint_violations_reach_the_history(b: &Backend) {
+    let st = b.st();
+    let s = b.study("s", &[Minimize]);
+    let n0 = st.create_new_trial(s, None).unwrap();
+    st.set_trial_system_attr(s, n0, "constraints", json!([1.5, -2.0, 0.5]))
+        .unwrap();
+    let n1 = st.create_new_trial(s, None).unwrap();
+    st.set_trial_system_attr(s, n1, "constraints:a", json!(-1.0))
+        .unwrap();
+    st.set_trial_system_attr(s, n1, "constraints:b", json!(0.0))
+        .unwrap();
+    let mut t = TrialRecord::new(0, Complete);
+    t.values = Some(vec![1.0]);
+    t.system_attrs.insert("constraints:c".into(), json!(3.0));
+    let n2 = st.create_new_trial(s, Some(&t)).unwrap();
+    let n3 = st.create_new_trial(s, None).unwrap();
+    st.set_trial_system_attr(s, n3, "other", json!(1.0))
+        .unwrap();
+    for (n, v) in [(n0, 1.0), (n1, 2.0), (n3, 3.0)] {
+        complete(st, s, n, v);
+    }
+    let check = |st: &dyn Storage| {
+        with_history(st, s, |h| {
+            let v: Vec<Option<f64>> = h.trials().iter().map(|t| t.violation).collect();
+            assert_eq!(v, vec![Some(2.0), Some(0.0), Some(3.0), None]);
+            assert!(h.trials()[n2 as usize].infeasible() && !h.trials()[n1 as usize].infeasible());
+        })
+        .unwrap();
+    };
+    check(st);
+    check(b.reopen().as_ref());
+}
+
 /// Generates `memory::<test>`, `sqlite::<test>` and `postgres::<test>` for each test function.
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
@@ -1554,4 +1590,5 @@ conformance!(
     waiting_trials_are_popped_in_order,
     waiting_template_keeps_params_and_values,
     everything_survives_reopen,
+    constraint_violations_reach_the_history,
 );

@@ -254,6 +254,16 @@ impl History {
         self.pending.get(&number).and_then(|p| p.get(name).copied())
     }
 
+    /// Sets trial `number`'s constraint violation (see [`FrozenTrial::violation`]).
+    pub fn set_violation(
+        &mut self,
+        number: u64,
+        violation: Option<f64>,
+    ) -> Result<(), OptimizerError> {
+        self.trial_mut(number)?.violation = violation;
+        Ok(())
+    }
+
     /// Records intermediate `value` at `step` of an unfinished trial (a repeated step
     /// overwrites the earlier value).
     pub fn report(&mut self, number: u64, step: i64, value: f64) -> Result<(), OptimizerError> {

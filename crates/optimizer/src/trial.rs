@@ -111,6 +111,9 @@ pub struct FrozenTrial {
     pub values: Option<Vec<f64>>,
     /// step -> reported value.
     pub intermediate_values: BTreeMap<i64, f64>,
+    /// How far the trial is from satisfying its constraints: the sum of its positive constraint
+    /// values (0: feasible); None for a trial without constraints.
+    pub violation: Option<f64>,
 }
 
 impl FrozenTrial {
@@ -123,7 +126,13 @@ impl FrozenTrial {
             distributions: BTreeMap::new(),
             values: None,
             intermediate_values: BTreeMap::new(),
+            violation: None,
         }
+    }
+
+    /// True when the trial has constraints and violates one.
+    pub fn infeasible(&self) -> bool {
+        self.violation.is_some_and(|v| v > 0.0)
     }
 
     /// The single objective value (first value), if any.

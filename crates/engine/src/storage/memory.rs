@@ -247,6 +247,7 @@ impl Storage for InMemoryStorage {
             fixed: t.fixed_params.clone(),
             relative_space: SearchSpace::new(),
         });
+        s.sync_violation(number)?;
         // A WAITING trial starts (and gets its start time) when it is popped; it keeps the
         // template's params and intermediate values meanwhile, as the SQL backend does.
         if initial != TrialState::Waiting && s.extras[number as usize].datetime_start.is_none() {
@@ -417,10 +418,7 @@ impl Storage for InMemoryStorage {
     ) -> Result<()> {
         let data = self.study(study)?;
         let mut s = data.state.write();
-        s.extra_mut(number)?
-            .system_attrs
-            .insert(key.to_string(), value);
-        Ok(())
+        s.set_system_attr(number, key, value)
     }
 
     fn get_trial(&self, study: StudyId, number: u64) -> Result<TrialRecord> {

@@ -368,6 +368,7 @@ impl Cache {
             x.fixed = fixed;
             x.fail_reason = fail_reason;
         }
+        self.sync_violation(n).map_err(ctx)?;
         if t.state.is_finished() {
             let values = if t.values.is_empty() {
                 None
@@ -2241,8 +2242,9 @@ impl SqlStorage {
                     x.user_attrs.insert(key.to_string(), value);
                     p.user_attrs.push((key.to_string(), json));
                 } else {
-                    x.system_attrs.insert(key.to_string(), value);
                     p.system_attrs.push((key.to_string(), json));
+                    drop(pending);
+                    c.set_system_attr(number, key, value)?;
                 }
                 return Ok(());
             }
@@ -2254,11 +2256,12 @@ impl SqlStorage {
         };
         self.upsert_trial_attr(q, trial_id, key, &json, "cannot set a trial attribute")?;
         let mut c = entry.cache.write();
-        let x = c.extra_mut(number)?;
         if user {
-            x.user_attrs.insert(key.to_string(), value);
+            c.extra_mut(number)?
+                .user_attrs
+                .insert(key.to_string(), value);
         } else {
-            x.system_attrs.insert(key.to_string(), value);
+            c.set_system_attr(number, key, value)?;
         }
         Ok(())
     }

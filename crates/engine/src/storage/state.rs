@@ -53,6 +53,25 @@ impl StudyState {
             .ok_or(EngineError::TrialNotFound(number))
     }
 
+    /// Sets a system attribute of trial `number`; a constraint value also updates the trial's
+    /// violation in the history (what constrained samplers read).
+    pub fn set_system_attr(&mut self, number: u64, key: &str, value: AttrValue) -> Result<()> {
+        self.extra_mut(number)?
+            .system_attrs
+            .insert(key.to_string(), value);
+        if key.starts_with(crate::model::CONSTRAINTS_KEY) {
+            self.sync_violation(number)?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes trial `number`'s violation in the history from its system attributes.
+    pub fn sync_violation(&mut self, number: u64) -> Result<()> {
+        let v = crate::model::constraint_violation(&self.extra(number)?.system_attrs);
+        self.history.set_violation(number, v)?;
+        Ok(())
+    }
+
     /// Fails unless trial `number` is RUNNING (`op` names the refused operation).
     pub fn running(&self, number: u64, op: &'static str) -> Result<()> {
         let state = self.history.trial(number)?.state;

@@ -397,15 +397,25 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
     let trials = history.trials();
     let mut complete: Vec<u64> = Vec::with_capacity(trials.len());
     let mut pruned: Vec<&FrozenTrial> = Vec::new();
+    // finished trials that violate their constraints: (violation, number)
+    let mut infeasible: Vec<(f64, u64)> = Vec::new();
     for (number, state) in history.states().iter().enumerate() {
+        let t = &trials[number];
         let number = number as u64;
         match state {
+            TrialState::Complete | TrialState::Pruned if t.infeasible() => {
+                infeasible.push((t.violation.unwrap_or(0.0), number))
+            }
             TrialState::Complete => complete.push(number),
-            TrialState::Pruned => pruned.push(&trials[number as usize]),
+            TrialState::Pruned => pruned.push(t),
             _ => {}
         }
     }
-    let mut n_below = gamma(complete.len() + pruned.len(), dirs.len() > 1);
+    let n_below_all = gamma(
+        complete.len() + pruned.len() + infeasible.len(),
+        dirs.len() > 1,
+    );
+    let mut n_below = n_below_all;
     let mut below: Vec<u64> = Vec::with_capacity(n_below);
 
     // Complete trials.
@@ -486,6 +496,14 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
         });
     }
     below.extend(pruned[..k].iter().map(|t| t.number));
+    n_below -= k;
+    // Infeasible trials last (as Optuna's constrained TPE): the least violation first.
+    let k = n_below.min(infeasible.len());
+    if k > 0 {
+        infeasible.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        below.extend(infeasible[..k].iter().map(|x| x.1));
+    }
+    debug_assert!(below.len() <= n_below_all);
     below.sort_unstable();
     // Above: every other learnable trial (and RUNNING ones under the constant liar), in number
     // order, without sorting.
@@ -595,6 +613,37 @@ mod tests {
         assert_eq!(below.len() + above.len(), 13);
         let (_, above) = split(&h, cur, false);
         assert!(!above.contains(&r));
+    }
+
+    #[test]
+    fn infeasible_trials_come_after_feasible_ones_least_violation_first() {
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        // 20 trials: the best values are infeasible; gamma(20) = 2
+        for i in 0..20u64 {
+            let t = h.create_trial(TrialState::Running);
+            let violation = if i < 5 {
+                Some(5.0 - i as f64)
+            } else {
+                Some(0.0)
+            };
+            h.set_violation(t, violation).unwrap();
+            h.finish(t, TrialState::Complete, Some(vec![i as f64]))
+                .unwrap();
+        }
+        // the two best feasible values, not the infeasible 0..4
+        assert_eq!(split(&h, 99, false).0, vec![5, 6]);
+        // with few feasible trials the rest of the below set is the least violating
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        for i in 0..20u64 {
+            let t = h.create_trial(TrialState::Running);
+            let violation = if i == 19 { 0.0 } else { 1.0 + i as f64 };
+            h.set_violation(t, Some(violation)).unwrap();
+            h.finish(t, TrialState::Complete, Some(vec![i as f64]))
+                .unwrap();
+        }
+        let (below, above) = split(&h, 99, false);
+        assert_eq!(below, vec![0, 19]);
+        assert_eq!(below.len() + above.len(), 20);
     }
 
     #[test]
