@@ -336,3 +336,112 @@ def test_pareto_front_keeps_feasible_trials_only():
     for a, b, c in [(0.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.5, 0.5, 0.0), (2.0, 2.0, 0.0)]:
         study.add_trial(dspex.create_trial(values=[a, b], params={}, distributions={}, constraints={"c": c}))
     assert sorted(t.values for t in study.best_trials) == [[0.5, 0.5], [1.0, 0.0]]
+
+
+class _GridWalk(dspex.samplers.BaseSampler):
+    """A sampler written in Python: x relative (a walk over a grid), the rest independent."""
+
+    def __init__(self):
+        self.calls = []
+        self.fallback = dspex.samplers.RandomSampler(seed=0)
+
+    def before_trial(self, study, trial):
+        self.calls.append(("before", trial.number))
+
+    def infer_relative_search_space(self, study, trial):
+        return dspex.search_space.intersection_search_space(study.trials)
+
+    def sample_relative(self, study, trial, search_space):
+        return {"x": (trial.number % 5) / 4} if "x" in search_space else {}
+
+    def sample_independent(self, study, trial, name, distribution):
+        self.calls.append(("independent", name))
+        return self.fallback.sample_independent(study, trial, name, distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self.calls.append(("after", trial.number, state.name, values))
+
+
+def _custom_objective(trial):
+    x = trial.suggest_float("x", 0, 1)
+    k = trial.suggest_int("k", 1, 9, log=True)
+    c = trial.suggest_categorical("c", ["a", "b"])
+    if c == "b" and trial.number == 3:
+        raise dspex.TrialPruned()
+    return x + k
+
+
+@pytest.mark.parametrize("where", ["embedded", "served"])
+def test_a_sampler_written_in_python_is_called_as_optuna_calls_it(tmp_path, where):
+    sampler = _GridWalk()
+    if where == "served":
+        from test_remote import _start_server, _stop
+
+        server, addr = _start_server()
+        study = dspex.create_study(sampler=sampler, engine=addr, study_name="custom")
+    else:
+        server = None
+        study = dspex.create_study(sampler=sampler, storage=f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        study.enqueue_trial({"x": 0.125})
+        study.optimize(_custom_objective, n_trials=8)
+        trials = study.trials
+        assert trials[0].params["x"] == 0.125  # enqueued values come first
+        # from trial 2 on (once a trial completed) x is the sampler's relative sample
+        assert [t.params["x"] for t in trials[2:]] == [(n % 5) / 4 for n in range(2, 8)]
+        assert all(1 <= t.params["k"] <= 9 and t.params["c"] in ("a", "b") for t in trials)
+        assert [c[1] for c in sampler.calls if c[0] == "before"] == list(range(8))
+        after = [c for c in sampler.calls if c[0] == "after"]
+        assert [a[2] for a in after] == [t.state.name for t in trials]
+        done = [a for a in after if a[2] == "COMPLETE"]
+        assert all(a[3] == [trials[a[1]].value] for a in done)
+        # the engine recorded what the sampler chose, with the distributions
+        assert trials[5].distributions["k"].log
+    finally:
+        if server is not None:
+            _stop(server)
+
+
+def test_a_python_samplers_bad_value_fails_the_trial_with_a_clear_error():
+    class Outside(dspex.samplers.BaseSampler):
+        def sample_independent(self, study, trial, name, distribution):
+            return 7.0
+
+    study = dspex.create_study(sampler=Outside())
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1, catch=(ValueError,))
+    assert study.trials[0].state == dspex.TrialState.FAIL
+    assert "the sampler's value 7.0 for \"x\" does not fit" in study.trials[0].system_attrs["fail_reason"]
+    with pytest.raises(ValueError, match="implement Optuna's sampler interface"):
+        dspex.create_study(sampler=object())
+
+
+def test_a_sampler_written_against_the_real_optuna_runs_on_dspex():
+    optuna = pytest.importorskip("optuna")
+
+    class Fixed(optuna.samplers.BaseSampler):
+        def infer_relative_search_space(self, study, trial):
+            return {}
+
+        def sample_relative(self, study, trial, search_space):
+            return {}
+
+        def sample_independent(self, study, trial, name, distribution):
+            return distribution.high
+
+    study = dspex.create_study(sampler=Fixed())
+    study.optimize(lambda t: t.suggest_float("x", 0, 2) + t.suggest_int("n", 0, 3), n_trials=3)
+    assert [t.value for t in study.trials] == [5.0] * 3
+
+
+def test_random_sampler_samples_every_distribution_in_python():
+    from dspex.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    r = dspex.samplers.RandomSampler(seed=1)
+    dists = [FloatDistribution(0, 1), FloatDistribution(1e-3, 1, log=True), FloatDistribution(0, 1, step=0.25),
+             IntDistribution(1, 100, log=True), IntDistribution(0, 10, step=5), CategoricalDistribution(["u", None, 3])]
+    for d in dists:
+        for _ in range(200):
+            v = r.sample_independent(None, None, "p", d)
+            ok = v in d.choices if isinstance(d, CategoricalDistribution) else d._contains(v)
+            assert ok, (d, v)
+    assert {r.sample_independent(None, None, "p", dists[4]) for _ in range(200)} == {0, 5, 10}

@@ -15,7 +15,7 @@ The API follows Optuna's, so ``import dspex as optuna`` runs a typical Optuna sc
 
 from __future__ import annotations
 
-from dspex import _native, distributions, exceptions, integration, logging, pruners, remote, samplers, session, storages, study, trial
+from dspex import _native, distributions, exceptions, integration, logging, pruners, remote, samplers, search_space, session, storages, study, trial
 from dspex._alias import install_as_optuna
 from dspex.exceptions import TrialPruned
 from dspex.remote import attach
@@ -51,6 +51,7 @@ __all__ = [
     "pruners",
     "remote",
     "samplers",
+    "search_space",
     "session",
     "storages",
     "study",

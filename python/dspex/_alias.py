@@ -16,7 +16,7 @@ from dspex import logging as _dlogging
 from dspex.exceptions import TrialPruned
 
 #: ``optuna.X`` modules that are dspex's under the same name.
-_SAME_NAME = ("distributions", "exceptions", "integration", "logging", "pruners", "samplers", "storages", "study", "trial")
+_SAME_NAME = ("distributions", "exceptions", "integration", "logging", "pruners", "samplers", "search_space", "storages", "study", "trial")
 
 
 class _AliasLoader(importlib.abc.Loader):

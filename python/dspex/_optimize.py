@@ -20,7 +20,8 @@ from dspex.exceptions import StorageInternalError, TrialPruned
 from dspex.logging import defer as _defer
 from dspex.logging import flush as _flush_log
 from dspex.logging import get_logger
-from dspex.trial import FrozenTrial, Trial
+from dspex.samplers import _is_python_sampler
+from dspex.trial import FrozenTrial, Trial, TrialState
 
 if TYPE_CHECKING:
     from dspex.study import Study
@@ -156,7 +157,8 @@ class _Runner:
         self.callbacks = callbacks
         self.gc_after_trial = gc_after_trial
         self.progress = progress
-        self.constraints_func = study.sampler._constraints_func
+        self.constraints_func = getattr(study.sampler, "_constraints_func", None)
+        self.custom_sampler = study.sampler if _is_python_sampler(study.sampler) else None
         self.error: Optional[BaseException] = None
         self.lock = threading.Lock()
         self.single = len(self.native.directions) == 1
@@ -177,6 +179,9 @@ class _Runner:
 
     def finish(self, number: int, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
         """Tells the engine, logs, runs callbacks, answers the run. Never raises."""
+        if self.custom_sampler is not None:
+            failed = self._after_trial(number, value, pruned, exc)
+            exc = exc if exc is not None else failed
         if self.constraints_func is not None and exc is None:
             exc = self._constraints(number)
         if not self.callbacks and (exc is None or isinstance(exc, self.catch)):
@@ -214,6 +219,22 @@ class _Runner:
         if self.gc_after_trial:
             gc.collect()
         self.run.done(number, abort)
+
+    def _after_trial(self, number: int, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> Optional[Exception]:
+        """Calls the Python sampler's ``after_trial`` before the outcome is stored (as Optuna);
+        the exception when it failed."""
+        state = TrialState.PRUNED if pruned is not None else TrialState.FAIL if exc is not None else TrialState.COMPLETE
+        values = None
+        if state == TrialState.COMPLETE:
+            try:
+                values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+            except (TypeError, ValueError):
+                values = None
+        try:
+            self.custom_sampler.after_trial(self.study, FrozenTrial._from_native(self.native.trial(number)), state, values)  # type: ignore[union-attr]
+            return None
+        except Exception as e:  # noqa: BLE001 - fails the trial
+            return e
 
     def _constraints(self, number: int) -> Optional[Exception]:
         """Stores what the sampler's ``constraints_func`` says of trial ``number`` (the

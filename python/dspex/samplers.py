@@ -1,8 +1,12 @@
-"""Samplers: how trial parameters are chosen. All of them run in the Rust engine."""
+"""Samplers: how trial parameters are chosen. The built-in ones run in the Rust engine; a
+subclass of :class:`BaseSampler` written in Python (Optuna's interface) runs in the process
+that evaluates the trial."""
 
 from __future__ import annotations
 
 import json
+import math
+import random
 import warnings
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
@@ -20,7 +24,14 @@ def _check_seed(seed: Any) -> Optional[int]:
 
 
 class BaseSampler:
-    """Base class of the engine's samplers (custom Python samplers are not supported yet)."""
+    """Base class of the samplers. The built-in ones run in the engine. A subclass written in
+    Python implements Optuna's interface and is called by the evaluating process:
+    ``before_trial(study, trial)`` and, when ``infer_relative_search_space(study, trial)`` is
+    not empty, ``sample_relative(study, trial, search_space)`` as a trial starts;
+    ``sample_independent(study, trial, name, distribution)`` for each other parameter the
+    objective suggests; ``after_trial(study, trial, state, values)`` before the outcome is
+    stored. ``trial`` is a :class:`~dspex.trial.FrozenTrial` of the trial so far. Enqueued
+    values come first, as in Optuna."""
 
     _native: Any
     #: (kind, constructor keywords): what the engine builds the sampler from, in this process
@@ -40,12 +51,62 @@ class BaseSampler:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    # Optuna's sampler interface, for subclasses written in Python.
+    def infer_relative_search_space(self, study: Any, trial: Any) -> Dict[str, Any]:
+        return {}
+
+    def sample_relative(self, study: Any, trial: Any, search_space: Dict[str, Any]) -> Dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} samples in the engine; only RandomSampler also samples in Python (sample_independent)")
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        pass
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Optional[Sequence[float]]) -> None:
+        pass
+
+    def reseed_rng(self) -> None:
+        pass
+
+
+def _is_python_sampler(sampler: Any) -> bool:
+    """Whether ``sampler`` samples in Python: a subclass without an engine sampler, or an
+    object with Optuna's interface (a sampler written against the real Optuna)."""
+    return getattr(sampler, "_native", None) is None and callable(getattr(sampler, "sample_independent", None))
+
 
 class RandomSampler(BaseSampler):
     """Samples every parameter independently and uniformly (log-uniformly for ``log=True``)."""
 
     def __init__(self, seed: int | None = None) -> None:
         self._build("random", {"seed": _check_seed(seed)})
+        self._rng = random.Random(seed)
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        """A uniform sample of ``param_distribution`` drawn in Python (for samplers written in
+        Python that fall back to random sampling, as Optuna's do)."""
+        from dspex.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        d, rng = param_distribution, self._rng
+        if isinstance(d, CategoricalDistribution):
+            return d.choices[rng.randrange(len(d.choices))]
+        if isinstance(d, IntDistribution):
+            if d.log:
+                v = int(math.floor(math.exp(rng.uniform(math.log(d.low), math.log(d.high + 1)))))
+                return min(max(v, d.low), d.high)
+            return d.low + d.step * rng.randrange((d.high - d.low) // d.step + 1)
+        if isinstance(d, FloatDistribution):
+            if d.log:
+                return min(max(math.exp(rng.uniform(math.log(d.low), math.log(d.high))), d.low), d.high)
+            if d.step is not None:
+                return min(d.low + d.step * rng.randrange(int(round((d.high - d.low) / d.step)) + 1), d.high)
+            return rng.uniform(d.low, d.high)
+        raise TypeError(f"unknown distribution {d!r}")
+
+    def reseed_rng(self) -> None:
+        self._rng = random.Random()
 
 
 class TPESampler(BaseSampler):

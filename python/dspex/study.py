@@ -13,7 +13,7 @@ from dspex._optimize import convert_values, run_optimize, run_optimize_async
 from dspex.distributions import BaseDistribution
 from dspex.logging import get_logger
 from dspex.pruners import BasePruner, MedianPruner
-from dspex.samplers import BaseSampler, TPESampler
+from dspex.samplers import BaseSampler, RandomSampler, TPESampler, _is_python_sampler
 from dspex.trial import FrozenTrial, Trial, TrialState, _validate
 
 _logger = get_logger("dspex.study")
@@ -358,11 +358,12 @@ def create_study(
         client = remote.connect(engine, token, tls_ca)
         given_sampler = sampler
         sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
-        native = client.create_study(study_name, names, remote.component_spec(given_sampler, "sampler"), remote.component_spec(pruner, "pruner"), load_if_exists)
+        engine_sampler = None if _is_python_sampler(given_sampler) else given_sampler
+        native = client.create_study(study_name, names, remote.component_spec(engine_sampler, "sampler"), remote.component_spec(pruner, "pruner"), load_if_exists)
         return Study(native, remote.RemoteStorage(client), sampler, pruner)
     st = _storages._resolve(storage)
     sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
-    native = _native.Study.create(st._native, study_name, names, sampler._native, pruner._native, load_if_exists)
+    native = _native.Study.create(st._native, study_name, names, _engine_sampler(sampler), pruner._native, load_if_exists)
     return Study(native, st, sampler, pruner)
 
 
@@ -391,7 +392,7 @@ def load_study(
             raise ValueError(f"study_name is None but the storage has {len(names)} studies; give the name")
         study_name = names[0]
     sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
-    native = _native.Study.load(st._native, study_name, sampler._native, pruner._native)
+    native = _native.Study.load(st._native, study_name, _engine_sampler(sampler), pruner._native)
     return Study(native, st, sampler, pruner)
 
 
@@ -513,11 +514,17 @@ def _tell_arguments(values: Any, state: Optional[TrialState]) -> Dict[str, Any]:
     return {"values": vals, "strict": state == TrialState.COMPLETE}
 
 
+def _engine_sampler(sampler: Any) -> Any:
+    """The engine's sampler of a study: the sampler itself, or for one written in Python (which
+    samples in the evaluating process) a random sampler that the engine never asks."""
+    return RandomSampler()._native if _is_python_sampler(sampler) else sampler._native
+
+
 def _resolve_sampler_pruner(sampler: Any, pruner: Any) -> Tuple[BaseSampler, BasePruner]:
     if sampler is None:
         sampler = TPESampler()
-    elif not isinstance(sampler, BaseSampler):
-        raise ValueError(f"sampler must be a dspex sampler (dspex.samplers.*), got {sampler!r}")
+    elif not isinstance(sampler, BaseSampler) and not _is_python_sampler(sampler):
+        raise ValueError(f"sampler must be a dspex sampler (dspex.samplers.*) or implement Optuna's sampler interface (sample_independent...), got {sampler!r}")
     if pruner is None:
         pruner = MedianPruner()  # Optuna's default
     elif not isinstance(pruner, BasePruner):

@@ -19,6 +19,7 @@ from dspex.distributions import (
     IntDistribution,
     _from_native,
 )
+from dspex.samplers import _is_python_sampler
 
 if TYPE_CHECKING:
     from dspex.study import Study
@@ -293,6 +294,33 @@ class Trial(BaseTrial):
         self._number = number
         self._native = study._native
         self._datetime_start: Optional[datetime.datetime] = None
+        # a sampler written in Python: what it sampled for the whole trial as it started
+        self._custom = _is_python_sampler(study.sampler)
+        self._relative: Dict[str, Any] = {}
+        self._relative_space: Dict[str, BaseDistribution] = {}
+        if self._custom:
+            sampler, frozen = study.sampler, self._frozen()
+            sampler.before_trial(study, frozen)
+            self._relative_space = dict(sampler.infer_relative_search_space(study, frozen) or {})
+            if self._relative_space:
+                self._relative = dict(sampler.sample_relative(study, frozen, self._relative_space) or {})
+
+    def _frozen(self) -> "FrozenTrial":
+        return FrozenTrial._from_native(self._native.trial(self._number))
+
+    def _given(self, name: str, distribution: BaseDistribution) -> Any:
+        """What the Python sampler chooses for ``name`` (its relative sample when ``name`` is in
+        the relative search space with this distribution, else an independent one)."""
+        if name in self._relative and self._relative_space.get(name) == distribution:
+            return self._relative[name]
+        frozen = self._frozen()
+        if name in frozen.params:
+            return frozen.params[name]  # suggested before: the engine keeps the first value
+        return self.study.sampler.sample_independent(self.study, frozen, name, distribution)
+
+    def _suggest_custom(self, name: str, distribution: BaseDistribution) -> Any:
+        given = self._given(name, distribution)
+        return self._native.suggest(self._number, name, distribution._to_native(), given)
 
     @property
     def number(self) -> int:
@@ -304,18 +332,26 @@ class Trial(BaseTrial):
 
     def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
         """A float in ``[low, high]`` (log-scaled with ``log=True``, on a grid with ``step``)."""
+        if self._custom:
+            return float(self._suggest_custom(name, FloatDistribution(low, high, log=log, step=step)))
         return self._native.suggest_float(self._number, name, float(low), float(high), bool(log), None if step is None else float(step))
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
         """An integer in ``[low, high]``."""
+        if self._custom:
+            return int(self._suggest_custom(name, IntDistribution(_as_int("low", low), _as_int("high", high), log=log, step=_as_int("step", step))))
         return self._native.suggest_int(self._number, name, _as_int("low", low), _as_int("high", high), _as_int("step", step), bool(log))
 
     def suggest_categorical(self, name: str, choices: Sequence[C]) -> C:
         """One of ``choices`` (None, bool, int, float or str)."""
         values = tuple(choices)
+        if self._custom:
+            return self._suggest_custom(name, CategoricalDistribution(values))
         return values[self._native.suggest_categorical(self._number, name, values)]
 
     def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
+        if self._custom:
+            return self._suggest_custom(name, distribution)
         if isinstance(distribution, CategoricalDistribution):
             return distribution.choices[self._native.suggest_categorical(self._number, name, distribution.choices)]
         return self._native.suggest(self._number, name, distribution._to_native())

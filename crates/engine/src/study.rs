@@ -231,6 +231,19 @@ impl Study {
 
     /// Suggests a value for `name` in running trial `number` (define-by-run).
     pub fn suggest(&self, number: u64, name: &str, dist: &Distribution) -> Result<Suggested> {
+        self.suggest_given(number, name, dist, None)
+    }
+
+    /// [`suggest`](Self::suggest) with the value a sampler in the caller's process chose
+    /// (`given`, a custom Python sampler) in place of the engine's sampler; an enqueued (fixed)
+    /// value still comes first, as in Optuna.
+    pub fn suggest_given(
+        &self,
+        number: u64,
+        name: &str,
+        dist: &Distribution,
+        given: Option<&ParamValue>,
+    ) -> Result<Suggested> {
         let state = self.storage.get_trial_state(self.id, number)?;
         if state != TrialState::Running {
             return Err(EngineError::TrialNotRunning {
@@ -282,6 +295,14 @@ impl Study {
         }
         if internal.is_none() && dist.single() {
             internal = Some(single_value(dist));
+        }
+        if let (None, Some(g)) = (internal, given) {
+            internal = Some(dist.to_internal(g).map_err(|e| {
+                EngineError::InvalidArgument(format!(
+                    "the sampler's value {g} for {name:?} does not fit {}: {e}",
+                    dist.to_json()
+                ))
+            })?);
         }
         if internal.is_none() {
             if let Some((v, rel_dist)) = ctx.relative {

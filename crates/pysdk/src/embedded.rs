@@ -58,9 +58,12 @@ impl StudyBackend for Embedded {
         number: u64,
         name: String,
         dist: Distribution,
+        given: Option<ParamValue>,
     ) -> PyResult<(ParamValue, Option<String>)> {
         let s = self.0.clone();
-        let suggested = engine(py, move || s.suggest(number, &name, &dist))?;
+        let suggested = engine(py, move || {
+            s.suggest_given(number, &name, &dist, given.as_ref())
+        })?;
         Ok((suggested.value, suggested.warning))
     }
 

@@ -726,9 +726,12 @@ impl StudyBackend for RemoteStudy {
         number: u64,
         name: String,
         dist: Distribution,
+        given: Option<ParamValue>,
     ) -> PyResult<(ParamValue, Option<String>)> {
-        if let Some(v) = self.presampled(number, &name, &dist) {
-            return Ok((v, None));
+        if given.is_none() {
+            if let Some(v) = self.presampled(number, &name, &dist) {
+                return Ok((v, None));
+            }
         }
         let r = self.trial_call(
             py,
@@ -736,6 +739,7 @@ impl StudyBackend for RemoteStudy {
             pb::trial_call::Op::Suggest(pb::Suggest {
                 name,
                 distribution: Some(dist_to_pb(&dist)),
+                given: given.as_ref().map(param_to_pb),
             }),
         )?;
         match r {

@@ -55,13 +55,15 @@ pub(crate) trait StudyBackend: Send + Sync {
     fn name(&self) -> &str;
     fn directions(&self) -> &[StudyDirection];
     fn ask(&self, py: Python<'_>) -> PyResult<u64>;
-    /// The suggested value and the engine's warning, if any.
+    /// The suggested value and the engine's warning, if any; `given`: the value a Python
+    /// sampler chose, recorded in place of the engine's sample.
     fn suggest_value(
         &self,
         py: Python<'_>,
         number: u64,
         name: String,
         dist: Distribution,
+        given: Option<ParamValue>,
     ) -> PyResult<(ParamValue, Option<String>)>;
     fn report_value(&self, py: Python<'_>, number: u64, step: i64, value: f64) -> PyResult<bool>;
     fn prune_check(&self, py: Python<'_>, number: u64) -> PyResult<bool>;
@@ -300,8 +302,9 @@ impl PyStudy {
         number: u64,
         name: String,
         dist: Distribution,
+        given: Option<ParamValue>,
     ) -> PyResult<ParamValue> {
-        let (value, warning) = self.b().suggest_value(py, number, name, dist)?;
+        let (value, warning) = self.b().suggest_value(py, number, name, dist, given)?;
         if let Some(w) = &warning {
             warn(py, true, w)?;
         }
@@ -450,7 +453,7 @@ impl PyStudy {
         if let Some(n) = note {
             warn(py, false, &n)?;
         }
-        let v = self.suggest_dist(py, number, name, Distribution::Float(d))?;
+        let v = self.suggest_dist(py, number, name, Distribution::Float(d), None)?;
         Ok(float_from_param(&v))
     }
 
@@ -471,7 +474,7 @@ impl PyStudy {
         if let Some(n) = note {
             warn(py, false, &n)?;
         }
-        match self.suggest_dist(py, number, name, Distribution::Int(d))? {
+        match self.suggest_dist(py, number, name, Distribution::Int(d), None)? {
             ParamValue::Int(i) => Ok(i),
             other => Ok(float_from_param(&other).round() as i64),
         }
@@ -492,7 +495,7 @@ impl PyStudy {
         let d = guard(|| CategoricalDistribution::new(values))?
             .map_err(|e| PyValueError::new_err(format!("suggest_categorical({name:?}): {e}")))?;
         let dist = Distribution::Categorical(d.clone());
-        let v = self.suggest_dist(py, number, name.clone(), dist)?;
+        let v = self.suggest_dist(py, number, name.clone(), dist, None)?;
         guard(|| d.index_of(&v))?.ok_or_else(|| {
             PyValueError::new_err(format!(
                 "suggest_categorical({name:?}): value {v} is not one of the choices"
@@ -500,16 +503,20 @@ impl PyStudy {
         })
     }
 
-    /// Suggests with a distribution tuple; returns the external value.
+    /// Suggests with a distribution tuple; returns the external value. `given`: the value a
+    /// Python sampler chose (recorded instead of sampling; an enqueued value comes first).
+    #[pyo3(signature = (number, name, dist, given=None))]
     fn suggest(
         &self,
         py: Python<'_>,
         number: u64,
         name: String,
         dist: &Bound<'_, PyAny>,
+        given: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let d = dist_from_py(dist)?;
-        let v = self.suggest_dist(py, number, name, d)?;
+        let given = given.map(param_from_py).transpose()?;
+        let v = self.suggest_dist(py, number, name, d, given)?;
         param_to_py(py, &v)
     }
 

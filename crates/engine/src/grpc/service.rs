@@ -302,7 +302,8 @@ fn exec_trial_call(study: &Study, call: &pb::TrialCall) -> pb::TrialReply {
                         EngineError::InvalidArgument("suggest without a distribution".into())
                     })
                     .and_then(dist_from_pb)?;
-                let v = study.suggest(n, &s.name, &dist)?;
+                let given = s.given.as_ref().map(param_from_pb).transpose()?;
+                let v = study.suggest_given(n, &s.name, &dist, given.as_ref())?;
                 R::Suggested(pb::Suggested {
                     value: Some(param_to_pb(&v.value)),
                     warning: v.warning,
