@@ -445,3 +445,31 @@ def test_random_sampler_samples_every_distribution_in_python():
             ok = v in d.choices if isinstance(d, CategoricalDistribution) else d._contains(v)
             assert ok, (d, v)
     assert {r.sample_independent(None, None, "p", dists[4]) for _ in range(200)} == {0, 5, 10}
+
+
+def test_a_pruner_written_in_python_decides_in_the_evaluating_process():
+    seen = []
+
+    class StopAtThree(dspex.pruners.BasePruner):
+        def prune(self, study, trial):
+            seen.append((trial.number, trial.last_step))
+            return trial.last_step is not None and trial.last_step >= 3 and trial.intermediate_values[trial.last_step] > 0.5
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        for step in range(6):
+            trial.report(x, step)
+            if trial.should_prune():
+                raise dspex.TrialPruned()
+        return x
+
+    study = dspex.create_study(pruner=StopAtThree(), sampler=dspex.samplers.RandomSampler(seed=3))
+    study.optimize(objective, n_trials=20)
+    for t in study.trials:
+        if t.state == dspex.TrialState.PRUNED:
+            assert t.params["x"] > 0.5 and t.last_step == 3
+        else:
+            assert t.params["x"] <= 0.5 and t.last_step == 5
+    assert any(t.state == dspex.TrialState.PRUNED for t in study.trials) and seen[0] == (0, 0)
+    with pytest.raises(ValueError, match="implement Optuna's prune"):
+        dspex.create_study(pruner=object())

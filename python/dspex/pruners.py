@@ -1,5 +1,6 @@
-"""Pruners: whether a running trial should stop early. They run in the Rust engine, with
-Optuna's constructor signatures and defaults. Bad arguments raise ``ValueError`` naming them."""
+"""Pruners: whether a running trial should stop early. The built-in ones run in the Rust engine,
+with Optuna's constructor signatures and defaults (bad arguments raise ``ValueError`` naming
+them); a :class:`BasePruner` subclass written in Python runs where the trial is evaluated."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ def _num(cls: str, name: str, v: Any) -> float:
 
 
 class BasePruner:
-    """Base class of the engine's pruners (custom Python pruners are not supported yet)."""
+    """Base class of the pruners. A subclass written in Python implements Optuna's
+    ``prune(study, trial) -> bool`` (``trial``: a :class:`~dspex.trial.FrozenTrial` of the
+    running trial, with its intermediate values); ``trial.should_prune()`` calls it in the
+    evaluating process. The built-in pruners run in the engine."""
 
     _native: Any
     #: (kind, constructor keywords): what the engine builds the pruner from, in this process or
@@ -38,6 +42,16 @@ class BasePruner:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        """Whether ``trial`` should stop (what a subclass written in Python decides)."""
+        raise NotImplementedError(f"{type(self).__name__} runs in the engine: ask trial.should_prune()")
+
+
+def _is_python_pruner(pruner: Any) -> bool:
+    """Whether ``pruner`` decides in Python: a subclass without an engine pruner, or an object
+    with Optuna's ``prune`` (a pruner written against the real Optuna)."""
+    return getattr(pruner, "_native", None) is None and callable(getattr(pruner, "prune", None))
 
 
 class NopPruner(BasePruner):

@@ -12,7 +12,7 @@ from dspex import storages as _storages
 from dspex._optimize import convert_values, run_optimize, run_optimize_async
 from dspex.distributions import BaseDistribution
 from dspex.logging import get_logger
-from dspex.pruners import BasePruner, MedianPruner
+from dspex.pruners import BasePruner, MedianPruner, NopPruner, _is_python_pruner
 from dspex.samplers import BaseSampler, RandomSampler, TPESampler, _is_python_sampler
 from dspex.trial import FrozenTrial, Trial, TrialState, _validate
 
@@ -359,11 +359,12 @@ def create_study(
         given_sampler = sampler
         sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
         engine_sampler = None if _is_python_sampler(given_sampler) else given_sampler
-        native = client.create_study(study_name, names, remote.component_spec(engine_sampler, "sampler"), remote.component_spec(pruner, "pruner"), load_if_exists)
+        engine_pruner = None if _is_python_pruner(pruner) else pruner
+        native = client.create_study(study_name, names, remote.component_spec(engine_sampler, "sampler"), remote.component_spec(engine_pruner, "pruner"), load_if_exists)
         return Study(native, remote.RemoteStorage(client), sampler, pruner)
     st = _storages._resolve(storage)
     sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
-    native = _native.Study.create(st._native, study_name, names, _engine_sampler(sampler), pruner._native, load_if_exists)
+    native = _native.Study.create(st._native, study_name, names, _engine_sampler(sampler), _engine_pruner(pruner), load_if_exists)
     return Study(native, st, sampler, pruner)
 
 
@@ -392,7 +393,7 @@ def load_study(
             raise ValueError(f"study_name is None but the storage has {len(names)} studies; give the name")
         study_name = names[0]
     sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
-    native = _native.Study.load(st._native, study_name, _engine_sampler(sampler), pruner._native)
+    native = _native.Study.load(st._native, study_name, _engine_sampler(sampler), _engine_pruner(pruner))
     return Study(native, st, sampler, pruner)
 
 
@@ -520,6 +521,12 @@ def _engine_sampler(sampler: Any) -> Any:
     return RandomSampler()._native if _is_python_sampler(sampler) else sampler._native
 
 
+def _engine_pruner(pruner: Any) -> Any:
+    """The engine's pruner of a study: the pruner itself, or for one written in Python (asked
+    by ``trial.should_prune`` in the evaluating process) one that never prunes."""
+    return NopPruner()._native if _is_python_pruner(pruner) else pruner._native
+
+
 def _resolve_sampler_pruner(sampler: Any, pruner: Any) -> Tuple[BaseSampler, BasePruner]:
     if sampler is None:
         sampler = TPESampler()
@@ -527,8 +534,8 @@ def _resolve_sampler_pruner(sampler: Any, pruner: Any) -> Tuple[BaseSampler, Bas
         raise ValueError(f"sampler must be a dspex sampler (dspex.samplers.*) or implement Optuna's sampler interface (sample_independent...), got {sampler!r}")
     if pruner is None:
         pruner = MedianPruner()  # Optuna's default
-    elif not isinstance(pruner, BasePruner):
-        raise ValueError(f"pruner must be a dspex pruner (dspex.pruners.*), got {pruner!r}")
+    elif not isinstance(pruner, BasePruner) and not _is_python_pruner(pruner):
+        raise ValueError(f"pruner must be a dspex pruner (dspex.pruners.*) or implement Optuna's prune(study, trial), got {pruner!r}")
     return sampler, pruner
 
 

@@ -19,6 +19,7 @@ from dspex.distributions import (
     IntDistribution,
     _from_native,
 )
+from dspex.pruners import _is_python_pruner
 from dspex.samplers import _is_python_sampler
 
 if TYPE_CHECKING:
@@ -378,6 +379,9 @@ class Trial(BaseTrial):
         """Whether the pruner says this trial should stop now (raise ``TrialPruned`` then)."""
         if len(self.study.directions) > 1:
             raise NotImplementedError("Trial.should_prune is not supported for multi-objective optimization.")
+        pruner = self.study.pruner
+        if _is_python_pruner(pruner):
+            return bool(pruner.prune(self.study, self._frozen()))
         return self._native.should_prune(self._number)
 
     def set_user_attr(self, key: str, value: Any) -> None:
