@@ -15,7 +15,7 @@ The API follows Optuna's, so ``import dspex as optuna`` runs a typical Optuna sc
 
 from __future__ import annotations
 
-from dspex import _native, distributions, exceptions, integration, logging, pruners, remote, samplers, search_space, session, storages, study, trial
+from dspex import _native, distributions, exceptions, importance, integration, logging, pruners, remote, samplers, search_space, session, storages, study, trial
 from dspex._alias import install_as_optuna
 from dspex.exceptions import TrialPruned
 from dspex.remote import attach
@@ -40,6 +40,7 @@ __all__ = [
     "delete_study",
     "distributions",
     "exceptions",
+    "importance",
     "integration",
     "get_all_study_names",
     "get_all_study_summaries",

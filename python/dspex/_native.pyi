@@ -143,6 +143,16 @@ def sampler(kind: str, options_json: str) -> Sampler:
 def pruner(kind: str, options_json: str) -> Pruner:
     """Builds a pruner from its kind and constructor keywords (JSON; null means not given)."""
 
+def forest_importances(
+    x: List[List[float]], y: List[float], space: List[Tuple[float, float]], groups: List[List[int]], method: str, n_trees: int, max_depth: int, seed: Optional[int]
+) -> Optional[List[float]]:
+    """Importances of column groups from a random forest ("fanova" or "mdi")."""
+    ...
+
+def best_of(losses: List[List[float]], k: int) -> List[bool]:
+    """The k best loss vectors by non-domination rank and hypervolume tie-break."""
+    ...
+
 def check_float_distribution(low: float, high: float, log: bool, step: Optional[float]) -> Tuple[float, Optional[str]]:
     """Checks a float distribution; returns the (possibly adjusted) high and the adjustment note."""
 

@@ -8,6 +8,7 @@ pub mod distributions;
 pub mod error;
 mod fastmath;
 pub mod history;
+pub mod importance;
 pub mod multi_objective;
 pub mod pruners;
 pub mod rng;

@@ -150,6 +150,36 @@ pub fn hssp_greedy(points: &[Vec<f64>], k: usize, reference: &[f64]) -> Vec<usiz
     chosen
 }
 
+/// Which `k` of the loss vectors `losses` (to minimise) are best: whole non-domination ranks
+/// while they fit, and the rank at the boundary tie-broken by greedy hypervolume subset
+/// selection. The mask has `k` trues (all when `k` covers every point).
+pub fn best_of(losses: &[Vec<f64>], k: usize) -> Vec<bool> {
+    if k >= losses.len() {
+        return vec![true; losses.len()];
+    }
+    let ranks = non_domination_ranks(losses, Some(k));
+    let mut chosen = vec![false; losses.len()];
+    let mut taken = 0;
+    for r in 0.. {
+        let members: Vec<usize> = (0..losses.len()).filter(|&i| ranks[i] == r).collect();
+        if members.is_empty() || taken + members.len() > k {
+            if taken < k && !members.is_empty() {
+                let pts: Vec<Vec<f64>> = members.iter().map(|&i| losses[i].clone()).collect();
+                let refp = reference_point(&pts);
+                for j in hssp_greedy(&pts, k - taken, &refp) {
+                    chosen[members[j]] = true;
+                }
+            }
+            break;
+        }
+        for &i in &members {
+            chosen[i] = true;
+        }
+        taken += members.len();
+    }
+    chosen
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +224,22 @@ mod tests {
         let chosen = hssp_greedy(&pts, 1, &[4.0, 4.0]);
         assert_eq!(chosen, vec![1]);
         assert_eq!(hssp_greedy(&pts, 3, &[4.0, 4.0]).len(), 3);
+    }
+
+    #[test]
+    fn best_of_takes_whole_fronts_then_breaks_the_tie_by_hypervolume() {
+        // Front 0: (0,3) (1,1) (3,0); front 1: (2,2) dominated by (1,1); then (4,4).
+        let pts = vec![
+            vec![0.0, 3.0],
+            vec![1.0, 1.0],
+            vec![3.0, 0.0],
+            vec![2.0, 2.0],
+            vec![4.0, 4.0],
+        ];
+        assert_eq!(best_of(&pts, 4), vec![true, true, true, true, false]);
+        assert_eq!(best_of(&pts, 9), vec![true; 5]);
+        let two = best_of(&pts, 2);
+        assert_eq!(two.iter().filter(|c| **c).count(), 2);
+        assert!(!two[3] && !two[4]);
     }
 }

@@ -689,6 +689,103 @@ fn check_categorical_distribution(choices: &Bound<'_, PyAny>) -> PyResult<()> {
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// Importance of parameters from a random forest fitted on `x` (rows: the trials' encoded
+/// parameters) and `y` (their objective values), each parameter being a group of columns of
+/// `x` inside `space` (one (low, high) per column). `method` is "fanova" (functional ANOVA,
+/// None when the forest is constant) or "mdi" (mean decrease in impurity). Runs without the GIL.
+#[pyfunction]
+#[pyo3(signature = (x, y, space, groups, method, n_trees, max_depth, seed))]
+#[allow(clippy::too_many_arguments)]
+fn forest_importances(
+    py: Python<'_>,
+    x: Vec<Vec<f64>>,
+    y: Vec<f64>,
+    space: Vec<(f64, f64)>,
+    groups: Vec<Vec<usize>>,
+    method: &str,
+    n_trees: usize,
+    max_depth: usize,
+    seed: Option<u64>,
+) -> PyResult<Option<Vec<f64>>> {
+    use dspex_engine::optimizer::importance::{fanova_importances, Forest, ForestOptions};
+    let bad = |m: String| Err(PyValueError::new_err(m));
+    if x.len() != y.len() || x.is_empty() {
+        return bad(format!(
+            "{} rows of parameters for {} values",
+            x.len(),
+            y.len()
+        ));
+    }
+    if let Some(i) = x.iter().position(|r| r.len() != space.len()) {
+        return bad(format!(
+            "row {i} has {} columns, the space {}",
+            x[i].len(),
+            space.len()
+        ));
+    }
+    if let Some(i) =
+        (0..x.len()).find(|&i| !y[i].is_finite() || x[i].iter().any(|v| !v.is_finite()))
+    {
+        return bad(format!("row {i} holds a value that is not finite"));
+    }
+    if let Some(g) = groups
+        .iter()
+        .find(|g| g.is_empty() || g.iter().any(|&c| c >= space.len()))
+    {
+        return bad(format!(
+            "column group {g:?} is empty or out of the {} columns",
+            space.len()
+        ));
+    }
+    if n_trees == 0 || max_depth == 0 {
+        return bad(format!(
+            "n_trees and max_depth must be positive, got {n_trees} and {max_depth}"
+        ));
+    }
+    let options = ForestOptions::new(
+        n_trees,
+        max_depth,
+        seed.unwrap_or_else(dspex_engine::optimizer::rng::fresh_seed),
+    );
+    let method = method.to_owned();
+    py.detach(move || {
+        guard(move || {
+            let forest = Forest::fit(&x, &y, options);
+            match method.as_str() {
+                "fanova" => Ok(fanova_importances(&forest, &space, &groups)),
+                "mdi" => {
+                    let per_column = forest.impurity_importances();
+                    Ok(Some(
+                        groups
+                            .iter()
+                            .map(|g| g.iter().map(|&c| per_column[c]).sum())
+                            .collect(),
+                    ))
+                }
+                other => bad(format!(
+                    "unknown importance method {other:?} (fanova or mdi)"
+                )),
+            }
+        })
+    })?
+}
+
+/// Which `k` of the loss vectors (to minimise) are best, as multi-objective TPE splits trials:
+/// whole non-domination ranks, the boundary rank tie-broken by hypervolume subset selection.
+#[pyfunction]
+fn best_of(py: Python<'_>, losses: Vec<Vec<f64>>, k: usize) -> PyResult<Vec<bool>> {
+    let m = losses.first().map_or(0, Vec::len);
+    if losses
+        .iter()
+        .any(|l| l.len() != m || l.iter().any(|v| v.is_nan()))
+    {
+        return Err(PyValueError::new_err(
+            "loss vectors must have one length and no NaN",
+        ));
+    }
+    py.detach(|| guard(|| dspex_engine::optimizer::multi_objective::best_of(&losses, k)))
+}
+
 /// Optuna's JSON form of a distribution tuple.
 #[pyfunction]
 fn distribution_to_json(dist: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -753,6 +850,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(server::serve_embedded, m)?)?;
     m.add_function(wrap_pyfunction!(server::serve_sessions, m)?)?;
     m.add_function(wrap_pyfunction!(sampler, m)?)?;
+    m.add_function(wrap_pyfunction!(forest_importances, m)?)?;
+    m.add_function(wrap_pyfunction!(best_of, m)?)?;
     m.add_function(wrap_pyfunction!(pruner, m)?)?;
     m.add_function(wrap_pyfunction!(check_float_distribution, m)?)?;
     m.add_function(wrap_pyfunction!(check_int_distribution, m)?)?;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use crate::distributions::Distribution;
 use crate::error::OptimizerError;
 use crate::history::{History, SearchSpace};
-use crate::multi_objective::{hssp_greedy, non_domination_ranks, reference_point};
+use crate::multi_objective::best_of;
 use crate::rng::{fresh_seed, trial_rng};
 use crate::samplers::parzen::{default_weights, DimObservations, ParzenEstimator, ParzenParams};
 use crate::samplers::random::sample_uniform;
@@ -442,31 +442,7 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
                 v.iter().zip(dirs).map(|(x, d)| d.loss(*x)).collect()
             })
             .collect();
-        let ranks = non_domination_ranks(&losses, Some(k));
-        let mut order: Vec<usize> = (0..complete.len()).collect();
-        order.sort_by_key(|&i| ranks[i]);
-        // Ranks fully inside the budget go below; the boundary rank is tie-broken by HSSP.
-        let mut chosen = vec![false; complete.len()];
-        let mut taken = 0;
-        let mut r = 0;
-        loop {
-            let members: Vec<usize> = order.iter().copied().filter(|&i| ranks[i] == r).collect();
-            if members.is_empty() || taken + members.len() > k {
-                if taken < k && !members.is_empty() {
-                    let pts: Vec<Vec<f64>> = members.iter().map(|&i| losses[i].clone()).collect();
-                    let refp = reference_point(&pts);
-                    for j in hssp_greedy(&pts, k - taken, &refp) {
-                        chosen[members[j]] = true;
-                    }
-                }
-                break;
-            }
-            for &i in &members {
-                chosen[i] = true;
-            }
-            taken += members.len();
-            r += 1;
-        }
+        let chosen = best_of(&losses, k);
         below.extend(
             complete
                 .iter()
