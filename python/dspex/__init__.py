@@ -58,3 +58,13 @@ __all__ = [
     "study",
     "trial",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Optuna's layout: ``optuna.visualization`` is there without importing it (plotting is an
+    # optional extra, so it is imported on first use).
+    if name == "visualization":
+        import importlib
+
+        return importlib.import_module("dspex.visualization")
+    raise AttributeError(f"module 'dspex' has no attribute {name!r}")

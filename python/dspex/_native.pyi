@@ -149,6 +149,10 @@ def forest_importances(
     """Importances of column groups from a random forest ("fanova" or "mdi")."""
     ...
 
+def hypervolume(points: List[List[float]], reference: List[float]) -> float:
+    """Hypervolume of points (to minimise) up to the reference point."""
+    ...
+
 def best_of(losses: List[List[float]], k: int) -> List[bool]:
     """The k best loss vectors by non-domination rank and hypervolume tie-break."""
     ...

@@ -786,6 +786,21 @@ fn best_of(py: Python<'_>, losses: Vec<Vec<f64>>, k: usize) -> PyResult<Vec<bool
     py.detach(|| guard(|| dspex_engine::optimizer::multi_objective::best_of(&losses, k)))
 }
 
+/// The hypervolume dominated by `points` (to minimise) up to `reference`; points not better
+/// than the reference in every objective add nothing.
+#[pyfunction]
+fn hypervolume(py: Python<'_>, points: Vec<Vec<f64>>, reference: Vec<f64>) -> PyResult<f64> {
+    if points.iter().any(|p| p.len() != reference.len()) || reference.iter().any(|v| v.is_nan()) {
+        return Err(PyValueError::new_err(format!(
+            "every point needs {} values, as the reference point, and no NaN",
+            reference.len()
+        )));
+    }
+    py.detach(|| {
+        guard(|| dspex_engine::optimizer::multi_objective::hypervolume(&points, &reference))
+    })
+}
+
 /// Optuna's JSON form of a distribution tuple.
 #[pyfunction]
 fn distribution_to_json(dist: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -852,6 +867,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sampler, m)?)?;
     m.add_function(wrap_pyfunction!(forest_importances, m)?)?;
     m.add_function(wrap_pyfunction!(best_of, m)?)?;
+    m.add_function(wrap_pyfunction!(hypervolume, m)?)?;
     m.add_function(wrap_pyfunction!(pruner, m)?)?;
     m.add_function(wrap_pyfunction!(check_float_distribution, m)?)?;
     m.add_function(wrap_pyfunction!(check_int_distribution, m)?)?;

@@ -1,0 +1,252 @@
+"""Plots of a study with Optuna's functions and signatures (``optuna.visualization``), drawn
+with plotly; :mod:`dspex.visualization.matplotlib` draws the same with matplotlib.
+
+plotly is an optional extra (``pip install "dspex[plot]"``); importing this module does not
+need it, calling a plot function does. Each function returns a ``plotly.graph_objects.Figure``.
+
+There: optimization history, intermediate values, slice, parameter importances, EDF,
+timeline, Pareto front and hypervolume history. Not yet: contour, parallel coordinate, rank
+and terminator improvement.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Sequence
+
+from dspex.trial import FrozenTrial
+from dspex.visualization import _info
+from dspex.visualization import matplotlib as matplotlib  # noqa: PLC0414  (Optuna's layout)
+from dspex.visualization._info import Studies, Target
+
+
+def _scale(colors: List[str]) -> List[list]:
+    return [[i / (len(colors) - 1), c] for i, c in enumerate(colors)]
+
+
+# ColorBrewer's Blues (all trials) and Reds (the best ones), as plotly names them.
+COLOR_SCALE = _scale(["rgb(247,251,255)", "rgb(222,235,247)", "rgb(198,219,239)", "rgb(158,202,225)", "rgb(107,174,214)", "rgb(66,146,198)", "rgb(33,113,181)", "rgb(8,81,156)", "rgb(8,48,107)"])
+BEST_COLOR_SCALE = _scale(["rgb(255,245,240)", "rgb(254,224,210)", "rgb(252,187,161)", "rgb(252,146,114)", "rgb(251,106,74)", "rgb(239,59,44)", "rgb(203,24,29)", "rgb(165,15,21)", "rgb(103,0,13)"])
+
+
+def is_available() -> bool:
+    """Whether plotly can be imported (the plot functions need it)."""
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _go() -> Any:
+    try:
+        import plotly.graph_objects as go
+    except ImportError as e:
+        raise ImportError('Tried to import plotly, which dspex.visualization draws with; install it with `pip install "dspex[plot]"` (or `pip install plotly`).') from e
+    return go
+
+
+def plot_optimization_history(study: Studies, *, target: Target = None, target_name: str = "Objective Value", error_bar: bool = False) -> Any:
+    """Objective value of each completed trial and the best value so far (one study, or several
+    side by side; ``error_bar`` draws their mean and standard deviation instead)."""
+    go = _go()
+    layout = go.Layout(title="Optimization History Plot", xaxis={"title": "Trial"}, yaxis={"title": target_name})
+    traces = []
+    for h in _info.history(study, target, target_name, error_bar):
+        error_y = None if h.values.stds is None else {"type": "data", "array": h.values.stds, "visible": True}
+        traces.append(go.Scatter(x=h.values.numbers, y=h.values.values, error_y=error_y, mode="markers", name=h.values.label))
+        if h.best is not None:
+            traces.append(go.Scatter(x=h.best.numbers, y=h.best.values, name=h.best.label, mode="lines"))
+            if h.best.stds is not None:
+                upper = [v + s for v, s in zip(h.best.values, h.best.stds)]
+                lower = [v - s for v, s in zip(h.best.values, h.best.stds)]
+                traces.append(go.Scatter(x=h.best.numbers, y=upper, mode="lines", line={"width": 0.01}, showlegend=False))
+                traces.append(go.Scatter(x=h.best.numbers, y=lower, mode="none", showlegend=False, fill="tonexty", fillcolor="rgba(255,0,0,0.2)"))
+        traces.append(go.Scatter(x=h.infeasible.numbers, y=h.infeasible.values, mode="markers", name="Infeasible Trial", marker={"color": "#cccccc"}, showlegend=False))
+    return go.Figure(data=traces, layout=layout)
+
+
+def plot_intermediate_values(study: Any) -> Any:
+    """The values each trial reported (``trial.report``) over its steps."""
+    go = _go()
+    layout = go.Layout(title="Intermediate Values Plot", xaxis={"title": "Step"}, yaxis={"title": "Intermediate Value"}, showlegend=False)
+    marker = {"maxdisplayed": 10}
+    traces = [
+        go.Scatter(x=tuple(c.steps), y=tuple(c.values), mode="lines+markers", marker=marker if c.feasible else {**marker, "color": "#CCCCCC"}, name=f"Trial{c.number}")
+        for c in _info.intermediate(study)
+    ]
+    return go.Figure(data=traces, layout=layout)
+
+
+def _slice_traces(go: Any, ax: _info.SliceAxis) -> list:
+    marker = {"line": {"width": 0.5, "color": "Grey"}, "color": ax.numbers, "colorscale": COLOR_SCALE, "colorbar": {"title": "Trial", "x": 1.0, "xpad": 40}}
+    traces = [go.Scatter(x=ax.x, y=ax.y, mode="markers", name="Feasible Trial", marker=marker, showlegend=False)]
+    if ax.infeasible_x:
+        traces.append(go.Scatter(x=ax.infeasible_x, y=ax.infeasible_y, mode="markers", name="Infeasible Trial", marker={"color": "#cccccc"}, showlegend=False))
+    return traces
+
+
+def plot_slice(study: Any, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value") -> Any:
+    """The objective value against each parameter, one panel per parameter (coloured by trial
+    number); trials without a parameter are left out of its panel."""
+    go = _go()
+    axes = _info.slices(study, params, target, target_name)
+    layout = go.Layout(title="Slice Plot")
+    if not axes:
+        return go.Figure(data=[], layout=layout)
+    if len(axes) == 1:
+        fig = go.Figure(data=_slice_traces(go, axes[0]), layout=layout)
+        fig.update_xaxes(title_text=axes[0].param)
+        fig.update_yaxes(title_text=target_name)
+        _slice_axis(fig, axes[0])
+        return fig
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(axes), shared_yaxes=True)
+    fig.update_layout(layout)
+    for col, ax in enumerate(axes, start=1):
+        traces = _slice_traces(go, ax)
+        traces[0].update(marker={"showscale": col == 1})
+        for tr in traces:
+            fig.add_trace(tr, row=1, col=col)
+        fig.update_xaxes(title_text=ax.param, row=1, col=col)
+        if col == 1:
+            fig.update_yaxes(title_text=target_name, row=1, col=col)
+        _slice_axis(fig, ax, row=1, col=col)
+    fig.update_layout(width=300 * len(axes))
+    return fig
+
+
+def _slice_axis(fig: Any, ax: _info.SliceAxis, **where: int) -> None:
+    if ax.categorical:
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=ax.labels, **where)
+    elif ax.log:
+        fig.update_xaxes(type="log", **where)
+
+
+def plot_param_importances(
+    study: Any, evaluator: Any = None, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value"
+) -> Any:
+    """Horizontal bars of :func:`dspex.importance.get_param_importances` (one set per objective
+    of a multi-objective study without a target), the most important at the top."""
+    go = _go()
+    layout = go.Layout(title="Hyperparameter Importances", xaxis={"title": "Hyperparameter Importance"}, yaxis={"title": "Hyperparameter"})
+    groups = _info.importances(study, evaluator, params, target, target_name)
+    traces = []
+    for label, imp in groups:
+        names = list(reversed(list(imp)))
+        values = [imp[n] for n in names]
+        traces.append(
+            go.Bar(
+                x=values,
+                y=names,
+                name=label,
+                text=[_info.importance_label(v) for v in values],
+                textposition="outside",
+                cliponaxis=False,
+                hovertemplate=[f"{n} ({_param_kind(study, n)}): {v}<extra></extra>" for n, v in zip(names, values)],
+                orientation="h",
+            )
+        )
+    return go.Figure(data=traces, layout=layout)
+
+
+def _param_kind(study: Any, name: str) -> str:
+    for t in study.get_trials(deepcopy=False):
+        if name in t.distributions:
+            return type(t.distributions[name]).__name__
+    return ""
+
+
+def plot_edf(study: Studies, *, target: Target = None, target_name: str = "Objective Value") -> Any:
+    """Empirical distribution function of the objective values of one or several studies."""
+    go = _go()
+    layout = go.Layout(title="Empirical Distribution Function Plot", xaxis={"title": target_name}, yaxis={"title": "Cumulative Probability", "range": [0, 1]})
+    grid, lines = _info.edf(study, target, target_name)
+    return go.Figure(data=[go.Scatter(x=grid, y=y, name=name, mode="lines") for name, y in lines], layout=layout)
+
+
+def plot_timeline(study: Any, n_recent_trials: Optional[int] = None) -> Any:
+    """Each trial as a bar from its start to its end (now for a running one), coloured by state."""
+    go = _go()
+    bars = _info.timeline(study, n_recent_trials)
+    layout = go.Layout(title="Timeline Plot", xaxis={"title": "Datetime", "type": "date"}, yaxis={"title": "Trial"}, showlegend=True)
+    traces = []
+    for state, color in _info.TIMELINE_COLORS.items():
+        mine = [b for b in bars if b.state == state]
+        if not mine:
+            continue
+        traces.append(
+            go.Bar(
+                name=state,
+                x=[(b.end - b.start).total_seconds() * 1000 for b in mine],
+                y=[b.number for b in mine],
+                base=[b.start.isoformat() for b in mine],
+                text=[b.text for b in mine],
+                hovertemplate="%{text}<extra>" + state + "</extra>",
+                orientation="h",
+                marker={"color": color},
+                textposition="none",
+            )
+        )
+    fig = go.Figure(data=traces, layout=layout)
+    if bars:
+        fig.update_xaxes(range=[min(b.start for b in bars).isoformat(), max(b.end for b in bars).isoformat()])
+    return fig
+
+
+def plot_pareto_front(
+    study: Any,
+    *,
+    target_names: Optional[List[str]] = None,
+    include_dominated_trials: bool = True,
+    constraints_func: Optional[Callable[[FrozenTrial], Sequence[float]]] = None,
+    targets: Optional[Callable[[FrozenTrial], Sequence[float]]] = None,
+) -> Any:
+    """The completed trials in objective space (2 or 3 objectives), the Pareto-optimal ones
+    in red, the dominated ones in blue, infeasible ones in grey."""
+    go = _go()
+    front = _info.pareto(study, target_names, include_dominated_trials, constraints_func, targets)
+    three = len(front.names) == 3
+
+    def scatter(points: list, colorscale: Any, title: str, extra: Optional[dict] = None) -> Any:
+        coords = {k: [p[0][i] for p in points] for i, k in enumerate(["x", "y", "z"][: len(front.names)])}
+        marker: dict = {"line": {"width": 0.5, "color": "Grey"}, "color": [p[1].number for p in points], "colorscale": colorscale, "colorbar": {"title": title, **(extra or {})}}
+        cls = go.Scatter3d if three else go.Scatter
+        return cls(**coords, mode="markers", showlegend=False, text=[_info.hover_text(p[1]) for p in points], hovertemplate="%{text}<extra>" + title + "</extra>", marker=marker)
+
+    traces = []
+    if front.infeasible:
+        t = scatter(front.infeasible, COLOR_SCALE, "Infeasible Trial")
+        t.update(marker={"color": "#cccccc", "colorscale": None, "colorbar": None, "showscale": False})
+        traces.append(t)
+    traces.append(scatter(front.others, COLOR_SCALE, "Trial"))
+    traces.append(scatter(front.best, BEST_COLOR_SCALE, "Best Trial", {"x": 1.1, "xpad": 40}))
+    names = front.names
+    if three:
+        layout = go.Layout(title="Pareto-front Plot", scene={"xaxis_title": names[0], "yaxis_title": names[1], "zaxis_title": names[2]})
+    else:
+        layout = go.Layout(title="Pareto-front Plot", xaxis_title=names[0], yaxis_title=names[1])
+    return go.Figure(data=traces, layout=layout)
+
+
+def plot_hypervolume_history(study: Any, reference_point: Sequence[float]) -> Any:
+    """Hypervolume of the feasible trials so far (up to ``reference_point``) after each
+    completed trial of a multi-objective study."""
+    go = _go()
+    numbers, volumes = _info.hypervolume_history(study, reference_point)
+    layout = go.Layout(title="Hypervolume History Plot", xaxis={"title": "Trial"}, yaxis={"title": "Hypervolume"})
+    return go.Figure(data=[go.Scatter(x=numbers, y=volumes, mode="lines+markers")], layout=layout)
+
+
+__all__ = [
+    "is_available",
+    "matplotlib",
+    "plot_edf",
+    "plot_hypervolume_history",
+    "plot_intermediate_values",
+    "plot_optimization_history",
+    "plot_param_importances",
+    "plot_pareto_front",
+    "plot_slice",
+    "plot_timeline",
+]

@@ -1,0 +1,375 @@
+"""What each plot shows, computed from a study's trials without any plotting library; the
+plotly and matplotlib renderers draw the same data."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from dspex import _native
+from dspex.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from dspex.logging import get_logger
+from dspex.trial import FrozenTrial, TrialState
+
+_logger = get_logger(__name__)
+
+Target = Optional[Callable[[FrozenTrial], float]]
+Studies = Union[Any, Sequence[Any]]
+
+
+def _studies(study: Studies) -> List[Any]:
+    return list(study) if isinstance(study, (list, tuple)) else [study]
+
+
+def check_target(study: Studies, target: Target, target_name: str = "Objective Value") -> None:
+    """A multi-objective study needs a target (which objective to plot)."""
+    if target is None and any(s._is_multi_objective() for s in _studies(study)):
+        raise ValueError("If the `study` is being used for multi-objective optimization, please specify the `target`.")
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    """Whether a trial satisfies its constraints (a trial without constraints does)."""
+    return all(c <= 0.0 for c in trial.constraints.values())
+
+
+def value_of(trial: FrozenTrial, target: Target) -> float:
+    return float(target(trial)) if target is not None else float(trial.value)  # type: ignore[arg-type]
+
+
+def finite(trials: List[FrozenTrial], target: Target) -> List[FrozenTrial]:
+    """The trials whose plotted value is finite (others are left out, with a warning)."""
+    kept = [t for t in trials if math.isfinite(value_of(t, target))]
+    if len(kept) < len(trials):
+        _logger.warning(f"Trial(s) {[t.number for t in trials if t not in kept]} have non-finite values and are not plotted.")
+    return kept
+
+
+def completed(study: Any) -> List[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def hover_text(trial: FrozenTrial) -> str:
+    """The JSON of a trial's number, values and params, with HTML line breaks (hover labels)."""
+    body = {"number": trial.number, "values": trial.values, "params": trial.params}
+    return json.dumps(body, indent=2, default=str).replace("\n", "<br>")
+
+
+# ----------------------------------------------------------------------- optimization history
+
+
+@dataclass
+class Series:
+    """One line or scatter of values over trial numbers."""
+
+    label: str
+    numbers: List[int]
+    values: List[float]
+    stds: Optional[List[float]] = None
+
+
+@dataclass
+class History:
+    """Per study: its feasible values, its best-so-far line (None with a target) and its
+    infeasible values."""
+
+    values: Series
+    best: Optional[Series]
+    infeasible: Series
+
+
+def history(study: Studies, target: Target, target_name: str, error_bar: bool) -> List[History]:
+    check_target(study, target, target_name)
+    studies = _studies(study)
+    out: List[History] = []
+    runs = []
+    for s in studies:
+        trials = s.get_trials(deepcopy=False)
+        label = target_name if len(studies) == 1 else f"{target_name} of {s.study_name}"
+        state = ["incomplete" if t.state != TrialState.COMPLETE else "feasible" if feasible(t) else "infeasible" for t in trials]
+        values = [value_of(t, target) if st != "incomplete" else math.nan for t, st in zip(trials, state)]
+        best: Optional[List[float]] = None
+        if target is None:
+            sign = 1.0 if s.direction.name == "MINIMIZE" else -1.0
+            best, running = [], math.inf
+            for v, st in zip(values, state):
+                if st == "feasible":
+                    running = min(running, sign * v)
+                best.append(sign * running)
+        numbers = [t.number for t in trials]
+        runs.append((numbers, values, state, best))
+        pick = lambda which: ([n for n, st in zip(numbers, state) if st == which], [v for v, st in zip(values, state) if st == which])  # noqa: E731
+        fx, fy = pick("feasible")
+        ix, iy = pick("infeasible")
+        best_label = "Best Value" if len(studies) == 1 else f"Best Value of {s.study_name}"
+        out.append(History(Series(label, fx, fy), None if best is None else Series(best_label, numbers, best), Series("Infeasible Trial", ix, iy)))
+    if not any(r[2].count("feasible") + r[2].count("infeasible") for r in runs):
+        _logger.warning("There are no complete trials.")
+        return []
+    if not error_bar:
+        return out
+    # Mean and standard deviation over the studies, per trial number with a feasible value.
+    n = max(max(r[0], default=-1) for r in runs) + 1
+    per: List[List[float]] = [[] for _ in range(n)]
+    per_best: List[List[float]] = [[] for _ in range(n)]
+    for numbers, values, state, best in runs:
+        for i, (num, v, st) in enumerate(zip(numbers, values, state)):
+            if st == "feasible":
+                per[num].append(v)
+            if best is not None and math.isfinite(best[i]):
+                per_best[num].append(best[i])
+    xs = [i for i in range(n) if per[i]]
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    std = lambda v: math.sqrt(sum((x - mean(v)) ** 2 for x in v) / len(v))  # noqa: E731
+    values_series = Series(target_name, xs, [mean(per[i]) for i in xs], [std(per[i]) for i in xs])
+    best_series = None
+    if target is None:
+        best_series = Series("Best Value", xs, [mean(per_best[i]) for i in xs], [std(per_best[i]) for i in xs])
+    return [History(values_series, best_series, Series("Infeasible Trial", [], []))]
+
+
+# ------------------------------------------------------------------------- intermediate values
+
+
+@dataclass
+class Curve:
+    number: int
+    steps: List[int]
+    values: List[float]
+    feasible: bool
+
+
+def intermediate(study: Any) -> List[Curve]:
+    trials = study.get_trials(deepcopy=False, states=(TrialState.PRUNED, TrialState.COMPLETE, TrialState.RUNNING))
+    curves = [Curve(t.number, [k for k, _ in sorted(t.intermediate_values.items())], [v for _, v in sorted(t.intermediate_values.items())], feasible(t)) for t in trials if t.intermediate_values]
+    if not trials:
+        _logger.warning("Study instance does not contain trials.")
+    elif not curves:
+        _logger.warning("You need to set up the pruning feature to utilize `plot_intermediate_values()`")
+    return curves
+
+
+# ------------------------------------------------------------------------------------- slice
+
+
+@dataclass
+class SliceAxis:
+    """One parameter's panel: x (labels of a categorical's choices in choice order), y, colour
+    (trial number), and the infeasible points apart."""
+
+    param: str
+    log: bool
+    categorical: bool
+    labels: Optional[List[str]]
+    x: List[Any] = field(default_factory=list)
+    y: List[float] = field(default_factory=list)
+    numbers: List[int] = field(default_factory=list)
+    infeasible_x: List[Any] = field(default_factory=list)
+    infeasible_y: List[float] = field(default_factory=list)
+
+
+def _first_distributions(trials: List[FrozenTrial]) -> Dict[str, Any]:
+    dists: Dict[str, Any] = {}
+    for t in trials:
+        for k, d in t.distributions.items():
+            dists.setdefault(k, d)
+    return dists
+
+
+def slices(study: Any, params: Optional[List[str]], target: Target, target_name: str) -> List[SliceAxis]:
+    check_target(study, target, target_name)
+    trials = finite(completed(study), target)
+    if not trials:
+        _logger.warning("Your study does not have any completed trials.")
+        return []
+    dists = _first_distributions(trials)
+    if params is None:
+        names = sorted(dists)
+    else:
+        for p in params:
+            if p not in dists:
+                raise ValueError(f"Parameter {p} does not exist in your study.")
+        names = sorted(set(params))
+    out = []
+    for name in names:
+        d = dists[name]
+        cat = isinstance(d, CategoricalDistribution)
+        ax = SliceAxis(name, isinstance(d, (FloatDistribution, IntDistribution)) and d.log, cat, [repr(c) for c in d.choices] if cat else None)
+        rows = [(t.params[name], value_of(t, target), t.number, feasible(t)) for t in trials if name in t.params]
+        if cat:
+            # Grouped by choice, in the order of the choices.
+            order = {repr(c): i for i, c in enumerate(d.choices)}
+            rows = sorted(((repr(x), y, n, f) for x, y, n, f in rows), key=lambda r: order.get(r[0], len(order)))
+        for x, y, n, ok in rows:
+            if ok:
+                ax.x.append(x)
+                ax.y.append(y)
+                ax.numbers.append(n)
+            else:
+                ax.infeasible_x.append(x)
+                ax.infeasible_y.append(y)
+        out.append(ax)
+    return out
+
+
+# ------------------------------------------------------------------------- param importances
+
+
+def importances(study: Any, evaluator: Any, params: Optional[List[str]], target: Target, target_name: str) -> List[Tuple[str, Dict[str, float]]]:
+    """(label, importances) per objective plotted: one for a target or a single objective, one
+    per objective of a multi-objective study."""
+    from dspex.importance import get_param_importances
+
+    if target is None and study._is_multi_objective():
+        names = study.metric_names or [f"{target_name} {i}" for i in range(len(study.directions))]
+        def objective(i: int) -> Callable[[FrozenTrial], float]:
+            return lambda t: (t.values or [])[i]
+
+        return [(names[i], get_param_importances(study, evaluator=evaluator, params=params, target=objective(i))) for i in range(len(study.directions))]
+    return [(target_name, get_param_importances(study, evaluator=evaluator, params=params, target=target))]
+
+
+def importance_label(v: float) -> str:
+    return "<0.01" if v < 0.01 else f"{v:.2f}"
+
+
+# ------------------------------------------------------------------------------------- EDF
+
+
+def edf(study: Studies, target: Target, target_name: str) -> Tuple[List[float], List[Tuple[str, List[float]]]]:
+    """The grid of 100 values between the smallest and largest value of every study, and per
+    study the share of its (finite) values at or below each grid point."""
+    check_target(study, target, target_name)
+    studies = _studies(study)
+    per = []
+    for s in studies:
+        vals = sorted(value_of(t, target) for t in finite(completed(s), target))
+        per.append((s.study_name, vals))
+    every = [v for _, vals in per for v in vals]
+    if not every:
+        _logger.warning("There are no complete trials.")
+        return [], []
+    lo, hi = min(every), max(every)
+    grid = [lo + (hi - lo) * i / 99 for i in range(100)]
+    import bisect
+
+    return grid, [(name, [bisect.bisect_right(vals, x) / len(vals) if vals else 0.0 for x in grid]) for name, vals in per]
+
+
+# ---------------------------------------------------------------------------------- timeline
+
+
+@dataclass
+class Bar:
+    number: int
+    start: datetime.datetime
+    end: datetime.datetime
+    state: str
+    text: str
+
+
+TIMELINE_COLORS = {"COMPLETE": "blue", "FAIL": "red", "PRUNED": "orange", "RUNNING": "green", "WAITING": "gray", "INFEASIBLE": "#cccccc"}
+
+
+def timeline(study: Any, n_recent_trials: Optional[int] = None) -> List[Bar]:
+    if n_recent_trials is not None and n_recent_trials <= 0:
+        raise ValueError("n_recent_trials must be a positive integer or None.")
+    trials = study.get_trials(deepcopy=False)
+    if n_recent_trials is not None:
+        trials = trials[-n_recent_trials:]
+    now = datetime.datetime.now()
+    bars = []
+    for t in trials:
+        if t.datetime_start is None:
+            continue
+        state = t.state.name
+        if t.state == TrialState.COMPLETE and not feasible(t):
+            state = "INFEASIBLE"
+        bars.append(Bar(t.number, t.datetime_start, t.datetime_complete or now, state, hover_text(t)))
+    if not bars:
+        _logger.warning("Your study does not have any trials.")
+    return bars
+
+
+# ------------------------------------------------------------------------------ pareto front
+
+
+@dataclass
+class Front:
+    names: List[str]
+    best: List[Tuple[List[float], FrozenTrial]]
+    others: List[Tuple[List[float], FrozenTrial]]
+    infeasible: List[Tuple[List[float], FrozenTrial]]
+
+
+def _dominates(a: List[float], b: List[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def pareto(
+    study: Any,
+    target_names: Optional[List[str]],
+    include_dominated_trials: bool,
+    constraints_func: Optional[Callable[[FrozenTrial], Sequence[float]]],
+    targets: Optional[Callable[[FrozenTrial], Sequence[float]]],
+) -> Front:
+    if not study._is_multi_objective() and targets is None:
+        raise ValueError("If the `study` is being used for single-objective optimization, please specify the `targets`.")
+    trials = completed(study)
+    points = [(list(targets(t)) if targets is not None else list(t.values or []), t) for t in trials]
+    n = len(points[0][0]) if points else (len(study.directions) if targets is None else 0)
+    if targets is None:
+        n = len(study.directions)
+    if n not in (2, 3):
+        raise ValueError(
+            "`plot_pareto_front` function only supports 2 or 3 objective studies when using `targets` is `None`. "
+            "Please use `targets` if your objective studies have more than 3 objectives."
+        )
+    if target_names is None:
+        target_names = study.metric_names or [f"Objective {i}" for i in range(n)]
+    elif len(target_names) != n:
+        raise ValueError(f"The length of `target_names` is supposed to be {n}.")
+    ok = (lambda t: all(c <= 0.0 for c in constraints_func(t))) if constraints_func is not None else feasible
+    good = [(v, t) for v, t in points if ok(t)]
+    bad = [(v, t) for v, t in points if not ok(t)]
+    signs = [1.0 if d.name == "MINIMIZE" else -1.0 for d in study.directions] if len(study.directions) == n else [1.0] * n
+    loss = [[s * x for s, x in zip(signs, v)] for v, _ in good]
+    is_best = [not any(_dominates(o, loss[i]) for o in loss) for i in range(len(good))]
+    best = [p for p, b in zip(good, is_best) if b]
+    others = [p for p, b in zip(good, is_best) if not b] if include_dominated_trials else []
+    if not good:
+        _logger.warning("Your study does not have any completed and feasible trials.")
+    return Front(list(target_names), best, others, bad)
+
+
+# ----------------------------------------------------------------------- hypervolume history
+
+
+def hypervolume_history(study: Any, reference_point: Sequence[float]) -> Tuple[List[int], List[float]]:
+    """Per completed trial, the hypervolume of the feasible trials up to it (minimisation
+    signs applied to the values and the reference point alike)."""
+    if not study._is_multi_objective():
+        raise ValueError("Study must be multi-objective. For single-objective optimization, please use plot_optimization_history instead.")
+    ref = [float(v) for v in reference_point]
+    if len(ref) != len(study.directions):
+        raise ValueError("The dimension of the reference point must be the same as the number of objectives.")
+    signs = [1.0 if d.name == "MINIMIZE" else -1.0 for d in study.directions]
+    ref_min = [s * r for s, r in zip(signs, ref)]
+    numbers: List[int] = []
+    volumes: List[float] = []
+    front: List[List[float]] = []
+    hv = 0.0
+    trials = completed(study)
+    if not trials:
+        _logger.warning("Your study does not have any completed trials.")
+    for t in trials:
+        numbers.append(t.number)
+        if feasible(t):
+            p = [s * v for s, v in zip(signs, t.values or [])]
+            if all(x <= r for x, r in zip(p, ref_min)) and not any(all(a <= b for a, b in zip(q, p)) for q in front):
+                front = [q for q in front if not all(a <= b for a, b in zip(p, q))] + [p]
+                hv = _native.hypervolume(front, ref_min)
+        volumes.append(hv)
+    return numbers, volumes
