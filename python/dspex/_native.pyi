@@ -153,6 +153,10 @@ def hypervolume(points: List[List[float]], reference: List[float]) -> float:
     """Hypervolume of points (to minimise) up to the reference point."""
     ...
 
+def flush_storages() -> None:
+    """Writes the batched updates of running trials of every open SQL storage."""
+    ...
+
 def best_of(losses: List[List[float]], k: int) -> List[bool]:
     """The k best loss vectors by non-domination rank and hypervolume tie-break."""
     ...

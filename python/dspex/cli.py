@@ -10,6 +10,7 @@ from types import FrameType
 from typing import List, Optional
 
 from dspex import _native
+from dspex._optuna_cli import COMMANDS as OPTUNA_COMMANDS
 from dspex._studies_cli import main as studies_main
 
 
@@ -26,8 +27,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         from dspex.run import main as run_main
 
         return run_main(args[1:])
-    if args[:1] == ["studies"]:  # dspex studies list|show|delete|export (python/dspex/_studies_cli.py)
-        return studies_main(args[1:])
+    if args[:1] == ["studies"] and args[1:2] and not args[1].startswith("-"):
+        return studies_main(args[1:])  # dspex studies list|show|delete|export (python/dspex/_studies_cli.py)
+    if args[:1] and args[0] in OPTUNA_COMMANDS:  # Optuna's commands (python/dspex/_optuna_cli.py)
+        from dspex._optuna_cli import main as optuna_main
+
+        return optuna_main(args)
     if args[:1] == ["sessions"]:  # dspex sessions list|show|close --engine ADDR (python/dspex/_sessions_cli.py)
         from dspex._sessions_cli import main as sessions_main
 

@@ -6,6 +6,7 @@ optuna-dashboard read dspex studies and dspex reads theirs."""
 
 from __future__ import annotations
 
+import atexit
 from typing import Any, Dict, List, Optional
 
 from dspex import _native
@@ -110,3 +111,16 @@ def _resolve(storage: object) -> Any:
 
 
 __all__ = ["InMemoryStorage", "RDBStorage", "RetryFailedTrialCallback", "RetryHeartbeatStaleTrialCallback"]
+
+
+def _flush_at_exit() -> None:
+    # A SQL storage batches a running trial's updates (parameters, reports, attributes) for up
+    # to half a second; write them before the process ends (a trial asked and suggested just
+    # before exit, as `dspex ask` does, keeps its parameters).
+    try:
+        _native.flush_storages()
+    except Exception:  # noqa: BLE001  (the engine has logged why)
+        pass
+
+
+atexit.register(_flush_at_exit)

@@ -82,8 +82,27 @@ enum Cmd {
     },
     /// Run an unmodified Optuna script on dspex: `dspex run SCRIPT [ARGS]`.
     Run(PythonArgs),
-    /// List, show, delete or export the studies of a storage.
+    /// List, show, delete or export the studies of a storage (`dspex studies --storage URL`
+    /// alone lists them as Optuna's `optuna studies` does).
     Studies(PythonArgs),
+    /// Optuna's `create-study`: create a study and print its name.
+    CreateStudy(PythonArgs),
+    /// Optuna's `delete-study`.
+    DeleteStudy(PythonArgs),
+    /// Optuna's `study set-user-attr`.
+    Study(PythonArgs),
+    /// Optuna's `trials`: the trials of a study (`-f table|json|yaml`).
+    Trials(PythonArgs),
+    /// Optuna's `best-trial`.
+    BestTrial(PythonArgs),
+    /// Optuna's `best-trials` (the Pareto front of a multi-objective study).
+    BestTrials(PythonArgs),
+    /// Optuna's `ask`: start a trial of a search space given as JSON, print its parameters.
+    Ask(PythonArgs),
+    /// Optuna's `tell`: finish a trial with its values or state.
+    Tell(PythonArgs),
+    /// Optuna's `storage upgrade`.
+    Storage(PythonArgs),
     /// List, show or close the sessions of a served engine.
     Sessions(PythonArgs),
     /// Benchmark dspex against its peers: `dspex bench --suite quick|full --out DIR`.
@@ -268,7 +287,19 @@ pub fn run(args: Vec<String>, env: CliEnv) -> i32 {
             env.cancel,
         )),
         Cmd::Cache { action } => handle.block_on(cache_cmd(action)),
-        Cmd::Run(_) | Cmd::Studies(_) | Cmd::Sessions(_) | Cmd::Bench(_) => Err(
+        Cmd::Run(_)
+        | Cmd::Studies(_)
+        | Cmd::Sessions(_)
+        | Cmd::Bench(_)
+        | Cmd::CreateStudy(_)
+        | Cmd::DeleteStudy(_)
+        | Cmd::Study(_)
+        | Cmd::Trials(_)
+        | Cmd::BestTrial(_)
+        | Cmd::BestTrials(_)
+        | Cmd::Ask(_)
+        | Cmd::Tell(_)
+        | Cmd::Storage(_) => Err(
             "this command is run by the Python package: use the `dspex` command installed with it \
              (or python -m dspex.cli)"
                 .into(),

@@ -801,6 +801,13 @@ fn hypervolume(py: Python<'_>, points: Vec<Vec<f64>>, reference: Vec<f64>) -> Py
     })
 }
 
+/// Writes the batched updates of running trials of every open SQL storage (at exit).
+#[pyfunction]
+fn flush_storages(py: Python<'_>) -> PyResult<()> {
+    py.detach(|| guard(dspex_engine::storage::flush_open_storages))?
+        .map_err(to_py_err)
+}
+
 /// Optuna's JSON form of a distribution tuple.
 #[pyfunction]
 fn distribution_to_json(dist: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -867,6 +874,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sampler, m)?)?;
     m.add_function(wrap_pyfunction!(forest_importances, m)?)?;
     m.add_function(wrap_pyfunction!(best_of, m)?)?;
+    m.add_function(wrap_pyfunction!(flush_storages, m)?)?;
     m.add_function(wrap_pyfunction!(hypervolume, m)?)?;
     m.add_function(wrap_pyfunction!(pruner, m)?)?;
     m.add_function(wrap_pyfunction!(check_float_distribution, m)?)?;

@@ -18,7 +18,7 @@ mod sql_schema;
 mod state;
 
 pub use memory::InMemoryStorage;
-pub use sql::{RetryPolicy, SqlOptions, SqlStorage, FLUSH_INTERVAL};
+pub use sql::{flush_open_storages, RetryPolicy, SqlOptions, SqlStorage, FLUSH_INTERVAL};
 
 /// Opens a storage from a URL: `memory` (or empty) for a fresh in-memory storage,
 /// `sqlite:///path.db` / `postgresql://...` for a database in Optuna's schema. Blocking.

@@ -526,6 +526,9 @@ impl SqlStorage {
             rt()?.spawn(heartbeat_loop(weak, interval));
         }
         rt()?.spawn(flush_loop(Arc::downgrade(&storage.inner)));
+        let mut open = OPEN.lock();
+        open.retain(|w| w.strong_count() > 0);
+        open.push(Arc::downgrade(&storage.inner));
         Ok(storage)
     }
 
@@ -712,6 +715,39 @@ async fn connect(url: &str) -> Result<Db> {
         }
         other => Err(bad(&format!("unsupported scheme {other:?}"))),
     }
+}
+
+impl Drop for Inner {
+    /// The last handle on a storage going away writes what it still batches (a study object
+    /// dropped right after a suggest keeps the parameter).
+    fn drop(&mut self) {
+        if self.pending.lock().is_empty() {
+            return;
+        }
+        match block_on(self.flush()) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => tracing::warn!("cannot write batched trial updates: {e}"),
+        }
+    }
+}
+
+/// The SQL storages of this process, for [`flush_open_storages`].
+static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+/// Writes the batched updates of every open SQL storage of this process (what a process does
+/// before it exits, so a parameter suggested just before is not lost). Returns the first error.
+pub fn flush_open_storages() -> Result<()> {
+    let open: Vec<Arc<Inner>> = OPEN.lock().iter().filter_map(Weak::upgrade).collect();
+    let mut first = Ok(());
+    for inner in open {
+        if let Err(e) = block_on(async move { inner.flush().await }).and_then(|r| r) {
+            tracing::warn!("cannot write batched trial updates: {e}");
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
 }
 
 async fn flush_loop(inner: Weak<Inner>) {
