@@ -61,9 +61,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # Optuna's layout: ``optuna.visualization`` is there without importing it (plotting is an
-    # optional extra, so it is imported on first use).
-    if name == "visualization":
+    # Optuna's layout: ``optuna.visualization`` and ``optuna.artifacts`` are there without
+    # importing them (plotting is an optional extra, so they are imported on first use).
+    if name in ("visualization", "artifacts"):
         import importlib
 
         return importlib.import_module("dspex.visualization")

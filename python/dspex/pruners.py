@@ -40,6 +40,17 @@ class BasePruner:
             raise ValueError(f"{type(self).__name__}: {e}") from None
         self._spec = (kind, options)
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # Pickled as its settings; the engine's pruner is built again from them when unpickled.
+        state = dict(self.__dict__)
+        state.pop("_native", None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_spec" in state:
+            self._build(*state["_spec"])
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

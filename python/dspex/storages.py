@@ -7,7 +7,7 @@ optuna-dashboard read dspex studies and dspex reads theirs."""
 from __future__ import annotations
 
 import atexit
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from dspex import _native
 
@@ -21,6 +21,9 @@ class InMemoryStorage:
 
     def get_all_study_names(self) -> List[str]:
         return self._native.study_names()
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        raise TypeError("an InMemoryStorage cannot be pickled (its studies live in this process); pickle a Study, which copies its trials")
 
 
 class RetryFailedTrialCallback:
@@ -98,6 +101,14 @@ class RDBStorage:
 
     def __repr__(self) -> str:
         return f"RDBStorage({self.url!r})"
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # Pickled as its URL and options: unpickling opens the database again.
+        return (_rdb_storage, (self.url, self.heartbeat_interval, self.grace_period, self.failed_trial_callback))
+
+
+def _rdb_storage(url: str, heartbeat_interval: Optional[float], grace_period: Optional[float], callback: Optional[RetryFailedTrialCallback]) -> RDBStorage:
+    return RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, failed_trial_callback=callback)
 
 
 def _resolve(storage: object) -> Any:

@@ -62,6 +62,24 @@ class Study:
         self._optimizing = 0
         self._lock = threading.Lock()
 
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # Pickled as Optuna pickles a study: one in a database as its storage and name (loaded
+        # again when unpickled, in this process or another), one in memory as a copy of its
+        # trials and attributes (unpickled into a new in-memory storage). Samplers and pruners
+        # pickle as their settings; a seeded sampler goes on as the original would.
+        if isinstance(self._storage, _storages.RDBStorage):
+            return (_unpickle_study, (self._storage, self.study_name, self.sampler, self.pruner, None))
+        if isinstance(self._storage, _storages.InMemoryStorage):
+            copy = {
+                "directions": [d.name.lower() for d in self.directions],
+                "trials": self.get_trials(deepcopy=False),
+                "user_attrs": self.user_attrs,
+                "system_attrs": self.system_attrs,
+                "metric_names": self.metric_names,
+            }
+            return (_unpickle_study, (None, self.study_name, self.sampler, self.pruner, copy))
+        raise TypeError("a study of a remote engine cannot be pickled: pass its name and the engine's address, and load it there")
+
     # ---------------------------------------------------------------- properties
     @property
     def study_name(self) -> str:
@@ -513,6 +531,21 @@ def _tell_arguments(values: Any, state: Optional[TrialState]) -> Dict[str, Any]:
     # COMPLETE given: values the engine refuses (NaN, a wrong count) raise instead of failing
     # the trial.
     return {"values": vals, "strict": state == TrialState.COMPLETE}
+
+
+def _unpickle_study(storage: Any, name: str, sampler: Any, pruner: Any, copy: Optional[Dict[str, Any]]) -> "Study":
+    """The study a pickle holds (see ``Study.__reduce__``)."""
+    if copy is None:
+        return load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    study = create_study(study_name=name, directions=copy["directions"], sampler=sampler, pruner=pruner)
+    for k, v in copy["user_attrs"].items():
+        study.set_user_attr(k, v)
+    for k, v in copy["system_attrs"].items():
+        study._native.set_system_attr(k, v)
+    if copy["metric_names"] is not None:
+        study.set_metric_names(copy["metric_names"])
+    study.add_trials(copy["trials"])
+    return study
 
 
 def _engine_sampler(sampler: Any) -> Any:
