@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -473,3 +474,38 @@ def test_a_pruner_written_in_python_decides_in_the_evaluating_process():
     assert any(t.state == dspex.TrialState.PRUNED for t in study.trials) and seen[0] == (0, 0)
     with pytest.raises(ValueError, match="implement Optuna's prune"):
         dspex.create_study(pruner=object())
+
+
+def test_check_distribution_compatibility_follows_the_engines_rule():
+    from dspex.distributions import CategoricalDistribution, FloatDistribution, IntDistribution, check_distribution_compatibility
+
+    check_distribution_compatibility(FloatDistribution(0, 1), FloatDistribution(-5, 5))  # ranges may differ
+    check_distribution_compatibility(CategoricalDistribution(["a", 1]), CategoricalDistribution(["a", 1]))
+    for old, new, why in (
+        (FloatDistribution(0, 1), IntDistribution(0, 1), "kind"),
+        (FloatDistribution(1, 2), FloatDistribution(1, 2, log=True), "log"),
+        (CategoricalDistribution(["a", "b"]), CategoricalDistribution(["a", "c"]), "choices"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            check_distribution_compatibility(old, new)
+
+
+def test_fail_stale_trials_fails_the_trials_of_a_dead_process(tmp_path):
+    url = f"sqlite:///{tmp_path / 'stale.db'}"
+    dspex.create_study(study_name="s", storage=url)
+    # A process asks for a trial and dies without telling it (no clean-up: os._exit).
+    code = (
+        "import os, dspex\n"
+        f"st = dspex.storages.RDBStorage({url!r}, heartbeat_interval=1)\n"
+        "s = dspex.load_study(study_name='s', storage=st)\n"
+        "t = s.ask(); t.suggest_float('x', 0, 1)\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    storage = dspex.storages.RDBStorage(url, heartbeat_interval=1, grace_period=1)
+    study = dspex.load_study(study_name="s", storage=storage)
+    assert [t.state.name for t in study.trials] == ["RUNNING"]
+    time.sleep(2.5)
+    dspex.storages.fail_stale_trials(study)
+    assert [t.state.name for t in study.get_trials()] == ["FAIL"]
+    dspex.storages.fail_stale_trials(dspex.create_study())  # in memory: nothing to fail

@@ -52,6 +52,7 @@ __all__ = [
     "best_of",
     "hypervolume",
     "flush_storages",
+    "check_distribution_compatibility",
     "check_float_distribution",
     "check_int_distribution",
     "check_categorical_distribution",
@@ -125,6 +126,8 @@ class InMemoryStorage:
     def summaries(self) -> List[Tuple[int, str, List[str], int, Dict[str, Any], Dict[str, Any], Optional[float]]]:
         """(study_id, name, directions, n_trials, user_attrs, system_attrs, datetime_start seconds or None) per study."""
     def study_names(self) -> List[str]: ...
+    def fail_stale_trials(self, name: str) -> List[int]:
+        """Fails the stale RUNNING trials of study ``name``; their numbers."""
     def delete_study(self, name: str) -> None: ...
 
 @final
@@ -159,6 +162,10 @@ def hypervolume(points: List[List[float]], reference: List[float]) -> float:
 
 def flush_storages() -> None:
     """Writes the batched updates of running trials of every open SQL storage."""
+    ...
+
+def check_distribution_compatibility(old: _DistributionTuple, new: _DistributionTuple) -> None:
+    """ValueError when a parameter recorded with ``old`` cannot be suggested with ``new``."""
     ...
 
 def best_of(losses: List[List[float]], k: int) -> List[bool]:

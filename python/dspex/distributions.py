@@ -173,6 +173,13 @@ def _convert_old_distribution_to_new_distribution(distribution: BaseDistribution
     return distribution
 
 
+def check_distribution_compatibility(dist_old: BaseDistribution, dist_new: BaseDistribution) -> None:
+    """Raises ``ValueError`` when a parameter recorded with ``dist_old`` cannot be suggested
+    again with ``dist_new``: another kind of distribution, another log setting, or other
+    categorical choices (ranges may differ)."""
+    _native.check_distribution_compatibility(dist_old._to_native(), dist_new._to_native())
+
+
 def distribution_to_json(dist: BaseDistribution) -> str:
     """Optuna's JSON form of ``dist``."""
     return _native.distribution_to_json(dist._to_native())
@@ -194,6 +201,7 @@ __all__ = [
     "IntUniformDistribution",
     "LogUniformDistribution",
     "UniformDistribution",
+    "check_distribution_compatibility",
     "distribution_to_json",
     "json_to_distribution",
 ]

@@ -111,6 +111,16 @@ def _rdb_storage(url: str, heartbeat_interval: Optional[float], grace_period: Op
     return RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, failed_trial_callback=callback)
 
 
+def fail_stale_trials(study: Any) -> None:
+    """Fails the RUNNING trials of ``study`` whose heartbeat stopped (``RDBStorage(...,
+    heartbeat_interval=...)``: their process died or hangs) and, with a
+    ``RetryFailedTrialCallback``, re-queues them. dspex also does this before each trial starts;
+    a storage without heartbeats (or in memory) has nothing to fail."""
+    storage = study._storage
+    if isinstance(storage, RDBStorage):
+        storage._native.fail_stale_trials(study.study_name)
+
+
 def _resolve(storage: object) -> Any:
     if storage is None:
         return InMemoryStorage()
@@ -121,7 +131,7 @@ def _resolve(storage: object) -> Any:
     raise TypeError(f"storage must be None, a URL, an InMemoryStorage or an RDBStorage, got {storage!r}")
 
 
-__all__ = ["InMemoryStorage", "RDBStorage", "RetryFailedTrialCallback", "RetryHeartbeatStaleTrialCallback"]
+__all__ = ["InMemoryStorage", "RDBStorage", "RetryFailedTrialCallback", "RetryHeartbeatStaleTrialCallback", "fail_stale_trials"]
 
 
 def _flush_at_exit() -> None:

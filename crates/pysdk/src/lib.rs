@@ -580,6 +580,16 @@ impl PyStorage {
             .collect()
     }
 
+    /// Fails the stale RUNNING trials of study `name` (no heartbeat past the grace period) and
+    /// re-queues them under the retry policy; the failed trial numbers.
+    fn fail_stale_trials(&self, py: Python<'_>, name: String) -> PyResult<Vec<u64>> {
+        let s = self.inner.clone();
+        engine(py, move || {
+            let id = s.get_study_id_from_name(&name)?;
+            s.fail_stale_trials(id)
+        })
+    }
+
     /// Names of the studies in this storage.
     fn study_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let s = self.inner.clone();
@@ -808,6 +818,17 @@ fn flush_storages(py: Python<'_>) -> PyResult<()> {
         .map_err(to_py_err)
 }
 
+/// Whether a parameter recorded with `old` may be suggested again with `new` (the engine's
+/// rule: same kind, same log setting, same choices); ValueError saying why not.
+#[pyfunction]
+fn check_distribution_compatibility(
+    old: &Bound<'_, PyAny>,
+    new: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let (a, b) = (dist_from_py(old)?, dist_from_py(new)?);
+    dspex_engine::model::check_compatible(&a, &b).map_err(PyValueError::new_err)
+}
+
 /// Optuna's JSON form of a distribution tuple.
 #[pyfunction]
 fn distribution_to_json(dist: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -874,6 +895,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sampler, m)?)?;
     m.add_function(wrap_pyfunction!(forest_importances, m)?)?;
     m.add_function(wrap_pyfunction!(best_of, m)?)?;
+    m.add_function(wrap_pyfunction!(check_distribution_compatibility, m)?)?;
     m.add_function(wrap_pyfunction!(flush_storages, m)?)?;
     m.add_function(wrap_pyfunction!(hypervolume, m)?)?;
     m.add_function(wrap_pyfunction!(pruner, m)?)?;

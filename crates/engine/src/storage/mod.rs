@@ -84,6 +84,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn create_new_trial(&self, study: StudyId, template: Option<&TrialRecord>) -> Result<u64>;
     /// Atomically moves the oldest WAITING trial to RUNNING (start time now) and returns it.
     fn pop_waiting_trial(&self, study: StudyId) -> Result<Option<u64>>;
+
+    /// Fails the RUNNING trials of `study` whose heartbeat stopped (their process died) and
+    /// re-queues them under the storage's retry policy; the failed trial numbers. Storages
+    /// without heartbeats fail nothing.
+    fn fail_stale_trials(&self, study: StudyId) -> Result<Vec<u64>> {
+        let _ = study;
+        Ok(Vec::new())
+    }
     /// Records a suggested parameter of a running trial (`internal` in `dist`'s internal
     /// representation); the distribution must be compatible with the name's earlier ones.
     fn set_trial_param(

@@ -1297,6 +1297,10 @@ fn value_type_checked(v: f64, what: &str) -> Result<(Option<f64>, &'static str)>
 }
 
 impl Storage for SqlStorage {
+    fn fail_stale_trials(&self, study: StudyId) -> Result<Vec<u64>> {
+        SqlStorage::fail_stale_trials(self, study)
+    }
+
     fn create_new_study(
         &self,
         directions: &[StudyDirection],
