@@ -509,3 +509,17 @@ def test_fail_stale_trials_fails_the_trials_of_a_dead_process(tmp_path):
     dspex.storages.fail_stale_trials(study)
     assert [t.state.name for t in study.get_trials()] == ["FAIL"]
     dspex.storages.fail_stale_trials(dspex.create_study())  # in memory: nothing to fail
+
+
+def test_relative_params_show_what_a_python_sampler_chose_as_the_trial_started():
+    seen = []
+
+    def objective(trial):
+        seen.append((trial.relative_params, set(trial.relative_search_space)))
+        return trial.suggest_float("x", 0, 1)
+
+    dspex.create_study(sampler=_GridWalk()).optimize(objective, n_trials=3)
+    assert seen == [({}, set()), ({"x": 0.25}, {"x"}), ({"x": 0.5}, {"x"})]
+    engine = []
+    dspex.create_study().optimize(lambda t: engine.append(t.relative_params) or t.suggest_float("x", 0, 1), n_trials=2)
+    assert engine == [{}, {}]

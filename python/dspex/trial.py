@@ -309,6 +309,19 @@ class Trial(BaseTrial):
     def _frozen(self) -> "FrozenTrial":
         return FrozenTrial._from_native(self._native.trial(self._number))
 
+    @property
+    def relative_params(self) -> Dict[str, Any]:
+        """What a sampler written in Python chose by ``sample_relative`` as this trial started
+        (empty for the engine's samplers, which sample in the engine as each parameter is
+        suggested)."""
+        return dict(self._relative)
+
+    @property
+    def relative_search_space(self) -> Dict[str, BaseDistribution]:
+        """The search space a sampler written in Python sampled relatively (see
+        :attr:`relative_params`)."""
+        return dict(self._relative_space)
+
     def _given(self, name: str, distribution: BaseDistribution) -> Any:
         """What the Python sampler chooses for ``name`` (its relative sample when ``name`` is in
         the relative search space with this distribution, else an independent one)."""
