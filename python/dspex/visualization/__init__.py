@@ -5,7 +5,7 @@ plotly is an optional extra (``pip install "dspex[plot]"``); importing this modu
 need it, calling a plot function does. Each function returns a ``plotly.graph_objects.Figure``.
 
 There: optimization history, intermediate values, slice, parameter importances, EDF,
-timeline, Pareto front and hypervolume history. Not yet: contour, parallel coordinate, rank
+timeline, parallel coordinate, Pareto front and hypervolume history. Not yet: contour, rank
 and terminator improvement.
 """
 
@@ -229,6 +229,73 @@ def plot_pareto_front(
     return go.Figure(data=traces, layout=layout)
 
 
+def plot_parallel_coordinate(study: Any, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value") -> Any:
+    """Each completed trial as a line across one axis per objective and per parameter (log
+    parameters on a log axis, categorical ones by choice, missing values below each axis),
+    coloured by its objective value (by Pareto rank for several objectives), infeasible ones
+    dotted."""
+    go = _go()
+    from plotly.colors import sample_colorscale
+
+    info = _info.parallel(study, params, target, target_name)
+    layout = go.Layout(title={"text": "Parallel Coordinate Plot", "y": 1, "yanchor": "bottom", "yref": "paper"})
+    if len(info.axes) == info.n_objective_axes or not info.axes[0].values:
+        return go.Figure(data=[], layout=layout)
+    lo, hi = (-0.5, max(info.colors) + 0.5) if info.rank_colors else (min(info.colors), max(info.colors))
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    shade = [(c - lo) / (hi - lo) for c in info.colors]
+    if info.reverse_scale:
+        shade = [1.0 - c for c in shade]
+    colors = sample_colorscale(COLOR_SCALE, shade)
+    xs = list(range(len(info.axes)))
+    normalized = [ax.normalized() for ax in info.axes]
+    traces = []
+    for i in info.draw_order:
+        ok = info.feasible is None or info.feasible[i]
+        traces.append(
+            go.Scatter(
+                x=xs,
+                y=[n[i] for n in normalized],
+                customdata=[[ax.label, ax.format(ax.values[i])] for ax in info.axes],
+                mode="lines",
+                line={"color": colors[i], "dash": "solid" if ok else "dot", "width": 1.2},
+                opacity=0.5,
+                showlegend=False,
+                hovertemplate="%{customdata[0]}: %{customdata[1]}<extra></extra>",
+            )
+        )
+    if info.feasible is not None:
+        for name, dash in (("Feasible", "solid"), ("Infeasible", "dot")):
+            traces.append(go.Scatter(x=[None], y=[None], mode="lines", line={"color": "#2F3B52", "dash": dash, "width": 2}, name=name, showlegend=True, hoverinfo="skip"))
+    colorbar: dict = {"title": info.colorbar_title}
+    if info.rank_colors:
+        colorbar["tickvals"] = list(range(int(max(info.colors)) + 1))
+    marker = {"color": [lo, hi], "cmin": lo, "cmax": hi, "colorscale": COLOR_SCALE, "reversescale": info.reverse_scale, "showscale": True, "colorbar": colorbar}
+    traces.append(go.Scatter(x=[None, None], y=[None, None], mode="markers", marker=marker, showlegend=False, hoverinfo="skip"))
+    annotations = []
+    for x, ax in enumerate(info.axes):
+        if ax.tickvals:
+            ticks, text = ax.tickvals, ax.ticktext or [f"{v:.3g}" for v in ax.tickvals]
+        elif ax.range[0] == ax.range[1]:
+            ticks, text = [ax.range[0]], [f"{ax.range[0]:.3g}"]
+        else:
+            ticks = [ax.range[0] + (ax.range[1] - ax.range[0]) * k / 4 for k in range(5)]
+            text = [f"{v:.3g}" for v in ticks]
+        for y, t in zip(ax.normalized(ticks), text):
+            annotations.append({"x": x, "y": y, "text": t, "showarrow": False, "xanchor": "right", "xshift": -4, "font": {"size": 10, "color": "#555"}})
+    layout.update(
+        xaxis={"tickmode": "array", "tickvals": xs, "ticktext": [ax.label for ax in info.axes], "range": (-0.2, len(xs) - 0.8), "showgrid": False, "zeroline": False},
+        yaxis={"range": (-0.08, 1.08), "visible": False, "fixedrange": True},
+        annotations=annotations,
+        shapes=[{"type": "line", "x0": x, "x1": x, "y0": 0, "y1": 1, "line": {"color": "#888", "width": 1}, "layer": "below"} for x in xs],
+        hovermode="closest",
+        plot_bgcolor="white",
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1, "yanchor": "bottom"},
+    )
+    return go.Figure(data=traces, layout=layout)
+
+
 def plot_hypervolume_history(study: Any, reference_point: Sequence[float]) -> Any:
     """Hypervolume of the feasible trials so far (up to ``reference_point``) after each
     completed trial of a multi-objective study."""
@@ -245,6 +312,7 @@ __all__ = [
     "plot_hypervolume_history",
     "plot_intermediate_values",
     "plot_optimization_history",
+    "plot_parallel_coordinate",
     "plot_param_importances",
     "plot_pareto_front",
     "plot_slice",

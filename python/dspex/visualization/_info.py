@@ -373,3 +373,166 @@ def hypervolume_history(study: Any, reference_point: Sequence[float]) -> Tuple[L
                 hv = _native.hypervolume(front, ref_min)
         volumes.append(hv)
     return numbers, volumes
+
+
+# ----------------------------------------------------------------------- parallel coordinate
+
+MISSING_LABEL = "None"
+
+
+@dataclass
+class Axis:
+    """One vertical axis: its label, each trial's value on it (log10 for a log parameter, the
+    index for a categorical one), its range and tick marks."""
+
+    label: str
+    values: List[float]
+    range: Tuple[float, float]
+    log: bool = False
+    categorical: bool = False
+    tickvals: List[float] = field(default_factory=list)
+    ticktext: List[str] = field(default_factory=list)
+
+    def normalized(self, values: Optional[List[float]] = None) -> List[float]:
+        lo, hi = self.range
+        vals = self.values if values is None else values
+        return [0.5] * len(vals) if lo == hi else [(v - lo) / (hi - lo) for v in vals]
+
+    def format(self, value: float) -> str:
+        for tv, tt in zip(self.tickvals, self.ticktext):
+            if math.isclose(value, tv):
+                return tt
+        return f"{10**value:.3g}" if self.log else f"{value:.3g}"
+
+
+@dataclass
+class Parallel:
+    axes: List[Axis]
+    n_objective_axes: int
+    colors: List[float]
+    colorbar_title: str
+    reverse_scale: bool
+    rank_colors: bool
+    draw_order: List[int]
+    feasible: Optional[List[bool]]
+
+
+def _label(name: str) -> str:
+    return name if len(name) < 20 else f"{name[:17]}..."
+
+
+def _missing_at(lo: float, hi: float) -> float:
+    # Missing values get a place just below the range (an eighth of the axis).
+    return lo - 1.0 if lo == hi else lo - (hi - lo) * 0.12 / 0.88
+
+
+def _numeric_axis(label: str, values: List[float]) -> Axis:
+    return Axis(label, list(values), (min(values), max(values)) if values else (0.0, 0.0))
+
+
+def _pareto_ranks(losses: List[List[float]]) -> List[int]:
+    ranks = [-1] * len(losses)
+    left = set(range(len(losses)))
+    rank = 0
+    while left:
+        front = {i for i in left if not any(_dominates(losses[j], losses[i]) for j in left if j != i)}
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+def parallel(study: Any, params: Optional[List[str]], target: Target, target_name: str) -> Parallel:
+    multi = target is None and study._is_multi_objective()
+    if not multi:
+        check_target(study, target, target_name)
+    trials = completed(study)
+    if multi:
+        trials = [t for t in trials if t.values is not None and all(math.isfinite(v) for v in t.values)]
+    else:
+        trials = finite(trials, target)
+    names = sorted({p for t in trials for p in t.params})
+    if params is not None:
+        for p in params:
+            if p not in names:
+                raise ValueError(f"Parameter {p} does not exist in your study.")
+        names = sorted(set(params))
+    if multi:
+        labels = study.metric_names or [f"Objective {i}" for i in range(len(study.directions))]
+        objective_axes = [_numeric_axis(label, [float((t.values or [])[i]) for t in trials]) for i, label in enumerate(labels)]
+        losses = [[-v if d.name == "MAXIMIZE" else v for v, d in zip(t.values or [], study.directions)] for t in trials]
+        ranks = _pareto_ranks(losses)
+        colors = [float(r) for r in ranks]
+        order = sorted(range(len(trials)), key=lambda i: (ranks[i], i), reverse=True)  # worst rank drawn first
+        title, reverse = "Pareto Rank", True
+    else:
+        values = [value_of(t, target) for t in trials]
+        objective_axes = [_numeric_axis(target_name, values)]
+        colors, order, title = list(values), list(range(len(trials))), target_name
+        reverse = target is not None or study.direction.name == "MINIMIZE"
+    if not trials:
+        _logger.warning("Your study does not have any completed trials.")
+        return Parallel(objective_axes, len(objective_axes), colors, title, reverse, multi, order, None)
+    feas = [bool(t.constraints) and feasible(t) for t in trials] if any(t.constraints for t in trials) else None
+    axes: List[Axis] = []
+    numeric_categorical: List[int] = []
+    for name in names:
+        raw = [t.params.get(name, _MISSING) for t in trials]
+        missing = any(v is _MISSING for v in raw)
+        given = [v for v in raw if v is not _MISSING]
+        dists = [t.distributions[name] for t in trials if name in t.params]
+        categorical = any(isinstance(d, CategoricalDistribution) for d in dists)
+        log = isinstance(dists[0], (FloatDistribution, IntDistribution)) and dists[0].log
+        if log:
+            logs = [math.log10(v) for v in given]
+            lo, hi = min(logs), max(logs)
+            ticks: List[float] = list(range(math.ceil(lo), math.floor(hi) + 1))
+            ticks = ([lo] if lo not in ticks else []) + ticks + ([hi] if hi not in ticks else [])
+            m = _missing_at(lo, hi)
+            vals = [m if v is _MISSING else math.log10(v) for v in raw]
+            text = [f"{10**x:.3g}" for x in ticks]
+            if missing:
+                ticks, text = [m] + ticks, [MISSING_LABEL] + text
+            axes.append(Axis(_label(name), vals, (m if missing else lo, hi), True, False, ticks, text))
+        elif categorical:
+            first = dists[0]  # the first trial with the parameter decides, as in Optuna
+            numeric = not isinstance(first, CategoricalDistribution) or all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in first.choices)
+            vocab: Dict[Any, int] = {}
+            for v in sorted(given) if numeric else given:
+                vocab.setdefault(v, len(vocab))
+            labels_ = [str(v) for v in vocab]
+            if numeric:
+                numeric_categorical.append(len(objective_axes) + len(axes))
+            off = 1 if missing else 0
+            vals = [0.0 if v is _MISSING else float(vocab[v] + off) for v in raw]
+            if missing:
+                labels_ = [f"{x} (value)" if x == MISSING_LABEL else x for x in labels_]
+            axes.append(Axis(_label(name), vals, (min(vals), max(vals)), False, True, [float(i) for i in range(len(vocab) + off)], ([MISSING_LABEL] if missing else []) + labels_))
+        else:
+            lo, hi = min(given), max(given)
+            m = _missing_at(lo, hi)
+            vals = [m if v is _MISSING else float(v) for v in raw]
+            ticks = [float(lo)] if lo == hi else [lo + (hi - lo) * i / 4 for i in range(5)]
+            axes.append(
+                Axis(_label(name), vals, (m if missing else lo, hi), False, False, [m] + ticks if missing else [], [MISSING_LABEL] + [f"{x:.3g}" for x in ticks] if missing else [])
+            )
+    every = objective_axes + axes
+    if numeric_categorical:
+        # Trials sorted by their numeric categorical values (the last such axis first).
+        idx = sorted(range(len(trials)), key=lambda i: tuple(every[a].values[i] for a in numeric_categorical))
+        for ax in every:
+            ax.values = [ax.values[i] for i in idx]
+        colors = [colors[i] for i in idx]
+        if feas is not None:
+            feas = [feas[i] for i in idx]
+        if multi:
+            order = sorted(range(len(trials)), key=lambda i: (colors[i], i), reverse=True)
+    return Parallel(every, len(objective_axes), colors, title, reverse, multi, order, feas)
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()

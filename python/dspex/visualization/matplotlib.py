@@ -152,6 +152,30 @@ def plot_timeline(study: Any, n_recent_trials: Optional[int] = None) -> Any:
     return ax
 
 
+@experimental_func("2.2.0")
+def plot_parallel_coordinate(study: Any, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value") -> Any:
+    """See :func:`dspex.visualization.plot_parallel_coordinate`."""
+    plt = _plt()
+    info = _info.parallel(study, params, target, target_name)
+    _, ax = plt.subplots()
+    ax.set_title("Parallel Coordinate Plot")
+    if len(info.axes) == info.n_objective_axes or not info.axes[0].values:
+        return ax
+    lo, hi = min(info.colors), max(info.colors)
+    cmap = plt.get_cmap("Blues_r" if info.reverse_scale else "Blues")
+    xs = list(range(len(info.axes)))
+    normalized = [a.normalized() for a in info.axes]
+    for i in info.draw_order:
+        shade = 0.5 if lo == hi else (info.colors[i] - lo) / (hi - lo)
+        dotted = info.feasible is not None and not info.feasible[i]
+        ax.plot(xs, [n[i] for n in normalized], color=cmap(shade), alpha=0.5, linestyle=":" if dotted else "-")
+    ax.set_xticks(xs, [a.label for a in info.axes])
+    ax.set_yticks([])
+    for x in xs:
+        ax.axvline(x, color="#888", linewidth=1)
+    return ax
+
+
 @experimental_func("2.8.0")
 def plot_pareto_front(
     study: Any,
@@ -194,6 +218,7 @@ __all__ = [
     "plot_hypervolume_history",
     "plot_intermediate_values",
     "plot_optimization_history",
+    "plot_parallel_coordinate",
     "plot_param_importances",
     "plot_pareto_front",
     "plot_slice",
