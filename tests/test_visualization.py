@@ -88,12 +88,15 @@ def studies():
     }
 
 
+def _plain(v):
+    """Trace data as lists (plotly keeps arrays as tuples or NumPy arrays; NaN as None)."""
+    if v is None or isinstance(v, (str, int, float)):
+        return None if isinstance(v, float) and v != v else v
+    return [_plain(x) for x in v]
+
+
 def _traces(fig):
-    out = []
-    for tr in fig.data:
-        d = tr.to_plotly_json()
-        out.append({k: [v for v in d[k]] if k in ("x", "y", "z") and d.get(k) is not None else d.get(k) for k in ("type", "name", "mode", "x", "y", "z", "showlegend")})
-    return out
+    return [{k: _plain(tr.to_plotly_json().get(k)) if k in ("x", "y", "z") else tr.to_plotly_json().get(k) for k in ("type", "name", "mode", "x", "y", "z", "showlegend")} for tr in fig.data]
 
 
 def _same(a, b):
@@ -102,7 +105,7 @@ def _same(a, b):
     assert len(ta) == len(tb), (ta, tb)
     for x, y in zip(ta, tb):
         for k in x:
-            if k in ("x", "y", "z") and x[k] is not None and x[k] and isinstance(x[k][0], float):
+            if k in ("x", "y") and x[k] and isinstance(x[k][0], float):
                 assert y[k] == pytest.approx(x[k], rel=1e-9, abs=1e-12), k
             else:
                 assert x[k] == y[k], (k, x[k], y[k])
@@ -126,6 +129,11 @@ CASES = [
     ("so", "plot_parallel_coordinate", {"target": lambda t: t.params["x"], "target_name": "x"}),
     ("mo", "plot_parallel_coordinate", {}),
     ("cond", "plot_parallel_coordinate", {}),
+    ("so", "plot_contour", {}),
+    ("so", "plot_contour", {"params": ["x", "y"]}),
+    ("so", "plot_contour", {"params": ["c", "x"]}),
+    ("cond", "plot_contour", {"params": ["width", "x"]}),
+    ("cond", "plot_contour", {"params": ["kind", "learning_rate_of_the_model"], "target": lambda t: t.params["width"], "target_name": "w"}),
     ("so", "plot_param_importances", {}),
     ("mo", "plot_param_importances", {}),
 ]
@@ -229,6 +237,7 @@ def _all_figures(studies):
         "pareto_front": lambda m: m.plot_pareto_front(mo),
         "hypervolume_history": lambda m: m.plot_hypervolume_history(mo, reference_point=[1.0, 0.0]),
         "parallel_coordinate": lambda m: m.plot_parallel_coordinate(so),
+        "contour": lambda m: m.plot_contour(so, params=["x", "y"]),
     }
 
 

@@ -5,12 +5,14 @@ plotly is an optional extra (``pip install "dspex[plot]"``); importing this modu
 need it, calling a plot function does. Each function returns a ``plotly.graph_objects.Figure``.
 
 There: optimization history, intermediate values, slice, parameter importances, EDF,
-timeline, parallel coordinate, Pareto front and hypervolume history. Not yet: contour, rank
+timeline, parallel coordinate, contour, Pareto front and hypervolume history. Not yet: rank
 and terminator improvement.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any, Callable, List, Optional, Sequence
 
 from dspex.trial import FrozenTrial
@@ -229,6 +231,83 @@ def plot_pareto_front(
     return go.Figure(data=traces, layout=layout)
 
 
+def _contour_traces(go: Any, panel: _info.ContourPanel, reverse: bool, target_name: str) -> list:
+    """The contour of one pair of parameters (values at the trials' points, plotly fills the
+    gaps), and the feasible and infeasible trials as points."""
+    if len(panel.x.indices) < 2 or len(panel.y.indices) < 2 or not panel.z:
+        if panel.x.name != panel.y.name and len(panel.x.indices) >= 2 and len(panel.y.indices) >= 2:
+            warnings.warn(f"Contour plot will not be displayed because `{panel.x.name}` and `{panel.y.name}` cannot co-exist in `trial.params`.", UserWarning, stacklevel=3)
+        return [go.Contour(), go.Scatter(), go.Scatter()]
+    z: List[List[Optional[float]]] = [[None] * len(panel.x.indices) for _ in panel.y.indices]
+    for (xi, yi), v in panel.z.items():
+        z[yi][xi] = v
+    points: dict = {True: ([], []), False: ([], [])}
+    for xv, yv, ok in zip(panel.x.values, panel.y.values, panel.feasible):
+        if xv is not None and yv is not None:
+            points[ok][0].append(xv)
+            points[ok][1].append(yv)
+    contour = go.Contour(
+        x=panel.x.indices, y=panel.y.indices, z=z, colorbar={"title": target_name}, colorscale=COLOR_SCALE, connectgaps=True,
+        contours_coloring="heatmap", hoverinfo="none", line_smoothing=1.3, reversescale=reverse,
+    )
+    scatters = [
+        go.Scatter(x=points[ok][0], y=points[ok][1], marker={"line": {"width": 2.0, "color": "Gray"}, "color": "black" if ok else "#cccccc"}, mode="markers", name=name, showlegend=False)
+        for ok, name in ((True, "Feasible Trial"), (False, "Infeasible Trial"))
+    ]
+    return [contour, *scatters]
+
+
+def _contour_axes(fig: Any, panel: _info.ContourPanel, **where: int) -> None:
+    fig.update_xaxes(range=panel.x.range, **where)
+    fig.update_yaxes(range=panel.y.range, **where)
+    for update, axis in ((fig.update_xaxes, panel.x), (fig.update_yaxes, panel.y)):
+        if axis.categorical:
+            update(type="category", **where)
+        if axis.log:
+            update(range=[math.log10(p) for p in axis.range], type="log", **where)
+
+
+def plot_contour(study: Any, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value") -> Any:
+    """The objective value over each pair of parameters (one panel per pair, or a single one
+    for two parameters), with the trials as points."""
+    go = _go()
+    info = _info.contour(study, params, target, target_name)
+    layout = go.Layout(title="Contour Plot")
+    names = info.params
+    if len(names) <= 1:
+        return go.Figure(data=[], layout=layout)
+    if len(names) == 2:
+        panel = info.panels[0][0]
+        fig = go.Figure(data=_contour_traces(go, panel, info.reverse_scale, target_name), layout=layout)
+        fig.update_xaxes(title_text=names[0])
+        fig.update_yaxes(title_text=names[1])
+        _contour_axes(fig, panel)
+        return fig
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=len(names), cols=len(names), shared_xaxes=True, shared_yaxes=True)
+    fig.update_layout(layout)
+    first = True
+    for xi, xp in enumerate(names):
+        for yi, yp in enumerate(names):
+            where = {"row": yi + 1, "col": xi + 1}
+            panel = info.panels[yi][xi]
+            if xp == yp:
+                fig.add_trace(go.Scatter(), **where)
+            else:
+                contour, feasible_points, _ = _contour_traces(go, panel, info.reverse_scale, target_name)
+                contour.update(showscale=first)
+                first = False
+                fig.add_trace(contour, **where)
+                fig.add_trace(feasible_points, **where)
+            _contour_axes(fig, panel, **where)
+            if xi == 0:
+                fig.update_yaxes(title_text=yp, **where)
+            if yi == len(names) - 1:
+                fig.update_xaxes(title_text=xp, **where)
+    return fig
+
+
 def plot_parallel_coordinate(study: Any, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value") -> Any:
     """Each completed trial as a line across one axis per objective and per parameter (log
     parameters on a log axis, categorical ones by choice, missing values below each axis),
@@ -308,6 +387,7 @@ def plot_hypervolume_history(study: Any, reference_point: Sequence[float]) -> An
 __all__ = [
     "is_available",
     "matplotlib",
+    "plot_contour",
     "plot_edf",
     "plot_hypervolume_history",
     "plot_intermediate_values",

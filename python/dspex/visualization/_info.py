@@ -496,8 +496,7 @@ def parallel(study: Any, params: Optional[List[str]], target: Target, target_nam
                 ticks, text = [m] + ticks, [MISSING_LABEL] + text
             axes.append(Axis(_label(name), vals, (m if missing else lo, hi), True, False, ticks, text))
         elif categorical:
-            first = dists[0]  # the first trial with the parameter decides, as in Optuna
-            numeric = not isinstance(first, CategoricalDistribution) or all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in first.choices)
+            numeric = _is_numerical(trials, name)
             vocab: Dict[Any, int] = {}
             for v in sorted(given) if numeric else given:
                 vocab.setdefault(v, len(vocab))
@@ -536,3 +535,108 @@ class _Missing:
 
 
 _MISSING = _Missing()
+
+
+# ----------------------------------------------------------------------------------- contour
+
+PADDING = 0.05
+
+
+@dataclass
+class ContourAxis:
+    """One parameter on a contour axis: each trial's value (None without it; a categorical one
+    as text), the sorted distinct values (numeric ones padded with the range ends) and range."""
+
+    name: str
+    values: List[Any]
+    indices: List[Any]
+    range: Tuple[float, float]
+    log: bool
+    categorical: bool
+
+
+@dataclass
+class ContourPanel:
+    x: ContourAxis
+    y: ContourAxis
+    z: Dict[Tuple[int, int], float]
+    feasible: List[bool]
+
+
+@dataclass
+class Contour:
+    params: List[str]
+    panels: List[List[ContourPanel]]  # [row: y param][column: x param]
+    reverse_scale: bool
+
+
+def _is_numerical(trials: List[FrozenTrial], name: str) -> bool:
+    """Whether a parameter is drawn on a numeric axis: a numeric distribution, or categorical
+    choices that are all numbers (the first trial with the parameter decides, as in Optuna)."""
+    for t in trials:
+        if name in t.params:
+            d = t.distributions[name]
+            return not isinstance(d, CategoricalDistribution) or all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in d.choices)
+    return True
+
+
+def _contour_axis(trials: List[FrozenTrial], name: str) -> ContourAxis:
+    numerical = _is_numerical(trials, name)
+    values: List[Any] = [t.params.get(name) for t in trials] if numerical else [str(t.params[name]) if name in t.params else None for t in trials]
+    given = [v for v in values if v is not None]
+    first = next(t.distributions[name] for t in trials if name in t.params)
+    log = isinstance(first, (FloatDistribution, IntDistribution)) and first.log
+    if log:
+        lo, hi = math.log10(min(given)), math.log10(max(given))
+        pad = (hi - lo) * PADDING
+        rng = (10 ** (lo - pad), 10 ** (hi + pad))
+    elif numerical:
+        lo, hi = float(min(given)), float(max(given))
+        pad = (hi - lo) * PADDING
+        rng = (lo - pad, hi + pad)
+    else:
+        span = len(set(values)) - 1 - (1 if None in values else 0)
+        rng = (-span * PADDING, span + span * PADDING)
+    indices = sorted(set(given))
+    if numerical and len(indices) >= 2:
+        indices = [rng[0]] + indices + [rng[1]]
+    return ContourAxis(name, values, indices, rng, log, not numerical)
+
+
+def contour(study: Any, params: Optional[List[str]], target: Target, target_name: str) -> Contour:
+    check_target(study, target, target_name)
+    trials = finite(completed(study), target)
+    names_all = {p for t in trials for p in t.params}
+    if not trials:
+        _logger.warning("Your study does not have any completed trials.")
+        names: List[str] = []
+    elif params is None:
+        names = sorted(names_all)
+    else:
+        if len(params) <= 1:
+            _logger.warning("The length of params must be greater than 1.")
+        for p in params:
+            if p not in names_all:
+                raise ValueError(f"Parameter {p} does not exist in your study.")
+        names = sorted(set(params))
+    reverse = target is not None or study.direction.name == "MINIMIZE"
+
+    def panel(xp: str, yp: str) -> ContourPanel:
+        xa, ya = _contour_axis(trials, xp), _contour_axis(trials, yp)
+        z: Dict[Tuple[int, int], float] = {}
+        if xp != yp and len(xa.indices) >= 2 and len(ya.indices) >= 2:
+            for i, t in enumerate(trials):
+                if xp not in t.params or yp not in t.params:
+                    continue
+                key = (xa.indices.index(xa.values[i]), ya.indices.index(ya.values[i]))
+                v = value_of(t, target)
+                old = z.get(key)
+                # Several trials at one point: the best value (the last one with a target).
+                z[key] = v if old is None or target is not None else (min(old, v) if study.direction.name == "MINIMIZE" else max(old, v))
+        return ContourPanel(xa, ya, z, [feasible(t) for t in trials])
+
+    if len(names) == 2:
+        panels = [[panel(names[0], names[1])]]
+    else:
+        panels = [[panel(xp, yp) for xp in names] for yp in names]
+    return Contour(names, panels, reverse)

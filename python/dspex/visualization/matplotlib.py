@@ -152,6 +152,66 @@ def plot_timeline(study: Any, n_recent_trials: Optional[int] = None) -> Any:
     return ax
 
 
+def _contour_panel(ax: Any, panel: _info.ContourPanel, reverse: bool) -> Any:
+    """Filled contours through the trials' points (categorical values at their index), with the
+    points on top; None when there is nothing to draw."""
+    if panel.x.name == panel.y.name or not panel.z:
+        return None
+    def position(axis: _info.ContourAxis, v: Any) -> float:
+        return float(axis.indices.index(v)) if axis.categorical else float(v)
+    pts = [(position(panel.x, x), position(panel.y, y), ok) for x, y, ok in zip(panel.x.values, panel.y.values, panel.feasible) if x is not None and y is not None]
+    xs = [panel.x.indices[i] for i, _ in panel.z]
+    ys = [panel.y.indices[j] for _, j in panel.z]
+    px = [position(panel.x, v) for v in xs]
+    py = [position(panel.y, v) for v in ys]
+    filled = None
+    if len(set(zip(px, py))) >= 3 and len(set(px)) > 1 and len(set(py)) > 1:
+        try:
+            filled = ax.tricontourf(px, py, list(panel.z.values()), levels=20, cmap="Blues_r" if reverse else "Blues")
+        except (ValueError, RuntimeError):  # points on a line: no triangulation
+            filled = None
+    ax.scatter([p[0] for p in pts if p[2]], [p[1] for p in pts if p[2]], color="black", edgecolors="grey", s=12)
+    ax.scatter([p[0] for p in pts if not p[2]], [p[1] for p in pts if not p[2]], color="#cccccc", s=12)
+    for axis, set_ticks, set_scale in ((panel.x, ax.set_xticks, ax.set_xscale), (panel.y, ax.set_yticks, ax.set_yscale)):
+        if axis.categorical:
+            set_ticks(range(len(axis.indices)), axis.indices)
+        elif axis.log:
+            set_scale("log")
+    return filled
+
+
+@experimental_func("2.2.0")
+def plot_contour(study: Any, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value") -> Any:
+    """See :func:`dspex.visualization.plot_contour`."""
+    plt = _plt()
+    info = _info.contour(study, params, target, target_name)
+    n = len(info.params)
+    if n <= 1:
+        _, ax = plt.subplots()
+        ax.set_title("Contour Plot")
+        return ax
+    if n == 2:
+        fig, ax = plt.subplots()
+        ax.set_title("Contour Plot")
+        filled = _contour_panel(ax, info.panels[0][0], info.reverse_scale)
+        ax.set_xlabel(info.params[0])
+        ax.set_ylabel(info.params[1])
+        if filled is not None:
+            fig.colorbar(filled, ax=ax, label=target_name)
+        return ax
+    fig, axes = plt.subplots(n, n, figsize=(3 * n, 3 * n), squeeze=False)
+    fig.suptitle("Contour Plot")
+    for yi, yp in enumerate(info.params):
+        for xi, xp in enumerate(info.params):
+            ax = axes[yi][xi]
+            _contour_panel(ax, info.panels[yi][xi], info.reverse_scale)
+            if xi == 0:
+                ax.set_ylabel(yp)
+            if yi == n - 1:
+                ax.set_xlabel(xp)
+    return axes
+
+
 @experimental_func("2.2.0")
 def plot_parallel_coordinate(study: Any, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value") -> Any:
     """See :func:`dspex.visualization.plot_parallel_coordinate`."""
@@ -214,6 +274,7 @@ def plot_hypervolume_history(study: Any, reference_point: Sequence[float]) -> An
 
 __all__ = [
     "is_available",
+    "plot_contour",
     "plot_edf",
     "plot_hypervolume_history",
     "plot_intermediate_values",
