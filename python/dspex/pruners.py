@@ -4,10 +4,10 @@ them); a :class:`BasePruner` subclass written in Python runs where the trial is 
 
 from __future__ import annotations
 
-import json
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from dspex import _native
+from dspex._component import EngineComponent
 
 
 def _int(cls: str, name: str, v: Any) -> int:
@@ -22,37 +22,15 @@ def _num(cls: str, name: str, v: Any) -> float:
     return float(v)
 
 
-class BasePruner:
+class BasePruner(EngineComponent):
     """Base class of the pruners. A subclass written in Python implements Optuna's
     ``prune(study, trial) -> bool`` (``trial``: a :class:`~dspex.trial.FrozenTrial` of the
     running trial, with its intermediate values); ``trial.should_prune()`` calls it in the
     evaluating process. The built-in pruners run in the engine."""
 
-    _native: Any
-    #: (kind, constructor keywords): what the engine builds the pruner from, in this process or
-    #: in a remote engine (the same validation as study.toml's ``[pruner]``).
-    _spec: "tuple[str, Dict[str, Any]]"
-
-    def _build(self, kind: str, options: Dict[str, Any]) -> None:
-        try:
-            self._native = _native.pruner(kind, json.dumps(options))
-        except ValueError as e:
-            raise ValueError(f"{type(self).__name__}: {e}") from None
-        self._spec = (kind, options)
-
-    def __getstate__(self) -> Dict[str, Any]:
-        # Pickled as its settings; the engine's pruner is built again from them when unpickled.
-        state = dict(self.__dict__)
-        state.pop("_native", None)
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if "_spec" in state:
-            self._build(*state["_spec"])
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+    @staticmethod
+    def _engine_factory() -> Callable[[str, str], Any]:
+        return _native.pruner
 
     def prune(self, study: Any, trial: Any) -> bool:
         """Whether ``trial`` should stop (what a subclass written in Python decides)."""

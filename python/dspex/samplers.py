@@ -4,13 +4,13 @@ that evaluates the trial."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import warnings
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from dspex import _native
+from dspex._component import EngineComponent
 
 
 def _check_seed(seed: Any) -> Optional[int]:
@@ -23,7 +23,7 @@ def _check_seed(seed: Any) -> Optional[int]:
     return seed
 
 
-class BaseSampler:
+class BaseSampler(EngineComponent):
     """Base class of the samplers. The built-in ones run in the engine. A subclass written in
     Python implements Optuna's interface and is called by the evaluating process:
     ``before_trial(study, trial)`` and, when ``infer_relative_search_space(study, trial)`` is
@@ -33,34 +33,13 @@ class BaseSampler:
     stored. ``trial`` is a :class:`~dspex.trial.FrozenTrial` of the trial so far. Enqueued
     values come first, as in Optuna."""
 
-    _native: Any
-    #: (kind, constructor keywords): what the engine builds the sampler from, in this process
-    #: or in a remote engine (the same validation as study.toml's ``[sampler]``).
-    _spec: "tuple[str, Dict[str, Any]]"
+    @staticmethod
+    def _engine_factory() -> Callable[[str, str], Any]:
+        return _native.sampler
+
     #: ``constraints_func(frozen_trial) -> constraint values``, run by the evaluator of each
     #: trial that completes or is pruned (see TPESampler).
     _constraints_func: Optional[Callable[[Any], Sequence[float]]] = None
-
-    def _build(self, kind: str, options: Dict[str, Any]) -> None:
-        try:
-            self._native = _native.sampler(kind, json.dumps(options))
-        except ValueError as e:
-            raise ValueError(f"{type(self).__name__}: {e}") from None
-        self._spec = (kind, options)
-
-    def __getstate__(self) -> Dict[str, Any]:
-        # Pickled as its settings; the engine's sampler is built again from them when unpickled.
-        state = dict(self.__dict__)
-        state.pop("_native", None)
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if "_spec" in state:
-            self._build(*state["_spec"])
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
 
     # Optuna's sampler interface, for subclasses written in Python.
     def infer_relative_search_space(self, study: Any, trial: Any) -> Dict[str, Any]:

@@ -32,19 +32,11 @@ BEST_COLOR_SCALE = _scale(["rgb(255,245,240)", "rgb(254,224,210)", "rgb(252,187,
 
 def is_available() -> bool:
     """Whether plotly can be imported (the plot functions need it)."""
-    try:
-        import plotly  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _info.available("plotly")
 
 
 def _go() -> Any:
-    try:
-        import plotly.graph_objects as go
-    except ImportError as e:
-        raise ImportError('Tried to import plotly, which dspex.visualization draws with; install it with `pip install "dspex[plot]"` (or `pip install plotly`).') from e
-    return go
+    return _info.require("plotly.graph_objects")
 
 
 def plot_optimization_history(study: Studies, *, target: Target = None, target_name: str = "Objective Value", error_bar: bool = False) -> Any:

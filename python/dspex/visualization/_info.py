@@ -4,6 +4,8 @@ plotly and matplotlib renderers draw the same data."""
 from __future__ import annotations
 
 import datetime
+import importlib
+import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
@@ -18,6 +20,23 @@ _logger = get_logger(__name__)
 
 Target = Optional[Callable[[FrozenTrial], float]]
 Studies = Union[Any, Sequence[Any]]
+
+
+def available(package: str) -> bool:
+    """Whether the plotting library ``package`` can be imported."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError, AttributeError):  # a module set to None in sys.modules
+        return False
+
+
+def require(module: str) -> Any:
+    """Imports ``module`` of a plotting library, or says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        package = module.split(".")[0]
+        raise ImportError(f'Tried to import {package}, which dspex draws these plots with; install it with `pip install "dspex[plot]"` (or `pip install {package}`).') from e
 
 
 def _studies(study: Studies) -> List[Any]:

@@ -15,18 +15,11 @@ from dspex.visualization._info import Studies, Target
 
 def is_available() -> bool:
     """Whether matplotlib can be imported (the plot functions need it)."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _info.available("matplotlib")
 
 
 def _plt() -> Any:
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ImportError('Tried to import matplotlib, which dspex.visualization.matplotlib draws with; install it with `pip install "dspex[plot]"` (or `pip install matplotlib`).') from e
+    plt = _info.require("matplotlib.pyplot")
     plt.style.use("ggplot")
     return plt
 
