@@ -134,6 +134,10 @@ CASES = [
     ("so", "plot_contour", {"params": ["c", "x"]}),
     ("cond", "plot_contour", {"params": ["width", "x"]}),
     ("cond", "plot_contour", {"params": ["kind", "learning_rate_of_the_model"], "target": lambda t: t.params["width"], "target_name": "w"}),
+    ("so", "plot_rank", {}),
+    ("so", "plot_rank", {"params": ["x", "c"]}),
+    ("cond", "plot_rank", {"params": ["kind", "x"]}),
+    ("mo", "plot_rank", {"target": lambda t: t.values[1], "target_name": "b2"}),
     ("so", "plot_param_importances", {}),
     ("mo", "plot_param_importances", {}),
 ]
@@ -238,6 +242,7 @@ def _all_figures(studies):
         "hypervolume_history": lambda m: m.plot_hypervolume_history(mo, reference_point=[1.0, 0.0]),
         "parallel_coordinate": lambda m: m.plot_parallel_coordinate(so),
         "contour": lambda m: m.plot_contour(so, params=["x", "y"]),
+        "rank": lambda m: m.plot_rank(so),
     }
 
 
@@ -304,3 +309,14 @@ def test_optuna_scripts_plot_with_dspex_and_without_plotly_say_how_to_install(tm
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert dv.is_available()
+
+
+def test_rank_colours_are_optunas(studies):
+    import re
+
+    def rgb(fig):
+        return [[round(float(v)) for v in re.findall(r"[\d.]+", c)] for c in fig.data[0].marker.color]
+
+    for which, kw in (("so", {"params": ["x", "y"]}), ("cond", {"params": ["kind", "x"]})):
+        theirs, ours = studies[which]
+        assert rgb(dv.plot_rank(ours, **kw)) == rgb(ov.plot_rank(theirs, **kw))

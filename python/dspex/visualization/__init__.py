@@ -5,8 +5,8 @@ plotly is an optional extra (``pip install "dspex[plot]"``); importing this modu
 need it, calling a plot function does. Each function returns a ``plotly.graph_objects.Figure``.
 
 There: optimization history, intermediate values, slice, parameter importances, EDF,
-timeline, parallel coordinate, contour, Pareto front and hypervolume history. Not yet: rank
-and terminator improvement.
+timeline, parallel coordinate, contour, rank, Pareto front and hypervolume history. Not yet:
+terminator improvement.
 """
 
 from __future__ import annotations
@@ -300,6 +300,71 @@ def plot_contour(study: Any, params: Optional[List[str]] = None, *, target: Targ
     return fig
 
 
+def _rank_trace(go: Any, panel: _info.RankPanel, target_name: str, raw_objectives: bool) -> Any:
+    from plotly.colors import sample_colorscale
+
+    colors = [("rgb(204, 204, 204)" if s is None else sample_colorscale("RdYlBu_r", [s])[0]) for s in panel.shades]
+
+    def hover(trial: FrozenTrial, z: float) -> str:
+        lines = [f"Trial #{trial.number}", *(f"{k}: {v}" for k, v in trial.params.items()), f"<b>{target_name}: {z}</b>"]
+        if raw_objectives:
+            lines += [f"Objective #{i}: {v}" for i, v in enumerate(trial.values or [])]
+        return "<br>".join(lines)
+
+    return go.Scatter(
+        x=[str(v) for v in panel.xs] if panel.x.categorical else panel.xs,
+        y=[str(v) for v in panel.ys] if panel.y.categorical else panel.ys,
+        marker={"color": colors, "line": {"width": 0.5, "color": "Grey"}},
+        mode="markers",
+        showlegend=False,
+        hovertemplate="%{hovertext}<extra></extra>",
+        hovertext=[hover(t, z) for t, z in zip(panel.trials, panel.zs)],
+    )
+
+
+def plot_rank(study: Any, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value") -> Any:
+    """Each pair of parameters with the trials as points coloured by how their objective
+    value ranks (red high, blue low; infeasible grey)."""
+    go = _go()
+    info = _info.rank(study, params, target, target_name)
+    layout = go.Layout(title=f"Rank ({target_name})")
+    names = info.params
+    if not names:
+        return go.Figure(data=[], layout=layout)
+    if len(names) == 2:
+        panel = info.panels[0][0]
+        fig = go.Figure(data=[_rank_trace(go, panel, target_name, info.custom_target)], layout=layout)
+        fig.update_xaxes(title_text=names[0])
+        fig.update_yaxes(title_text=names[1])
+        _contour_axes(fig, _info.ContourPanel(panel.x, panel.y, {}, []))
+    else:
+        from plotly.subplots import make_subplots
+
+        n = len(names)
+        fig = make_subplots(rows=n, cols=n, shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.08 / n, vertical_spacing=0.08 / n)
+        fig.update_layout(layout)
+        for xi, xp in enumerate(names):
+            for yi, yp in enumerate(names):
+                where = {"row": yi + 1, "col": xi + 1}
+                panel = info.panels[yi][xi]
+                fig.add_trace(_rank_trace(go, panel, target_name, info.custom_target), **where)
+                _contour_axes(fig, _info.ContourPanel(panel.x, panel.y, {}, []), **where)
+                if xi == 0:
+                    fig.update_yaxes(title_text=yp, **where)
+                if yi == n - 1:
+                    fig.update_xaxes(title_text=xp, **where)
+    ordered = sorted(info.zs)
+    qs = [0, 0.25, 0.5, 0.75, 1]
+    text = [f"{label} ({_info.quantile(ordered, q):3g})" for label, q in zip(["min.", "25%", "50%", "75%", "max."], qs)]
+    fig.add_trace(
+        go.Scatter(
+            x=[None], y=[None], mode="markers", hoverinfo="none", showlegend=False,
+            marker={"colorscale": "RdYlBu_r", "showscale": True, "cmin": 0, "cmax": 1, "colorbar": {"thickness": 10, "tickvals": qs, "ticktext": text}},
+        )
+    )
+    return fig
+
+
 def plot_parallel_coordinate(study: Any, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value") -> Any:
     """Each completed trial as a line across one axis per objective and per parameter (log
     parameters on a log axis, categorical ones by choice, missing values below each axis),
@@ -387,6 +452,7 @@ __all__ = [
     "plot_parallel_coordinate",
     "plot_param_importances",
     "plot_pareto_front",
+    "plot_rank",
     "plot_slice",
     "plot_timeline",
 ]

@@ -659,3 +659,71 @@ def contour(study: Any, params: Optional[List[str]], target: Target, target_name
     else:
         panels = [[panel(xp, yp) for xp in names] for yp in names]
     return Contour(names, panels, reverse)
+
+
+# -------------------------------------------------------------------------------------- rank
+
+
+@dataclass
+class RankPanel:
+    x: ContourAxis
+    y: ContourAxis
+    trials: List[FrozenTrial]
+    xs: List[Any]
+    ys: List[Any]
+    zs: List[float]
+    shades: List[Optional[float]]  # where the trial's value ranks (0 best-or-worst .. 1); None: infeasible
+
+
+@dataclass
+class Rank:
+    params: List[str]
+    panels: List[List[RankPanel]]
+    target_name: str
+    zs: List[float]
+    custom_target: bool
+
+
+def rank(study: Any, params: Optional[List[str]], target: Target, target_name: str) -> Rank:
+    check_target(study, target, target_name)
+    trials = completed(study)
+    names_all = {p for t in trials for p in t.params}
+    if not trials:
+        _logger.warning("Your study does not have any completed trials.")
+        names: List[str] = []
+    elif params is None:
+        names = sorted(names_all)
+    else:
+        for p in params:
+            if p not in names_all:
+                raise ValueError(f"Parameter {p} does not exist in your study.")
+        names = list(params)
+    if not names:
+        _logger.warning("params is an empty list.")
+    zs = [value_of(t, target) for t in trials]
+    ordered = sorted(zs)
+    # A value's rank among all (ties share their mean rank), scaled to 0..1.
+    positions: Dict[float, List[int]] = {}
+    for i, v in enumerate(ordered):
+        positions.setdefault(v, []).append(i)
+    raw = [sum(positions[v]) / len(positions[v]) for v in zs]
+    shades: List[Optional[float]] = [r / (len(trials) - 1) for r in raw] if len(trials) >= 2 else [0.5] * len(trials)
+    shades = [None if not feasible(t) else s for t, s in zip(trials, shades)]
+
+    def panel(xp: str, yp: str) -> RankPanel:
+        keep = [i for i, t in enumerate(trials) if xp in t.params and yp in t.params]
+        return RankPanel(
+            _contour_axis(trials, xp), _contour_axis(trials, yp), [trials[i] for i in keep],
+            [trials[i].params[xp] for i in keep], [trials[i].params[yp] for i in keep], [zs[i] for i in keep], [shades[i] for i in keep],
+        )
+
+    panels = [[panel(names[0], names[1])]] if len(names) == 2 else [[panel(xp, yp) for xp in names] for yp in names]
+    return Rank(names, panels, target_name, zs, target is not None)
+
+
+def quantile(sorted_values: List[float], q: float) -> float:
+    """The q-quantile with linear interpolation (NumPy's default)."""
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)

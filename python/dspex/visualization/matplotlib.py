@@ -205,6 +205,47 @@ def plot_contour(study: Any, params: Optional[List[str]] = None, *, target: Targ
     return axes
 
 
+@experimental_func("3.2.0")
+def plot_rank(study: Any, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value") -> Any:
+    """See :func:`dspex.visualization.plot_rank`."""
+    plt = _plt()
+    info = _info.rank(study, params, target, target_name)
+    n = len(info.params)
+    cmap = plt.get_cmap("RdYlBu_r")
+
+    def draw(ax: Any, panel: _info.RankPanel) -> None:
+        colors = ["#cccccc" if s is None else cmap(s) for s in panel.shades]
+        xs = [str(v) for v in panel.xs] if panel.x.categorical else panel.xs
+        ys = [str(v) for v in panel.ys] if panel.y.categorical else panel.ys
+        ax.scatter(xs, ys, c=colors, edgecolors="grey")
+        if panel.x.log:
+            ax.set_xscale("log")
+        if panel.y.log:
+            ax.set_yscale("log")
+
+    if n == 0:
+        _, ax = plt.subplots()
+        ax.set_title(f"Rank ({target_name})")
+        return ax
+    if n == 2:
+        _, ax = plt.subplots()
+        ax.set_title(f"Rank ({target_name})")
+        draw(ax, info.panels[0][0])
+        ax.set_xlabel(info.params[0])
+        ax.set_ylabel(info.params[1])
+        return ax
+    fig, axes = plt.subplots(n, n, figsize=(3 * n, 3 * n), squeeze=False)
+    fig.suptitle(f"Rank ({target_name})")
+    for yi, yp in enumerate(info.params):
+        for xi, xp in enumerate(info.params):
+            draw(axes[yi][xi], info.panels[yi][xi])
+            if xi == 0:
+                axes[yi][xi].set_ylabel(yp)
+            if yi == n - 1:
+                axes[yi][xi].set_xlabel(xp)
+    return axes
+
+
 @experimental_func("2.2.0")
 def plot_parallel_coordinate(study: Any, params: Optional[List[str]] = None, *, target: Target = None, target_name: str = "Objective Value") -> Any:
     """See :func:`dspex.visualization.plot_parallel_coordinate`."""
@@ -275,6 +316,7 @@ __all__ = [
     "plot_parallel_coordinate",
     "plot_param_importances",
     "plot_pareto_front",
+    "plot_rank",
     "plot_slice",
     "plot_timeline",
 ]
