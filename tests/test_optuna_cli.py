@@ -80,18 +80,21 @@ def test_optunas_commands_print_what_optuna_prints(tmp_path):
     assert study.user_attrs == {"owner": "team a"} and study.best_trial.number == 1
 
 
+DSPEX = [sys.executable, "-m", "dspex.cli"]  # the venv's bin need not be on PATH
+
+
 def test_every_command_is_listed_and_bad_use_says_what_is_wrong(tmp_path):
-    helptext = subprocess.run(["dspex", "--help"], capture_output=True, text=True, timeout=60).stdout
+    helptext = subprocess.run([*DSPEX, "--help"], capture_output=True, text=True, timeout=60).stdout
     for cmd in ("create-study", "delete-study", "study", "studies", "trials", "best-trial", "best-trials", "ask", "tell", "storage"):
         assert re.search(rf"^\s+{cmd}\s", helptext, re.M), cmd
     env = {k: v for k, v in os.environ.items() if k != "OPTUNA_STORAGE"}
-    r = subprocess.run(["dspex", "trials", "--study-name", "x"], capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run([*DSPEX, "trials", "--study-name", "x"], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and "give --storage URL (or set OPTUNA_STORAGE)" in r.stderr
     url = f"sqlite:///{tmp_path / 'e.db'}"
-    r = subprocess.run(["dspex", "trials", "--study-name", "nope"], capture_output=True, text=True, env={**env, "OPTUNA_STORAGE": url}, timeout=60)
+    r = subprocess.run([*DSPEX, "trials", "--study-name", "nope"], capture_output=True, text=True, env={**env, "OPTUNA_STORAGE": url}, timeout=60)
     assert r.returncode == 1 and "nope" in r.stderr
-    r = subprocess.run(["dspex", "ask", "--storage", url, "--study-name", "a", "--sampler", "NoSuchSampler"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([*DSPEX, "ask", "--storage", url, "--study-name", "a", "--sampler", "NoSuchSampler"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "NoSuchSampler" in r.stderr
     # dspex's own `studies` subcommands are still there beside Optuna's listing.
-    r = subprocess.run(["dspex", "studies", "list", "--storage", url, "--format", "json"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([*DSPEX, "studies", "list", "--storage", url, "--format", "json"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and json.loads(r.stdout) == []
