@@ -622,22 +622,27 @@ def _contour_axis(trials: List[FrozenTrial], name: str) -> ContourAxis:
     return ContourAxis(name, values, indices, rng, log, not numerical)
 
 
+def _pairs_params(trials: List[FrozenTrial], params: Optional[List[str]], keep_order: bool) -> List[str]:
+    """The parameters of a pairwise plot: every one the trials have (sorted), or ``params``
+    (each must exist; sorted and deduplicated unless ``keep_order``)."""
+    known = {p for t in trials for p in t.params}
+    if not trials:
+        _logger.warning("Your study does not have any completed trials.")
+        return []
+    if params is None:
+        return sorted(known)
+    for p in params:
+        if p not in known:
+            raise ValueError(f"Parameter {p} does not exist in your study.")
+    return list(params) if keep_order else sorted(set(params))
+
+
 def contour(study: Any, params: Optional[List[str]], target: Target, target_name: str) -> Contour:
     check_target(study, target, target_name)
     trials = finite(completed(study), target)
-    names_all = {p for t in trials for p in t.params}
-    if not trials:
-        _logger.warning("Your study does not have any completed trials.")
-        names: List[str] = []
-    elif params is None:
-        names = sorted(names_all)
-    else:
-        if len(params) <= 1:
-            _logger.warning("The length of params must be greater than 1.")
-        for p in params:
-            if p not in names_all:
-                raise ValueError(f"Parameter {p} does not exist in your study.")
-        names = sorted(set(params))
+    if params is not None and len(params) <= 1:
+        _logger.warning("The length of params must be greater than 1.")
+    names = _pairs_params(trials, params, keep_order=False)
     reverse = target is not None or study.direction.name == "MINIMIZE"
 
     def panel(xp: str, yp: str) -> ContourPanel:
@@ -687,17 +692,7 @@ class Rank:
 def rank(study: Any, params: Optional[List[str]], target: Target, target_name: str) -> Rank:
     check_target(study, target, target_name)
     trials = completed(study)
-    names_all = {p for t in trials for p in t.params}
-    if not trials:
-        _logger.warning("Your study does not have any completed trials.")
-        names: List[str] = []
-    elif params is None:
-        names = sorted(names_all)
-    else:
-        for p in params:
-            if p not in names_all:
-                raise ValueError(f"Parameter {p} does not exist in your study.")
-        names = list(params)
+    names = _pairs_params(trials, params, keep_order=True)
     if not names:
         _logger.warning("params is an empty list.")
     zs = [value_of(t, target) for t in trials]
