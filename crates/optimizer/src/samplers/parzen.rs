@@ -39,8 +39,6 @@ const WINDOW_MIN_KERNELS: usize = 128;
 /// The share of a windowed dimension's kernels, the widest, that are always evaluated; the
 /// others only inside the window, whose width scales with their largest bandwidth.
 const WINDOW_WIDE: f64 = 0.05;
-/// Below this many kernels a dense pass is cheaper than looking for kernels to drop.
-const PRUNE_MIN_KERNELS: usize = 1024;
 /// Kernels this far (in nats) below the best one contribute less than 1e-17 of the density.
 const PRUNE_NATS: f64 = 40.0;
 
@@ -522,62 +520,6 @@ impl ParzenEstimator {
             .collect()
     }
 
-    /// Adds dimension `d`'s term of candidate `c` (value `x`) to every kernel.
-    #[inline(always)]
-    fn add_term_all(&self, d: &Dim, x: f64, c: usize, cell: Option<&[f64]>, acc: &mut [f64]) {
-        match d {
-            Dim::Numeric(nd) if nd.step == 0.0 => {
-                for ((a, mu), inv) in acc.iter_mut().zip(&nd.mus).zip(&nd.inv_sigmas) {
-                    let z = (x - mu) * inv;
-                    *a -= 0.5 * z * z;
-                }
-            }
-            Dim::Numeric(nd) => {
-                let cell = cell.unwrap_or(&[]);
-                let row = &cell[c * nd.unique.len()..(c + 1) * nd.unique.len()];
-                for ((a, u), lm) in acc.iter_mut().zip(&nd.unique_of).zip(&nd.log_mass) {
-                    *a += row[*u as usize] - lm;
-                }
-            }
-            Dim::Categorical(cd) => {
-                let j = x as usize;
-                for (k, a) in acc.iter_mut().enumerate() {
-                    *a += cd.log_probs[k * cd.n_choices + j];
-                }
-            }
-        }
-    }
-
-    /// Dimension `d`'s term of candidate `c` (value `x`) for kernel `k`.
-    #[inline(always)]
-    fn term(&self, d: &Dim, x: f64, c: usize, cell: Option<&[f64]>, k: usize) -> f64 {
-        match d {
-            Dim::Numeric(nd) if nd.step == 0.0 => {
-                let z = (x - nd.mus[k]) * nd.inv_sigmas[k];
-                -0.5 * z * z
-            }
-            Dim::Numeric(nd) => {
-                let cell = cell.unwrap_or(&[]);
-                cell[c * nd.unique.len() + nd.unique_of[k] as usize] - nd.log_mass[k]
-            }
-            Dim::Categorical(cd) => cd.log_probs[k * cd.n_choices + x as usize],
-        }
-    }
-
-    fn full_log_density(
-        &self,
-        points: &[&[f64]],
-        cells: &[Option<Vec<f64>>],
-        c: usize,
-        k: usize,
-    ) -> f64 {
-        let mut v = self.base[k];
-        for ((d, xs), cell) in self.dims.iter().zip(points).zip(cells) {
-            v += self.term(d, xs[c], c, cell.as_deref(), k);
-        }
-        v
-    }
-
     /// `FMA`: fused multiply-adds (only where the function is compiled for them).
     #[inline(always)]
     fn score<const FMA: bool>(
@@ -587,72 +529,14 @@ impl ParzenEstimator {
         c: usize,
         scratch: &mut Scratch,
     ) -> f64 {
-        // Every dimension's term is <= 0 (constants live in `base`), so a kernel's partial sum
-        // bounds its final log density from above. Once a few dimensions are in, kernels more
-        // than PRUNE_NATS below a fully evaluated kernel can no longer matter: drop them.
         if let (Some(win), [Dim::Numeric(nd)]) = (&self.window, self.dims.as_slice()) {
             return self.score_window::<FMA>(win, nd, points[0][c], scratch);
         }
         let acc = &mut scratch.acc;
         acc.clear();
         acc.extend_from_slice(&self.base);
-        if self.n_kernels < PRUNE_MIN_KERNELS {
-            // Dense: continuous dimensions two per pass (half the loads and stores of the sums),
-            // the others one by one.
-            let mut pending: Option<(f64, &Dim)> = None;
-            for ((d, xs), cell) in self.dims.iter().zip(points).zip(cells) {
-                match d {
-                    Dim::Numeric(nd) if nd.step == 0.0 => match pending.take() {
-                        Some((x0, Dim::Numeric(d0))) => {
-                            add_two_terms::<FMA>(acc, (x0, d0), (xs[c], nd))
-                        }
-                        _ => pending = Some((xs[c], d)),
-                    },
-                    _ => self.add_term_all(d, xs[c], c, cell.as_deref(), acc),
-                }
-            }
-            if let Some((x0, d0)) = pending {
-                self.add_term_all(d0, x0, c, None, acc);
-            }
-            return log_sum_exp::<FMA>(acc);
-        }
-        let mut active: Option<Vec<u32>> = None;
-        let mut floor = f64::NEG_INFINITY;
-        for (di, ((d, xs), cell)) in self.dims.iter().zip(points).zip(cells).enumerate() {
-            let x = xs[c];
-            match &active {
-                None => self.add_term_all(d, x, c, cell.as_deref(), acc),
-                Some(act) => {
-                    for &k in act {
-                        acc[k as usize] += self.term(d, x, c, cell.as_deref(), k as usize);
-                    }
-                }
-            }
-            if di + 1 == self.dims.len() {
-                continue;
-            }
-            if active.is_none() && (di == 1 || di == 3) {
-                // Try after two and four dimensions; switch to the sparse pass only when it pays.
-                let kmax = argmax_lanes(acc);
-                let f = self.full_log_density(points, cells, c, kmax) - PRUNE_NATS;
-                let alive = acc.iter().filter(|&&a| a > f).count();
-                if alive * 4 < self.n_kernels {
-                    floor = f;
-                    let mut act = Vec::with_capacity(alive);
-                    act.extend((0..self.n_kernels as u32).filter(|&k| acc[k as usize] > floor));
-                    active = Some(act);
-                }
-            } else if let Some(act) = active.as_mut() {
-                act.retain(|&k| acc[k as usize] > floor);
-            }
-        }
-        match active {
-            None => log_sum_exp::<FMA>(acc),
-            Some(act) => {
-                let kept: Vec<f64> = act.iter().map(|&k| acc[k as usize]).collect();
-                log_sum_exp::<FMA>(&kept)
-            }
-        }
+        self.add_terms::<FMA>(points, cells, c, 0, acc);
+        log_sum_exp::<FMA>(acc)
     }
 
     /// log density of `x` for a windowed one-dimensional estimator: the kernels within reach
@@ -730,6 +614,9 @@ impl ParzenEstimator {
             .zip(&logs)
             .map(|(xs, l)| l.as_deref().unwrap_or(xs))
             .collect();
+        if self.window.is_none() && self.n_kernels >= BLOCKED_MIN_KERNELS {
+            return self.log_pdf_blocked(&points, &cells, n);
+        }
         let one = |scratch: &mut Scratch, c: usize| -> f64 {
             score_candidate(self, &points, &cells, c, scratch)
         };
@@ -742,6 +629,240 @@ impl ParzenEstimator {
             let mut scratch = Scratch::default();
             (0..n).map(|c| one(&mut scratch, c)).collect()
         }
+    }
+}
+
+impl ParzenEstimator {
+    /// [`ParzenEstimator::log_pdf`] for many kernels: every candidate visits the kernels one
+    /// block at a time, so a block's parameters are read from memory once for all candidates
+    /// (scoring candidate by candidate streams every kernel's parameters once per candidate,
+    /// from L3 or memory at 10,000 kernels x 10 dimensions). With several threads, each takes a
+    /// contiguous share of the blocks and the shares' sums are merged.
+    fn log_pdf_blocked(&self, points: &[&[f64]], cells: &[Option<Vec<f64>>], n: usize) -> Vec<f64> {
+        let n_blocks = self.n_kernels.div_ceil(BLOCK);
+        let work = self.n_kernels * self.dims.len() * n;
+        let shares = if work >= PARALLEL_WORK {
+            rayon::current_num_threads().clamp(1, n_blocks)
+        } else {
+            1
+        };
+        let share = |i: usize| -> Vec<Lse> {
+            let (b0, b1) = (i * n_blocks / shares, (i + 1) * n_blocks / shares);
+            score_blocks(
+                self,
+                points,
+                cells,
+                n,
+                b0 * BLOCK,
+                (b1 * BLOCK).min(self.n_kernels),
+            )
+        };
+        let sums: Vec<Lse> = if shares == 1 {
+            share(0)
+        } else {
+            (0..shares)
+                .into_par_iter()
+                .map(share)
+                .reduce_with(|a, b| a.iter().zip(&b).map(|(x, y)| x.merge(*y)).collect())
+                .unwrap_or_default()
+        };
+        sums.into_iter().map(Lse::value).collect()
+    }
+
+    /// Adds every dimension's term of candidate `c` to the kernels `k0..k0 + acc.len()`:
+    /// continuous dimensions two per pass (half the loads and stores of the sums), the others
+    /// one by one.
+    #[inline(always)]
+    fn add_terms<const FMA: bool>(
+        &self,
+        points: &[&[f64]],
+        cells: &[Option<Vec<f64>>],
+        c: usize,
+        k0: usize,
+        acc: &mut [f64],
+    ) {
+        let mut pending: Option<(f64, &Dim)> = None;
+        for ((d, xs), cell) in self.dims.iter().zip(points).zip(cells) {
+            match d {
+                Dim::Numeric(nd) if nd.step == 0.0 => match pending.take() {
+                    Some((x0, Dim::Numeric(d0))) => {
+                        add_two_terms::<FMA>(acc, k0, (x0, d0), (xs[c], nd))
+                    }
+                    _ => pending = Some((xs[c], d)),
+                },
+                _ => self.add_term_range(d, xs[c], c, cell.as_deref(), k0, acc),
+            }
+        }
+        if let Some((x0, d0)) = pending {
+            self.add_term_range(d0, x0, c, None, k0, acc);
+        }
+    }
+
+    /// Adds dimension `d`'s term of candidate `c` (value `x`) to the kernels `k0..k0 +
+    /// acc.len()`.
+    #[inline(always)]
+    fn add_term_range(
+        &self,
+        d: &Dim,
+        x: f64,
+        c: usize,
+        cell: Option<&[f64]>,
+        k0: usize,
+        acc: &mut [f64],
+    ) {
+        let ks = k0..k0 + acc.len();
+        match d {
+            Dim::Numeric(nd) if nd.step == 0.0 => {
+                for ((a, mu), inv) in acc
+                    .iter_mut()
+                    .zip(&nd.mus[ks.clone()])
+                    .zip(&nd.inv_sigmas[ks])
+                {
+                    let z = (x - mu) * inv;
+                    *a -= 0.5 * z * z;
+                }
+            }
+            Dim::Numeric(nd) => {
+                let cell = cell.unwrap_or(&[]);
+                let row = &cell[c * nd.unique.len()..(c + 1) * nd.unique.len()];
+                let kernels = nd.unique_of[ks.clone()].iter().zip(&nd.log_mass[ks]);
+                for (a, (u, lm)) in acc.iter_mut().zip(kernels) {
+                    *a += row[*u as usize] - lm;
+                }
+            }
+            Dim::Categorical(cd) => {
+                let j = x as usize;
+                for (a, k) in acc.iter_mut().zip(ks) {
+                    *a += cd.log_probs[k * cd.n_choices + j];
+                }
+            }
+        }
+    }
+}
+
+/// Kernels per block of the blocked scoring: a block's parameters over ten continuous
+/// dimensions (40 KiB) stay in cache while every candidate visits them.
+const BLOCK: usize = 256;
+/// Kernels from which candidates are scored block by block.
+const BLOCKED_MIN_KERNELS: usize = 1024;
+
+/// A log-sum-exp in progress: `m + ln(s)`, with `m` the largest term so far.
+#[derive(Debug, Clone, Copy)]
+struct Lse {
+    m: f64,
+    s: f64,
+}
+
+impl Lse {
+    const EMPTY: Lse = Lse {
+        m: f64::NEG_INFINITY,
+        s: 0.0,
+    };
+
+    /// Adds terms whose largest is `m` and whose sum of `exp(term - m)` is `s`.
+    #[inline(always)]
+    fn merge(self, other: Lse) -> Lse {
+        let (hi, lo) = if other.m > self.m {
+            (other, self)
+        } else {
+            (self, other)
+        };
+        if lo.m == f64::NEG_INFINITY {
+            return hi;
+        }
+        Lse {
+            m: hi.m,
+            s: hi.s + lo.s * (lo.m - hi.m).exp(),
+        }
+    }
+
+    fn value(self) -> f64 {
+        if self.m.is_finite() {
+            self.m + self.s.ln()
+        } else {
+            self.m
+        }
+    }
+}
+
+with_avx2! {
+    /// The log-sum-exp of every candidate over the kernels `k0..k1`, block by block.
+    fn score_blocks(
+        est: &ParzenEstimator,
+        points: &[&[f64]],
+        cells: &[Option<Vec<f64>>],
+        n: usize,
+        k0: usize,
+        k1: usize,
+    ) -> Vec<Lse> {
+        let mut sums = vec![Lse::EMPTY; n];
+        let mut acc = [0.0; BLOCK];
+        let mut start = k0;
+        while start < k1 {
+            let end = (start + BLOCK).min(k1);
+            let acc = &mut acc[..end - start];
+            for (c, sum) in sums.iter_mut().enumerate() {
+                acc.copy_from_slice(&est.base[start..end]);
+                est.add_terms::<FMA>(points, cells, c, start, acc);
+                *sum = sum.merge(block_lse::<FMA>(acc, sum.m));
+            }
+            start = end;
+        }
+        sums
+    }
+}
+
+/// The block's terms as an [`Lse`] relative to the larger of their maximum and `floor` (the
+/// maximum so far): terms more than PRUNE_NATS below it are skipped four at a time.
+#[inline(always)]
+fn block_lse<const FMA: bool>(v: &[f64], floor: f64) -> Lse {
+    let m = max_lanes(v).max(floor);
+    if !m.is_finite() {
+        return Lse { m, s: 0.0 };
+    }
+    // Terms more than PRUNE_NATS below the maximum change nothing in double precision: a group
+    // of four with none above the cut is skipped (most of them when a candidate is far from
+    // most kernels), the others are exponentiated whole.
+    let cut = m - PRUNE_NATS;
+    let chunks = v.chunks_exact(4);
+    let mut s4 = [0.0; 4];
+    for c in chunks.clone() {
+        // Non-short-circuiting, so it compiles to one vector compare.
+        if (c[0] > cut) | (c[1] > cut) | (c[2] > cut) | (c[3] > cut) {
+            for (s, &x) in s4.iter_mut().zip(c) {
+                *s += fastmath::exp::<FMA>(x - m);
+            }
+        }
+    }
+    let s = s4.iter().sum::<f64>()
+        + chunks
+            .remainder()
+            .iter()
+            .map(|&x| fastmath::exp::<FMA>(x - m))
+            .sum::<f64>();
+    Lse { m, s }
+}
+
+/// Adds two continuous dimensions' terms `-0.5 * ((x - mu) / sigma)^2` to the sums of the
+/// kernels `k0..k0 + acc.len()`.
+#[inline(always)]
+fn add_two_terms<const FMA: bool>(
+    acc: &mut [f64],
+    k0: usize,
+    (x0, d0): (f64, &NumericDim),
+    (x1, d1): (f64, &NumericDim),
+) {
+    let ks = k0..k0 + acc.len();
+    let (m0, i0, m1, i1) = (
+        &d0.mus[ks.clone()],
+        &d0.inv_sigmas[ks.clone()],
+        &d1.mus[ks.clone()],
+        &d1.inv_sigmas[ks],
+    );
+    for k in 0..acc.len() {
+        let z0 = (x0 - m0[k]) * i0[k];
+        let z1 = (x1 - m1[k]) * i1[k];
+        acc[k] = madd::<FMA>(-0.5, madd::<FMA>(z0, z0, z1 * z1), acc[k]);
     }
 }
 
@@ -779,55 +900,6 @@ with_avx2! {
     }
 }
 
-/// Adds two continuous dimensions' terms `-0.5 * ((x - mu) / sigma)^2` to every kernel's sum.
-#[inline(always)]
-fn add_two_terms<const FMA: bool>(
-    acc: &mut [f64],
-    (x0, d0): (f64, &NumericDim),
-    (x1, d1): (f64, &NumericDim),
-) {
-    let n = acc.len();
-    let (m0, i0, m1, i1) = (
-        &d0.mus[..n],
-        &d0.inv_sigmas[..n],
-        &d1.mus[..n],
-        &d1.inv_sigmas[..n],
-    );
-    for k in 0..n {
-        let z0 = (x0 - m0[k]) * i0[k];
-        let z1 = (x1 - m1[k]) * i1[k];
-        acc[k] = madd::<FMA>(-0.5, madd::<FMA>(z0, z0, z1 * z1), acc[k]);
-    }
-}
-
-/// The index of the largest element (0 when empty), in four lanes so it vectorises.
-#[inline(always)]
-fn argmax_lanes(v: &[f64]) -> usize {
-    let chunks = v.chunks_exact(4);
-    let mut m4 = [f64::NEG_INFINITY; 4];
-    let mut i4 = [0usize; 4];
-    for (ci, c) in chunks.clone().enumerate() {
-        for (j, x) in c.iter().enumerate() {
-            if *x > m4[j] {
-                m4[j] = *x;
-                i4[j] = ci * 4 + j;
-            }
-        }
-    }
-    let base = v.len() - chunks.remainder().len();
-    let (mut best, mut bi) = (f64::NEG_INFINITY, 0);
-    for (x, i) in m4
-        .iter()
-        .zip(i4)
-        .chain(chunks.remainder().iter().zip(base..))
-    {
-        if *x > best {
-            (best, bi) = (*x, i);
-        }
-    }
-    bi
-}
-
 /// The largest element (NEG_INFINITY when empty), in four lanes so it vectorises.
 #[inline(always)]
 fn max_lanes(v: &[f64]) -> f64 {
@@ -848,31 +920,7 @@ fn max_lanes(v: &[f64]) -> f64 {
 /// log(sum(exp(v))), in four independent lanes so it vectorises.
 #[inline(always)]
 fn log_sum_exp<const FMA: bool>(v: &[f64]) -> f64 {
-    let m = max_lanes(v);
-    if !m.is_finite() {
-        return m;
-    }
-    // Terms more than PRUNE_NATS below the maximum change nothing in double precision: a group
-    // of four with none above the cut is skipped (most of them when a candidate is far from
-    // most kernels), the others are exponentiated whole.
-    let cut = m - PRUNE_NATS;
-    let chunks = v.chunks_exact(4);
-    let mut s4 = [0.0; 4];
-    for c in chunks.clone() {
-        // Non-short-circuiting, so it compiles to one vector compare.
-        if (c[0] > cut) | (c[1] > cut) | (c[2] > cut) | (c[3] > cut) {
-            for (s, &x) in s4.iter_mut().zip(c) {
-                *s += fastmath::exp::<FMA>(x - m);
-            }
-        }
-    }
-    let s: f64 = s4.iter().sum::<f64>()
-        + chunks
-            .remainder()
-            .iter()
-            .map(|&x| fastmath::exp::<FMA>(x - m))
-            .sum::<f64>();
-    m + s.ln()
+    block_lse::<FMA>(v, f64::NEG_INFINITY).value()
 }
 
 /// log mass of every candidate's step cell under every unique (mu, sigma) kernel:
@@ -1078,6 +1126,38 @@ mod tests {
     use statrs::function::erf::erfc_inv;
     use std::f64::consts::SQRT_2;
 
+    /// Brute force: one kernel's log density at one candidate, for checking the fast paths.
+    impl ParzenEstimator {
+        /// Dimension `d`'s term of candidate `c` (value `x`) for kernel `k`.
+        fn term(&self, d: &Dim, x: f64, c: usize, cell: Option<&[f64]>, k: usize) -> f64 {
+            match d {
+                Dim::Numeric(nd) if nd.step == 0.0 => {
+                    let z = (x - nd.mus[k]) * nd.inv_sigmas[k];
+                    -0.5 * z * z
+                }
+                Dim::Numeric(nd) => {
+                    let cell = cell.unwrap_or(&[]);
+                    cell[c * nd.unique.len() + nd.unique_of[k] as usize] - nd.log_mass[k]
+                }
+                Dim::Categorical(cd) => cd.log_probs[k * cd.n_choices + x as usize],
+            }
+        }
+
+        fn full_log_density(
+            &self,
+            points: &[&[f64]],
+            cells: &[Option<Vec<f64>>],
+            c: usize,
+            k: usize,
+        ) -> f64 {
+            let mut v = self.base[k];
+            for ((d, xs), cell) in self.dims.iter().zip(points).zip(cells) {
+                v += self.term(d, xs[c], c, cell.as_deref(), k);
+            }
+            v
+        }
+    }
+
     const P: ParzenParams = ParzenParams {
         prior_weight: 1.0,
         consider_magic_clip: true,
@@ -1280,7 +1360,7 @@ mod tests {
 
     #[test]
     fn scoring_matches_brute_force() {
-        // Both scoring paths: dense (pairs of dims) and pruned.
+        // Both scoring paths: candidate by candidate, and block by block (from 1,024 kernels).
         check_against_brute_force(300);
         check_against_brute_force(3000);
     }
