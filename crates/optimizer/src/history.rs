@@ -35,9 +35,11 @@ impl Column {
         })
     }
 
-    fn set(&mut self, number: u64, value: f64) {
+    /// Sets trial `number`'s value; true when it replaced another value.
+    fn set(&mut self, number: u64, value: f64) -> bool {
         let n = number as u32;
         let old = self.values[number as usize];
+        let replaced = !old.is_nan() && old.to_bits() != value.to_bits();
         if !old.is_nan() {
             if let Ok(i) = self.position(n, old) {
                 self.sorted.remove(i);
@@ -48,6 +50,7 @@ impl Column {
             let i = self.position(n, value).unwrap_or_else(|i| i);
             self.sorted.insert(i, n);
         }
+        replaced
     }
 }
 
@@ -69,6 +72,10 @@ pub struct History {
     groups: Vec<SearchSpace>,
     n_complete: usize,
     n_pruned: usize,
+    /// This history's identity (kept by clones) and how many times a recorded parameter value
+    /// was replaced or removed: see [`History::values_version`].
+    id: u64,
+    replaced_values: u64,
 }
 
 impl History {
@@ -85,7 +92,20 @@ impl History {
             groups: Vec::new(),
             n_complete: 0,
             n_pruned: 0,
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
+            replaced_values: 0,
         }
+    }
+
+    /// (this history's identity, the number of parameter values replaced or removed so far).
+    /// While it is unchanged, the value a trial has for a parameter stays what it was: a
+    /// sampler may keep what it derived from values across samples. Trials only gain values.
+    /// A clone keeps the identity: it is the same study.
+    pub fn values_version(&self) -> (u64, u64) {
+        (self.id, self.replaced_values)
     }
 
     /// The study's directions, one per objective.
@@ -191,7 +211,9 @@ impl History {
         if col.distribution != *dist {
             col.consistent = false;
         }
-        col.set(number, value);
+        if col.set(number, value) {
+            self.replaced_values += 1;
+        }
     }
 
     /// Records a suggested parameter. The value must be the internal representation and lie in
@@ -312,7 +334,9 @@ impl History {
         if let Some(pending) = self.pending.remove(&number) {
             for name in pending.keys() {
                 if let Some(col) = self.columns.get_mut(name) {
-                    col.set(number, f64::NAN);
+                    if col.set(number, f64::NAN) {
+                        self.replaced_values += 1;
+                    }
                 }
             }
         }

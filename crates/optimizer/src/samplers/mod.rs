@@ -10,6 +10,7 @@ use std::fmt;
 use crate::distributions::{Distribution, ParamValue};
 use crate::history::{History, SearchSpace};
 
+mod above;
 mod grid;
 mod parzen;
 mod random;

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::f64::consts::FRAC_1_SQRT_2;
+use std::sync::Arc;
 
 use rand::rngs::SmallRng;
 use rand::RngExt;
@@ -43,7 +44,7 @@ const WINDOW_WIDE: f64 = 0.05;
 const PRUNE_NATS: f64 = 40.0;
 
 /// Estimator options shared by every parameter.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct ParzenParams {
     pub prior_weight: f64,
     pub consider_magic_clip: bool,
@@ -256,7 +257,7 @@ macro_rules! with_avx2 {
 }
 
 #[derive(Debug, Clone)]
-struct NumericDim {
+pub(crate) struct NumericDim {
     log: bool,
     /// Step in the original space; 0 for continuous.
     step: f64,
@@ -268,6 +269,8 @@ struct NumericDim {
     /// Bounds in the transformed space (log, widened by half a step).
     t_low: f64,
     t_high: f64,
+    /// The magic clip: the smallest bandwidth (transformed space).
+    min_sigma: f64,
     mus: Vec<f64>,
     sigmas: Vec<f64>,
     inv_sigmas: Vec<f64>,
@@ -284,7 +287,7 @@ struct NumericDim {
 }
 
 #[derive(Debug, Clone)]
-struct CategoricalDim {
+pub(crate) struct CategoricalDim {
     n_choices: usize,
     /// Row-major kernels x choices.
     probs: Vec<f64>,
@@ -292,7 +295,7 @@ struct CategoricalDim {
 }
 
 #[derive(Debug, Clone)]
-enum Dim {
+pub(crate) enum Dim {
     Numeric(NumericDim),
     Categorical(CategoricalDim),
 }
@@ -319,7 +322,8 @@ pub(crate) struct ParzenEstimator {
     weights: Vec<f64>,
     /// log weight plus the constant part of every continuous dimension's log density.
     base: Vec<f64>,
-    dims: Vec<Dim>,
+    /// Shared with the sampler's cache of above estimators (see `samplers::above`).
+    dims: Arc<Vec<Dim>>,
     /// For a single continuous dimension with many kernels: its kernels by centre.
     window: Option<Window>,
 }
@@ -441,6 +445,33 @@ impl ParzenEstimator {
         } else {
             dims.into_iter().map(fit).collect()
         };
+        Self::assemble(weights, Arc::new(dims), params)
+    }
+
+    /// The estimator over fitted kernels `dims` (the prior last), the observation in slot
+    /// `rank_slots[r]` being the `r`-th oldest: weighted as [`ParzenEstimator::new`] weights
+    /// observations given oldest first.
+    pub fn from_slots(
+        dims: Arc<Vec<Dim>>,
+        rank_slots: &[u32],
+        obs_weights: &[f64],
+        params: ParzenParams,
+    ) -> Self {
+        let n_obs = rank_slots.len();
+        let mut weights = vec![0.0; n_obs + 1];
+        for (&slot, &w) in rank_slots.iter().zip(obs_weights) {
+            weights[slot as usize] = w;
+        }
+        weights[n_obs] = params.prior_weight;
+        // Summed in the order `new` sums them, so the weights are the same to the last bit.
+        let total: f64 = obs_weights.iter().chain([&params.prior_weight]).sum();
+        let total = if total > 0.0 { total } else { 1.0 };
+        weights.iter_mut().for_each(|w| *w /= total);
+        Self::assemble(weights, dims, params)
+    }
+
+    fn assemble(weights: Vec<f64>, dims: Arc<Vec<Dim>>, params: ParzenParams) -> Self {
+        let n_kernels = weights.len();
         let base = base_log_density(&weights, &dims);
         let window = match dims.as_slice() {
             [Dim::Numeric(nd)]
@@ -459,6 +490,11 @@ impl ParzenEstimator {
             dims,
             window,
         }
+    }
+
+    /// The fitted kernels, to keep for the next sample (`samplers::above`).
+    pub fn dims(&self) -> &Arc<Vec<Dim>> {
+        &self.dims
     }
 
     /// Draws `n` points (internal representation, one Vec per dimension).
@@ -967,6 +1003,132 @@ fn narrow_log_mass(c: f64, w: f64) -> f64 {
     w.ln() - 0.5 * c * c - LN_SQRT_2PI + ((wc * wc - w * w) / 24.0).ln_1p()
 }
 
+/// The smallest bandwidth on a transformed range of width `range` with `count` observations
+/// counted: `range / min(100, count + 2)` (Optuna's magic clip).
+fn magic_clip(range: f64, count: usize, params: ParzenParams) -> f64 {
+    if params.consider_magic_clip {
+        range / 100f64.min(1.0 + (count + 1) as f64)
+    } else {
+        1e-12
+    }
+}
+
+/// A kernel's log mass on [t_low, t_high] and the constant part of its log density,
+/// `ln(sigma) + ln(sqrt(2 pi)) + log mass`.
+#[inline(always)]
+fn kernel_norm(t_low: f64, t_high: f64, mu: f64, s: f64) -> (f64, f64) {
+    let far = mu - t_low > TAIL_CUT * s && t_high - mu > TAIL_CUT * s;
+    let lm = if far {
+        0.0
+    } else {
+        kernel_log_mass(log_ndtr_table(), (t_low - mu) / s, (t_high - mu) / s)
+    };
+    (lm, fastmath::ln(s) + LN_SQRT_2PI + lm)
+}
+
+impl NumericDim {
+    /// True for a continuous dimension, the only kind whose kernels can be added and removed.
+    pub fn is_continuous(&self) -> bool {
+        self.step == 0.0
+    }
+
+    /// The smallest bandwidth the magic clip allows with `n` observations (`clip_count` None):
+    /// the kernels can be kept while it is the one they were fitted with.
+    pub fn clip_holds(&self, n: usize, params: ParzenParams) -> bool {
+        magic_clip(self.t_high - self.t_low, n, params) == self.min_sigma
+    }
+
+    /// The position in `order` of a kernel centred at `mu` from trial `number` (ties by trial
+    /// number, as the history sorts its columns); `numbers` gives each slot's trial number.
+    fn position(&self, mu: f64, number: u64, numbers: &[u64]) -> usize {
+        self.order.partition_point(|&k| {
+            self.mus[k as usize]
+                .total_cmp(&mu)
+                .then(numbers[k as usize].cmp(&number))
+                .is_lt()
+        })
+    }
+
+    /// Refits the bandwidth of the kernel at `order[pos]` from its neighbours, as `numeric_dim`
+    /// does.
+    fn refit(&mut self, pos: usize, consider_endpoints: bool) {
+        let n = self.order.len();
+        let v = |i: usize| self.mus[self.order[i] as usize];
+        let mu = v(pos);
+        let left = if pos == 0 { self.t_low } else { v(pos - 1) };
+        let right = if pos + 1 == n {
+            self.t_high
+        } else {
+            v(pos + 1)
+        };
+        let mut s = (mu - left).max(right - mu);
+        if !consider_endpoints && n >= 2 {
+            if pos == 0 {
+                s = v(1) - v(0);
+            } else if pos == n - 1 {
+                s = v(n - 1) - v(n - 2);
+            }
+        }
+        let s = s.clamp(self.min_sigma, self.t_high - self.t_low);
+        let k = self.order[pos] as usize;
+        let (lm, ln) = kernel_norm(self.t_low, self.t_high, mu, s);
+        self.sigmas[k] = s;
+        self.inv_sigmas[k] = 1.0 / s;
+        self.log_mass[k] = lm;
+        self.log_norm[k] = ln;
+    }
+
+    /// Adds the observation `value` of trial `numbers[slot]` as kernel `slot`, the last before
+    /// the prior, and refits its neighbours (continuous dimensions only).
+    pub fn insert(&mut self, slot: usize, value: f64, numbers: &[u64], consider_endpoints: bool) {
+        debug_assert!(self.is_continuous() && slot + 1 == self.mus.len());
+        let mu = if self.log { value.ln() } else { value };
+        for v in [
+            &mut self.mus,
+            &mut self.sigmas,
+            &mut self.inv_sigmas,
+            &mut self.log_mass,
+            &mut self.log_norm,
+        ] {
+            v.insert(slot, mu);
+        }
+        let pos = self.position(mu, numbers[slot], numbers);
+        self.order.insert(pos, slot as u32);
+        let last = self.order.len() - 1;
+        for p in pos.saturating_sub(2)..=(pos + 2).min(last) {
+            self.refit(p, consider_endpoints);
+        }
+    }
+
+    /// Removes kernel `slot`: the last observation's kernel takes its slot (`numbers` is still
+    /// the slots' trial numbers before the move), and its neighbours are refitted.
+    pub fn remove(&mut self, slot: usize, numbers: &[u64], consider_endpoints: bool) {
+        let last = self.mus.len() - 2;
+        let pos = self.position(self.mus[slot], numbers[slot], numbers);
+        self.order.remove(pos);
+        if slot != last {
+            let moved = self.position(self.mus[last], numbers[last], numbers);
+            self.order[moved] = slot as u32;
+        }
+        for v in [
+            &mut self.mus,
+            &mut self.sigmas,
+            &mut self.inv_sigmas,
+            &mut self.log_mass,
+            &mut self.log_norm,
+        ] {
+            v[slot] = v[last];
+            v.remove(last);
+        }
+        let n = self.order.len();
+        if n > 0 {
+            for p in pos.saturating_sub(2)..=(pos + 1).min(n - 1) {
+                self.refit(p, consider_endpoints);
+            }
+        }
+    }
+}
+
 fn categorical_dim(values: &[f64], n_choices: usize, prior_weight: f64) -> CategoricalDim {
     let n_obs = values.len();
     let probs = if n_obs == 0 {
@@ -1030,11 +1192,7 @@ with_avx2! {
         // sorted values laid out contiguously, [low, sorted..., high], where the passes vectorise
         // and kernels near a bound sit at the ends (a predictable branch), then scatter.
         let max_sigma = range;
-        let min_sigma = if params.consider_magic_clip {
-            range / 100f64.min(1.0 + (params.clip_count.unwrap_or(n) + 1) as f64)
-        } else {
-            1e-12
-        };
+        let min_sigma = magic_clip(range, params.clip_count.unwrap_or(n), params);
         let mut line = Vec::with_capacity(n + 2);
         line.push(t_low);
         line.extend(order.iter().map(|&o| mus[o as usize]));
@@ -1053,7 +1211,6 @@ with_avx2! {
         // Most kernels have the clip bound as bandwidth and lie far from both bounds (mass 1):
         // start every kernel so, then visit the others ("special") in groups of four, skipping
         // the groups without any (no scatter over all kernels, no division or logarithm each).
-        let table = log_ndtr_table();
         let far = |mu: f64, s: f64| mu - t_low > TAIL_CUT * s && t_high - mu > TAIL_CUT * s;
         let continuous = step == 0.0;
         let mut sigmas = vec![min_sigma; n + 1];
@@ -1062,16 +1219,12 @@ with_avx2! {
         let norm_min = fastmath::ln(min_sigma) + LN_SQRT_2PI;
         let mut log_norm = vec![norm_min; if continuous { n + 1 } else { 0 }];
         let mut set = |k: usize, mu: f64, s: f64| {
-            let lm = if far(mu, s) {
-                0.0
-            } else {
-                kernel_log_mass(table, (t_low - mu) / s, (t_high - mu) / s)
-            };
+            let (lm, ln) = kernel_norm(t_low, t_high, mu, s);
             sigmas[k] = s;
             inv_sigmas[k] = 1.0 / s;
             log_mass[k] = lm;
             if continuous {
-                log_norm[k] = fastmath::ln(s) + LN_SQRT_2PI + lm;
+                log_norm[k] = ln;
             }
         };
         let special = |i: usize| sorted_sigmas[i] != min_sigma || !far(line[i + 1], sorted_sigmas[i]);
@@ -1106,6 +1259,7 @@ with_avx2! {
             high,
             t_low,
             t_high,
+            min_sigma,
             mus,
             sigmas,
             inv_sigmas,

@@ -15,6 +15,7 @@ use crate::error::OptimizerError;
 use crate::history::{History, SearchSpace};
 use crate::multi_objective::best_of;
 use crate::rng::{fresh_seed, trial_rng};
+use crate::samplers::above::{AboveCache, AboveInput};
 use crate::samplers::parzen::{default_weights, DimObservations, ParzenEstimator, ParzenParams};
 use crate::samplers::random::sample_uniform;
 use crate::samplers::{IndependentWork, RelativeWork, Sampler};
@@ -72,6 +73,8 @@ impl Default for TpeOptions {
 pub struct TpeSampler {
     opts: TpeOptions,
     seed: u64,
+    /// Above estimators kept from one sample to the next (shared by clones).
+    above: AboveCache,
 }
 
 impl TpeSampler {
@@ -111,6 +114,7 @@ impl TpeSampler {
         Ok(TpeSampler {
             opts: options,
             seed,
+            above: AboveCache::default(),
         })
     }
 
@@ -145,10 +149,15 @@ impl TpeSampler {
     ) -> Extracted {
         let (below, above) = split(history, trial, self.opts.constant_liar);
         let dists: Vec<(&String, &Distribution)> = space.iter().collect();
+        let above = self
+            .above
+            .observe(history, &above, &dists, self.params(), || {
+                observations(history, &above, &dists)
+            });
         Extracted {
             names: dists.iter().map(|(n, _)| (*n).clone()).collect(),
-            below: observations(history, &below, &dists),
-            above: observations(history, &above, &dists),
+            below: observations(history, &below, &dists).0,
+            above,
             multi_objective: history.is_multi_objective(),
             trial,
             purpose: purpose.to_string(),
@@ -159,7 +168,6 @@ impl TpeSampler {
     /// values).
     fn compute(&self, ex: Extracted) -> BTreeMap<String, f64> {
         let n_below = ex.below.first().map_or(0, |o| o.values.len());
-        let n_above = ex.above.first().map_or(0, |o| o.values.len());
         let below_weights = if ex.multi_objective {
             vec![1.0; n_below]
         } else {
@@ -169,7 +177,7 @@ impl TpeSampler {
         below_params.clip_count =
             Some((self.opts.below_clip_factor * n_below as f64).round() as usize);
         let mpe_below = ParzenEstimator::new(ex.below, &below_weights, below_params);
-        let mpe_above = ParzenEstimator::new(ex.above, &default_weights(n_above), self.params());
+        let mpe_above = self.above.estimator(ex.above, self.params());
         let mut rng = trial_rng(self.seed, ex.trial, &ex.purpose);
         let candidates = mpe_below.sample(&mut rng, self.opts.n_ei_candidates);
         let log_l = mpe_below.log_pdf(&candidates);
@@ -195,7 +203,7 @@ impl TpeSampler {
 struct Extracted {
     names: Vec<String>,
     below: Vec<DimObservations>,
-    above: Vec<DimObservations>,
+    above: AboveInput,
     multi_objective: bool,
     trial: u64,
     purpose: String,
@@ -297,12 +305,12 @@ impl Sampler for TpeSampler {
 }
 
 /// The values of `dists` for every trial of `numbers` (ascending) that has all of them, with
-/// each dimension's ascending order when the history keeps it.
+/// each dimension's ascending order when the history keeps it; and those trials' numbers.
 fn observations(
     history: &History,
     numbers: &[u64],
     dists: &[(&String, &Distribution)],
-) -> Vec<DimObservations> {
+) -> (Vec<DimObservations>, Vec<u64>) {
     let columns: Vec<Option<(&[f64], &[u32])>> = dists
         .iter()
         .map(|(n, d)| history.consistent_column(n, d))
@@ -348,7 +356,7 @@ fn observations(
         }
         index
     });
-    values
+    let obs = values
         .into_iter()
         .zip(dists)
         .zip(&columns)
@@ -372,7 +380,8 @@ fn observations(
                 dist: (*dist).clone(),
             }
         })
-        .collect()
+        .collect();
+    (obs, kept)
 }
 
 fn with_spare(values: impl ExactSizeIterator<Item = f64>) -> Vec<f64> {
@@ -566,6 +575,62 @@ mod tests {
             ..TpeOptions::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_kept_above_estimator_is_the_fresh_one() {
+        // Trials join the above set, leave it for the below set and come back pushed out of it;
+        // running trials (constant liar) join it and leave it when they fail; a log dimension.
+        let mut space = box_space(3, -5.0, 5.0);
+        space.insert(
+            "lr".into(),
+            Distribution::Float(FloatDistribution::new(1e-5, 1.0, true, None).unwrap()),
+        );
+        let dists: Vec<(&String, &Distribution)> = space.iter().collect();
+        let sampler = tpe(0);
+        let params = sampler.params();
+        let mut rng = crate::rng::trial_rng(7, 0, "kept");
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        let (mut kept, mut running) = (0, Vec::new());
+        for i in 0..900u64 {
+            let t = h.create_trial(TrialState::Running);
+            let mut y = 0.0;
+            for (name, dist) in &space {
+                let v = sample_uniform(&mut rng, dist);
+                h.set_param(t, name, v, dist).unwrap();
+                y += if name.as_str() == "lr" {
+                    v.ln().abs()
+                } else {
+                    v * v
+                };
+            }
+            match i % 7 {
+                0 => running.push(t),
+                1 if !running.is_empty() => {
+                    h.finish(running.remove(0), TrialState::Fail, None).unwrap();
+                    h.finish(t, TrialState::Complete, Some(vec![y])).unwrap();
+                }
+                _ => h.finish(t, TrialState::Complete, Some(vec![y])).unwrap(),
+            }
+            if i < 250 {
+                continue;
+            }
+            let current = h.create_trial(TrialState::Running);
+            let (_, above) = split(&h, current, true);
+            let input = sampler.above.observe(&h, &above, &dists, params, || {
+                observations(&h, &above, &dists)
+            });
+            kept += matches!(input, AboveInput::Kept { .. }) as usize;
+            let est = sampler.above.estimator(input, params);
+            let (obs, numbers) = observations(&h, &above, &dists);
+            let fresh = ParzenEstimator::new(obs, &default_weights(numbers.len()), params);
+            let points = fresh.sample(&mut rng, 64);
+            for (a, b) in est.log_pdf(&points).iter().zip(fresh.log_pdf(&points)) {
+                assert!((a - b).abs() < 1e-10, "trial {i}: {a} vs {b}");
+            }
+            h.finish(current, TrialState::Fail, None).unwrap();
+        }
+        assert!(kept > 500, "{kept}");
     }
 
     #[test]
