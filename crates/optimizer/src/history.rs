@@ -39,7 +39,11 @@ impl Column {
     fn set(&mut self, number: u64, value: f64) -> bool {
         let n = number as u32;
         let old = self.values[number as usize];
-        let replaced = !old.is_nan() && old.to_bits() != value.to_bits();
+        if old.to_bits() == value.to_bits() {
+            // The same value again (a suggested relative param): nothing moves.
+            return false;
+        }
+        let replaced = !old.is_nan();
         if !old.is_nan() {
             if let Ok(i) = self.position(n, old) {
                 self.sorted.remove(i);

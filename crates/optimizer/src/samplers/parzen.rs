@@ -684,24 +684,24 @@ impl ParzenEstimator {
         };
         let share = |i: usize| -> Vec<Lse> {
             let (b0, b1) = (i * n_blocks / shares, (i + 1) * n_blocks / shares);
-            score_blocks(
-                self,
-                points,
-                cells,
-                n,
-                b0 * BLOCK,
-                (b1 * BLOCK).min(self.n_kernels),
-            )
+            let (k0, k1) = (b0 * BLOCK, (b1 * BLOCK).min(self.n_kernels));
+            score_blocks(self, points, cells, n, k0, k1)
         };
-        let sums: Vec<Lse> = if shares == 1 {
-            share(0)
-        } else {
-            (0..shares)
-                .into_par_iter()
-                .map(share)
-                .reduce_with(|a, b| a.iter().zip(&b).map(|(x, y)| x.merge(*y)).collect())
-                .unwrap_or_default()
-        };
+        // The calling thread takes the first share itself: the pool is woken for the others only.
+        let mut parts: Vec<Vec<Lse>> = vec![Vec::new(); shares];
+        rayon::in_place_scope(|scope| {
+            let (first, rest) = parts.split_at_mut(1);
+            for (i, part) in rest.iter_mut().enumerate() {
+                let share = &share;
+                scope.spawn(move |_| *part = share(i + 1));
+            }
+            first[0] = share(0);
+        });
+        let mut parts = parts.into_iter();
+        let first = parts.next().unwrap_or_default();
+        let sums = parts.fold(first, |a, b| {
+            a.iter().zip(&b).map(|(x, y)| x.merge(*y)).collect()
+        });
         sums.into_iter().map(Lse::value).collect()
     }
 
