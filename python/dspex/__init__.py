@@ -15,6 +15,15 @@ The API follows Optuna's, so ``import dspex as optuna`` runs a typical Optuna sc
 
 from __future__ import annotations
 
+import os as _os
+
+# The extension's allocator (mimalloc) commits its arena eagerly by default. In a study with 256
+# trials in flight, perf measured 13-20% of the process's CPU in the kernel zeroing fresh pages
+# (clear_page, under mimalloc extending its free lists); without eager commit, under 1%.
+# mimalloc reads the option when the extension loads: set it first (a value set by the user
+# is kept).
+_os.environ.setdefault("MIMALLOC_ARENA_EAGER_COMMIT", "0")
+
 from dspex import _native, distributions, exceptions, importance, integration, logging, pruners, remote, samplers, search_space, session, storages, study, trial
 from dspex._alias import install_as_optuna
 from dspex.exceptions import TrialPruned
