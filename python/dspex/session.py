@@ -414,8 +414,9 @@ class DSpexSessionContext:
         tool leaves the session with this context. With ``shared=True`` several processes may
         serve the tool (a pool of workers, each registering the same function with
         ``shared=True``): a call goes to the process with the fewest calls under way, and a call
-        whose process dies is sent to another (waiting up to ``timeout`` for one to join when
-        none is left). Returns ``func``."""
+        whose process dies is sent to another. When every process is gone without
+        unregistering (killed, being restarted), the tool stays for ``timeout`` seconds and
+        calls made meanwhile wait for a process to join. Returns ``func``."""
         if not callable(func):
             raise TypeError(f"a tool must be callable, got {func!r}")
         name = name if name is not None else getattr(func, "__name__", None)

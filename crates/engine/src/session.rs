@@ -787,6 +787,7 @@ impl Session {
             spec,
             providers,
             timeout,
+            orphaned_since: None,
         };
         tools.insert(tool.spec.name.clone(), Arc::new(tool));
         Ok(())
@@ -828,15 +829,20 @@ impl Session {
         self.retain_providers(|p| p.alive());
     }
 
+    /// Keeps the providers `keep` accepts. A tool left without any goes, except a shared one,
+    /// which waits its timeout for a process to join (see [`ExternalTool::orphaned_since`]).
     fn retain_providers(&self, keep: impl Fn(&ToolProvider) -> bool) {
         let mut tools = self.tools.lock();
         tools.retain(|_, t| {
             if t.providers.iter().all(|p| keep(p)) {
-                return true;
+                return !t.expired();
             }
             let mut rest = (**t).clone();
             rest.providers.retain(|p| keep(p));
-            let left = !rest.providers.is_empty();
+            if rest.providers.is_empty() && rest.orphaned_since.is_none() {
+                rest.orphaned_since = Some(std::time::Instant::now());
+            }
+            let left = !rest.providers.is_empty() || rest.spec.shared;
             *t = Arc::new(rest);
             left
         });
@@ -844,13 +850,16 @@ impl Session {
 
     /// The registered tool `name`, if any.
     pub fn registered_tool(&self, name: &str) -> Option<Arc<ExternalTool>> {
-        self.tools.lock().get(name).cloned()
+        let mut tools = self.tools.lock();
+        tools.retain(|_, t| !t.expired());
+        tools.get(name).cloned()
     }
 
     /// The specs of every tool of the session, native first, then registered ones by name.
     pub fn tool_specs(&self) -> Vec<ToolSpec> {
         let mut out = crate::tools::native_specs().to_vec();
-        let tools = self.tools.lock();
+        let mut tools = self.tools.lock();
+        tools.retain(|_, t| !t.expired());
         let mut names: Vec<&String> = tools.keys().collect();
         names.sort();
         out.extend(names.into_iter().map(|n| tools[n].spec.clone()));

@@ -280,9 +280,19 @@ pub struct ExternalTool {
     pub providers: Vec<Arc<ToolProvider>>,
     /// How long a call may take.
     pub timeout: Duration,
+    /// Set when every process of a shared tool went away without unregistering it: the tool
+    /// waits `timeout` for one to join (a supervised pool restarting its workers), calls made
+    /// meanwhile wait for it, then the tool goes.
+    pub orphaned_since: Option<std::time::Instant>,
 }
 
 impl ExternalTool {
+    /// True for an orphaned shared tool whose wait for a process is over.
+    pub fn expired(&self) -> bool {
+        self.orphaned_since
+            .is_some_and(|t| t.elapsed() >= self.timeout)
+    }
+
     /// The live provider with the fewest calls under way.
     fn least_busy(&self) -> Option<&Arc<ToolProvider>> {
         self.providers
@@ -515,10 +525,15 @@ async fn call_registered(
     loop {
         let Some(provider) = tool.least_busy().cloned() else {
             session.drop_dead_providers();
-            return Err(EngineError::tool_unavailable(
-                &name,
-                "the process that registered it is gone",
-            ));
+            let gone = "the process that registered it is gone";
+            if !tool.spec.shared {
+                return Err(EngineError::tool_unavailable(&name, gone));
+            }
+            // every process of the pool is gone for now: wait for one to join
+            tool = live_pool(&session, &name, tool.timeout)
+                .await
+                .ok_or_else(|| EngineError::tool_unavailable(&name, gone))?;
+            continue;
         };
         let (reply, answer) = oneshot::channel();
         let _busy = Busy::new(&provider);
@@ -1031,14 +1046,35 @@ mod tests {
         let _ = task_b.await;
         held_b.lock().clear();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(s.registered_tool("double").is_none());
+        // the tool stays, with no process, and a call made now waits too
+        let orphan = s.registered_tool("double").unwrap();
+        assert!(orphan.providers.is_empty() && orphan.orphaned_since.is_some());
+        assert!(s.tool_specs().iter().any(|t| t.name == "double"));
+        let later = tokio::spawn({
+            let s = s.clone();
+            async move { call(&s, "double", x(0)).wait().await }
+        });
         let (c, mut c_rx) = ToolProvider::new();
         s.register_tool(shared(), &c, t).unwrap();
-        let _ = c_rx.recv().await.unwrap().reply.send(Ok(Data::Int(99)));
+        for _ in 0..2 {
+            let _ = c_rx.recv().await.unwrap().reply.send(Ok(Data::Int(99)));
+        }
         assert_eq!(pending.await.unwrap().unwrap(), Data::Int(99));
+        assert_eq!(later.await.unwrap().unwrap(), Data::Int(99));
         // the last one leaves: the tool goes
         s.unregister_tool("double", &c).unwrap();
         assert!(s.registered_tool("double").is_none());
+        // a pool whose processes never come back goes after the tool's timeout
+        let (d, d_rx) = ToolProvider::new();
+        let short = Duration::from_millis(200);
+        s.register_tool(shared(), &d, short).unwrap();
+        drop(d_rx);
+        s.drop_dead_providers();
+        assert!(s.registered_tool("double").is_some());
+        let e = call(&s, "double", x(0)).wait().await.unwrap_err();
+        assert_eq!(e.code(), crate::error::ErrorCode::ToolUnavailable, "{e}");
+        assert!(s.registered_tool("double").is_none());
+        assert!(!s.tool_specs().iter().any(|t| t.name == "double"));
     }
 
     fn spec_shared(name: &str, params: &[(&str, &str, bool)]) -> ToolSpec {
