@@ -348,6 +348,83 @@ class _MetricPool:
             pass
 
 
+def _callbacks(callbacks: Optional[Sequence[Callable[..., None]]]) -> List[Callable[..., None]]:
+    """``callbacks`` checked: a list of callables (study, trial) -> None."""
+    out = list(callbacks or [])
+    if not all(callable(c) for c in out):
+        raise TypeError("callbacks must be callables (study, trial) -> None")
+    return out
+
+
+def _run_engine_study(
+    ctx: Any,
+    spec: Dict[str, Any],
+    owner: Any,
+    score: Callable[..., Any],
+    role: str,
+    *,
+    aggregate: Optional[Callable[[list], float]] = None,
+    callbacks: Sequence[Callable[[Any, ProgramTrial], None]] = (),
+    show_progress_bar: bool = True,
+    usage: Optional[Callable[[], Dict[str, str]]] = None,
+    pool: Optional[Callable[[str], "_MetricPool"]] = None,
+) -> Dict[str, Any]:
+    """Runs a program study (``spec``, the engine's JSON without its tools) in ``ctx``'s
+    engine and returns its summary. ``score`` becomes the study's ``role`` tool
+    (``metric_tool``, or ``evaluate_tool`` for a program that stays in Python), served by
+    ``pool(tool name)`` when given; ``aggregate`` its aggregate tool. After every trial the
+    progress bar moves and ``callbacks(owner, ProgramTrial)`` run; one that raises stops the
+    study and its exception is raised here; ``owner._stop`` set by a callback stops it too."""
+    from dspex._optimize import _Progress
+
+    owner._stop = False
+    progress = _Progress(bool(show_progress_bar), spec.get("n_trials"), None)
+    best: List[Optional[float]] = [None]
+    failure: List[BaseException] = []
+
+    def on_trial(number: int, state: str, value: Optional[float] = None, params: Optional[dict] = None) -> bool:
+        if state == "COMPLETE" and value is not None and (best[0] is None or value > best[0]):
+            best[0] = value
+        progress.update(best[0], usage() if progress.enabled and usage is not None else None)
+        trial = ProgramTrial(number, state, value, dict(params or {}))
+        for cb in callbacks:
+            try:
+                cb(owner, trial)
+            except BaseException as e:  # stop the study; raised once it has ended
+                failure.append(e)
+                return True
+        return bool(owner._stop)
+
+    # the engine calls these as tools of the session; unique names, as other processes may
+    # share a session on a served engine
+    suffix = f"{next(_metric_ids)}_{uuid.uuid4().hex[:12]}"
+    tool, trial_tool = f"__metric_{suffix}", f"__trial_{suffix}"
+    aggregate_tool = f"__aggregate_{suffix}" if aggregate is not None else None
+    spec = {**spec, role: tool, "trial_tool": trial_tool, "aggregate_tool": aggregate_tool}
+    registered: List[str] = []
+    served: Optional[_MetricPool] = None
+    try:
+        if pool is not None:
+            served = pool(tool)
+        for name, func in ((tool, score), (trial_tool, on_trial), (aggregate_tool, aggregate)):
+            if name is not None and func is not None and not (name == tool and served is not None):
+                ctx.register_tool(func, name=name, description="part of a program study (dspex.optimizer)")
+                registered.append(name)
+        summary: Dict[str, Any] = ctx._native.program("optimize", json.dumps(spec))
+    finally:
+        progress.close()
+        if served is not None:
+            served.close()
+        for name in registered:
+            try:
+                ctx.unregister_tool(name)
+            except (KeyError, ValueError):
+                pass
+    if failure:
+        raise failure[0]
+    return summary
+
+
 class Study:
     """A study of a program's configurations (see the module docs).
 
@@ -551,20 +628,9 @@ class Study:
         are restarted when they die (a prediction a dying worker was scoring is scored by
         another) and leave when the study ends. The metric and the examples must pickle (a
         metric defined at module level)."""
-        from dspex._optimize import _Progress
-
-        for what, v in (("concurrency", concurrency), ("example_concurrency", example_concurrency)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{what} must be an int >= 1, got {v!r}")
-        callbacks = list(callbacks or [])
-        if not all(callable(c) for c in callbacks):
-            raise TypeError("callbacks must be callables (study, trial) -> None")
-        self._stop = False
+        callbacks = _callbacks(callbacks)
         ctx = self.program.context
         opt = self.optimizer
-        progress = _Progress(bool(show_progress_bar), opt.n_trials, None)
-        best: List[Optional[float]] = [None]
-        failure: List[BaseException] = []
 
         # the program's LMs: in this process's engine they are these objects, so their stats
         # count the study's calls (a served engine keeps its own copies)
@@ -580,39 +646,13 @@ class Study:
                 out["cost"] = f"{cost:.4g}"
             return out
 
-        def on_trial(number: int, state: str, value: Optional[float] = None, params: Optional[dict] = None) -> bool:
-            if state == "COMPLETE" and value is not None and (best[0] is None or value > best[0]):
-                best[0] = value
-            progress.update(best[0], lm_usage() if progress.enabled else None)
-            trial = ProgramTrial(number, state, value, dict(params or {}))
-            for cb in callbacks:
-                try:
-                    cb(self, trial)
-                except BaseException as e:  # stop the study; raised once it has ended
-                    failure.append(e)
-                    return True
-            return self._stop
-
         self._spent = None
         self._bootstrap()
-        metric, valset, user_aggregate = opt.metric, self.valset, opt.aggregate
-
-        scorer = _Scorer(metric, valset)
-
-        def aggregate(scores: list) -> float:
-            return _score(user_aggregate(list(scores)) if user_aggregate is not None else None)
-
-        # the engine calls these as tools of the session; unique names, as other processes may
-        # share a session on a served engine
-        suffix = f"{next(_metric_ids)}_{uuid.uuid4().hex[:12]}"
-        tool, trial_tool = f"__metric_{suffix}", f"__trial_{suffix}"
-        aggregate_tool = f"__aggregate_{suffix}" if user_aggregate is not None else None
+        user_aggregate = opt.aggregate
+        scorer = _Scorer(opt.metric, self.valset)
         spec = {
             "program": self.program.to_json(),
             "examples": self._inputs,
-            "metric_tool": tool,
-            "trial_tool": trial_tool,
-            "aggregate_tool": aggregate_tool,
             "storage": self.storage,
             "study_name": self.study_name,
             "sampler": {"kind": opt.sampler._spec[0], "options": opt.sampler._spec[1]},
@@ -629,28 +669,13 @@ class Study:
             "objectives": self.objectives,
             **(self._budget_spec() or {}),
         }
-        registered: List[str] = []
-        pool: Optional[_MetricPool] = None
-        try:
-            if processes is not None:
-                pool = _MetricPool(ctx, scorer, tool, processes)
-            for name, func in ((tool, scorer.score), (trial_tool, on_trial), (aggregate_tool, aggregate)):
-                if name is not None and not (name == tool and pool is not None):
-                    ctx.register_tool(func, name=name, description="part of a program study (dspex.optimizer)")
-                    registered.append(name)
-            summary: Dict[str, Any] = ctx._native.program("optimize", json.dumps(spec))
-        finally:
-            progress.close()
-            if pool is not None:
-                pool.close()
-            for name in registered:
-                try:
-                    ctx.unregister_tool(name)
-                except (KeyError, ValueError):
-                    pass
+        summary = _run_engine_study(
+            ctx, spec, self, scorer.score, "metric_tool",
+            aggregate=None if user_aggregate is None else lambda scores: _score(user_aggregate(list(scores))),
+            callbacks=callbacks, show_progress_bar=show_progress_bar, usage=lm_usage,
+            pool=None if processes is None else lambda tool: _MetricPool(ctx, scorer, tool, processes),
+        )
         self.summary = summary
-        if failure:
-            raise failure[0]
         if len(self.objectives) > 1 and summary["stop_reason"] != "aborted" and summary.get("best_trials"):
             self.best_programs = [BestProgram(self.program, t["params"], t["values"][0], summary, values=t["values"])
                                   for t in sorted(summary["best_trials"], key=lambda t: -t["values"][0])]

@@ -10,10 +10,15 @@
 //! `max_errors`; past it, the study stops with the errors listed. An LM budget running out
 //! (`BudgetExceeded`) stops the study cleanly: the best so far stands.
 //!
+//! The subject may also stay in the calling process ([`Subject::Python`], a DSPy program):
+//! then the search space is given, and one session tool runs a configuration on an example
+//! and scores it; everything else (sampling, scheduling, minibatches, storage) is the same.
+//!
 //! With more examples than `minibatch_size` (and minibatching on), a trial scores a random
 //! minibatch of them (drawn from the trial number and the seed), as MIPROv2 does; every
 //! `full_eval_steps` finished trials, and once at the end, the configuration with the best
-//! minibatch score that has not been fully evaluated yet is scored on every example. Those
+//! mean minibatch score (over the trials that ran it) that has not been fully evaluated yet
+//! is scored on every example; a `baseline` configuration is scored on every example first. Those
 //! full-set scores are kept apart from the trials' values (the study's user attribute
 //! `full_scores`: trial number → score; the sampler sees minibatch scores only), and the best
 //! configuration is the one with the best full-set score.
@@ -42,16 +47,63 @@ use crate::tools;
 /// Errors kept to show the user when a study stops on them.
 const ERRORS_SHOWN: usize = 10;
 
+/// What a program study's trials configure and score.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    /// An engine-resident program, run over the examples in the engine; each prediction is
+    /// scored by the session tool `metric_tool` (called with `example`, the position,
+    /// `prediction`, a dict, and `trace`, None; returns a number).
+    Program {
+        /// The program whose tunable arguments are the search space.
+        program: Program,
+        /// The examples a trial is scored on (their fields).
+        examples: Vec<Map<String, Value>>,
+        /// The metric tool.
+        metric_tool: String,
+    },
+    /// A program that stays in the calling process (a DSPy program): `space` is the search
+    /// space, and the session tool `evaluate_tool` runs one configuration on one example and
+    /// scores it (called with `params`, a dict, `example`, the position, and `trial`, the trial
+    /// number or None for a full evaluation; returns a number, or a dict with `score` and
+    /// optionally `tokens` and `cost`).
+    Python {
+        /// Parameter name → distribution.
+        space: Vec<(String, Distribution)>,
+        /// How many examples there are.
+        examples: usize,
+        /// The evaluation tool.
+        evaluate_tool: String,
+    },
+}
+
+impl Subject {
+    fn examples(&self) -> usize {
+        match self {
+            Subject::Program { examples, .. } => examples.len(),
+            Subject::Python { examples, .. } => *examples,
+        }
+    }
+
+    fn space(&self) -> Vec<(String, Distribution)> {
+        match self {
+            Subject::Program { program, .. } => program.space(),
+            Subject::Python { space, .. } => space.clone(),
+        }
+    }
+
+    fn budget(&self) -> Option<&Arc<dspex_native::lm::Budget>> {
+        match self {
+            Subject::Program { program, .. } => program.budget.as_ref(),
+            Subject::Python { .. } => None,
+        }
+    }
+}
+
 /// Everything a program study needs (the JSON of `dspex.optimizer.Study.optimize`).
 #[derive(Debug, Clone)]
 pub struct ProgramStudySpec {
-    /// The program whose tunable arguments are the search space.
-    pub program: Program,
-    /// The examples a trial is scored on (their fields; the metric gets each one's position).
-    pub examples: Vec<Map<String, Value>>,
-    /// The session tool that scores one prediction: called with `example` (the position),
-    /// `prediction` (a dict) and `trace` (None); returns a number.
-    pub metric_tool: String,
+    /// What the trials configure and score.
+    pub subject: Subject,
     /// A session tool called after every trial with `number`, `state`, `value` (None unless
     /// COMPLETE) and `params`; answering true stops the study (progress bars, callbacks).
     pub trial_tool: Option<String>,
@@ -77,8 +129,15 @@ pub struct ProgramStudySpec {
     pub example_concurrency: usize,
     /// The score of a failed example.
     pub failure_score: f64,
-    /// Failed examples tolerated over the whole study before it stops.
+    /// Failed examples tolerated over the whole study before it stops. With
+    /// `trial_max_errors`, only while no example has scored yet (the setup is broken).
     pub max_errors: usize,
+    /// Failed examples a trial tolerates; past it, the trial fails and the study goes on.
+    pub trial_max_errors: Option<usize>,
+    /// A configuration scored first, on every example: its full-set score counts as a full
+    /// evaluation and its trial's value is its mean over the trial's own minibatch (the
+    /// baseline a search must beat, as MIPROv2's default program).
+    pub baseline: Option<BTreeMap<String, ParamValue>>,
     /// Examples per trial when minibatching (None: every trial scores every example).
     pub minibatch_size: Option<usize>,
     /// Finished trials between two full evaluations.
@@ -163,27 +222,55 @@ fn component(v: &Value, k: &str) -> Result<Option<(String, String)>> {
 }
 
 impl ProgramStudySpec {
-    /// Reads a spec from JSON: `program`, `examples` (a list of dicts), `metric_tool`, and
-    /// optionally `storage`, `study_name`, `sampler`/`pruner` (`{kind, options}`), `n_trials`,
+    /// Reads a spec from JSON: `program`, `examples` (a list of dicts) and `metric_tool`, or
+    /// `space` (`{name: distribution}`), `n_examples` and `evaluate_tool`; and optionally
+    /// `trial_max_errors`, `baseline` (`{name: value}`), `storage`, `study_name`, `sampler`/`pruner` (`{kind, options}`), `n_trials`,
     /// `timeout`, `concurrency`, `example_concurrency`, `failure_score`, `max_errors`,
     /// `minibatch_size` (null: off), `full_eval_steps`, `seed`, `objectives`, `budget` and
     /// `budget_spent` (see [`crate::program::budget_of`]).
     pub fn from_json(v: &Value) -> Result<ProgramStudySpec> {
-        let mut program = Program::from_json(v.get("program").unwrap_or(&Value::Null))?;
-        program.budget = crate::program::budget_of(v)?;
-        let examples: Vec<Map<String, Value>> = v
-            .get("examples")
-            .and_then(Value::as_array)
-            .ok_or_else(|| EngineError::InvalidArgument("examples must be a list of dicts".into()))?
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                e.as_object().cloned().ok_or_else(|| {
-                    EngineError::InvalidArgument(format!("example {i} is not a dict of fields"))
-                })
-            })
-            .collect::<Result<_>>()?;
-        if examples.is_empty() {
+        let subject = match v.get("program") {
+            Some(p) if !p.is_null() => {
+                let mut program = Program::from_json(p)?;
+                program.budget = crate::program::budget_of(v)?;
+                let examples: Vec<Map<String, Value>> = v
+                    .get("examples")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| {
+                        EngineError::InvalidArgument("examples must be a list of dicts".into())
+                    })?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        e.as_object().cloned().ok_or_else(|| {
+                            EngineError::InvalidArgument(format!(
+                                "example {i} is not a dict of fields"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                Subject::Program {
+                    program,
+                    examples,
+                    metric_tool: opt_str(v, "metric_tool")?.ok_or_else(|| {
+                        EngineError::InvalidArgument("metric_tool is needed".into())
+                    })?,
+                }
+            }
+            _ => Subject::Python {
+                space: space_of(v.get("space"))?,
+                examples: match v.get("examples") {
+                    Some(Value::Array(a)) => a.len(),
+                    _ => count(v, "n_examples", 1)? as usize,
+                },
+                evaluate_tool: opt_str(v, "evaluate_tool")?.ok_or_else(|| {
+                    EngineError::InvalidArgument(
+                        "a program study needs a program (and metric_tool) or a space and evaluate_tool".into(),
+                    )
+                })?,
+            },
+        };
+        if subject.examples() == 0 {
             return Err(EngineError::InvalidArgument(
                 "there are no examples to score the program on".into(),
             ));
@@ -215,11 +302,37 @@ impl ProgramStudySpec {
                 EngineError::InvalidArgument(format!("max_errors must be an int >= 0, not {x}"))
             })? as usize,
         };
+        let trial_max_errors = match v.get("trial_max_errors") {
+            None | Some(Value::Null) => None,
+            Some(x) => Some(x.as_u64().ok_or_else(|| {
+                EngineError::InvalidArgument(format!(
+                    "trial_max_errors must be an int >= 0, not {x}"
+                ))
+            })? as usize),
+        };
+        let baseline = match v.get("baseline") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(
+                m.iter()
+                    .map(|(k, x)| {
+                        ParamValue::from_json(x)
+                            .map(|p| (k.clone(), p))
+                            .map_err(|e| {
+                                EngineError::InvalidArgument(format!("baseline param {k:?}: {e}"))
+                            })
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            Some(x) => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "baseline must be a dict of params, not {x}"
+                )))
+            }
+        };
         Ok(ProgramStudySpec {
-            program,
-            examples,
-            metric_tool: opt_str(v, "metric_tool")?
-                .ok_or_else(|| EngineError::InvalidArgument("metric_tool is needed".into()))?,
+            subject,
+            trial_max_errors,
+            baseline,
             trial_tool: opt_str(v, "trial_tool")?,
             aggregate_tool: opt_str(v, "aggregate_tool")?,
             storage: opt_str(v, "storage")?,
@@ -262,13 +375,37 @@ impl ProgramStudySpec {
     }
 }
 
+/// The search space of a Python subject: `{name: distribution JSON}`.
+fn space_of(v: Option<&Value>) -> Result<Vec<(String, Distribution)>> {
+    let Some(Value::Object(m)) = v else {
+        return Err(EngineError::InvalidArgument(
+            "space must be a dict of parameter name -> distribution".into(),
+        ));
+    };
+    m.iter()
+        .map(|(k, d)| {
+            let text = match d {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Distribution::from_json(&text)
+                .map(|d| (k.clone(), d))
+                .map_err(|e| EngineError::InvalidArgument(format!("space[{k:?}]: {e}")))
+        })
+        .collect()
+}
+
 /// Shared state of one program study's evaluators.
 struct Evaluation {
     spec: ProgramStudySpec,
     session: Arc<Session>,
     study: Arc<Study>,
     errors: Mutex<Vec<String>>,
+    /// Whether an example has scored yet.
+    scored: AtomicBool,
     budget_out: AtomicBool,
+    /// The trial that scores the baseline configuration (when it runs in this call).
+    baseline: Option<u64>,
     /// Trials that scored a minibatch; full-set scores by trial number.
     finished: Mutex<usize>,
     full: tokio::sync::Mutex<BTreeMap<u64, f64>>,
@@ -279,14 +416,14 @@ impl ProgramStudySpec {
     /// full evaluations pick one best).
     fn minibatching(&self) -> Option<usize> {
         self.minibatch_size
-            .filter(|m| *m < self.examples.len() && self.objectives.len() == 1)
+            .filter(|m| *m < self.subject.examples() && self.objectives.len() == 1)
     }
 }
 
 /// Runs a program study to its end; returns a summary: `study_name`, `best_number`,
 /// `best_value`, `best_params`, `complete`, `pruned`, `failed`, `stop_reason`, `errors`.
 pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<Data> {
-    let (study, space, finished, full) = {
+    let (study, space, finished, full, baseline) = {
         let spec = spec.clone();
         tokio::task::spawn_blocking(move || -> Result<_> {
             let storage = crate::storage::open_url(spec.storage.as_deref().unwrap_or("memory"))?;
@@ -325,7 +462,14 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
                         .collect()
                 })
                 .unwrap_or_default();
-            Ok((study, spec.program.space(), finished, full))
+            // the baseline runs first in a study that has no trial yet
+            let baseline = match &spec.baseline {
+                Some(params) if study.trials(None)?.is_empty() => {
+                    study.enqueue(params.clone(), Default::default(), false)?
+                }
+                _ => None,
+            };
+            Ok((study, spec.subject.space(), finished, full, baseline))
         })
         .await
         .map_err(|e| EngineError::Internal(format!("the study could not be opened: {e}")))??
@@ -352,7 +496,9 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
         session,
         study: study.clone(),
         errors: Mutex::new(Vec::new()),
+        scored: AtomicBool::new(false),
         budget_out: AtomicBool::new(false),
+        baseline,
         finished: Mutex::new(0),
         full: tokio::sync::Mutex::new(full),
     });
@@ -418,7 +564,7 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
         ),
     );
     out.insert("error_count".to_string(), Data::Int(errors.len() as i64));
-    if let Some(b) = &ev.spec.program.budget {
+    if let Some(b) = ev.spec.subject.budget() {
         out.insert("budget_spent".to_string(), crate::program::spent_data(b));
     }
     // the best full-set score when there are some, else the best trial value
@@ -483,6 +629,15 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
     Ok(Data::Map(out))
 }
 
+/// The trials that ran one configuration, for picking the next full evaluation.
+struct Group {
+    first: u64,
+    params: BTreeMap<String, ParamValue>,
+    sum: f64,
+    trials: usize,
+    evaluated: bool,
+}
+
 /// Interrupts a run when dropped before it ended.
 struct InterruptOnDrop(Arc<Run>);
 
@@ -522,7 +677,7 @@ impl Evaluation {
             .map_err(|e| EngineError::Internal(format!("a study call failed: {e}")))?
     }
 
-    /// Records a failed example; true when the study has now seen more than `max_errors`.
+    /// Records a failed example; true when the study must stop on its errors.
     fn failed(&self, example: usize, e: &EngineError) -> bool {
         if let EngineError::Tool { kind, .. } = e {
             if kind == "BudgetExceeded" {
@@ -530,9 +685,14 @@ impl Evaluation {
                 return false;
             }
         }
-        let mut errors = self.errors.lock();
-        errors.push(format!("example {example}: {e}"));
-        errors.len() > self.spec.max_errors
+        self.errors.lock().push(format!("example {example}: {e}"));
+        self.too_many_errors()
+    }
+
+    /// More than `max_errors` examples failed (with `trial_max_errors`: and none scored).
+    fn too_many_errors(&self) -> bool {
+        self.errors.lock().len() > self.spec.max_errors
+            && (self.spec.trial_max_errors.is_none() || !self.scored.load(Ordering::SeqCst))
     }
 
     async fn trial(
@@ -552,14 +712,17 @@ impl Evaluation {
             })
             .await
         };
-        let examples = self.examples_of(number);
         let (outcome, params) = match params {
             Ok(params) => {
                 let params = Arc::new(params);
-                (
-                    self.score(params.clone(), Some(number), examples).await,
-                    Some(params),
-                )
+                let outcome = if self.baseline == Some(number) && self.spec.minibatching().is_some()
+                {
+                    self.score_baseline(params.clone(), number).await
+                } else {
+                    let examples = self.examples_of(number);
+                    self.score(params.clone(), Some(number), examples).await.0
+                };
+                (outcome, Some(params))
             }
             Err(e) => (Outcome::Fail(format!("sampling failed: {e}")), None),
         };
@@ -592,7 +755,7 @@ impl Evaluation {
                 Err(e) => tracing::warn!("the trial callback of a program study failed: {e}"),
             }
         }
-        if self.errors.lock().len() > self.spec.max_errors {
+        if self.too_many_errors() {
             let errors = self.errors.lock();
             return Done::Abort(format!(
                 "{} examples failed (max_errors={}): {}",
@@ -608,7 +771,7 @@ impl Evaluation {
         }
         if self.budget_out.load(Ordering::SeqCst) {
             run.stop();
-        } else if self.spec.minibatching().is_some() {
+        } else if self.spec.minibatching().is_some() && self.baseline != Some(number) {
             let due = {
                 let mut f = self.finished.lock();
                 *f += 1;
@@ -624,7 +787,7 @@ impl Evaluation {
     /// The examples trial `number` scores: a minibatch drawn from the number and the seed, or
     /// all of them.
     fn examples_of(&self, number: u64) -> Arc<Vec<usize>> {
-        let n = self.spec.examples.len();
+        let n = self.spec.subject.examples();
         Arc::new(match self.spec.minibatching() {
             Some(m) => {
                 use rand::SeedableRng;
@@ -639,69 +802,149 @@ impl Evaluation {
         })
     }
 
-    /// Scores the best minibatch configuration not fully evaluated yet on every example and
-    /// records its full-set score (study user attribute `full_scores`).
+    /// Scores the baseline (trial `number`) on every example: that is a full evaluation, and
+    /// the trial's value is its score over the trial's own minibatch.
+    async fn score_baseline(
+        self: &Arc<Self>,
+        params: Arc<BTreeMap<String, ParamValue>>,
+        number: u64,
+    ) -> Outcome {
+        let all = Arc::new((0..self.spec.subject.examples()).collect());
+        let (outcome, scores) = self.score(params, Some(number), all).await;
+        let Outcome::Values(v) = outcome else {
+            return outcome;
+        };
+        let mut full = self.full.lock().await;
+        self.record_full(&mut full, number, v[0]).await;
+        match self.aggregate(&self.examples_of(number), &scores).await {
+            Ok(x) => Outcome::Values(vec![x]),
+            Err(e) => Outcome::Fail(e),
+        }
+    }
+
+    /// Keeps a full-set score (and writes them all to the study's `full_scores` attribute).
+    async fn record_full(&self, full: &mut BTreeMap<u64, f64>, number: u64, score: f64) {
+        full.insert(number, score);
+        let attr = Value::Object(
+            full.iter()
+                .map(|(n, s)| (n.to_string(), json_number(*s)))
+                .collect(),
+        );
+        let _ = self
+            .blocking(move |s| s.set_user_attr("full_scores", attr))
+            .await;
+    }
+
+    /// Scores the configuration with the best mean minibatch score (over the trials that ran
+    /// it) that has not been fully evaluated yet on every example, and records its full-set
+    /// score under its first trial's number (study user attribute `full_scores`).
     async fn full_evaluation(self: &Arc<Self>) {
         // one at a time: two evaluators due together would pick the same configuration
         let mut full = self.full.lock().await;
         let done: Vec<u64> = full.keys().copied().collect();
         let pick = self
             .blocking(move |s| {
-                let trials = s.trials(Some(&[TrialState::Complete]))?;
-                Ok(trials
-                    .into_iter()
-                    .filter(|t| !done.contains(&t.number))
-                    .max_by(|a, b| {
-                        let v = |t: &crate::model::TrialRecord| {
-                            t.values
-                                .as_ref()
-                                .and_then(|v| v.first().copied())
-                                .unwrap_or(f64::NEG_INFINITY)
-                        };
-                        v(a).total_cmp(&v(b)).then(b.number.cmp(&a.number))
-                    }))
+                let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+                for t in s.trials(Some(&[TrialState::Complete]))? {
+                    let Some(v) = t.values.as_ref().and_then(|v| v.first().copied()) else {
+                        continue;
+                    };
+                    let key = Value::Object(
+                        t.params
+                            .iter()
+                            .map(|(k, p)| (k.clone(), p.to_json()))
+                            .collect(),
+                    )
+                    .to_string();
+                    let g = groups.entry(key).or_insert_with(|| Group {
+                        first: t.number,
+                        params: t.params.clone(),
+                        sum: 0.0,
+                        trials: 0,
+                        evaluated: false,
+                    });
+                    g.sum += v;
+                    g.trials += 1;
+                    g.evaluated |= done.contains(&t.number);
+                }
+                Ok(groups
+                    .into_values()
+                    .filter(|g| !g.evaluated)
+                    .map(|g| (g.first, g.params, g.sum / g.trials as f64))
+                    .max_by(|a, b| a.2.total_cmp(&b.2).then(b.0.cmp(&a.0))))
             })
             .await;
-        let Ok(Some(trial)) = pick else { return };
-        let all = Arc::new((0..self.spec.examples.len()).collect());
-        if let Outcome::Values(v) = self.score(Arc::new(trial.params.clone()), None, all).await {
-            full.insert(trial.number, v[0]);
-            let attr = Value::Object(
-                full.iter()
-                    .map(|(n, s)| (n.to_string(), json_number(*s)))
-                    .collect(),
-            );
-            let _ = self
-                .blocking(move |s| s.set_user_attr("full_scores", attr))
-                .await;
+        let Ok(Some((number, params, _))) = pick else {
+            return;
+        };
+        let all = Arc::new((0..self.spec.subject.examples()).collect());
+        if let (Outcome::Values(v), _) = self.score(Arc::new(params), None, all).await {
+            self.record_full(&mut full, number, v[0]).await;
         }
     }
 
-    /// Runs the program over `examples` with `params`; the outcome. For a trial (`number`),
-    /// the running mean is reported as examples finish and the scores are kept as its
-    /// `example_scores` attribute (null where an example was not scored).
+    /// A trial's score from its example scores (`scores` by example position; those of
+    /// `examples` count): their mean, or the aggregate tool's answer.
+    async fn aggregate(
+        &self,
+        examples: &[usize],
+        scores: &[f64],
+    ) -> std::result::Result<f64, String> {
+        let Some(tool) = &self.spec.aggregate_tool else {
+            return Ok(examples.iter().map(|i| scores[*i]).sum::<f64>() / examples.len() as f64);
+        };
+        let picked: Vec<Data> = examples.iter().map(|i| Data::Float(scores[*i])).collect();
+        let mut args = BTreeMap::new();
+        args.insert("scores".to_string(), Data::List(picked));
+        let out = match tools::call(&self.session, tool, args) {
+            tools::Call::Ready(r) => r,
+            tools::Call::Pending(f) => f.await,
+        };
+        match out {
+            Ok(Data::Float(x)) if x.is_finite() => Ok(x),
+            Ok(Data::Int(x)) => Ok(x as f64),
+            Ok(other) => Err(format!("aggregate returned {other}, not a finite number")),
+            Err(e) => Err(format!("aggregate failed: {e}")),
+        }
+    }
+
+    /// Runs configuration `params` over `examples`; the outcome and the example scores by
+    /// position (NaN where not scored). For a trial (`number`), the running mean is reported
+    /// as examples finish and the scores are kept as its `example_scores` attribute (null
+    /// where an example was not scored).
     async fn score(
         self: &Arc<Self>,
         params: Arc<BTreeMap<String, ParamValue>>,
         number: Option<u64>,
         examples: Arc<Vec<usize>>,
-    ) -> Outcome {
-        let configured = match self.spec.program.configure(&params) {
-            Ok(c) => Arc::new(c),
-            Err(e) => return Outcome::Fail(format!("the configuration cannot run: {e}")),
+    ) -> (Outcome, Vec<f64>) {
+        let mut scores = vec![f64::NAN; self.spec.subject.examples()];
+        let configured = match &self.spec.subject {
+            Subject::Program { program, .. } => match program.configure(&params) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    let why = format!("the configuration cannot run: {e}");
+                    return (Outcome::Fail(why), scores);
+                }
+            },
+            Subject::Python { .. } => None,
         };
         let n = examples.len();
         let report_every = (n / 20).max(1);
         let mut in_flight = JoinSet::new();
         let mut next = 0usize;
-        let mut scores = vec![f64::NAN; self.spec.examples.len()];
-        let (mut done, mut sum) = (0usize, 0.0);
+        let (mut done, mut sum, mut trial_errors) = (0usize, 0.0, Vec::new());
         // latency, tokens and cost summed over the examples that ran
         let (mut costs, mut ok) = ([0.0f64; 3], 0usize);
         loop {
             while next < n && in_flight.len() < self.spec.example_concurrency {
-                let (ev, c, i) = (self.clone(), configured.clone(), examples[next]);
-                in_flight.spawn(async move { (i, ev.example(&c, i).await) });
+                let (ev, c, p, i) = (
+                    self.clone(),
+                    configured.clone(),
+                    params.clone(),
+                    examples[next],
+                );
+                in_flight.spawn(async move { (i, ev.example(c.as_deref(), &p, number, i).await) });
                 next += 1;
             }
             let Some(joined) = in_flight.join_next().await else {
@@ -709,10 +952,14 @@ impl Evaluation {
             };
             let (i, result) = match joined {
                 Ok(r) => r,
-                Err(e) => return Outcome::Fail(format!("an example's task failed: {e}")),
+                Err(e) => {
+                    let why = format!("an example's task failed: {e}");
+                    return (Outcome::Fail(why), scores);
+                }
             };
             let score = match result {
                 Ok([score, latency, tokens, cost]) => {
+                    self.scored.store(true, Ordering::SeqCst);
                     costs[0] += latency;
                     costs[1] += tokens;
                     costs[2] += cost;
@@ -721,7 +968,21 @@ impl Evaluation {
                 }
                 Err(e) => {
                     if self.failed(i, &e) || self.budget_out.load(Ordering::SeqCst) {
-                        return Outcome::Fail(format!("stopped at example {i}: {e}"));
+                        return (
+                            Outcome::Fail(format!("stopped at example {i}: {e}")),
+                            scores,
+                        );
+                    }
+                    trial_errors.push(format!("example {i}: {e}"));
+                    if let Some(m) = self.spec.trial_max_errors {
+                        if trial_errors.len() > m {
+                            let why = format!(
+                                "{} examples failed (max_errors={m}), the first: {}",
+                                trial_errors.len(),
+                                trial_errors[0]
+                            );
+                            return (Outcome::Fail(why), scores);
+                        }
                     }
                     self.spec.failure_score
                 }
@@ -729,7 +990,10 @@ impl Evaluation {
             scores[i] = score;
             done += 1;
             sum += score;
-            let Some(number) = number else { continue };
+            // the baseline is not pruned: it is what the others are measured against
+            let Some(number) = number.filter(|n| self.baseline != Some(*n)) else {
+                continue;
+            };
             // intermediate values are for single-objective studies (as in Optuna)
             if self.spec.objectives.len() == 1 && done % report_every == 0 && done < n {
                 let mean = sum / done as f64;
@@ -740,31 +1004,13 @@ impl Evaluation {
                     })
                     .await;
                 if matches!(prune, Ok(true)) {
-                    return Outcome::Pruned;
+                    return (Outcome::Pruned, scores);
                 }
             }
         }
-        let mean = match &self.spec.aggregate_tool {
-            None => sum / n as f64,
-            Some(tool) => {
-                let picked: Vec<Data> = examples.iter().map(|i| Data::Float(scores[*i])).collect();
-                let mut args = BTreeMap::new();
-                args.insert("scores".to_string(), Data::List(picked));
-                let out = match tools::call(&self.session, tool, args) {
-                    tools::Call::Ready(r) => r,
-                    tools::Call::Pending(f) => f.await,
-                };
-                match out {
-                    Ok(Data::Float(x)) if x.is_finite() => x,
-                    Ok(Data::Int(x)) => x as f64,
-                    Ok(other) => {
-                        return Outcome::Fail(format!(
-                            "aggregate returned {other}, not a finite number"
-                        ))
-                    }
-                    Err(e) => return Outcome::Fail(format!("aggregate failed: {e}")),
-                }
-            }
+        let mean = match self.aggregate(&examples, &scores).await {
+            Ok(x) => x,
+            Err(e) => return (Outcome::Fail(e), scores),
         };
         // latency, tokens and cost: means over the examples that ran
         let per_ok = |x: f64| if ok == 0 { f64::NAN } else { x / ok as f64 };
@@ -788,40 +1034,82 @@ impl Evaluation {
                 })
                 .await;
         }
-        Outcome::Values(values)
+        (Outcome::Values(values), scores)
     }
 
-    /// Runs the program on example `i` and scores it with the metric: `[score, latency,
-    /// tokens, cost]`.
-    async fn example(&self, configured: &Configured, i: usize) -> Result<[f64; 4]> {
+    /// Runs configuration `params` on example `i` and scores it: `[score, latency, tokens,
+    /// cost]`. A program runs in the engine and its prediction goes to the metric tool; a
+    /// Python subject's evaluation tool does both.
+    async fn example(
+        &self,
+        configured: Option<&Configured>,
+        params: &BTreeMap<String, ParamValue>,
+        number: Option<u64>,
+        i: usize,
+    ) -> Result<[f64; 4]> {
         let start = std::time::Instant::now();
-        let ran = self
-            .spec
-            .program
-            .run_configured(&self.session, configured, self.spec.examples[i].clone())
-            .await?;
-        let latency = start.elapsed().as_secs_f64();
-        let (tokens, cost) = (ran.tokens as f64, ran.cost);
         let mut args = BTreeMap::new();
         args.insert("example".to_string(), Data::Int(i as i64));
-        args.insert(
-            "prediction".to_string(),
-            Data::from_json(&Value::Object(ran.prediction)),
-        );
-        args.insert("trace".to_string(), Data::Null);
-        let out = match tools::call(&self.session, &self.spec.metric_tool, args) {
+        let (tool, tokens, cost) = match (&self.spec.subject, configured) {
+            (
+                Subject::Program {
+                    program,
+                    examples,
+                    metric_tool,
+                },
+                Some(configured),
+            ) => {
+                let ran = program
+                    .run_configured(&self.session, configured, examples[i].clone())
+                    .await?;
+                args.insert(
+                    "prediction".to_string(),
+                    Data::from_json(&Value::Object(ran.prediction)),
+                );
+                args.insert("trace".to_string(), Data::Null);
+                (metric_tool, Some(ran.tokens as f64), Some(ran.cost))
+            }
+            (Subject::Python { evaluate_tool, .. }, _) => {
+                args.insert("params".to_string(), params_data(params));
+                let trial = number.map_or(Data::Null, |n| Data::Int(n as i64));
+                args.insert("trial".to_string(), trial);
+                (evaluate_tool, None, None)
+            }
+            (Subject::Program { .. }, None) => {
+                return Err(EngineError::Internal(
+                    "a program run without its configuration".into(),
+                ))
+            }
+        };
+        // a program's latency is its run's; a Python subject's, its evaluation's
+        let ran_for = start.elapsed().as_secs_f64();
+        let out = match tools::call(&self.session, tool, args) {
             tools::Call::Ready(r) => r?,
             tools::Call::Pending(f) => f.await?,
         };
-        let score = match out {
-            Data::Float(x) if x.is_finite() => x,
-            Data::Int(x) => x as f64,
-            Data::Bool(b) => f64::from(u8::from(b)),
-            other => {
-                return Err(EngineError::InvalidArgument(format!(
-                    "the metric returned {other}, not a finite number"
-                )))
+        let number_of = |d: &Data, what: &str| match d {
+            Data::Float(x) if x.is_finite() => Ok(*x),
+            Data::Int(x) => Ok(*x as f64),
+            Data::Bool(b) => Ok(f64::from(u8::from(*b))),
+            other => Err(EngineError::InvalidArgument(format!(
+                "the metric returned {what}{other}, not a finite number"
+            ))),
+        };
+        let (score, tokens, cost) = match (&out, tokens) {
+            (Data::Map(m), None) => {
+                let score = number_of(m.get("score").unwrap_or(&Data::Null), "score=")?;
+                let field = |k: &str| m.get(k).map_or(Ok(0.0), |d| number_of(d, k));
+                (score, field("tokens")?, field("cost")?)
             }
+            (other, tokens) => (
+                number_of(other, "")?,
+                tokens.unwrap_or(0.0),
+                cost.unwrap_or(0.0),
+            ),
+        };
+        let latency = match self.spec.subject {
+            Subject::Program { .. } => ran_for,
+            Subject::Python { .. } => start.elapsed().as_secs_f64(),
         };
         Ok([score, latency, tokens, cost])
     }

@@ -12,7 +12,9 @@
 //!   exact content with 503, `[[sleep:MS]]` adds latency, `[[slow-first:MS]]` adds latency to
 //!   the first request with that exact content only, `[[malformed]]` sends JSON cut in the
 //!   middle, `[[slow-body:MS]]` sends the body in pieces MS apart, `[[drop]]` drops the
-//!   connection halfway through the body, `[[huge:BYTES]]` answers a body of that size.
+//!   connection halfway through the body, `[[huge:BYTES]]` answers a body of that size,
+//!   `[[hash]]` ends text answers with ` h<digit>`, a digit hashed from every message of the
+//!   request (so instructions and demos change the answer, as they change a real model's).
 //!
 //! Without a marker the answer is `echo: ` followed by the last message's content, in the
 //! structure of DSPy's or dspex's chat format when the system message asks for output fields. Usage counts
@@ -327,9 +329,24 @@ async fn chat_inner(shared: &Arc<Shared>, headers: &HeaderMap, body: &[u8]) -> R
         .filter(|m| m["role"] == "system")
         .map(|m| content_text(&m["content"]))
         .unwrap_or_default();
+    // `[[hash]]`: text answers end with ` h<digit>`, a digit hashed from every message, so
+    // that instructions and demos change the answer (as they change a real model's)
+    let tag = match marker(&last, "hash") {
+        Some(_) => {
+            let all: String = messages
+                .iter()
+                .map(|m| content_text(&m["content"]))
+                .collect();
+            let h = all.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+            format!(" h{}", h % 10)
+        }
+        None => String::new(),
+    };
     let text = match marker(&last, "reply") {
         Some(t) => t.to_string(),
-        None => fields_answer(&system, &last).unwrap_or_else(|| format!("echo: {last}")),
+        None => fields_answer(&system, &last, &tag).unwrap_or_else(|| format!("echo: {last}{tag}")),
     };
     let completion_tokens = words(&text);
     let answer = json!({
@@ -394,9 +411,10 @@ async fn chat_inner(shared: &Arc<Shared>, headers: &HeaderMap, body: &[u8]) -> R
 /// An answer in the structure a prompt asks for, when its system message lists output fields:
 /// DSPy's chat format (`Your output fields are:` ... `[[ ## name ## ]]`) or dspex's (`Outputs:
 /// name (type), ...`, `## name` headers). A text field holds `echo: ` and the last message
-/// (brackets removed, so it cannot look like a field marker); other types a fixed value.
-fn fields_answer(system: &str, last: &str) -> Option<String> {
-    let echo = format!("echo: {}", last.replace("[[", "").replace("]]", ""));
+/// (brackets removed, so it cannot look like a field marker) and `tag`; other types a fixed
+/// value.
+fn fields_answer(system: &str, last: &str, tag: &str) -> Option<String> {
+    let echo = format!("echo: {}{tag}", last.replace("[[", "").replace("]]", ""));
     if let Some(rest) = system.split("Your output fields are:").nth(1) {
         let names: Vec<&str> = rest
             .lines()
