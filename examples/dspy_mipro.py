@@ -117,9 +117,9 @@ def main(storage: str | None = None) -> float:
         s = optimizer.summary
         print(f"{len(trainset)} train / {len(valset)} validation examples; {s['complete']} trials, "
               f"{s['spent']['metric_calls']} evaluations, {s['spent']['lm_calls']} LM calls in the search")
-        print(f"default program: {default:.2f}; optimized: {best.score:.2f} (study {s['study_name']})")
+        print(f"default program: {100 * default:.1f}%; optimized: {best.score:.1f}% (study {s['study_name']})")
         print(f"instructions: {best.signature.instructions!r}; {len(best.demos)} demos")
-        assert best.score >= default
+        assert best.score >= 100 * default
         return float(best.score)
     finally:
         server.shutdown()

@@ -62,9 +62,11 @@ def test_compile_searches_dspy_candidates_in_the_engine(server: LMServer) -> Non
     assert s["complete"] == 11 and s["failed"] == 0 and len(seen) == 11
     assert s["seed"] == 0
     full = {int(k): v for k, v in s["full_scores"].items()}
-    # the default program (trial 0) is fully evaluated first; 2 more every 5 trials and at the end
-    assert 0 in full and len(full) >= 3
-    assert best.score == max(full.values()) >= full[0]
+    # the default program (trial 0) is fully evaluated first, then one after every 5 trials (as
+    # DSPy: no extra one at the end when the last trial was just followed by one)
+    assert 0 in full and len(full) == 3
+    # scores on the program are in percent, as DSPy's Evaluate gives them
+    assert best.score == round(100 * max(full.values()), 2) and max(full.values()) >= full[0]
     # the sampler learned from minibatch values (35 examples), apart from the full-set scores
     assert all(t.value is not None and round(t.value * 35) == pytest.approx(t.value * 35) for t in seen)
     # the returned program carries one of DSPy's proposed instructions and demo sets
@@ -88,15 +90,25 @@ def test_seed_zero_is_zero_and_runs_repeat(server: LMServer) -> None:
     assert run(0) == run(0)
 
 
-def test_budget_stops_cleanly_with_the_best_so_far(server: LMServer) -> None:
-    opt = make(server, metric=metric, auto=None, num_candidates=3, max_metric_calls=40, concurrency=2)
+@pytest.mark.parametrize("limit", [{"max_metric_calls": 40}, {"max_lm_calls": 40}, {"max_cost": 0.003}],
+                         ids=lambda d: next(iter(d)))
+def test_budget_stops_cleanly_with_the_best_so_far(server: LMServer, limit: dict) -> None:
+    # DSPy prices gpt-4o-mini from its bundled metadata (about 1e-4 a call here)
+    model = dspy.LM("openai/gpt-4o-mini", api_base=server.url, api_key="test", cache=False, num_retries=0)
+    opt = MIPROv2(metric=metric, auto=None, num_candidates=3, concurrency=2, prompt_model=model, task_model=model,
+                  show_progress_bar=False, **limit)
     best = opt.compile(dspy.Predict("question -> answer"), trainset=data(10), valset=data(12), num_trials=20, minibatch=False)
     s = opt.summary
     assert s["budget_exhausted"]
-    assert s["spent"]["metric_calls"] <= 40 + 2  # evaluations under way when it ran out were refused
+    spent = s["spent"]
+    assert spent["lm_calls"] == spent["metric_calls"] and spent["cost"] > 0
+    if "max_cost" in limit:
+        assert 0.003 <= spent["cost"] < 0.003 + 2 * 12 * 3e-4  # evaluations under way when it ran out finish
+    else:
+        assert 40 <= spent["metric_calls"] <= 40 + 2 * 12
     assert s["complete"] < 21 and isinstance(best, dspy.Predict)
     # without minibatches every trial scored the whole valset: the best trial is the result
-    assert s["full_scores"] == {} and best.score == s["best_value"]
+    assert s["full_scores"] == {} and best.score == round(100 * s["best_value"], 2)
 
 
 def test_a_pruner_stops_trials_on_a_bad_running_mean(server: LMServer) -> None:
@@ -110,7 +122,7 @@ def test_a_pruner_stops_trials_on_a_bad_running_mean(server: LMServer) -> None:
     # the default program is the reference and runs to the end; the others fall below 0.99
     assert states[0] == "COMPLETE" and opt.summary["pruned"] >= 1
     assert opt.summary["spent"]["metric_calls"] < 7 * 12
-    assert best.score == opt.summary["best_value"]
+    assert best.score == round(100 * opt.summary["best_value"], 2)
 
 
 def test_bad_metrics_fail_clearly(server: LMServer) -> None:
@@ -220,4 +232,4 @@ def test_a_killed_compile_continues_from_its_storage(server: LMServer, tmp_path:
     # the second run evaluated only what was missing
     spent = result["summary"]["spent"]["metric_calls"]
     assert spent <= (13 - len(before) + 2) * 35 + 4 * 60
-    assert result["score"] == max(result["summary"]["full_scores"].values())
+    assert result["score"] == round(100 * max(result["summary"]["full_scores"].values()), 2)

@@ -11,7 +11,7 @@ The constructor and ``compile`` take DSPy 3.4's arguments, with the same default
 (``auto="light" | "medium" | "heavy"``) and trial count, and the candidates are DSPy's own:
 its demo bootstrapping and its grounded instruction proposer. The search is dspex's: the
 instruction and demo-set choices of every predictor go to the engine's TPE sampler, several
-trials run at once (constant liar), their examples share one pool of ``num_threads`` threads,
+trials run at once (constant liar), each evaluating ``num_threads`` examples at once as DSPy does,
 minibatch scores and full-valset scores are kept apart (the sampler learns from minibatches;
 the result is the best full-valset score, the default program's included), and ``seed`` is
 used as given (0 is 0).
@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import math
-import sys
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -86,35 +85,33 @@ def _score(value: Any) -> float:
     return x
 
 
-def _cost(model: str, usage: Dict[str, Any]) -> float:
-    """What LiteLLM prices a call at (0 when it knows no price for ``model``)."""
-    litellm = sys.modules.get("litellm")  # loaded by dspy.LM; not imported here for nothing
-    if litellm is None:
-        return 0.0
-    try:
-        prompt, completion = litellm.cost_per_token(model=model, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                                                    completion_tokens=int(usage.get("completion_tokens") or 0))
-        return float(prompt + completion)
-    except Exception:  # noqa: BLE001 - an unpriced (local) model
-        return 0.0
+def _percent(mean: float) -> float:
+    """A mean metric as DSPy's ``Evaluate`` reports it (percent, 2 decimals)."""
+    return round(100 * mean, 2)
 
 
 class _Usage:
-    """DSPy's ``usage_tracker`` for one evaluation: counts the LM calls made (cache hits are
-    not) with their tokens and cost, and passes them on to the tracker that was active."""
+    """One evaluation's LM use, as DSPy reports it: the ``usage_tracker`` it feeds (one
+    ``add_usage`` per call that reached an LM; cache hits are not counted), and a caller module
+    whose ``history`` gets each call's entry, with DSPy's cost estimate. Calls are passed on to
+    the tracker that was active."""
 
     def __init__(self, parent: Any) -> None:
         self.parent = parent
         self.calls = 0
         self.tokens = 0
-        self.cost = 0.0
+        self.history: List[Dict[str, Any]] = []
 
     def add_usage(self, model: str, usage: Dict[str, Any]) -> None:
         self.calls += 1
         self.tokens += int(usage.get("total_tokens") or 0)
-        self.cost += _cost(model, usage)
         if self.parent is not None:
             self.parent.add_usage(model, usage)
+
+    @property
+    def cost(self) -> float:
+        """DSPy's estimate of what the calls cost (0 for those it has no price for)."""
+        return float(sum(e.get("cost") or 0.0 for e in self.history))
 
 
 class _Budget:
@@ -174,8 +171,8 @@ def _fingerprint(program: Any, trainset: Sequence[Any], valset: Sequence[Any], s
 
 class MIPROv2(_DSPyMIPROv2):
     """DSPy's MIPROv2 with dspex's search (see the module docs). DSPy's arguments mean what
-    they mean in DSPy 3.4 (``num_threads``: examples evaluated at once, shared by the trials
-    in flight; ``max_errors``: failed examples a trial tolerates, past which it fails; a
+    they mean in DSPy 3.4 (``num_threads``: examples a trial evaluates at once, so up to
+    ``concurrency * num_threads`` in all; ``max_errors``: failed examples a trial tolerates, past which it fails; a
     failed example scores 0). The others:
 
     ``concurrency``: trials at once (default 4). ``storage``: a SQLite/PostgreSQL URL keeping
@@ -184,8 +181,8 @@ class MIPROv2(_DSPyMIPROv2):
     continued: its candidates are reused (no proposal or bootstrapping calls), its finished
     trials and full evaluations count, trials a killed process left running are run again; a
     study made with another program, data or settings is refused. ``max_metric_calls``,
-    ``max_lm_calls`` (calls that reached an LM, cache hits excluded), ``max_cost`` (LiteLLM's
-    price of those calls): limits on the search (candidate generation is not counted); once
+    ``max_lm_calls`` (calls that reached an LM, cache hits excluded), ``max_cost`` (DSPy's
+    estimate of what those calls cost): limits on the search (candidate generation is not counted); once
     one is reached no evaluation starts, the trials in flight fail and the best program so far
     is returned. ``pruner``: a :mod:`dspex.pruners` pruner fed each trial's running mean
     (default None: MIPROv2 never prunes). ``callbacks``: called with this optimizer and a
@@ -412,7 +409,8 @@ class MIPROv2(_DSPyMIPROv2):
             budget.start()
             usage = _Usage(parent)
             try:
-                with dspy.context(**{**overrides, "usage_tracker": usage}):
+                callers = [*(overrides.get("caller_modules") or []), usage]
+                with dspy.context(**{**overrides, "usage_tracker": usage, "caller_modules": callers}):
                     ex = valset[example]
                     prediction = candidate(params)(**ex.inputs())
                     score = _score(metric(ex, prediction))
@@ -420,8 +418,9 @@ class MIPROv2(_DSPyMIPROv2):
                 budget.add(usage)
             return {"score": score, "tokens": usage.tokens, "cost": usage.cost}
 
+        # each trial evaluates num_threads examples at once, as DSPy's Evaluate does
         threads = self.num_threads or dspy.settings.num_threads or 8
-        pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="dspex-dspy")
+        pool = concurrent.futures.ThreadPoolExecutor(threads * self.concurrency, thread_name_prefix="dspex-dspy")
 
         async def evaluate(params: dict, example: int, trial: Any = None) -> Dict[str, Any]:
             return await asyncio.get_running_loop().run_in_executor(pool, evaluate_one, params, example)
@@ -478,7 +477,8 @@ class MIPROv2(_DSPyMIPROv2):
         return best
 
     def _attach_stats(self, best: Any, summary: Dict[str, Any], seen: Dict[int, Any], candidate: Callable[[Dict[str, Any]], Any]) -> None:
-        """DSPy's statistics on the returned program: ``score`` (its full-valset score),
+        """DSPy's statistics on the returned program, scores in percent as DSPy's ``Evaluate``
+        gives them: ``score`` (its full-valset score),
         ``candidate_programs`` (fully evaluated, best first), ``mb_candidate_programs``
         (minibatch trials, best first), plus ``study_name`` and ``total_calls`` (metric calls)."""
         params_of = {n: t.params for n, t in seen.items()}
@@ -488,11 +488,11 @@ class MIPROv2(_DSPyMIPROv2):
             for t in dspex.load_study(study_name=summary["study_name"], storage=self.storage).trials:
                 params_of.setdefault(t.number, t.params)
         full = {int(k): v for k, v in summary.get("full_scores", {}).items()}
-        best.score = summary["best_value"]
+        best.score = _percent(summary["best_value"])
         best.study_name = summary["study_name"]
         best.total_calls = summary["spent"]["metric_calls"]
-        best.candidate_programs = [{"score": s, "program": candidate(params_of[n]), "full_eval": True}
+        best.candidate_programs = [{"score": _percent(s), "program": candidate(params_of[n]), "full_eval": True}
                                    for n, s in sorted(full.items(), key=lambda x: -x[1]) if n in params_of]
-        best.mb_candidate_programs = [{"score": t.value, "program": candidate(t.params), "full_eval": False}
+        best.mb_candidate_programs = [{"score": _percent(t.value), "program": candidate(t.params), "full_eval": False}
                                       for t in sorted(seen.values(), key=lambda t: -(t.value or 0.0))
                                       if t.state == "COMPLETE" and t.value is not None]

@@ -16,9 +16,11 @@
 //!
 //! With more examples than `minibatch_size` (and minibatching on), a trial scores a random
 //! minibatch of them (drawn from the trial number and the seed), as MIPROv2 does; every
-//! `full_eval_steps` finished trials, and once at the end, the configuration with the best
+//! `full_eval_steps` finished trials, and at the end (unless the last trial to finish was just
+//! followed by one), the configuration with the best
 //! mean minibatch score (over the trials that ran it) that has not been fully evaluated yet
-//! is scored on every example; a `baseline` configuration is scored on every example first. Those
+//! is scored on every example, with the example capacity of the trials not running at the
+//! time; a `baseline` configuration is scored on every example first. Those
 //! full-set scores are kept apart from the trials' values (the study's user attribute
 //! `full_scores`: trial number → score; the sampler sees minibatch scores only), and the best
 //! configuration is the one with the best full-set score.
@@ -408,6 +410,8 @@ struct Evaluation {
     baseline: Option<u64>,
     /// Trials that scored a minibatch; full-set scores by trial number.
     finished: Mutex<usize>,
+    /// Trials scoring examples now.
+    active: std::sync::atomic::AtomicUsize,
     full: tokio::sync::Mutex<BTreeMap<u64, f64>>,
 }
 
@@ -500,6 +504,7 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
         budget_out: AtomicBool::new(false),
         baseline,
         finished: Mutex::new(0),
+        active: Default::default(),
         full: tokio::sync::Mutex::new(full),
     });
     let space = Arc::new(space);
@@ -521,7 +526,9 @@ pub async fn optimize(session: Arc<Session>, spec: ProgramStudySpec) -> Result<D
     }
     let summary = run.wait_async().await;
     while evaluators.join_next().await.is_some() {}
-    if ev.spec.minibatching().is_some() && !ev.budget_out.load(Ordering::SeqCst) {
+    // a last full evaluation, unless the last trial to finish was just followed by one
+    let last_done = *ev.finished.lock() % ev.spec.full_eval_steps == 0;
+    if ev.spec.minibatching().is_some() && !ev.budget_out.load(Ordering::SeqCst) && !last_done {
         ev.full_evaluation().await;
     }
     let full = ev.full.lock().await.clone();
@@ -715,6 +722,7 @@ impl Evaluation {
         let (outcome, params) = match params {
             Ok(params) => {
                 let params = Arc::new(params);
+                self.active.fetch_add(1, Ordering::SeqCst);
                 let outcome = if self.baseline == Some(number) && self.spec.minibatching().is_some()
                 {
                     self.score_baseline(params.clone(), number).await
@@ -722,6 +730,7 @@ impl Evaluation {
                     let examples = self.examples_of(number);
                     self.score(params.clone(), Some(number), examples).await.0
                 };
+                self.active.fetch_sub(1, Ordering::SeqCst);
                 (outcome, Some(params))
             }
             Err(e) => (Outcome::Fail(format!("sampling failed: {e}")), None),
@@ -937,7 +946,17 @@ impl Evaluation {
         // latency, tokens and cost summed over the examples that ran
         let (mut costs, mut ok) = ([0.0f64; 3], 0usize);
         loop {
-            while next < n && in_flight.len() < self.spec.example_concurrency {
+            // a trial has `example_concurrency` examples in flight; a full evaluation also takes
+            // the capacity of the trials not running (all of it once the trials are done)
+            let cap = match number {
+                Some(_) => self.spec.example_concurrency,
+                None => {
+                    let busy = self.active.load(Ordering::SeqCst);
+                    self.spec.example_concurrency
+                        * self.spec.concurrency.saturating_sub(busy).max(1)
+                }
+            };
+            while next < n && in_flight.len() < cap {
                 let (ev, c, p, i) = (
                     self.clone(),
                     configured.clone(),
