@@ -166,11 +166,28 @@ def test_bad_input(server: LMServer, tmp_path: Path) -> None:
         make(server, metric=metric, **kw).compile(dspy.Predict("question -> reply"), trainset=data(6), valset=data(8), num_trials=2, minibatch=False)
 
 
-def test_unsupported_dspy_version_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_works_with_dspys_dummy_lm() -> None:
+    from dspy.utils.dummies import DummyLM
+
+    # every output field DSPy's proposer and the program ask for
+    fields = ["answer", "proposed_instruction", "observations", "summary", "program_description", "module_description",
+              "dataset_description"]
+    model = DummyLM([{f: "4" if f == "answer" else "Answer with the number only." for f in fields}] * 2000)
+    qa = [dspy.Example(question=f"what is 2+2 ({i})?", answer="4").with_inputs("question") for i in range(20)]
+    opt = MIPROv2(metric=lambda e, p, t=None: e.answer == p.answer, auto=None, num_candidates=3, prompt_model=model,
+                  task_model=model, show_progress_bar=False)
+    best = opt.compile(dspy.Predict("question -> answer"), trainset=qa[:8], valset=qa[8:], num_trials=4, minibatch=False)
+    assert best.score == 100.0 and opt.summary["complete"] == 5
+
+
+def test_dspy_missing_or_unsupported_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     import dspex.dspy as mod
 
     monkeypatch.setattr(dspy, "__version__", "3.3.2")
     with pytest.raises(ImportError, match=r"DSPy >= 3.4, < 3.5; this is DSPy 3.3.2"):
+        mod._import_dspy()
+    monkeypatch.setitem(sys.modules, "dspy", None)  # what `import dspy` finds when it is not installed
+    with pytest.raises(ImportError, match=r'pip install "dspex\[dspy\]"'):
         mod._import_dspy()
 
 

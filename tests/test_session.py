@@ -317,6 +317,33 @@ def test_a_tool_leaves_with_its_context_and_calls_in_flight_fail_fast():
             caller._native.call_tool("wait", {})
 
 
+def test_a_tool_with_threads_of_its_own_runs_that_many_calls_at_once():
+    """threads=12: twelve blocking calls run together (a barrier of twelve passes; the threads
+    the context's tools share are fewer on a small machine), and a raise reaches the caller."""
+    barrier = threading.Barrier(12, timeout=20)
+
+    def meet(i: int) -> int:
+        barrier.wait()
+        if i < 0:
+            raise ValueError("negative")
+        return i
+
+    with DSpexSessionContext() as ctx:
+        ctx.register_tool(meet, threads=12)
+        got: list = []
+        callers = [threading.Thread(target=lambda i=i: got.append(ctx.tools["meet"](i=i))) for i in range(12)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
+        assert sorted(got) == list(range(12))
+        barrier = threading.Barrier(1)
+        with pytest.raises(dspex.exceptions.ToolError, match="negative"):
+            ctx.tools["meet"](i=-1)
+        with pytest.raises(ValueError, match="threads must be an int >= 1"):
+            ctx.register_tool(meet, name="m2", threads=0)
+
+
 def test_bad_tool_registrations():
     with DSpexSessionContext() as ctx:
         with pytest.raises(ValueError, match="a native tool has this name"):

@@ -27,8 +27,6 @@ Needs DSPy 3.4 (``pip install "dspex[dspy]"``).
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import hashlib
 import json
 import logging
@@ -420,10 +418,9 @@ class MIPROv2(_DSPyMIPROv2):
 
         # each trial evaluates num_threads examples at once, as DSPy's Evaluate does
         threads = self.num_threads or dspy.settings.num_threads or 8
-        pool = concurrent.futures.ThreadPoolExecutor(threads * self.concurrency, thread_name_prefix="dspex-dspy")
 
-        async def evaluate(params: dict, example: int, trial: Any = None) -> Dict[str, Any]:
-            return await asyncio.get_running_loop().run_in_executor(pool, evaluate_one, params, example)
+        def evaluate(params: dict, example: int, trial: Any = None) -> Dict[str, Any]:
+            return evaluate_one(params, example)
 
         seen: Dict[int, Any] = {}
 
@@ -458,12 +455,10 @@ class MIPROv2(_DSPyMIPROv2):
             return out
 
         logger.info("searching %d trials over %d predictor(s), %d at once", num_trials, n, self.concurrency)
-        try:
-            with DSpexSessionContext(tool_timeout=7 * 24 * 3600.0) as ctx:
-                summary = _run_engine_study(ctx, spec, self, evaluate, "evaluate_tool", callbacks=[keep, *self.trial_callbacks],
-                                            show_progress_bar=self.show_progress_bar, usage=usage)
-        finally:
-            pool.shutdown(wait=True)
+        with DSpexSessionContext() as ctx:
+            summary = _run_engine_study(ctx, spec, self, evaluate, "evaluate_tool", callbacks=[keep, *self.trial_callbacks],
+                                        show_progress_bar=self.show_progress_bar, usage=usage,
+                                        threads=threads * self.concurrency)
         summary["seed"] = seed
         summary["spent"] = {"metric_calls": budget.spent[0], "lm_calls": budget.spent[1], "tokens": budget.tokens,
                             "cost": budget.spent[2]}

@@ -368,11 +368,13 @@ def _run_engine_study(
     show_progress_bar: bool = True,
     usage: Optional[Callable[[], Dict[str, str]]] = None,
     pool: Optional[Callable[[str], "_MetricPool"]] = None,
+    threads: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Runs a program study (``spec``, the engine's JSON without its tools) in ``ctx``'s
     engine and returns its summary. ``score`` becomes the study's ``role`` tool
     (``metric_tool``, or ``evaluate_tool`` for a program that stays in Python), served by
-    ``pool(tool name)`` when given; ``aggregate`` its aggregate tool. After every trial the
+    ``pool(tool name)`` when given, else in this process (on ``threads`` threads of its own
+    when given, and then without a timeout); ``aggregate`` its aggregate tool. After every trial the
     progress bar moves and ``callbacks(owner, ProgramTrial)`` run; one that raises stops the
     study and its exception is raised here; ``owner._stop`` set by a callback stops it too."""
     from dspex._optimize import _Progress
@@ -408,7 +410,8 @@ def _run_engine_study(
             served = pool(tool)
         for name, func in ((tool, score), (trial_tool, on_trial), (aggregate_tool, aggregate)):
             if name is not None and func is not None and not (name == tool and served is not None):
-                ctx.register_tool(func, name=name, description="part of a program study (dspex.optimizer)")
+                own = {"threads": threads, "timeout": 365 * 24 * 3600.0} if name == tool and threads is not None else {}
+                ctx.register_tool(func, name=name, description="part of a program study (dspex.optimizer)", **own)
                 registered.append(name)
         summary: Dict[str, Any] = ctx._native.program("optimize", json.dumps(spec))
     finally:

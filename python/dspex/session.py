@@ -240,13 +240,16 @@ class _ToolServer:
     def __init__(self, native: _native.Session) -> None:
         self._inbox = native.provide_tools()
         self._funcs: Dict[str, Tuple[Callable[..., Any], bool]] = {}  # name -> (func, is async)
+        self._pools: Dict[str, Any] = {}  # name -> the thread pool of a tool registered with threads=N
         self._threads: List[threading.Thread] = []
         self._loop: Optional["asyncio.AbstractEventLoop"] = None
         self._tasks: Set[Any] = set()
         self._lock = threading.Lock()
 
-    def register(self, func: Callable[..., Any], name: str, description: Optional[str], timeout: float, shared: bool = False) -> None:
+    def register(self, func: Callable[..., Any], name: str, description: Optional[str], timeout: float, shared: bool = False,
+                 threads: Optional[int] = None) -> None:
         import asyncio
+        import concurrent.futures
         import inspect
 
         spec = _tool_spec(func, name, description, shared)
@@ -254,6 +257,11 @@ class _ToolServer:
             self._inbox.register(spec, float(timeout))
             is_async = inspect.iscoroutinefunction(func)
             self._funcs[name] = (func, is_async)
+            old = self._pools.pop(name, None)
+            if old is not None:
+                old.shutdown(wait=False)
+            if threads is not None and not is_async:
+                self._pools[name] = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=f"dspex-tool-{name}")
             if is_async and self._loop is None:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="dspex-tools-loop", daemon=True).start()
@@ -268,6 +276,9 @@ class _ToolServer:
         with self._lock:
             self._inbox.unregister(name)
             self._funcs.pop(name, None)
+            pool = self._pools.pop(name, None)
+        if pool is not None:  # the calls under way on its threads finish first
+            pool.shutdown(wait=True)
 
     def _serve(self) -> None:
         inbox = self._inbox
@@ -285,14 +296,24 @@ class _ToolServer:
                 if is_async and self._loop is not None:
                     coroutines.append((call_id, func, kwargs))
                     continue
-                try:
-                    result = func(**kwargs)
-                except BaseException as e:  # the tool's failure is the caller's error
-                    inbox.fail(call_id, type(e).__name__, str(e), traceback.format_exc())
-                else:
-                    self._answer(call_id, result)
+                pool = self._pools.get(name)
+                if pool is not None:
+                    try:
+                        pool.submit(self._run, call_id, func, kwargs)
+                        continue
+                    except RuntimeError:  # unregistered meanwhile: its pool is shut down
+                        pass
+                self._run(call_id, func, kwargs)
             if coroutines and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._spawn, coroutines)
+
+    def _run(self, call_id: int, func: Callable[..., Any], kwargs: Dict[str, Any]) -> None:
+        try:
+            result = func(**kwargs)
+        except BaseException as e:  # the tool's failure is the caller's error
+            self._inbox.fail(call_id, type(e).__name__, str(e), traceback.format_exc())
+        else:
+            self._answer(call_id, result)
 
     def _answer(self, call_id: int, result: Any) -> None:
         try:
@@ -324,6 +345,8 @@ class _ToolServer:
             except Exception:
                 pass  # the session is gone already
         self._inbox.close()
+        for pool in self._pools.values():
+            pool.shutdown(wait=False)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._stop_loop)
 
@@ -403,7 +426,8 @@ class DSpexSessionContext:
 
         return decorate
 
-    def register_tool(self, func: _F, name: Optional[str] = None, description: Optional[str] = None, timeout: Optional[float] = None, shared: bool = False) -> _F:
+    def register_tool(self, func: _F, name: Optional[str] = None, description: Optional[str] = None, timeout: Optional[float] = None, shared: bool = False,
+                      threads: Optional[int] = None) -> _F:
         """Registers ``func`` as the tool ``name`` (its ``__name__`` by default) of the session:
         the engine, this process and every other process in the session can call it, with
         keyword arguments checked against the function's signature and type annotations
@@ -416,7 +440,10 @@ class DSpexSessionContext:
         ``shared=True``): a call goes to the process with the fewest calls under way, and a call
         whose process dies is sent to another. When every process is gone without
         unregistering (killed, being restarted), the tool stays for ``timeout`` seconds and
-        calls made meanwhile wait for a process to join. Returns ``func``."""
+        calls made meanwhile wait for a process to join. A plain function's calls run on a few
+        threads shared by this context's tools; ``threads=N`` gives the tool N threads of its own
+        (a blocking tool, e.g. one waiting on a network, with up to N calls at once; unregistering
+        it waits for the calls under way). Returns ``func``."""
         if not callable(func):
             raise TypeError(f"a tool must be callable, got {func!r}")
         name = name if name is not None else getattr(func, "__name__", None)
@@ -427,7 +454,9 @@ class DSpexSessionContext:
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         if self._server is None:
             self._server = _ToolServer(self._native)
-        self._server.register(func, name, description, float(timeout), bool(shared))
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
+        self._server.register(func, name, description, float(timeout), bool(shared), threads)
         return func
 
     def unregister_tool(self, name: str) -> None:
