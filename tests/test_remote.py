@@ -495,3 +495,32 @@ def test_the_same_bad_calls_raise_the_same_errors_embedded_and_remote(server):
     assert here["tell_a_finished_trial"][0] == "ValueError"
     assert here["report_on_a_finished_trial"][0] in ("ValueError", "RuntimeError")
     assert here["tell_a_trial_that_does_not_exist"][0] in ("KeyError", "ValueError")
+
+
+def test_a_worker_reads_its_token_from_a_file(tmp_path):
+    """As a cluster job runs it: `python -m dspex.worker --token-file` (a mounted secret), not
+    a token on the command line; a wrong or missing file is a clear error."""
+    p, addr = _start_server("--token", "s3cret")
+    try:
+        (tmp_path / "tokmod.py").write_text("def f(trial):\n    return trial.suggest_float('x', 0, 1)\n")
+        (tmp_path / "token").write_text("s3cret\n")
+        study = dspex.create_study(study_name="tok", engine=addr, token="s3cret")
+        env = dict(os.environ, PYTHONPATH=str(tmp_path))
+        env.pop("DSPEX_TOKEN", None)
+        base = [PY, "-m", "dspex.worker", "--engine", addr, "--study", "tok", "--objective", "tokmod:f"]
+        worker = subprocess.Popen([*base, "--token-file", str(tmp_path / "token")], env=env)
+        try:
+            run = study._native.start_run(10, None, 0, None, 0)
+            assert run.wait(60) is not None
+            assert worker.wait(30) == 0
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        assert len([t for t in study.trials if t.state == dspex.TrialState.COMPLETE]) == 10
+        (tmp_path / "empty").write_text("\n")
+        for extra, needle in ((["--token-file", str(tmp_path / "nope")], "No such file"), (["--token-file", str(tmp_path / "empty")], "is empty"),
+                              (["--token-file", str(tmp_path / "token"), "--token", "x"], "not both")):
+            out = subprocess.run([*base, *extra], env=env, capture_output=True, text=True, timeout=60)
+            assert out.returncode == 2 and needle in out.stderr, out.stderr
+    finally:
+        _stop(p)

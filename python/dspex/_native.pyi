@@ -507,8 +507,9 @@ class LM:
 def tokenize(text: str, stop_words: bool = True, stem: bool = False) -> List[str]:
     """The terms BM25 indexes for ``text`` (the tokenizer of ``Session.index``)."""
 
-def serve_embedded(study: Study) -> EmbeddedServer:
-    """Serves the embedded ``study`` on 127.0.0.1 (a free port) with a fresh random token."""
+def serve_embedded(study: Study, bind: Optional[str] = None, tls_cert: Optional[bytes] = None, tls_key: Optional[bytes] = None) -> EmbeddedServer:
+    """Serves the embedded ``study`` with a fresh random token: on ``bind`` (``"ip:port"``;
+    default 127.0.0.1 and a free port), over TLS with ``tls_cert``/``tls_key`` (PEM)."""
 
 def serve_sessions() -> EmbeddedServer:
     """Serves this process's sessions on 127.0.0.1 (a free port) with a fresh random token."""

@@ -154,6 +154,55 @@ def _check_objective(args: List[str], env: dict) -> None:
         raise ValueError(f"the worker processes cannot load the objective: {lines[-1] if lines else 'unknown error'}")
 
 
+class ServedRun:
+    """A run of ``study`` that worker processes (local, or a cluster's) attach to: on a remote
+    study the engine's own run (this process owns it with no capacity); on an embedded one, a
+    run of this process's engine served on ``bind`` (loopback by default, TLS with ``tls``:
+    ``(cert PEM, key PEM)``) until :meth:`close`. ``address``, ``token`` (None: the
+    environment's ``DSPEX_TOKEN``) and ``tls_ca`` are what the workers connect with."""
+
+    def __init__(self, study: "Study", n_trials: Optional[int], timeout: Optional[float], trial_timeout: Optional[float],
+                 max_retries: int, max_concurrency: Optional[int], bind: Optional[str] = None,
+                 tls: Optional[Tuple[bytes, bytes]] = None) -> None:
+        self._server = None
+        self.tls_ca: Optional[str] = None
+        if _is_remote(study):
+            client = study._native.client
+            assert client is not None
+            self.address: str = client.address
+            self.run = study._native.start_run(n_trials, timeout, 0, trial_timeout, max_retries, max_concurrency)
+            self.token = _token(None)
+        else:
+            cert, key = tls if tls is not None else (None, None)
+            self._server = _native.serve_embedded(study._native, bind, cert, key)
+            self.address, self.token = self._server.address, self._server.token
+            if tls is not None:
+                self.address = f"https://{self.address}"
+            self.run = self._server.start_run(n_trials, timeout, max_concurrency, trial_timeout, max_retries)
+
+    def supervise(self, poll: Callable[[], Optional[str]]) -> None:
+        """Waits for the run to end, calling ``poll`` every 0.1 s: a message it returns
+        interrupts the run. Ctrl-C (any exception) interrupts it too, waits for it and is
+        raised. Raises RuntimeError when the run ended in an error."""
+        try:
+            while self.run.wait(0.1) is None:
+                why = poll()
+                if why:
+                    self.run.interrupt(why)
+        except BaseException as e:
+            self.run.interrupt(type(e).__name__)
+            while self.run.wait(5.0) is None:
+                pass
+            raise
+        summary = self.run.wait(0.0)
+        if summary is not None and summary.reason == "error":
+            raise RuntimeError(summary.detail or "the run failed")
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
 def optimize_processes(
     study: "Study",
     func: Any,
@@ -175,42 +224,22 @@ def optimize_processes(
     args, pickle_path = _objective_ref(func)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p], env.get("PYTHONPATH", "")])
-    server = None
+    served = None
     try:
         _check_objective(args, env)
-        if _is_remote(study):
-            client = study._native.client
-            assert client is not None
-            address = client.address
-            # This process only owns the run (capacity 0): the workers evaluate.
-            run = study._native.start_run(n_trials, timeout, 0, trial_timeout, max_retries, max_concurrency)
-            token = _token(None)
-        else:
-            server = _native.serve_embedded(study._native)
-            address, token = server.address, server.token
-            run = server.start_run(n_trials, timeout, max_concurrency, trial_timeout, max_retries)
-        if token:
-            env["DSPEX_TOKEN"] = token
+        served = ServedRun(study, n_trials, timeout, trial_timeout, max_retries, max_concurrency)
+        if served.token:
+            env["DSPEX_TOKEN"] = served.token
         per_worker = max(1, -(-conc // processes))
-        cmd = [sys.executable, "-m", "dspex.worker", "--engine", address, "--study", study.study_name, "--concurrency", str(per_worker), *args]
+        cmd = [sys.executable, "-m", "dspex.worker", "--engine", served.address, "--study", study.study_name, "--concurrency", str(per_worker), *args]
         pool = _native.WorkerPool(cmd, env, processes)
         try:
-            while run.wait(0.1) is None:
-                if pool.supervise() == 0 and pool.exhausted:
-                    run.interrupt("every worker process crashed too often")
-        except BaseException as e:
-            run.interrupt(type(e).__name__)
-            while run.wait(5.0) is None:
-                pass
-            raise
+            served.supervise(lambda: "every worker process crashed too often" if pool.supervise() == 0 and pool.exhausted else None)
         finally:
             pool.close()
-        summary = run.wait(0.0)
-        if summary is not None and summary.reason == "error":
-            raise RuntimeError(summary.detail or "the run failed")
     finally:
-        if server is not None:
-            server.close()
+        if served is not None:
+            served.close()
         if pickle_path is not None:
             try:
                 os.unlink(pickle_path)

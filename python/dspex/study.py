@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import enum
 import threading
-from typing import Any, Callable, Container, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Container, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
 from dspex import _native, remote
 from dspex import storages as _storages
@@ -15,6 +15,9 @@ from dspex.logging import get_logger
 from dspex.pruners import BasePruner, MedianPruner, NopPruner, _is_python_pruner
 from dspex.samplers import BaseSampler, RandomSampler, TPESampler, _is_python_sampler
 from dspex.trial import FrozenTrial, Trial, TrialState, _validate
+
+if TYPE_CHECKING:
+    from dspex.launchers import Launcher
 
 _logger = get_logger("dspex.study")
 
@@ -181,6 +184,7 @@ class Study:
         processes: Optional[int] = None,
         max_retries: int = 2,
         max_concurrency: Optional[int] = None,
+        workers: Optional["Launcher"] = None,
     ) -> None:
         """Runs trials of ``func`` until ``n_trials`` trials ran, ``timeout`` seconds passed,
         :meth:`stop` was called or the sampler is exhausted.
@@ -199,7 +203,8 @@ class Study:
         ``"module:function"``, an importable function or a picklable callable), so CPU-bound
         objectives use every core; ``concurrency`` (default N) is then split among them. On a
         remote study (``engine=...``) ``optimize`` attaches this process to the engine as an
-        evaluator.
+        evaluator. ``workers=`` a :mod:`dspex.launchers` launcher (``dspex.launchers.Ray(
+        num_workers=8)``) evaluates in workers it starts elsewhere (Ray actors), the same way.
 
         A trial is *lost* when its evaluator goes away before answering (a worker process or
         an attached process crashed, was killed, or went silent past its heartbeat) or when it
@@ -211,6 +216,15 @@ class Study:
             raise ValueError(f"max_concurrency must be None or an int >= 1, got {max_concurrency!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if workers is not None:
+            from dspex.launchers import Launcher
+
+            if not isinstance(workers, Launcher):
+                raise TypeError(f"workers must be a dspex.launchers launcher (e.g. Ray(num_workers=4)), got {workers!r}")
+            if processes is not None:
+                raise ValueError("give processes=N or workers=..., not both")
+            workers.optimize(self, func, n_trials, timeout, concurrency, trial_timeout, max_retries, max_concurrency)
+            return
         if processes is not None:
             remote.optimize_processes(self, func, n_trials, timeout, processes, concurrency, trial_timeout, max_retries, catch, max_concurrency)
             return

@@ -8,7 +8,8 @@ instead (``dspex.optimizer.Study.optimize(processes=N)`` starts it so): it joins
 registers the metric as the shared tool NAME, and leaves when the session variable VAR is no
 longer ``"open"`` or the session is gone.
 
-The token comes from ``--token`` or the ``DSPEX_TOKEN`` environment variable. ``--check`` only
+The token comes from ``--token-file`` (a file holding it, e.g. a mounted secret), ``--token``
+(visible in ``ps``: avoid it on shared machines) or the ``DSPEX_TOKEN`` environment variable. ``--check`` only
 imports the objective (exit status 2 with the reason when it cannot be loaded): ``dspex
 optimize`` and ``study.optimize(processes=N)`` use it before any trial runs. Exceptions raised
 by the objective fail their trial; the worker goes on.
@@ -85,6 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--objective", help="the objective, module:function")
     p.add_argument("--objective-pickle", help=argparse.SUPPRESS)
     p.add_argument("--token", default=None, help="engine token (default: $DSPEX_TOKEN)")
+    p.add_argument("--token-file", default=None, help="a file holding the engine token (a mounted secret)")
     p.add_argument("--tls-ca", default=None, help="CA certificate (PEM) of an https engine")
     p.add_argument("--concurrency", type=int, default=1, help="evaluations at once (threads, or tasks for async def)")
     p.add_argument("--heartbeat-ms", type=int, default=1000)
@@ -95,6 +97,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--pool-variable", default=None, help=argparse.SUPPRESS)
     p.add_argument("--tool-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.token_file is not None:
+        if args.token is not None:
+            p.error("give --token or --token-file, not both")
+        try:
+            with open(args.token_file) as f:
+                args.token = f.read().strip()
+        except OSError as e:
+            p.error(f"--token-file {args.token_file}: {e.strerror}")
+        if not args.token:
+            p.error(f"--token-file {args.token_file} is empty")
     sys.path.insert(0, os.getcwd())
     try:
         func = load_objective(args.objective, args.objective_pickle)

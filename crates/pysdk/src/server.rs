@@ -53,14 +53,39 @@ pub(crate) struct EmbeddedServer {
     server: LoopbackServer,
 }
 
-/// Serves the embedded `study` on 127.0.0.1 (a free port) with a fresh random token.
+/// Serves the embedded `study` with a fresh random token: on `bind` (`host:port`; default
+/// 127.0.0.1 and a free port), over TLS when `tls_cert` and `tls_key` (PEM) are given.
 #[pyfunction]
-pub(crate) fn serve_embedded(py: Python<'_>, study: &PyStudy) -> PyResult<EmbeddedServer> {
+#[pyo3(signature = (study, bind=None, tls_cert=None, tls_key=None))]
+pub(crate) fn serve_embedded(
+    py: Python<'_>,
+    study: &PyStudy,
+    bind: Option<String>,
+    tls_cert: Option<Vec<u8>>,
+    tls_key: Option<Vec<u8>>,
+) -> PyResult<EmbeddedServer> {
     let inner = study.backend.engine_study().ok_or_else(|| {
         PyValueError::new_err("serve_embedded needs an embedded study; this one is remote")
     })?;
+    let bind = match bind {
+        None => None,
+        Some(b) => Some(b.parse::<std::net::SocketAddr>().map_err(|e| {
+            PyValueError::new_err(format!(
+                "bind must be host:port (an IP address), got {b:?}: {e}"
+            ))
+        })?),
+    };
+    let tls = match (tls_cert, tls_key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(PyValueError::new_err(
+                "TLS needs both a certificate and its key",
+            ))
+        }
+    };
     let server = block(py, async move {
-        LoopbackServer::start(inner)
+        LoopbackServer::start_at(inner, bind, tls)
             .await
             .map_err(|e| RemoteError::new_err(e.to_string()))
     })?;

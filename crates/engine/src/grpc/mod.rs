@@ -164,10 +164,21 @@ impl LoopbackServer {
     /// Listens on 127.0.0.1 (a free port) and serves `study` (heartbeats every 500 ms: the
     /// workers are local). Call from within the runtime.
     pub async fn start(study: Arc<crate::Study>) -> Result<LoopbackServer> {
+        Self::start_at(study, None, None).await
+    }
+
+    /// [`LoopbackServer::start`] on `bind` (`host:port`, port 0 for a free one; default
+    /// 127.0.0.1:0), with TLS when `tls` (PEM certificate chain and key) is given: for workers
+    /// on other machines (a cluster's). The token is always required.
+    pub async fn start_at(
+        study: Arc<crate::Study>,
+        bind: Option<SocketAddr>,
+        tls: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<LoopbackServer> {
         let service =
             EngineService::with_heartbeat(study.storage().clone(), Duration::from_millis(500));
         service.add_study(study.clone());
-        Self::listen(service, Some(study)).await
+        Self::listen(service, Some(study), bind, tls).await
     }
 
     /// Listens on 127.0.0.1 (a free port) and serves `sessions`, the sessions of this process,
@@ -179,19 +190,22 @@ impl LoopbackServer {
             Duration::from_millis(500),
         )
         .sharing_sessions(sessions);
-        Self::listen(service, None).await
+        Self::listen(service, None, None, None).await
     }
 
     async fn listen(
         service: EngineService,
         study: Option<Arc<crate::Study>>,
+        bind: Option<SocketAddr>,
+        tls: Option<(Vec<u8>, Vec<u8>)>,
     ) -> Result<LoopbackServer> {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let bind = bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(bind)
             .await
-            .map_err(|e| EngineError::Internal(format!("cannot listen on loopback: {e}")))?;
+            .map_err(|e| EngineError::InvalidArgument(format!("cannot listen on {bind}: {e}")))?;
         let address = listener
             .local_addr()
-            .map_err(|e| EngineError::Internal(format!("cannot listen on loopback: {e}")))?;
+            .map_err(|e| EngineError::Internal(format!("cannot listen on {bind}: {e}")))?;
         let token = crate::cli::random_token();
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(serve(
@@ -199,6 +213,7 @@ impl LoopbackServer {
             service.clone(),
             ServeOptions {
                 token: Some(token.clone()),
+                tls,
                 ..Default::default()
             },
             async move {
@@ -215,7 +230,7 @@ impl LoopbackServer {
         })
     }
 
-    /// The loopback address the server listens on (a free port on 127.0.0.1).
+    /// The address the server listens on.
     pub fn address(&self) -> SocketAddr {
         self.address
     }

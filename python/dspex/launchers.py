@@ -1,0 +1,231 @@
+"""Launchers: where a study's evaluation workers run when they are not this process's.
+
+``study.optimize(objective, n_trials=400, workers=dspex.launchers.Ray(num_workers=8))`` runs
+the objective in eight Ray actors, each a dspex worker attached to the engine over its
+bidirectional stream, exactly as ``python -m dspex.worker`` processes attach: the engine (this
+process's, served for the time of the run, or a ``dspex serve``) schedules trials to them, a
+trial whose actor dies is re-run (``max_retries``), the actor is restarted by Ray, and every
+actor is gone when ``optimize`` returns.
+
+Ray is an optional dependency: ``pip install "dspex[ray]"``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+if TYPE_CHECKING:
+    from dspex.study import Study
+
+__all__ = ["Launcher", "Ray"]
+
+
+class Launcher:
+    """Starts and supervises a study's workers for the time of one ``optimize`` call."""
+
+    def optimize(self, study: "Study", func: Any, n_trials: Optional[int], timeout: Optional[float],
+                 concurrency: Optional[int], trial_timeout: Optional[float], max_retries: int,
+                 max_concurrency: Optional[int]) -> None:
+        raise NotImplementedError
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ModuleNotFoundError as e:
+        if e.name != "ray":
+            raise
+        raise ImportError('dspex.launchers.Ray needs Ray: pip install "dspex[ray]"') from None
+    return ray
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """A cluster address ``host:port`` that takes no TCP connection within ``timeout`` is an
+    error now (ray.init would wait much longer)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"a Ray address is 'auto', 'local', 'host:port' or 'ray://host:port', got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"the Ray cluster at {address} cannot be reached within {timeout:g} s: {e}") from None
+
+
+class _Worker:
+    """The actor: one dspex worker attached to the engine (its class is made a Ray actor
+    class when a launcher first needs it)."""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, objective: bytes, engine: str, study: str, token: Optional[str], tls_ca: Optional[bytes],
+            concurrency: int) -> Tuple[str, str]:
+        """Evaluates until the run is over: ``("done", reason)``, or ``("objective", why)`` when
+        the objective cannot be loaded here, ``("engine", why)`` when the engine cannot be
+        reached or went away."""
+        import tempfile
+
+        from ray import cloudpickle
+
+        from dspex import logging as dlogging
+        from dspex import remote
+
+        try:
+            func = cloudpickle.loads(objective)
+        except BaseException as e:  # noqa: BLE001 - any import-time failure is the answer
+            return "objective", f"{type(e).__name__}: {e}"
+        ca_path = None
+        if tls_ca is not None:
+            fd, ca_path = tempfile.mkstemp(prefix="dspex-ca-", suffix=".pem")
+            with os.fdopen(fd, "wb") as f:
+                f.write(tls_ca)
+        if os.environ.get("DSPEX_WORKER_VERBOSE") != "1":
+            dlogging.set_verbosity(dlogging.WARNING)
+        try:
+            summary = remote.attach(study, func, engine, token, concurrency=concurrency, tls_ca=ca_path,
+                                    worker=f"ray actor pid {os.getpid()}")
+        except (remote.RemoteError, RuntimeError) as e:
+            return "engine", str(e)
+        finally:
+            if ca_path is not None:
+                os.unlink(ca_path)
+        return "done", str(getattr(summary, "reason", ""))
+
+
+class Ray(Launcher):
+    """Evaluation workers as Ray actors (see the module docs).
+
+    ``num_workers`` actors, each taking ``num_cpus_per_worker`` CPUs, ``num_gpus_per_worker``
+    GPUs and ``resources`` (custom Ray resources) and evaluating ``concurrency / num_workers``
+    trials at once (at least one). ``address``: the cluster (``"auto"``: the one this machine
+    belongs to, else a local one is started; ``"host:port"`` or ``"ray://host:port"``); an
+    address that takes no connection within ``connect_timeout`` seconds is an error.
+    ``runtime_env``: Ray's (e.g. ``{"pip": [...], "working_dir": "."}``) for the actors.
+
+    An embedded study is served for the time of the run on this machine's address in the
+    cluster, with a fresh token: over TLS with ``tls_cert``/``tls_key`` (PEM files; the actors
+    trust the certificate), or in plain text only when the cluster is this machine alone or
+    ``insecure=True`` says so. A remote study's engine is used as it is.
+
+    The objective travels to the actors by value (Ray's cloudpickle): a function whose module
+    the actors cannot import stops the study with that error, reported once. A dead actor's
+    trial is re-run (``max_retries``) and Ray restarts the actor; the actors are killed when
+    ``optimize`` returns.
+    """
+
+    def __init__(self, num_workers: int = 2, address: Optional[str] = "auto", num_cpus_per_worker: float = 1,
+                 num_gpus_per_worker: float = 0, resources: Optional[Dict[str, float]] = None,
+                 runtime_env: Optional[Dict[str, Any]] = None, tls_cert: Optional[str] = None,
+                 tls_key: Optional[str] = None, insecure: bool = False, connect_timeout: float = 10.0) -> None:
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise ValueError(f"num_workers must be an int >= 1, got {num_workers!r}")
+        for what, v in (("num_cpus_per_worker", num_cpus_per_worker), ("num_gpus_per_worker", num_gpus_per_worker),
+                        ("connect_timeout", connect_timeout)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"{what} must be a number >= 0, got {v!r}")
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key (PEM files)")
+        if resources is not None and not (isinstance(resources, dict) and all(isinstance(k, str) for k in resources)):
+            raise TypeError(f"resources must be a dict of resource name -> amount, got {resources!r}")
+        _import_ray()
+        self.num_workers = num_workers
+        self.address = address
+        self.num_cpus_per_worker = num_cpus_per_worker
+        self.num_gpus_per_worker = num_gpus_per_worker
+        self.resources = dict(resources or {})
+        self.runtime_env = runtime_env
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.insecure = bool(insecure)
+        self.connect_timeout = float(connect_timeout)
+
+    def __repr__(self) -> str:
+        return f"Ray(num_workers={self.num_workers}, address={self.address!r})"
+
+    def _init(self) -> Any:
+        ray = _import_ray()
+        if not ray.is_initialized():
+            address = self.address
+            if address not in (None, "auto", "local"):
+                _check_reachable(address[len("ray://"):] if address.startswith("ray://") else address, self.connect_timeout)
+            elif address == "auto" and not os.environ.get("RAY_ADDRESS") and not os.path.exists("/tmp/ray/ray_current_cluster"):
+                address = None  # no cluster here: start a local one
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        return ray
+
+    def _bind(self, ray: Any) -> Tuple[str, Optional[Tuple[bytes, bytes]], Optional[bytes]]:
+        """Where to serve an embedded study, its TLS identity and the CA the actors trust."""
+        here = ray.util.get_node_ip_address()
+        alone = all(n.get("NodeManagerAddress") == here for n in ray.nodes() if n.get("Alive"))
+        if self.tls_cert is not None and self.tls_key is not None:
+            with open(self.tls_cert, "rb") as f:
+                cert = f.read()
+            with open(self.tls_key, "rb") as f:
+                key = f.read()
+            return f"{here}:0", (cert, key), cert
+        if alone:
+            return "127.0.0.1:0", None, None
+        if not self.insecure:
+            raise ValueError("the Ray cluster has other machines: serve the study over TLS (tls_cert=, tls_key=) "
+                             "or say insecure=True to send trials and the token in plain text")
+        return f"{here}:0", None, None
+
+    def optimize(self, study: "Study", func: Any, n_trials: Optional[int], timeout: Optional[float],
+                 concurrency: Optional[int], trial_timeout: Optional[float], max_retries: int,
+                 max_concurrency: Optional[int]) -> None:
+        from dspex import remote
+        from dspex._optimize import check_args
+
+        conc = check_args(n_trials, timeout, 1, concurrency if concurrency is not None else self.num_workers, trial_timeout)
+        ray = self._init()
+        try:
+            objective = ray.cloudpickle.dumps(func)
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(f"the objective cannot be sent to Ray actors: {e}") from None
+        bind, tls, ca = (None, None, None) if remote._is_remote(study) else self._bind(ray)
+        served = remote.ServedRun(study, n_trials, timeout, trial_timeout, max_retries, max_concurrency, bind, tls)
+        actor_class = ray.remote(_Worker).options(
+            num_cpus=self.num_cpus_per_worker, num_gpus=self.num_gpus_per_worker, resources=self.resources or None,
+            max_restarts=-1, max_task_retries=0, runtime_env=self.runtime_env)
+        per_worker = max(1, -(-conc // self.num_workers))
+        args = (objective, served.address, study.study_name, served.token, ca, per_worker)
+        actors: List[Any] = []
+        calls: Dict[Any, Any] = {}
+        problem: List[str] = []
+        try:
+            actors = [actor_class.remote() for _ in range(self.num_workers)]
+            calls = {a.run.remote(*args): a for a in actors}
+
+            def poll() -> Optional[str]:
+                if problem:
+                    return problem[0]
+                done, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0)
+                for ref in done:
+                    actor = calls.pop(ref)
+                    try:
+                        kind, detail = ray.get(ref)
+                    except ray.exceptions.RayActorError:
+                        calls[actor.run.remote(*args)] = actor  # Ray restarts it; it attaches again
+                        continue
+                    except ray.exceptions.RayError as e:
+                        kind, detail = "error", str(e)
+                    if kind == "objective":
+                        problem.append(f"the Ray actors cannot load the objective: {detail}")
+                    elif kind != "done":
+                        problem.append(f"a Ray actor stopped: {detail}")
+                    elif served.run.wait(0.0) is None:  # it left a run that goes on: it joins again
+                        calls[actor.run.remote(*args)] = actor
+                return problem[0] if problem else None
+
+            served.supervise(poll)
+        finally:
+            for a in actors:
+                try:
+                    ray.kill(a, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+            served.close()
+        if problem:
+            raise RuntimeError(problem[0])
