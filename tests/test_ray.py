@@ -131,3 +131,4 @@ def test_unreachable_cluster_and_missing_ray_are_clear() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "ERR the Ray cluster at 127.0.0.1:1 cannot be reached within 2 s" in out.stdout, out.stderr[-2000:]
     assert 'pip install "dspex[ray]"' in out.stdout
+

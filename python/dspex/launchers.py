@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class _Worker:
         return os.getpid()
 
     def run(self, objective: bytes, engine: str, study: str, token: Optional[str], tls_ca: Optional[bytes],
-            concurrency: int) -> Tuple[str, str]:
+            concurrency: int, name: str = "ray") -> Tuple[str, str]:
         """Evaluates until the run is over: ``("done", reason)``, or ``("objective", why)`` when
         the objective cannot be loaded here, ``("engine", why)`` when the engine cannot be
         reached or went away."""
@@ -85,13 +86,70 @@ class _Worker:
             dlogging.set_verbosity(dlogging.WARNING)
         try:
             summary = remote.attach(study, func, engine, token, concurrency=concurrency, tls_ca=ca_path,
-                                    worker=f"ray actor pid {os.getpid()}")
+                                    worker=f"{name} actor pid {os.getpid()}")
         except (remote.RemoteError, RuntimeError) as e:
             return "engine", str(e)
         finally:
             if ca_path is not None:
                 os.unlink(ca_path)
         return "done", str(getattr(summary, "reason", ""))
+
+
+class _Actors:
+    """``launcher.num_workers`` worker actors running ``_Worker.run(*args)``, supervised by
+    :meth:`poll`."""
+
+    def __init__(self, ray: Any, launcher: "Ray", args: Tuple[Any, ...]) -> None:
+        self.ray = ray
+        self.args = args
+        self.problem: Optional[str] = None
+        self.actors: List[Any] = []
+        self.calls: Dict[Any, Any] = {}
+        actor_class = ray.remote(_Worker).options(
+            num_cpus=launcher.num_cpus_per_worker, num_gpus=launcher.num_gpus_per_worker,
+            resources=launcher.resources or None, max_restarts=-1, max_task_retries=0, runtime_env=launcher.runtime_env)
+        try:
+            for _ in range(launcher.num_workers):
+                actor = actor_class.remote()
+                self.actors.append(actor)
+                self.calls[actor.run.remote(*args)] = actor
+        except BaseException:
+            self.kill()
+            raise
+
+    def poll(self, again: bool) -> Optional[str]:
+        """Looks at the actors that came back: one killed is run again (Ray restarted it); one
+        that finished is run again when ``again`` (the run goes on); the first that could not
+        load the objective or lost the engine is :attr:`problem`, returned from now on."""
+        if self.problem is None:
+            done, _ = self.ray.wait(list(self.calls), num_returns=len(self.calls), timeout=0)
+            for ref in done:
+                actor = self.calls.pop(ref)
+                try:
+                    kind, detail = self.ray.get(ref)
+                except self.ray.exceptions.RayActorError:
+                    self.calls[actor.run.remote(*self.args)] = actor
+                    continue
+                except self.ray.exceptions.RayError as e:
+                    kind, detail = "error", str(e)
+                if kind == "objective":
+                    self.problem = self.problem or f"the Ray actors cannot load the objective: {detail}"
+                elif kind != "done":
+                    self.problem = self.problem or f"a Ray actor stopped: {detail}"
+                elif again:
+                    self.calls[actor.run.remote(*self.args)] = actor
+        return self.problem
+
+    @property
+    def running(self) -> int:
+        return len(self.calls)
+
+    def kill(self) -> None:
+        for a in self.actors:
+            try:
+                self.ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
 
 
 class Ray(Launcher):
@@ -150,9 +208,14 @@ class Ray(Launcher):
             address = self.address
             if address not in (None, "auto", "local"):
                 _check_reachable(address[len("ray://"):] if address.startswith("ray://") else address, self.connect_timeout)
-            elif address == "auto" and not os.environ.get("RAY_ADDRESS") and not os.path.exists("/tmp/ray/ray_current_cluster"):
-                address = None  # no cluster here: start a local one
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            options = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            if address == "auto":
+                try:
+                    ray.init(address="auto", **options)
+                except ConnectionError:  # no cluster here: start a local one
+                    ray.init(**options)
+            else:
+                ray.init(address=None if address == "local" else address, **options)
         return ray
 
     def _bind(self, ray: Any) -> Tuple[str, Optional[Tuple[bytes, bytes]], Optional[bytes]]:
@@ -186,46 +249,74 @@ class Ray(Launcher):
             raise TypeError(f"the objective cannot be sent to Ray actors: {e}") from None
         bind, tls, ca = (None, None, None) if remote._is_remote(study) else self._bind(ray)
         served = remote.ServedRun(study, n_trials, timeout, trial_timeout, max_retries, max_concurrency, bind, tls)
-        actor_class = ray.remote(_Worker).options(
-            num_cpus=self.num_cpus_per_worker, num_gpus=self.num_gpus_per_worker, resources=self.resources or None,
-            max_restarts=-1, max_task_retries=0, runtime_env=self.runtime_env)
         per_worker = max(1, -(-conc // self.num_workers))
-        args = (objective, served.address, study.study_name, served.token, ca, per_worker)
-        actors: List[Any] = []
-        calls: Dict[Any, Any] = {}
-        problem: List[str] = []
+        actors: Optional[_Actors] = None
         try:
-            actors = [actor_class.remote() for _ in range(self.num_workers)]
-            calls = {a.run.remote(*args): a for a in actors}
-
-            def poll() -> Optional[str]:
-                if problem:
-                    return problem[0]
-                done, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0)
-                for ref in done:
-                    actor = calls.pop(ref)
-                    try:
-                        kind, detail = ray.get(ref)
-                    except ray.exceptions.RayActorError:
-                        calls[actor.run.remote(*args)] = actor  # Ray restarts it; it attaches again
-                        continue
-                    except ray.exceptions.RayError as e:
-                        kind, detail = "error", str(e)
-                    if kind == "objective":
-                        problem.append(f"the Ray actors cannot load the objective: {detail}")
-                    elif kind != "done":
-                        problem.append(f"a Ray actor stopped: {detail}")
-                    elif served.run.wait(0.0) is None:  # it left a run that goes on: it joins again
-                        calls[actor.run.remote(*args)] = actor
-                return problem[0] if problem else None
-
-            served.supervise(poll)
+            actors = _Actors(ray, self, (objective, served.address, study.study_name, served.token, ca, per_worker))
+            started = actors
+            served.supervise(lambda: started.poll(again=served.run.wait(0.0) is None))
         finally:
-            for a in actors:
-                try:
-                    ray.kill(a, no_restart=True)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
+            if actors is not None:
+                actors.kill()
             served.close()
-        if problem:
-            raise RuntimeError(problem[0])
+        if actors.problem:
+            raise RuntimeError(actors.problem)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m dspex.launchers ray ...``: Ray actors attached to an engine as workers of a
+    study's run, until it ends (``dspex optimize --launcher ray`` starts this). The token comes
+    from ``DSPEX_TOKEN``. Exit status 0 when the run ended, 2 when the objective cannot be
+    loaded, 3 when an actor lost the engine."""
+    import argparse
+    import json
+    import time
+
+    from dspex.worker import EXIT_BAD_OBJECTIVE, EXIT_ENGINE, load_objective
+
+    p = argparse.ArgumentParser(prog="python -m dspex.launchers", description="Start dspex workers as Ray actors.")
+    p.add_argument("launcher", choices=["ray"])
+    p.add_argument("--engine", required=True, help="engine address, host:port (or https://host:port)")
+    p.add_argument("--study", required=True)
+    p.add_argument("--objective", required=True, help="module:function")
+    p.add_argument("--tls-ca", default=None, help="CA certificate (PEM) of an https engine")
+    p.add_argument("--concurrency", type=int, default=1, help="evaluations at once per actor")
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--address", default="auto", help="the Ray cluster")
+    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per actor")
+    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per actor")
+    p.add_argument("--resources", default=None, help="custom Ray resources per actor, as JSON")
+    p.add_argument("--name", default="ray", help="the actors' name in the engine's logs")
+    args = p.parse_args(argv)
+    sys.path.insert(0, os.getcwd())
+    try:
+        func = load_objective(args.objective)
+    except BaseException as e:  # noqa: BLE001
+        print(f"dspex.launchers: cannot load the objective {args.objective!r}: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_BAD_OBJECTIVE
+    # the actors import the objective as this process does (the study file's directory)
+    path = os.environ.get("PYTHONPATH")
+    launcher = Ray(num_workers=args.num_workers, address=args.address, num_cpus_per_worker=args.num_cpus,
+                   num_gpus_per_worker=args.num_gpus, resources=json.loads(args.resources) if args.resources else None,
+                   runtime_env={"env_vars": {"PYTHONPATH": path}} if path else None)
+    ray = launcher._init()
+    ca = None
+    if args.tls_ca:
+        with open(args.tls_ca, "rb") as f:
+            ca = f.read()
+    token = os.environ.get("DSPEX_TOKEN")
+    actors = _Actors(ray, launcher, (ray.cloudpickle.dumps(func), args.engine, args.study, token, ca, max(1, args.concurrency),
+                                        args.name))
+    try:
+        while actors.running and actors.poll(again=False) is None:
+            time.sleep(0.2)
+    finally:
+        actors.kill()
+    if actors.problem:
+        print(f"dspex.launchers: {actors.problem}", file=sys.stderr)
+        return EXIT_BAD_OBJECTIVE if "cannot load the objective" in actors.problem else EXIT_ENGINE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -59,6 +59,9 @@ enum Cmd {
         /// Override [workers].processes of the file.
         #[arg(long)]
         processes: Option<usize>,
+        /// Override [workers].launcher of the file: local processes or Ray actors.
+        #[arg(long, value_enum)]
+        launcher: Option<crate::config::LauncherKind>,
         /// The Python interpreter of the workers.
         #[arg(long, env = "DSPEX_PYTHON")]
         python: Option<String>,
@@ -275,13 +278,17 @@ pub fn run(args: Vec<String>, env: CliEnv) -> i32 {
             output,
             n_trials,
             processes,
+            launcher,
             python,
             no_progress,
         } => handle.block_on(optimize(
             study,
             output,
-            n_trials,
-            processes,
+            Overrides {
+                n_trials,
+                processes,
+                launcher,
+            },
             python.or(env.python),
             no_progress,
             env.cancel,
@@ -477,16 +484,27 @@ fn count_done(study: &Study) -> (u64, u64, u64, u64) {
     c
 }
 
+/// What `dspex optimize`'s options override in the study file.
+struct Overrides {
+    n_trials: Option<u64>,
+    processes: Option<usize>,
+    launcher: Option<crate::config::LauncherKind>,
+}
+
 async fn optimize(
     path: PathBuf,
     output: Output,
-    n_trials: Option<u64>,
-    processes: Option<usize>,
+    overrides: Overrides,
     python: Option<String>,
     no_progress: bool,
     cancel: watch::Receiver<bool>,
 ) -> Result<i32, String> {
     let started = Instant::now();
+    let Overrides {
+        n_trials,
+        processes,
+        launcher,
+    } = overrides;
     let file = StudyFile::load(&path).map_err(|e| e.to_string())?;
     let python = python
         .or_else(|| file.workers.python.clone())
@@ -549,32 +567,56 @@ async fn optimize(
         )
         .map_err(|e| e.to_string())?;
     let n_workers = processes.unwrap_or(file.workers.processes).max(1);
+    let w = &file.workers;
+    let common = [
+        "--engine".to_string(),
+        addr.to_string(),
+        "--study".into(),
+        study.name().to_string(),
+        "--objective".into(),
+        file.objective.clone(),
+        "--concurrency".into(),
+        w.concurrency.to_string(),
+    ];
+    // local: the worker processes; ray: one supervised launcher process whose actors work
+    let (args, processes, prefix) = match launcher.unwrap_or(w.launcher) {
+        crate::config::LauncherKind::Local => {
+            let mut a = vec!["-m".to_string(), "dspex.worker".into()];
+            a.extend(common);
+            a.extend(["--heartbeat-ms".into(), w.heartbeat_ms.to_string()]);
+            (a, n_workers, "pool")
+        }
+        crate::config::LauncherKind::Ray => {
+            let mut a = vec!["-m".to_string(), "dspex.launchers".into(), "ray".into()];
+            a.extend(common);
+            a.extend([
+                "--num-workers".into(),
+                n_workers.to_string(),
+                "--address".into(),
+                w.address.clone(),
+                "--num-cpus".into(),
+                w.num_cpus_per_worker.to_string(),
+                "--num-gpus".into(),
+                w.num_gpus_per_worker.to_string(),
+                "--resources".into(),
+                serde_json::to_string(&w.resources).unwrap_or_else(|_| "{}".into()),
+            ]);
+            (a, 1, "ray-launcher")
+        }
+    };
     let mut pool = WorkerPool::start(
         WorkerCommand {
             program: python.clone(),
-            args: vec![
-                "-m".into(),
-                "dspex.worker".into(),
-                "--engine".into(),
-                addr.to_string(),
-                "--study".into(),
-                study.name().to_string(),
-                "--objective".into(),
-                file.objective.clone(),
-                "--concurrency".into(),
-                file.workers.concurrency.to_string(),
-                "--heartbeat-ms".into(),
-                file.workers.heartbeat_ms.to_string(),
-            ],
+            args,
             env: vec![
                 ("DSPEX_TOKEN".into(), token),
                 ("PYTHONPATH".into(), pythonpath),
             ],
-            name_prefix: "pool".into(),
+            name_prefix: prefix.into(),
             quiet_stdout: true,
         },
-        n_workers,
-        file.workers.max_restarts,
+        processes,
+        w.max_restarts,
     );
     let bar = if no_progress || output == Output::Json {
         indicatif::ProgressBar::hidden()

@@ -509,6 +509,39 @@ pub struct WorkersSpec {
     /// A worker that crashed more than this many times in a row is not restarted.
     #[serde(default = "d_restarts")]
     pub max_restarts: u32,
+    /// Where the workers run: `local` processes, or `ray` actors (`processes` of them).
+    #[serde(default)]
+    pub launcher: LauncherKind,
+    /// Ray: the cluster's address (`auto`: the one this machine belongs to, else a local one).
+    #[serde(default = "d_ray_address")]
+    pub address: String,
+    /// Ray: CPUs each actor takes.
+    #[serde(default = "d_one_f64")]
+    pub num_cpus_per_worker: f64,
+    /// Ray: GPUs each actor takes.
+    #[serde(default)]
+    pub num_gpus_per_worker: f64,
+    /// Ray: custom resources each actor takes.
+    #[serde(default)]
+    pub resources: std::collections::BTreeMap<String, f64>,
+}
+
+/// Where `dspex optimize` runs its workers.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LauncherKind {
+    /// A supervised pool of `python -m dspex.worker` processes on this machine.
+    #[default]
+    Local,
+    /// Actors of a Ray cluster, started by one supervised `python -m dspex.launchers ray`.
+    Ray,
+}
+
+fn d_ray_address() -> String {
+    "auto".into()
+}
+fn d_one_f64() -> f64 {
+    1.0
 }
 
 fn d_one_usize() -> usize {
@@ -530,6 +563,11 @@ impl Default for WorkersSpec {
             heartbeat_ms: d_heartbeat(),
             python: None,
             max_restarts: d_restarts(),
+            launcher: LauncherKind::Local,
+            address: d_ray_address(),
+            num_cpus_per_worker: 1.0,
+            num_gpus_per_worker: 0.0,
+            resources: Default::default(),
         }
     }
 }
@@ -759,6 +797,25 @@ mod tests {
 
     fn parse(text: &str) -> Result<StudyFile> {
         StudyFile::parse(text, Path::new("study.toml"))
+    }
+
+    #[test]
+    fn the_ray_launcher_and_its_options() {
+        let base = "objective = \"m:f\"\n[workers]\nprocesses = 3\n";
+        let f = parse(&format!(
+            "{base}launcher = \"ray\"\nnum_gpus_per_worker = 0.5\nresources = {{ tpu = 1.0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(f.workers.launcher, LauncherKind::Ray);
+        assert_eq!(f.workers.address, "auto");
+        assert_eq!(f.workers.num_cpus_per_worker, 1.0);
+        assert_eq!(f.workers.num_gpus_per_worker, 0.5);
+        assert_eq!(f.workers.resources.get("tpu"), Some(&1.0));
+        assert_eq!(parse(base).unwrap().workers.launcher, LauncherKind::Local);
+        let e = parse(&format!("{base}launcher = \"slurm\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant") && e.contains("ray"), "{e}");
     }
 
     #[test]
