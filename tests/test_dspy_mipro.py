@@ -242,9 +242,12 @@ def test_a_killed_compile_continues_from_its_storage(server: LMServer, tmp_path:
     with sqlite3.connect(db) as c:
         after = dict(c.execute("select number, datetime_complete from trials where state = 'COMPLETE'").fetchall())
         states = dict(c.execute("select state, count(*) from trials group by state").fetchall())
+        usage = [json.loads(v) for (v,) in c.execute("select value_json from trial_user_attributes where key = 'usage'")]
     # finished trials were kept as they were, and the study holds the 13 trials asked for
     assert all(after[n] == t for n, t in before.items())
     assert len(after) == 13 and "RUNNING" not in states
+    # each trial keeps what its examples used (tokens counted from the server's answers)
+    assert len(usage) >= 13 and all(u["tokens"] > 0 and u["examples"] > 0 for u in usage)
     assert states.get("FAIL", 0) + len(after) == result["summary"]["complete"] + result["summary"]["failed"]
     # the second run evaluated only what was missing
     spent = result["summary"]["spent"]["metric_calls"]

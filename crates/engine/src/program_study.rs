@@ -920,7 +920,8 @@ impl Evaluation {
     /// Runs configuration `params` over `examples`; the outcome and the example scores by
     /// position (NaN where not scored). For a trial (`number`), the running mean is reported
     /// as examples finish and the scores are kept as its `example_scores` attribute (null
-    /// where an example was not scored).
+    /// where an example was not scored), what they used as its `usage` attribute (`examples`
+    /// scored, `seconds`, LM `tokens` and `cost`, summed).
     async fn score(
         self: &Arc<Self>,
         params: Arc<BTreeMap<String, ParamValue>>,
@@ -1046,10 +1047,19 @@ impl Evaluation {
             .collect();
         if let Some(number) = number {
             let attr = Value::Array(scores.iter().map(|s| json_number(*s)).collect());
+            // what the trial's examples used, summed: seconds, LM tokens, estimated LM cost
+            let usage = serde_json::json!({
+                "examples": ok,
+                "seconds": json_number(costs[0]),
+                "tokens": json_number(costs[1]),
+                "cost": json_number(costs[2]),
+            });
             let _ = self
                 .blocking(move |s| {
                     s.storage()
-                        .set_trial_user_attr(s.id(), number, "example_scores", attr)
+                        .set_trial_user_attr(s.id(), number, "example_scores", attr)?;
+                    s.storage()
+                        .set_trial_user_attr(s.id(), number, "usage", usage)
                 })
                 .await;
         }
