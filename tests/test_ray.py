@@ -132,3 +132,45 @@ def test_unreachable_cluster_and_missing_ray_are_clear() -> None:
     assert "ERR the Ray cluster at 127.0.0.1:1 cannot be reached within 2 s" in out.stdout, out.stderr[-2000:]
     assert 'pip install "dspex[ray]"' in out.stdout
 
+
+
+def test_when_the_engine_dies_the_study_stops_and_the_actors_go(cluster: None, tmp_path: Path) -> None:
+    """A remote study on a `dspex serve` that is SIGKILLed mid-run: optimize raises within
+    seconds (the actors lost their streams) and no actor is left running."""
+    import re
+
+    from ray_objective import Quadratic
+
+    server = subprocess.Popen([sys.executable, "-m", "dspex.cli", "serve", "--addr", "127.0.0.1:0", "--heartbeat-ms", "200"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        m = re.search(r"listening on (\S+)", server.stdout.readline() if server.stdout else "")
+        assert m, "the server did not start"
+        study = dspex.create_study(study_name="dies", engine=m.group(1))
+        failure: list = []
+
+        def run() -> None:
+            try:
+                study.optimize(Quadratic(str(tmp_path), 0.2), n_trials=500, workers=Ray(num_workers=2))
+            except BaseException as e:  # noqa: BLE001 - what the test looks at
+                failure.append(e)
+
+        t = threading.Thread(target=run)
+        t.start()
+        deadline = time.monotonic() + 60
+        while len([p for p in tmp_path.iterdir() if p.name.isdigit()]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        t.join(60)
+        assert not t.is_alive(), "optimize did not return after the engine died"
+        assert failure and time.monotonic() - killed_at < 30, failure
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+    pids = {int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()}
+    deadline = time.monotonic() + 20
+    while not all(gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids and all(gone(p) for p in pids)
