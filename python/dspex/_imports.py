@@ -1,11 +1,23 @@
 """``try_import``: optional imports whose failure is reported when the feature is used (the
 helper Optuna's integrations import as ``optuna._imports``, which resolves here under
-:func:`dspex.install_as_optuna`)."""
+:func:`dspex.install_as_optuna`); ``optional``: an optional dependency, or how to install it."""
 
 from __future__ import annotations
 
-from types import TracebackType
+import importlib
+from types import ModuleType, TracebackType
 from typing import Optional, Tuple, Type
+
+
+def optional(module: str, feature: str, extra: str) -> ModuleType:
+    """Imports ``module``, which ``feature`` needs; when it is not installed, an ImportError
+    says to ``pip install "dspex[extra]"`` (an ImportError from inside it is raised as is)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module.split(".")[0]:
+            raise
+        raise ImportError(f'{feature} needs {module.split(".")[0]}: pip install "dspex[{extra}]"') from None
 
 
 class _DeferredImport:

@@ -34,6 +34,7 @@ import math
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from dspex._imports import optional
 from dspex.exceptions import BudgetExceeded
 
 SUPPORTED = ((3, 4), (3, 5))
@@ -41,12 +42,7 @@ SUPPORTED = ((3, 4), (3, 5))
 
 
 def _import_dspy() -> Any:
-    try:
-        import dspy
-    except ModuleNotFoundError as e:
-        if e.name != "dspy":
-            raise
-        raise ImportError('dspex.dspy needs DSPy 3.4: pip install "dspex[dspy]" (or "dspy>=3.4,<3.5")') from None
+    dspy = optional("dspy", "dspex.dspy (DSPy 3.4)", "dspy")
     version = getattr(dspy, "__version__", "0")
     try:
         found = tuple(int(p) for p in version.split(".")[:2])

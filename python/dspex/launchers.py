@@ -17,6 +17,8 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
+from dspex._imports import optional
+
 if TYPE_CHECKING:
     from dspex.study import Study
 
@@ -33,13 +35,7 @@ class Launcher:
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-    except ModuleNotFoundError as e:
-        if e.name != "ray":
-            raise
-        raise ImportError('dspex.launchers.Ray needs Ray: pip install "dspex[ray]"') from None
-    return ray
+    return optional("ray", "dspex.launchers.Ray", "ray")
 
 
 def _check_reachable(address: str, timeout: float) -> None:
