@@ -174,3 +174,24 @@ def test_when_the_engine_dies_the_study_stops_and_the_actors_go(cluster: None, t
     while not all(gone(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pids and all(gone(p) for p in pids)
+
+
+def test_a_program_studys_metric_runs_in_ray_actors(cluster: None, lm: object, tmp_path: Path) -> None:
+    """Program mode with workers=Ray(num_workers=2): the actors join the session and serve the
+    metric as one shared tool; every prediction is scored there, none in this process."""
+    import ray_objective
+    from test_program import DOCS, TRAIN
+
+    from dspex import DSpexSessionContext
+    from dspex.native import LM, RAG
+    from dspex.optimizer import Study, TPESampler
+
+    metric = ray_objective.Contains(str(tmp_path))
+    with DSpexSessionContext() as ctx:
+        rag = RAG(context=ctx, corpus=DOCS, lm=LM("m-ray", base_url=lm.url))  # type: ignore[attr-defined]
+        study = Study(rag, TPESampler(metric, n_trials=6, seed=0, num_candidates=1), TRAIN)
+        best = study.optimize(concurrency=2, example_concurrency=4, workers=Ray(num_workers=2), show_progress_bar=False)
+        assert best.score == 1.0 and study.summary["complete"] == 6 and not study.summary.get("errors")
+        assert "__metric" not in " ".join(ctx._native.tool_specs())  # the actors left
+    pids = {int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()}
+    assert pids and os.getpid() not in pids

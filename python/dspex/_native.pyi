@@ -511,8 +511,9 @@ def serve_embedded(study: Study, bind: Optional[str] = None, tls_cert: Optional[
     """Serves the embedded ``study`` with a fresh random token: on ``bind`` (``"ip:port"``;
     default 127.0.0.1 and a free port), over TLS with ``tls_cert``/``tls_key`` (PEM)."""
 
-def serve_sessions() -> EmbeddedServer:
-    """Serves this process's sessions on 127.0.0.1 (a free port) with a fresh random token."""
+def serve_sessions(bind: Optional[str] = None, tls_cert: Optional[bytes] = None, tls_key: Optional[bytes] = None) -> EmbeddedServer:
+    """Serves this process's sessions with a fresh random token: on ``bind`` (default 127.0.0.1
+    and a free port), over TLS with ``tls_cert``/``tls_key`` (PEM)."""
 
 def cli_main(argv: Sequence[str], python: Optional[str] = None) -> int:
     """Runs the ``dspex`` command line (the Rust CLI) with ``argv``; returns the exit code."""

@@ -28,6 +28,10 @@ __all__ = ["Launcher", "Ray"]
 class Launcher:
     """Starts and supervises a study's workers for the time of one ``optimize`` call."""
 
+    def serve_metric(self, ctx: Any, scorer: Any, tool: str) -> Any:
+        """Serves a program study's metric from the workers; an object with ``close()``."""
+        raise NotImplementedError
+
     def optimize(self, study: "Study", func: Any, n_trials: Optional[int], timeout: Optional[float],
                  concurrency: Optional[int], trial_timeout: Optional[float], max_retries: int,
                  max_concurrency: Optional[int]) -> None:
@@ -90,14 +94,41 @@ class _Worker:
                 os.unlink(ca_path)
         return "done", str(getattr(summary, "reason", ""))
 
+    def serve_metric(self, scorer: bytes, engine: str, token: Optional[str], tls_ca: Optional[bytes], session: str,
+                     tool: str, variable: str, tool_timeout: float) -> Tuple[str, str]:
+        """Serves a program study's metric as the shared tool ``tool`` of ``session`` while
+        the session variable ``variable`` is ``"open"`` (see ``dspex.worker``)."""
+        import tempfile
+
+        from ray import cloudpickle
+
+        from dspex.worker import serve_metric
+
+        try:
+            loaded = cloudpickle.loads(scorer)
+        except BaseException as e:  # noqa: BLE001
+            return "objective", f"{type(e).__name__}: {e}"
+        ca_path = None
+        if tls_ca is not None:
+            fd, ca_path = tempfile.mkstemp(prefix="dspex-ca-", suffix=".pem")
+            with os.fdopen(fd, "wb") as f:
+                f.write(tls_ca)
+        try:
+            code = serve_metric(loaded, engine, token, ca_path, session, tool, variable, tool_timeout)
+        finally:
+            if ca_path is not None:
+                os.unlink(ca_path)
+        return ("done", "") if code == 0 else ("engine", f"the metric worker exited with status {code}")
+
 
 class _Actors:
-    """``launcher.num_workers`` worker actors running ``_Worker.run(*args)``, supervised by
-    :meth:`poll`."""
+    """``launcher.num_workers`` worker actors running ``_Worker.<method>(*args)``, supervised
+    by :meth:`poll`."""
 
-    def __init__(self, ray: Any, launcher: "Ray", args: Tuple[Any, ...]) -> None:
+    def __init__(self, ray: Any, launcher: "Ray", args: Tuple[Any, ...], method: str = "run") -> None:
         self.ray = ray
         self.args = args
+        self.method = method
         self.problem: Optional[str] = None
         self.actors: List[Any] = []
         self.calls: Dict[Any, Any] = {}
@@ -108,10 +139,13 @@ class _Actors:
             for _ in range(launcher.num_workers):
                 actor = actor_class.remote()
                 self.actors.append(actor)
-                self.calls[actor.run.remote(*args)] = actor
+                self.calls[self._call(actor)] = actor
         except BaseException:
             self.kill()
             raise
+
+    def _call(self, actor: Any) -> Any:
+        return getattr(actor, self.method).remote(*self.args)
 
     def poll(self, again: bool) -> Optional[str]:
         """Looks at the actors that came back: one killed is run again (Ray restarted it); one
@@ -124,7 +158,7 @@ class _Actors:
                 try:
                     kind, detail = self.ray.get(ref)
                 except self.ray.exceptions.RayActorError:
-                    self.calls[actor.run.remote(*self.args)] = actor
+                    self.calls[self._call(actor)] = actor
                     continue
                 except self.ray.exceptions.RayError as e:
                     kind, detail = "error", str(e)
@@ -133,12 +167,17 @@ class _Actors:
                 elif kind != "done":
                     self.problem = self.problem or f"a Ray actor stopped: {detail}"
                 elif again:
-                    self.calls[actor.run.remote(*self.args)] = actor
+                    self.calls[self._call(actor)] = actor
         return self.problem
 
     @property
     def running(self) -> int:
         return len(self.calls)
+
+    def wait(self, timeout: float) -> None:
+        """Waits up to ``timeout`` seconds for the calls under way to return."""
+        if self.calls:
+            self.ray.wait(list(self.calls), num_returns=len(self.calls), timeout=timeout)
 
     def kill(self) -> None:
         for a in self.actors:
@@ -197,6 +236,11 @@ class Ray(Launcher):
 
     def __repr__(self) -> str:
         return f"Ray(num_workers={self.num_workers}, address={self.address!r})"
+
+    def serve_metric(self, ctx: Any, scorer: Any, tool: str) -> _RayMetricPool:
+        """Program mode (``dspex.optimizer.Study.optimize(workers=...)``): the metric served by
+        the actors as the shared tool ``tool`` of ``ctx``'s session; ``close()`` ends it."""
+        return _RayMetricPool(self, ctx, scorer, tool)
 
     def _init(self) -> Any:
         ray = _import_ray()
@@ -257,6 +301,86 @@ class Ray(Launcher):
             served.close()
         if actors.problem:
             raise RuntimeError(actors.problem)
+
+
+class _RayMetricPool:
+    """A program study's metric served by Ray actors that join its session (what
+    ``dspex.optimizer.Study.optimize(workers=Ray(...))`` uses instead of worker processes)."""
+
+    def __init__(self, launcher: "Ray", ctx: Any, scorer: Any, tool: str) -> None:
+        import threading
+
+        from dspex import _native
+
+        ray = launcher._init()
+        try:
+            data = ray.cloudpickle.dumps(scorer)
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(f"the metric and the examples cannot be sent to Ray actors: {e}") from None
+        self._ctx, self._server, self._actors = ctx, None, None
+        self._var = f"{tool}_pool"
+        self._done = threading.Event()
+        ca: Optional[bytes] = None
+        token: Optional[str] = None
+        try:
+            if ctx.engine is None:
+                bind, tls, ca = launcher._bind(ray)
+                cert, key = tls if tls is not None else (None, None)
+                self._server = _native.serve_sessions(bind, cert, key)
+                address, token = self._server.address, self._server.token
+                if tls is not None:
+                    address = f"https://{address}"
+            else:
+                address = ctx.engine
+                token = ctx._auth[0] if ctx._auth[0] is not None else os.environ.get("DSPEX_TOKEN")
+                if ctx._auth[1] is not None:
+                    with open(ctx._auth[1], "rb") as f:
+                        ca = f.read()
+            ctx.variables.define(self._var, "str", "open")
+            self._actors = _Actors(ray, launcher, (data, address, token, ca, ctx.session_id, tool, self._var, ctx.tool_timeout),
+                                   method="serve_metric")
+            self.problem: Optional[str] = None
+            import time
+
+            deadline = time.monotonic() + 120
+            while tool not in ctx._native.tool_specs():
+                self.problem = self._actors.poll(again=True)
+                if self.problem:
+                    raise RuntimeError(self.problem)
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no Ray actor joined the session to serve the metric within 120 s")
+                time.sleep(0.05)
+            self._thread = threading.Thread(target=self._supervise, name="dspex-ray-metric", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _supervise(self) -> None:
+        assert self._actors is not None
+        while not self._done.wait(0.1):
+            self._actors.poll(again=not self._done.is_set())
+
+    def close(self) -> None:
+        """Tells the actors to leave (they unregister the metric), waits up to 5 s for them,
+        then kills them; stops serving the session."""
+        self._done.set()
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            thread.join()
+        try:
+            self._ctx.variables.set(self._var, "closed")
+        except Exception:  # noqa: BLE001 - never defined, or the session is gone
+            pass
+        if self._actors is not None:
+            self._actors.wait(5.0)
+            self._actors.kill()
+        try:
+            self._ctx.variables.delete(self._var)
+        except Exception:  # noqa: BLE001
+            pass
+        if self._server is not None:
+            self._server.close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -367,7 +367,7 @@ def _run_engine_study(
     callbacks: Sequence[Callable[[Any, ProgramTrial], None]] = (),
     show_progress_bar: bool = True,
     usage: Optional[Callable[[], Dict[str, str]]] = None,
-    pool: Optional[Callable[[str], "_MetricPool"]] = None,
+    pool: Optional[Callable[[str], Any]] = None,
     threads: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Runs a program study (``spec``, the engine's JSON without its tools) in ``ctx``'s
@@ -404,7 +404,7 @@ def _run_engine_study(
     aggregate_tool = f"__aggregate_{suffix}" if aggregate is not None else None
     spec = {**spec, role: tool, "trial_tool": trial_tool, "aggregate_tool": aggregate_tool}
     registered: List[str] = []
-    served: Optional[_MetricPool] = None
+    served: Any = None
     try:
         if pool is not None:
             served = pool(tool)
@@ -615,6 +615,7 @@ class Study:
         callbacks: Optional[Sequence[Callable[["Study", ProgramTrial], None]]] = None,
         show_progress_bar: bool = True,
         processes: Optional[int] = None,
+        workers: Any = None,
     ) -> BestProgram:
         """Runs the study in the engine: ``concurrency`` trials at once (constant-liar TPE),
         each with ``example_concurrency`` examples in flight. Blocks until the study ends;
@@ -630,10 +631,18 @@ class Study:
         metric heavy enough that one Python process is the bottleneck). They join the session,
         are restarted when they die (a prediction a dying worker was scoring is scored by
         another) and leave when the study ends. The metric and the examples must pickle (a
-        metric defined at module level)."""
+        metric defined at module level). ``workers=dspex.launchers.Ray(num_workers=N)``: the
+        metric runs in N Ray actors that join the session the same way."""
         callbacks = _callbacks(callbacks)
         ctx = self.program.context
         opt = self.optimizer
+        if workers is not None:
+            from dspex.launchers import Launcher
+
+            if not isinstance(workers, Launcher):
+                raise TypeError(f"workers must be a dspex.launchers launcher (e.g. Ray(num_workers=4)), got {workers!r}")
+            if processes is not None:
+                raise ValueError("give processes=N or workers=..., not both")
 
         # the program's LMs: in this process's engine they are these objects, so their stats
         # count the study's calls (a served engine keeps its own copies)
@@ -676,7 +685,8 @@ class Study:
             ctx, spec, self, scorer.score, "metric_tool",
             aggregate=None if user_aggregate is None else lambda scores: _score(user_aggregate(list(scores))),
             callbacks=callbacks, show_progress_bar=show_progress_bar, usage=lm_usage,
-            pool=None if processes is None else lambda tool: _MetricPool(ctx, scorer, tool, processes),
+            pool=(lambda tool: workers.serve_metric(ctx, scorer, tool)) if workers is not None
+            else None if processes is None else lambda tool: _MetricPool(ctx, scorer, tool, processes),
         )
         self.summary = summary
         if len(self.objectives) > 1 and summary["stop_reason"] != "aborted" and summary.get("best_trials"):

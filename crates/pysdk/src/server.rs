@@ -67,6 +67,23 @@ pub(crate) fn serve_embedded(
     let inner = study.backend.engine_study().ok_or_else(|| {
         PyValueError::new_err("serve_embedded needs an embedded study; this one is remote")
     })?;
+    let (bind, tls) = listen_options(bind, tls_cert, tls_key)?;
+    let server = block(py, async move {
+        LoopbackServer::start_at(inner, bind, tls)
+            .await
+            .map_err(|e| RemoteError::new_err(e.to_string()))
+    })?;
+    Ok(EmbeddedServer { server })
+}
+
+/// Where a server listens and its TLS identity, from `serve_*`'s arguments.
+type ListenOptions = (Option<std::net::SocketAddr>, Option<(Vec<u8>, Vec<u8>)>);
+
+fn listen_options(
+    bind: Option<String>,
+    tls_cert: Option<Vec<u8>>,
+    tls_key: Option<Vec<u8>>,
+) -> PyResult<ListenOptions> {
     let bind = match bind {
         None => None,
         Some(b) => Some(b.parse::<std::net::SocketAddr>().map_err(|e| {
@@ -84,21 +101,24 @@ pub(crate) fn serve_embedded(
             ))
         }
     };
-    let server = block(py, async move {
-        LoopbackServer::start_at(inner, bind, tls)
-            .await
-            .map_err(|e| RemoteError::new_err(e.to_string()))
-    })?;
-    Ok(EmbeddedServer { server })
+    Ok((bind, tls))
 }
 
-/// Serves this process's sessions on 127.0.0.1 (a free port) with a fresh random token, so
-/// that other processes join them (a program study's metric workers).
+/// Serves this process's sessions with a fresh random token, so that other processes join
+/// them (a program study's metric workers): on `bind` (default 127.0.0.1 and a free port),
+/// over TLS when `tls_cert` and `tls_key` (PEM) are given.
 #[pyfunction]
-pub(crate) fn serve_sessions(py: Python<'_>) -> PyResult<EmbeddedServer> {
+#[pyo3(signature = (bind=None, tls_cert=None, tls_key=None))]
+pub(crate) fn serve_sessions(
+    py: Python<'_>,
+    bind: Option<String>,
+    tls_cert: Option<Vec<u8>>,
+    tls_key: Option<Vec<u8>>,
+) -> PyResult<EmbeddedServer> {
     let sessions = crate::session::registry()?;
+    let (bind, tls) = listen_options(bind, tls_cert, tls_key)?;
     let server = block(py, async move {
-        LoopbackServer::start_sessions(sessions)
+        LoopbackServer::start_sessions_at(sessions, bind, tls)
             .await
             .map_err(|e| RemoteError::new_err(e.to_string()))
     })?;

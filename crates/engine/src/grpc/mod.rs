@@ -185,12 +185,22 @@ impl LoopbackServer {
     /// so that other processes join them (a program study's metric workers). Call from within
     /// the runtime.
     pub async fn start_sessions(sessions: Arc<crate::session::Sessions>) -> Result<LoopbackServer> {
+        Self::start_sessions_at(sessions, None, None).await
+    }
+
+    /// [`LoopbackServer::start_sessions`] on `bind`, with TLS when `tls` is given (see
+    /// [`LoopbackServer::start_at`]).
+    pub async fn start_sessions_at(
+        sessions: Arc<crate::session::Sessions>,
+        bind: Option<SocketAddr>,
+        tls: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<LoopbackServer> {
         let service = EngineService::with_heartbeat(
             Arc::new(crate::InMemoryStorage::new()),
             Duration::from_millis(500),
         )
         .sharing_sessions(sessions);
-        Self::listen(service, None, None, None).await
+        Self::listen(service, None, bind, tls).await
     }
 
     async fn listen(
