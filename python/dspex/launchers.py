@@ -12,10 +12,11 @@ Ray is an optional dependency: ``pip install "dspex[ray]"``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from dspex._imports import optional
 
@@ -54,20 +55,32 @@ def _check_reachable(address: str, timeout: float) -> None:
         raise ConnectionError(f"the Ray cluster at {address} cannot be reached within {timeout:g} s: {e}") from None
 
 
+@contextlib.contextmanager
+def _ca_file(tls_ca: Optional[bytes]) -> Iterator[Optional[str]]:
+    """The engine's CA certificate (PEM bytes) as a file for the time of the block."""
+    if tls_ca is None:
+        yield None
+        return
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="dspex-ca-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(tls_ca)
+        yield path
+    finally:
+        os.unlink(path)
+
+
 class _Worker:
     """The actor: one dspex worker attached to the engine (its class is made a Ray actor
-    class when a launcher first needs it)."""
-
-    def pid(self) -> int:
-        return os.getpid()
+    class when a launcher first needs it). Its methods answer ``("done", detail)``, or
+    ``("objective", why)`` when what they were sent cannot be loaded here, or ``("engine",
+    why)`` when the engine cannot be reached or went away."""
 
     def run(self, objective: bytes, engine: str, study: str, token: Optional[str], tls_ca: Optional[bytes],
             concurrency: int, name: str = "ray") -> Tuple[str, str]:
-        """Evaluates until the run is over: ``("done", reason)``, or ``("objective", why)`` when
-        the objective cannot be loaded here, ``("engine", why)`` when the engine cannot be
-        reached or went away."""
-        import tempfile
-
+        """Evaluates the objective on the trials of the study's run until it is over."""
         from ray import cloudpickle
 
         from dspex import logging as dlogging
@@ -77,29 +90,20 @@ class _Worker:
             func = cloudpickle.loads(objective)
         except BaseException as e:  # noqa: BLE001 - any import-time failure is the answer
             return "objective", f"{type(e).__name__}: {e}"
-        ca_path = None
-        if tls_ca is not None:
-            fd, ca_path = tempfile.mkstemp(prefix="dspex-ca-", suffix=".pem")
-            with os.fdopen(fd, "wb") as f:
-                f.write(tls_ca)
         if os.environ.get("DSPEX_WORKER_VERBOSE") != "1":
             dlogging.set_verbosity(dlogging.WARNING)
-        try:
-            summary = remote.attach(study, func, engine, token, concurrency=concurrency, tls_ca=ca_path,
-                                    worker=f"{name} actor pid {os.getpid()}")
-        except (remote.RemoteError, RuntimeError) as e:
-            return "engine", str(e)
-        finally:
-            if ca_path is not None:
-                os.unlink(ca_path)
+        with _ca_file(tls_ca) as ca_path:
+            try:
+                summary = remote.attach(study, func, engine, token, concurrency=concurrency, tls_ca=ca_path,
+                                        worker=f"{name} actor pid {os.getpid()}")
+            except (remote.RemoteError, RuntimeError) as e:
+                return "engine", str(e)
         return "done", str(getattr(summary, "reason", ""))
 
     def serve_metric(self, scorer: bytes, engine: str, token: Optional[str], tls_ca: Optional[bytes], session: str,
                      tool: str, variable: str, tool_timeout: float) -> Tuple[str, str]:
         """Serves a program study's metric as the shared tool ``tool`` of ``session`` while
         the session variable ``variable`` is ``"open"`` (see ``dspex.worker``)."""
-        import tempfile
-
         from ray import cloudpickle
 
         from dspex.worker import serve_metric
@@ -108,16 +112,8 @@ class _Worker:
             loaded = cloudpickle.loads(scorer)
         except BaseException as e:  # noqa: BLE001
             return "objective", f"{type(e).__name__}: {e}"
-        ca_path = None
-        if tls_ca is not None:
-            fd, ca_path = tempfile.mkstemp(prefix="dspex-ca-", suffix=".pem")
-            with os.fdopen(fd, "wb") as f:
-                f.write(tls_ca)
-        try:
+        with _ca_file(tls_ca) as ca_path:
             code = serve_metric(loaded, engine, token, ca_path, session, tool, variable, tool_timeout)
-        finally:
-            if ca_path is not None:
-                os.unlink(ca_path)
         return ("done", "") if code == 0 else ("engine", f"the metric worker exited with status {code}")
 
 
