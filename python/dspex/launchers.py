@@ -19,6 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from dspex._imports import optional
+from dspex.optimizer import _MetricServers
 
 if TYPE_CHECKING:
     from dspex.study import Study
@@ -299,84 +300,41 @@ class Ray(Launcher):
             raise RuntimeError(actors.problem)
 
 
-class _RayMetricPool:
+class _RayMetricPool(_MetricServers):
     """A program study's metric served by Ray actors that join its session (what
     ``dspex.optimizer.Study.optimize(workers=Ray(...))`` uses instead of worker processes)."""
 
+    what = "Ray actor"
+
     def __init__(self, launcher: "Ray", ctx: Any, scorer: Any, tool: str) -> None:
-        import threading
-
-        from dspex import _native
-
-        ray = launcher._init()
+        self._ray = launcher._init()
+        self._launcher = launcher
         try:
-            data = ray.cloudpickle.dumps(scorer)
+            self._data = self._ray.cloudpickle.dumps(scorer)
         except Exception as e:  # noqa: BLE001
             raise TypeError(f"the metric and the examples cannot be sent to Ray actors: {e}") from None
-        self._ctx, self._server, self._actors = ctx, None, None
-        self._var = f"{tool}_pool"
-        self._done = threading.Event()
-        ca: Optional[bytes] = None
-        token: Optional[str] = None
-        try:
-            if ctx.engine is None:
-                bind, tls, ca = launcher._bind(ray)
-                cert, key = tls if tls is not None else (None, None)
-                self._server = _native.serve_sessions(bind, cert, key)
-                address, token = self._server.address, self._server.token
-                if tls is not None:
-                    address = f"https://{address}"
-            else:
-                address = ctx.engine
-                token = ctx._auth[0] if ctx._auth[0] is not None else os.environ.get("DSPEX_TOKEN")
-                if ctx._auth[1] is not None:
-                    with open(ctx._auth[1], "rb") as f:
-                        ca = f.read()
-            ctx.variables.define(self._var, "str", "open")
-            self._actors = _Actors(ray, launcher, (data, address, token, ca, ctx.session_id, tool, self._var, ctx.tool_timeout),
-                                   method="serve_metric")
-            self.problem: Optional[str] = None
-            import time
+        self._actors: Optional[_Actors] = None
+        self._ca: Optional[bytes] = None
+        bind, tls = None, None
+        if ctx.engine is None:
+            bind, tls, self._ca = launcher._bind(self._ray)
+        if ctx.engine is not None and ctx._auth[1] is not None:
+            with open(ctx._auth[1], "rb") as f:
+                self._ca = f.read()
+        super().__init__(ctx, tool, bind, tls)
 
-            deadline = time.monotonic() + 120
-            while tool not in ctx._native.tool_specs():
-                self.problem = self._actors.poll(again=True)
-                if self.problem:
-                    raise RuntimeError(self.problem)
-                if time.monotonic() > deadline:
-                    raise RuntimeError("no Ray actor joined the session to serve the metric within 120 s")
-                time.sleep(0.05)
-            self._thread = threading.Thread(target=self._supervise, name="dspex-ray-metric", daemon=True)
-            self._thread.start()
-        except BaseException:
-            self.close()
-            raise
+    def _start(self, address: str, token: Optional[str]) -> None:
+        ctx = self._ctx
+        self._actors = _Actors(self._ray, self._launcher, (self._data, address, token, self._ca, ctx.session_id, self._tool,
+                                                           self._var, ctx.tool_timeout), method="serve_metric")
 
-    def _supervise(self) -> None:
-        assert self._actors is not None
-        while not self._done.wait(0.1):
-            self._actors.poll(again=not self._done.is_set())
+    def _look(self) -> Optional[str]:
+        return None if self._actors is None else self._actors.poll(again=not self._done.is_set())
 
-    def close(self) -> None:
-        """Tells the actors to leave (they unregister the metric), waits up to 5 s for them,
-        then kills them; stops serving the session."""
-        self._done.set()
-        thread = getattr(self, "_thread", None)
-        if thread is not None:
-            thread.join()
-        try:
-            self._ctx.variables.set(self._var, "closed")
-        except Exception:  # noqa: BLE001 - never defined, or the session is gone
-            pass
-        if self._actors is not None:
+    def _stop(self) -> None:
+        if self._actors is not None:  # they leave (unregistering the metric) before they are killed
             self._actors.wait(5.0)
             self._actors.kill()
-        try:
-            self._ctx.variables.delete(self._var)
-        except Exception:  # noqa: BLE001
-            pass
-        if self._server is not None:
-            self._server.close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -259,21 +259,94 @@ class _Scorer:
     __call__ = score
 
 
-class _MetricPool:
-    """``processes=N``: N worker processes (``python -m dspex.worker --metric-tool``) join the
-    session and serve the metric as one shared tool, supervised by the engine's worker pool
-    (restarted when they die; a call a dying worker had is sent to another). An embedded
-    session is served on a loopback port for the time of the study."""
+class _MetricServers:
+    """A program study's metric served by other processes, which join the session and serve it
+    as one shared tool ``tool`` while the session variable ``<tool>_pool`` is ``"open"`` (what
+    ``processes=N`` and the launchers have in common). An embedded session is served for the
+    time of the study: on ``bind`` (loopback by default), over TLS with ``tls`` (``(cert PEM,
+    key PEM)``). Subclasses start the workers (``_start(address, token)``), look after them
+    (``_look()``: a problem that stops the start, or None) and stop them (``_stop()``, once
+    the variable says they should leave)."""
 
-    def __init__(self, ctx: Any, scorer: _Scorer, tool: str, processes: int) -> None:
-        import pickle
-        import sys
-        import tempfile
+    what = "metric worker"
+
+    def __init__(self, ctx: Any, tool: str, bind: Optional[str] = None, tls: Optional[Tuple[bytes, bytes]] = None) -> None:
         import threading
         import time
 
         from dspex import _native
-        from dspex.remote import _check_objective
+
+        self._ctx, self._tool, self._server = ctx, tool, None
+        self._var = f"{tool}_pool"
+        self._done = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        token: Optional[str]
+        try:
+            if ctx.engine is None:
+                cert, key = tls if tls is not None else (None, None)
+                self._server = _native.serve_sessions(bind, cert, key)
+                address, token = self._server.address, self._server.token
+                if tls is not None:
+                    address = f"https://{address}"
+            else:
+                address = ctx.engine
+                token = ctx._auth[0] if ctx._auth[0] is not None else os.environ.get("DSPEX_TOKEN")
+            ctx.variables.define(self._var, "str", "open")
+            self._start(address, token)
+            # the study starts once a worker serves the metric
+            deadline = time.monotonic() + 120
+            while tool not in ctx._native.tool_specs():
+                problem = self._look()
+                if problem:
+                    raise RuntimeError(problem)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no {self.what} joined the session within 120 s")
+                time.sleep(0.05)
+            self._thread = threading.Thread(target=self._supervise, name="dspex-metric-workers", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, address: str, token: Optional[str]) -> None:
+        raise NotImplementedError
+
+    def _look(self) -> Optional[str]:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        raise NotImplementedError
+
+    def _supervise(self) -> None:
+        while not self._done.wait(0.1):
+            self._look()
+
+    def close(self) -> None:
+        """Tells the workers to leave, waits for them (then kills the rest), stops serving."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self._ctx.variables.set(self._var, "closed")
+        except Exception:  # noqa: BLE001 - never defined, or the session is gone
+            pass
+        self._stop()
+        try:
+            self._ctx.variables.delete(self._var)
+        except Exception:  # noqa: BLE001
+            pass
+        if self._server is not None:
+            self._server.close()
+
+
+class _MetricPool(_MetricServers):
+    """``processes=N``: N worker processes (``python -m dspex.worker --metric-tool``) serve the
+    metric, supervised by the engine's worker pool (restarted when they die; a call a dying
+    worker had is sent to another)."""
+
+    def __init__(self, ctx: Any, scorer: _Scorer, tool: str, processes: int) -> None:
+        import pickle
+        import tempfile
 
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
             raise ValueError(f"processes must be an int >= 1, got {processes!r}")
@@ -285,63 +358,37 @@ class _MetricPool:
         fd, self._path = tempfile.mkstemp(prefix="dspex-metric-", suffix=".pkl")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        self._ctx, self._tool, self._server, self._pool = ctx, tool, None, None
-        self._var = f"{tool}_pool"
-        self._done = threading.Event()
-        try:
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p], env.get("PYTHONPATH", "")])
-            args = ["--objective-pickle", self._path]
-            _check_objective(args, env)
-            token, tls_ca = ctx._auth
-            if ctx.engine is None:
-                self._server = _native.serve_sessions()
-                address, token = self._server.address, self._server.token
-            else:
-                address = ctx.engine
-                token = token if token is not None else os.environ.get("DSPEX_TOKEN")
-                if tls_ca is not None:
-                    args += ["--tls-ca", tls_ca]
-            if token:
-                env["DSPEX_TOKEN"] = token
-            ctx.variables.define(self._var, "str", "open")
-            cmd = [sys.executable, "-m", "dspex.worker", "--engine", address, "--session", ctx.session_id,
-                   "--metric-tool", tool, "--pool-variable", self._var, "--tool-timeout", str(ctx.tool_timeout), *args]
-            self._pool = _native.WorkerPool(cmd, env, processes, name_prefix="metric-worker")
-            # the study starts once a worker serves the metric
-            deadline = time.monotonic() + 120
-            while tool not in ctx._native.tool_specs():
-                if self._pool.supervise() == 0 and self._pool.exhausted:
-                    raise RuntimeError("the metric worker processes crashed before serving the metric (see their output above)")
-                if time.monotonic() > deadline:
-                    raise RuntimeError("no metric worker process joined the session within 120 s")
-                time.sleep(0.05)
-            self._supervisor = threading.Thread(target=self._supervise, name="dspex-metric-pool", daemon=True)
-            self._supervisor.start()
-        except BaseException:
-            self.close()
-            raise
+        self._processes = processes
+        self._pool: Any = None
+        super().__init__(ctx, tool)
 
-    def _supervise(self) -> None:
-        assert self._pool is not None
-        while not self._done.wait(0.1):
-            self._pool.supervise()
+    def _start(self, address: str, token: Optional[str]) -> None:
+        import sys
 
-    def close(self) -> None:
-        """Tells the workers to leave, waits for them (then kills the rest), stops serving."""
-        self._done.set()
-        try:
-            self._ctx.variables.set(self._var, "closed")
-        except Exception:  # noqa: BLE001 - never defined, or the session is gone
-            pass
+        from dspex import _native
+        from dspex.remote import _check_objective
+
+        ctx = self._ctx
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p], env.get("PYTHONPATH", "")])
+        args = ["--objective-pickle", self._path]
+        _check_objective(args, env)
+        if ctx.engine is not None and ctx._auth[1] is not None:
+            args += ["--tls-ca", ctx._auth[1]]
+        if token:
+            env["DSPEX_TOKEN"] = token
+        cmd = [sys.executable, "-m", "dspex.worker", "--engine", address, "--session", ctx.session_id,
+               "--metric-tool", self._tool, "--pool-variable", self._var, "--tool-timeout", str(ctx.tool_timeout), *args]
+        self._pool = _native.WorkerPool(cmd, env, self._processes, name_prefix="metric-worker")
+
+    def _look(self) -> Optional[str]:
+        if self._pool is not None and self._pool.supervise() == 0 and self._pool.exhausted:
+            return "the metric worker processes crashed before serving the metric (see their output above)"
+        return None
+
+    def _stop(self) -> None:
         if self._pool is not None:
             self._pool.close(5.0)
-        try:
-            self._ctx.variables.delete(self._var)
-        except Exception:  # noqa: BLE001
-            pass
-        if self._server is not None:
-            self._server.close()
         try:
             os.unlink(self._path)
         except OSError:
