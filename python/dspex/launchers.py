@@ -19,7 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from dspex._imports import optional
-from dspex.optimizer import _MetricServers
+from dspex._metric_servers import _MetricServers
 
 if TYPE_CHECKING:
     from dspex.study import Study
