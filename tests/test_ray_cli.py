@@ -20,10 +20,19 @@ import dspex  # noqa: E402
 def test_dspex_optimize_with_the_ray_launcher(tmp_path: Path) -> None:
     """`dspex optimize study.toml --launcher ray`: one supervised launcher process starts a local
     Ray cluster whose actors attach to the CLI's engine and evaluate every trial."""
-    (tmp_path / "rayobj.py").write_text(textwrap.dedent("""
-        import os
+    # Trials wait (for at most a minute from the first one) until two processes have evaluated,
+    # so the first actor to join cannot finish the study before the second one is up.
+    seen = tmp_path / "pids"
+    (tmp_path / "rayobj.py").write_text(textwrap.dedent(f"""
+        import os, time
+        SEEN = {str(seen)!r}
         def f(trial):
             trial.set_user_attr("pid", os.getpid())
+            with open(SEEN, "a") as fh:
+                fh.write(f"{{os.getpid()}}\\n")
+            deadline = os.path.getctime(SEEN) + 60  # a minute from the first trial, for the whole run
+            while time.time() < deadline and len(set(open(SEEN).read().split())) < 2:
+                time.sleep(0.05)
             return trial.suggest_float("x", -1, 1) ** 2
     """))
     db = tmp_path / "s.db"

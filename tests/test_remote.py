@@ -18,9 +18,9 @@ import dspex
 PY = sys.executable
 
 
-def _start_server(*extra, env=None):
+def _start_server(*extra, env=None, addr="127.0.0.1:0"):
     p = subprocess.Popen(
-        [PY, "-m", "dspex.cli", "serve", "--addr", "127.0.0.1:0", *extra],
+        [PY, "-m", "dspex.cli", "serve", "--addr", addr, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -161,10 +161,93 @@ def test_token_required_and_checked():
         _stop(p)
 
 
-def test_non_loopback_needs_a_token():
-    out = subprocess.run([PY, "-m", "dspex.cli", "serve", "--addr", "0.0.0.0:0"], capture_output=True, text=True, timeout=30, env={k: v for k, v in os.environ.items() if k != "DSPEX_TOKEN"})
+def _no_token_env():
+    return {k: v for k, v in os.environ.items() if k != "DSPEX_TOKEN"}
+
+
+def test_non_loopback_needs_a_token_and_tls_or_insecure(tmp_path):
+    def serve(*extra):
+        return subprocess.run([PY, "-m", "dspex.cli", "serve", "--addr", "0.0.0.0:0", *extra], capture_output=True, text=True, timeout=30, env=_no_token_env())
+
+    out = serve()
     assert out.returncode != 0
     assert "requires a token" in out.stderr
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    token_file.chmod(0o600)
+    out = serve("--token-file", str(token_file))
+    assert out.returncode != 0
+    assert "without TLS" in out.stderr and "--insecure" in out.stderr, out.stderr
+    # --insecure says so explicitly: it serves (and the token file's token is checked).
+    p, addr = _start_server("--token-file", str(token_file), "--insecure", addr="0.0.0.0:0", env=_no_token_env())
+    try:
+        local = "127.0.0.1:" + addr.rsplit(":", 1)[1]
+        with pytest.raises(dspex.remote.RemoteError, match="UNAUTHENTICATED"):
+            dspex.create_study(study_name="t", engine=local)
+        study = dspex.create_study(study_name="t", engine=local, token="s3cret")
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        assert len(study.trials) == 2
+    finally:
+        _stop(p)
+    assert p.returncode == 0
+
+
+def test_token_file_env_and_command_line(tmp_path):
+    """--token-file (first line; a warning when others can read it), DSPEX_TOKEN, and a warning
+    for --token (it shows in `ps`); an empty file or a bad token is refused with the reason."""
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\nignored second line\n")
+    token_file.chmod(0o644)
+    p, addr = _start_server("--token-file", str(token_file), env=_no_token_env())
+    try:
+        with pytest.raises(dspex.remote.RemoteError, match="UNAUTHENTICATED"):
+            dspex.create_study(study_name="t", engine=addr, token="ignored second line")
+        dspex.create_study(study_name="t", engine=addr, token="from-file")
+    finally:
+        _stop(p)
+    err = p.stderr.read()
+    assert "can be read by other users (chmod 600 it)" in err, err
+    assert "from-file" not in err
+
+    p, addr = _start_server(env=dict(_no_token_env(), DSPEX_TOKEN="from-env"))
+    try:
+        with pytest.raises(dspex.remote.RemoteError, match="UNAUTHENTICATED"):
+            dspex.create_study(study_name="t", engine=addr)
+        dspex.create_study(study_name="t", engine=addr, token="from-env")
+    finally:
+        _stop(p)
+    assert "visible to every user" not in p.stderr.read()
+
+    p, addr = _start_server("--token", "on-the-line", env=_no_token_env())
+    try:
+        dspex.create_study(study_name="t", engine=addr, token="on-the-line")
+    finally:
+        _stop(p)
+    assert "visible to every user of this machine (ps)" in p.stderr.read()
+
+    for text, why in (("\n\n", "the file is empty"), ("two words\n", "printable ASCII without spaces")):
+        token_file.write_text(text)
+        out = subprocess.run([PY, "-m", "dspex.cli", "serve", "--addr", "127.0.0.1:0", "--token-file", str(token_file)], capture_output=True, text=True, timeout=30, env=_no_token_env())
+        assert out.returncode != 0 and why in out.stderr, out.stderr
+    out = subprocess.run([PY, "-m", "dspex.cli", "serve", "--token-file", str(tmp_path / "missing")], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "missing" in out.stderr
+
+
+def test_failed_authentication_is_logged_with_a_rate_limit():
+    """Every wrong-token call is refused; the engine warns once per period with the peer's
+    address and a count of the others, never the token it was given."""
+    p, addr = _start_server(env=dict(_no_token_env(), DSPEX_TOKEN="right"))
+    try:
+        for _ in range(5):
+            with pytest.raises(dspex.remote.RemoteError, match="UNAUTHENTICATED"):
+                dspex.create_study(study_name="t", engine=addr, token="wrong-guess")
+    finally:
+        _stop(p)
+    err = p.stderr.read()
+    warnings = [line for line in err.splitlines() if "rejected a call from 127.0.0.1:" in line]
+    assert len(warnings) == 1, err
+    assert "missing or wrong token" in warnings[0]
+    assert "wrong-guess" not in err
 
 
 def test_unreachable_engine_is_a_clear_error():
@@ -215,7 +298,44 @@ def _tls_files(tmp_path):
     run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
     (tmp_path / "ext.cnf").write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    # A client certificate signed by the same CA, for mutual TLS.
+    run("req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=dspex test client")
+    (tmp_path / "client.cnf").write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.pem", "-days", "2", "-extfile", "client.cnf")
     return tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+
+
+def test_mutual_tls_admits_only_clients_with_a_certificate_from_the_ca(tmp_path, monkeypatch):
+    ca, cert, key = _tls_files(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    _tls_files(other)
+    p, addr = _start_server("--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(ca))
+    engine = f"https://{addr}"
+    try:
+        monkeypatch.delenv("DSPEX_TLS_CLIENT_CERT", raising=False)
+        monkeypatch.delenv("DSPEX_TLS_CLIENT_KEY", raising=False)
+        # The engine's TLS alert or, when it closes first, the broken connection.
+        with pytest.raises(dspex.remote.RemoteError, match="CertificateRequired|transport error"):
+            dspex.create_study(study_name="m", engine=engine, tls_ca=str(ca))
+        # A certificate from another CA is refused too.
+        monkeypatch.setenv("DSPEX_TLS_CLIENT_CERT", str(other / "client.pem"))
+        monkeypatch.setenv("DSPEX_TLS_CLIENT_KEY", str(other / "client.key"))
+        with pytest.raises(dspex.remote.RemoteError, match="refused DSPEX_TLS_CLIENT_CERT|transport error"):
+            dspex.create_study(study_name="m", engine=engine, tls_ca=str(ca))
+        monkeypatch.setenv("DSPEX_TLS_CLIENT_CERT", str(tmp_path / "client.pem"))
+        monkeypatch.setenv("DSPEX_TLS_CLIENT_KEY", str(tmp_path / "client.key"))
+        study = dspex.create_study(study_name="m", engine=engine, tls_ca=str(ca), sampler=dspex.samplers.RandomSampler(seed=0))
+        study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=4)
+        assert len(study.trials) == 4
+        monkeypatch.delenv("DSPEX_TLS_CLIENT_KEY")
+        with pytest.raises(ValueError, match="DSPEX_TLS_CLIENT_KEY is not"):
+            dspex.load_study(study_name="m", engine=engine, tls_ca=str(ca))
+    finally:
+        _stop(p)
+    assert p.returncode == 0, p.stderr.read()
+    out = subprocess.run([PY, "-m", "dspex.cli", "serve", "--tls-client-ca", str(ca)], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "--tls-cert" in out.stderr, out.stderr
 
 
 def test_tls_with_a_self_signed_ca(tmp_path):

@@ -40,10 +40,15 @@ def _token(token: Optional[str]) -> Optional[str]:
 
 
 def connect(engine: str, token: Optional[str] = None, tls_ca: Optional[str] = None) -> Any:
-    """A (cached) connection to the engine at ``engine`` ("host:port", "https://host:port")."""
+    """A (cached) connection to the engine at ``engine`` ("host:port", "https://host:port").
+
+    Over https, the client certificate named by ``DSPEX_TLS_CLIENT_CERT`` and
+    ``DSPEX_TLS_CLIENT_KEY`` (PEM files) is presented when both are set: an engine served with
+    ``--tls-client-ca`` admits only clients with a certificate from that CA."""
     if not isinstance(engine, str) or not engine:
         raise TypeError(f"engine must be a 'host:port' string, got {engine!r}")
-    key = (engine, _token(token), tls_ca)
+    identity = (os.environ.get("DSPEX_TLS_CLIENT_CERT"), os.environ.get("DSPEX_TLS_CLIENT_KEY"))
+    key = (engine, _token(token), tls_ca, identity)
     with _clients_lock:
         c = _clients.get(key)
         if c is None:

@@ -210,18 +210,33 @@ async fn cache_cmd(action: CacheCmd) -> Result<i32, String> {
 /// The options of `dspex serve`.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Address to listen on. Anything but loopback requires a token.
+    /// Address to listen on. Anything but loopback requires a token, and TLS unless --insecure.
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: SocketAddr,
-    /// Every call must carry this token (`authorization: Bearer <token>`).
-    #[arg(long, env = "DSPEX_TOKEN", hide_env_values = true)]
+    /// Every call must carry this token (`authorization: Bearer <token>`). Visible to every
+    /// user of the machine in `ps`: prefer --token-file or the DSPEX_TOKEN variable.
+    #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
+    /// Read the token from this file (its first line; keep the file readable by you only).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// PEM certificate chain: serve TLS (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// PEM certificate of a CA: only clients with a certificate it signed get in (mutual TLS;
+    /// clients set DSPEX_TLS_CLIENT_CERT and DSPEX_TLS_CLIENT_KEY).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Allow a non-loopback address without TLS: the token and every trial cross the network
+    /// in plain text (a trusted network, or a TLS-terminating proxy in front).
+    #[arg(long)]
+    insecure: bool,
+    /// Serve gRPC reflection on a non-loopback address too (always on for loopback).
+    #[arg(long)]
+    reflection: bool,
     /// Largest message accepted or sent, in bytes.
     #[arg(long, default_value_t = grpc::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
@@ -346,23 +361,26 @@ async fn serve(
     let ServeArgs {
         addr,
         token,
+        token_file,
         tls_cert,
         tls_key,
+        tls_client_ca,
+        insecure,
+        reflection,
         max_message_bytes,
         max_sessions,
         heartbeat_ms,
         ..
     } = args;
-    let tls = tls_cert.zip(tls_key);
-    let token = token.filter(|t| !t.is_empty());
-    grpc::check_bind(&addr, token.as_deref()).map_err(|e| e.to_string())?;
-    let tls = match tls {
-        Some((c, k)) => Some((
-            std::fs::read(&c).map_err(|e| format!("{}: {e}", c.display()))?,
-            std::fs::read(&k).map_err(|e| format!("{}: {e}", k.display()))?,
-        )),
+    let token = serve_token(token, token_file.as_deref())?;
+    grpc::check_bind(&addr, token.as_deref(), tls_cert.is_some(), insecure)
+        .map_err(|e| e.to_string())?;
+    let read = |p: PathBuf| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()));
+    let tls = match tls_cert.zip(tls_key) {
+        Some((c, k)) => Some((read(c)?, read(k)?)),
         None => None,
     };
+    let client_ca = tls_client_ca.map(read).transpose()?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -389,6 +407,8 @@ async fn serve(
         ServeOptions {
             token,
             tls,
+            client_ca,
+            reflection: reflection || addr.ip().is_loopback(),
             max_message_bytes,
         },
         shutdown,
@@ -410,6 +430,50 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// The token of `dspex serve`: `--token` (with a warning: it shows in `ps`), the first line of
+/// `--token-file`, or the DSPEX_TOKEN variable; None when there is none (or it is empty).
+fn serve_token(flag: Option<String>, file: Option<&Path>) -> Result<Option<String>, String> {
+    if flag.is_some() {
+        tracing::warn!(
+            "a token given with --token is visible to every user of this machine (ps); prefer --token-file or DSPEX_TOKEN"
+        );
+    }
+    let token = match (flag, file) {
+        (Some(t), _) => Some(t),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+            let line = text.lines().next().unwrap_or("").trim();
+            if line.is_empty() {
+                return Err(format!(
+                    "--token-file {}: the file is empty",
+                    path.display()
+                ));
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(m) = std::fs::metadata(path) {
+                    if m.permissions().mode() & 0o077 != 0 {
+                        tracing::warn!(
+                            "--token-file {} can be read by other users (chmod 600 it)",
+                            path.display()
+                        );
+                    }
+                }
+            }
+            Some(line.to_string())
+        }
+        (None, None) => std::env::var("DSPEX_TOKEN").ok(),
+    };
+    match token.filter(|t| !t.is_empty()) {
+        Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+            Err("the token must be printable ASCII without spaces".into())
+        }
+        t => Ok(t),
+    }
 }
 
 /// A token nobody can guess, for the engine's own workers.

@@ -19,16 +19,20 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 async fn start(token: Option<&str>, max: usize) -> (String, tokio::sync::oneshot::Sender<()>) {
+    start_with(ServeOptions {
+        token: token.map(str::to_string),
+        max_message_bytes: max,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn start_with(opts: ServeOptions) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service =
         EngineService::with_heartbeat(Arc::new(InMemoryStorage::new()), Duration::from_millis(50));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let opts = ServeOptions {
-        token: token.map(str::to_string),
-        tls: None,
-        max_message_bytes: max,
-    };
     tokio::spawn(grpc::serve(listener, service, opts, async {
         let _ = rx.await;
     }));
@@ -169,6 +173,39 @@ async fn malformed_messages_are_rejected_and_the_server_stays_up() {
     }
     let mut c = client(&url).await;
     assert!(c.create_study(create("still-up")).await.is_ok());
+}
+
+/// Reflection (for grpcurl) is served when asked for and absent otherwise (`dspex serve` turns
+/// it off on non-loopback addresses unless --reflection).
+#[tokio::test]
+async fn reflection_is_served_only_when_asked_for() {
+    for on in [true, false] {
+        let (url, _stop) = start_with(ServeOptions {
+            reflection: on,
+            ..Default::default()
+        })
+        .await;
+        client(&url).await; // waits until the server listens
+        let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
+        let mut raw = tonic::client::Grpc::new(channel);
+        raw.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::from_static(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        );
+        // ServerReflectionRequest { list_services: "" }
+        let ask = tokio_stream::iter(vec![vec![0x3a, 0x00]]);
+        let answer = match raw.streaming(Request::new(ask), path, Raw).await {
+            Ok(resp) => resp.into_inner().message().await,
+            Err(e) => Err(e),
+        };
+        if on {
+            let bytes = answer.unwrap().expect("an answer");
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(text.contains("dspex.v1.Engine"), "{text}");
+        } else {
+            assert_eq!(answer.unwrap_err().code(), Code::Unimplemented);
+        }
+    }
 }
 
 fn hello(study: &str, capacity: u32, hb: u32, start: Option<pb::RunSpec>) -> pb::AttachRequest {

@@ -26,7 +26,7 @@ use pyo3::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::study::{AttrTarget, PyStudy, RunBackend, RunRequest, StudyBackend};
 use crate::{block, parse_directions, py_err, RemoteError};
@@ -50,8 +50,33 @@ pub(crate) type Client = EngineClient<InterceptedService<Channel, Token>>;
 pub(crate) fn status_err(s: tonic::Status) -> PyErr {
     match status_code(&s) {
         Some(code) => py_err(code, s.message().to_string()),
-        None => RemoteError::new_err(format!("{}: {}", code_name(s.code()), s.message())),
+        None => {
+            let msg = with_causes(&s, format!("{}: {}", code_name(s.code()), s.message()));
+            let hint = if msg.contains("CertificateRequired")
+                || msg.contains("certificate required")
+            {
+                " (the engine requires a client certificate: set DSPEX_TLS_CLIENT_CERT and DSPEX_TLS_CLIENT_KEY)"
+            } else if msg.contains("UnknownCA") || msg.contains("BadCertificate") {
+                " (the engine refused this client certificate: is DSPEX_TLS_CLIENT_CERT signed by the CA the engine trusts?)"
+            } else {
+                ""
+            };
+            RemoteError::new_err(format!("{msg}{hint}"))
+        }
     }
+}
+
+/// `msg` followed by the causes of `e` that it does not already say.
+fn with_causes(e: &dyn std::error::Error, mut msg: String) -> String {
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg = format!("{msg}: {text}");
+        }
+        src = s.source();
+    }
+    msg
 }
 
 fn code_name(c: tonic::Code) -> String {
@@ -101,11 +126,40 @@ fn endpoint(address: &str, tls_ca: Option<&str>) -> PyResult<Endpoint> {
                 .map_err(|e| PyValueError::new_err(format!("tls_ca {path:?}: {e}")))?;
             cfg = cfg.ca_certificate(Certificate::from_pem(pem));
         }
+        if let Some(identity) = client_identity()? {
+            cfg = cfg.identity(identity);
+        }
         ep = ep
             .tls_config(cfg)
             .map_err(|e| PyValueError::new_err(format!("TLS: {e}")))?;
     }
     Ok(ep)
+}
+
+/// The client certificate for an engine that requires one (`dspex serve --tls-client-ca`):
+/// PEM files named by DSPEX_TLS_CLIENT_CERT and DSPEX_TLS_CLIENT_KEY, both or neither. Variables
+/// rather than arguments so that every connection of a process (and of the workers it starts)
+/// presents it.
+fn client_identity() -> PyResult<Option<Identity>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (var("DSPEX_TLS_CLIENT_CERT"), var("DSPEX_TLS_CLIENT_KEY")) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            let read = |name: &str, path: &str| {
+                std::fs::read(path).map_err(|e| PyValueError::new_err(format!("{name} {path:?}: {e}")))
+            };
+            Ok(Some(Identity::from_pem(
+                read("DSPEX_TLS_CLIENT_CERT", &cert)?,
+                read("DSPEX_TLS_CLIENT_KEY", &key)?,
+            )))
+        }
+        (Some(_), None) => Err(PyValueError::new_err(
+            "DSPEX_TLS_CLIENT_CERT is set but DSPEX_TLS_CLIENT_KEY is not: set both (PEM files) or neither",
+        )),
+        (None, Some(_)) => Err(PyValueError::new_err(
+            "DSPEX_TLS_CLIENT_KEY is set but DSPEX_TLS_CLIENT_CERT is not: set both (PEM files) or neither",
+        )),
+    }
 }
 
 impl RemoteClient {
@@ -138,15 +192,7 @@ impl RemoteClient {
         let addr = address.clone();
         let channel = block(py, async move {
             ep.connect().await.map_err(|e| {
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    let text = s.to_string();
-                    if !msg.contains(&text) {
-                        msg = format!("{msg}: {text}");
-                    }
-                    src = s.source();
-                }
+                let msg = with_causes(&e, e.to_string());
                 let hint = if tls && msg.contains("certificate") {
                     if has_ca {
                         " (is tls_ca the certificate of the CA that signed the engine's certificate, for this host name?)"

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::service::InterceptorLayer;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
 pub use service::{run_options, ActiveRun, EngineService};
@@ -43,6 +43,11 @@ pub struct ServeOptions {
     pub token: Option<String>,
     /// PEM certificate chain and private key: serve TLS.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// PEM certificate(s) of a CA: with `tls`, only clients presenting a certificate signed by
+    /// it get in (mutual TLS).
+    pub client_ca: Option<Vec<u8>>,
+    /// Serve the gRPC reflection service (for grpcurl and friends).
+    pub reflection: bool,
     /// Largest message accepted or sent.
     pub max_message_bytes: usize,
 }
@@ -52,16 +57,28 @@ impl Default for ServeOptions {
         ServeOptions {
             token: None,
             tls: None,
+            client_ca: None,
+            reflection: true,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
 
-/// Listening anywhere but loopback requires a token.
-pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<()> {
-    if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
+/// What a listening address requires: anything but loopback needs a token, and TLS unless
+/// `insecure` says that trials and the token may cross the network in plain text.
+pub fn check_bind(addr: &SocketAddr, token: Option<&str>, tls: bool, insecure: bool) -> Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if token.is_none_or(str::is_empty) {
         return Err(EngineError::InvalidArgument(format!(
-            "listening on the non-loopback address {addr} requires a token (--token or DSPEX_TOKEN)"
+            "listening on the non-loopback address {addr} requires a token (--token-file or DSPEX_TOKEN)"
+        )));
+    }
+    if !tls && !insecure {
+        return Err(EngineError::InvalidArgument(format!(
+            "listening on the non-loopback address {addr} without TLS sends the token and every trial in plain text: \
+             give --tls-cert and --tls-key, or --insecure to accept that (a trusted network, a TLS-terminating proxy)"
         )));
     }
     Ok(())
@@ -80,11 +97,40 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The interceptor that checks the token on every call.
 #[derive(Clone)]
-struct Auth(Option<Arc<[u8]>>);
+struct Auth {
+    token: Option<Arc<[u8]>>,
+    rejected: Arc<RejectLog>,
+}
+
+/// Rejected calls, logged as a warning at most once per [`RejectLog::PERIOD`] (with how many
+/// went unlogged), so a client hammering the port with a wrong token cannot flood the log.
+#[derive(Default)]
+struct RejectLog(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
+
+impl RejectLog {
+    const PERIOD: Duration = Duration::from_secs(10);
+
+    fn reject(&self, peer: Option<SocketAddr>) {
+        let Ok(mut g) = self.0.lock() else { return };
+        let (last, quiet) = &mut *g;
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Self::PERIOD) {
+            *quiet += 1;
+            return;
+        }
+        let peer = peer.map_or_else(|| "an unknown peer".to_string(), |p| p.to_string());
+        tracing::warn!(
+            "rejected a call from {peer}: missing or wrong token ({} more rejected since the last warning)",
+            *quiet
+        );
+        *last = Some(now);
+        *quiet = 0;
+    }
+}
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, req: Request<()>) -> std::result::Result<Request<()>, Status> {
-        let Some(token) = &self.0 else {
+        let Some(token) = &self.token else {
             return Ok(req);
         };
         let given = req
@@ -96,6 +142,7 @@ impl tonic::service::Interceptor for Auth {
         if constant_time_eq(given.as_bytes(), token) {
             Ok(req)
         } else {
+            self.rejected.reject(req.remote_addr());
             Err(Status::unauthenticated("missing or wrong token"))
         }
     }
@@ -113,11 +160,17 @@ pub async fn serve(
     reporter
         .set_serving::<pb::engine_server::EngineServer<EngineService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| io(&e))?;
+    let reflection = if options.reflection {
+        Some(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .map_err(|e| io(&e))?,
+        )
+    } else {
+        None
+    };
     service.set_max_message_bytes(options.max_message_bytes);
     let engine = pb::engine_server::EngineServer::new(service)
         .max_decoding_message_size(options.max_message_bytes)
@@ -129,20 +182,34 @@ pub async fn serve(
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    if let Some((cert, key)) = options.tls {
-        builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-            .map_err(|e| io(&e))?;
+    match (options.tls, options.client_ca) {
+        (Some((cert, key)), ca) => {
+            let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+            if let Some(ca) = ca {
+                cfg = cfg.client_ca_root(Certificate::from_pem(ca));
+            }
+            builder = builder.tls_config(cfg).map_err(|e| io(&e))?;
+        }
+        (None, Some(_)) => {
+            return Err(EngineError::InvalidArgument(
+                "a client CA (mutual TLS) needs the server's own certificate and key".into(),
+            ))
+        }
+        (None, None) => {}
     }
     // TCP_NODELAY on every accepted connection. `Server::tcp_nodelay` is ignored by
     // `serve_with_incoming*`: without this, Nagle holds a small frame (a Reply) while an
     // earlier one (an Evaluate) waits for the client's delayed ACK, ~40 ms per stall, which
     // capped `async def` objectives with several trials in flight on one stream at ~50/s.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let auth = Auth {
+        token,
+        rejected: Arc::default(),
+    };
     builder
-        .layer(InterceptorLayer::new(Auth(token)))
+        .layer(InterceptorLayer::new(auth))
         .add_service(health)
-        .add_service(reflection)
+        .add_optional_service(reflection)
         .add_service(engine)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -224,6 +291,7 @@ impl LoopbackServer {
             ServeOptions {
                 token: Some(token.clone()),
                 tls,
+                reflection: address.ip().is_loopback(),
                 ..Default::default()
             },
             async move {
@@ -300,14 +368,34 @@ mod tests {
     }
 
     #[test]
-    fn non_loopback_needs_a_token() {
+    fn non_loopback_needs_a_token_and_tls_or_insecure() {
         let any: SocketAddr = "0.0.0.0:1".parse().unwrap();
         let lo: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let lo6: SocketAddr = "[::1]:1".parse().unwrap();
-        assert!(check_bind(&any, None).is_err());
-        assert!(check_bind(&any, Some("")).is_err());
-        assert!(check_bind(&any, Some("t")).is_ok());
-        assert!(check_bind(&lo, None).is_ok());
-        assert!(check_bind(&lo6, None).is_ok());
+        for (tls, insecure) in [(false, false), (true, false), (false, true), (true, true)] {
+            assert!(check_bind(&any, None, tls, insecure).is_err());
+            assert!(check_bind(&any, Some(""), tls, insecure).is_err());
+            assert_eq!(
+                check_bind(&any, Some("t"), tls, insecure).is_ok(),
+                tls || insecure
+            );
+            assert!(check_bind(&lo, None, tls, insecure).is_ok());
+            assert!(check_bind(&lo6, None, tls, insecure).is_ok());
+        }
+        let e = check_bind(&any, Some("t"), false, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tls-cert") && e.contains("--insecure"), "{e}");
+    }
+
+    #[test]
+    fn rejections_are_logged_at_most_once_per_period() {
+        let log = RejectLog::default();
+        for _ in 0..5 {
+            log.reject(None);
+        }
+        let g = log.0.lock().unwrap();
+        assert!(g.0.is_some());
+        assert_eq!(g.1, 4, "four rejections counted, not logged");
     }
 }
