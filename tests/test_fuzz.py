@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional, Tuple
 
 import pytest
 
@@ -35,52 +35,50 @@ def _study() -> dspex.Study:
     return dspex.create_study(sampler=dspex.samplers.RandomSampler(seed=0))
 
 
+def _accepted(call: Callable[[], Any]) -> Optional[Tuple[Any]]:
+    """``(result,)`` when the call is accepted; None when it is refused with a message."""
+    try:
+        return (call(),)
+    except REFUSED as e:
+        assert str(e)
+        return None
+
+
 @FUZZ
 @given(name=names | wrong)
 def test_study_names(name: Any) -> None:
-    try:
-        study = dspex.create_study(study_name=name)
-    except REFUSED as e:
-        assert str(e)
-        return
-    assert study.study_name == name or name is None
+    got = _accepted(lambda: dspex.create_study(study_name=name))
+    if got:
+        assert got[0].study_name == name or name is None
 
 
 @FUZZ
 @given(low=floats | ints | wrong, high=floats | ints | wrong, log=st.booleans(), step=st.none() | floats)
 def test_suggest_float(low: Any, high: Any, log: bool, step: Any) -> None:
     trial = _study().ask()
-    try:
-        x = trial.suggest_float("x", low, high, log=log, step=step)
-    except REFUSED as e:
-        assert str(e)
-        return
-    assert isinstance(x, float) and math.isfinite(x)
-    assert float(low) <= x <= float(high) or math.isclose(x, float(high)) or math.isclose(x, float(low))
+    got = _accepted(lambda: trial.suggest_float("x", low, high, log=log, step=step))
+    if got:
+        x = got[0]
+        assert isinstance(x, float) and math.isfinite(x)
+        assert float(low) <= x <= float(high) or math.isclose(x, float(high)) or math.isclose(x, float(low))
 
 
 @FUZZ
 @given(low=ints | wrong, high=ints | wrong, log=st.booleans(), step=ints | wrong)
 def test_suggest_int(low: Any, high: Any, log: bool, step: Any) -> None:
     trial = _study().ask()
-    try:
-        n = trial.suggest_int("n", low, high, step=step, log=log)
-    except REFUSED as e:
-        assert str(e)
-        return
-    assert isinstance(n, int) and low <= n <= high
+    got = _accepted(lambda: trial.suggest_int("n", low, high, step=step, log=log))
+    if got:
+        assert isinstance(got[0], int) and low <= got[0] <= high
 
 
 @FUZZ
 @given(choices=st.lists(st.none() | st.booleans() | ints | floats | names | wrong, max_size=5) | wrong)
 def test_suggest_categorical(choices: Any) -> None:
     trial = _study().ask()
-    try:
-        c = trial.suggest_categorical("c", choices)
-    except REFUSED as e:
-        assert str(e)
-        return
-    assert any(c is v or c == v or (isinstance(v, float) and math.isnan(v)) for v in choices)
+    got = _accepted(lambda: trial.suggest_categorical("c", choices))
+    if got:
+        assert any(got[0] is v or got[0] == v or (isinstance(v, float) and math.isnan(v)) for v in choices)
 
 
 json_like = st.recursive(st.none() | st.booleans() | ints | floats | st.text(max_size=5),
@@ -113,12 +111,8 @@ def test_objective_results_and_attributes(value: Any, key: Any, attr: Any) -> No
 @given(step=ints | wrong, value=floats | ints | wrong)
 def test_report(step: Any, value: Any) -> None:
     trial = _study().ask()
-    try:
-        trial.report(value, step)
-    except REFUSED as e:
-        assert str(e)
-        return
-    trial.should_prune()
+    if _accepted(lambda: trial.report(value, step)):
+        trial.should_prune()
 
 
 @pytest.fixture(scope="module")
