@@ -243,6 +243,12 @@ struct ServeArgs {
     /// Most sessions open at once; opening one more is refused until some close or expire.
     #[arg(long, default_value_t = SessionLimits::default().max_sessions)]
     max_sessions: usize,
+    /// Most Attach and Session streams open at once; more are refused (RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = grpc::DEFAULT_MAX_STREAMS)]
+    max_streams: usize,
+    /// Most concurrent calls on one client connection (HTTP/2 streams; more are refused).
+    #[arg(long, default_value_t = grpc::DEFAULT_MAX_STREAMS_PER_CONNECTION)]
+    max_streams_per_connection: u32,
     /// Heartbeat period of the engine on Attach streams, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
@@ -369,6 +375,8 @@ async fn serve(
         reflection,
         max_message_bytes,
         max_sessions,
+        max_streams,
+        max_streams_per_connection,
         heartbeat_ms,
         ..
     } = args;
@@ -410,6 +418,8 @@ async fn serve(
             client_ca,
             reflection: reflection || addr.ip().is_loopback(),
             max_message_bytes,
+            max_streams,
+            max_streams_per_connection,
         },
         shutdown,
     )

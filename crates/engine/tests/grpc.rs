@@ -410,3 +410,212 @@ async fn a_cancelled_request_is_answered_with_an_error_and_others_go_on() {
     assert_eq!(r.id, 4);
     assert!(matches!(r.kind, Some(Kind::Tools(_))), "{r:?}");
 }
+
+/// Opens an Attach stream whose first message is `first`; returns its sender and replies.
+async fn attach(
+    c: &mut EngineClient<Channel>,
+    first: pb::AttachRequest,
+) -> (
+    mpsc::UnboundedSender<pb::AttachRequest>,
+    tonic::Streaming<pb::AttachResponse>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(first).unwrap();
+    let st = c
+        .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, st)
+}
+
+fn run_spec(n_trials: u64, max_retries: u32) -> pb::RunSpec {
+    pb::RunSpec {
+        n_trials: Some(n_trials),
+        timeout: None,
+        max_concurrency: None,
+        trial_timeout: None,
+        max_retries,
+    }
+}
+
+/// An evaluator that keeps heartbeating but stops reading its stream: the trials sent to it are
+/// not confirmed read within its patience, so it is detached and they run elsewhere.
+#[tokio::test]
+async fn an_evaluator_that_stops_reading_loses_its_trials_to_the_others() {
+    let (url, _stop) = start(None, 4 << 20).await;
+    let mut c = client(&url).await;
+    c.create_study(create("s")).await.unwrap();
+    let (_otx, mut owner) = attach(&mut c, hello("s", 0, 1000, Some(run_spec(6, 3)))).await;
+
+    // Deaf: capacity 2, heartbeats every 30 ms confirming nothing, never reads.
+    let (dtx, _deaf) = attach(&mut c, hello("s", 2, 50, None)).await;
+    let beats = tokio::spawn(async move {
+        let beat = pb::AttachRequest {
+            msg: Some(In::Heartbeat(pb::Heartbeat { received: 0 })),
+        };
+        while dtx.send(beat.clone()).is_ok() {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (tx, mut good) = attach(&mut c, hello("s", 1, 1000, None)).await;
+    while let Some(n) = next_evaluate(&mut good).await {
+        tx.send(finished(n, n as f64)).unwrap();
+    }
+    assert!(next_evaluate(&mut owner).await.is_none());
+    beats.abort();
+
+    let trials = c
+        .list_trials(pb::ListTrialsRequest {
+            study: "s".into(),
+            states: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trials;
+    let count = |s: pb::TrialState| trials.iter().filter(|t| t.state == s as i32).count();
+    assert_eq!(count(pb::TrialState::Complete), 6);
+    assert_eq!(count(pb::TrialState::Fail), 2, "{trials:?}");
+    for t in trials
+        .iter()
+        .filter(|t| t.state == pb::TrialState::Fail as i32)
+    {
+        let reason = t.fail_reason.clone().unwrap_or_default();
+        assert!(reason.contains("stopped reading"), "{reason}");
+    }
+}
+
+/// Attach and Session streams beyond the engine's limit are refused with RESOURCE_EXHAUSTED and
+/// a message naming the limit; a closed stream frees its slot.
+#[tokio::test]
+async fn streams_beyond_the_engine_limit_are_refused() {
+    use pb::session_request::Op;
+    let (url, _stop) = start_with(ServeOptions {
+        max_streams: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut c = client(&url).await;
+    c.create_study(create("s")).await.unwrap();
+    let open_session = |mut c: EngineClient<Channel>| async move {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(session_req(1, Op::Open(pb::OpenSession::default())))
+            .unwrap();
+        let r = c
+            .session(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await;
+        r.map(|resp| (tx, resp.into_inner()))
+    };
+    let (_t1, mut s1) = open_session(c.clone()).await.unwrap();
+    session_reply(&mut s1).await;
+    let (a2, _s2) = attach(&mut c, hello("s", 1, 1000, None)).await;
+    let refused = open_session(c.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("--max-streams 2"), "{refused}");
+    let (atx, arx) = mpsc::unbounded_channel();
+    atx.send(hello("s", 1, 1000, None)).unwrap();
+    let refused = c
+        .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(arx))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    // the Attach stream ends: its slot is free again
+    drop(a2);
+    let mut ok = None;
+    for _ in 0..100 {
+        if let Ok(s) = open_session(c.clone()).await {
+            ok = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_t3, mut s3) = ok.expect("the slot of a closed stream was not freed");
+    assert!(matches!(
+        session_reply(&mut s3).await.kind,
+        Some(pb::session_reply::Kind::Opened(_))
+    ));
+}
+
+/// Raw HTTP/2 abuse: thousands of streams opened and reset at once, headers far over the
+/// limit, a unary request whose body never ends. The server refuses or drops each, and keeps
+/// serving well-behaved clients.
+#[tokio::test]
+async fn http2_abuse_leaves_the_server_serving() {
+    let (url, _stop) = start(None, 4 << 20).await;
+    let mut c = client(&url).await;
+    let addr = url.trim_start_matches("http://").to_string();
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        h2
+    };
+    let request = |headers: &[(&str, String)], path: &str| {
+        let mut r = http::Request::post(format!("http://{addr}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        for (k, v) in headers {
+            r = r.header(*k, v);
+        }
+        r.body(()).unwrap()
+    };
+
+    // Rapid reset: open streams and reset each at once.
+    let mut h2 = connect().await;
+    let mut reset = 0;
+    for _ in 0..5000 {
+        let Ok(ready) = h2.clone().ready().await else {
+            break; // the server closed the connection (GOAWAY): fine
+        };
+        h2 = ready;
+        let Ok((_resp, mut send)) =
+            h2.send_request(request(&[], "/dspex.v1.Engine/ListStudies"), false)
+        else {
+            break;
+        };
+        send.send_reset(h2::Reason::CANCEL);
+        reset += 1;
+    }
+    assert!(reset > 0);
+
+    // Oversized headers: refused (an error or a non-OK answer), never served.
+    let mut h2 = connect().await.ready().await.unwrap();
+    let big = vec![("x-big", "y".repeat(256 * 1024))];
+    if let Ok((resp, _send)) = h2.send_request(request(&big, "/dspex.v1.Engine/ListStudies"), true)
+    {
+        match tokio::time::timeout(Duration::from_secs(10), resp).await {
+            Ok(Ok(r)) => assert_ne!(r.status(), http::StatusCode::OK, "{r:?}"),
+            Ok(Err(_)) => {}
+            Err(_) => panic!("no answer to an oversized header block"),
+        }
+    }
+
+    // A slow sender with a deadline: the body never ends; the call ends at its deadline.
+    let mut h2 = connect().await.ready().await.unwrap();
+    let deadline = vec![("grpc-timeout", "300m".to_string())];
+    let (resp, mut send) = h2
+        .send_request(request(&deadline, "/dspex.v1.Engine/CreateStudy"), false)
+        .unwrap();
+    send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 100, 0x0a]), false)
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("the deadline was not kept")
+        .unwrap();
+    let elapsed = t0.elapsed();
+    let status = resp
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert!(status.is_some_and(|s| s != "0"), "{resp:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+
+    // Well-behaved clients are still served.
+    assert!(c.create_study(create("still-up")).await.is_ok());
+}

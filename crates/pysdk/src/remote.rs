@@ -327,6 +327,8 @@ struct Session {
     /// study.toml), by trial: the objective's suggest of one of them is answered here, without
     /// a round trip (the engine has recorded it already).
     sampled: Mutex<HashMap<u64, BTreeMap<String, ParamValue>>>,
+    /// Evaluate messages read so far: each heartbeat tells the engine (see `Heartbeat`).
+    received: AtomicU64,
 }
 
 #[derive(Default)]
@@ -415,6 +417,7 @@ async fn open_session(
         queue: Mutex::new(SessionQueue::default()),
         cv: Condvar::new(),
         sampled: Mutex::new(HashMap::new()),
+        received: AtomicU64::new(0),
     });
     let s = session.clone();
     tokio::spawn(async move {
@@ -423,6 +426,7 @@ async fn open_session(
             match inbound.message().await {
                 Ok(Some(m)) => match m.msg {
                     Some(Msg::Evaluate(e)) => {
+                        s.received.fetch_add(1, Ordering::Relaxed);
                         if !e.params.is_empty() {
                             if let Ok(p) = params_from_pb(&e.params) {
                                 s.sampled.lock().insert(e.trial, p);
@@ -467,7 +471,9 @@ async fn open_session(
             }
             if s.out
                 .send(pb::AttachRequest {
-                    msg: Some(pb::attach_request::Msg::Heartbeat(pb::Heartbeat {})),
+                    msg: Some(pb::attach_request::Msg::Heartbeat(pb::Heartbeat {
+                        received: s.received.load(Ordering::Relaxed),
+                    })),
                 })
                 .is_err()
             {

@@ -36,6 +36,18 @@ pub mod pb {
 /// Default limit of one message, both ways (4 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Default limit of Attach and Session streams open at once on one engine.
+pub const DEFAULT_MAX_STREAMS: usize = 4096;
+/// Default limit of concurrent calls (HTTP/2 streams) on one connection.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Largest request header block accepted (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// A call's request must have arrived and its answer begun within this (a client's shorter
+/// `grpc-timeout` wins); streams only need their first message by then.
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// A TLS handshake not done by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -50,6 +62,10 @@ pub struct ServeOptions {
     pub reflection: bool,
     /// Largest message accepted or sent.
     pub max_message_bytes: usize,
+    /// Attach and Session streams open at once on the engine (more: RESOURCE_EXHAUSTED).
+    pub max_streams: usize,
+    /// Concurrent calls on one connection (more are refused by HTTP/2: REFUSED_STREAM).
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServeOptions {
@@ -60,6 +76,8 @@ impl Default for ServeOptions {
             client_ca: None,
             reflection: true,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
         }
     }
 }
@@ -172,6 +190,7 @@ pub async fn serve(
         None
     };
     service.set_max_message_bytes(options.max_message_bytes);
+    service.set_max_streams(options.max_streams);
     let engine = pb::engine_server::EngineServer::new(service)
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
@@ -181,10 +200,15 @@ pub async fn serve(
         .map(|t| Arc::from(t.into_bytes()));
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(options.max_streams_per_connection))
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
+        .timeout(CALL_TIMEOUT);
     match (options.tls, options.client_ca) {
         (Some((cert, key)), ca) => {
-            let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+            let mut cfg = ServerTlsConfig::new()
+                .identity(Identity::from_pem(cert, key))
+                .timeout(TLS_HANDSHAKE_TIMEOUT);
             if let Some(ca) = ca {
                 cfg = cfg.client_ca_root(Certificate::from_pem(ca));
             }

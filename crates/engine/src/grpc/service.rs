@@ -1,8 +1,9 @@
 //! The `dspex.v1.Engine` service: study management, study and trial calls, and `Attach`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,18 @@ struct Shared {
     sweeper: std::sync::Once,
     /// The server's message size limit, told to session clients.
     max_message_bytes: std::sync::atomic::AtomicUsize,
+    /// Attach and Session streams open now, and the most allowed at once.
+    streams: Arc<AtomicUsize>,
+    max_streams: AtomicUsize,
+}
+
+/// One open Attach or Session stream, counted against the engine's limit while it lives.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The gRPC service over one storage.
@@ -143,6 +156,8 @@ impl EngineService {
                 max_message_bytes: std::sync::atomic::AtomicUsize::new(
                     super::DEFAULT_MAX_MESSAGE_BYTES,
                 ),
+                streams: Arc::default(),
+                max_streams: AtomicUsize::new(super::DEFAULT_MAX_STREAMS),
             }),
         }
     }
@@ -163,6 +178,26 @@ impl EngineService {
         self.shared
             .max_message_bytes
             .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets how many Attach and Session streams may be open at once (more are refused with
+    /// RESOURCE_EXHAUSTED).
+    pub fn set_max_streams(&self, n: usize) {
+        self.shared.max_streams.store(n, Ordering::Relaxed);
+    }
+
+    /// Takes a stream slot, or says why there is none.
+    fn stream_slot(&self) -> std::result::Result<StreamSlot, Status> {
+        let max = self.shared.max_streams.load(Ordering::Relaxed);
+        let open = self.shared.streams.fetch_add(1, Ordering::Relaxed);
+        let slot = StreamSlot(self.shared.streams.clone());
+        if open >= max {
+            return Err(Status::resource_exhausted(format!(
+                "the engine has {open} streams open, its limit (dspex serve --max-streams {max}): \
+                 close streams that are not needed, or raise the limit"
+            )));
+        }
+        Ok(slot)
     }
 
     /// Sets the limits of the engine's sessions.
@@ -574,6 +609,7 @@ impl pb::engine_server::Engine for EngineService {
         &self,
         request: Request<Streaming<pb::SessionRequest>>,
     ) -> std::result::Result<Response<Self::SessionStream>, Status> {
+        let slot = self.stream_slot()?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.shared.heartbeat * 10, inbound.message())
             .await
@@ -595,13 +631,11 @@ impl pb::engine_server::Engine for EngineService {
         };
         let _ = tx.send(Ok(opened)).await;
         tracing::info!(session = session.id(), "session stream opened");
-        tokio::spawn(sessions::drive(
-            registry,
-            session,
-            inbound,
-            tx,
-            self.shared.closing.subscribe(),
-        ));
+        let closing = self.shared.closing.subscribe();
+        tokio::spawn(async move {
+            sessions::drive(registry, session, inbound, tx, closing).await;
+            drop(slot);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -625,6 +659,7 @@ impl pb::engine_server::Engine for EngineService {
         &self,
         request: Request<Streaming<pb::AttachRequest>>,
     ) -> std::result::Result<Response<Self::AttachStream>, Status> {
+        let slot = self.stream_slot()?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.shared.heartbeat * 10, inbound.message())
             .await
@@ -688,9 +723,10 @@ impl pb::engine_server::Engine for EngineService {
             callable,
             worker: hello.worker,
         };
-        crate::runtime::handle()
-            .map_err(status)?
-            .spawn(session.run(inbound, owned));
+        crate::runtime::handle().map_err(status)?.spawn(async move {
+            session.run(inbound, owned).await;
+            drop(slot);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -710,6 +746,20 @@ struct Session {
 
 fn msg(m: Out) -> std::result::Result<pb::AttachResponse, Status> {
     Ok(pb::AttachResponse { msg: Some(m) })
+}
+
+/// Queues `m` towards a client, waiting at most `patience` for room in its queue. The error
+/// says why it could not: the stream is gone, or the client took nothing off a full queue for
+/// that long (it stopped reading).
+pub(super) async fn deliver<T>(
+    tx: &mpsc::Sender<T>,
+    m: T,
+    patience: Duration,
+) -> std::result::Result<(), &'static str> {
+    tx.send_timeout(m, patience).await.map_err(|e| match e {
+        mpsc::error::SendTimeoutError::Timeout(_) => "stopped reading its stream",
+        mpsc::error::SendTimeoutError::Closed(_) => "closed its stream",
+    })
 }
 
 async fn pull(run: Option<Arc<Run>>, max: usize) -> Vec<crate::EvalRequest> {
@@ -742,6 +792,11 @@ impl Session {
         hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sent_hb = Instant::now();
         let calls = Arc::new(Semaphore::new(MAX_CALLS_PER_STREAM));
+        // Evaluates the client has not confirmed reading yet (sequence number, trial, sent at):
+        // its heartbeats count what it read, and finishing a trial shows it read up to it.
+        let mut unread: VecDeque<(u64, u64, Instant)> = VecDeque::new();
+        let mut sent = 0u64;
+        let patience = self.client_timeout;
         let reason: String;
         loop {
             let run = current.as_ref().map(|a| a.run.clone());
@@ -758,7 +813,7 @@ impl Session {
                             Some(In::Call(c)) => {
                                 let Some(call) = c.call else {
                                     reason = "protocol error: a Call without a TrialCall".into();
-                                    let _ = self.tx.send(Err(Status::invalid_argument(reason.clone()))).await;
+                                    let _ = deliver(&self.tx, Err(Status::invalid_argument(reason.clone())), patience).await;
                                     break;
                                 };
                                 let Ok(permit) = calls.clone().acquire_owned().await else {
@@ -773,11 +828,15 @@ impl Session {
                                 tokio::task::spawn_blocking(move || {
                                     let reply = guarded(|| Ok(exec_trial_call(&study, &call)))
                                         .unwrap_or_else(trial_error);
-                                    let _ = tx.blocking_send(msg(Out::Reply(pb::Reply { id, reply: Some(reply) })));
+                                    let m = msg(Out::Reply(pb::Reply { id, reply: Some(reply) }));
+                                    let _ = tokio::runtime::Handle::current().block_on(deliver(&tx, m, patience));
                                     drop(permit);
                                 });
                             }
                             Some(In::Finished(f)) => {
+                                if let Some(i) = unread.iter().position(|u| u.1 == f.trial) {
+                                    unread.drain(..=i);
+                                }
                                 if !in_flight.remove(&f.trial) {
                                     tracing::warn!(trial = f.trial, worker = %self.worker, "Finished for a trial this stream was not evaluating; ignored");
                                     continue;
@@ -813,7 +872,11 @@ impl Session {
                                     a.run.done(n, f.abort.map_or(Done::Finished, Done::Abort));
                                 });
                             }
-                            Some(In::Heartbeat(_)) => {}
+                            Some(In::Heartbeat(h)) => {
+                                while unread.front().is_some_and(|u| u.0 < h.received) {
+                                    unread.pop_front();
+                                }
+                            }
                             Some(In::Stop(s)) => {
                                 if let Some(a) = &current {
                                     if s.interrupt {
@@ -825,7 +888,7 @@ impl Session {
                             }
                             Some(In::Hello(_)) | None => {
                                 reason = "protocol error: unexpected or empty message".into();
-                                let _ = self.tx.send(Err(Status::invalid_argument(reason.clone()))).await;
+                                let _ = deliver(&self.tx, Err(Status::invalid_argument(reason.clone())), patience).await;
                                 break;
                             }
                         },
@@ -843,22 +906,38 @@ impl Session {
                     if reqs.is_empty() {
                         if let Some(r) = &run {
                             let s = r.wait_async().await;
-                            let _ = self.tx.send(msg(Out::RunEnded(summary_to_pb(&s)))).await;
+                            let _ = deliver(&self.tx, msg(Out::RunEnded(summary_to_pb(&s))), patience).await;
                         }
                         in_flight.clear();
                         reason = "the run is over".into();
                         break;
                     }
                     let Some(a) = current.clone() else { continue };
+                    let mut failed = None;
                     for req in reqs {
-                        in_flight.insert(req.number);
-                        if !self.send_evaluate(&a, req.number).await {
-                            in_flight.remove(&req.number);
+                        if failed.is_some() {
+                            a.run.lost(req.number, "its evaluator's stream ended");
+                            continue;
                         }
+                        in_flight.insert(req.number);
+                        match self.send_evaluate(&a, req.number).await {
+                            Ok(true) => {
+                                unread.push_back((sent, req.number, Instant::now()));
+                                sent += 1;
+                            }
+                            Ok(false) => {
+                                in_flight.remove(&req.number);
+                            }
+                            Err(why) => failed = Some(why),
+                        }
+                    }
+                    if let Some(why) = failed {
+                        reason = format!("evaluator {} {why}", self.worker);
+                        break;
                     }
                 }
                 s = async { match &run { Some(r) => r.wait_async().await, None => std::future::pending().await } }, if run.is_some() && credits == 0 => {
-                    let _ = self.tx.send(msg(Out::RunEnded(summary_to_pb(&s)))).await;
+                    let _ = deliver(&self.tx, msg(Out::RunEnded(summary_to_pb(&s))), patience).await;
                     in_flight.clear();
                     reason = "the run is over".into();
                     break;
@@ -873,7 +952,7 @@ impl Session {
                 }
                 _ = async { let _ = closing.wait_for(|c| *c).await; } => {
                     reason = "the engine is shutting down".into();
-                    let _ = self.tx.send(Err(Status::unavailable(reason.clone()))).await;
+                    let _ = deliver(&self.tx, Err(Status::unavailable(reason.clone())), patience).await;
                     break;
                 }
                 _ = hb.tick() => {
@@ -883,13 +962,25 @@ impl Session {
                             self.worker,
                             last_seen.elapsed().as_secs_f64()
                         );
-                        let _ = self.tx.send(Err(Status::deadline_exceeded(reason.clone()))).await;
+                        let _ = deliver(&self.tx, Err(Status::deadline_exceeded(reason.clone())), patience).await;
                         break;
+                    }
+                    if let Some((_, trial, at)) = unread.front() {
+                        if at.elapsed() > patience {
+                            reason = format!(
+                                "evaluator {} did not read trial {trial} in {:.1} s: it stopped reading its stream",
+                                self.worker,
+                                at.elapsed().as_secs_f64()
+                            );
+                            let _ = deliver(&self.tx, Err(Status::deadline_exceeded(reason.clone())), patience).await;
+                            break;
+                        }
                     }
                     if last_sent_hb.elapsed() >= self.server_hb {
                         last_sent_hb = Instant::now();
-                        if self.tx.send(msg(Out::Heartbeat(pb::Heartbeat {}))).await.is_err() {
-                            reason = format!("the stream of evaluator {} is closed", self.worker);
+                        let beat = msg(Out::Heartbeat(pb::Heartbeat::default()));
+                        if let Err(why) = deliver(&self.tx, beat, patience).await {
+                            reason = format!("evaluator {} {why}", self.worker);
                             break;
                         }
                     }
@@ -910,8 +1001,13 @@ impl Session {
         tracing::info!(worker = %self.worker, "evaluator detached: {reason}");
     }
 
-    /// Sends trial `number` to the evaluator; false when it could not be (the trial is lost).
-    async fn send_evaluate(&self, a: &ActiveRun, number: u64) -> bool {
+    /// Sends trial `number` to the evaluator: false when sampling its declared space failed
+    /// (the trial is lost), an error when the stream took nothing for the client's patience.
+    async fn send_evaluate(
+        &self,
+        a: &ActiveRun,
+        number: u64,
+    ) -> std::result::Result<bool, &'static str> {
         let mut params = HashMap::new();
         if !a.space.is_empty() {
             let study = self.entry.study.clone();
@@ -929,17 +1025,17 @@ impl Session {
                 Err(e) => {
                     a.run
                         .lost(number, format!("sampling the declared space failed: {e}"));
-                    return false;
+                    return Ok(false);
                 }
             }
         }
-        self.tx
-            .send(msg(Out::Evaluate(pb::Evaluate {
-                trial: number,
-                callable: self.callable.clone(),
-                params,
-            })))
+        let m = msg(Out::Evaluate(pb::Evaluate {
+            trial: number,
+            callable: self.callable.clone(),
+            params,
+        }));
+        deliver(&self.tx, m, self.client_timeout)
             .await
-            .is_ok()
+            .map(|()| true)
     }
 }
