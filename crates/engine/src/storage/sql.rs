@@ -1015,7 +1015,7 @@ impl Inner {
     /// Loads trials created or changed by others since the last refresh.
     fn refresh(&self, entry: &StudyEntry) -> Result<()> {
         let _g = entry.sync.lock();
-        let (len, foreign): (u64, Vec<i64>) = {
+        let (after, foreign): (i64, Vec<i64>) = {
             let c = entry.cache.read();
             let foreign = c
                 .history
@@ -1024,9 +1024,9 @@ impl Inner {
                 .filter(|t| !t.state.is_finished() && !c.owned.contains(&t.number))
                 .filter_map(|t| c.trial_ids.get(t.number as usize).copied())
                 .collect();
-            (c.history.trials().len() as u64, foreign)
+            (c.trial_ids.last().copied().unwrap_or(0), foreign)
         };
-        let loaded = block_on(self.load_trials(entry.id, len, &foreign))??;
+        let loaded = block_on(self.load_trials(entry.id, after, &foreign))??;
         if loaded.is_empty() {
             return Ok(());
         }
@@ -1037,13 +1037,22 @@ impl Inner {
         Ok(())
     }
 
-    async fn load_trials(&self, study: StudyId, from: u64, foreign: &[i64]) -> Result<Vec<Loaded>> {
+    /// Reads the trials of `study` created after trial id `after` (trial ids grow with trial
+    /// numbers within a study: numbers are assigned in creation order under the study's lock),
+    /// and the trials `foreign`. The range on the key keeps a refresh proportional to what is
+    /// new, not to the study's size.
+    async fn load_trials(
+        &self,
+        study: StudyId,
+        after: i64,
+        foreign: &[i64],
+    ) -> Result<Vec<Loaded>> {
         let ctx = "cannot read trials";
         let sid = study as i64;
-        let mut cond = "study_id = $1 AND number >= $2".to_string();
+        let mut cond = "study_id = $1 AND trial_id > $2".to_string();
         if !foreign.is_empty() {
             cond = format!(
-                "study_id = $1 AND (number >= $2 OR trial_id IN ({}))",
+                "study_id = $1 AND (trial_id > $2 OR trial_id IN ({}))",
                 id_list(foreign.iter().copied())
             );
         }
@@ -1074,7 +1083,6 @@ impl Inner {
             "SELECT CAST(trial_id AS BIGINT) AS trial_id, \"key\" AS k, value_json FROM trial_system_attributes \
              WHERE trial_id IN ({sub})"
         );
-        let from_i = from as i64;
         let pg = self.is_pg();
         let mut out: Vec<Loaded> = Vec::new();
         let mut index: HashMap<i64, usize> = HashMap::new();
@@ -1082,7 +1090,7 @@ impl Inner {
             let mut tx = snapshot!(p, pg, ctx);
             let rows = query(&trials_q)
                 .bind(sid)
-                .bind(from_i)
+                .bind(after)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| storage_err(ctx, e))?;
@@ -1112,7 +1120,7 @@ impl Inner {
                     system_attrs: AttrMap::new(),
                 });
             }
-            let bind = |q| query(q).bind(sid).bind(from_i);
+            let bind = |q| query(q).bind(sid).bind(after);
             for r in bind(&params_q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
                 let id: i64 = r.try_get("trial_id").map_err(corrupted)?;
                 let Some(&i) = index.get(&id) else { continue };
@@ -1585,7 +1593,8 @@ impl Storage for SqlStorage {
         let ctx = format!("cannot create a trial in study {:?}", entry.name);
         let insert = format!(
             "INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete) \
-             VALUES ((SELECT COUNT(*) FROM trials WHERE study_id = $1), $1, '{}', {}, {}) \
+             VALUES (COALESCE((SELECT number FROM trials WHERE study_id = $1 \
+             ORDER BY trial_id DESC LIMIT 1) + 1, 0), $1, '{}', {}, {}) \
              RETURNING CAST(trial_id AS BIGINT) AS trial_id, CAST(number AS BIGINT) AS number",
             state.as_str(),
             inner.ts(2),
