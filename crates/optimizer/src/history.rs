@@ -6,6 +6,7 @@
 //! finished trials, so a sampler at 10,000 trials never walks maps of strings.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use crate::distributions::Distribution;
 use crate::error::OptimizerError;
@@ -22,16 +23,28 @@ struct Column {
     distribution: Distribution,
     /// False once some trial used this name with another distribution.
     consistent: bool,
-    /// Trial numbers with a value, ascending by (value, number).
-    sorted: Vec<u32>,
+    /// Trial numbers with a value, ascending by (value, number): built when a sampler first
+    /// asks for it (TPE), then kept up to date. Studies whose sampler never asks (random, grid)
+    /// pay neither its memory nor its O(trials) insertions.
+    sorted: OnceLock<Vec<u32>>,
+}
+
+fn position(sorted: &[u32], values: &[f64], number: u32, value: f64) -> Result<usize, usize> {
+    sorted.binary_search_by(|&t| values[t as usize].total_cmp(&value).then(t.cmp(&number)))
 }
 
 impl Column {
-    fn position(&self, number: u32, value: f64) -> Result<usize, usize> {
-        self.sorted.binary_search_by(|&t| {
-            self.values[t as usize]
-                .total_cmp(&value)
-                .then(t.cmp(&number))
+    fn sorted(&self) -> &[u32] {
+        self.sorted.get_or_init(|| {
+            let mut order: Vec<u32> = (0..self.values.len() as u32)
+                .filter(|&t| !self.values[t as usize].is_nan())
+                .collect();
+            order.sort_unstable_by(|&a, &b| {
+                self.values[a as usize]
+                    .total_cmp(&self.values[b as usize])
+                    .then(a.cmp(&b))
+            });
+            order
         })
     }
 
@@ -44,16 +57,19 @@ impl Column {
             return false;
         }
         let replaced = !old.is_nan();
-        if !old.is_nan() {
-            if let Ok(i) = self.position(n, old) {
-                self.sorted.remove(i);
+        if let Some(sorted) = self.sorted.get_mut() {
+            if !old.is_nan() {
+                if let Ok(i) = position(sorted, &self.values, n, old) {
+                    sorted.remove(i);
+                }
+            }
+            if !value.is_nan() {
+                self.values[number as usize] = value;
+                let i = position(sorted, &self.values, n, value).unwrap_or_else(|i| i);
+                sorted.insert(i, n);
             }
         }
         self.values[number as usize] = value;
-        if !value.is_nan() {
-            let i = self.position(n, value).unwrap_or_else(|i| i);
-            self.sorted.insert(i, n);
-        }
         replaced
     }
 }
@@ -76,6 +92,8 @@ pub struct History {
     groups: Vec<SearchSpace>,
     n_complete: usize,
     n_pruned: usize,
+    /// The search space of the last finished trial (see [`FrozenTrial::distributions`]).
+    last_space: Option<Arc<SearchSpace>>,
     /// This history's identity (kept by clones) and how many times a recorded parameter value
     /// was replaced or removed: see [`History::values_version`].
     id: u64,
@@ -96,6 +114,7 @@ impl History {
             groups: Vec::new(),
             n_complete: 0,
             n_pruned: 0,
+            last_space: None,
             id: {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -210,7 +229,7 @@ impl History {
                 values: vec![f64::NAN; n],
                 distribution: dist.clone(),
                 consistent: true,
-                sorted: Vec::new(),
+                sorted: OnceLock::new(),
             });
         if col.distribution != *dist {
             col.consistent = false;
@@ -249,7 +268,7 @@ impl History {
             }
         }
         t.params.insert(name.to_string(), internal);
-        t.distributions.insert(name.to_string(), dist.clone());
+        Arc::make_mut(&mut t.distributions).insert(name.to_string(), dist.clone());
         if let Some(p) = self.pending.get_mut(&number) {
             p.remove(name);
         }
@@ -329,9 +348,16 @@ impl History {
             .as_ref()
             .and_then(|v| v.first().copied())
             .unwrap_or(f64::NAN);
-        let t = self.unfinished_mut(number)?;
+        self.unfinished_mut(number)?;
+        let t = &mut self.trials[number as usize];
         t.state = state;
         t.values = values;
+        // One copy of a search space that trials share.
+        match &self.last_space {
+            Some(s) if Arc::ptr_eq(s, &t.distributions) => {}
+            Some(s) if **s == *t.distributions => t.distributions = s.clone(),
+            _ => self.last_space = Some(t.distributions.clone()),
+        }
         self.states[number as usize] = state;
         self.first_values[number as usize] = first;
         // Unsuggested relative params were never part of this trial.
@@ -410,8 +436,7 @@ impl History {
     /// order), or None when the column mixes distributions (callers then use [`History::param`]).
     pub fn consistent_column(&self, name: &str, dist: &Distribution) -> Option<(&[f64], &[u32])> {
         let col = self.columns.get(name)?;
-        (col.consistent && col.distribution == *dist)
-            .then_some((col.values.as_slice(), col.sorted.as_slice()))
+        (col.consistent && col.distribution == *dist).then(|| (col.values.as_slice(), col.sorted()))
     }
 }
 

@@ -1,6 +1,7 @@
 //! What samplers and pruners may read about a trial.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::distributions::Distribution;
 
@@ -105,8 +106,9 @@ pub struct FrozenTrial {
     pub state: TrialState,
     /// Suggested parameters, in internal representation.
     pub params: BTreeMap<String, f64>,
-    /// The distribution of each suggested parameter.
-    pub distributions: BTreeMap<String, Distribution>,
+    /// The distribution of each suggested parameter. Shared (copy on write) between the trials
+    /// of a study that have the same ones: most studies have one search space.
+    pub distributions: Arc<BTreeMap<String, Distribution>>,
     /// One value per objective once COMPLETE.
     pub values: Option<Vec<f64>>,
     /// step -> reported value.
@@ -123,7 +125,7 @@ impl FrozenTrial {
             number,
             state,
             params: BTreeMap::new(),
-            distributions: BTreeMap::new(),
+            distributions: Arc::default(),
             values: None,
             intermediate_values: BTreeMap::new(),
             violation: None,

@@ -149,7 +149,7 @@ impl StudyState {
             state: t.state,
             params,
             internal_params: t.params.clone(),
-            distributions: t.distributions.clone(),
+            distributions: (*t.distributions).clone(),
             values: t.values.clone(),
             intermediate_values: t.intermediate_values.clone(),
             user_attrs: x.user_attrs.clone(),
