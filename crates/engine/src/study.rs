@@ -488,33 +488,35 @@ impl Study {
             ));
         }
         let dir = self.directions[0];
-        let mut best: Option<TrialRecord> = None;
+        // Scanned in the history (no copy of every trial's record), then the best one read.
+        let mut best: Option<(u64, f64)> = None;
         let mut infeasible = 0;
-        for t in self
-            .storage
-            .get_all_trials(self.id, Some(&[TrialState::Complete]))?
-        {
-            // a trial that violates its constraints is never the best (as in Optuna)
-            if infeasible_record(&t) {
-                infeasible += 1;
-                continue;
+        self.storage.read_history(self.id, &mut |h| {
+            let complete = h
+                .states()
+                .iter()
+                .zip(h.first_values())
+                .enumerate()
+                .filter(|(_, (s, _))| **s == TrialState::Complete);
+            for (n, (_, &v)) in complete {
+                // a trial that violates its constraints is never the best (as in Optuna)
+                if h.trials()[n].violation.is_some_and(|x| x > 0.0) {
+                    infeasible += 1;
+                    continue;
+                }
+                if !v.is_nan() && best.is_none_or(|(_, b)| dir.better(v, b)) {
+                    best = Some((n as u64, v));
+                }
             }
-            let Some(v) = t.value() else { continue };
-            if best
-                .as_ref()
-                .and_then(TrialRecord::value)
-                .is_none_or(|b| dir.better(v, b))
-            {
-                best = Some(t);
-            }
+        })?;
+        if let Some((n, _)) = best {
+            return self.storage.get_trial(self.id, n);
         }
-        best.ok_or_else(|| {
-            EngineError::NoData(if infeasible > 0 {
-                "no feasible trials are completed yet".into()
-            } else {
-                "no trials are completed yet".into()
-            })
-        })
+        Err(EngineError::NoData(if infeasible > 0 {
+            "no feasible trials are completed yet".into()
+        } else {
+            "no trials are completed yet".into()
+        }))
     }
 
     /// The Pareto-optimal COMPLETE trials.
