@@ -256,73 +256,33 @@ async fn garbage_and_silence_on_the_stream_lose_the_trial_which_is_retried() {
     c.create_study(create("s")).await.unwrap();
 
     // The owner starts the run (capacity 0: it evaluates nothing).
-    let (otx, orx) = mpsc::unbounded_channel();
-    otx.send(hello(
-        "s",
-        0,
-        1000,
-        Some(pb::RunSpec {
-            n_trials: Some(3),
-            timeout: None,
-            max_concurrency: Some(1),
-            trial_timeout: None,
-            max_retries: 2,
-        }),
-    ))
-    .unwrap();
-    let mut owner = c
-        .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(orx))
-        .await
-        .unwrap()
-        .into_inner();
+    let spec = pb::RunSpec {
+        max_concurrency: Some(1),
+        ..run_spec(3, 2)
+    };
+    let (_otx, mut owner) = attach(&mut c, hello("s", 0, 1000, Some(spec))).await;
 
     // A silent evaluator: takes a trial and never heartbeats.
-    let (stx, srx) = mpsc::unbounded_channel();
-    stx.send(hello("s", 1, 50, None)).unwrap();
-    let mut silent = c
-        .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(srx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (_stx, mut silent) = attach(&mut c, hello("s", 1, 50, None)).await;
     let lost1 = next_evaluate(&mut silent).await.unwrap();
     // It gets dropped for lack of heartbeat.
     assert!(next_evaluate(&mut silent).await.is_none());
 
     // A garbage evaluator: finishes a trial it was never given, then sends an empty message.
-    let (gtx, grx) = mpsc::unbounded_channel();
-    gtx.send(hello("s", 1, 1000, None)).unwrap();
-    let mut garbage = c
-        .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(grx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (gtx, mut garbage) = attach(&mut c, hello("s", 1, 1000, None)).await;
     let lost2 = next_evaluate(&mut garbage).await.unwrap();
     gtx.send(finished(9999, 1.0)).unwrap();
     gtx.send(pb::AttachRequest { msg: None }).unwrap();
     assert!(next_evaluate(&mut garbage).await.is_none());
 
     // A good evaluator finishes the study, retries included.
-    let (tx, rx) = mpsc::unbounded_channel();
-    tx.send(hello("s", 1, 1000, None)).unwrap();
-    let mut good = c
-        .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut good) = attach(&mut c, hello("s", 1, 1000, None)).await;
     while let Some(n) = next_evaluate(&mut good).await {
         tx.send(finished(n, n as f64)).unwrap();
     }
     assert!(next_evaluate(&mut owner).await.is_none());
 
-    let trials = c
-        .list_trials(pb::ListTrialsRequest {
-            study: "s".into(),
-            states: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .trials;
+    let trials = trials_of(&mut c, "s").await;
     let state = |n: u64| trials.iter().find(|t| t.number == n).map(|t| t.state);
     assert_eq!(state(lost1), Some(pb::TrialState::Fail as i32));
     assert_eq!(state(lost2), Some(pb::TrialState::Fail as i32));
@@ -411,6 +371,17 @@ async fn a_cancelled_request_is_answered_with_an_error_and_others_go_on() {
     assert!(matches!(r.kind, Some(Kind::Tools(_))), "{r:?}");
 }
 
+async fn trials_of(c: &mut EngineClient<Channel>, study: &str) -> Vec<pb::Trial> {
+    c.list_trials(pb::ListTrialsRequest {
+        study: study.into(),
+        states: vec![],
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .trials
+}
+
 /// Opens an Attach stream whose first message is `first`; returns its sender and replies.
 async fn attach(
     c: &mut EngineClient<Channel>,
@@ -467,15 +438,7 @@ async fn an_evaluator_that_stops_reading_loses_its_trials_to_the_others() {
     assert!(next_evaluate(&mut owner).await.is_none());
     beats.abort();
 
-    let trials = c
-        .list_trials(pb::ListTrialsRequest {
-            study: "s".into(),
-            states: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .trials;
+    let trials = trials_of(&mut c, "s").await;
     let count = |s: pb::TrialState| trials.iter().filter(|t| t.state == s as i32).count();
     assert_eq!(count(pb::TrialState::Complete), 6);
     assert_eq!(count(pb::TrialState::Fail), 2, "{trials:?}");
