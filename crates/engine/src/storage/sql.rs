@@ -152,6 +152,15 @@ fn corrupted(what: impl std::fmt::Display) -> EngineError {
     EngineError::Storage(format!("corrupted row: {what}"))
 }
 
+/// What a column of `table` that does not decode is reported as (with the trial's id when
+/// known).
+fn undecodable(table: &str, id: Option<i64>) -> impl Fn(sqlx::Error) -> EngineError + '_ {
+    move |e| match id {
+        Some(id) => corrupted(format!("{table} of trial_id {id}: {e}")),
+        None => corrupted(format!("{table}: {e}")),
+    }
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
@@ -1058,8 +1067,8 @@ impl Inner {
         }
         let trials_q = format!(
             "SELECT CAST(trial_id AS BIGINT) AS trial_id, CAST(number AS BIGINT) AS number, \
-             CAST(state AS TEXT) AS state, CAST(datetime_start AS TEXT) AS ds, \
-             CAST(datetime_complete AS TEXT) AS dc FROM trials WHERE {cond} ORDER BY number"
+             CAST(state AS TEXT) AS state, CAST(datetime_start AS TEXT) AS datetime_start, \
+             CAST(datetime_complete AS TEXT) AS datetime_complete FROM trials WHERE {cond} ORDER BY number"
         );
         let sub = format!("SELECT trial_id FROM trials WHERE {cond}");
         let params_q = format!(
@@ -1098,14 +1107,14 @@ impl Inner {
                 return Ok(Vec::new());
             }
             for r in rows {
-                let trial_id: i64 = r.try_get("trial_id").map_err(corrupted)?;
-                let number: Option<i64> = r.try_get("number").map_err(corrupted)?;
+                let trial_id: i64 = r.try_get("trial_id").map_err(undecodable("trials", None))?;
+                let number: Option<i64> = r.try_get("number").map_err(undecodable("trials", Some(trial_id)))?;
                 let number = number
                     .filter(|n| *n >= 0)
                     .ok_or_else(|| corrupted(format!("trial_id {trial_id} has no valid number")))?;
-                let state: String = r.try_get("state").map_err(corrupted)?;
-                let ds: Option<String> = r.try_get("ds").map_err(corrupted)?;
-                let dc: Option<String> = r.try_get("dc").map_err(corrupted)?;
+                let state: String = r.try_get("state").map_err(undecodable("trials", Some(trial_id)))?;
+                let ds: Option<String> = r.try_get("datetime_start").map_err(undecodable("trials", Some(trial_id)))?;
+                let dc: Option<String> = r.try_get("datetime_complete").map_err(undecodable("trials", Some(trial_id)))?;
                 index.insert(trial_id, out.len());
                 out.push(Loaded {
                     trial_id,
@@ -1122,11 +1131,11 @@ impl Inner {
             }
             let bind = |q| query(q).bind(sid).bind(after);
             for r in bind(&params_q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
-                let id: i64 = r.try_get("trial_id").map_err(corrupted)?;
+                let id: i64 = r.try_get("trial_id").map_err(undecodable("trial_params", None))?;
                 let Some(&i) = index.get(&id) else { continue };
-                let name: Option<String> = r.try_get("param_name").map_err(corrupted)?;
-                let v: Option<f64> = r.try_get("param_value").map_err(corrupted)?;
-                let dj: Option<String> = r.try_get("distribution_json").map_err(corrupted)?;
+                let name: Option<String> = r.try_get("param_name").map_err(undecodable("trial_params", Some(id)))?;
+                let v: Option<f64> = r.try_get("param_value").map_err(undecodable("trial_params", Some(id)))?;
+                let dj: Option<String> = r.try_get("distribution_json").map_err(undecodable("trial_params", Some(id)))?;
                 let name = name.ok_or_else(|| corrupted(format!("trial_id {id}: parameter without a name")))?;
                 let v = v.ok_or_else(|| corrupted(format!("trial_id {id}: parameter {name:?} has no value")))?;
                 let dj = dj.unwrap_or_default();
@@ -1137,10 +1146,10 @@ impl Inner {
             }
             let mut vals: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
             for r in bind(&values_q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
-                let id: i64 = r.try_get("trial_id").map_err(corrupted)?;
-                let o: i64 = r.try_get("objective").map_err(corrupted)?;
-                let v: Option<f64> = r.try_get("value").map_err(corrupted)?;
-                let ty: String = r.try_get("value_type").map_err(corrupted)?;
+                let id: i64 = r.try_get("trial_id").map_err(undecodable("trial_values", None))?;
+                let o: i64 = r.try_get("objective").map_err(undecodable("trial_values", Some(id)))?;
+                let v: Option<f64> = r.try_get("value").map_err(undecodable("trial_values", Some(id)))?;
+                let ty: String = r.try_get("value_type").map_err(undecodable("trial_values", Some(id)))?;
                 vals.entry(id).or_default().push((o, value_from_row(v, &ty)?));
             }
             for (id, mut vs) in vals {
@@ -1152,19 +1161,20 @@ impl Inner {
                 out[i].values = vs.into_iter().map(|(_, v)| v).collect();
             }
             for r in bind(&iv_q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
-                let id: i64 = r.try_get("trial_id").map_err(corrupted)?;
+                let id: i64 = r.try_get("trial_id").map_err(undecodable("trial_intermediate_values", None))?;
                 let Some(&i) = index.get(&id) else { continue };
-                let step: i64 = r.try_get("step").map_err(corrupted)?;
-                let v: Option<f64> = r.try_get("intermediate_value").map_err(corrupted)?;
-                let ty: String = r.try_get("value_type").map_err(corrupted)?;
+                let step: i64 = r.try_get("step").map_err(undecodable("trial_intermediate_values", Some(id)))?;
+                let v: Option<f64> = r.try_get("intermediate_value").map_err(undecodable("trial_intermediate_values", Some(id)))?;
+                let ty: String = r.try_get("value_type").map_err(undecodable("trial_intermediate_values", Some(id)))?;
                 out[i].intermediate.push((step, value_from_row(v, &ty)?));
             }
             for (q, user) in [(&ua_q, true), (&sa_q, false)] {
+                let table = if user { "trial_user_attributes" } else { "trial_system_attributes" };
                 for r in bind(q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
-                    let id: i64 = r.try_get("trial_id").map_err(corrupted)?;
+                    let id: i64 = r.try_get("trial_id").map_err(undecodable(table, None))?;
                     let Some(&i) = index.get(&id) else { continue };
-                    let k: Option<String> = r.try_get("k").map_err(corrupted)?;
-                    let v: Option<String> = r.try_get("value_json").map_err(corrupted)?;
+                    let k: Option<String> = r.try_get("k").map_err(undecodable(table, Some(id)))?;
+                    let v: Option<String> = r.try_get("value_json").map_err(undecodable(table, Some(id)))?;
                     let k = k.unwrap_or_default();
                     let v = parse_attr(&k, v.as_deref())?;
                     if user {
