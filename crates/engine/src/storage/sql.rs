@@ -1026,12 +1026,15 @@ impl Inner {
         let _g = entry.sync.lock();
         let (after, foreign): (i64, Vec<i64>) = {
             let c = entry.cache.read();
+            // (the compact state column: a scan of every trial's record cost O(trials) cache
+            // misses on each of the several refreshes of a trial)
             let foreign = c
                 .history
-                .trials()
+                .states()
                 .iter()
-                .filter(|t| !t.state.is_finished() && !c.owned.contains(&t.number))
-                .filter_map(|t| c.trial_ids.get(t.number as usize).copied())
+                .enumerate()
+                .filter(|(n, s)| !s.is_finished() && !c.owned.contains(&(*n as u64)))
+                .filter_map(|(n, _)| c.trial_ids.get(n).copied())
                 .collect();
             (c.trial_ids.last().copied().unwrap_or(0), foreign)
         };
@@ -1058,19 +1061,24 @@ impl Inner {
     ) -> Result<Vec<Loaded>> {
         let ctx = "cannot read trials";
         let sid = study as i64;
-        let mut cond = "study_id = $1 AND trial_id > $2".to_string();
-        if !foreign.is_empty() {
-            cond = format!(
-                "study_id = $1 AND (trial_id > $2 OR trial_id IN ({}))",
-                id_list(foreign.iter().copied())
-            );
-        }
-        let trials_q = format!(
-            "SELECT CAST(trial_id AS BIGINT) AS trial_id, CAST(number AS BIGINT) AS number, \
+        // The new trials, then the foreign ones as a second select: one condition with an OR
+        // would make the database scan every trial of the study.
+        let select = |cols: &str| {
+            let mut q = format!("SELECT {cols} FROM trials WHERE study_id = $1 AND trial_id > $2");
+            if !foreign.is_empty() {
+                q += &format!(
+                    " UNION SELECT {cols} FROM trials WHERE study_id = $1 AND trial_id IN ({})",
+                    id_list(foreign.iter().copied())
+                );
+            }
+            q
+        };
+        let trials_q = select(
+            "CAST(trial_id AS BIGINT) AS trial_id, CAST(number AS BIGINT) AS number, \
              CAST(state AS TEXT) AS state, CAST(datetime_start AS TEXT) AS datetime_start, \
-             CAST(datetime_complete AS TEXT) AS datetime_complete FROM trials WHERE {cond} ORDER BY number"
-        );
-        let sub = format!("SELECT trial_id FROM trials WHERE {cond}");
+             CAST(datetime_complete AS TEXT) AS datetime_complete",
+        ) + " ORDER BY number";
+        let sub = select("trial_id");
         let params_q = format!(
             "SELECT CAST(trial_id AS BIGINT) AS trial_id, param_name, param_value, distribution_json \
              FROM trial_params WHERE trial_id IN ({sub})"
@@ -1754,19 +1762,21 @@ impl Storage for SqlStorage {
              ON CONFLICT (trial_id) DO UPDATE SET heartbeat = excluded.heartbeat",
             inner.now_sql()
         );
+        // Most asks find nothing waiting, and the refreshed cache says so (it holds every trial
+        // other processes created and re-reads the unfinished ones) without a query that would
+        // scan all of the study's trials (`state` has no index in Optuna's schema).
+        inner.refresh(&entry)?;
+        if !entry
+            .cache
+            .read()
+            .history
+            .states()
+            .contains(&TrialState::Waiting)
+        {
+            return Ok(None);
+        }
         let popped: Option<(i64, i64)> = block_on(async {
             with_pool!(&inner.db, p => {
-                // Cheap read first: most asks find nothing waiting.
-                let any: Option<i64> = query_scalar(
-                    "SELECT CAST(trial_id AS BIGINT) FROM trials WHERE study_id = $1 AND state = 'WAITING' LIMIT 1",
-                )
-                .bind(sid)
-                .fetch_optional(p)
-                .await
-                .map_err(|e| storage_err(ctx, e))?;
-                if any.is_none() {
-                    return Ok::<_, EngineError>(None);
-                }
                 for _ in 0..16 {
                     let mut tx = p.begin().await.map_err(|e| storage_err(ctx, e))?;
                     let row = query(&q)
@@ -1786,7 +1796,7 @@ impl Storage for SqlStorage {
                         .map_err(|e| storage_err(ctx, e))?;
                         tx.rollback().await.map_err(|e| storage_err(ctx, e))?;
                         if left.is_none() {
-                            return Ok(None);
+                            return Ok::<_, EngineError>(None);
                         }
                         continue;
                     };
