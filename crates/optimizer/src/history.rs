@@ -57,19 +57,17 @@ impl Column {
             return false;
         }
         let replaced = !old.is_nan();
-        if let Some(sorted) = self.sorted.get_mut() {
-            if !old.is_nan() {
-                if let Ok(i) = position(sorted, &self.values, n, old) {
-                    sorted.remove(i);
-                }
-            }
-            if !value.is_nan() {
-                self.values[number as usize] = value;
-                let i = position(sorted, &self.values, n, value).unwrap_or_else(|i| i);
-                sorted.insert(i, n);
+        let sorted = self.sorted.get_mut();
+        if let Some(sorted) = sorted.filter(|_| !old.is_nan()) {
+            if let Ok(i) = position(sorted, &self.values, n, old) {
+                sorted.remove(i);
             }
         }
         self.values[number as usize] = value;
+        if let Some(sorted) = self.sorted.get_mut().filter(|_| !value.is_nan()) {
+            let i = position(sorted, &self.values, n, value).unwrap_or_else(|i| i);
+            sorted.insert(i, n);
+        }
         replaced
     }
 }
@@ -521,5 +519,22 @@ mod tests {
         let (values, sorted) = h.consistent_column("x", &fd(0.0, 1.0)).unwrap();
         assert_eq!(sorted, &[1, 3, 4, 0, 2]);
         assert_eq!(values[2], 0.9);
+        // Built once asked for, then kept up to date: a new value, and a pending relative value
+        // dropped when its trial finishes without suggesting it.
+        let t = h.create_trial(TrialState::Running);
+        h.set_param(t, "x", 0.2, &fd(0.0, 1.0)).unwrap();
+        let u = h.create_trial(TrialState::Running);
+        let space = BTreeMap::from([("x".to_string(), fd(0.0, 1.0))]);
+        h.set_relative_params(u, &BTreeMap::from([("x".to_string(), 0.0)]), &space)
+            .unwrap();
+        assert_eq!(
+            h.consistent_column("x", &fd(0.0, 1.0)).unwrap().1,
+            &[6, 1, 3, 5, 4, 0, 2]
+        );
+        h.finish(u, TrialState::Fail, None).unwrap();
+        assert_eq!(
+            h.consistent_column("x", &fd(0.0, 1.0)).unwrap().1,
+            &[1, 3, 5, 4, 0, 2]
+        );
     }
 }
