@@ -11,11 +11,13 @@ use crate::distributions::{Distribution, ParamValue};
 use crate::history::{History, SearchSpace};
 
 mod above;
+pub mod gp;
 mod grid;
 mod parzen;
 mod random;
 pub mod tpe;
 
+pub use gp::{GpOptions, GpSampler};
 pub use grid::GridSampler;
 pub use random::RandomSampler;
 pub use tpe::{TpeOptions, TpeSampler};

@@ -1,0 +1,395 @@
+//! Gaussian-process Bayesian optimisation, with the semantics of Optuna 5.0's `GPSampler`.
+//!
+//! Once `n_startup_trials` trials are COMPLETE, the parameters of the intersection search
+//! space are normalised to [0, 1] (log scale for log parameters; a step or integer range is
+//! widened by half a step at each end; a categorical parameter is its choice index, compared by
+//! equality), the objective values are standardised, and a Gaussian process with a Matérn-5/2
+//! ARD kernel is fitted (see `model`). The next point maximises the log expected improvement
+//! over the best value (see `acqf`). Other parameters, and every parameter before the startup
+//! trials are done, come from the independent sampler (random by default).
+//!
+//! Running trials enter the model as observations of the posterior mean at their parameters
+//! (the "kriging believer"), so concurrent trials are not sent to the same point; with no
+//! running trials (trials one after another) a fixed seed gives a fixed sequence. Each fit
+//! starts from the previous fit's hyperparameters, as Optuna's does.
+//!
+//! Not yet: several objectives (their trials get the independent sampler), and constraints
+//! (the objective is modelled alone).
+
+mod acqf;
+mod lbfgs;
+mod linalg;
+mod model;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::distributions::Distribution;
+use crate::error::OptimizerError;
+use crate::history::{History, SearchSpace};
+use crate::rng::{fresh_seed, trial_rng};
+use crate::samplers::{IndependentWork, RandomSampler, RelativeWork, Sampler};
+use crate::trial::{StudyDirection, TrialState};
+
+use acqf::{Dim, LogEi, Search};
+use model::{Inputs, KernelParams};
+
+/// GP sampler options, with Optuna 5.0's defaults.
+#[derive(Debug, Clone)]
+pub struct GpOptions {
+    /// COMPLETE trials sampled by the independent sampler before the GP starts. Default 10.
+    pub n_startup_trials: usize,
+    /// Fix the noise variance at its floor (the objective has no noise). Default false.
+    pub deterministic_objective: bool,
+    /// Seed of the random stream (None: a fresh random seed).
+    pub seed: Option<u64>,
+    /// Samples parameters outside the GP's search space, and all of them during startup
+    /// (None: a random sampler with the same seed).
+    pub independent_sampler: Option<Arc<dyn Sampler>>,
+    /// Random points the acquisition is evaluated at before the local searches. Default 2048.
+    pub n_preliminary_samples: usize,
+    /// Local searches of the acquisition per sample. Default 10.
+    pub n_local_search: usize,
+}
+
+impl Default for GpOptions {
+    fn default() -> Self {
+        GpOptions {
+            n_startup_trials: 10,
+            deterministic_objective: false,
+            seed: None,
+            independent_sampler: None,
+            n_preliminary_samples: 2048,
+            n_local_search: 10,
+        }
+    }
+}
+
+/// A fit's hyperparameters and the parameter names they belong to.
+type LastFit = Option<(Vec<String>, KernelParams)>;
+
+/// Gaussian-process sampler (Optuna's `GPSampler`).
+#[derive(Debug, Clone)]
+pub struct GpSampler {
+    opts: GpOptions,
+    seed: u64,
+    independent: Arc<dyn Sampler>,
+    /// The last fit's hyperparameters, for the parameters named, where the next fit starts.
+    last_fit: Arc<Mutex<LastFit>>,
+}
+
+impl GpSampler {
+    /// Validates the options and builds the sampler.
+    pub fn new(opts: GpOptions) -> Result<Self, OptimizerError> {
+        if opts.n_local_search < 2 {
+            return Err(OptimizerError::arg(
+                "n_local_search",
+                opts.n_local_search,
+                "must be >= 2",
+            ));
+        }
+        let seed = opts.seed.unwrap_or_else(fresh_seed);
+        let independent = opts
+            .independent_sampler
+            .clone()
+            .unwrap_or_else(|| Arc::new(RandomSampler::new(Some(seed))));
+        Ok(GpSampler {
+            opts,
+            seed,
+            independent,
+            last_fit: Arc::default(),
+        })
+    }
+}
+
+/// How one parameter maps to [0, 1].
+#[derive(Debug, Clone)]
+struct Param {
+    name: String,
+    dist: Distribution,
+    /// The transformed range (log for log parameters), widened by half a step for a grid.
+    lo: f64,
+    hi: f64,
+    log: bool,
+}
+
+/// Grids larger than this are searched as continuous and rounded.
+const MAX_GRID: u64 = 4096;
+
+impl Param {
+    fn new(name: &str, dist: &Distribution) -> Self {
+        let (lo, hi, log) = match dist {
+            Distribution::Float(d) => {
+                let half = d.step.unwrap_or(0.0) / 2.0;
+                (d.low - half, d.high + half, d.log)
+            }
+            Distribution::Int(d) => {
+                let half = d.step as f64 / 2.0;
+                (d.low as f64 - half, d.high as f64 + half, d.log)
+            }
+            Distribution::Categorical(d) => (0.0, d.choices.len() as f64, false),
+        };
+        let (lo, hi) = if log { (lo.ln(), hi.ln()) } else { (lo, hi) };
+        Param {
+            name: name.to_string(),
+            dist: dist.clone(),
+            lo,
+            hi,
+            log,
+        }
+    }
+
+    /// An internal value's normalised coordinate.
+    fn normalize(&self, v: f64) -> f64 {
+        if let Distribution::Categorical(_) = self.dist {
+            return v;
+        }
+        let t = if self.log { v.ln() } else { v };
+        if self.hi > self.lo {
+            (t - self.lo) / (self.hi - self.lo)
+        } else {
+            0.5
+        }
+    }
+
+    /// The internal value at a normalised coordinate (on the grid, in range).
+    fn denormalize(&self, x: f64) -> f64 {
+        let t = self.lo + x.clamp(0.0, 1.0) * (self.hi - self.lo);
+        let v = if self.log { t.exp() } else { t };
+        match &self.dist {
+            Distribution::Float(d) => match d.step {
+                Some(step) => {
+                    let k = ((v - d.low) / step).round().max(0.0);
+                    (d.low + k * step).min(d.high)
+                }
+                None => v.clamp(d.low, d.high),
+            },
+            Distribution::Int(d) => d.nearest(v) as f64,
+            Distribution::Categorical(d) => x.round().clamp(0.0, (d.choices.len() - 1) as f64),
+        }
+    }
+
+    fn dim(&self) -> Dim {
+        let steps = match &self.dist {
+            Distribution::Float(d) => d.step.map(|s| ((d.high - d.low) / s).round() as u64),
+            Distribution::Int(d) => Some(d.n_steps()),
+            Distribution::Categorical(d) => return Dim::Categorical(d.choices.len()),
+        };
+        match steps {
+            Some(n) if n < MAX_GRID => Dim::Grid(
+                (0..=n)
+                    .map(|k| {
+                        let v = match &self.dist {
+                            Distribution::Float(d) => {
+                                (d.low + k as f64 * d.step.unwrap_or(0.0)).min(d.high)
+                            }
+                            Distribution::Int(d) => d.value_at(k) as f64,
+                            Distribution::Categorical(_) => unreachable!("returned above"),
+                        };
+                        self.normalize(v)
+                    })
+                    .collect(),
+            ),
+            _ => Dim::Continuous,
+        }
+    }
+}
+
+/// What a sample reads from the history.
+struct Extracted {
+    params: Vec<Param>,
+    inputs: Inputs,
+    /// Standardised values, to maximise.
+    y: Vec<f64>,
+    /// Normalised params of running trials.
+    running: Vec<Vec<f64>>,
+    trial: u64,
+}
+
+impl GpSampler {
+    fn extract(&self, history: &History, trial: u64, space: &SearchSpace) -> Option<Extracted> {
+        let params: Vec<Param> = space.iter().map(|(n, d)| Param::new(n, d)).collect();
+        let d = params.len();
+        let row = |t: u64| -> Option<Vec<f64>> {
+            params
+                .iter()
+                .map(|p| history.param(t, &p.name, &p.dist).map(|v| p.normalize(v)))
+                .collect()
+        };
+        let sign = match history.directions()[0] {
+            StudyDirection::Minimize => -1.0,
+            StudyDirection::Maximize => 1.0,
+        };
+        let (mut x, mut values, mut running) = (Vec::new(), Vec::new(), Vec::new());
+        let trials = history.trials();
+        for (number, state) in history.states().iter().enumerate() {
+            let t = number as u64;
+            match state {
+                TrialState::Complete => {
+                    let Some(v) = trials[number].value() else {
+                        continue;
+                    };
+                    if let Some(r) = row(t) {
+                        x.extend(r);
+                        values.push(sign * v);
+                    }
+                }
+                TrialState::Running if t != trial => running.extend(row(t)),
+                _ => {}
+            }
+        }
+        if values.is_empty() {
+            return None;
+        }
+        let y = standardize(&values);
+        let n = y.len();
+        Some(Extracted {
+            inputs: Inputs {
+                x,
+                n,
+                d,
+                is_cat: params
+                    .iter()
+                    .map(|p| matches!(p.dist, Distribution::Categorical(_)))
+                    .collect(),
+            },
+            params,
+            y,
+            running,
+            trial,
+        })
+    }
+
+    fn compute(&self, ex: Extracted) -> BTreeMap<String, f64> {
+        let names: Vec<String> = ex.params.iter().map(|p| p.name.clone()).collect();
+        let start = self
+            .last_fit
+            .lock()
+            .as_ref()
+            .filter(|(n, _)| *n == names)
+            .map(|(_, p)| p.clone());
+        let gp = model::fit(
+            ex.inputs.clone(),
+            &ex.y,
+            self.opts.deterministic_objective,
+            start.as_ref(),
+        );
+        *self.last_fit.lock() = Some((names, gp.params.clone()));
+        let best = argmax(&ex.y);
+        let f0 = ex.y[best];
+        let d = ex.inputs.d;
+        let incumbent = ex.inputs.x[best * d..(best + 1) * d].to_vec();
+        // Running trials: believed to come out at the posterior mean.
+        let believer = (!ex.running.is_empty())
+            .then(|| {
+                let mut inputs = ex.inputs.clone();
+                let mut y = ex.y.clone();
+                for r in &ex.running {
+                    y.push(gp.posterior(r).0);
+                    inputs.x.extend(r);
+                    inputs.n += 1;
+                }
+                model::Gp::new(inputs, &y, gp.params.clone())
+            })
+            .flatten();
+        let acq = LogEi {
+            gp: believer.as_ref().unwrap_or(&gp),
+            f0,
+        };
+        let dims: Vec<Dim> = ex.params.iter().map(Param::dim).collect();
+        let mut rng = trial_rng(self.seed, ex.trial, "gp");
+        let x = acqf::maximize(
+            &acq,
+            &dims,
+            &[incumbent],
+            &mut rng,
+            Search {
+                n_preliminary_samples: self.opts.n_preliminary_samples,
+                n_local_search: self.opts.n_local_search,
+                tol: 1e-4,
+            },
+        );
+        ex.params
+            .iter()
+            .zip(&x)
+            .map(|(p, v)| (p.name.clone(), p.denormalize(*v)))
+            .collect()
+    }
+}
+
+fn argmax(v: &[f64]) -> usize {
+    (0..v.len())
+        .max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a)))
+        .unwrap_or(0)
+}
+
+/// Infinite values clipped to the finite range, then standardised (Optuna's way).
+fn standardize(values: &[f64]) -> Vec<f64> {
+    let finite = values.iter().filter(|v| v.is_finite());
+    let lo = finite.clone().fold(f64::INFINITY, |a, b| a.min(*b));
+    let hi = finite.fold(f64::NEG_INFINITY, |a, b| a.max(*b));
+    let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+    let clipped: Vec<f64> = values.iter().map(|v| v.clamp(lo, hi)).collect();
+    let n = clipped.len() as f64;
+    let mean = clipped.iter().sum::<f64>() / n;
+    let sd = (clipped.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    clipped.iter().map(|v| (v - mean) / sd.max(1e-10)).collect()
+}
+
+impl Sampler for GpSampler {
+    fn infer_relative_search_space(&self, history: &History, _trial: u64) -> SearchSpace {
+        let mut space = history.intersection_search_space();
+        space.retain(|_, d| !d.single());
+        space
+    }
+
+    fn sample_relative(
+        &self,
+        history: &History,
+        trial: u64,
+        space: &SearchSpace,
+    ) -> BTreeMap<String, f64> {
+        self.prepare_relative(history, trial, space)()
+    }
+
+    fn prepare_relative(&self, history: &History, trial: u64, space: &SearchSpace) -> RelativeWork {
+        if space.is_empty()
+            || history.is_multi_objective()
+            || history.n_complete() < self.opts.n_startup_trials
+        {
+            return Box::new(BTreeMap::new);
+        }
+        let Some(ex) = self.extract(history, trial, space) else {
+            return Box::new(BTreeMap::new);
+        };
+        let sampler = self.clone();
+        Box::new(move || sampler.compute(ex))
+    }
+
+    fn sample_independent(
+        &self,
+        history: &History,
+        trial: u64,
+        name: &str,
+        dist: &Distribution,
+    ) -> f64 {
+        self.independent
+            .sample_independent(history, trial, name, dist)
+    }
+
+    fn prepare_independent(
+        &self,
+        history: &History,
+        trial: u64,
+        name: &str,
+        dist: &Distribution,
+    ) -> IndependentWork {
+        self.independent
+            .prepare_independent(history, trial, name, dist)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+use super::*;
+use crate::distributions::{
+    CategoricalDistribution, FloatDistribution, IntDistribution, ParamValue,
+};
+
+/// Runs `n` trials one after another, minimising `f` over `space`; returns the history and
+/// the best value.
+fn run(
+    sampler: &dyn Sampler,
+    n: usize,
+    f: impl Fn(&[f64]) -> f64,
+    space: &SearchSpace,
+) -> (History, f64) {
+    let mut h = History::new(vec![StudyDirection::Minimize]);
+    let mut best = f64::INFINITY;
+    for _ in 0..n {
+        let t = h.create_trial(TrialState::Running);
+        let rel_space = sampler.infer_relative_search_space(&h, t);
+        let rel = sampler.sample_relative(&h, t, &rel_space);
+        h.set_relative_params(t, &rel, &rel_space).unwrap();
+        let mut xs = Vec::new();
+        for (name, dist) in space {
+            let v = h
+                .pending_relative(t, name)
+                .unwrap_or_else(|| sampler.sample_independent(&h, t, name, dist));
+            assert!(dist.contains(v), "{name}={v} outside {dist:?}");
+            h.set_param(t, name, v, dist).unwrap();
+            xs.push(v);
+        }
+        let y = f(&xs);
+        best = best.min(y);
+        h.finish(t, TrialState::Complete, Some(vec![y])).unwrap();
+    }
+    (h, best)
+}
+
+fn float(low: f64, high: f64) -> Distribution {
+    Distribution::Float(FloatDistribution::new(low, high, false, None).unwrap())
+}
+
+fn box_space(d: usize) -> SearchSpace {
+    (0..d)
+        .map(|i| (format!("x{i}"), float(-5.0, 5.0)))
+        .collect()
+}
+
+fn gp(seed: u64) -> GpSampler {
+    GpSampler::new(GpOptions {
+        seed: Some(seed),
+        ..GpOptions::default()
+    })
+    .unwrap()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+fn gp_beats_random_on_smooth_functions() {
+    // An ill-conditioned, shifted quadratic: the GP should get close within 30 trials where
+    // random search stays far away.
+    let quadratic =
+        |x: &[f64]| (x[0] - 1.0).powi(2) + 10.0 * (x[1] + 2.0).powi(2) + 0.1 * x[2] * x[2];
+    // Styblinski-Tang is multimodal (2^d local minima): the GP only has to do better than
+    // random there, not find the global minimum.
+    let styblinski = |x: &[f64]| {
+        x.iter()
+            .map(|v| 0.5 * (v.powi(4) - 16.0 * v * v + 5.0 * v))
+            .sum::<f64>()
+            + 39.166_165_7 * x.len() as f64
+    };
+    type Objective<'a> = (&'a str, &'a dyn Fn(&[f64]) -> f64, f64);
+    let fns: [Objective; 2] = [
+        ("quadratic", &quadratic, 0.2),
+        ("styblinski-tang", &styblinski, 1.0),
+    ];
+    for (name, f, ratio) in fns {
+        let (mut g, mut r) = (Vec::new(), Vec::new());
+        for seed in 0..5 {
+            g.push(run(&gp(seed), 30, f, &box_space(3)).1);
+            r.push(run(&RandomSampler::new(Some(seed)), 30, f, &box_space(3)).1);
+        }
+        let (mg, mr) = (median(g), median(r));
+        assert!(mg < mr * ratio, "{name}: gp median {mg} vs random {mr}");
+    }
+}
+
+#[test]
+fn deterministic_for_a_seed_when_trials_run_one_after_another() {
+    let f = |x: &[f64]| (x[0] - 1.0).powi(2) + (x[1] + 0.5).abs();
+    let (a, _) = run(&gp(7), 16, f, &box_space(2));
+    let (b, _) = run(&gp(7), 16, f, &box_space(2));
+    let (c, _) = run(&gp(8), 16, f, &box_space(2));
+    let params = |h: &History| -> Vec<BTreeMap<String, f64>> {
+        h.trials().iter().map(|t| t.params.clone()).collect()
+    };
+    assert_eq!(params(&a), params(&b));
+    assert_ne!(params(&a)[12..], params(&c)[12..]);
+}
+
+#[test]
+fn mixed_spaces_stay_on_their_grids_and_the_gp_learns_the_categorical() {
+    let space: SearchSpace = [
+        ("c".to_string(), {
+            let choices = ["a", "b", "c"].map(|s| ParamValue::Str(s.into())).to_vec();
+            Distribution::Categorical(CategoricalDistribution::new(choices).unwrap())
+        }),
+        (
+            "i".to_string(),
+            Distribution::Int(IntDistribution::new(-3, 7, false, 2).unwrap()),
+        ),
+        (
+            "l".to_string(),
+            Distribution::Float(FloatDistribution::new(1e-4, 1.0, true, None).unwrap()),
+        ),
+        (
+            "n".to_string(),
+            Distribution::Int(IntDistribution::new(1, 100_000, true, 1).unwrap()),
+        ),
+        (
+            "s".to_string(),
+            Distribution::Float(FloatDistribution::new(0.0, 1.0, false, Some(0.25)).unwrap()),
+        ),
+    ]
+    .into();
+    // Best: choice "b" (index 1), i = 3, l = 1e-2, n = 300, s = 0.75.
+    let f = |x: &[f64]| {
+        f64::from(u8::from(x[0] != 1.0)) * 3.0
+            + (x[1] - 3.0).abs()
+            + (x[2].log10() + 2.0).powi(2)
+            + (x[3].log10() - 300f64.log10()).powi(2)
+            + (x[4] - 0.75).abs()
+    };
+    let (h, best) = run(&gp(1), 40, f, &space);
+    for t in h.trials() {
+        let (i, s) = (t.params["i"], t.params["s"]);
+        assert!((i + 3.0) % 2.0 == 0.0, "i={i} off its step grid");
+        assert!((s * 4.0).fract() == 0.0, "s={s} off its step grid");
+        assert_eq!(t.params["n"].fract(), 0.0);
+    }
+    let late_b = h.trials()[30..]
+        .iter()
+        .filter(|t| t.params["c"] == 1.0)
+        .count();
+    assert!(
+        late_b >= 7,
+        "the GP kept trying worse choices: {late_b}/10 picked b"
+    );
+    assert!(best < 0.5, "best {best}");
+}
+
+#[test]
+fn a_running_trial_pushes_the_next_sample_away_from_it() {
+    let f = |x: &[f64]| (x[0] - 1.0).powi(2) + (x[1] - 2.0).powi(2);
+    let space = box_space(2);
+    let sampler = gp(3);
+    let (mut h, _) = run(&sampler, 15, f, &space);
+    // Two trials start before either finishes.
+    let t1 = h.create_trial(TrialState::Running);
+    let rel1 = sampler.sample_relative(&h, t1, &space);
+    h.set_relative_params(t1, &rel1, &space).unwrap();
+    for (name, dist) in &space {
+        h.set_param(t1, name, rel1[name], dist).unwrap();
+    }
+    let t2 = h.create_trial(TrialState::Running);
+    let rel2 = sampler.sample_relative(&h, t2, &space);
+    let dist: f64 = space
+        .keys()
+        .map(|k| (rel1[k] - rel2[k]).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        dist > 1e-3,
+        "both trials got the same point: {rel1:?} {rel2:?}"
+    );
+}
+
+#[test]
+fn startup_trials_and_several_objectives_use_the_independent_sampler() {
+    let sampler = gp(0);
+    let space = box_space(2);
+    let (h, _) = run(&sampler, 9, |x| x[0], &space);
+    assert!(sampler.sample_relative(&h, 9, &space).is_empty());
+    let mut mo = History::new(vec![StudyDirection::Minimize; 2]);
+    for _ in 0..12 {
+        let t = mo.create_trial(TrialState::Running);
+        for (name, dist) in &space {
+            mo.set_param(t, name, 0.1 * t as f64 - 0.5, dist).unwrap();
+        }
+        mo.finish(t, TrialState::Complete, Some(vec![t as f64, -(t as f64)]))
+            .unwrap();
+    }
+    assert!(sampler.sample_relative(&mo, 12, &space).is_empty());
+}
+
+#[test]
+fn normalisation_round_trips() {
+    let dists = [
+        float(-2.0, 3.0),
+        Distribution::Float(FloatDistribution::new(0.01, 100.0, true, None).unwrap()),
+        Distribution::Float(FloatDistribution::new(0.0, 1.0, false, Some(0.1)).unwrap()),
+        Distribution::Int(IntDistribution::new(1, 1000, true, 1).unwrap()),
+        Distribution::Int(IntDistribution::new(-10, 10, false, 5).unwrap()),
+    ];
+    for d in &dists {
+        let p = Param::new("p", d);
+        let grid = match p.dim() {
+            Dim::Grid(g) => g,
+            _ => vec![0.0, 0.3, 0.77, 1.0],
+        };
+        for x in grid {
+            let v = p.denormalize(x);
+            assert!(d.contains(v), "{d:?}: {x} -> {v}");
+            assert!((p.normalize(v) - x).abs() < 1e-9, "{d:?}: {x} -> {v}");
+        }
+    }
+}
+
+#[test]
+fn bad_options_are_rejected() {
+    let err = GpSampler::new(GpOptions {
+        n_local_search: 1,
+        ..GpOptions::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("n_local_search"), "{err}");
+}
