@@ -6,7 +6,9 @@
 //! their logarithms with analytic gradients.
 
 use super::lbfgs;
-use super::linalg::{cholesky, inverse_from_cholesky, solve_cholesky};
+use super::linalg::{
+    cholesky, dot, inverse_from_inverse_t, inverse_t, mul_upper, mul_upper_t, solve_cholesky,
+};
 
 /// The noise variance's floor (all of it for a deterministic objective).
 pub(crate) const MIN_NOISE: f64 = 1e-6;
@@ -73,8 +75,8 @@ pub(crate) struct Gp {
     pub params: KernelParams,
     /// `K⁻¹ y`.
     alpha: Vec<f64>,
-    /// `K⁻¹` (K with the noise on its diagonal).
-    kinv: Vec<f64>,
+    /// `L⁻ᵀ`, L the Cholesky factor of K (K with the noise on its diagonal): `K⁻¹ = L⁻ᵀL⁻¹`.
+    linv_t: Vec<f64>,
 }
 
 impl Gp {
@@ -99,12 +101,12 @@ impl Gp {
         let l = cholesky(&k, n)?;
         let mut alpha = y.to_vec();
         solve_cholesky(&l, n, &mut alpha);
-        let kinv = inverse_from_cholesky(&l, n);
+        let linv_t = inverse_t(&l, n);
         Some(Gp {
             inputs,
             params,
             alpha,
-            kinv,
+            linv_t,
         })
     }
 
@@ -116,7 +118,7 @@ impl Gp {
     /// Posterior mean and variance of the latent function at `x`.
     pub fn posterior(&self, x: &[f64]) -> (f64, f64) {
         let k = self.kvec(x, None);
-        self.mean_var(&k).0
+        self.mean_var(&k, false).0
     }
 
     /// Posterior mean and variance at `x`, with their gradients in `x` written into `gmean`
@@ -125,7 +127,8 @@ impl Gp {
         let n = self.inputs.n;
         let mut dk = vec![0.0; n];
         let k = self.kvec(x, Some(&mut dk));
-        let ((mean, var), w) = self.mean_var(&k);
+        let ((mean, var), w) = self.mean_var(&k, true);
+        let w = w.unwrap_or_default();
         gmean.fill(0.0);
         gvar.fill(0.0);
         for i in 0..n {
@@ -165,21 +168,14 @@ impl Gp {
             .collect()
     }
 
-    /// ((mean, variance clamped at 0), K⁻¹k) for the kernel vector `k`.
-    fn mean_var(&self, k: &[f64]) -> ((f64, f64), Vec<f64>) {
+    /// ((mean, variance clamped at 0), K⁻¹k if `want_w`) for the kernel vector `k`. The
+    /// variance's `kᵀK⁻¹k` is `‖L⁻¹k‖²`: half the work of a product with `K⁻¹`.
+    fn mean_var(&self, k: &[f64], want_w: bool) -> ((f64, f64), Option<Vec<f64>>) {
         let n = self.inputs.n;
-        let mean: f64 = k.iter().zip(&self.alpha).map(|(a, b)| a * b).sum();
-        let w: Vec<f64> = (0..n)
-            .map(|i| {
-                self.kinv[i * n..(i + 1) * n]
-                    .iter()
-                    .zip(k)
-                    .map(|(a, b)| a * b)
-                    .sum()
-            })
-            .collect();
-        let quad: f64 = k.iter().zip(&w).map(|(a, b)| a * b).sum();
-        ((mean, (self.params.scale - quad).max(0.0)), w)
+        let mean = dot(k, &self.alpha);
+        let v = mul_upper_t(&self.linv_t, n, k);
+        let var = (self.params.scale - dot(&v, &v)).max(0.0);
+        ((mean, var), want_w.then(|| mul_upper(&self.linv_t, n, &v)))
     }
 }
 
@@ -303,7 +299,7 @@ impl<'a> Pairs<'a> {
         let logdet_half: f64 = (0..n).map(|i| l[i * n + i].ln()).sum();
         let quad: f64 = y.iter().zip(&alpha).map(|(a, b)| a * b).sum();
         let mll = -logdet_half - 0.5 * quad;
-        let kinv = inverse_from_cholesky(&l, n);
+        let kinv = inverse_from_inverse_t(&inverse_t(&l, n), n);
         // d mll / dθ = ½ Σ_ij W_ij dK_ij/dθ with W = ααᵀ - K⁻¹ (symmetric: pairs count twice).
         let w = |i: usize, j: usize| alpha[i] * alpha[j] - kinv[i * n + j];
         let mut g_ils = vec![0.0; d];
