@@ -55,7 +55,16 @@ const STABILIZING_NOISE: f64 = 1e-12;
 
 impl LogEi<'_> {
     pub fn eval(&self, x: &[f64]) -> f64 {
-        let (mean, var) = self.gp.posterior(x);
+        self.value(self.gp.posterior(x))
+    }
+
+    /// [`LogEi::eval`] at each of `xs`.
+    pub fn eval_many(&self, xs: &[Vec<f64>]) -> Vec<f64> {
+        let posteriors = self.gp.posterior_many(xs);
+        posteriors.into_iter().map(|p| self.value(p)).collect()
+    }
+
+    fn value(&self, (mean, var): (f64, f64)) -> f64 {
         let sigma = (var + STABILIZING_NOISE).sqrt();
         log_h((mean - self.f0) / sigma).0 + sigma.ln()
     }
@@ -95,7 +104,7 @@ pub(crate) fn maximize(
     let samples: Vec<Vec<f64>> = (0..search.n_preliminary_samples.max(1))
         .map(|_| dims.iter().map(|d| random_value(d, rng)).collect())
         .collect();
-    let values: Vec<f64> = samples.par_iter().map(|x| acq.eval(x)).collect();
+    let values = acq.eval_many(&samples);
     let best = argmax(&values);
     // Roulette over the rest, weighted by exp(value - best value), without replacement.
     let mut weights: Vec<f64> = values

@@ -4,11 +4,13 @@
 //! blocked, only inner loops over contiguous memory the compiler can vectorise (`dot`), and
 //! the two cubic steps of an inverse split over threads (rayon).
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// `Σ a_i b_i` over the shorter length, in eight independent partial sums (which the compiler
 /// turns into SIMD lanes; a single running sum cannot be reordered and runs a multiply-add at
-/// a time).
+/// a time). Compiled also for AVX2 and chosen at run time where the CPU has it.
+#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
 pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -105,14 +107,20 @@ pub(crate) fn inverse_from_inverse_t(u: &[f64], n: usize) -> Vec<f64> {
     inv
 }
 
+/// `y += a x` over the shorter length (AVX2 where the CPU has it, like [`dot`]).
+#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+pub(crate) fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
 /// `v = Uᵀ k` for the upper triangular `u` (so `‖v‖² = kᵀ A⁻¹ k` when `u = L⁻ᵀ`): row k of
 /// `u`, scaled by `k_k`, added in turn (contiguous, vectorised).
 pub(crate) fn mul_upper_t(u: &[f64], n: usize, k: &[f64]) -> Vec<f64> {
     let mut v = vec![0.0; n];
     for (r, &kr) in k.iter().enumerate().take(n) {
-        for (vi, ui) in v[r..].iter_mut().zip(&u[r * n + r..(r + 1) * n]) {
-            *vi += kr * ui;
-        }
+        axpy(&mut v[r..], kr, &u[r * n + r..(r + 1) * n]);
     }
     v
 }

@@ -227,3 +227,24 @@ fn bad_options_are_rejected() {
     .unwrap_err();
     assert!(err.to_string().contains("n_local_search"), "{err}");
 }
+
+#[test]
+fn hyperparameters_are_refitted_when_the_trials_grew_by_a_twentieth() {
+    let sampler = gp(3);
+    let sphere = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>();
+    let fitted_at = |s: &GpSampler| s.last_fit.lock().as_ref().map(|(_, _, n)| *n);
+    let (mut h, _) = run(&sampler, 60, sphere, &box_space(2));
+    // Up to 40 trials every trial refits; from 40 on, every n/20: 40, 42, 44, ..., 58.
+    assert_eq!(fitted_at(&sampler), Some(58));
+    // Then 60 (60 / 20 = 3 more to go) and 63.
+    for n in 60..64 {
+        let t = h.create_trial(TrialState::Running);
+        let space = sampler.infer_relative_search_space(&h, t);
+        let rel = sampler.sample_relative(&h, t, &space);
+        assert_eq!(fitted_at(&sampler), Some(if n < 63 { 60 } else { 63 }), "at {n}");
+        for (name, dist) in &space {
+            h.set_param(t, name, rel[name], dist).unwrap();
+        }
+        h.finish(t, TrialState::Complete, Some(vec![1.0])).unwrap();
+    }
+}
