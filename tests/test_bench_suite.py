@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from dspex.bench.problems import PROBLEMS
-from dspex.bench.stats import hypervolume_2d, verdict, wilcoxon_fallback
+from dspex.bench.stats import holm, hypervolume_2d, verdict, wilcoxon_fallback
 
 PEERS = ("optuna", "rustuna", "hyperopt")
 
@@ -92,6 +92,13 @@ def test_wilcoxon_fallback_matches_exact_values():
     v = verdict(a, b)
     assert v["verdict"] == "better" and v["wins"] == 40
     assert verdict([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])["verdict"] == "tie"
+
+
+def test_holm_adjusts_a_family_of_p_values():
+    # Sorted 0.01, 0.02, 0.04 of m = 3: 0.03, max(0.03, 0.04) = 0.04, max(0.04, 0.04) = 0.04.
+    assert holm([0.04, 0.01, None, 0.02]) == [pytest.approx(0.04), pytest.approx(0.03), None, pytest.approx(0.04)]
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+    assert holm([]) == []
 
 
 def test_hypervolume_and_problem_optima():

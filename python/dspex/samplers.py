@@ -203,4 +203,92 @@ class GridSampler(BaseSampler):
         self._build("grid", {"search_space": self._search_space, "seed": _check_seed(seed)})
 
 
-__all__ = ["BaseSampler", "GridSampler", "RandomSampler", "TPESampler"]
+class GPSampler(BaseSampler):
+    """Gaussian-process Bayesian optimisation, with Optuna 5.0's keyword names and defaults.
+
+    After ``n_startup_trials`` COMPLETE trials (sampled by ``independent_sampler``), the
+    parameters every completed trial has are modelled by a Gaussian process (Matérn-5/2
+    kernel with a lengthscale per parameter, fitted by maximising the marginal likelihood
+    under Optuna's priors), and the next point maximises the log expected improvement. Other
+    parameters come from ``independent_sampler`` (default: ``RandomSampler(seed)``), which
+    must be a dspex built-in sampler. ``deterministic_objective=True`` fixes the model's
+    noise at its floor, for objectives without noise.
+
+    Differences from Optuna's: trials still running count as observed at the model's mean
+    there (the "kriging believer"; Optuna uses a batch acquisition), so concurrent trials go
+    to different points (two trials that start at the same moment do not see each other and
+    can coincide). The kernel's hyperparameters are refitted at every trial up to 40
+    trials, then each time the trials grew by a twentieth since the last fit (every 15th
+    trial around 300); in between the model takes the new trials in with the last fit's
+    hyperparameters. Several objectives and constraints are not modelled yet: a study
+    with several objectives is sampled by ``independent_sampler``, and ``constraints_func`` is
+    refused (``trial.set_constraint`` values are stored, and ignored by this sampler). Runs in
+    the engine, without torch or scipy. ``warn_independent_sampling`` is accepted and has no
+    effect.
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int | None = None,
+        independent_sampler: BaseSampler | None = None,
+        n_startup_trials: int = 10,
+        deterministic_objective: bool = False,
+        constraints_func: Any = None,
+        warn_independent_sampling: bool = True,
+    ) -> None:
+        if constraints_func is not None:
+            raise ValueError("GPSampler(constraints_func=...): constrained optimisation is not supported by dspex's GPSampler yet (use TPESampler(constraints_func=...))")
+        self._build(
+            "gp",
+            dict(
+                seed=_check_seed(seed),
+                n_startup_trials=_int("n_startup_trials", n_startup_trials),
+                deterministic_objective=bool(deterministic_objective),
+                independent_sampler=None if independent_sampler is None else _nested("GPSampler", "independent_sampler", independent_sampler),
+            ),
+        )
+
+
+class PartialFixedSampler(BaseSampler):
+    """Fixes the parameters in ``fixed_params`` to their values and samples the others with
+    ``base_sampler`` (a dspex built-in sampler), as Optuna's ``PartialFixedSampler``: the fixed
+    parameters are left out of the base sampler's joint (relative) search space.
+
+    A fixed value the objective's distribution does not contain (a float out of range, a
+    categorical value not among the choices) is logged and sampled by ``base_sampler``
+    instead (Optuna warns and returns the value anyway). Enqueued values come first. With a
+    ``GridSampler`` base, fix parameters outside its grid: a grid point whose value was
+    replaced by a fixed one is not recognised as visited."""
+
+    def __init__(self, fixed_params: Mapping[str, Any], base_sampler: BaseSampler) -> None:
+        if not isinstance(fixed_params, Mapping):
+            raise TypeError(f"PartialFixedSampler: fixed_params must be a mapping of name -> value, got {fixed_params!r}")
+        for name, v in fixed_params.items():
+            if v is not None and not isinstance(v, (bool, int, float, str)):
+                raise TypeError(f"PartialFixedSampler: fixed_params[{name!r}] must be None, bool, int, float or str, got {v!r}")
+        # None is "not fixed", as in Optuna.
+        self._fixed_params = {k: v for k, v in fixed_params.items() if v is not None}
+        self._base_sampler = base_sampler
+        self._build("partial_fixed", {"fixed_params": self._fixed_params, "base_sampler": _nested("PartialFixedSampler", "base_sampler", base_sampler)})
+
+
+def _nested(owner: str, arg: str, sampler: Any) -> Dict[str, Any]:
+    """The engine spec of a sampler given as another's argument (a dspex built-in one)."""
+    if not isinstance(sampler, BaseSampler) or getattr(sampler, "_native", None) is None:
+        raise TypeError(f"{owner}({arg}={sampler!r}): must be a dspex built-in sampler (" + ", ".join(n for n in __all__ if n != "BaseSampler") + ")")
+    kind, options = sampler._spec
+    return dict(kind=kind, **{k: v for k, v in options.items() if v is not None})
+
+
+#: Optuna 5.0 samplers dspex does not have yet.
+_NOT_YET = ("CmaEsSampler", "NSGAIISampler", "NSGAIIISampler", "QMCSampler", "BruteForceSampler")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NOT_YET:
+        raise AttributeError(f"dspex.samplers has no {name} yet (Optuna's {name} is not implemented in dspex); the built-in samplers are " + ", ".join(n for n in __all__ if n != "BaseSampler"))
+    raise AttributeError(f"module 'dspex.samplers' has no attribute {name!r}")
+
+
+__all__ = ["BaseSampler", "GPSampler", "GridSampler", "PartialFixedSampler", "RandomSampler", "TPESampler"]

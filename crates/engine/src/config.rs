@@ -12,7 +12,9 @@ use dspex_optimizer::pruners::{
     HyperbandPruner, MedianPruner, MinResource, NopPruner, PatientPruner, PercentilePruner,
     SuccessiveHalvingPruner, ThresholdPruner, WilcoxonPruner,
 };
-use dspex_optimizer::samplers::{GridSampler, RandomSampler, TpeOptions, TpeSampler};
+use dspex_optimizer::samplers::{
+    GpOptions, GpSampler, GridSampler, PartialFixedSampler, RandomSampler, TpeOptions, TpeSampler,
+};
 use dspex_optimizer::{
     CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue, Pruner,
     Sampler, StudyDirection,
@@ -123,6 +125,28 @@ pub enum SamplerSpec {
         search_space: BTreeMap<String, Vec<Choice>>,
         /// Seed of the random order the grid points are visited in (default: a fresh random seed).
         seed: Option<u64>,
+    },
+    /// Gaussian-process Bayesian optimisation (Optuna's `GPSampler`).
+    Gp {
+        /// Seed of the random stream (default: a fresh random seed).
+        seed: Option<u64>,
+        /// COMPLETE trials sampled by the independent sampler before the GP starts; default 10.
+        #[serde(default = "d_10")]
+        n_startup_trials: i64,
+        /// The objective has no noise (the GP's noise is fixed at its floor); default false.
+        #[serde(default)]
+        deterministic_objective: bool,
+        /// Samples the parameters outside the GP's search space, and every parameter during
+        /// startup (default: random with the same seed).
+        independent_sampler: Option<Box<SamplerSpec>>,
+    },
+    /// Some parameters fixed, the others sampled by a base sampler (Optuna's
+    /// `PartialFixedSampler`).
+    PartialFixed {
+        /// The fixed parameters and their values.
+        fixed_params: BTreeMap<String, Choice>,
+        /// Samples the parameters not fixed.
+        base_sampler: Box<SamplerSpec>,
     },
 }
 
@@ -284,6 +308,31 @@ impl SamplerSpec {
                     .collect();
                 Arc::new(GridSampler::new(space, *seed)?)
             }
+            SamplerSpec::Gp {
+                seed,
+                n_startup_trials,
+                deterministic_objective,
+                independent_sampler,
+            } => Arc::new(GpSampler::new(GpOptions {
+                seed: *seed,
+                n_startup_trials: count("n_startup_trials", *n_startup_trials)?,
+                deterministic_objective: *deterministic_objective,
+                independent_sampler: independent_sampler
+                    .as_ref()
+                    .map(|s| s.build())
+                    .transpose()?,
+                ..GpOptions::default()
+            })?),
+            SamplerSpec::PartialFixed {
+                fixed_params,
+                base_sampler,
+            } => Arc::new(PartialFixedSampler::new(
+                fixed_params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_param()))
+                    .collect(),
+                base_sampler.build()?,
+            )),
         })
     }
 }
@@ -922,5 +971,65 @@ c = { type = "categorical", choices = ["a", 1, true] }
             r#"{"wrapped": {"kind": "median"}, "patience": 2}"#
         )
         .is_ok());
+    }
+
+    #[test]
+    fn the_gp_sampler_and_its_independent_sampler() {
+        let base = "objective = \"m:f\"\n[sampler]\nkind = \"gp\"\nseed = 1\n";
+        let f = parse(&format!(
+            "{base}[sampler.independent_sampler]\nkind = \"tpe\"\nseed = 2\n"
+        ))
+        .unwrap();
+        let Some(SamplerSpec::Gp {
+            n_startup_trials: 10,
+            deterministic_objective: false,
+            independent_sampler: Some(inner),
+            ..
+        }) = &f.sampler
+        else {
+            panic!("{:?}", f.sampler)
+        };
+        assert!(matches!(**inner, SamplerSpec::Tpe { seed: Some(2), .. }));
+        assert!(f.sampler.unwrap().build().is_ok());
+        let e = parse(&format!("{base}n_startup_trials = -1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("study.toml:2: sampler") && e.contains("n_startup_trials"),
+            "{e}"
+        );
+        let e = sampler_from_component("gp", r#"{"independent_sampler": {"kind": "cmaes"}}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("cmaes"), "{e}");
+    }
+
+    #[test]
+    fn the_partial_fixed_sampler_and_its_base() {
+        let f = parse(
+            "objective = \"m:f\"\n[sampler]\nkind = \"partial_fixed\"\n\
+             fixed_params = { x = 1.5, c = \"b\" }\n\
+             [sampler.base_sampler]\nkind = \"tpe\"\nseed = 2\n",
+        )
+        .unwrap();
+        let Some(SamplerSpec::PartialFixed {
+            fixed_params,
+            base_sampler,
+        }) = &f.sampler
+        else {
+            panic!("{:?}", f.sampler)
+        };
+        assert_eq!(fixed_params["x"], Choice::Float(1.5));
+        assert!(matches!(
+            **base_sampler,
+            SamplerSpec::Tpe { seed: Some(2), .. }
+        ));
+        assert!(f.sampler.unwrap().build().is_ok());
+        let e = sampler_from_component("partial_fixed", r#"{"fixed_params": {"x": 1}}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("base_sampler"), "{e}");
     }
 }

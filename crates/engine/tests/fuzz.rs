@@ -148,6 +148,16 @@ const COMPONENTS: &[(&str, &str, bool)] = &[
         true,
     ),
     (
+        "gp",
+        r#"{"seed": 2, "n_startup_trials": 3, "independent_sampler": {"kind": "tpe", "seed": 2}}"#,
+        true,
+    ),
+    (
+        "partial_fixed",
+        r#"{"fixed_params": {"x": 1.5}, "base_sampler": {"kind": "random", "seed": 2}}"#,
+        true,
+    ),
+    (
         "median",
         r#"{"n_startup_trials": 2, "n_warmup_steps": 1, "interval_steps": 1}"#,
         false,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .common import quantile
 
@@ -88,6 +88,19 @@ def verdict(ours: Sequence[float], theirs: Sequence[float], alpha: float = 0.05)
     else:
         v = "tie"
     return {"verdict": v, "p": p, "n": n, "median_diff": med_diff, "wins": wins, "losses": losses, "impl": impl}
+
+
+def holm(ps: Sequence[Optional[float]]) -> List[Optional[float]]:
+    """Holm-Bonferroni adjusted p-values for a family of tests (None stays None): the i-th
+    smallest of m is multiplied by m - i, then made monotone, capped at 1."""
+    order = sorted((i for i, p in enumerate(ps) if p is not None), key=lambda i: ps[i])  # type: ignore[arg-type,return-value]
+    m = len(order)
+    out: List[Optional[float]] = [None] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(ps[i])))  # type: ignore[arg-type]
+        out[i] = running
+    return out
 
 
 def pareto_front_2d(points: Sequence[Sequence[float]]) -> List[Tuple[float, float]]:

@@ -13,12 +13,14 @@ use crate::history::{History, SearchSpace};
 mod above;
 pub mod gp;
 mod grid;
+mod partial_fixed;
 mod parzen;
 mod random;
 pub mod tpe;
 
 pub use gp::{GpOptions, GpSampler};
 pub use grid::GridSampler;
+pub use partial_fixed::PartialFixedSampler;
 pub use random::RandomSampler;
 pub use tpe::{TpeOptions, TpeSampler};
 

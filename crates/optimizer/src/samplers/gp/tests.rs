@@ -241,7 +241,11 @@ fn hyperparameters_are_refitted_when_the_trials_grew_by_a_twentieth() {
         let t = h.create_trial(TrialState::Running);
         let space = sampler.infer_relative_search_space(&h, t);
         let rel = sampler.sample_relative(&h, t, &space);
-        assert_eq!(fitted_at(&sampler), Some(if n < 63 { 60 } else { 63 }), "at {n}");
+        assert_eq!(
+            fitted_at(&sampler),
+            Some(if n < 63 { 60 } else { 63 }),
+            "at {n}"
+        );
         for (name, dist) in &space {
             h.set_param(t, name, rel[name], dist).unwrap();
         }
