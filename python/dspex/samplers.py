@@ -250,6 +250,23 @@ class GPSampler(BaseSampler):
         )
 
 
+class BruteForceSampler(BaseSampler):
+    """Tries every combination of the parameters' values once, in random order, as Optuna's
+    ``BruteForceSampler``; the study stops when all have been tried.
+
+    Define-by-run: a parameter only some branches of the objective suggest is enumerated
+    within those branches. Every parameter must be discrete (categorical, integer, or float
+    with a ``step``); a continuous one is sampled at random with a warning (Optuna raises).
+    A FAIL trial's combination is tried again. Running trials count as tried, so the study
+    stops when the last combinations are running; ``avoid_premature_stop=True`` waits for
+    them to finish (a combination whose trial then fails is tried again). Objectives should
+    suggest the same parameters for the same values (the tree of combinations is read from
+    the trials)."""
+
+    def __init__(self, seed: int | None = None, avoid_premature_stop: bool = False) -> None:
+        self._build("brute_force", {"seed": _check_seed(seed), "avoid_premature_stop": bool(avoid_premature_stop)})
+
+
 class PartialFixedSampler(BaseSampler):
     """Fixes the parameters in ``fixed_params`` to their values and samples the others with
     ``base_sampler`` (a dspex built-in sampler), as Optuna's ``PartialFixedSampler``: the fixed
@@ -282,7 +299,7 @@ def _nested(owner: str, arg: str, sampler: Any) -> Dict[str, Any]:
 
 
 #: Optuna 5.0 samplers dspex does not have yet.
-_NOT_YET = ("CmaEsSampler", "NSGAIISampler", "NSGAIIISampler", "QMCSampler", "BruteForceSampler")
+_NOT_YET = ("CmaEsSampler", "NSGAIISampler", "NSGAIIISampler", "QMCSampler")
 
 
 def __getattr__(name: str) -> Any:
@@ -291,4 +308,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'dspex.samplers' has no attribute {name!r}")
 
 
-__all__ = ["BaseSampler", "GPSampler", "GridSampler", "PartialFixedSampler", "RandomSampler", "TPESampler"]
+__all__ = ["BaseSampler", "BruteForceSampler", "GPSampler", "GridSampler", "PartialFixedSampler", "RandomSampler", "TPESampler"]

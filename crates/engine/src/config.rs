@@ -13,7 +13,8 @@ use dspex_optimizer::pruners::{
     SuccessiveHalvingPruner, ThresholdPruner, WilcoxonPruner,
 };
 use dspex_optimizer::samplers::{
-    GpOptions, GpSampler, GridSampler, PartialFixedSampler, RandomSampler, TpeOptions, TpeSampler,
+    BruteForceSampler, GpOptions, GpSampler, GridSampler, PartialFixedSampler, RandomSampler,
+    TpeOptions, TpeSampler,
 };
 use dspex_optimizer::{
     CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue, Pruner,
@@ -139,6 +140,15 @@ pub enum SamplerSpec {
         /// Samples the parameters outside the GP's search space, and every parameter during
         /// startup (default: random with the same seed).
         independent_sampler: Option<Box<SamplerSpec>>,
+    },
+    /// Every combination of a discrete search space once (Optuna's `BruteForceSampler`).
+    BruteForce {
+        /// Seed of the random order (default: a fresh random seed).
+        seed: Option<u64>,
+        /// Count only finished trials (not running ones) towards the end of the study;
+        /// default false.
+        #[serde(default)]
+        avoid_premature_stop: bool,
     },
     /// Some parameters fixed, the others sampled by a base sampler (Optuna's
     /// `PartialFixedSampler`).
@@ -323,6 +333,10 @@ impl SamplerSpec {
                     .transpose()?,
                 ..GpOptions::default()
             })?),
+            SamplerSpec::BruteForce {
+                seed,
+                avoid_premature_stop,
+            } => Arc::new(BruteForceSampler::new(*seed, *avoid_premature_stop)),
             SamplerSpec::PartialFixed {
                 fixed_params,
                 base_sampler,

@@ -153,6 +153,11 @@ const COMPONENTS: &[(&str, &str, bool)] = &[
         true,
     ),
     (
+        "brute_force",
+        r#"{"seed": 1, "avoid_premature_stop": true}"#,
+        true,
+    ),
+    (
         "partial_fixed",
         r#"{"fixed_params": {"x": 1.5}, "base_sampler": {"kind": "random", "seed": 2}}"#,
         true,

@@ -11,6 +11,7 @@ use crate::distributions::{Distribution, ParamValue};
 use crate::history::{History, SearchSpace};
 
 mod above;
+mod brute_force;
 pub mod gp;
 mod grid;
 mod partial_fixed;
@@ -18,6 +19,7 @@ mod parzen;
 mod random;
 pub mod tpe;
 
+pub use brute_force::BruteForceSampler;
 pub use gp::{GpOptions, GpSampler};
 pub use grid::GridSampler;
 pub use partial_fixed::PartialFixedSampler;
