@@ -13,8 +13,8 @@ use dspex_optimizer::pruners::{
     SuccessiveHalvingPruner, ThresholdPruner, WilcoxonPruner,
 };
 use dspex_optimizer::samplers::{
-    BruteForceSampler, GpOptions, GpSampler, GridSampler, PartialFixedSampler, RandomSampler,
-    TpeOptions, TpeSampler,
+    BruteForceSampler, GpOptions, GpSampler, GridSampler, PartialFixedSampler, QmcKind, QmcSampler,
+    RandomSampler, TpeOptions, TpeSampler,
 };
 use dspex_optimizer::{
     CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue, Pruner,
@@ -35,6 +35,9 @@ fn d_four() -> f64 {
 }
 fn d_10() -> i64 {
     10
+}
+fn d_sobol() -> String {
+    "sobol".to_string()
 }
 fn d_24() -> i64 {
     24
@@ -139,6 +142,22 @@ pub enum SamplerSpec {
         deterministic_objective: bool,
         /// Samples the parameters outside the GP's search space, and every parameter during
         /// startup (default: random with the same seed).
+        independent_sampler: Option<Box<SamplerSpec>>,
+    },
+    /// Quasi-Monte Carlo points over the first completed trial's search space (Optuna's
+    /// `QMCSampler`).
+    Qmc {
+        /// `"sobol"` (default) or `"halton"`.
+        #[serde(default = "d_sobol")]
+        qmc_type: String,
+        /// Randomise the sequence (a linear matrix scramble and digital shift for Sobol,
+        /// digit permutations for Halton); default false.
+        #[serde(default)]
+        scramble: bool,
+        /// Seed of the scramble and of the default independent sampler (default: fresh).
+        seed: Option<u64>,
+        /// Samples the trials before the first completed one, and parameters outside its
+        /// search space (default: random with the same seed).
         independent_sampler: Option<Box<SamplerSpec>>,
     },
     /// Every combination of a discrete search space once (Optuna's `BruteForceSampler`).
@@ -333,6 +352,33 @@ impl SamplerSpec {
                     .transpose()?,
                 ..GpOptions::default()
             })?),
+            SamplerSpec::Qmc {
+                qmc_type,
+                scramble,
+                seed,
+                independent_sampler,
+            } => {
+                let kind = match qmc_type.as_str() {
+                    "sobol" => QmcKind::Sobol,
+                    "halton" => QmcKind::Halton,
+                    other => {
+                        return Err(EngineError::from(dspex_optimizer::OptimizerError::arg(
+                            "qmc_type",
+                            other,
+                            "must be \"sobol\" or \"halton\"",
+                        )))
+                    }
+                };
+                Arc::new(QmcSampler::new(
+                    kind,
+                    *scramble,
+                    *seed,
+                    independent_sampler
+                        .as_ref()
+                        .map(|s| s.build())
+                        .transpose()?,
+                )?)
+            }
             SamplerSpec::BruteForce {
                 seed,
                 avoid_premature_stop,

@@ -153,6 +153,11 @@ const COMPONENTS: &[(&str, &str, bool)] = &[
         true,
     ),
     (
+        "qmc",
+        r#"{"qmc_type": "halton", "scramble": true, "seed": 1}"#,
+        true,
+    ),
+    (
         "brute_force",
         r#"{"seed": 1, "avoid_premature_stop": true}"#,
         true,

@@ -16,6 +16,7 @@ pub mod gp;
 mod grid;
 mod partial_fixed;
 mod parzen;
+mod qmc;
 mod random;
 pub mod tpe;
 
@@ -23,6 +24,7 @@ pub use brute_force::BruteForceSampler;
 pub use gp::{GpOptions, GpSampler};
 pub use grid::GridSampler;
 pub use partial_fixed::PartialFixedSampler;
+pub use qmc::{QmcKind, QmcSampler};
 pub use random::RandomSampler;
 pub use tpe::{TpeOptions, TpeSampler};
 
