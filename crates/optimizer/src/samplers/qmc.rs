@@ -123,7 +123,7 @@ impl Sequence {
                         let v = dirs
                             .iter()
                             .enumerate()
-                            .filter(|(i, _)| *i < 64 && gray >> i & 1 == 1)
+                            .filter(|(i, _)| gray >> i & 1 == 1)
                             .fold(*shift, |acc, (_, d)| acc ^ d);
                         (v >> (64 - BITS)) as f64 / (1u64 << BITS) as f64
                     })
