@@ -28,9 +28,8 @@ pub struct BruteForceSampler {
     fallback: Arc<RandomSampler>,
 }
 
-/// A trial as a path in the tree: its params, and whether its leaf counts as explored.
+/// A trial as a path in the tree (its params), and whether its leaf counts as explored.
 struct Path<'a> {
-    params: &'a BTreeMap<String, f64>,
     trial: &'a FrozenTrial,
     explored: bool,
 }
@@ -55,7 +54,6 @@ impl BruteForceSampler {
             .iter()
             .filter(|t| Some(t.number) != except && t.state != TrialState::Waiting)
             .map(|t| Path {
-                params: &t.params,
                 trial: t,
                 explored: match t.state {
                     TrialState::Complete | TrialState::Pruned => true,
@@ -95,7 +93,7 @@ fn explored(paths: &[&Path<'_>], node: &BTreeMap<String, f64>) -> bool {
     // A trial that ended here makes the node a leaf.
     let ended: Vec<_> = paths
         .iter()
-        .filter(|p| p.params.len() == node.len())
+        .filter(|p| p.trial.params.len() == node.len())
         .collect();
     if !ended.is_empty() {
         return ended.iter().any(|p| p.explored);
@@ -105,8 +103,8 @@ fn explored(paths: &[&Path<'_>], node: &BTreeMap<String, f64>) -> bool {
     // none means the trials here went different ways, which a deterministic objective does
     // not do: not explored.
     let first = paths[0];
-    let next = first.params.keys().find_map(|name| {
-        (!node.contains_key(name) && paths.iter().all(|p| p.params.contains_key(name)))
+    let next = first.trial.params.keys().find_map(|name| {
+        (!node.contains_key(name) && paths.iter().all(|p| p.trial.params.contains_key(name)))
             .then(|| first.trial.distributions.get(name).map(|d| (name, d)))
             .flatten()
     });
@@ -116,7 +114,7 @@ fn explored(paths: &[&Path<'_>], node: &BTreeMap<String, f64>) -> bool {
     vals.iter().all(|v| {
         let child: Vec<&Path<'_>> = paths
             .iter()
-            .filter(|p| p.params[name] == *v)
+            .filter(|p| p.trial.params[name] == *v)
             .copied()
             .collect();
         let mut node = node.clone();
@@ -148,8 +146,10 @@ impl Sampler for BruteForceSampler {
         let here: Vec<&Path<'_>> = all
             .iter()
             .filter(|p| {
-                p.params.contains_key(name)
-                    && assigned.iter().all(|(k, v)| p.params.get(k) == Some(v))
+                p.trial.params.contains_key(name)
+                    && assigned
+                        .iter()
+                        .all(|(k, v)| p.trial.params.get(k) == Some(v))
             })
             .collect();
         let open: Vec<f64> = vals
@@ -158,7 +158,7 @@ impl Sampler for BruteForceSampler {
             .filter(|v| {
                 let child: Vec<&Path<'_>> = here
                     .iter()
-                    .filter(|p| p.params[name] == *v)
+                    .filter(|p| p.trial.params[name] == *v)
                     .copied()
                     .collect();
                 let mut node = assigned.clone();
