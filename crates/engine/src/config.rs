@@ -13,8 +13,9 @@ use dspex_optimizer::pruners::{
     SuccessiveHalvingPruner, ThresholdPruner, WilcoxonPruner,
 };
 use dspex_optimizer::samplers::{
-    BruteForceSampler, GpOptions, GpSampler, GridSampler, PartialFixedSampler, QmcKind, QmcSampler,
-    RandomSampler, TpeOptions, TpeSampler,
+    BruteForceSampler, CmaEsSampler, CmaOptions, GpOptions, GpSampler, GridSampler,
+    PartialFixedSampler, QmcKind, QmcSampler, RandomSampler, RestartStrategy, SourceTrial,
+    TpeOptions, TpeSampler,
 };
 use dspex_optimizer::{
     CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue, Pruner,
@@ -41,6 +42,9 @@ fn d_sobol() -> String {
 }
 fn d_24() -> i64 {
     24
+}
+fn d_2() -> i64 {
+    2
 }
 fn d_5() -> i64 {
     5
@@ -160,6 +164,43 @@ pub enum SamplerSpec {
         /// search space (default: random with the same seed).
         independent_sampler: Option<Box<SamplerSpec>>,
     },
+    /// CMA-ES over the numeric parameters every finished trial has (Optuna's `CmaEsSampler`).
+    Cmaes {
+        /// The first mean, by parameter name (default: the middle of each range).
+        x0: Option<BTreeMap<String, Choice>>,
+        /// The first step size, in units of each parameter's range; > 0, default 1/6.
+        sigma0: Option<f64>,
+        /// COMPLETE trials sampled by the independent sampler before CMA-ES starts; default 1.
+        #[serde(default = "d_1")]
+        n_startup_trials: i64,
+        /// Samples the parameters CMA-ES does not (categorical ones, a single one), and every
+        /// parameter during startup (default: random with the same seed).
+        independent_sampler: Option<Box<SamplerSpec>>,
+        /// Seed of the random stream (default: a fresh random seed).
+        seed: Option<u64>,
+        /// PRUNED trials count, valued at their last intermediate value; default false.
+        #[serde(default)]
+        consider_pruned_trials: bool,
+        /// `"ipop"` or `"bipop"`: restart a converged run (default: none).
+        restart_strategy: Option<String>,
+        /// Solutions per generation; >= 2 (default: 4 + floor(3 ln n) for n parameters).
+        popsize: Option<i64>,
+        /// Population growth per restart; >= 1, default 2.
+        #[serde(default = "d_2")]
+        inc_popsize: i64,
+        /// A diagonal covariance (sep-CMA-ES); default false.
+        #[serde(default)]
+        use_separable_cma: bool,
+        /// CMA-ES with Margin for integer and stepped parameters; default false.
+        #[serde(default)]
+        with_margin: bool,
+        /// Learning-rate adaptation (not supported yet: only false is accepted).
+        #[serde(default)]
+        lr_adapt: bool,
+        /// Finished trials of a similar study to fit the first distribution to (warm start).
+        #[serde(default)]
+        source_trials: Vec<SourceTrialSpec>,
+    },
     /// Every combination of a discrete search space once (Optuna's `BruteForceSampler`).
     BruteForce {
         /// Seed of the random order (default: a fresh random seed).
@@ -177,6 +218,29 @@ pub enum SamplerSpec {
         /// Samples the parameters not fixed.
         base_sampler: Box<SamplerSpec>,
     },
+}
+
+/// A finished trial of another study, for `CmaEsSampler`'s warm start.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceTrialSpec {
+    /// Its numeric parameters by name.
+    pub params: BTreeMap<String, Choice>,
+    /// Its objective value.
+    pub value: f64,
+}
+
+/// A number given as a choice (an int or a float), for options keyed by parameter name.
+fn number(name: &'static str, key: &str, v: &Choice) -> Result<f64> {
+    match v {
+        Choice::Int(i) => Ok(*i as f64),
+        Choice::Float(f) if f.is_finite() => Ok(*f),
+        other => Err(EngineError::from(dspex_optimizer::OptimizerError::arg(
+            name,
+            format!("{key}={:?}", other.to_param().to_string()),
+            "must be a finite number",
+        ))),
+    }
 }
 
 /// A pruner: `kind` and the keyword arguments of the Python constructor.
@@ -383,6 +447,74 @@ impl SamplerSpec {
                 seed,
                 avoid_premature_stop,
             } => Arc::new(BruteForceSampler::new(*seed, *avoid_premature_stop)),
+            SamplerSpec::Cmaes {
+                x0,
+                sigma0,
+                n_startup_trials,
+                independent_sampler,
+                seed,
+                consider_pruned_trials,
+                restart_strategy,
+                popsize,
+                inc_popsize,
+                use_separable_cma,
+                with_margin,
+                lr_adapt,
+                source_trials,
+            } => {
+                let arg = |name: &'static str, v: String, why: &str| {
+                    EngineError::from(dspex_optimizer::OptimizerError::arg(name, v, why))
+                };
+                if *lr_adapt {
+                    return Err(arg(
+                        "lr_adapt",
+                        "true".into(),
+                        "learning-rate adaptation is not supported by dspex's CmaEsSampler yet",
+                    ));
+                }
+                let restart_strategy = match restart_strategy.as_deref() {
+                    None => None,
+                    Some("ipop") => Some(RestartStrategy::Ipop),
+                    Some("bipop") => Some(RestartStrategy::Bipop),
+                    Some(other) => {
+                        return Err(arg(
+                            "restart_strategy",
+                            other.into(),
+                            "must be \"ipop\" or \"bipop\"",
+                        ))
+                    }
+                };
+                let numbers = |name: &'static str, m: &BTreeMap<String, Choice>| {
+                    m.iter()
+                        .map(|(k, v)| Ok((k.clone(), number(name, k, v)?)))
+                        .collect::<Result<BTreeMap<String, f64>>>()
+                };
+                Arc::new(CmaEsSampler::new(CmaOptions {
+                    x0: x0.as_ref().map(|m| numbers("x0", m)).transpose()?,
+                    sigma0: *sigma0,
+                    n_startup_trials: count("n_startup_trials", *n_startup_trials)?,
+                    independent_sampler: independent_sampler
+                        .as_ref()
+                        .map(|s| s.build())
+                        .transpose()?,
+                    seed: *seed,
+                    consider_pruned_trials: *consider_pruned_trials,
+                    restart_strategy,
+                    popsize: popsize.map(|p| count("popsize", p)).transpose()?,
+                    inc_popsize: count("inc_popsize", *inc_popsize)?,
+                    use_separable_cma: *use_separable_cma,
+                    with_margin: *with_margin,
+                    source_trials: source_trials
+                        .iter()
+                        .map(|t| {
+                            Ok(SourceTrial {
+                                params: numbers("source_trials", &t.params)?,
+                                value: t.value,
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                })?)
+            }
             SamplerSpec::PartialFixed {
                 fixed_params,
                 base_sampler,
@@ -1023,7 +1155,7 @@ c = { type = "categorical", choices = ["a", 1, true] }
         assert!(sampler_from_component("tpe", r#"{"seed": 1, "multivariate": null}"#).is_ok());
         assert!(sampler_from_component("random", "").is_ok());
         assert!(sampler_from_component("tpe", r#"{"sed": 1}"#).is_err());
-        assert!(sampler_from_component("cmaes", "").is_err());
+        assert!(sampler_from_component("bogus", "").is_err());
         assert!(pruner_from_component("median", r#"{"n_startup_trials": 1}"#).is_ok());
         assert!(pruner_from_component("percentile", r#"{"percentile": 200.0}"#).is_err());
         assert!(pruner_from_component(
@@ -1058,11 +1190,11 @@ c = { type = "categorical", choices = ["a", 1, true] }
             e.contains("study.toml:2: sampler") && e.contains("n_startup_trials"),
             "{e}"
         );
-        let e = sampler_from_component("gp", r#"{"independent_sampler": {"kind": "cmaes"}}"#)
+        let e = sampler_from_component("gp", r#"{"independent_sampler": {"kind": "bogus"}}"#)
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("cmaes"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
     }
 
     #[test]
@@ -1091,5 +1223,48 @@ c = { type = "categorical", choices = ["a", 1, true] }
             .unwrap()
             .to_string();
         assert!(e.contains("base_sampler"), "{e}");
+    }
+
+    #[test]
+    fn the_cmaes_sampler_and_what_it_refuses() {
+        let f = parse(
+            "objective = \"m:f\"\n[sampler]\nkind = \"cmaes\"\nseed = 1\n\
+             x0 = { x = 1, y = 0.5 }\nsigma0 = 0.2\nrestart_strategy = \"bipop\"\n\
+             popsize = 8\n",
+        )
+        .unwrap();
+        let Some(SamplerSpec::Cmaes {
+            x0: Some(x0),
+            n_startup_trials: 1,
+            inc_popsize: 2,
+            popsize: Some(8),
+            ..
+        }) = &f.sampler
+        else {
+            panic!("{:?}", f.sampler)
+        };
+        assert_eq!(x0["x"], Choice::Int(1));
+        assert!(f.sampler.unwrap().build().is_ok());
+        let err = |options: &str| {
+            sampler_from_component("cmaes", options)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let e = err(r#"{"lr_adapt": true}"#);
+        assert!(e.contains("lr_adapt") && e.contains("not supported"), "{e}");
+        let e = err(r#"{"restart_strategy": "ipopp"}"#);
+        assert!(e.contains("restart_strategy") && e.contains("ipopp"), "{e}");
+        let e = err(r#"{"x0": {"x": "a"}}"#);
+        assert!(e.contains("x0") && e.contains("x="), "{e}");
+        let e = err(r#"{"popsize": -1}"#);
+        assert!(e.contains("popsize"), "{e}");
+        let e = err(r#"{"source_trials": [{"params": {"x": 1}, "value": 1.0}], "sigma0": 0.1}"#);
+        assert!(e.contains("source_trials") && e.contains("sigma0"), "{e}");
+        assert!(sampler_from_component(
+            "cmaes",
+            r#"{"source_trials": [{"params": {"x": 1, "y": 2.5}, "value": 1.0}]}"#
+        )
+        .is_ok());
     }
 }

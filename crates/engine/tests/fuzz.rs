@@ -163,6 +163,11 @@ const COMPONENTS: &[(&str, &str, bool)] = &[
         true,
     ),
     (
+        "cmaes",
+        r#"{"seed": 1, "x0": {"x": 0.5}, "sigma0": 0.3, "popsize": 6, "restart_strategy": "ipop", "with_margin": true}"#,
+        true,
+    ),
+    (
         "partial_fixed",
         r#"{"fixed_params": {"x": 1.5}, "base_sampler": {"kind": "random", "seed": 2}}"#,
         true,

@@ -12,15 +12,20 @@ use crate::history::{History, SearchSpace};
 
 mod above;
 mod brute_force;
+mod cmaes;
 pub mod gp;
 mod grid;
 mod partial_fixed;
 mod parzen;
 mod qmc;
 mod random;
+#[cfg(test)]
+mod testing;
 pub mod tpe;
+mod unit;
 
 pub use brute_force::BruteForceSampler;
+pub use cmaes::{CmaEsSampler, CmaOptions, RestartStrategy, SourceTrial};
 pub use gp::{GpOptions, GpSampler};
 pub use grid::GridSampler;
 pub use partial_fixed::PartialFixedSampler;

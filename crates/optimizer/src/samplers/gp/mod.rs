@@ -30,6 +30,7 @@ use crate::distributions::Distribution;
 use crate::error::OptimizerError;
 use crate::history::{History, SearchSpace};
 use crate::rng::{fresh_seed, trial_rng};
+use crate::samplers::unit::UnitParam;
 use crate::samplers::{IndependentWork, RandomSampler, RelativeWork, Sampler};
 use crate::trial::{StudyDirection, TrialState};
 
@@ -112,73 +113,10 @@ impl GpSampler {
     }
 }
 
-/// How one parameter maps to [0, 1].
-#[derive(Debug, Clone)]
-struct Param {
-    name: String,
-    dist: Distribution,
-    /// The transformed range (log for log parameters), widened by half a step for a grid.
-    lo: f64,
-    hi: f64,
-    log: bool,
-}
-
 /// Grids larger than this are searched as continuous and rounded.
 const MAX_GRID: u64 = 4096;
 
-impl Param {
-    fn new(name: &str, dist: &Distribution) -> Self {
-        let (lo, hi, log) = match dist {
-            Distribution::Float(d) => {
-                let half = d.step.unwrap_or(0.0) / 2.0;
-                (d.low - half, d.high + half, d.log)
-            }
-            Distribution::Int(d) => {
-                let half = d.step as f64 / 2.0;
-                (d.low as f64 - half, d.high as f64 + half, d.log)
-            }
-            Distribution::Categorical(d) => (0.0, d.choices.len() as f64, false),
-        };
-        let (lo, hi) = if log { (lo.ln(), hi.ln()) } else { (lo, hi) };
-        Param {
-            name: name.to_string(),
-            dist: dist.clone(),
-            lo,
-            hi,
-            log,
-        }
-    }
-
-    /// An internal value's normalised coordinate.
-    fn normalize(&self, v: f64) -> f64 {
-        if let Distribution::Categorical(_) = self.dist {
-            return v;
-        }
-        let t = if self.log { v.ln() } else { v };
-        if self.hi > self.lo {
-            (t - self.lo) / (self.hi - self.lo)
-        } else {
-            0.5
-        }
-    }
-
-    /// The internal value at a normalised coordinate (on the grid, in range).
-    fn denormalize(&self, x: f64) -> f64 {
-        let t = self.lo + x.clamp(0.0, 1.0) * (self.hi - self.lo);
-        let v = if self.log { t.exp() } else { t };
-        match &self.dist {
-            Distribution::Float(d) => match d.step {
-                Some(step) => {
-                    let k = ((v - d.low) / step).round().max(0.0);
-                    (d.low + k * step).min(d.high)
-                }
-                None => v.clamp(d.low, d.high),
-            },
-            Distribution::Int(d) => d.nearest(v) as f64,
-            Distribution::Categorical(d) => x.round().clamp(0.0, (d.choices.len() - 1) as f64),
-        }
-    }
-
+impl UnitParam {
     fn dim(&self) -> Dim {
         let steps = match &self.dist {
             Distribution::Float(d) => d.step.map(|s| ((d.high - d.low) / s).round() as u64),
@@ -207,7 +145,7 @@ impl Param {
 
 /// What a sample reads from the history.
 struct Extracted {
-    params: Vec<Param>,
+    params: Vec<UnitParam>,
     inputs: Inputs,
     /// Standardised values, to maximise.
     y: Vec<f64>,
@@ -218,7 +156,10 @@ struct Extracted {
 
 impl GpSampler {
     fn extract(&self, history: &History, trial: u64, space: &SearchSpace) -> Option<Extracted> {
-        let params: Vec<Param> = space.iter().map(|(n, d)| Param::new(n, d)).collect();
+        let params: Vec<UnitParam> = space
+            .iter()
+            .map(|(n, d)| UnitParam::new(n, d, true))
+            .collect();
         let d = params.len();
         let row = |t: u64| -> Option<Vec<f64>> {
             params
@@ -319,7 +260,7 @@ impl GpSampler {
             gp: believer.as_ref().unwrap_or(&gp),
             f0,
         };
-        let dims: Vec<Dim> = ex.params.iter().map(Param::dim).collect();
+        let dims: Vec<Dim> = ex.params.iter().map(UnitParam::dim).collect();
         let mut rng = trial_rng(self.seed, ex.trial, "gp");
         let x = acqf::maximize(
             &acq,

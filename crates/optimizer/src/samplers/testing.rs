@@ -1,0 +1,41 @@
+//! Helpers for the samplers' tests.
+
+use crate::distributions::{Distribution, FloatDistribution};
+use crate::history::{History, SearchSpace};
+use crate::samplers::Sampler;
+use crate::trial::{StudyDirection, TrialState};
+
+/// Runs `n` trials one after another, minimising `f` over `space`; returns the history and
+/// the best value.
+pub(crate) fn run(
+    sampler: &dyn Sampler,
+    n: usize,
+    f: impl Fn(&[f64]) -> f64,
+    space: &SearchSpace,
+) -> (History, f64) {
+    let mut h = History::new(vec![StudyDirection::Minimize]);
+    let mut best = f64::INFINITY;
+    for _ in 0..n {
+        let t = h.create_trial(TrialState::Running);
+        let rel_space = sampler.infer_relative_search_space(&h, t);
+        let rel = sampler.sample_relative(&h, t, &rel_space);
+        h.set_relative_params(t, &rel, &rel_space).unwrap();
+        let mut xs = Vec::new();
+        for (name, dist) in space {
+            let v = h
+                .pending_relative(t, name)
+                .unwrap_or_else(|| sampler.sample_independent(&h, t, name, dist));
+            assert!(dist.contains(v), "{name}={v} outside {dist:?}");
+            h.set_param(t, name, v, dist).unwrap();
+            xs.push(v);
+        }
+        let y = f(&xs);
+        best = best.min(y);
+        h.finish(t, TrialState::Complete, Some(vec![y])).unwrap();
+    }
+    (h, best)
+}
+
+pub(crate) fn float(low: f64, high: f64) -> Distribution {
+    Distribution::Float(FloatDistribution::new(low, high, false, None).unwrap())
+}
