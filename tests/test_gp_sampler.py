@@ -135,8 +135,8 @@ def test_study_toml_with_a_gp_sampler(tmp_path):
 
 
 def test_the_side_by_side_harness_runs(tmp_path):
-    script = pathlib.Path(__file__).resolve().parent.parent / "benches" / "gp.py"
-    out = subprocess.run([sys.executable, str(script), "--smoke", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    script = pathlib.Path(__file__).resolve().parent.parent / "benches" / "samplers.py"
+    out = subprocess.run([sys.executable, str(script), "gp", "--smoke", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout)
     assert set(r["quality"]) == {"branin", "mixed_int_cat"}

@@ -250,6 +250,93 @@ class GPSampler(BaseSampler):
         )
 
 
+class CmaEsSampler(BaseSampler):
+    """CMA-ES, with Optuna 5.0's arguments and defaults: for continuous (and integer)
+    problems with budgets of hundreds to thousands of trials.
+
+    The numeric parameters every finished trial has are searched jointly in the unit cube
+    (log scale for log parameters); categorical parameters, studies with several objectives and every parameter of the first ``n_startup_trials``
+    COMPLETE trials go to ``independent_sampler`` (default ``RandomSampler(seed)``, a dspex
+    built-in sampler). ``x0`` (a mapping of parameter name to value) is the first mean, by
+    default the middle of each range; ``sigma0`` the first step size in units of each
+    parameter's range (default 1/6). ``popsize`` solutions make a generation (default
+    ``4 + floor(3 ln n)``). ``restart_strategy="ipop"`` restarts a converged run from a random
+    point with ``inc_popsize`` times the population; ``"bipop"`` alternates such restarts
+    with small-population ones (Optuna 5.0 accepts and ignores both, deprecated since 4.4;
+    dspex runs them). ``use_separable_cma=True`` learns a diagonal covariance (for
+    many parameters); ``with_margin=True`` keeps integer and stepped parameters from freezing
+    on one value (CMA-ES with Margin). ``source_trials`` (COMPLETE trials of a similar study)
+    fit the first distribution to their best tenth (warm start). ``consider_pruned_trials``
+    counts PRUNED trials at their last reported value.
+
+    With concurrency: each trial is a draw of the current generation; a generation ends when
+    its ``popsize`` lowest-numbered draws have finished, so the strategy waits for the
+    oldest running trial, and draws that finish after their generation ended are not used
+    (as in Optuna). The strategy is replayed from the trials, so a resumed or remote study
+    continues it; for a fixed seed and trials one after another the sequence is fixed.
+    ``lr_adapt=True`` is not supported yet (refused). A study with several objectives is
+    sampled by ``independent_sampler`` (Optuna raises). ``warn_independent_sampling`` is
+    accepted and has no effect."""
+
+    def __init__(
+        self,
+        *,
+        x0: Mapping[str, Any] | None = None,
+        sigma0: float | None = None,
+        n_startup_trials: int = 1,
+        independent_sampler: BaseSampler | None = None,
+        warn_independent_sampling: bool = True,
+        seed: int | None = None,
+        consider_pruned_trials: bool = False,
+        restart_strategy: str | None = None,
+        popsize: int | None = None,
+        inc_popsize: int = 2,
+        use_separable_cma: bool = False,
+        with_margin: bool = False,
+        lr_adapt: bool = False,
+        source_trials: Sequence[Any] | None = None,
+    ) -> None:
+        if x0 is not None:
+            if not isinstance(x0, Mapping):
+                raise TypeError(f"CmaEsSampler(x0={x0!r}): must be a mapping of parameter name -> value")
+            x0 = {str(k): _num(f"x0[{k!r}]", v) for k, v in x0.items()}
+        self._build(
+            "cmaes",
+            dict(
+                x0=x0,
+                sigma0=None if sigma0 is None else _num("sigma0", sigma0),
+                n_startup_trials=_int("n_startup_trials", n_startup_trials),
+                independent_sampler=None if independent_sampler is None else _nested("CmaEsSampler", "independent_sampler", independent_sampler),
+                seed=_check_seed(seed),
+                consider_pruned_trials=bool(consider_pruned_trials),
+                restart_strategy=restart_strategy,
+                popsize=None if popsize is None else _int("popsize", popsize),
+                inc_popsize=_int("inc_popsize", inc_popsize),
+                use_separable_cma=bool(use_separable_cma),
+                with_margin=bool(with_margin),
+                lr_adapt=bool(lr_adapt),
+                source_trials=None if source_trials is None else _source_trials(source_trials),
+            ),
+        )
+
+
+def _source_trials(trials: Sequence[Any]) -> list:
+    """The COMPLETE trials of ``trials`` as the engine reads them (numeric params, value)."""
+    out = []
+    for t in trials:
+        state = getattr(getattr(t, "state", None), "name", None)
+        if state != "COMPLETE":
+            continue
+        values = getattr(t, "values", None)
+        if not values or len(values) != 1:
+            raise ValueError(f"CmaEsSampler(source_trials=...): trial {getattr(t, 'number', '?')} has {0 if not values else len(values)} values; source trials must have one objective")
+        params = {k: float(v) for k, v in t.params.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        out.append({"params": params, "value": _num("source_trials value", values[0])})
+    if not out:
+        raise ValueError("CmaEsSampler(source_trials=...): no COMPLETE trial among the source trials")
+    return out
+
+
 class QMCSampler(BaseSampler):
     """Quasi-Monte Carlo sampling, with Optuna 5.0's keyword names and defaults: points of a
     low-discrepancy sequence (``qmc_type="sobol"`` or ``"halton"``) cover the search space
@@ -338,7 +425,7 @@ def _nested(owner: str, arg: str, sampler: Any) -> Dict[str, Any]:
 
 
 #: Optuna 5.0 samplers dspex does not have yet.
-_NOT_YET = ("CmaEsSampler", "NSGAIISampler", "NSGAIIISampler")
+_NOT_YET = ("NSGAIISampler", "NSGAIIISampler")
 
 
 def __getattr__(name: str) -> Any:
@@ -347,4 +434,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'dspex.samplers' has no attribute {name!r}")
 
 
-__all__ = ["BaseSampler", "BruteForceSampler", "GPSampler", "GridSampler", "PartialFixedSampler", "QMCSampler", "RandomSampler", "TPESampler"]
+__all__ = ["BaseSampler", "BruteForceSampler", "CmaEsSampler", "GPSampler", "GridSampler", "PartialFixedSampler", "QMCSampler", "RandomSampler", "TPESampler"]

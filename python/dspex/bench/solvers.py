@@ -21,12 +21,14 @@ SOLVERS: Dict[str, Tuple[str, str]] = {
     "optuna-tpe": ("optuna", "tpe"),
     "rustuna-tpe": ("rustuna", "tpe"),
     "hyperopt-tpe": ("hyperopt", "tpe"),
-    # Gaussian-process samplers: not in the default suite (Optuna's takes seconds a trial), see
-    # benches/gp.py.
+    # Gaussian-process and CMA-ES samplers: not in the default suite (Optuna's GP takes seconds
+    # a trial, CMA-ES needs larger budgets), see benches/samplers.py.
     "dspex-gp": ("dspex", "gp"),
     "optuna-gp": ("optuna", "gp"),
+    "dspex-cmaes": ("dspex", "cmaes"),
+    "optuna-cmaes": ("optuna", "cmaes"),
 }
-DEFAULT_SOLVERS = tuple(s for s in SOLVERS if not s.endswith("-gp"))
+DEFAULT_SOLVERS = tuple(s for s in SOLVERS if not s.endswith(("-gp", "-cmaes")))
 OURS = "dspex-tpe"
 
 
@@ -45,6 +47,8 @@ def make_sampler(mod: Any, sampler: str, seed: int) -> Any:
         return mod.samplers.RandomSampler(seed=seed)
     if sampler == "gp":
         return mod.samplers.GPSampler(seed=seed)
+    if sampler == "cmaes":
+        return mod.samplers.CmaEsSampler(seed=seed)
     raise ValueError(f"unknown sampler {sampler!r}")
 
 

@@ -442,8 +442,7 @@ impl Sampler for CmaEsSampler {
     }
 
     fn prepare_relative(&self, history: &History, trial: u64, space: &SearchSpace) -> RelativeWork {
-        // One parameter is left to the independent sampler, as Optuna does.
-        if space.len() < 2
+        if space.is_empty()
             || history.is_multi_objective()
             || history.n_complete() < self.opts.n_startup_trials
         {
