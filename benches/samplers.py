@@ -57,6 +57,8 @@ def libraries(family: str, smoke: bool) -> Dict[str, Any]:
             for name in FAMILIES[family]["needs"]:
                 importlib.import_module(name)
             mods["optuna"] = import_lib("optuna")[0]
+            # Its CmaEsSampler warns once a trial about categorical parameters.
+            mods["optuna"].logging.set_verbosity(mods["optuna"].logging.ERROR)
         except ImportError as e:
             print(f"optuna-{family} skipped: {e}", file=sys.stderr)
     return mods
@@ -100,15 +102,13 @@ def speed(mods: Dict[str, Any], family: str, checkpoints: List[int]) -> Dict[str
     n_trials = max(checkpoints)
     for lib, mod in mods.items():
         stamps: List[float] = []
-        if lib == "optuna":
-            mod.logging.set_verbosity(mod.logging.WARNING)
         study = mod.create_study(sampler=getattr(mod.samplers, FAMILIES[family]["cls"])(seed=0))
         stamps.append(time.perf_counter())
         study.optimize(lambda t: sum(t.suggest_float(f"x{i}", -5, 5) ** 2 for i in range(10)), n_trials=n_trials, callbacks=[lambda s, t: stamps.append(time.perf_counter())])
         deltas = [b - a for a, b in zip(stamps, stamps[1:])]
         at = {str(n): 1000 * statistics.mean(deltas[max(0, n - 10) : n]) for n in checkpoints if n <= len(deltas)}
         out[lib] = {"ms_per_trial_at": at, "seconds": stamps[-1] - stamps[0]}
-        print(f"speed {lib}: " + ", ".join(f"{v:.1f} ms/trial at trial {k}" for k, v in at.items()), file=sys.stderr)
+        print(f"speed {lib}: " + ", ".join(f"{v:.3g} ms/trial at trial {k}" for k, v in at.items()), file=sys.stderr)
     return out
 
 
@@ -125,7 +125,7 @@ def report(q: Dict[str, Any], sp: Dict[str, Any], family: str, budget: int, seed
     checkpoints = list(next(iter(sp.values()))["ms_per_trial_at"])
     lines += ["", "| library (10-D sphere) | " + " | ".join(f"ms/trial at trial {k}" for k in checkpoints) + " |", "|---" * (1 + len(checkpoints)) + "|"]
     for lib, r in sp.items():
-        lines.append(f"| {lib} | " + " | ".join(f"{v:.1f}" for v in r["ms_per_trial_at"].values()) + " |")
+        lines.append(f"| {lib} | " + " | ".join(f"{v:.3g}" for v in r["ms_per_trial_at"].values()) + " |")
     return "\n".join(lines)
 
 
