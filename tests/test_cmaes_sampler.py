@@ -105,7 +105,7 @@ def test_concurrent_trials_and_pickling():
     study.optimize(objective, n_trials=400, concurrency=4)
     # Draws that finish after their generation ended are not used: slower than one trial at a
     # time, far better than random search.
-    assert study.best_value < 0.05 * _run(RandomSampler(seed=3), 400).best_value
+    assert study.best_value < 0.2 * _run(RandomSampler(seed=3), 400).best_value
     s = CmaEsSampler(seed=3, x0={"x": 1}, restart_strategy="bipop")
     assert pickle.loads(pickle.dumps(s))._spec == s._spec
 

@@ -47,12 +47,16 @@ impl BruteForceSampler {
     }
 
     /// The trials other than `except` as paths; RUNNING ones count as explored leaves when
-    /// `running` (a FAIL leaf never does: its combination is tried again).
+    /// `running` (a FAIL leaf never does: its combination is tried again). A RUNNING or FAIL
+    /// trial without params says nothing of the tree (it would make the root a leaf).
     fn paths<'a>(history: &'a History, except: Option<u64>, running: bool) -> Vec<Path<'a>> {
         history
             .trials()
             .iter()
             .filter(|t| Some(t.number) != except && t.state != TrialState::Waiting)
+            .filter(|t| {
+                !(t.params.is_empty() && matches!(t.state, TrialState::Running | TrialState::Fail))
+            })
             .map(|t| Path {
                 trial: t,
                 explored: match t.state {
@@ -253,6 +257,10 @@ mod tests {
     fn failed_combinations_are_tried_again_and_running_ones_count_unless_asked() {
         let mut h = History::new(vec![StudyDirection::Minimize]);
         let s = BruteForceSampler::new(Some(1), false);
+        // A trial that started and has suggested nothing yet does not end the study.
+        let first = h.create_trial(TrialState::Running);
+        assert!(!s.is_exhausted(&h));
+        h.finish(first, TrialState::Fail, None).unwrap();
         for finish_as in [Some(TrialState::Fail), None] {
             let t = h.create_trial(TrialState::Running);
             let v = s.sample_independent(&h, t, "a", &cat(1));
