@@ -13,9 +13,9 @@ use dspex_optimizer::pruners::{
     SuccessiveHalvingPruner, ThresholdPruner, WilcoxonPruner,
 };
 use dspex_optimizer::samplers::{
-    BruteForceSampler, CmaEsSampler, CmaOptions, GpOptions, GpSampler, GridSampler,
-    PartialFixedSampler, QmcKind, QmcSampler, RandomSampler, RestartStrategy, SourceTrial,
-    TpeOptions, TpeSampler,
+    BruteForceSampler, CmaEsSampler, CmaOptions, Crossover, EliteSelection, GpOptions, GpSampler,
+    GridSampler, NsgaOptions, NsgaSampler, PartialFixedSampler, QmcKind, QmcSampler, RandomSampler,
+    RestartStrategy, SourceTrial, TpeOptions, TpeSampler,
 };
 use dspex_optimizer::{
     CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue, Pruner,
@@ -45,6 +45,18 @@ fn d_24() -> i64 {
 }
 fn d_2() -> i64 {
     2
+}
+fn d_50() -> i64 {
+    50
+}
+fn d_half() -> f64 {
+    0.5
+}
+fn d_0_9() -> f64 {
+    0.9
+}
+fn d_3() -> i64 {
+    3
 }
 fn d_5() -> i64 {
     5
@@ -201,6 +213,25 @@ pub enum SamplerSpec {
         #[serde(default)]
         source_trials: Vec<SourceTrialSpec>,
     },
+    /// NSGA-II, the genetic algorithm for several objectives (Optuna's `NSGAIISampler`).
+    Nsgaii {
+        /// The genetic options.
+        #[serde(flatten)]
+        ga: GaSpec,
+    },
+    /// NSGA-III: NSGA-II whose last front is cut by niches around reference directions, for
+    /// three objectives and more (Optuna's `NSGAIIISampler`).
+    Nsgaiii {
+        /// The genetic options.
+        #[serde(flatten)]
+        ga: GaSpec,
+        /// The reference directions, one row of weights per point, one weight per objective
+        /// (default: Das and Dennis's points with `dividing_parameter` divisions).
+        reference_points: Option<Vec<Vec<f64>>>,
+        /// Divisions of each objective for the default reference points; >= 1, default 3.
+        #[serde(default = "d_3")]
+        dividing_parameter: i64,
+    },
     /// Every combination of a discrete search space once (Optuna's `BruteForceSampler`).
     BruteForce {
         /// Seed of the random order (default: a fresh random seed).
@@ -218,6 +249,147 @@ pub enum SamplerSpec {
         /// Samples the parameters not fixed.
         base_sampler: Box<SamplerSpec>,
     },
+}
+
+/// The options NSGA-II and NSGA-III share (Optuna's constructor arguments).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct GaSpec {
+    /// Trials per generation; >= 2, default 50.
+    #[serde(default = "d_50")]
+    pub population_size: i64,
+    /// How mutated parameters change (default: drawn again at random).
+    pub mutation: Option<MutationSpec>,
+    /// Probability that a child's parameter mutates (default: 1 / its parameters).
+    pub mutation_prob: Option<f64>,
+    /// How a child's numeric parameters are made from its parents' (default: uniform).
+    pub crossover: Option<CrossoverSpec>,
+    /// Probability that a child is a crossover of its parents (else a copy of one); default 0.9.
+    #[serde(default = "d_0_9")]
+    pub crossover_prob: f64,
+    /// Probability that a categorical parameter comes from the first parent; default 0.5.
+    #[serde(default = "d_half")]
+    pub swapping_prob: f64,
+    /// Seed of the random stream (default: a fresh random seed).
+    pub seed: Option<u64>,
+}
+
+/// A crossover: `kind` and the keyword arguments of Optuna's class.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CrossoverSpec {
+    /// `UniformCrossover(swapping_prob=0.5)`.
+    Uniform {
+        /// Probability that a parameter comes from the first parent (default: the sampler's).
+        swapping_prob: Option<f64>,
+    },
+    /// `BLXAlphaCrossover(alpha=0.5)`.
+    BlxAlpha {
+        /// Widening of the parents' interval on each side, in its widths; default 0.5.
+        #[serde(default = "d_half")]
+        alpha: f64,
+    },
+    /// `SBXCrossover(eta=None, uniform_crossover_prob=0.5, use_child_gene_prob=0.5)`.
+    Sbx {
+        /// Distribution index (default: 2 for one objective, 20 for several).
+        eta: Option<f64>,
+        /// Probability that a gene pair is swapped; default 0.5.
+        #[serde(default = "d_half")]
+        uniform_crossover_prob: f64,
+        /// Probability that a gene is the crossover's (else the parents'); default 0.5.
+        #[serde(default = "d_half")]
+        use_child_gene_prob: f64,
+    },
+    /// `VSBXCrossover(eta=None, uniform_crossover_prob=0.5, use_child_gene_prob=0.5)`.
+    Vsbx {
+        /// Distribution index (default: 2 for one objective, 20 for several).
+        eta: Option<f64>,
+        /// Probability that a gene pair is swapped; default 0.5.
+        #[serde(default = "d_half")]
+        uniform_crossover_prob: f64,
+        /// Probability that a gene is the crossover's (else the parents'); default 0.5.
+        #[serde(default = "d_half")]
+        use_child_gene_prob: f64,
+    },
+    /// `UNDXCrossover(sigma_xi=0.5, sigma_eta=None)`.
+    Undx {
+        /// Spread along the first two parents' difference; default 0.5.
+        #[serde(default = "d_half")]
+        sigma_xi: f64,
+        /// Spread across it (default: 0.35 / sqrt(parameters)).
+        sigma_eta: Option<f64>,
+    },
+    /// `SPXCrossover(epsilon=None)`.
+    Spx {
+        /// Expansion of the parents' simplex (default: sqrt(parameters + 2)).
+        epsilon: Option<f64>,
+    },
+}
+
+/// A mutation: `kind` and the keyword arguments of Optuna's class.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MutationSpec {
+    /// `PolynomialMutation(eta=20.0)`.
+    Polynomial {
+        /// Distribution index: larger keeps a mutated value nearer; >= 0, default 20.
+        #[serde(default = "d_20f")]
+        eta: f64,
+    },
+}
+
+fn d_20f() -> f64 {
+    20.0
+}
+
+impl GaSpec {
+    fn options(&self, selection: EliteSelection) -> Result<NsgaOptions> {
+        let crossover = match self.crossover.clone() {
+            None => Crossover::Uniform {
+                swapping_prob: None,
+            },
+            Some(CrossoverSpec::Uniform { swapping_prob }) => Crossover::Uniform { swapping_prob },
+            Some(CrossoverSpec::BlxAlpha { alpha }) => Crossover::BlxAlpha { alpha },
+            Some(CrossoverSpec::Sbx {
+                eta,
+                uniform_crossover_prob,
+                use_child_gene_prob,
+            }) => Crossover::Sbx {
+                eta,
+                uniform_crossover_prob,
+                use_child_gene_prob,
+            },
+            Some(CrossoverSpec::Vsbx {
+                eta,
+                uniform_crossover_prob,
+                use_child_gene_prob,
+            }) => Crossover::Vsbx {
+                eta,
+                uniform_crossover_prob,
+                use_child_gene_prob,
+            },
+            Some(CrossoverSpec::Undx {
+                sigma_xi,
+                sigma_eta,
+            }) => Crossover::Undx {
+                sigma_xi,
+                sigma_eta,
+            },
+            Some(CrossoverSpec::Spx { epsilon }) => Crossover::Spx { epsilon },
+        };
+        Ok(NsgaOptions {
+            population_size: count("population_size", self.population_size)?,
+            mutation_eta: self
+                .mutation
+                .as_ref()
+                .map(|MutationSpec::Polynomial { eta }| *eta),
+            mutation_prob: self.mutation_prob,
+            crossover,
+            crossover_prob: self.crossover_prob,
+            swapping_prob: self.swapping_prob,
+            seed: self.seed,
+            selection,
+        })
+    }
 }
 
 /// A finished trial of another study, for `CmaEsSampler`'s warm start.
@@ -515,6 +687,19 @@ impl SamplerSpec {
                         .collect::<Result<_>>()?,
                 })?)
             }
+            SamplerSpec::Nsgaii { ga } => {
+                Arc::new(NsgaSampler::new(ga.options(EliteSelection::Crowding)?)?)
+            }
+            SamplerSpec::Nsgaiii {
+                ga,
+                reference_points,
+                dividing_parameter,
+            } => Arc::new(NsgaSampler::new(ga.options(
+                EliteSelection::ReferencePoints {
+                    points: reference_points.clone(),
+                    dividing_parameter: count("dividing_parameter", *dividing_parameter)?,
+                },
+            )?)?),
             SamplerSpec::PartialFixed {
                 fixed_params,
                 base_sampler,
@@ -1223,6 +1408,58 @@ c = { type = "categorical", choices = ["a", 1, true] }
             .unwrap()
             .to_string();
         assert!(e.contains("base_sampler"), "{e}");
+    }
+
+    #[test]
+    fn the_genetic_samplers_and_what_they_refuse() {
+        let f = parse(
+            "objective = \"m:f\"\ndirections = [\"minimize\", \"minimize\"]\n[sampler]\n\
+             kind = \"nsgaii\"\nseed = 1\npopulation_size = 20\n\
+             crossover = { kind = \"sbx\", eta = 15.0 }\nmutation = { kind = \"polynomial\" }\n",
+        )
+        .unwrap();
+        let Some(SamplerSpec::Nsgaii { ga }) = &f.sampler else {
+            panic!("{:?}", f.sampler)
+        };
+        assert_eq!(ga.population_size, 20);
+        assert_eq!(ga.crossover_prob, 0.9);
+        assert_eq!(ga.mutation, Some(MutationSpec::Polynomial { eta: 20.0 }));
+        assert!(f.sampler.unwrap().build().is_ok());
+        for (kind, options) in [
+            ("nsgaii", r#"{"crossover": {"kind": "undx"}}"#),
+            (
+                "nsgaii",
+                r#"{"crossover": {"kind": "blx_alpha", "alpha": 0.3}}"#,
+            ),
+            (
+                "nsgaiii",
+                r#"{"reference_points": [[1, 0], [0, 1]], "crossover": {"kind": "spx"}}"#,
+            ),
+            ("nsgaiii", r#"{"dividing_parameter": 4}"#),
+        ] {
+            assert!(
+                sampler_from_component(kind, options).is_ok(),
+                "{kind} {options}"
+            );
+        }
+        let err = |kind: &str, options: &str| {
+            sampler_from_component(kind, options)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let e = err("nsgaii", r#"{"population_size": 1}"#);
+        assert!(e.contains("population_size"), "{e}");
+        let e = err("nsgaii", r#"{"reference_points": [[1, 0]]}"#);
+        assert!(e.contains("reference_points"), "{e}");
+        let e = err("nsgaii", r#"{"crossover": {"kind": "spx", "alpha": 1}}"#);
+        assert!(e.contains("alpha"), "{e}");
+        let e = err("nsgaii", r#"{"crossover": {"kind": "two_point"}}"#);
+        assert!(e.contains("two_point"), "{e}");
+        let e = err("nsgaiii", r#"{"dividing_parameter": 0}"#);
+        assert!(e.contains("dividing_parameter"), "{e}");
+        let e = err("nsgaii", r#"{"swapping_prob": 2}"#);
+        assert!(e.contains("swapping_prob"), "{e}");
     }
 
     #[test]

@@ -123,6 +123,7 @@ impl Study {
             Some(s) => s,
             None => default_sampler()?,
         };
+        sampler.check_study(&directions)?;
         let pruner = pruner.unwrap_or_else(|| Arc::new(NopPruner));
         let pruner = match pruner.for_study(&name) {
             Some(bound) => Arc::from(bound),

@@ -168,6 +168,16 @@ const COMPONENTS: &[(&str, &str, bool)] = &[
         true,
     ),
     (
+        "nsgaii",
+        r#"{"seed": 1, "population_size": 4, "crossover": {"kind": "sbx"}, "mutation": {"kind": "polynomial"}}"#,
+        true,
+    ),
+    (
+        "nsgaiii",
+        r#"{"seed": 1, "population_size": 4, "crossover": {"kind": "undx"}}"#,
+        true,
+    ),
+    (
         "partial_fixed",
         r#"{"fixed_params": {"x": 1.5}, "base_sampler": {"kind": "random", "seed": 2}}"#,
         true,

@@ -5,7 +5,7 @@
 //! order concurrent trials asked.
 
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 
 fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -31,4 +31,12 @@ pub fn trial_rng(seed: u64, trial: u64, purpose: &str) -> SmallRng {
 /// A seed for samplers created without one.
 pub fn fresh_seed() -> u64 {
     rand::random()
+}
+
+/// A standard normal draw (Box–Muller; one of the pair is dropped, which keeps a solution a
+/// function of its own draws only).
+pub fn standard_normal(rng: &mut SmallRng) -> f64 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }

@@ -5,8 +5,11 @@ need one (hyperopt).
 
 Single-objective problems are minimised and have a known global minimum (``optimum``) except the
 scikit-learn task (``optimum=None``: the regret there is against the best value any run found).
-Multi-objective problems (ZDT1, ZDT2) are scored by the hypervolume of the non-dominated trials
-with respect to ``ref_point``; their ``optimum`` is the hypervolume of the true Pareto front.
+Multi-objective problems (ZDT1-4, DTLZ1-2 with 3 objectives, the constrained CONSTR) are
+scored by the hypervolume of the non-dominated (feasible) trials with respect to ``ref_point``;
+their ``optimum`` is the hypervolume of the true Pareto front. A constrained problem's
+objective stores its constraint values (feasible when all <= 0) in the trial's user attribute
+``"constraints"``, which the solvers hand to the sampler as ``constraints_func``.
 """
 
 from __future__ import annotations
@@ -128,7 +131,8 @@ class Problem:
     optimum: Optional[float]
     description: str
     n_objectives: int = 1
-    ref_point: Optional[Tuple[float, float]] = None
+    ref_point: Optional[Tuple[float, ...]] = None
+    constrained: bool = False
     budget_scale: float = 1.0  # fraction of the suite's budget (expensive problems)
     hyperopt_note: str = ""
     tags: List[str] = field(default_factory=list)
@@ -231,20 +235,81 @@ ZDT_DIM = 6
 ZDT_REF = (1.1, 11.0)  # f1 <= 1 and f2 <= g <= 10: every trial lies inside the reference box
 
 
-def _zdt(shape: Callable[[float], float]) -> Callable[[Any], Tuple[float, float]]:
+def _zdt(shape: Callable[[float], float], rastrigin: bool = False) -> Callable[[Any], Tuple[float, float]]:
+    """ZDT with front shape f2 = g * shape(f1 / g); ``rastrigin`` (ZDT4): x1.. in [-5, 5] and a
+    multimodal g."""
+
     def objective(trial: Any) -> Tuple[float, float]:
-        x = [trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(ZDT_DIM)]
-        g = 1.0 + 9.0 * sum(x[1:]) / (ZDT_DIM - 1)
+        x = [trial.suggest_float(f"x{i}", *((-5.0, 5.0) if rastrigin and i else (0.0, 1.0))) for i in range(ZDT_DIM)]
+        if rastrigin:
+            g = 1.0 + 10.0 * (ZDT_DIM - 1) + sum(v * v - 10.0 * math.cos(4.0 * math.pi * v) for v in x[1:])
+        else:
+            g = 1.0 + 9.0 * sum(x[1:]) / (ZDT_DIM - 1)
         f1 = x[0]
         return f1, g * shape(f1 / g)
 
     return objective
 
 
+def _front_hv(front: Callable[[float], Tuple[float, ...]], ref: Sequence[float], n: int = 20001) -> float:
+    """Hypervolume of a two-objective front given as f(t), t in [0, 1], sampled densely (its
+    dominated part drops out)."""
+    from .stats import hypervolume
+
+    return hypervolume([front(i / (n - 1)) for i in range(n)], ref)
+
+
+def _zdt3_shape(r: float) -> float:
+    return 1.0 - math.sqrt(max(r, 0.0)) - r * math.sin(10.0 * math.pi * r)
+
+
 def _zdt_hv_opt(front_integral: float) -> float:
     # Area of [0, r1] x [0, r2] dominated by the true front f2 = shape(f1), f1 in [0, 1].
     r1, r2 = ZDT_REF
     return r1 * r2 - front_integral
+
+
+ZDT4_REF = (1.1, 250.0)  # g <= 1 + 10 * 5 + 5 * (25 + 10) = 226
+
+
+# Three objectives (DTLZ) --------------------------------------------------------------------------
+
+DTLZ1_DIM, DTLZ2_DIM = 6, 8
+DTLZ1_REF = (50.0, 50.0, 50.0)  # g is rarely below 20 within 1,000 trials
+DTLZ2_REF = (1.1, 1.1, 1.1)
+
+
+def _dtlz1(trial: Any) -> Tuple[float, float, float]:
+    x = [trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(DTLZ1_DIM)]
+    tail = x[2:]
+    g = 100.0 * (len(tail) + sum((v - 0.5) ** 2 - math.cos(20.0 * math.pi * (v - 0.5)) for v in tail))
+    h = 0.5 * (1.0 + g)
+    return h * x[0] * x[1], h * x[0] * (1.0 - x[1]), h * (1.0 - x[0])
+
+
+def _dtlz2(trial: Any) -> Tuple[float, float, float]:
+    x = [trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(DTLZ2_DIM)]
+    g = sum((v - 0.5) ** 2 for v in x[2:])
+    a, b = x[0] * math.pi / 2.0, x[1] * math.pi / 2.0
+    return (1.0 + g) * math.cos(a) * math.cos(b), (1.0 + g) * math.cos(a) * math.sin(b), (1.0 + g) * math.sin(a)
+
+
+# Constrained (Deb's CONSTR) ---------------------------------------------------------------------
+
+CONSTR_REF = (1.1, 11.0)
+
+
+def _constr(trial: Any) -> Tuple[float, float]:
+    x1 = trial.suggest_float("x1", 0.1, 1.0)
+    x2 = trial.suggest_float("x2", 0.0, 5.0)
+    trial.set_user_attr("constraints", [6.0 - x2 - 9.0 * x1, 1.0 + x2 - 9.0 * x1])
+    return x1, (1.0 + x2) / x1
+
+
+def _constr_front(t: float) -> Tuple[float, float]:
+    # x2 = max(0, 6 - 9 x1) on the front, x1 from 7/18 to 1.
+    x1 = 7.0 / 18.0 + t * (1.0 - 7.0 / 18.0)
+    return x1, (1.0 + max(0.0, 6.0 - 9.0 * x1)) / x1
 
 
 # scikit-learn ---------------------------------------------------------------------------------
@@ -311,6 +376,34 @@ def all_problems() -> Dict[str, Problem]:
     zdt_desc = f"{ZDT_DIM} variables, hypervolume w.r.t. {ZDT_REF}"
     P.append(Problem("zdt1", "multi", _zdt(lambda r: 1.0 - math.sqrt(max(r, 0.0))), zdt_space, _zdt_hv_opt(1.0 / 3.0), f"ZDT1, {zdt_desc}", n_objectives=2, ref_point=ZDT_REF, tags=["multi"]))
     P.append(Problem("zdt2", "multi", _zdt(lambda r: 1.0 - r * r), zdt_space, _zdt_hv_opt(2.0 / 3.0), f"ZDT2, {zdt_desc}", n_objectives=2, ref_point=ZDT_REF, tags=["multi"]))
+    zdt3_opt = _front_hv(lambda t: (t, _zdt3_shape(t)), ZDT_REF)
+    P.append(Problem("zdt3", "multi", _zdt(_zdt3_shape), zdt_space, zdt3_opt, f"ZDT3 (disconnected front), {zdt_desc}", n_objectives=2, ref_point=ZDT_REF, tags=["multi"]))
+    zdt4_space: List[Param] = [("float", "x0", 0.0, 1.0, False)] + [("float", f"x{i}", -5.0, 5.0, False) for i in range(1, ZDT_DIM)]
+    P.append(
+        Problem(
+            "zdt4", "multi", _zdt(lambda r: 1.0 - math.sqrt(max(r, 0.0)), rastrigin=True), zdt4_space, ZDT4_REF[0] * ZDT4_REF[1] - 1.0 / 3.0,
+            f"ZDT4 (multimodal), x0 in [0, 1], {ZDT_DIM - 1} in [-5, 5], hypervolume w.r.t. {ZDT4_REF}", n_objectives=2, ref_point=ZDT4_REF, tags=["multi"],
+        )
+    )
+    unit = lambda n: [("float", f"x{i}", 0.0, 1.0, False) for i in range(n)]  # noqa: E731
+    P.append(
+        Problem(
+            "dtlz1", "multi", _dtlz1, unit(DTLZ1_DIM), DTLZ1_REF[0] ** 3 - 0.5**3 / 6.0,
+            f"DTLZ1 (linear front, multimodal), 3 objectives, {DTLZ1_DIM} variables, hypervolume w.r.t. {DTLZ1_REF}", n_objectives=3, ref_point=DTLZ1_REF, tags=["multi"],
+        )
+    )
+    P.append(
+        Problem(
+            "dtlz2", "multi", _dtlz2, unit(DTLZ2_DIM), 1.1**3 - math.pi / 6.0,
+            f"DTLZ2 (spherical front), 3 objectives, {DTLZ2_DIM} variables, hypervolume w.r.t. {DTLZ2_REF}", n_objectives=3, ref_point=DTLZ2_REF, tags=["multi"],
+        )
+    )
+    P.append(
+        Problem(
+            "constr", "multi", _constr, [("float", "x1", 0.1, 1.0, False), ("float", "x2", 0.0, 5.0, False)], _front_hv(_constr_front, CONSTR_REF),
+            f"Deb's CONSTR: 2 variables, 2 constraints, hypervolume of the feasible trials w.r.t. {CONSTR_REF}", n_objectives=2, ref_point=CONSTR_REF, constrained=True, tags=["multi", "constrained"],
+        )
+    )
     P.append(
         Problem(
             "svc_breast_cancer", "single", _svc_breast_cancer, _SVC_SPACE, None,

@@ -24,7 +24,7 @@ from . import speed as speedmod
 from .common import fmt, git_state, import_lib, log, md_table, probe_libs, uptime_line
 from .problems import PROBLEMS, Problem, sklearn_available
 from .solvers import DEFAULT_SOLVERS, OURS, SOLVERS, run_study, unsupported
-from .stats import hypervolume_2d, summarize, verdict
+from .stats import hypervolume_curve, summarize, verdict
 
 SUITES: Dict[str, Dict[str, Any]] = {
     "quick": {
@@ -79,8 +79,7 @@ def _score_curve(problem: Problem, values: List[Any], points: Sequence[int]) -> 
                 it += 1
             out.append(best if best < math.inf else None)
     else:
-        for p in points:
-            out.append(hypervolume_2d(values[:p], problem.ref_point or (1.0, 1.0)) if values else None)
+        out = hypervolume_curve(values, points, problem.ref_point or (1.0,) * problem.n_objectives)
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 from .problems import Problem
@@ -27,8 +28,13 @@ SOLVERS: Dict[str, Tuple[str, str]] = {
     "optuna-gp": ("optuna", "gp"),
     "dspex-cmaes": ("dspex", "cmaes"),
     "optuna-cmaes": ("optuna", "cmaes"),
+    # Genetic samplers for several objectives (benches/samplers.py nsga2|nsga3).
+    "dspex-nsga2": ("dspex", "nsga2"),
+    "optuna-nsga2": ("optuna", "nsga2"),
+    "dspex-nsga3": ("dspex", "nsga3"),
+    "optuna-nsga3": ("optuna", "nsga3"),
 }
-DEFAULT_SOLVERS = tuple(s for s in SOLVERS if not s.endswith(("-gp", "-cmaes")))
+DEFAULT_SOLVERS = tuple(s for s in SOLVERS if not s.endswith(("-gp", "-cmaes", "-nsga2", "-nsga3")))
 OURS = "dspex-tpe"
 
 
@@ -37,18 +43,31 @@ def unsupported(solver: str, problem: Problem) -> Optional[str]:
     lib = SOLVERS[solver][0]
     if lib == "hyperopt" and problem.kind == "multi":
         return "hyperopt has no multi-objective optimisation"
+    if lib == "rustuna" and problem.constrained:
+        return "rustuna's TPESampler has no constraints"
     return None
 
 
-def make_sampler(mod: Any, sampler: str, seed: int) -> Any:
+def _constraints(trial: Any) -> Any:
+    return trial.user_attrs["constraints"]
+
+
+def make_sampler(mod: Any, sampler: str, seed: int, constrained: bool = False) -> Any:
+    """``sampler`` of library ``mod`` with ``seed``; for a constrained problem with the
+    constraints the objective stores (samplers without constraints ignore them)."""
+    extra = {"constraints_func": _constraints} if constrained else {}
     if sampler == "tpe":
-        return mod.samplers.TPESampler(seed=seed)
+        return mod.samplers.TPESampler(seed=seed, **extra)
     if sampler == "random":
         return mod.samplers.RandomSampler(seed=seed)
     if sampler == "gp":
         return mod.samplers.GPSampler(seed=seed)
     if sampler == "cmaes":
         return mod.samplers.CmaEsSampler(seed=seed)
+    if sampler == "nsga2":
+        return mod.samplers.NSGAIISampler(seed=seed, **extra)
+    if sampler == "nsga3":
+        return mod.samplers.NSGAIIISampler(seed=seed, **extra)
     raise ValueError(f"unknown sampler {sampler!r}")
 
 
@@ -108,13 +127,21 @@ def run_study(mods: Dict[str, Any], solver: str, problem: Problem, seed: int, bu
 
     def objective(trial: Any) -> Any:
         v = problem.objective(trial)
-        values.append([float(x) for x in v] if problem.kind == "multi" else float(v))
+        if problem.kind == "single":
+            values.append(float(v))
+        elif problem.constrained and any(c > 0.0 for c in trial.user_attrs["constraints"]):
+            values.append([math.inf] * len(v))  # infeasible: outside every reference box
+        else:
+            values.append([float(x) for x in v])
         return v
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # constraints_func is deprecated in Optuna 5
+        made = make_sampler(mod, sampler, seed, problem.constrained)
     if problem.kind == "multi":
-        study = mod.create_study(directions=problem.directions, sampler=make_sampler(mod, sampler, seed))
+        study = mod.create_study(directions=problem.directions, sampler=made)
     else:
-        study = mod.create_study(sampler=make_sampler(mod, sampler, seed))
+        study = mod.create_study(sampler=made)
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=budget)
     elapsed = time.perf_counter() - t0

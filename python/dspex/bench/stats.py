@@ -126,6 +126,47 @@ def hypervolume_2d(points: Sequence[Sequence[float]], ref: Sequence[float]) -> f
     return hv
 
 
+def hypervolume(points: Sequence[Sequence[float]], ref: Sequence[float]) -> float:
+    """Volume dominated by ``points`` (minimisation) inside the box bounded by ``ref``, for any
+    number of objectives (three and more by the engine's exact algorithm, on the front)."""
+    if len(ref) == 2:
+        return hypervolume_2d(points, ref)
+    front: List[Sequence[float]] = []
+    for p in points:
+        front = _add_to_front(front, p, ref)
+    return _hv_nd(front, ref)
+
+
+def _add_to_front(front: List[Sequence[float]], p: Sequence[float], ref: Sequence[float]) -> List[Sequence[float]]:
+    """``front`` with ``p`` added when it is inside the box and not dominated."""
+    if not all(x < r for x, r in zip(p, ref)):
+        return front
+    if any(all(a <= b for a, b in zip(q, p)) for q in front):
+        return front
+    return [q for q in front if not all(a <= b for a, b in zip(p, q))] + [p]
+
+
+def _hv_nd(front: List[Sequence[float]], ref: Sequence[float]) -> float:
+    from dspex import _native
+
+    return _native.hypervolume([list(map(float, p)) for p in front], [float(r) for r in ref]) if front else 0.0
+
+
+def hypervolume_curve(values: Sequence[Sequence[float]], points: Sequence[int], ref: Sequence[float]) -> List[Optional[float]]:
+    """The hypervolume of the first ``p`` of ``values`` for each ``p`` of ``points`` (ascending)."""
+    out: List[Optional[float]] = []
+    if len(ref) == 2:
+        return [hypervolume_2d(values[:p], ref) if values else None for p in points]
+    front: List[Sequence[float]] = []
+    it = 0
+    for p in points:
+        while it < min(p, len(values)):
+            front = _add_to_front(front, values[it], ref)
+            it += 1
+        out.append(_hv_nd(front, ref) if values else None)
+    return out
+
+
 def summarize(xs: Sequence[float]) -> Dict[str, float]:
     return {
         "median": statistics.median(xs),

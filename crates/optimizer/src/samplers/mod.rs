@@ -8,13 +8,16 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::distributions::{Distribution, ParamValue};
+use crate::error::OptimizerError;
 use crate::history::{History, SearchSpace};
+use crate::trial::StudyDirection;
 
 mod above;
 mod brute_force;
 mod cmaes;
 pub mod gp;
 mod grid;
+mod nsga;
 mod partial_fixed;
 mod parzen;
 mod qmc;
@@ -28,6 +31,7 @@ pub use brute_force::BruteForceSampler;
 pub use cmaes::{CmaEsSampler, CmaOptions, RestartStrategy, SourceTrial};
 pub use gp::{GpOptions, GpSampler};
 pub use grid::GridSampler;
+pub use nsga::{default_reference_points, Crossover, EliteSelection, NsgaOptions, NsgaSampler};
 pub use partial_fixed::PartialFixedSampler;
 pub use qmc::{QmcKind, QmcSampler};
 pub use random::RandomSampler;
@@ -65,16 +69,30 @@ pub trait Sampler: Send + Sync + fmt::Debug {
         Box::new(move || params)
     }
 
-    /// Samples one parameter on its own, returning its internal value.
+    /// The sampler this one leaves its independent parameters to, if any: the default
+    /// [`Sampler::sample_independent`] and [`Sampler::prepare_independent`] delegate to it.
+    fn independent_sampler(&self) -> Option<&dyn Sampler> {
+        None
+    }
+
+    /// Samples one parameter on its own, returning its internal value. The default delegates
+    /// to [`Sampler::independent_sampler`], else runs [`Sampler::prepare_independent`]'s work:
+    /// a sampler implements one of the three.
     fn sample_independent(
         &self,
         history: &History,
         trial: u64,
         name: &str,
         dist: &Distribution,
-    ) -> f64;
+    ) -> f64 {
+        match self.independent_sampler() {
+            Some(s) => s.sample_independent(history, trial, name, dist),
+            None => self.prepare_independent(history, trial, name, dist)(),
+        }
+    }
 
-    /// [`Sampler::sample_independent`] in two steps, like [`Sampler::prepare_relative`].
+    /// [`Sampler::sample_independent`] in two steps, like [`Sampler::prepare_relative`]. The
+    /// default delegates to [`Sampler::independent_sampler`], else does all the work here.
     fn prepare_independent(
         &self,
         history: &History,
@@ -82,6 +100,9 @@ pub trait Sampler: Send + Sync + fmt::Debug {
         name: &str,
         dist: &Distribution,
     ) -> IndependentWork {
+        if let Some(s) = self.independent_sampler() {
+            return s.prepare_independent(history, trial, name, dist);
+        }
         let value = self.sample_independent(history, trial, name, dist);
         Box::new(move || value)
     }
@@ -94,6 +115,11 @@ pub trait Sampler: Send + Sync + fmt::Debug {
         _trial: u64,
     ) -> Option<BTreeMap<String, ParamValue>> {
         None
+    }
+
+    /// Refuses a study this sampler cannot drive (checked when the sampler is bound to it).
+    fn check_study(&self, _directions: &[StudyDirection]) -> Result<(), OptimizerError> {
+        Ok(())
     }
 
     /// True when the sampler has nothing left to propose (the study should stop).

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use super::{IndependentWork, RelativeWork, Sampler};
 use crate::distributions::{Distribution, ParamValue};
+use crate::error::OptimizerError;
 use crate::history::{History, SearchSpace};
+use crate::trial::StudyDirection;
 
 /// Fixes the parameters in `fixed` (external values) and leaves the rest to `base`: the fixed
 /// ones are taken out of `base`'s relative search space, so it models only the free ones.
@@ -43,6 +45,10 @@ impl PartialFixedSampler {
 }
 
 impl Sampler for PartialFixedSampler {
+    fn check_study(&self, directions: &[StudyDirection]) -> Result<(), OptimizerError> {
+        self.base.check_study(directions)
+    }
+
     fn infer_relative_search_space(&self, history: &History, trial: u64) -> SearchSpace {
         let mut space = self.base.infer_relative_search_space(history, trial);
         space.retain(|name, _| !self.fixed.contains_key(name));

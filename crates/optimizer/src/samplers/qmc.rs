@@ -15,7 +15,7 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::RngExt;
 
-use super::{IndependentWork, RandomSampler, Sampler};
+use super::{RandomSampler, Sampler};
 use crate::distributions::Distribution;
 use crate::error::OptimizerError;
 use crate::history::{History, SearchSpace};
@@ -285,26 +285,8 @@ impl Sampler for QmcSampler {
             .collect()
     }
 
-    fn sample_independent(
-        &self,
-        history: &History,
-        trial: u64,
-        name: &str,
-        dist: &Distribution,
-    ) -> f64 {
-        self.independent
-            .sample_independent(history, trial, name, dist)
-    }
-
-    fn prepare_independent(
-        &self,
-        history: &History,
-        trial: u64,
-        name: &str,
-        dist: &Distribution,
-    ) -> IndependentWork {
-        self.independent
-            .prepare_independent(history, trial, name, dist)
+    fn independent_sampler(&self) -> Option<&dyn Sampler> {
+        Some(self.independent.as_ref())
     }
 }
 

@@ -13,8 +13,30 @@ pub(crate) fn run(
     f: impl Fn(&[f64]) -> f64,
     space: &SearchSpace,
 ) -> (History, f64) {
-    let mut h = History::new(vec![StudyDirection::Minimize]);
-    let mut best = f64::INFINITY;
+    let h = run_study(
+        sampler,
+        n,
+        |x| vec![f(x)],
+        space,
+        vec![StudyDirection::Minimize],
+    );
+    let best = h
+        .first_values()
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    (h, best)
+}
+
+/// Runs `n` trials one after another of a study with `directions`, each valued by `f`.
+pub(crate) fn run_study(
+    sampler: &dyn Sampler,
+    n: usize,
+    f: impl Fn(&[f64]) -> Vec<f64>,
+    space: &SearchSpace,
+    directions: Vec<StudyDirection>,
+) -> History {
+    let mut h = History::new(directions);
     for _ in 0..n {
         let t = h.create_trial(TrialState::Running);
         let rel_space = sampler.infer_relative_search_space(&h, t);
@@ -29,11 +51,9 @@ pub(crate) fn run(
             h.set_param(t, name, v, dist).unwrap();
             xs.push(v);
         }
-        let y = f(&xs);
-        best = best.min(y);
-        h.finish(t, TrialState::Complete, Some(vec![y])).unwrap();
+        h.finish(t, TrialState::Complete, Some(f(&xs))).unwrap();
     }
-    (h, best)
+    h
 }
 
 pub(crate) fn float(low: f64, high: f64) -> Distribution {

@@ -270,16 +270,6 @@ impl Sampler for TpeSampler {
         })
     }
 
-    fn sample_independent(
-        &self,
-        history: &History,
-        trial: u64,
-        name: &str,
-        dist: &Distribution,
-    ) -> f64 {
-        self.prepare_independent(history, trial, name, dist)()
-    }
-
     fn prepare_independent(
         &self,
         history: &History,

@@ -41,12 +41,36 @@ impl UnitParam {
         }
     }
 
+    /// The transformed range (log scale for log parameters, widened as asked for).
+    pub fn bounds(&self) -> (f64, f64) {
+        (self.lo, self.hi)
+    }
+
+    /// An internal value on the transformed scale (its log for a log parameter).
+    pub fn transform(&self, v: f64) -> f64 {
+        if self.log {
+            v.ln()
+        } else {
+            v
+        }
+    }
+
+    /// The internal value at a point of the transformed scale (clipped to the range, the
+    /// nearest on the grid).
+    pub fn untransform(&self, t: f64) -> f64 {
+        if self.hi > self.lo {
+            self.denormalize((t - self.lo) / (self.hi - self.lo))
+        } else {
+            self.denormalize(0.5)
+        }
+    }
+
     /// An internal value's coordinate.
     pub fn normalize(&self, v: f64) -> f64 {
         if let Distribution::Categorical(_) = self.dist {
             return v;
         }
-        let t = if self.log { v.ln() } else { v };
+        let t = self.transform(v);
         if self.hi > self.lo {
             (t - self.lo) / (self.hi - self.lo)
         } else {

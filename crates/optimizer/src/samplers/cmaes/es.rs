@@ -8,8 +8,9 @@ use std::collections::VecDeque;
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use rand::rngs::SmallRng;
-use rand::RngExt;
 use statrs::distribution::{ContinuousCDF, Normal};
+
+use crate::rng::standard_normal;
 
 /// Samples drawn before a solution outside the unit cube is clipped into it.
 const MAX_RESAMPLING: usize = 100;
@@ -383,14 +384,6 @@ impl Strategy {
             }
         }
     }
-}
-
-/// A standard normal draw (Box–Muller; one of the pair is dropped, which keeps a solution a
-/// function of its own draws only).
-fn standard_normal(rng: &mut SmallRng) -> f64 {
-    let u1: f64 = 1.0 - rng.random::<f64>();
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use crate::error::OptimizerError;
 use crate::history::{History, SearchSpace};
 use crate::rng::{fresh_seed, trial_rng};
 use crate::samplers::unit::UnitParam;
-use crate::samplers::{IndependentWork, RandomSampler, RelativeWork, Sampler};
+use crate::samplers::{RandomSampler, RelativeWork, Sampler};
 use crate::trial::{StudyDirection, TrialState};
 
 use acqf::{Dim, LogEi, Search};
@@ -330,26 +330,8 @@ impl Sampler for GpSampler {
         Box::new(move || sampler.compute(ex))
     }
 
-    fn sample_independent(
-        &self,
-        history: &History,
-        trial: u64,
-        name: &str,
-        dist: &Distribution,
-    ) -> f64 {
-        self.independent
-            .sample_independent(history, trial, name, dist)
-    }
-
-    fn prepare_independent(
-        &self,
-        history: &History,
-        trial: u64,
-        name: &str,
-        dist: &Distribution,
-    ) -> IndependentWork {
-        self.independent
-            .prepare_independent(history, trial, name, dist)
+    fn independent_sampler(&self) -> Option<&dyn Sampler> {
+        Some(self.independent.as_ref())
     }
 }
 
