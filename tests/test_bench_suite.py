@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from dspex.bench.problems import PROBLEMS
-from dspex.bench.stats import holm, hypervolume_2d, verdict, wilcoxon_fallback
+from dspex.bench.stats import hypervolume, holm, hypervolume_2d, verdict, wilcoxon_fallback
 
 PEERS = ("optuna", "rustuna", "hyperopt")
 
@@ -116,3 +116,40 @@ def test_hypervolume_and_problem_optima():
     for name, x in (("branin", [math.pi, 2.275]), ("hartmann3", [0.114614, 0.555649, 0.852547]), ("rosenbrock5", [1.0] * 5), ("styblinski_tang5", [-2.903534] * 5), ("levy10", [1.0] * 10)):
         p = PROBLEMS[name]
         assert p.objective(Fixed(x)) == pytest.approx(p.optimum, abs=1e-4), name
+
+
+def test_multi_objective_problems_reach_their_optima_on_the_true_front():
+    class Fixed:
+        def __init__(self, x):
+            self.x, self.user_attrs = x, {}
+
+        def suggest_float(self, name, low, high, log=False):
+            return self.x[int(name[1:])]
+
+        def set_user_attr(self, key, value):
+            self.user_attrs[key] = value
+
+    # Points of each two-objective true front (the tail variables at their optimum): their
+    # hypervolume is the problem's optimum, up to the gaps between the points.
+    for name in ("zdt3", "zdt4"):
+        p = PROBLEMS[name]
+        values = [p.objective(Fixed([i / 2000] + [0.0] * 5)) for i in range(2001)]
+        hv = hypervolume(values, p.ref_point)
+        assert hv <= p.optimum + 1e-6 and hv == pytest.approx(p.optimum, rel=1e-3), name
+    # DTLZ: the front is the simplex sum(f) = 0.5 (DTLZ1) or the sphere |f| = 1 (DTLZ2), and
+    # the optimum is the reference box less what the front does not dominate.
+    for t in (0.0, 0.3, 0.8):
+        f1 = PROBLEMS["dtlz1"].objective(Fixed([t, 1 - t] + [0.5] * 4))
+        f2 = PROBLEMS["dtlz2"].objective(Fixed([t, 1 - t] + [0.5] * 6))
+        assert sum(f1) == pytest.approx(0.5) and sum(v * v for v in f2) == pytest.approx(1.0)
+    assert PROBLEMS["dtlz1"].optimum == pytest.approx(50.0**3 - 0.5**3 / 6)
+    assert PROBLEMS["dtlz2"].optimum == pytest.approx(1.1**3 - math.pi / 6)
+    constr = PROBLEMS["constr"]
+    trial = Fixed([None, 0.5, 1.5])
+    assert constr.objective(trial) == pytest.approx((0.5, 5.0)) and all(c <= 0 for c in trial.user_attrs["constraints"])
+    trial = Fixed([None, 0.2, 0.0])
+    constr.objective(trial)
+    assert trial.user_attrs["constraints"][0] > 0
+    # Three objectives through the engine's hypervolume: a unit cube's corner.
+    assert hypervolume([(0, 0, 0), (0.5, 0.5, 0.5)], (1, 1, 1)) == pytest.approx(1.0)
+    assert hypervolume([(0.5, 0.5, 0.5)], (1, 1, 1)) == pytest.approx(0.125)

@@ -210,3 +210,16 @@ def test_study_toml_with_a_genetic_sampler(tmp_path):
     (tmp_path / "study.toml").write_text('objective = "obj:f"\ndirections = ["minimize", "minimize"]\n[sampler]\nkind = "nsgaii"\ncrossover = { kind = "two_point" }\n')
     bad = subprocess.run([sys.executable, "-m", "dspex.cli", "optimize", "study.toml"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "two_point" in bad.stderr
+
+
+def test_the_side_by_side_harness_runs(tmp_path):
+    import pathlib
+
+    script = pathlib.Path(__file__).resolve().parent.parent / "benches" / "samplers.py"
+    out = subprocess.run([sys.executable, str(script), "nsga2", "--smoke", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout)
+    assert set(r["quality"]) == {"dtlz2", "constr"}
+    for q in r["quality"].values():
+        assert len(q["regret"]["dspex-nsga2"]) == 2 and all(x >= 0 for x in q["regret"]["dspex-nsga2"])
+    assert r["speed"]["dspex"]["ms_per_trial_at"]["20"] > 0
