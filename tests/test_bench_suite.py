@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from dspex.bench.problems import PROBLEMS
-from dspex.bench.stats import hypervolume, holm, hypervolume_2d, verdict, wilcoxon_fallback
+from dspex.bench.stats import holm, hypervolume, hypervolume_2d, verdict, wilcoxon_fallback
 
 PEERS = ("optuna", "rustuna", "hyperopt")
 

@@ -86,9 +86,38 @@ def test_optuna_name_and_pickle():
     assert a == b
 
 
+def test_constraints_keep_the_best_trial_feasible_and_near_the_boundary():
+    # min (x - 2)^2 + (y - 2)^2 subject to x + y <= 2: the optimum (1, 1), value 2, is on the
+    # boundary; the unconstrained one (2, 2) is infeasible.
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 3)
+        y = trial.suggest_float("y", 0, 3)
+        trial.set_user_attr("c", [x + y - 2.0])
+        return (x - 2) ** 2 + (y - 2) ** 2
+
+    with pytest.warns(FutureWarning, match="constraints_func"):
+        sampler = GPSampler(seed=0, constraints_func=lambda t: t.user_attrs["c"])
+    study = dspex.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=30)
+    best = study.best_trial
+    assert best.user_attrs["c"][0] <= 0 and best.value < 2.1
+    # trial.set_constraint works the same way, without constraints_func.
+    def with_set_constraint(trial):
+        v = objective(trial)
+        trial.set_constraint("sum", trial.user_attrs["c"][0])
+        return v
+
+    other = dspex.create_study(sampler=GPSampler(seed=0))
+    other.optimize(with_set_constraint, n_trials=30)
+    assert [t.params for t in other.trials] == [t.params for t in study.trials]
+    random = dspex.create_study(sampler=RandomSampler(seed=0))
+    random.optimize(objective, n_trials=30)
+    assert best.value < min(t.value for t in random.trials if t.user_attrs["c"][0] <= 0)
+
+
 def test_bad_arguments_say_what_is_wrong():
-    with pytest.raises(ValueError, match="constraints_func"):
-        GPSampler(constraints_func=lambda t: [0.0])
+    with pytest.raises(TypeError, match="constraints_func"):
+        GPSampler(constraints_func=3)
 
     class Mine(dspex.samplers.BaseSampler):
         def sample_independent(self, study, trial, name, dist):

@@ -15,9 +15,9 @@ pub type AttrMap = BTreeMap<String, AttrValue>;
 /// (from `trial.set_constraint`).
 pub const CONSTRAINTS_KEY: &str = "constraints";
 
-/// How far a trial with these system attributes is from satisfying its constraints: the sum of
-/// its positive constraint values (0: feasible); None when it has no constraint values.
-pub fn constraint_violation(system_attrs: &AttrMap) -> Option<f64> {
+/// The constraint values in these system attributes (the list first, then the keyed ones by
+/// key); None when there are none.
+pub fn constraint_values(system_attrs: &AttrMap) -> Option<Vec<f64>> {
     let mut values: Vec<f64> = Vec::new();
     if let Some(AttrValue::Array(list)) = system_attrs.get(CONSTRAINTS_KEY) {
         values.extend(list.iter().filter_map(AttrValue::as_f64));
@@ -29,7 +29,13 @@ pub fn constraint_violation(system_attrs: &AttrMap) -> Option<f64> {
             .take_while(|(k, _)| k.starts_with(&prefix))
             .filter_map(|(_, v)| v.as_f64()),
     );
-    (!values.is_empty()).then(|| values.iter().filter(|v| **v > 0.0).sum())
+    (!values.is_empty()).then_some(values)
+}
+
+/// How far a trial with these system attributes is from satisfying its constraints: the sum of
+/// its positive constraint values (0: feasible); None when it has no constraint values.
+pub fn constraint_violation(system_attrs: &AttrMap) -> Option<f64> {
+    constraint_values(system_attrs).map(|v| v.iter().filter(|x| **x > 0.0).sum())
 }
 
 /// Everything known about one trial.

@@ -1516,7 +1516,7 @@ fn everything_survives_reopen(b: &Backend) {
 }
 
 /// Constraint values in a trial's system attributes (a `constraints` list, `constraints:<key>`
-/// values) are the history's violation, for a trial made from a template too, and after a
+/// values) are the history's constraints and violation, for a trial made from a template too, and after a
 /// reopen.
 fn constraint_violations_reach_the_history(b: &Backend) {
     let st = b.st();
@@ -1543,6 +1543,17 @@ fn constraint_violations_reach_the_history(b: &Backend) {
         with_history(st, s, |h| {
             let v: Vec<Option<f64>> = h.trials().iter().map(|t| t.violation).collect();
             assert_eq!(v, vec![Some(2.0), Some(0.0), Some(3.0), None]);
+            let c: Vec<Option<Vec<f64>>> =
+                h.trials().iter().map(|t| t.constraints.clone()).collect();
+            assert_eq!(
+                c,
+                vec![
+                    Some(vec![1.5, -2.0, 0.5]),
+                    Some(vec![-1.0, 0.0]),
+                    Some(vec![3.0]),
+                    None
+                ]
+            );
             assert!(h.trials()[n2 as usize].infeasible() && !h.trials()[n1 as usize].infeasible());
         })
         .unwrap();

@@ -297,13 +297,18 @@ impl History {
         self.pending.get(&number).and_then(|p| p.get(name).copied())
     }
 
-    /// Sets trial `number`'s constraint violation (see [`FrozenTrial::violation`]).
-    pub fn set_violation(
+    /// Sets trial `number`'s constraint values, and with them its violation (see
+    /// [`FrozenTrial::constraints`] and [`FrozenTrial::violation`]).
+    pub fn set_constraints(
         &mut self,
         number: u64,
-        violation: Option<f64>,
+        constraints: Option<Vec<f64>>,
     ) -> Result<(), OptimizerError> {
-        self.trial_mut(number)?.violation = violation;
+        let trial = self.trial_mut(number)?;
+        trial.violation = constraints
+            .as_ref()
+            .map(|c| c.iter().filter(|v| **v > 0.0).sum());
+        trial.constraints = constraints;
         Ok(())
     }
 

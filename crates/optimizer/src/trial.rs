@@ -113,6 +113,9 @@ pub struct FrozenTrial {
     pub values: Option<Vec<f64>>,
     /// step -> reported value.
     pub intermediate_values: BTreeMap<i64, f64>,
+    /// The trial's constraint values (feasible when every one is <= 0); None for a trial
+    /// without constraints.
+    pub constraints: Option<Vec<f64>>,
     /// How far the trial is from satisfying its constraints: the sum of its positive constraint
     /// values (0: feasible); None for a trial without constraints.
     pub violation: Option<f64>,
@@ -128,6 +131,7 @@ impl FrozenTrial {
             distributions: Arc::default(),
             values: None,
             intermediate_values: BTreeMap::new(),
+            constraints: None,
             violation: None,
         }
     }

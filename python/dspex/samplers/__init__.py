@@ -220,17 +220,21 @@ class GPSampler(BaseSampler):
     must be a dspex built-in sampler. ``deterministic_objective=True`` fixes the model's
     noise at its floor, for objectives without noise.
 
+    Constraints, as Optuna's: when trials have constraint values (``trial.set_constraint`` in
+    the objective, or ``constraints_func`` (deprecated in Optuna 5) run after each trial), each
+    constraint is modelled by its own Gaussian process and the acquisition adds the log
+    probability that all are satisfied (<= 0); the improvement is over the best feasible
+    trial, and until there is one only the probability of feasibility counts.
+
     Differences from Optuna's: trials still running count as observed at the model's mean
     there (the "kriging believer"; Optuna uses a batch acquisition), so concurrent trials go
     to different points (two trials that start at the same moment do not see each other and
     can coincide). The kernel's hyperparameters are refitted at every trial up to 40
     trials, then each time the trials grew by a twentieth since the last fit (every 15th
     trial around 300); in between the model takes the new trials in with the last fit's
-    hyperparameters. Several objectives and constraints are not modelled yet: a study
-    with several objectives is sampled by ``independent_sampler``, and ``constraints_func`` is
-    refused (``trial.set_constraint`` values are stored, and ignored by this sampler). Runs in
-    the engine, without torch or scipy. ``warn_independent_sampling`` is accepted and has no
-    effect.
+    hyperparameters. Several objectives are not modelled yet: a study with several
+    objectives is sampled by ``independent_sampler``. Runs in the engine, without torch or
+    scipy. ``warn_independent_sampling`` is accepted and has no effect.
     """
 
     def __init__(
@@ -243,8 +247,7 @@ class GPSampler(BaseSampler):
         constraints_func: Any = None,
         warn_independent_sampling: bool = True,
     ) -> None:
-        if constraints_func is not None:
-            raise ValueError("GPSampler(constraints_func=...): constrained optimisation is not supported by dspex's GPSampler yet (use TPESampler(constraints_func=...))")
+        self._set_constraints_func(constraints_func)
         self._build(
             "gp",
             dict(

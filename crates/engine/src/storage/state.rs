@@ -65,10 +65,11 @@ impl StudyState {
         Ok(())
     }
 
-    /// Recomputes trial `number`'s violation in the history from its system attributes.
+    /// Recomputes trial `number`'s constraint values (and violation) in the history from its
+    /// system attributes.
     pub fn sync_violation(&mut self, number: u64) -> Result<()> {
-        let v = crate::model::constraint_violation(&self.extra(number)?.system_attrs);
-        self.history.set_violation(number, v)?;
+        let c = crate::model::constraint_values(&self.extra(number)?.system_attrs);
+        self.history.set_constraints(number, c)?;
         Ok(())
     }
 

@@ -657,7 +657,7 @@ mod tests {
             } else {
                 Some(0.0)
             };
-            h.set_violation(t, violation).unwrap();
+            h.set_constraints(t, violation.map(|v| vec![v])).unwrap();
             h.finish(t, TrialState::Complete, Some(vec![i as f64]))
                 .unwrap();
         }
@@ -668,7 +668,7 @@ mod tests {
         for i in 0..20u64 {
             let t = h.create_trial(TrialState::Running);
             let violation = if i == 19 { 0.0 } else { 1.0 + i as f64 };
-            h.set_violation(t, Some(violation)).unwrap();
+            h.set_constraints(t, Some(vec![violation])).unwrap();
             h.finish(t, TrialState::Complete, Some(vec![i as f64]))
                 .unwrap();
         }

@@ -44,10 +44,28 @@ fn log_h(z: f64) -> (f64, f64) {
     }
 }
 
-/// Log expected improvement over `f0` (the process models a function to maximise).
+/// `ln Φ(z)` for the standard normal CDF Φ, and its derivative in z; below z = -25 the
+/// asymptotic series `φ(z)/(-z) (1 - 1/z² + 3/z⁴ - ...)` replaces Φ, which underflows there.
+fn log_cdf(z: f64) -> (f64, f64) {
+    if z >= -25.0 {
+        let cdf = 0.5 * erfc(-z * SQRT_HALF);
+        let pdf = (-0.5 * z * z).exp() * INV_SQRT_2PI;
+        (cdf.ln(), pdf / cdf)
+    } else {
+        let w = 1.0 / (z * z);
+        let s = 1.0 - w * (1.0 - 3.0 * w * (1.0 - 5.0 * w));
+        (-0.5 * z * z - LOG_SQRT_2PI - (-z).ln() + s.ln(), -z / s)
+    }
+}
+
+/// Log expected improvement over `f0` (the process models a function to maximise), plus the
+/// log probability that each constraint's process is at least its threshold (the constraints
+/// are modelled as functions to maximise, feasible above the threshold). Without `f0` (no
+/// feasible trial yet) only the probability of feasibility counts.
 pub(crate) struct LogEi<'a> {
     pub gp: &'a Gp,
-    pub f0: f64,
+    pub f0: Option<f64>,
+    pub constraints: Vec<(&'a Gp, f64)>,
 }
 
 /// Added to the variance so that a point on an observation still has a finite log EI.
@@ -55,33 +73,71 @@ const STABILIZING_NOISE: f64 = 1e-12;
 
 impl LogEi<'_> {
     pub fn eval(&self, x: &[f64]) -> f64 {
-        self.value(self.gp.posterior(x))
+        let ei = self.f0.map_or(0.0, |f0| ei_value(self.gp.posterior(x), f0));
+        ei + self
+            .constraints
+            .iter()
+            .map(|(gp, thr)| pof_value(gp.posterior(x), *thr))
+            .sum::<f64>()
     }
 
     /// [`LogEi::eval`] at each of `xs`.
     pub fn eval_many(&self, xs: &[Vec<f64>]) -> Vec<f64> {
-        let posteriors = self.gp.posterior_many(xs);
-        posteriors.into_iter().map(|p| self.value(p)).collect()
-    }
-
-    fn value(&self, (mean, var): (f64, f64)) -> f64 {
-        let sigma = (var + STABILIZING_NOISE).sqrt();
-        log_h((mean - self.f0) / sigma).0 + sigma.ln()
+        let mut out: Vec<f64> = match self.f0 {
+            Some(f0) => {
+                let posteriors = self.gp.posterior_many(xs);
+                posteriors.into_iter().map(|p| ei_value(p, f0)).collect()
+            }
+            None => vec![0.0; xs.len()],
+        };
+        for (gp, thr) in &self.constraints {
+            for (o, p) in out.iter_mut().zip(gp.posterior_many(xs)) {
+                *o += pof_value(p, *thr);
+            }
+        }
+        out
     }
 
     /// The value at `x` and its gradient (zero for categorical dimensions).
     pub fn eval_grad(&self, x: &[f64], grad: &mut [f64]) -> f64 {
+        let mut gmean = vec![0.0; x.len()];
         let mut gvar = vec![0.0; x.len()];
-        let (mean, var) = self.gp.posterior_grad(x, grad, &mut gvar);
-        let sigma = (var + STABILIZING_NOISE).sqrt();
-        let z = (mean - self.f0) / sigma;
-        let (v, dv) = log_h(z);
-        for (g, dvar) in grad.iter_mut().zip(&gvar) {
-            let dsigma = dvar / (2.0 * sigma);
-            *g = dv * (*g - z * dsigma) / sigma + dsigma / sigma;
+        grad.fill(0.0);
+        let mut total = 0.0;
+        if let Some(f0) = self.f0 {
+            let (mean, var) = self.gp.posterior_grad(x, &mut gmean, &mut gvar);
+            let sigma = (var + STABILIZING_NOISE).sqrt();
+            let z = (mean - f0) / sigma;
+            let (v, dv) = log_h(z);
+            for ((g, dm), dvar) in grad.iter_mut().zip(&gmean).zip(&gvar) {
+                let dsigma = dvar / (2.0 * sigma);
+                *g += dv * (dm - z * dsigma) / sigma + dsigma / sigma;
+            }
+            total += v + sigma.ln();
         }
-        v + sigma.ln()
+        for (gp, thr) in &self.constraints {
+            let (mean, var) = gp.posterior_grad(x, &mut gmean, &mut gvar);
+            let sigma = (var + STABILIZING_NOISE).sqrt();
+            let z = (mean - thr) / sigma;
+            let (v, dv) = log_cdf(z);
+            for ((g, dm), dvar) in grad.iter_mut().zip(&gmean).zip(&gvar) {
+                let dsigma = dvar / (2.0 * sigma);
+                *g += dv * (dm - z * dsigma) / sigma;
+            }
+            total += v;
+        }
+        total
     }
+}
+
+fn ei_value((mean, var): (f64, f64), f0: f64) -> f64 {
+    let sigma = (var + STABILIZING_NOISE).sqrt();
+    log_h((mean - f0) / sigma).0 + sigma.ln()
+}
+
+fn pof_value((mean, var): (f64, f64), threshold: f64) -> f64 {
+    let sigma = (var + STABILIZING_NOISE).sqrt();
+    log_cdf((mean - threshold) / sigma).0
 }
 
 /// How the maximisation searches.
@@ -362,6 +418,24 @@ mod tests {
         // E[max(0, Z)] = φ(0).
         assert!((log_h(0.0).0 - INV_SQRT_2PI.ln()).abs() < 1e-12);
         assert!(log_h(-1000.0).0.is_finite());
+    }
+
+    #[test]
+    fn log_cdf_is_continuous_and_its_derivative_right() {
+        let (a, _) = log_cdf(-25.0 + 1e-12);
+        let (b, _) = log_cdf(-25.0 - 1e-12);
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        for z in [-60.0, -30.0, -24.0, -5.0, -0.3, 0.0, 2.0, 9.0] {
+            let h = 1e-6;
+            let fd = (log_cdf(z + h).0 - log_cdf(z - h).0) / (2.0 * h);
+            let (_, d) = log_cdf(z);
+            assert!(
+                (fd - d).abs() < 1e-4 * d.abs().max(1.0),
+                "z={z}: {fd} vs {d}"
+            );
+        }
+        assert!((log_cdf(0.0).0 - 0.5f64.ln()).abs() < 1e-12);
+        assert!(log_cdf(40.0).0.abs() < 1e-12 && log_cdf(-1000.0).0.is_finite());
     }
 
     #[test]

@@ -13,8 +13,12 @@
 //! running trials (trials one after another) a fixed seed gives a fixed sequence. Each fit
 //! starts from the previous fit's hyperparameters, as Optuna's does.
 //!
-//! Not yet: several objectives (their trials get the independent sampler), and constraints
-//! (the objective is modelled alone).
+//! Constraints (when a finished trial has constraint values): each constraint is modelled by
+//! its own process, on the trials that have it, and the acquisition adds the log probability
+//! that every constraint is satisfied; the improvement is over the best feasible trial (only
+//! the probability of feasibility counts while there is none), as Optuna's.
+//!
+//! Not yet: several objectives (their trials get the independent sampler).
 
 mod acqf;
 mod lbfgs;
@@ -68,9 +72,9 @@ impl Default for GpOptions {
     }
 }
 
-/// The last fit: the parameter names it belongs to, its hyperparameters and the number of
-/// trials it was fitted to.
-type LastFit = Option<(Vec<String>, KernelParams, usize)>;
+/// The last fit of each process (the objective, then each constraint): the parameter names it
+/// belongs to, its hyperparameters and the number of trials it was fitted to.
+type LastFit = Vec<Option<(Vec<String>, KernelParams, usize)>>;
 
 /// The hyperparameters are refitted when the trials grew by this fraction since the last fit
 /// (every trial up to 40 trials; every 15th around 300). In between, the posterior is
@@ -143,12 +147,23 @@ impl UnitParam {
     }
 }
 
+/// A constraint as its process sees it: the trials that have it, their standardised negated
+/// values (to maximise) and the threshold feasibility starts at.
+struct ConstraintData {
+    inputs: Inputs,
+    y: Vec<f64>,
+    threshold: f64,
+}
+
 /// What a sample reads from the history.
 struct Extracted {
     params: Vec<UnitParam>,
     inputs: Inputs,
     /// Standardised values, to maximise.
     y: Vec<f64>,
+    /// Whether each trial of `y` satisfies its constraints (all true without constraints).
+    feasible: Vec<bool>,
+    constraints: Vec<ConstraintData>,
     /// Normalised params of running trials.
     running: Vec<Vec<f64>>,
     trial: u64,
@@ -172,6 +187,7 @@ impl GpSampler {
             StudyDirection::Maximize => 1.0,
         };
         let (mut x, mut values, mut running) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut feasible, mut constraint_rows) = (Vec::new(), Vec::new());
         let trials = history.trials();
         for (number, state) in history.states().iter().enumerate() {
             let t = number as u64;
@@ -181,6 +197,10 @@ impl GpSampler {
                         continue;
                     };
                     if let Some(r) = row(t) {
+                        feasible.push(!trials[number].infeasible());
+                        if let Some(c) = &trials[number].constraints {
+                            constraint_rows.push((r.clone(), c.clone()));
+                        }
                         x.extend(r);
                         values.push(sign * v);
                     }
@@ -194,55 +214,101 @@ impl GpSampler {
         }
         let y = standardize(&values);
         let n = y.len();
-        Some(Extracted {
-            inputs: Inputs {
-                x,
-                n,
-                d,
-                is_cat: params
+        let is_cat: Vec<bool> = params
+            .iter()
+            .map(|p| matches!(p.dist, Distribution::Categorical(_)))
+            .collect();
+        let n_constraints = constraint_rows
+            .iter()
+            .map(|(_, c)| c.len())
+            .max()
+            .unwrap_or(0);
+        let constraints = (0..n_constraints)
+            .map(|k| {
+                let rows: Vec<&(Vec<f64>, Vec<f64>)> = constraint_rows
                     .iter()
-                    .map(|p| matches!(p.dist, Distribution::Categorical(_)))
-                    .collect(),
-            },
+                    .filter(|(_, c)| c.len() > k)
+                    .collect();
+                let negated: Vec<f64> = rows.iter().map(|(_, c)| -c[k]).collect();
+                let (y, mean, sd) = standardize_with(&negated);
+                ConstraintData {
+                    inputs: Inputs {
+                        x: rows.iter().flat_map(|(r, _)| r.iter().copied()).collect(),
+                        n: rows.len(),
+                        d,
+                        is_cat: is_cat.clone(),
+                    },
+                    y,
+                    threshold: -mean / sd,
+                }
+            })
+            .collect();
+        Some(Extracted {
+            inputs: Inputs { x, n, d, is_cat },
             params,
             y,
+            feasible,
+            constraints,
             running,
             trial,
         })
     }
 
-    fn compute(&self, ex: Extracted) -> BTreeMap<String, f64> {
-        let names: Vec<String> = ex.params.iter().map(|p| p.name.clone()).collect();
-        let n = ex.y.len();
+    /// The process of slot `slot` (0: the objective, then the constraints) fitted to
+    /// `(inputs, y)`: the last fit's hyperparameters while the trials grew by less than a
+    /// twentieth, else refitted from them.
+    fn process(&self, slot: usize, names: &[String], inputs: &Inputs, y: &[f64]) -> model::Gp {
+        let n = y.len();
         let last = self
             .last_fit
             .lock()
-            .as_ref()
-            .filter(|(names_fitted, ..)| *names_fitted == names)
-            .map(|(_, p, n_fitted)| (p.clone(), *n_fitted));
+            .get(slot)
+            .cloned()
+            .flatten()
+            .filter(|(names_fitted, ..)| names_fitted == names)
+            .map(|(_, p, n_fitted)| (p, n_fitted));
         let kept = last
             .as_ref()
             .filter(|(_, n_fitted)| {
                 (*n_fitted..n_fitted + (n_fitted / REFIT_GROWTH).max(1)).contains(&n)
             })
-            .and_then(|(p, _)| model::Gp::new(ex.inputs.clone(), &ex.y, p.clone()));
-        let gp = match kept {
-            Some(gp) => gp,
-            None => {
-                let gp = model::fit(
-                    ex.inputs.clone(),
-                    &ex.y,
-                    self.opts.deterministic_objective,
-                    last.as_ref().map(|(p, _)| p),
-                );
-                *self.last_fit.lock() = Some((names, gp.params.clone(), n));
-                gp
-            }
-        };
-        let best = argmax(&ex.y);
-        let f0 = ex.y[best];
+            .and_then(|(p, _)| model::Gp::new(inputs.clone(), y, p.clone()));
+        if let Some(gp) = kept {
+            return gp;
+        }
+        let gp = model::fit(
+            inputs.clone(),
+            y,
+            self.opts.deterministic_objective,
+            last.as_ref().map(|(p, _)| p),
+        );
+        let mut fits = self.last_fit.lock();
+        if fits.len() <= slot {
+            fits.resize(slot + 1, None);
+        }
+        fits[slot] = Some((names.to_vec(), gp.params.clone(), n));
+        gp
+    }
+
+    fn compute(&self, ex: Extracted) -> BTreeMap<String, f64> {
+        let names: Vec<String> = ex.params.iter().map(|p| p.name.clone()).collect();
+        let gp = self.process(0, &names, &ex.inputs, &ex.y);
+        let constraint_gps: Vec<(model::Gp, f64)> = ex
+            .constraints
+            .iter()
+            .enumerate()
+            .map(|(k, c)| (self.process(k + 1, &names, &c.inputs, &c.y), c.threshold))
+            .collect();
+        // The best feasible trial: the improvement's reference and a start of the search.
+        let best = (0..ex.y.len())
+            .filter(|&i| ex.feasible[i])
+            .max_by(|&a, &b| ex.y[a].total_cmp(&ex.y[b]).then(b.cmp(&a)));
+        let f0 = best.map(|i| ex.y[i]);
         let d = ex.inputs.d;
-        let incumbent = ex.inputs.x[best * d..(best + 1) * d].to_vec();
+        let incumbent: Vec<Vec<f64>> = best
+            .map(|i| ex.inputs.x[i * d..(i + 1) * d].to_vec())
+            .into_iter()
+            .collect();
         // Running trials: believed to come out at the posterior mean.
         let believer = (!ex.running.is_empty())
             .then(|| {
@@ -259,13 +325,14 @@ impl GpSampler {
         let acq = LogEi {
             gp: believer.as_ref().unwrap_or(&gp),
             f0,
+            constraints: constraint_gps.iter().map(|(g, t)| (g, *t)).collect(),
         };
         let dims: Vec<Dim> = ex.params.iter().map(UnitParam::dim).collect();
         let mut rng = trial_rng(self.seed, ex.trial, "gp");
         let x = acqf::maximize(
             &acq,
             &dims,
-            &[incumbent],
+            &incumbent,
             &mut rng,
             Search {
                 n_preliminary_samples: self.opts.n_preliminary_samples,
@@ -281,14 +348,13 @@ impl GpSampler {
     }
 }
 
-fn argmax(v: &[f64]) -> usize {
-    (0..v.len())
-        .max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a)))
-        .unwrap_or(0)
-}
-
 /// Infinite values clipped to the finite range, then standardised (Optuna's way).
 fn standardize(values: &[f64]) -> Vec<f64> {
+    standardize_with(values).0
+}
+
+/// [`standardize`], with the mean and the standard deviation (floored) it used.
+fn standardize_with(values: &[f64]) -> (Vec<f64>, f64, f64) {
     let finite = values.iter().filter(|v| v.is_finite());
     let lo = finite.clone().fold(f64::INFINITY, |a, b| a.min(*b));
     let hi = finite.fold(f64::NEG_INFINITY, |a, b| a.max(*b));
@@ -296,8 +362,10 @@ fn standardize(values: &[f64]) -> Vec<f64> {
     let clipped: Vec<f64> = values.iter().map(|v| v.clamp(lo, hi)).collect();
     let n = clipped.len() as f64;
     let mean = clipped.iter().sum::<f64>() / n;
-    let sd = (clipped.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    clipped.iter().map(|v| (v - mean) / sd.max(1e-10)).collect()
+    let sd = (clipped.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n)
+        .sqrt()
+        .max(1e-10);
+    (clipped.iter().map(|v| (v - mean) / sd).collect(), mean, sd)
 }
 
 impl Sampler for GpSampler {

@@ -198,7 +198,14 @@ fn bad_options_are_rejected() {
 fn hyperparameters_are_refitted_when_the_trials_grew_by_a_twentieth() {
     let sampler = gp(3);
     let sphere = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>();
-    let fitted_at = |s: &GpSampler| s.last_fit.lock().as_ref().map(|(_, _, n)| *n);
+    let fitted_at = |s: &GpSampler| {
+        s.last_fit
+            .lock()
+            .first()
+            .cloned()
+            .flatten()
+            .map(|(_, _, n)| n)
+    };
     let (mut h, _) = run(&sampler, 60, sphere, &box_space(2));
     // Up to 40 trials every trial refits; from 40 on, every n/20: 40, 42, 44, ..., 58.
     assert_eq!(fitted_at(&sampler), Some(58));
@@ -217,4 +224,77 @@ fn hyperparameters_are_refitted_when_the_trials_grew_by_a_twentieth() {
         }
         h.finish(t, TrialState::Complete, Some(vec![1.0])).unwrap();
     }
+}
+
+/// Runs `n` trials of `f` (value, constraint values) one after another over `space`.
+fn run_constrained(
+    sampler: &GpSampler,
+    n: usize,
+    f: impl Fn(&[f64]) -> (f64, Vec<f64>),
+    space: &SearchSpace,
+) -> History {
+    let mut h = History::new(vec![StudyDirection::Minimize]);
+    for _ in 0..n {
+        let t = h.create_trial(TrialState::Running);
+        let rel_space = sampler.infer_relative_search_space(&h, t);
+        let rel = sampler.sample_relative(&h, t, &rel_space);
+        h.set_relative_params(t, &rel, &rel_space).unwrap();
+        let mut xs = Vec::new();
+        for (name, dist) in space {
+            let v = h
+                .pending_relative(t, name)
+                .unwrap_or_else(|| sampler.sample_independent(&h, t, name, dist));
+            h.set_param(t, name, v, dist).unwrap();
+            xs.push(v);
+        }
+        let (y, c) = f(&xs);
+        h.set_constraints(t, Some(c)).unwrap();
+        h.finish(t, TrialState::Complete, Some(vec![y])).unwrap();
+    }
+    h
+}
+
+#[test]
+fn constraints_keep_the_search_in_the_feasible_region() {
+    // The unconstrained minimum (0.8, 0.8) violates x + y <= 1; the constrained one is
+    // (0.5, 0.5), value 0.18.
+    let space: SearchSpace = (0..2).map(|i| (format!("x{i}"), float(0.0, 1.0))).collect();
+    let f = |x: &[f64]| {
+        let y = (x[0] - 0.8).powi(2) + (x[1] - 0.8).powi(2);
+        (y, vec![x[0] + x[1] - 1.0, -x[0]])
+    };
+    let h = run_constrained(&gp(5), 40, f, &space);
+    let feasible: Vec<&crate::trial::FrozenTrial> =
+        h.trials().iter().filter(|t| !t.infeasible()).collect();
+    let best = feasible
+        .iter()
+        .filter_map(|t| t.value())
+        .fold(f64::INFINITY, f64::min);
+    assert!(best < 0.19, "best feasible {best}");
+    // The later trials hug the constrained optimum (on the boundary, violations of ~1e-5).
+    let near = |h: &History, x: f64, y: f64| {
+        h.trials()[25..]
+            .iter()
+            .filter(|t| (t.params["x0"] - x).hypot(t.params["x1"] - y) < 0.05)
+            .count()
+    };
+    assert!(
+        near(&h, 0.5, 0.5) >= 12,
+        "{} of the last 15 near (0.5, 0.5)",
+        near(&h, 0.5, 0.5)
+    );
+    // Without constraint values the GP heads for the infeasible optimum.
+    let blind = run(&gp(5), 40, |x| f(x).0, &space).0;
+    assert!(near(&blind, 0.8, 0.8) >= 12 && near(&blind, 0.5, 0.5) == 0);
+}
+
+#[test]
+fn with_no_feasible_trial_yet_the_search_heads_for_feasibility() {
+    // Only x0 > 0.9 is feasible, and no startup trial lands there (seeded): the next trials
+    // are pushed by the probability of feasibility alone.
+    let space: SearchSpace = (0..2).map(|i| (format!("x{i}"), float(0.0, 1.0))).collect();
+    let f = |x: &[f64]| (x[1], vec![0.9 - x[0]]);
+    let h = run_constrained(&gp(1), 25, f, &space);
+    let late = h.trials()[15..].iter().filter(|t| !t.infeasible()).count();
+    assert!(late >= 5, "{late} of the last 10 feasible");
 }

@@ -207,8 +207,7 @@ fn feasible_trials_are_the_parents_before_infeasible_ones() {
         for (name, d) in &s {
             h.set_param(n, name, x, d).unwrap();
         }
-        h.set_violation(n, Some(if x < 0.5 { 0.5 - x } else { 0.0 }))
-            .unwrap();
+        h.set_constraints(n, Some(vec![0.5 - x])).unwrap();
         h.finish(n, TrialState::Complete, Some(vec![x, x])).unwrap();
     }
     let t = h.create_trial(TrialState::Running);
