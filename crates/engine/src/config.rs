@@ -206,7 +206,8 @@ pub enum SamplerSpec {
         /// CMA-ES with Margin for integer and stepped parameters; default false.
         #[serde(default)]
         with_margin: bool,
-        /// Learning-rate adaptation (not supported yet: only false is accepted).
+        /// Learning-rate adaptation (LRA-CMA-ES); not with use_separable_cma or with_margin;
+        /// default false.
         #[serde(default)]
         lr_adapt: bool,
         /// Finished trials of a similar study to fit the first distribution to (warm start).
@@ -637,13 +638,6 @@ impl SamplerSpec {
                 let arg = |name: &'static str, v: String, why: &str| {
                     EngineError::from(dspex_optimizer::OptimizerError::arg(name, v, why))
                 };
-                if *lr_adapt {
-                    return Err(arg(
-                        "lr_adapt",
-                        "true".into(),
-                        "learning-rate adaptation is not supported by dspex's CmaEsSampler yet",
-                    ));
-                }
                 let restart_strategy = match restart_strategy.as_deref() {
                     None => None,
                     Some("ipop") => Some(RestartStrategy::Ipop),
@@ -676,6 +670,7 @@ impl SamplerSpec {
                     inc_popsize: count("inc_popsize", *inc_popsize)?,
                     use_separable_cma: *use_separable_cma,
                     with_margin: *with_margin,
+                    lr_adapt: *lr_adapt,
                     source_trials: source_trials
                         .iter()
                         .map(|t| {
@@ -1488,8 +1483,12 @@ c = { type = "categorical", choices = ["a", 1, true] }
                 .unwrap()
                 .to_string()
         };
-        let e = err(r#"{"lr_adapt": true}"#);
-        assert!(e.contains("lr_adapt") && e.contains("not supported"), "{e}");
+        let e = err(r#"{"lr_adapt": true, "use_separable_cma": true}"#);
+        assert!(
+            e.contains("lr_adapt") && e.contains("use_separable_cma"),
+            "{e}"
+        );
+        assert!(sampler_from_component("cmaes", r#"{"lr_adapt": true}"#).is_ok());
         let e = err(r#"{"restart_strategy": "ipopp"}"#);
         assert!(e.contains("restart_strategy") && e.contains("ipopp"), "{e}");
         let e = err(r#"{"x0": {"x": "a"}}"#);

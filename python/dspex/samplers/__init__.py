@@ -283,7 +283,9 @@ class CmaEsSampler(BaseSampler):
     oldest running trial, and draws that finish after their generation ended are not used
     (as in Optuna). The strategy is replayed from the trials, so a resumed or remote study
     continues it; for a fixed seed and trials one after another the sequence is fixed.
-    ``lr_adapt=True`` is not supported yet (refused). A study with several objectives is
+    ``lr_adapt=True`` adapts the learning rates of the mean and the covariance to the
+    signal-to-noise ratio of their updates (LRA-CMA-ES, for multimodal and noisy problems; not
+    with ``use_separable_cma`` or ``with_margin``, as in Optuna). A study with several objectives is
     sampled by ``independent_sampler`` (Optuna raises). ``warn_independent_sampling`` is
     accepted and has no effect."""
 

@@ -53,7 +53,29 @@ pub(crate) struct Strategy {
     pub generation: usize,
     /// Best and worst loss of the recent generations (the flat-fitness stopping rule).
     fun_hist: VecDeque<f64>,
+    /// Learning-rate adaptation's state, when it is on.
+    lr: Option<LrAdapt>,
 }
+
+/// Learning-rate adaptation (Nomura, Akimoto and Ono, 2023): the learning rates of the mean
+/// and of the covariance follow the signal-to-noise ratio of their updates, estimated by
+/// moving averages of the updates in the distribution's local coordinates.
+#[derive(Debug, Clone)]
+struct LrAdapt {
+    e_mean: DVector<f64>,
+    e_cov: DVector<f64>,
+    v_mean: f64,
+    v_cov: f64,
+    eta_mean: f64,
+    eta_cov: f64,
+}
+
+/// The adaptation's constants: the target SNR, the moving averages' rates and the cap on
+/// how fast a rate changes.
+const LR_ALPHA: f64 = 1.4;
+const LR_BETA_MEAN: f64 = 0.1;
+const LR_BETA_COV: f64 = 0.03;
+const LR_GAMMA: f64 = 0.1;
 
 impl Strategy {
     /// A run with `popsize` solutions per generation, starting at `mean` with step `sigma` and
@@ -144,9 +166,24 @@ impl Strategy {
             a: DVector::from_element(n, 1.0),
             generation: 0,
             fun_hist: VecDeque::new(),
+            lr: None,
         };
         s.decompose();
         s
+    }
+
+    /// Turns learning-rate adaptation on (full covariance only).
+    pub fn with_lr_adapt(mut self) -> Strategy {
+        let n = self.n;
+        self.lr = Some(LrAdapt {
+            e_mean: DVector::zeros(n),
+            e_cov: DVector::zeros(n * n),
+            v_mean: 0.0,
+            v_cov: 0.0,
+            eta_mean: 1.0,
+            eta_cov: 1.0,
+        });
+        self
     }
 
     /// Solutions per generation.
@@ -200,6 +237,18 @@ impl Strategy {
     /// Ends a generation: `solved` holds `popsize` (point, loss) pairs, lower loss better.
     pub fn tell(&mut self, mut solved: Vec<(DVector<f64>, f64)>) {
         let n = self.n as f64;
+        // What the learning-rate adaptation compares the update with: the old mean, step,
+        // covariance sigma² C and C^(-1/2).
+        let before = self.lr.is_some().then(|| {
+            let inv_sqrt_c =
+                &self.b * DMatrix::from_diagonal(&self.d.map(|v| 1.0 / v)) * self.b.transpose();
+            (
+                self.mean.clone(),
+                self.sigma,
+                &self.c * (self.sigma * self.sigma),
+                inv_sqrt_c,
+            )
+        });
         solved.sort_by(|a, b| a.1.total_cmp(&b.1));
         self.generation += 1;
         self.record_losses(solved[0].1, solved[solved.len() - 1].1);
@@ -267,7 +316,70 @@ impl Strategy {
             self.c =
                 &self.c * decay + &self.p_c * self.p_c.transpose() * self.c1 + rank_mu * self.c_mu;
         }
+        if let Some((mean, sigma, cov, inv_sqrt_c)) = before {
+            self.adapt_learning_rates(mean, sigma, cov, inv_sqrt_c);
+        }
         self.decompose();
+    }
+
+    /// Scales this generation's updates of the mean and of sigma² C by the adapted learning
+    /// rates, then splits the covariance back into a step size and a C of determinant one
+    /// (the step corrected for the mean's rate change).
+    fn adapt_learning_rates(
+        &mut self,
+        old_mean: DVector<f64>,
+        old_sigma: f64,
+        old_cov: DMatrix<f64>,
+        old_inv_sqrt_c: DMatrix<f64>,
+    ) {
+        let Some(lr) = self.lr.as_mut() else {
+            return;
+        };
+        let n = self.n;
+        let d_mean = &self.mean - &old_mean;
+        let d_cov = &self.c * (self.sigma * self.sigma) - &old_cov;
+        let inv_sqrt = old_inv_sqrt_c / old_sigma;
+        let local_mean = &inv_sqrt * &d_mean;
+        let local_cov = (&inv_sqrt * &d_cov * &inv_sqrt) / std::f64::consts::SQRT_2;
+        let local_cov = DVector::from_column_slice(local_cov.as_slice());
+        let (bm, bc) = (LR_BETA_MEAN, LR_BETA_COV);
+        lr.e_mean = &lr.e_mean * (1.0 - bm) + &local_mean * bm;
+        lr.e_cov = &lr.e_cov * (1.0 - bc) + &local_cov * bc;
+        lr.v_mean = (1.0 - bm) * lr.v_mean + bm * local_mean.norm_squared();
+        lr.v_cov = (1.0 - bc) * lr.v_cov + bc * local_cov.norm_squared();
+        let snr = |e: &DVector<f64>, v: f64, beta: f64| {
+            let e2 = e.norm_squared();
+            (e2 - beta / (2.0 - beta) * v) / (v - e2)
+        };
+        let snr_mean = snr(&lr.e_mean, lr.v_mean, bm);
+        let snr_cov = snr(&lr.e_cov, lr.v_cov, bc);
+        let step = |eta: f64, snr: f64, beta: f64| {
+            let relative = (snr / LR_ALPHA / eta - 1.0).clamp(-1.0, 1.0);
+            let next = eta * ((LR_GAMMA * eta).min(beta) * relative).exp();
+            // NaN (no signal yet) keeps the rate.
+            if next.is_finite() {
+                next.min(1.0)
+            } else {
+                eta
+            }
+        };
+        let eta_mean_before = lr.eta_mean;
+        lr.eta_mean = step(lr.eta_mean, snr_mean, bm);
+        lr.eta_cov = step(lr.eta_cov, snr_cov, bc);
+        self.mean = &old_mean + d_mean * lr.eta_mean;
+        let cov = old_cov + d_cov * lr.eta_cov;
+        let cov = (&cov + cov.transpose()) / 2.0;
+        let log_det: f64 = SymmetricEigen::new(cov.clone())
+            .eigenvalues
+            .iter()
+            .map(|e| e.max(EPS * EPS).ln())
+            .sum();
+        let sigma = (log_det / (2.0 * n as f64)).exp().min(SIGMA_MAX);
+        if !(sigma.is_finite() && sigma > 0.0) {
+            return;
+        }
+        self.c = cov / (sigma * sigma);
+        self.sigma = sigma * eta_mean_before / lr.eta_mean;
     }
 
     fn record_losses(&mut self, best: f64, worst: f64) {
@@ -389,7 +501,40 @@ impl Strategy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
+    use rand::{RngExt, SeedableRng};
+
+    #[test]
+    fn learning_rates_fall_on_noise_and_stay_up_on_signal() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut noise = SmallRng::seed_from_u64(4);
+        let sphere = |x: &DVector<f64>| x.iter().map(|v| (v - 0.3).powi(2)).sum::<f64>();
+        let mut noisy =
+            Strategy::new(DVector::from_element(4, 0.5), 0.2, None, 8, false).with_lr_adapt();
+        let mut clean = noisy.clone();
+        for _ in 0..120 {
+            let solved: Vec<_> = (0..8)
+                .map(|_| {
+                    let x = noisy.ask(&mut rng);
+                    (x, noise.random::<f64>())
+                })
+                .collect();
+            noisy.tell(solved);
+            let solved: Vec<_> = (0..8)
+                .map(|_| {
+                    let x = clean.ask(&mut rng);
+                    let v = sphere(&x);
+                    (x, v)
+                })
+                .collect();
+            clean.tell(solved);
+        }
+        let lr = |s: &Strategy| s.lr.as_ref().map(|l| (l.eta_mean, l.eta_cov)).unwrap();
+        // Losses that are pure noise: no signal in the updates, the rates fall.
+        assert!(lr(&noisy).0 < 0.5 && lr(&noisy).1 < 0.5, "{:?}", lr(&noisy));
+        // A sphere: the run converges with the adaptation on.
+        assert!(sphere(&clean.mean) < 1e-6, "{}", sphere(&clean.mean));
+        assert!(clean.d.iter().all(|v| v.is_finite()) && clean.sigma.is_finite());
+    }
 
     fn run(f: impl Fn(&DVector<f64>) -> f64, n: usize, separable: bool, gens: usize) -> f64 {
         let mut rng = SmallRng::seed_from_u64(1);

@@ -81,6 +81,9 @@ pub struct CmaOptions {
     pub use_separable_cma: bool,
     /// CMA-ES with Margin for integer and stepped parameters. Default false.
     pub with_margin: bool,
+    /// Learning-rate adaptation (LRA-CMA-ES), for multimodal and noisy problems; not with
+    /// `use_separable_cma` or `with_margin`. Default false.
+    pub lr_adapt: bool,
     /// Trials of a similar study the first distribution is fitted to (WS-CMA-ES).
     pub source_trials: Vec<SourceTrial>,
 }
@@ -99,6 +102,7 @@ impl Default for CmaOptions {
             inc_popsize: 2,
             use_separable_cma: false,
             with_margin: false,
+            lr_adapt: false,
             source_trials: Vec::new(),
         }
     }
@@ -162,6 +166,13 @@ impl CmaEsSampler {
         if opts.inc_popsize < 1 {
             return refuse("inc_popsize", "0", "must be >= 1");
         }
+        if opts.lr_adapt && (opts.use_separable_cma || opts.with_margin) {
+            return refuse(
+                "lr_adapt",
+                "true",
+                "cannot be combined with use_separable_cma=True or with_margin=True",
+            );
+        }
         if opts.use_separable_cma && opts.with_margin {
             return refuse(
                 "with_margin",
@@ -216,6 +227,22 @@ impl CmaEsSampler {
             .collect()
     }
 
+    /// A run of the strategy with this sampler's variant (separable, learning-rate adaptation).
+    fn strategy(
+        &self,
+        mean: DVector<f64>,
+        sigma: f64,
+        cov: Option<DMatrix<f64>>,
+        popsize: usize,
+    ) -> Strategy {
+        let es = Strategy::new(mean, sigma, cov, popsize, self.opts.use_separable_cma);
+        if self.opts.lr_adapt {
+            es.with_lr_adapt()
+        } else {
+            es
+        }
+    }
+
     fn default_popsize(n: usize) -> usize {
         4 + (3.0 * (n as f64).ln()).floor() as usize
     }
@@ -243,7 +270,7 @@ impl CmaEsSampler {
             }
         };
         Run {
-            es: Strategy::new(mean, sigma, cov, popsize, self.opts.use_separable_cma),
+            es: self.strategy(mean, sigma, cov, popsize),
             restarts: 0,
             small_evals: 0,
             large_evals: 0,
@@ -334,7 +361,7 @@ impl CmaEsSampler {
             }
         };
         let mean = DVector::from_fn(n, |_, _| rng.random::<f64>());
-        run.es = Strategy::new(mean, sigma, None, popsize, self.opts.use_separable_cma);
+        run.es = self.strategy(mean, sigma, None, popsize);
     }
 
     /// Trial `t`'s draw from `es` as internal values.
