@@ -417,6 +417,27 @@ def test_processes_on_an_embedded_study():
     assert all(t.state == dspex.TrialState.COMPLETE for t in trials)
 
 
+def _x_at_most_one(frozen):
+    return [frozen.params["x"] - 1.0]
+
+
+def test_processes_run_the_samplers_constraints_func():
+    with pytest.warns(FutureWarning, match="constraints_func"):
+        sampler = dspex.samplers.TPESampler(seed=0, constraints_func=_x_at_most_one)
+    study = dspex.create_study(sampler=sampler)
+    study.optimize(_cpu_objective, n_trials=12, processes=2)
+    trials = study.trials
+    assert len(trials) == 12 and all(t.state == dspex.TrialState.COMPLETE for t in trials)
+    assert all(t.constraints == {"0": pytest.approx(t.params["x"] - 1.0)} for t in trials)
+    assert all(t.params["x"] <= 1.0 for t in study.best_trials)
+    # A constraints_func the workers cannot load is refused before the run starts.
+    with pytest.warns(FutureWarning):
+        lam = dspex.create_study(sampler=dspex.samplers.TPESampler(constraints_func=lambda t: [0.0]))
+    with pytest.raises(TypeError, match="picklable constraints_func"):
+        lam.optimize(_cpu_objective, n_trials=2, processes=2)
+    assert len(lam.trials) == 0
+
+
 def test_processes_on_a_remote_study_with_a_module_path(server, tmp_path, monkeypatch):
     # Each trial takes 0.1 s, so one worker cannot run all 20 before the other has started
     # (an instant objective let the first process finish the study alone on a fast engine).

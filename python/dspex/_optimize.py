@@ -148,7 +148,17 @@ def _reason(exc: BaseException) -> str:
 class _Runner:
     """State shared by the evaluators of one run."""
 
-    def __init__(self, study: "Study", run: Any, func: Callable, catch: tuple, callbacks: List[Callable], gc_after_trial: bool, progress: _Progress) -> None:
+    def __init__(
+        self,
+        study: "Study",
+        run: Any,
+        func: Callable,
+        catch: tuple,
+        callbacks: List[Callable],
+        gc_after_trial: bool,
+        progress: _Progress,
+        constraints_func: Optional[Callable] = None,
+    ) -> None:
         self.study = study
         self.native = study._native
         self.run = run
@@ -157,7 +167,7 @@ class _Runner:
         self.callbacks = callbacks
         self.gc_after_trial = gc_after_trial
         self.progress = progress
-        self.constraints_func = getattr(study.sampler, "_constraints_func", None)
+        self.constraints_func = constraints_func or getattr(study.sampler, "_constraints_func", None)
         self.custom_sampler = study.sampler if _is_python_sampler(study.sampler) else None
         self.error: Optional[BaseException] = None
         self.lock = threading.Lock()
@@ -408,6 +418,7 @@ def evaluate(
     *,
     gc_after_trial: bool = False,
     progress: Optional[_Progress] = None,
+    constraints_func: Optional[Callable[..., Any]] = None,
 ) -> None:
     """Evaluates the trials that ``run`` (a ``dspex._native.Run``) sends with ``func`` until
     the run is over: a sync objective on this thread (``concurrency`` 1) or on ``concurrency``
@@ -419,7 +430,7 @@ def evaluate(
     if progress is None:
         progress = _Progress(False, None, None)
     try:
-        runner = _Runner(study, run, func, _catch_tuple(catch), list(callbacks or []), gc_after_trial, progress)
+        runner = _Runner(study, run, func, _catch_tuple(catch), list(callbacks or []), gc_after_trial, progress, constraints_func)
         if _is_async(func):
             _drive_async(runner, concurrency)
         elif concurrency == 1:

@@ -106,10 +106,13 @@ def attach(
     heartbeat_ms: int = 1000,
     tls_ca: Optional[str] = None,
     worker: Optional[str] = None,
+    constraints_func: Optional[Callable] = None,
 ) -> Any:
     """Joins the active run of remote study ``study_name`` (waiting for one) and evaluates
     ``objective`` on the trials the engine sends, ``concurrency`` at once, until the run is
-    over. An exception in ``catch`` (default: any) fails its trial only. Returns the run's
+    over. An exception in ``catch`` (default: any) fails its trial only. ``constraints_func``
+    (the sampler's, as Optuna's) is run after each trial that completes or is pruned and its
+    values stored with the trial. Returns the run's
     summary, with ``started``, ``finished``, ``reason`` (``"n_trials"``, ``"timeout"``,
     ``"stopped"``, ``"exhausted"``, ``"aborted"``, ``"interrupted"`` or ``"error"``),
     ``detail`` and ``timed_out`` (trials failed by the per-trial timeout)."""
@@ -122,7 +125,7 @@ def attach(
     with study._lock:
         study._optimizing += 1
     try:
-        evaluate(study, run, objective, concurrency, catch)
+        evaluate(study, run, objective, concurrency, catch, constraints_func=constraints_func)
     finally:
         with study._lock:
             study._optimizing -= 1
@@ -142,14 +145,20 @@ def _objective_ref(func: Any) -> Tuple[List[str], Optional[str]]:
     qual = getattr(func, "__qualname__", None)
     if mod and qual and mod != "__main__" and "<" not in qual:
         return ["--objective", f"{mod}:{qual}"], None
+    path = _pickled(func, "processes=N needs an objective given as 'module:function' or a picklable callable")
+    return ["--objective-pickle", path], path
+
+
+def _pickled(obj: Any, what: str) -> str:
+    """A temporary file holding ``obj`` pickled (the worker processes load it)."""
     try:
-        data = pickle.dumps(func)
+        data = pickle.dumps(obj)
     except Exception as e:  # noqa: BLE001
-        raise TypeError(f"processes=N needs an objective given as 'module:function' or a picklable callable; {func!r} is neither ({e})") from None
-    fd, path = tempfile.mkstemp(prefix="dspex-objective-", suffix=".pkl")
+        raise TypeError(f"{what}; {obj!r} is not ({e})") from None
+    fd, path = tempfile.mkstemp(prefix="dspex-worker-", suffix=".pkl")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    return ["--objective-pickle", path], path
+    return path
 
 
 def _check_objective(args: List[str], env: dict) -> None:
@@ -227,6 +236,12 @@ def optimize_processes(
         raise ValueError(f"processes must be an int >= 1, got {processes!r}")
     conc = check_args(n_trials, timeout, 1, concurrency if concurrency is not None else processes, trial_timeout)
     args, pickle_path = _objective_ref(func)
+    temp = [p for p in (pickle_path,) if p is not None]
+    constraints_func = getattr(study.sampler, "_constraints_func", None)
+    if constraints_func is not None:
+        # The workers run the sampler's constraints_func after each trial, as this process would.
+        temp.append(_pickled(constraints_func, "processes=N needs a picklable constraints_func (a function of an importable module)"))
+        args += ["--constraints-pickle", temp[-1]]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p], env.get("PYTHONPATH", "")])
     served = None
@@ -245,9 +260,9 @@ def optimize_processes(
     finally:
         if served is not None:
             served.close()
-        if pickle_path is not None:
+        for path in temp:
             try:
-                os.unlink(pickle_path)
+                os.unlink(path)
             except OSError:
                 pass
 

@@ -85,6 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--study", help="study name")
     p.add_argument("--objective", help="the objective, module:function")
     p.add_argument("--objective-pickle", help=argparse.SUPPRESS)
+    p.add_argument("--constraints-pickle", help=argparse.SUPPRESS)
     p.add_argument("--token", default=None, help="engine token (default: $DSPEX_TOKEN)")
     p.add_argument("--token-file", default=None, help="a file holding the engine token (a mounted secret)")
     p.add_argument("--tls-ca", default=None, help="CA certificate (PEM) of an https engine")
@@ -113,6 +114,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BaseException as e:  # noqa: BLE001 - any import-time failure is reported
         print(f"dspex.worker: cannot load the objective {args.objective or args.objective_pickle!r}: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_BAD_OBJECTIVE
+    constraints_func = None
+    if args.constraints_pickle:
+        try:
+            constraints_func = load_objective(None, args.constraints_pickle)
+        except BaseException as e:  # noqa: BLE001 - any import-time failure is reported
+            print(f"dspex.worker: cannot load the sampler's constraints_func: {type(e).__name__}: {e}", file=sys.stderr)
+            return EXIT_BAD_OBJECTIVE
     if args.check:
         return 0
     if args.metric_tool:
@@ -125,7 +133,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         dlogging.set_verbosity(dlogging.WARNING)
     worker = f"{args.name or 'worker'} pid {os.getpid()}"
     try:
-        summary = remote.attach(args.study, func, args.engine, args.token, concurrency=args.concurrency, heartbeat_ms=args.heartbeat_ms, tls_ca=args.tls_ca, worker=worker)
+        summary = remote.attach(
+            args.study, func, args.engine, args.token, concurrency=args.concurrency, heartbeat_ms=args.heartbeat_ms, tls_ca=args.tls_ca, worker=worker, constraints_func=constraints_func
+        )
     except remote.RemoteError as e:
         print(f"dspex.worker: {e}", file=sys.stderr)
         return EXIT_ENGINE
