@@ -36,6 +36,17 @@ pub(crate) fn run_study(
     space: &SearchSpace,
     directions: Vec<StudyDirection>,
 ) -> History {
+    run_constrained(sampler, n, |x| (f(x), None), space, directions)
+}
+
+/// [`run_study`] with constraints: `f` gives each trial's values and constraint values.
+pub(crate) fn run_constrained(
+    sampler: &dyn Sampler,
+    n: usize,
+    f: impl Fn(&[f64]) -> (Vec<f64>, Option<Vec<f64>>),
+    space: &SearchSpace,
+    directions: Vec<StudyDirection>,
+) -> History {
     let mut h = History::new(directions);
     for _ in 0..n {
         let t = h.create_trial(TrialState::Running);
@@ -51,7 +62,9 @@ pub(crate) fn run_study(
             h.set_param(t, name, v, dist).unwrap();
             xs.push(v);
         }
-        h.finish(t, TrialState::Complete, Some(f(&xs))).unwrap();
+        let (values, constraints) = f(&xs);
+        h.set_constraints(t, constraints).unwrap();
+        h.finish(t, TrialState::Complete, Some(values)).unwrap();
     }
     h
 }

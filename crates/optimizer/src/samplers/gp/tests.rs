@@ -2,7 +2,7 @@ use super::*;
 use crate::distributions::{
     CategoricalDistribution, FloatDistribution, IntDistribution, ParamValue,
 };
-use crate::samplers::testing::{float, run};
+use crate::samplers::testing::{self, float, run};
 
 fn box_space(d: usize) -> SearchSpace {
     (0..d)
@@ -233,25 +233,11 @@ fn run_constrained(
     f: impl Fn(&[f64]) -> (f64, Vec<f64>),
     space: &SearchSpace,
 ) -> History {
-    let mut h = History::new(vec![StudyDirection::Minimize]);
-    for _ in 0..n {
-        let t = h.create_trial(TrialState::Running);
-        let rel_space = sampler.infer_relative_search_space(&h, t);
-        let rel = sampler.sample_relative(&h, t, &rel_space);
-        h.set_relative_params(t, &rel, &rel_space).unwrap();
-        let mut xs = Vec::new();
-        for (name, dist) in space {
-            let v = h
-                .pending_relative(t, name)
-                .unwrap_or_else(|| sampler.sample_independent(&h, t, name, dist));
-            h.set_param(t, name, v, dist).unwrap();
-            xs.push(v);
-        }
-        let (y, c) = f(&xs);
-        h.set_constraints(t, Some(c)).unwrap();
-        h.finish(t, TrialState::Complete, Some(vec![y])).unwrap();
-    }
-    h
+    let f = |x: &[f64]| {
+        let (y, c) = f(x);
+        (vec![y], Some(c))
+    };
+    testing::run_constrained(sampler, n, f, space, vec![StudyDirection::Minimize])
 }
 
 #[test]
