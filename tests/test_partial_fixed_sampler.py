@@ -66,8 +66,8 @@ def test_optuna_name_pickling_and_bad_arguments():
         PartialFixedSampler([("x", 1.0)], RandomSampler())
     with pytest.raises(TypeError, match=r"fixed_params\['x'\]"):
         PartialFixedSampler({"x": [1.0]}, RandomSampler())
-    with pytest.raises(AttributeError, match="NSGAIISampler"):
-        optuna.samplers.NSGAIISampler()
+    with pytest.raises(AttributeError, match="NoSuchSampler"):
+        optuna.samplers.NoSuchSampler()
 
 
 def test_study_toml_with_a_partial_fixed_sampler(tmp_path):
