@@ -85,6 +85,8 @@ def test_study_toml_with_a_qmc_sampler(tmp_path):
         kind = "qmc"
         qmc_type = "halton"
         seed = 0
+        [workers]
+        processes = 1  # one trial at a time: trial 0 completes before trial 1 starts
     """))
     out = subprocess.run([sys.executable, "-m", "dspex.cli", "optimize", "study.toml", "--output", "json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
