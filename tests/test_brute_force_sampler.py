@@ -88,6 +88,8 @@ def test_study_toml_with_a_brute_force_sampler(tmp_path):
         [sampler]
         kind = "brute_force"
         seed = 0
+        [workers]
+        processes = 1  # one trial at a time: two started together may pick the same k (as in Optuna)
     """))
     out = subprocess.run([sys.executable, "-m", "dspex.cli", "optimize", "study.toml", "--output", "json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
