@@ -26,5 +26,8 @@ pub use dspex_optimizer as optimizer;
 pub use error::{EngineError, ErrorCode};
 pub use model::{AttrMap, AttrValue, StudySummary, TrialRecord};
 pub use scheduler::{Done, EvalRequest, Joined, Pulled, Run, RunOptions, RunSummary, StopReason};
-pub use storage::{InMemoryStorage, RetryPolicy, SqlOptions, SqlStorage, Storage, StudyId};
+pub use storage::{
+    InMemoryStorage, JournalLock, JournalOptions, JournalStorage, RetryPolicy, SqlOptions,
+    SqlStorage, Storage, StudyId,
+};
 pub use study::{Outcome, Study, Suggested, Told};

@@ -1,18 +1,19 @@
 //! One conformance suite for every `Storage` backend: each test function below runs against the
-//! in-memory storage, SQLite (a temporary file) and PostgreSQL (when DSPEX_TEST_PG_URL is set;
+//! in-memory storage, SQLite (a temporary file), a journal file and PostgreSQL (when DSPEX_TEST_PG_URL is set;
 //! without it the PostgreSQL tests are skipped with a note, or fail when CI=true).
 //!
-//! The generated tests are `memory::<test>`, `sqlite::<test>` and `postgres::<test>` (see
+//! The generated tests are `memory::<test>`, `sqlite::<test>`, `journal::<test>` (an Optuna
+//! journal file) and `postgres::<test>` (see
 //! `conformance!` at the end), so `cargo test --test storage_conformance sqlite::` runs one
 //! backend. PostgreSQL tests share one database and may run in parallel: every study name is
 //! unique to its test and process, and listings are filtered to the test's own studies.
 //!
 //! The contract is the trait's documentation (`storage/mod.rs`) plus what the in-memory backend
 //! does. Documented backend differences are allowed explicitly, never by loosening a check:
-//! - the SQL backend keeps fixed (enqueued) params also in the trial system attribute
+//! - the SQL and journal backends keep fixed (enqueued) params also in the trial system attribute
 //!   `fixed_params` (docs/ARCHITECTURE.md §7), so that attribute may be present, and then equals
 //!   the fixed params;
-//! - the SQL backend keeps datetimes with microsecond precision, so times the storage chose
+//! - the SQL and journal backends keep datetimes with microsecond precision, so times the storage chose
 //!   itself (now) are compared within 1 µs after a reopen.
 
 mod common;
@@ -103,6 +104,21 @@ impl Backend {
         Self::sql(url, prefix, Some(dir))
     }
 
+    fn journal(test: &str) -> Backend {
+        let prefix = unique(test);
+        let dir = std::env::temp_dir().join(format!("dspex-{prefix}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = TempDir(dir);
+        let url = format!("journal://{}", dir.0.join("journal.log").display());
+        Backend {
+            storage: open_url(&url).expect("open the journal"),
+            sql: None,
+            url: Some(url),
+            prefix,
+            _dir: Some(dir),
+        }
+    }
+
     fn postgres(test: &str) -> Option<Backend> {
         let url = pg_url()?;
         Some(Self::sql(url, unique(test), None))
@@ -142,6 +158,7 @@ impl Backend {
                 sql.flush().unwrap();
                 open_url(url).unwrap()
             }
+            (None, Some(url)) => open_url(url).unwrap(),
             _ => self.storage.clone(),
         }
     }
@@ -1570,6 +1587,9 @@ macro_rules! conformance {
         }
         mod sqlite {
             $(#[test] fn $test() { super::$test(&super::Backend::sqlite(stringify!($test))); })*
+        }
+        mod journal {
+            $(#[test] fn $test() { super::$test(&super::Backend::journal(stringify!($test))); })*
         }
         mod postgres {
             $(#[test] fn $test() {

@@ -539,10 +539,10 @@ impl PyStorage {
                 inherit_intermediate_values: retry_inherit_intermediate_values,
             }),
         };
-        let st = engine(py, move || dspex_engine::SqlStorage::open(&url, options))?;
-        Ok(PyStorage {
-            inner: Arc::new(st),
-        })
+        let inner = engine(py, move || {
+            dspex_engine::storage::open_url_with(&url, options)
+        })?;
+        Ok(PyStorage { inner })
     }
 
     /// Study summaries: (study_id, name, directions, n_trials, user_attrs, system_attrs,

@@ -61,6 +61,34 @@ impl InMemoryStorage {
         Self::default()
     }
 
+    /// Sets the start and/or completion time of a trial (the journal backend replays the times
+    /// its log recorded rather than now).
+    pub(super) fn set_trial_times(
+        &self,
+        study: StudyId,
+        number: u64,
+        start: Option<SystemTime>,
+        complete: Option<SystemTime>,
+    ) -> Result<()> {
+        let data = self.study(study)?;
+        let mut s = data.state.write();
+        let x = s.extra_mut(number)?;
+        if start.is_some() {
+            x.datetime_start = start;
+        }
+        if complete.is_some() {
+            x.datetime_complete = complete;
+        }
+        Ok(())
+    }
+
+    /// Fails as [`Storage::create_new_trial`] would with this template, changing nothing.
+    pub(super) fn check_template(&self, study: StudyId, t: &TrialRecord) -> Result<()> {
+        let data = self.study(study)?;
+        let s = data.state.read();
+        check_template(&s, &data.directions, t)
+    }
+
     fn study(&self, id: StudyId) -> Result<Arc<StudyData>> {
         self.inner
             .read()
@@ -80,6 +108,34 @@ fn check_not_nan(values: Option<&[f64]>) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Why `t` cannot become a trial of a study in state `s` with these directions: a parameter
+/// without a distribution, outside it or incompatible with the study's, a COMPLETE trial with
+/// the wrong number of values, a NaN value.
+fn check_template(s: &StudyState, directions: &[StudyDirection], t: &TrialRecord) -> Result<()> {
+    for (name, v) in &t.internal_params {
+        let dist = t.distributions.get(name).ok_or_else(|| {
+            EngineError::InvalidArgument(format!("parameter {name:?} has no distribution"))
+        })?;
+        if !dist.contains(*v) {
+            return Err(EngineError::InvalidArgument(format!(
+                "parameter {name:?}: value {} is outside {}",
+                dist.to_external(*v),
+                dist.to_json()
+            )));
+        }
+        s.check_compatible(name, dist)?;
+    }
+    if t.state == TrialState::Complete && t.values.as_ref().map(Vec::len) != Some(directions.len())
+    {
+        return Err(EngineError::InvalidArgument(format!(
+            "a COMPLETE trial needs {} value(s), got {:?}",
+            directions.len(),
+            t.values
+        )));
+    }
+    check_not_nan(t.values.as_deref())
 }
 
 impl Storage for InMemoryStorage {
@@ -209,29 +265,7 @@ impl Storage for InMemoryStorage {
             return Ok(number);
         };
         // Validate everything before the history changes.
-        for (name, v) in &t.internal_params {
-            let dist = t.distributions.get(name).ok_or_else(|| {
-                EngineError::InvalidArgument(format!("parameter {name:?} has no distribution"))
-            })?;
-            if !dist.contains(*v) {
-                return Err(EngineError::InvalidArgument(format!(
-                    "parameter {name:?}: value {} is outside {}",
-                    dist.to_external(*v),
-                    dist.to_json()
-                )));
-            }
-            s.check_compatible(name, dist)?;
-        }
-        if t.state == TrialState::Complete
-            && t.values.as_ref().map(Vec::len) != Some(data.directions.len())
-        {
-            return Err(EngineError::InvalidArgument(format!(
-                "a COMPLETE trial needs {} value(s), got {:?}",
-                data.directions.len(),
-                t.values
-            )));
-        }
-        check_not_nan(t.values.as_deref())?;
+        check_template(&s, &data.directions, t)?;
         let initial = if t.state == TrialState::Waiting {
             TrialState::Waiting
         } else {

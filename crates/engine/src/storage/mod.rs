@@ -12,23 +12,39 @@ use dspex_optimizer::{Distribution, History, ParamValue, SearchSpace, StudyDirec
 use crate::error::Result;
 use crate::model::{AttrMap, AttrValue, StudySummary, TrialRecord};
 
+mod journal;
 mod memory;
 mod sql;
 mod sql_schema;
 mod state;
 
+pub use journal::{JournalLock, JournalOptions, JournalStorage};
 pub use memory::InMemoryStorage;
 pub use sql::{flush_open_storages, RetryPolicy, SqlOptions, SqlStorage, FLUSH_INTERVAL};
 
 /// Opens a storage from a URL: `memory` (or empty) for a fresh in-memory storage,
-/// `sqlite:///path.db` / `postgresql://...` for a database in Optuna's schema. Blocking.
+/// `sqlite:///path.db` / `postgresql://...` for a database in Optuna's schema,
+/// `journal:///path.log` for an Optuna journal file. Blocking.
 pub fn open_url(url: &str) -> Result<std::sync::Arc<dyn Storage>> {
-    match url.trim() {
-        "" | "memory" | ":memory:" => Ok(std::sync::Arc::new(InMemoryStorage::new())),
-        u => Ok(std::sync::Arc::new(SqlStorage::open(
-            u,
-            SqlOptions::default(),
-        )?)),
+    open_url_with(url, SqlOptions::default())
+}
+
+/// [`open_url`] with the options of a SQL storage (heartbeats, retries; a journal file and the
+/// in-memory storage have no heartbeats and refuse them).
+pub fn open_url_with(url: &str, options: SqlOptions) -> Result<std::sync::Arc<dyn Storage>> {
+    let u = url.trim();
+    let plain = options.heartbeat_interval.is_none() && options.retry.is_none();
+    match u {
+        "" | "memory" | ":memory:" if plain => Ok(std::sync::Arc::new(InMemoryStorage::new())),
+        u if u.starts_with("journal:") && plain => {
+            Ok(std::sync::Arc::new(JournalStorage::open_url(u)?))
+        }
+        u if u.starts_with("journal:") || matches!(u, "" | "memory" | ":memory:") => {
+            Err(crate::error::EngineError::InvalidArgument(format!(
+                "storage {u:?} keeps no heartbeats: heartbeat_interval and failed_trial_callback need a SQL storage"
+            )))
+        }
+        u => Ok(std::sync::Arc::new(SqlStorage::open(u, options)?)),
     }
 }
 
