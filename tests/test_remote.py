@@ -61,6 +61,26 @@ def _objective(trial):
     return (x - 1) ** 2 + n + (0.5 if c == "a" else 0.0)
 
 
+def _optimize_three(study):
+    study.optimize(_objective, n_trials=3)
+    return len(study.trials)
+
+
+def test_a_remote_study_pickles_as_the_engine_and_its_name(server):
+    import multiprocessing
+    import pickle
+
+    study = dspex.create_study(study_name="pickled", engine=server, sampler=dspex.samplers.RandomSampler(seed=1))
+    study.optimize(_objective, n_trials=2)
+    copy = pickle.loads(pickle.dumps(study))
+    assert copy.study_name == "pickled" and copy._storage.engine == server
+    assert [t.params for t in copy.trials] == [t.params for t in study.trials]
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        counts = pool.map(_optimize_three, [study, study])
+    assert all(n >= 5 for n in counts)
+    assert len(study.trials) == 8
+
+
 def test_remote_study_api(server):
     study = dspex.create_study(study_name="api", engine=server, direction="minimize", sampler=dspex.samplers.RandomSampler(seed=1))
     assert study.study_name == "api"

@@ -68,10 +68,43 @@ def sqlite_url(tmp_path: Path, name: str = "s.db") -> str:
     return f"sqlite:///{tmp_path / name}"
 
 
-OPTUNA_DUMP = """
+def journal_url(tmp_path: Path) -> str:
+    """This file's notation for a journal file: ``journal:PATH`` (Optuna's journal backend in
+    Optuna, dspex's JournalStorage in dspex)."""
+    return f"journal:{tmp_path / 'journal.log'}"
+
+
+#: Optuna's storage for a URL of these tests (prepended to the Optuna scripts).
+OPTUNA_STORAGE = """
+import optuna
+def storage_of(url):
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    return url
+"""
+
+
+def storage_of(url: str) -> object:
+    if url.startswith("journal:"):
+        from dspex.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    return url
+
+
+def backend_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return sqlite_url(tmp_path)
+    if backend == "journal":
+        return journal_url(tmp_path)
+    return request.getfixturevalue("pg_url")
+
+
+OPTUNA_DUMP = OPTUNA_STORAGE + """
 import json, math, sys, optuna
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-s = optuna.load_study(study_name=sys.argv[2], storage=sys.argv[1])
+s = optuna.load_study(study_name=sys.argv[2], storage=storage_of(sys.argv[1]))
 def num(v):
     if v is None: return None
     if isinstance(v, float) and math.isinf(v): return "inf" if v > 0 else "-inf"
@@ -110,7 +143,7 @@ def num(v):
 
 
 def dspex_dump(url: str, name: str) -> dict:
-    s = dspex.load_study(study_name=name, storage=url)
+    s = dspex.load_study(study_name=name, storage=storage_of(url))
     return {
         "directions": [d.name for d in s.directions],
         "user_attrs": s.user_attrs,
@@ -155,11 +188,11 @@ def objective(trial):
 # ------------------------------------------------------------------ Optuna round trips
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "journal"])
 def test_dspex_writes_optuna_reads(backend, tmp_path, optuna_python, request):
-    url = sqlite_url(tmp_path) if backend == "sqlite" else request.getfixturevalue("pg_url")
+    url = backend_url(backend, tmp_path, request)
     name = f"dx-{uuid.uuid4().hex[:8]}"
-    s = dspex.create_study(study_name=name, storage=url, sampler=dspex.samplers.TPESampler(seed=1, n_startup_trials=4))
+    s = dspex.create_study(study_name=name, storage=storage_of(url), sampler=dspex.samplers.TPESampler(seed=1, n_startup_trials=4))
     s.set_user_attr("owner", {"team": ["a", 1]})
     s.optimize(objective, n_trials=12, catch=(RuntimeError,))
     s.enqueue_trial({"x": 0.5, "i": 4})
@@ -179,16 +212,17 @@ def test_dspex_writes_optuna_reads(backend, tmp_path, optuna_python, request):
     assert theirs["trials"][4]["system_attrs"]["fail_reason"].startswith("Traceback") or "boom" in theirs["trials"][4]["system_attrs"]["fail_reason"]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "journal"])
 def test_optuna_writes_dspex_continues(backend, tmp_path, optuna_python, request):
-    url = sqlite_url(tmp_path) if backend == "sqlite" else request.getfixturevalue("pg_url")
+    url = backend_url(backend, tmp_path, request)
     name = f"ox-{uuid.uuid4().hex[:8]}"
     run_py(
         optuna_python,
-        """
+        OPTUNA_STORAGE
+        + textwrap.dedent("""
         import sys, optuna
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        s = optuna.create_study(study_name=sys.argv[2], storage=sys.argv[1], sampler=optuna.samplers.TPESampler(seed=0))
+        s = optuna.create_study(study_name=sys.argv[2], storage=storage_of(sys.argv[1]), sampler=optuna.samplers.TPESampler(seed=0))
         s.set_user_attr("from", "optuna")
         def obj(t):
             x = t.suggest_float("x", 1e-3, 10.0, log=True)
@@ -204,7 +238,7 @@ def test_optuna_writes_dspex_continues(backend, tmp_path, optuna_python, request
             return (x - 1.0) ** 2 + i
         s.optimize(obj, n_trials=8)
         s.enqueue_trial({"x": 0.25})
-        """,
+        """),
         url,
         name,
     )
@@ -212,7 +246,7 @@ def test_optuna_writes_dspex_continues(backend, tmp_path, optuna_python, request
     ours = dspex_dump(url, name)
     assert ours == theirs
     # dspex continues the study (the enqueued trial first), Optuna sees the continuation.
-    s = dspex.load_study(study_name=name, storage=url, sampler=dspex.samplers.TPESampler(seed=2))
+    s = dspex.load_study(study_name=name, storage=storage_of(url), sampler=dspex.samplers.TPESampler(seed=2))
     s.optimize(objective, n_trials=6, catch=(RuntimeError,))
     assert len(s.trials) == 14
     assert s.trials[8].params["x"] == 0.25

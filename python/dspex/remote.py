@@ -58,10 +58,13 @@ def connect(engine: str, token: Optional[str] = None, tls_ca: Optional[str] = No
 
 
 class RemoteStorage:
-    """What ``Study._storage`` holds for a remote study."""
+    """What ``Study._storage`` holds for a remote study: the engine's client, and how it was
+    reached (``engine``, ``token``, ``tls_ca``: a pickled study connects again with them; a
+    token None is read from ``DSPEX_TOKEN`` there)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, engine: str, token: Optional[str], tls_ca: Optional[str]) -> None:
         self._client = client
+        self.engine, self.token, self.tls_ca = engine, token, tls_ca
 
     def get_all_study_names(self) -> List[str]:
         return self._client.study_names()

@@ -61,16 +61,17 @@ class Study:
         self._native: _native.Study = study_name
         self.sampler: BaseSampler = sampler  # type: ignore[assignment]  # set either way above
         self.pruner: BasePruner = pruner  # type: ignore[assignment]
-        self._storage: Union[_storages.InMemoryStorage, _storages.RDBStorage, remote.RemoteStorage] = storage
+        self._storage: Union[_storages.InMemoryStorage, _storages.RDBStorage, _storages.JournalStorage, remote.RemoteStorage] = storage
         self._optimizing = 0
         self._lock = threading.Lock()
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        # Pickled as Optuna pickles a study: one in a database as its storage and name (loaded
-        # again when unpickled, in this process or another), one in memory as a copy of its
-        # trials and attributes (unpickled into a new in-memory storage). Samplers and pruners
-        # pickle as their settings; a seeded sampler goes on as the original would.
-        if isinstance(self._storage, _storages.RDBStorage):
+        # Pickled as Optuna pickles a study: one in a database or journal file as its storage
+        # and name (loaded again when unpickled, in this process or another), one in memory as a
+        # copy of its trials and attributes (unpickled into a new in-memory storage); one of a
+        # remote engine as the engine's address and its name. Samplers and pruners pickle as
+        # their settings; a seeded sampler goes on as the original would.
+        if isinstance(self._storage, _storages._PERSISTENT):
             return (_unpickle_study, (self._storage, self.study_name, self.sampler, self.pruner, None))
         if isinstance(self._storage, _storages.InMemoryStorage):
             copy = {
@@ -81,7 +82,8 @@ class Study:
                 "metric_names": self.metric_names,
             }
             return (_unpickle_study, (None, self.study_name, self.sampler, self.pruner, copy))
-        raise TypeError("a study of a remote engine cannot be pickled: pass its name and the engine's address, and load it there")
+        st = self._storage
+        return (_unpickle_remote_study, (st.engine, st.token, st.tls_ca, self.study_name, self.sampler, self.pruner))
 
     # ---------------------------------------------------------------- properties
     @property
@@ -393,7 +395,7 @@ def create_study(
         engine_sampler = None if _is_python_sampler(given_sampler) else given_sampler
         engine_pruner = None if _is_python_pruner(pruner) else pruner
         native = client.create_study(study_name, names, remote.component_spec(engine_sampler, "sampler"), remote.component_spec(engine_pruner, "pruner"), load_if_exists)
-        return Study(native, remote.RemoteStorage(client), sampler, pruner)
+        return Study(native, remote.RemoteStorage(client, engine, token, tls_ca), sampler, pruner)
     st = _storages._resolve(storage)
     sampler, pruner = _resolve_sampler_pruner(sampler, pruner)
     native = _native.Study.create(st._native, study_name, names, _engine_sampler(sampler), _engine_pruner(pruner), load_if_exists)
@@ -432,7 +434,7 @@ def load_study(
 def _load_remote_study(engine: str, token: Optional[str], tls_ca: Optional[str], study_name: str) -> Study:
     client = remote.connect(engine, token, tls_ca)
     sampler, pruner = _resolve_sampler_pruner(None, None)
-    return Study(client.load_study(study_name), remote.RemoteStorage(client), sampler, pruner)
+    return Study(client.load_study(study_name), remote.RemoteStorage(client, engine, token, tls_ca), sampler, pruner)
 
 
 # dspex.remote.attach opens the study it joins with this (dspex.remote cannot import this module).
@@ -559,6 +561,14 @@ def _unpickle_study(storage: Any, name: str, sampler: Any, pruner: Any, copy: Op
     if copy["metric_names"] is not None:
         study.set_metric_names(copy["metric_names"])
     study.add_trials(copy["trials"])
+    return study
+
+
+def _unpickle_remote_study(engine: str, token: Optional[str], tls_ca: Optional[str], name: str, sampler: Any, pruner: Any) -> "Study":
+    """A pickled study of a remote engine: connected again, with the Python side's sampler and
+    pruner (the engine keeps its own)."""
+    study = _load_remote_study(engine, token, tls_ca, name)
+    study.sampler, study.pruner = sampler, pruner
     return study
 
 

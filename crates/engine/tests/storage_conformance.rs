@@ -96,19 +96,13 @@ impl Backend {
     }
 
     fn sqlite(test: &str) -> Backend {
-        let prefix = unique(test);
-        let dir = std::env::temp_dir().join(format!("dspex-{prefix}"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let dir = TempDir(dir);
+        let (prefix, dir) = Self::temp_dir(test);
         let url = format!("sqlite:///{}", dir.0.join("conformance.db").display());
         Self::sql(url, prefix, Some(dir))
     }
 
     fn journal(test: &str) -> Backend {
-        let prefix = unique(test);
-        let dir = std::env::temp_dir().join(format!("dspex-{prefix}"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let dir = TempDir(dir);
+        let (prefix, dir) = Self::temp_dir(test);
         let url = format!("journal://{}", dir.0.join("journal.log").display());
         Backend {
             storage: open_url(&url).expect("open the journal"),
@@ -117,6 +111,14 @@ impl Backend {
             prefix,
             _dir: Some(dir),
         }
+    }
+
+    /// The test's study name prefix and a fresh temporary directory named after it.
+    fn temp_dir(test: &str) -> (String, TempDir) {
+        let prefix = unique(test);
+        let dir = std::env::temp_dir().join(format!("dspex-{prefix}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        (prefix, TempDir(dir))
     }
 
     fn postgres(test: &str) -> Option<Backend> {

@@ -91,9 +91,11 @@ impl JournalOptions {
                         )))
                     }
                 },
-                _ => return Err(bad(format!(
+                _ => {
+                    return Err(bad(format!(
                     "unknown option {pair:?} (known: lock=symlink|open, grace_period=SECONDS|none)"
-                ))),
+                )))
+                }
             }
         }
         Ok((PathBuf::from(path), options))
@@ -1244,6 +1246,9 @@ mod tests {
         assert_eq!(as_num(&v["b"][0]), Some(f64::INFINITY));
         assert_eq!(as_num(&v["b"][1]), Some(f64::NEG_INFINITY));
         assert_eq!(v["s"], json!("NaN and -Infinity"));
+        // Floats are read exactly (Python writes the shortest repr that round-trips).
+        let x = parse_line(br#"{"x":-2.3452669425811234}"#).unwrap();
+        assert_eq!(as_num(&x["x"]), Some(-2.345_266_942_581_123_4));
         assert_eq!(to_line(&v), std::str::from_utf8(line).unwrap());
     }
 

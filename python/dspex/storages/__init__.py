@@ -2,7 +2,8 @@
 
 ``None`` keeps studies in process memory; a URL (``sqlite:///path.db``, ``postgresql://...``)
 or an :class:`RDBStorage` keeps them in a database, in Optuna 5.0's schema, so Optuna and
-optuna-dashboard read dspex studies and dspex reads theirs."""
+optuna-dashboard read dspex studies and dspex reads theirs; a :class:`JournalStorage` keeps them
+in a file, in Optuna's journal format (:mod:`dspex.storages.journal`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import atexit
 from typing import Any, Dict, List, Optional, Tuple
 
 from dspex import _native
+from dspex._deprecated import deprecated_class as _deprecated_class
 
 
 class InMemoryStorage:
@@ -96,8 +98,7 @@ class RDBStorage:
     def get_all_studies(self) -> List[Dict[str, Any]]:
         """Study summaries: study_id, study_name, directions, n_trials, user_attrs,
         system_attrs, datetime_start (Unix seconds or None)."""
-        keys = ("study_id", "study_name", "directions", "n_trials", "user_attrs", "system_attrs", "datetime_start")
-        return [dict(zip(keys, row)) for row in self._native.summaries()]
+        return _summaries(self._native)
 
     def __repr__(self) -> str:
         return f"RDBStorage({self.url!r})"
@@ -105,6 +106,11 @@ class RDBStorage:
     def __reduce__(self) -> Tuple[Any, ...]:
         # Pickled as its URL and options: unpickling opens the database again.
         return (_rdb_storage, (self.url, self.heartbeat_interval, self.grace_period, self.failed_trial_callback))
+
+
+def _summaries(native: Any) -> List[Dict[str, Any]]:
+    keys = ("study_id", "study_name", "directions", "n_trials", "user_attrs", "system_attrs", "datetime_start")
+    return [dict(zip(keys, row)) for row in native.summaries()]
 
 
 def _rdb_storage(url: str, heartbeat_interval: Optional[float], grace_period: Optional[float], callback: Optional[RetryFailedTrialCallback]) -> RDBStorage:
@@ -124,14 +130,49 @@ def fail_stale_trials(study: Any) -> None:
 def _resolve(storage: object) -> Any:
     if storage is None:
         return InMemoryStorage()
-    if isinstance(storage, (InMemoryStorage, RDBStorage)):
+    if isinstance(storage, (InMemoryStorage, RDBStorage, JournalStorage)):
         return storage
     if isinstance(storage, str):
         return RDBStorage(storage)
-    raise TypeError(f"storage must be None, a URL, an InMemoryStorage or an RDBStorage, got {storage!r}")
+    raise TypeError(f"storage must be None, a URL, an InMemoryStorage, an RDBStorage or a JournalStorage, got {storage!r}")
 
 
-__all__ = ["InMemoryStorage", "RDBStorage", "RetryFailedTrialCallback", "RetryHeartbeatStaleTrialCallback", "fail_stale_trials"]
+from dspex.storages import journal as _journal  # noqa: E402
+from dspex.storages.journal import BaseJournalBackend, JournalStorage  # noqa: E402  (uses nothing above)
+
+
+@_deprecated_class("4.0.0", "6.0.0", text="Use :class:`~optuna.storages.journal.JournalFileBackend` instead.")
+class JournalFileStorage(_journal.JournalFileBackend):
+    """Optuna's former name of :class:`dspex.storages.journal.JournalFileBackend`."""
+
+
+@_deprecated_class("4.0.0", "6.0.0", name="The import path :class:`~optuna.storages.JournalFileSymlinkLock`", text="Use :class:`~optuna.storages.journal.JournalFileSymlinkLock` instead.")
+class JournalFileSymlinkLock(_journal.JournalFileSymlinkLock):
+    """Optuna's former import path of :class:`dspex.storages.journal.JournalFileSymlinkLock`."""
+
+
+@_deprecated_class("4.0.0", "6.0.0", name="The import path :class:`~optuna.storages.JournalFileOpenLock`", text="Use :class:`~optuna.storages.journal.JournalFileOpenLock` instead.")
+class JournalFileOpenLock(_journal.JournalFileOpenLock):
+    """Optuna's former import path of :class:`dspex.storages.journal.JournalFileOpenLock`."""
+
+
+BaseJournalLogStorage = BaseJournalBackend
+
+#: Storages that keep their studies outside this process (a study in one pickles as its name).
+_PERSISTENT = (RDBStorage, JournalStorage)
+
+__all__ = [
+    "BaseJournalLogStorage",
+    "InMemoryStorage",
+    "JournalFileOpenLock",
+    "JournalFileStorage",
+    "JournalFileSymlinkLock",
+    "JournalStorage",
+    "RDBStorage",
+    "RetryFailedTrialCallback",
+    "RetryHeartbeatStaleTrialCallback",
+    "fail_stale_trials",
+]
 
 
 def _flush_at_exit() -> None:
