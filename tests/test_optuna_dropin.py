@@ -403,6 +403,84 @@ def test_a_sampler_written_in_python_is_called_as_optuna_calls_it(tmp_path, wher
             _stop(server)
 
 
+class _Delegating(dspex.samplers.BaseSampler):
+    """A sampler written in Python that leaves the work to a built-in one (as wrappers do)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, name, distribution):
+        return self.inner.sample_independent(study, trial, name, distribution)
+
+
+def _mixed_objective(trial):
+    x = trial.suggest_float("x", -4, 4)
+    k = trial.suggest_int("k", 1, 16, log=True)
+    c = trial.suggest_categorical("c", ["a", "b", None])
+    return (x - 1) ** 2 + abs(k - 4) + (c != "b")
+
+
+@pytest.mark.parametrize("where", ["embedded", "served"])
+def test_built_in_samplers_and_pruners_answer_optunas_calls_from_python(where):
+    if where == "served":
+        from test_remote import _start_server, _stop
+
+        server, addr = _start_server()
+        make = lambda sampler, pruner=None: dspex.create_study(sampler=sampler, pruner=pruner, engine=addr)  # noqa: E731
+    else:
+        server = None
+        make = lambda sampler, pruner=None: dspex.create_study(sampler=sampler, pruner=pruner)  # noqa: E731
+    try:
+        tpe = dspex.samplers.TPESampler(seed=0, n_startup_trials=8, multivariate=True)
+        study = make(_Delegating(tpe))
+        study.optimize(_mixed_objective, n_trials=40)
+        trials = study.trials
+        assert len(trials) == 40 and all(t.state == dspex.TrialState.COMPLETE for t in trials)
+        assert all(-4 <= t.params["x"] <= 4 and 1 <= t.params["k"] <= 16 and t.params["c"] in ("a", "b", None) for t in trials)
+        # TPE learned: its 32 trials are better than the 8 random ones, on average, and one
+        # is close to the optimum (x=1, k=4, c="b": 0). The same TPE in the engine directly,
+        # seed 0, embedded: mean 3.9 after the startup trials, best 0.03.
+        mean = lambda ts: sum(t.value for t in ts) / len(ts)  # noqa: E731
+        assert mean(trials[8:]) < 0.7 * mean(trials[:8])
+        assert min(t.value for t in trials) < 0.5
+        # multivariate: the relative space is the study's, sampled jointly
+        t = study.ask()
+        space = tpe.infer_relative_search_space(study, t)
+        assert set(space) == {"x", "k", "c"}
+        joint = tpe.sample_relative(study, t, space)
+        assert set(joint) == {"x", "k", "c"} and isinstance(joint["k"], int)
+        study.tell(t, state=dspex.TrialState.FAIL)
+        # A built-in pruner answers prune(study, trial) as trial.should_prune() decides.
+        pruner = dspex.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        study = make(dspex.samplers.RandomSampler(seed=1), pruner)
+
+        def reporting(trial):
+            for step in range(3):
+                trial.report(trial.number * 1.0, step)
+                assert pruner.prune(study, trial) == trial.should_prune()
+            return trial.number * 1.0
+
+        study.optimize(reporting, n_trials=6)
+        t = study.ask()
+        t.report(100.0, 0)
+        assert pruner.prune(study, t) is True
+        t.report(-1.0, 1)
+        assert pruner.prune(study, t) is False
+    finally:
+        if server is not None:
+            _stop(server)
+    with pytest.raises(TypeError, match="samples a dspex study"):
+        tpe.sample_independent(object(), t, "x", dspex.distributions.FloatDistribution(0, 1))
+    with pytest.raises(NotImplementedError, match="written in Python implements it"):
+        dspex.samplers.BaseSampler().sample_independent(study, t, "x", dspex.distributions.FloatDistribution(0, 1))
+
+
 def test_a_python_samplers_bad_value_fails_the_trial_with_a_clear_error():
     class Outside(dspex.samplers.BaseSampler):
         def sample_independent(self, study, trial, name, distribution):

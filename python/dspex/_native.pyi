@@ -136,6 +136,12 @@ class Sampler:
 
     @property
     def kind(self) -> str: ...
+    def infer_relative_space(self, study: Study, trial: int) -> list[tuple[str, str]]:
+        """Optuna's ``infer_relative_search_space`` on the study's trials read now: (name, distribution JSON) pairs."""
+    def sample_relative_params(self, study: Study, trial: int, space: list[tuple[str, str]]) -> list[tuple[str, float]]:
+        """Optuna's ``sample_relative``: internal values by name."""
+    def sample_independent_param(self, study: Study, trial: int, name: str, distribution_json: str) -> float:
+        """Optuna's ``sample_independent``: the internal value."""
 
 @final
 class Pruner:
@@ -143,6 +149,8 @@ class Pruner:
 
     @property
     def kind(self) -> str: ...
+    def prune_trial(self, study: Study, trial: int) -> bool:
+        """Optuna's ``prune(study, trial)`` on the study's trials read now."""
 
 def sampler(kind: str, options_json: str) -> Sampler:
     """Builds a sampler from its kind and constructor keywords (JSON; null means not given)."""

@@ -20,6 +20,17 @@ class BaseDistribution:
     def _to_native(self) -> tuple:
         raise NotImplementedError
 
+    def to_external_repr(self, param_value_in_internal_repr: float) -> Any:
+        """The value an objective sees for this internal (float) value (Optuna's method)."""
+        return float(param_value_in_internal_repr)
+
+    def to_internal_repr(self, param_value_in_external_repr: Any) -> float:
+        """The internal (float) value samplers work with (Optuna's method)."""
+        try:
+            return float(param_value_in_external_repr)
+        except (TypeError, ValueError):
+            raise ValueError(f"{param_value_in_external_repr!r} is not a value of {self!r}") from None
+
     def single(self) -> bool:
         """True when the distribution admits a single value."""
         raise NotImplementedError
@@ -77,6 +88,9 @@ class IntDistribution(BaseDistribution):
     def _to_native(self) -> tuple:
         return ("int", self.low, self.high, self.log, self.step)
 
+    def to_external_repr(self, param_value_in_internal_repr: float) -> int:
+        return int(param_value_in_internal_repr)
+
     def single(self) -> bool:
         return self.low == self.high or (not self.log and self.high - self.low < self.step)
 
@@ -93,6 +107,18 @@ class CategoricalDistribution(BaseDistribution):
 
     def _to_native(self) -> tuple:
         return ("categorical", self.choices)
+
+    def to_external_repr(self, param_value_in_internal_repr: float) -> CategoricalChoiceType:
+        return self.choices[int(param_value_in_internal_repr)]
+
+    def to_internal_repr(self, param_value_in_external_repr: CategoricalChoiceType) -> float:
+        for i, c in enumerate(self.choices):
+            if c == param_value_in_external_repr and type(c) is type(param_value_in_external_repr):
+                return float(i)
+        for i, c in enumerate(self.choices):  # 1 == 1.0 == True, as Optuna's index lookup
+            if c == param_value_in_external_repr:
+                return float(i)
+        raise ValueError(f"{param_value_in_external_repr!r} is not among the choices {self.choices!r}")
 
     def single(self) -> bool:
         return len(self.choices) == 1

@@ -33,8 +33,14 @@ class BasePruner(EngineComponent):
         return _native.pruner
 
     def prune(self, study: Any, trial: Any) -> bool:
-        """Whether ``trial`` should stop (what a subclass written in Python decides)."""
-        raise NotImplementedError(f"{type(self).__name__} runs in the engine: ask trial.should_prune()")
+        """Whether ``trial`` should stop: what a subclass written in Python decides; a built-in
+        pruner decides in the engine, on the study's trials read at the call."""
+        native = getattr(self, "_native", None)
+        if native is None:
+            raise NotImplementedError(f"{type(self).__name__}.prune: a pruner written in Python implements it")
+        if not isinstance(getattr(study, "_native", None), _native.Study):
+            raise TypeError(f"{type(self).__name__} prunes trials of a dspex study, got {study!r}")
+        return bool(native.prune_trial(study._native, trial.number))
 
 
 def _is_python_pruner(pruner: Any) -> bool:

@@ -152,6 +152,34 @@ pub fn from_unix_seconds(s: f64) -> Option<SystemTime> {
     }
 }
 
+/// A sampler's view of trials read as records (numbered densely from 0, in order): what a
+/// sampler asked outside the engine's run (from Python, on a study's trials) reads.
+pub fn history_from_records(
+    directions: &[StudyDirection],
+    records: &[TrialRecord],
+) -> Result<dspex_optimizer::History, dspex_optimizer::OptimizerError> {
+    let mut h = dspex_optimizer::History::new(directions.to_vec());
+    for r in records {
+        let n = h.create_trial(match r.state {
+            TrialState::Waiting => TrialState::Waiting,
+            _ => TrialState::Running,
+        });
+        for (name, v) in &r.internal_params {
+            if let Some(d) = r.distributions.get(name) {
+                h.set_param(n, name, *v, d)?;
+            }
+        }
+        for (step, v) in &r.intermediate_values {
+            h.report(n, *step, *v)?;
+        }
+        h.set_constraints(n, constraint_values(&r.system_attrs))?;
+        if r.state.is_finished() {
+            h.finish(n, r.state, r.values.clone())?;
+        }
+    }
+    Ok(h)
+}
+
 /// Optuna's compatibility rule for one name suggested with two distributions: same kind, same
 /// log flag, and for categoricals the same choices. Ranges and steps may differ.
 pub fn check_compatible(old: &Distribution, new: &Distribution) -> Result<(), String> {

@@ -623,6 +623,82 @@ impl PySampler {
     fn __repr__(&self) -> String {
         format!("<dspex native sampler {}>", self.kind)
     }
+
+    /// Optuna's `infer_relative_search_space(study, trial)` on the study's trials read now:
+    /// (name, distribution JSON) pairs.
+    fn infer_relative_space(
+        &self,
+        py: Python<'_>,
+        study: PyRef<'_, study::PyStudy>,
+        trial: u64,
+    ) -> PyResult<Vec<(String, String)>> {
+        let h = history_now(py, &study)?;
+        let s = self.inner.clone();
+        engine(py, move || {
+            Ok(s.infer_relative_search_space(&h, trial)
+                .into_iter()
+                .map(|(k, d)| (k, d.to_json()))
+                .collect())
+        })
+    }
+
+    /// Optuna's `sample_relative(study, trial, search_space)` (the space as (name, distribution
+    /// JSON) pairs): internal values by name.
+    fn sample_relative_params(
+        &self,
+        py: Python<'_>,
+        study: PyRef<'_, study::PyStudy>,
+        trial: u64,
+        space: Vec<(String, String)>,
+    ) -> PyResult<Vec<(String, f64)>> {
+        let space = space
+            .into_iter()
+            .map(|(k, d)| dist_from_json(&d).map(|d| (k, d)))
+            .collect::<PyResult<_>>()?;
+        let h = history_now(py, &study)?;
+        let s = self.inner.clone();
+        engine(py, move || {
+            Ok(s.sample_relative(&h, trial, &space).into_iter().collect())
+        })
+    }
+
+    /// Optuna's `sample_independent(study, trial, name, distribution)`: the internal value.
+    fn sample_independent_param(
+        &self,
+        py: Python<'_>,
+        study: PyRef<'_, study::PyStudy>,
+        trial: u64,
+        name: String,
+        distribution_json: String,
+    ) -> PyResult<f64> {
+        let dist = dist_from_json(&distribution_json)?;
+        let h = history_now(py, &study)?;
+        let s = self.inner.clone();
+        engine(
+            py,
+            move || Ok(s.sample_independent(&h, trial, &name, &dist)),
+        )
+    }
+}
+
+/// The study's trials read now, as a sampler or pruner sees them (one read of every trial: what
+/// a built-in sampler or pruner called from Python costs).
+fn history_now(
+    py: Python<'_>,
+    study: &study::PyStudy,
+) -> PyResult<dspex_engine::optimizer::History> {
+    let records = study.backend.trial_records(py, None)?;
+    let directions = study.backend.directions().to_vec();
+    engine(py, move || {
+        Ok(dspex_engine::model::history_from_records(
+            &directions,
+            &records,
+        )?)
+    })
+}
+
+fn dist_from_json(json: &str) -> PyResult<Distribution> {
+    Distribution::from_json(json).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Builds a sampler from its kind and constructor keywords (JSON; null means not given): the
@@ -648,6 +724,24 @@ impl PyPruner {
     #[getter]
     fn kind(&self) -> &str {
         &self.kind
+    }
+
+    /// Optuna's `prune(study, trial)` on the study's trials read now.
+    fn prune_trial(
+        &self,
+        py: Python<'_>,
+        study: PyRef<'_, study::PyStudy>,
+        trial: u64,
+    ) -> PyResult<bool> {
+        let h = history_now(py, &study)?;
+        let name = study.backend.name().to_string();
+        let p = self.inner.clone();
+        engine(py, move || {
+            Ok(match p.for_study(&name) {
+                Some(own) => own.prune(&h, trial),
+                None => p.prune(&h, trial),
+            })
+        })
     }
 }
 

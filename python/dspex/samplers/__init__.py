@@ -51,15 +51,44 @@ class BaseSampler(EngineComponent):
         warnings.warn("constraints_func has been deprecated in Optuna v5.0.0 and will be removed in v7.0.0; use trial.set_constraint instead.", FutureWarning, stacklevel=3)
         self._constraints_func = constraints_func
 
-    # Optuna's sampler interface, for subclasses written in Python.
+    # Optuna's sampler interface: what a subclass written in Python implements. A built-in
+    # sampler answers these calls too (for samplers written in Python that delegate to one),
+    # from the engine, on the study's trials read at the call: O(trials) a call, so a fallback
+    # rather than a main loop.
     def infer_relative_search_space(self, study: Any, trial: Any) -> Dict[str, Any]:
-        return {}
+        native = self._engine_study_sampler(study)
+        if native is None:
+            return {}
+        from dspex.distributions import json_to_distribution
+
+        return {k: json_to_distribution(d) for k, d in native.infer_relative_space(study._native, trial.number)}
 
     def sample_relative(self, study: Any, trial: Any, search_space: Dict[str, Any]) -> Dict[str, Any]:
-        return {}
+        native = self._engine_study_sampler(study)
+        if native is None or not search_space:
+            return {}
+        from dspex.distributions import distribution_to_json
+
+        got = dict(native.sample_relative_params(study._native, trial.number, [(k, distribution_to_json(d)) for k, d in search_space.items()]))
+        return {k: search_space[k].to_external_repr(v) for k, v in got.items()}
 
     def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} samples in the engine; only RandomSampler also samples in Python (sample_independent)")
+        native = self._engine_study_sampler(study)
+        if native is None:
+            raise NotImplementedError(f"{type(self).__name__}.sample_independent: a sampler written in Python implements it")
+        from dspex.distributions import distribution_to_json
+
+        internal = native.sample_independent_param(study._native, trial.number, param_name, distribution_to_json(param_distribution))
+        return param_distribution.to_external_repr(internal)
+
+    def _engine_study_sampler(self, study: Any) -> Any:
+        """This sampler's engine sampler, when it has one and ``study`` is a dspex study."""
+        native = getattr(self, "_native", None)
+        if native is None:
+            return None
+        if not isinstance(getattr(study, "_native", None), _native.Study):
+            raise TypeError(f"{type(self).__name__} samples a dspex study, got {study!r}")
+        return native
 
     def before_trial(self, study: Any, trial: Any) -> None:
         pass

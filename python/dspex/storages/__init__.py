@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from dspex import _native
 from dspex._deprecated import deprecated_class as _deprecated_class
+from dspex.storages._common import summaries
 
 
 class InMemoryStorage:
@@ -98,7 +99,7 @@ class RDBStorage:
     def get_all_studies(self) -> List[Dict[str, Any]]:
         """Study summaries: study_id, study_name, directions, n_trials, user_attrs,
         system_attrs, datetime_start (Unix seconds or None)."""
-        return _summaries(self._native)
+        return summaries(self._native)
 
     def __repr__(self) -> str:
         return f"RDBStorage({self.url!r})"
@@ -106,11 +107,6 @@ class RDBStorage:
     def __reduce__(self) -> Tuple[Any, ...]:
         # Pickled as its URL and options: unpickling opens the database again.
         return (_rdb_storage, (self.url, self.heartbeat_interval, self.grace_period, self.failed_trial_callback))
-
-
-def _summaries(native: Any) -> List[Dict[str, Any]]:
-    keys = ("study_id", "study_name", "directions", "n_trials", "user_attrs", "system_attrs", "datetime_start")
-    return [dict(zip(keys, row)) for row in native.summaries()]
 
 
 def _rdb_storage(url: str, heartbeat_interval: Optional[float], grace_period: Optional[float], callback: Optional[RetryFailedTrialCallback]) -> RDBStorage:

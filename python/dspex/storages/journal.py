@@ -17,6 +17,7 @@ import os
 from typing import Any, Optional, Tuple
 
 from dspex import _native
+from dspex.storages._common import summaries
 
 
 class BaseJournalFileLock:
@@ -98,9 +99,7 @@ class JournalStorage:
 
     def get_all_studies(self) -> list:
         """Study summaries, as :meth:`dspex.storages.RDBStorage.get_all_studies`."""
-        from dspex.storages import _summaries
-
-        return _summaries(self._native)
+        return summaries(self._native)
 
     def __repr__(self) -> str:
         return f"JournalStorage({self._backend!r})"
