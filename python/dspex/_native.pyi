@@ -152,6 +152,16 @@ class Pruner:
     def prune_trial(self, study: Study, trial: int) -> bool:
         """Optuna's ``prune(study, trial)`` on the study's trials read now."""
 
+@final
+class GaussianProcess:
+    """The GP sampler's Gaussian process on its own (Optuna's terminator evaluators use it)."""
+
+    def __new__(cls, x: list[list[float]], y: list[float], is_categorical: list[bool], deterministic: bool = False, start: Optional[GaussianProcess] = None) -> GaussianProcess: ...
+    def posterior(self, xs: list[list[float]]) -> list[tuple[float, float]]:
+        """(mean, variance) of the latent function at each point."""
+    def covariance(self, a: list[float], b: list[float]) -> float:
+        """The posterior covariance between two points."""
+
 def sampler(kind: str, options_json: str) -> Sampler:
     """Builds a sampler from its kind and constructor keywords (JSON; null means not given)."""
 

@@ -701,6 +701,74 @@ fn dist_from_json(json: &str) -> PyResult<Distribution> {
     Distribution::from_json(json).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// The GP sampler's Gaussian process on its own (Optuna's terminator evaluators use it).
+#[pyclass(frozen, name = "GaussianProcess", module = "dspex._native")]
+pub(crate) struct PyGaussianProcess {
+    inner: Arc<dspex_engine::optimizer::samplers::GpRegressor>,
+    dim: usize,
+}
+
+impl PyGaussianProcess {
+    fn check(&self, what: &str, x: &[f64]) -> PyResult<()> {
+        if x.len() != self.dim || x.iter().any(|v| !v.is_finite()) {
+            return Err(PyValueError::new_err(format!(
+                "{what}: {} finite coordinates expected, got {x:?}",
+                self.dim
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PyGaussianProcess {
+    /// Fits the kernel to rows `x` of normalised coordinates and standardised values `y`,
+    /// starting from `start`'s hyperparameters when given.
+    #[new]
+    #[pyo3(signature = (x, y, is_categorical, deterministic=false, start=None))]
+    fn new(
+        py: Python<'_>,
+        x: Vec<Vec<f64>>,
+        y: Vec<f64>,
+        is_categorical: Vec<bool>,
+        deterministic: bool,
+        start: Option<PyRef<'_, PyGaussianProcess>>,
+    ) -> PyResult<Self> {
+        let start = start.map(|s| s.inner.clone());
+        let dim = is_categorical.len();
+        let inner = engine(py, move || {
+            dspex_engine::optimizer::samplers::GpRegressor::fit(
+                &x,
+                &y,
+                &is_categorical,
+                deterministic,
+                start.as_deref(),
+            )
+            .map_err(EngineError::from)
+        })?;
+        Ok(PyGaussianProcess {
+            inner: Arc::new(inner),
+            dim,
+        })
+    }
+
+    /// (mean, variance) of the latent function at each point.
+    fn posterior(&self, py: Python<'_>, xs: Vec<Vec<f64>>) -> PyResult<Vec<(f64, f64)>> {
+        for x in &xs {
+            self.check("posterior", x)?;
+        }
+        let gp = self.inner.clone();
+        engine(py, move || Ok(gp.posterior(&xs)))
+    }
+
+    /// The posterior covariance between two points.
+    fn covariance(&self, a: Vec<f64>, b: Vec<f64>) -> PyResult<f64> {
+        self.check("covariance", &a)?;
+        self.check("covariance", &b)?;
+        Ok(self.inner.covariance(&a, &b))
+    }
+}
+
 /// Builds a sampler from its kind and constructor keywords (JSON; null means not given): the
 /// engine validates them, as for study.toml and the wire.
 #[pyfunction]
@@ -973,6 +1041,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<lm::PyLm>()?;
     m.add_class::<session::PyToolInbox>()?;
     m.add_class::<study::PyStudy>()?;
+    m.add_class::<PyGaussianProcess>()?;
     m.add_class::<study::PyRun>()?;
     m.add_class::<study::PyTrialRecord>()?;
     m.add_class::<study::PyTold>()?;

@@ -5,8 +5,8 @@ plotly is an optional extra (``pip install "dspex[plot]"``); importing this modu
 need it, calling a plot function does. Each function returns a ``plotly.graph_objects.Figure``.
 
 There: optimization history, intermediate values, slice, parameter importances, EDF,
-timeline, parallel coordinate, contour, rank, Pareto front and hypervolume history. Not yet:
-terminator improvement.
+timeline, parallel coordinate, contour, rank, Pareto front, hypervolume history and terminator
+improvement.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import math
 import warnings
 from typing import Any, Callable, List, Optional, Sequence
 
+from dspex._experimental import experimental_func
 from dspex.trial import FrozenTrial
 from dspex.visualization import _info
 from dspex.visualization import matplotlib as matplotlib  # noqa: PLC0414  (Optuna's layout)
@@ -441,6 +442,37 @@ def plot_hypervolume_history(study: Any, reference_point: Sequence[float]) -> An
     return go.Figure(data=[go.Scatter(x=numbers, y=volumes, mode="lines+markers")], layout=layout)
 
 
+@experimental_func("3.2.0")
+def plot_terminator_improvement(study: Any, plot_error: bool = False, improvement_evaluator: Any = None, error_evaluator: Any = None, min_n_trials: int = 20) -> Any:
+    """How much the study could still improve after each trial (``improvement_evaluator``,
+    default :class:`~dspex.terminator.RegretBoundEvaluator`), lighter for the first
+    ``min_n_trials``; with ``plot_error``, the objective's error too (``error_evaluator``,
+    default :class:`~dspex.terminator.CrossValidationErrorEvaluator`)."""
+    go = _go()
+    info = _info.terminator_improvement(study, plot_error, improvement_evaluator, error_evaluator)
+    layout = go.Layout(title="Terminator Improvement Plot", xaxis={"title": "Trial"}, yaxis={"title": "Terminator Improvement"})
+    fig = go.Figure(layout=layout)
+    if not info.numbers:
+        warnings.warn("There are no complete trials.", UserWarning, stacklevel=2)
+        return fig
+
+    def scatter(xs: List[int], ys: List[float], opacity: float, legend: bool) -> Any:
+        color = f"rgba(99, 110, 250, {opacity})"
+        return go.Scatter(x=xs, y=ys, mode="markers+lines", marker={"color": color}, line={"color": color}, name="Terminator Improvement", showlegend=legend, legendgroup="improvement")
+
+    n = len(info.numbers)
+    fig.add_trace(scatter(info.numbers[: min_n_trials + 1], info.improvements[: min_n_trials + 1], 0.25, n <= min_n_trials))
+    if n > min_n_trials:
+        fig.add_trace(scatter(info.numbers[min_n_trials:], info.improvements[min_n_trials:], 1.0, True))
+    if info.errors is None:
+        fig.add_trace(go.Scatter())
+    else:
+        red = "rgb(239, 85, 59)"
+        fig.add_trace(go.Scatter(x=info.numbers, y=info.errors, mode="markers+lines", name="Error", marker={"color": red}, line={"color": red}))
+    fig.update_yaxes(range=info.y_range(min_n_trials))
+    return fig
+
+
 __all__ = [
     "is_available",
     "matplotlib",
@@ -454,5 +486,6 @@ __all__ = [
     "plot_pareto_front",
     "plot_rank",
     "plot_slice",
+    "plot_terminator_improvement",
     "plot_timeline",
 ]

@@ -366,6 +366,47 @@ def pareto(
 # ----------------------------------------------------------------------- hypervolume history
 
 
+@dataclass
+class Improvement:
+    """What a terminator improvement plot draws: after each trial from the first complete one,
+    the improvement (and the error, when asked for) over the complete trials so far."""
+
+    numbers: List[int]
+    improvements: List[float]
+    errors: Optional[List[float]]
+
+    def y_range(self, min_n_trials: int) -> Tuple[float, float]:
+        """Optuna's range: the first ``min_n_trials`` points may run above it."""
+        lo = min(self.improvements + (self.errors or []))
+        tail = self.improvements[min_n_trials:] if len(self.numbers) > min_n_trials else self.improvements
+        hi = max(tail + (self.errors or []))
+        pad = (hi - lo) * 0.05
+        return lo - pad, hi + pad
+
+
+def terminator_improvement(study: Any, plot_error: bool, improvement_evaluator: Any, error_evaluator: Any) -> Improvement:
+    from dspex.terminator import BestValueStagnationEvaluator, CrossValidationErrorEvaluator, RegretBoundEvaluator, StaticErrorEvaluator
+
+    if study._is_multi_objective():
+        raise ValueError("This function does not support multi-objective optimization study.")
+    improvement_evaluator = improvement_evaluator or RegretBoundEvaluator()
+    if error_evaluator is None:
+        stagnation = isinstance(improvement_evaluator, BestValueStagnationEvaluator)
+        error_evaluator = StaticErrorEvaluator(constant=0) if stagnation else CrossValidationErrorEvaluator()
+    out = Improvement([], [], [] if plot_error else None)
+    done: List[FrozenTrial] = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE:
+            done.append(t)
+        if not done:
+            continue
+        out.numbers.append(t.number)
+        out.improvements.append(improvement_evaluator.evaluate(trials=list(done), study_direction=study.direction))
+        if out.errors is not None:
+            out.errors.append(error_evaluator.evaluate(trials=list(done), study_direction=study.direction))
+    return out
+
+
 def hypervolume_history(study: Any, reference_point: Sequence[float]) -> Tuple[List[int], List[float]]:
     """Per completed trial, the hypervolume of the feasible trials up to it (minimisation
     signs applied to the values and the reference point alike)."""

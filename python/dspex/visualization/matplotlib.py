@@ -306,6 +306,24 @@ def plot_hypervolume_history(study: Any, reference_point: Sequence[float]) -> An
     return ax
 
 
+@experimental_func("3.2.0")
+def plot_terminator_improvement(study: Any, plot_error: bool = False, improvement_evaluator: Any = None, error_evaluator: Any = None, min_n_trials: int = 20) -> Any:
+    """See :func:`dspex.visualization.plot_terminator_improvement`."""
+    ax = _axes("Terminator Improvement Plot", "Trial", "Terminator Improvement")
+    info = _info.terminator_improvement(study, plot_error, improvement_evaluator, error_evaluator)
+    if not info.numbers:
+        return ax
+    blue, red = "#636efa", "#ef553b"
+    ax.plot(info.numbers[: min_n_trials + 1], info.improvements[: min_n_trials + 1], marker="o", color=blue, alpha=0.25, label="Terminator Improvement" if len(info.numbers) <= min_n_trials else None)
+    if len(info.numbers) > min_n_trials:
+        ax.plot(info.numbers[min_n_trials:], info.improvements[min_n_trials:], marker="o", color=blue, label="Terminator Improvement")
+    if info.errors is not None:
+        ax.plot(info.numbers, info.errors, marker="o", color=red, label="Error")
+    ax.set_ylim(*info.y_range(min_n_trials))
+    ax.legend()
+    return ax
+
+
 __all__ = [
     "is_available",
     "plot_contour",
@@ -318,5 +336,6 @@ __all__ = [
     "plot_pareto_front",
     "plot_rank",
     "plot_slice",
+    "plot_terminator_improvement",
     "plot_timeline",
 ]

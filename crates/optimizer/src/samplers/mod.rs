@@ -29,7 +29,7 @@ mod unit;
 
 pub use brute_force::BruteForceSampler;
 pub use cmaes::{CmaEsSampler, CmaOptions, RestartStrategy, SourceTrial};
-pub use gp::{GpOptions, GpSampler};
+pub use gp::{GpOptions, GpRegressor, GpSampler};
 pub use grid::GridSampler;
 pub use nsga::{default_reference_points, Crossover, EliteSelection, NsgaOptions, NsgaSampler};
 pub use partial_fixed::PartialFixedSampler;

@@ -41,6 +41,67 @@ use crate::trial::{StudyDirection, TrialState};
 use acqf::{Dim, LogEi, Search};
 use model::{Inputs, KernelParams};
 
+/// The sampler's Gaussian process on its own, for callers outside the sampler (Optuna's
+/// terminator evaluators): fitted to normalised parameters (continuous ones in [0, 1],
+/// categorical ones as choice indices) and standardised values, with Optuna's priors.
+#[derive(Debug, Clone)]
+pub struct GpRegressor {
+    gp: model::Gp,
+}
+
+impl GpRegressor {
+    /// Fits the kernel to `x` (one row of `is_categorical.len()` coordinates per observation)
+    /// and `y`, starting from `start`'s hyperparameters when given (Optuna's `gpr_cache`).
+    pub fn fit(
+        x: &[Vec<f64>],
+        y: &[f64],
+        is_categorical: &[bool],
+        deterministic: bool,
+        start: Option<&GpRegressor>,
+    ) -> Result<GpRegressor, OptimizerError> {
+        let d = is_categorical.len();
+        if x.is_empty() || x.len() != y.len() {
+            return Err(OptimizerError::arg(
+                "x",
+                format!("{} rows", x.len()),
+                format!("{} values need one row each (at least one)", y.len()),
+            ));
+        }
+        if let Some(bad) = x.iter().position(|row| row.len() != d) {
+            return Err(OptimizerError::arg(
+                "x",
+                format!("row {bad}"),
+                format!("has {} coordinates, not {d}", x[bad].len()),
+            ));
+        }
+        if x.iter().flatten().chain(y).any(|v| !v.is_finite()) {
+            return Err(OptimizerError::arg(
+                "x",
+                "a coordinate or value",
+                "coordinates and values must be finite",
+            ));
+        }
+        let inputs = Inputs {
+            x: x.concat(),
+            n: x.len(),
+            d,
+            is_cat: is_categorical.to_vec(),
+        };
+        let gp = model::fit(inputs, y, deterministic, start.map(|s| &s.gp.params));
+        Ok(GpRegressor { gp })
+    }
+
+    /// Posterior mean and variance of the latent function at each point.
+    pub fn posterior(&self, xs: &[Vec<f64>]) -> Vec<(f64, f64)> {
+        self.gp.posterior_many(xs)
+    }
+
+    /// Posterior covariance between two points.
+    pub fn covariance(&self, a: &[f64], b: &[f64]) -> f64 {
+        self.gp.covariance(a, b)
+    }
+}
+
 /// GP sampler options, with Optuna 5.0's defaults.
 #[derive(Debug, Clone)]
 pub struct GpOptions {

@@ -126,6 +126,18 @@ impl Gp {
         })
     }
 
+    /// The posterior covariance of the latent function between `a` and `b`:
+    /// `k(a, b) − (L⁻¹kₐ)·(L⁻¹k_b)`.
+    pub fn covariance(&self, a: &[f64], b: &[f64]) -> f64 {
+        let n = self.inputs.n;
+        let d2: f64 = (0..self.inputs.d)
+            .map(|p| self.params.ils[p] * sq(a[p], b[p], self.inputs.is_cat[p]))
+            .sum();
+        let va = mul_upper_t(&self.linv_t, n, &self.kvec(a, None));
+        let vb = mul_upper_t(&self.linv_t, n, &self.kvec(b, None));
+        self.params.scale * matern52(d2).0 - dot(&va, &vb)
+    }
+
     /// Each parameter's lengthscale.
     pub fn lengthscales(&self) -> Vec<f64> {
         self.params.ils.iter().map(|v| 1.0 / v.sqrt()).collect()

@@ -284,3 +284,23 @@ fn with_no_feasible_trial_yet_the_search_heads_for_feasibility() {
     let late = h.trials()[15..].iter().filter(|t| !t.infeasible()).count();
     assert!(late >= 5, "{late} of the last 10 feasible");
 }
+
+#[test]
+fn the_regressor_alone_gives_posteriors_and_covariances() {
+    let x: Vec<Vec<f64>> = (0..12)
+        .map(|i| vec![f64::from(i) / 11.0, f64::from(i % 3)])
+        .collect();
+    let y: Vec<f64> = x.iter().map(|r| (r[0] - 0.3).powi(2) + r[1]).collect();
+    let gp = super::GpRegressor::fit(&x, &y, &[false, true], false, None).unwrap();
+    let (p, q) = (vec![0.42, 1.0], vec![0.1, 2.0]);
+    let post = gp.posterior(&[p.clone(), q.clone()]);
+    assert!((gp.covariance(&p, &p) - post[0].1).abs() < 1e-9);
+    assert!(gp.covariance(&p, &q).abs() <= (post[0].1 * post[1].1).sqrt() + 1e-9);
+    // At an observation, the mean is close to what was seen (little noise is fitted).
+    let at = gp.posterior(&[x[4].clone()])[0];
+    assert!((at.0 - y[4]).abs() < 0.1, "{at:?} vs {}", y[4]);
+    // Warm start from a previous fit; bad shapes are refused.
+    assert!(super::GpRegressor::fit(&x, &y, &[false, true], true, Some(&gp)).is_ok());
+    assert!(super::GpRegressor::fit(&x, &y[..3], &[false, true], false, None).is_err());
+    assert!(super::GpRegressor::fit(&x, &y, &[false], false, None).is_err());
+}
