@@ -187,3 +187,21 @@ def test_optuna_search_cv_runs_on_dspex(tmp_path):
     out = subprocess.run([sys.executable, "-m", "dspex.run", str(script)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["dspex.study", "6", "True", "True"]
+
+
+def test_optunas_terminator_module_paths_resolve_as_optuna(tmp_path):
+    script = tmp_path / "paths.py"
+    script.write_text(textwrap.dedent("""
+        from optuna.terminator.callback import TerminatorCallback
+        from optuna.terminator.erroreval import report_cross_validation_scores, StaticErrorEvaluator
+        from optuna.terminator.median_erroreval import MedianErrorEvaluator
+        from optuna.terminator.terminator import Terminator
+        from optuna.terminator.improvement.evaluator import RegretBoundEvaluator, DEFAULT_MIN_N_TRIALS
+        from optuna.terminator.improvement.emmr import EMMREvaluator
+        import optuna.terminator as t
+        assert t.TerminatorCallback is TerminatorCallback and t.EMMREvaluator is EMMREvaluator
+        print(TerminatorCallback.__module__, DEFAULT_MIN_N_TRIALS)
+    """))
+    out = subprocess.run([sys.executable, "-m", "dspex.run", str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["dspex.terminator", "20"]

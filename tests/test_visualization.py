@@ -243,6 +243,7 @@ def _all_figures(studies):
         "parallel_coordinate": lambda m: m.plot_parallel_coordinate(so),
         "contour": lambda m: m.plot_contour(so, params=["x", "y"]),
         "rank": lambda m: m.plot_rank(so),
+        "terminator_improvement": lambda m: m.plot_terminator_improvement(so, improvement_evaluator=dspex.terminator.RegretBoundEvaluator(seed=0), min_n_trials=5),
     }
 
 

@@ -1,0 +1,1 @@
+"""``optuna.terminator.improvement``: the improvement evaluators, under Optuna's module paths."""
