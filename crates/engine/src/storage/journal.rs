@@ -249,19 +249,14 @@ impl JournalStorage {
             .ok_or(EngineError::TrialNotFound(number))
     }
 
-    fn trial_op(
-        &self,
-        study: StudyId,
-        number: u64,
-        code: u64,
-        fields: Value,
-    ) -> Result<Option<u64>> {
+    fn trial_op(&self, study: StudyId, number: u64, code: u64, fields: Value) -> Result<()> {
         self.write(|r| {
             let mut o = fields;
             o["op_code"] = json!(code);
             o["trial_id"] = json!(Self::trial_id(r, study, number)?);
             Ok(vec![o])
         })
+        .map(drop)
     }
 }
 
@@ -630,8 +625,7 @@ impl Storage for JournalStorage {
             op::SET_TRIAL_PARAM,
             json!({"param_name": name, "param_value_internal": py_float(internal),
                 "distribution": dist.to_json()}),
-        )?;
-        Ok(())
+        )
     }
 
     fn set_trial_relative_params(
@@ -661,8 +655,7 @@ impl Storage for JournalStorage {
             number,
             op::SET_TRIAL_SYSTEM_ATTR,
             json!({"system_attr": {"fixed_params": value}}),
-        )?;
-        Ok(())
+        )
     }
 
     fn set_trial_state_values(
@@ -744,8 +737,7 @@ impl Storage for JournalStorage {
             number,
             op::SET_TRIAL_USER_ATTR,
             json!({"user_attr": {key: value}}),
-        )?;
-        Ok(())
+        )
     }
 
     fn set_trial_system_attr(
@@ -760,8 +752,7 @@ impl Storage for JournalStorage {
             number,
             op::SET_TRIAL_SYSTEM_ATTR,
             json!({"system_attr": {key: value}}),
-        )?;
-        Ok(())
+        )
     }
 
     fn get_trial(&self, study: StudyId, number: u64) -> Result<TrialRecord> {
