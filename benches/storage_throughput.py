@@ -1,6 +1,6 @@
 """Storage throughput: trials/s of dspex's SQL storages vs Optuna 5.0's RDBStorage on the same
-database (a trivial objective with 3 params and 2 intermediate values, random sampler, so the
-storage dominates).
+database, and of both JournalStorages on a journal file (a trivial objective with 3 params and 2
+intermediate values, random sampler, so the storage dominates).
 
     python benches/storage_throughput.py --sqlite-dir /tmp --pg postgresql://... [--trials 500]
         [--optuna-python /opt/peers/bin/python]
@@ -29,6 +29,8 @@ def objective(trial):
     return x * x + y + (c == "a")
 def run(lib, url, n, jobs):
     lib.logging.set_verbosity(lib.logging.WARNING)
+    if url.startswith("journal:"):
+        url = lib.storages.JournalStorage(lib.storages.journal.JournalFileBackend(url[len("journal:"):]))
     s = lib.create_study(study_name="bench-" + sys.argv[4], storage=url, sampler=lib.samplers.RandomSampler(seed=0))
     t0 = time.perf_counter()
     s.optimize(objective, n_trials=n, n_jobs=jobs)
@@ -55,12 +57,13 @@ def main() -> int:
     ap.add_argument("--optuna-python", default="/opt/peers/bin/python" if os.path.exists("/opt/peers/bin/python") else sys.executable)
     args = ap.parse_args()
     rows = []
-    backends = [("sqlite", None)]
+    backends = [("sqlite", None), ("journal", None)]
     if args.pg:
         backends.append(("postgresql", args.pg))
     for backend, pg in backends:
         for lib, python in (("dspex", sys.executable), ("optuna", args.optuna_python)):
-            url = pg or f"sqlite:///{os.path.join(args.sqlite_dir, f'bench-{lib}-{uuid.uuid4().hex[:8]}.db')}"
+            path = os.path.join(args.sqlite_dir, f"bench-{lib}-{uuid.uuid4().hex[:8]}")
+            url = pg or (f"journal:{path}.log" if backend == "journal" else f"sqlite:///{path}.db")
             try:
                 tps = round(measure(python, lib, url, args.trials, args.jobs), 1)
                 err = None
