@@ -205,6 +205,9 @@ impl JournalStorage {
         let lock = FileLock::acquire(&j.path, &j.options)?;
         j.sync()?;
         let mut ops = build(&j.replay)?;
+        if ops.is_empty() {
+            return Ok(None);
+        }
         let mut text = String::new();
         for o in &mut ops {
             if let Value::Object(m) = o {
@@ -596,6 +599,14 @@ impl Storage for JournalStorage {
     }
 
     fn pop_waiting_trial(&self, study: StudyId) -> Result<Option<u64>> {
+        // Most trials start with nothing enqueued: no lock, no write then.
+        if self
+            .synced()?
+            .get_n_trials(study, Some(&[TrialState::Waiting]))?
+            == 0
+        {
+            return Ok(None);
+        }
         let mut popped = None;
         self.write(|r| {
             let waiting = r.mem.get_all_trials(study, Some(&[TrialState::Waiting]))?;
