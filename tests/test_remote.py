@@ -75,9 +75,10 @@ def test_a_remote_study_pickles_as_the_engine_and_its_name(server):
     copy = pickle.loads(pickle.dumps(study))
     assert copy.study_name == "pickled" and copy._storage.engine == server
     assert [t.params for t in copy.trials] == [t.params for t in study.trials]
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
+    # One process at a time: a remote study runs one optimize at once (others dspex.attach).
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
         counts = pool.map(_optimize_three, [study, study])
-    assert all(n >= 5 for n in counts)
+    assert counts == [5, 8]
     assert len(study.trials) == 8
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "InMemoryStorage",
     "Sampler",
     "Pruner",
+    "GaussianProcess",
     "RemoteError",
     "ToolError",
     "ToolTimeout",
