@@ -309,9 +309,14 @@ class CmaEsSampler(BaseSampler):
 
     With concurrency: each trial is a draw of the current generation; a generation ends when
     its ``popsize`` lowest-numbered draws have finished, so the strategy waits for the
-    oldest running trial, and draws that finish after their generation ended are not used
-    (as in Optuna). The strategy is replayed from the trials, so a resumed or remote study
-    continues it; for a fixed seed and trials one after another the sequence is fixed.
+    oldest running trial of the generation. Draws that finish after their generation ended
+    join the next one as injected points (their step shortened, as Hansen's injection
+    rule does; up to ``popsize - 1`` per generation), where Optuna drops them: with 4 trials in
+    flight and a population of 6, 400 trials make 65 generations where one at a time makes
+    66 (dropping them: 43). Keep ``popsize`` at or above the number of trials in flight. The
+    strategy is replayed from the trials, and which trials make a generation does not depend
+    on the order they finished in, so a resumed or remote study continues the same
+    strategy; for a fixed seed and trials one after another the sequence is fixed.
     ``lr_adapt=True`` adapts the learning rates of the mean and the covariance to the
     signal-to-noise ratio of their updates (LRA-CMA-ES, for multimodal and noisy problems; not
     with ``use_separable_cma`` or ``with_margin``, as in Optuna). A study with several objectives is

@@ -235,7 +235,17 @@ impl Strategy {
     }
 
     /// Ends a generation: `solved` holds `popsize` (point, loss) pairs, lower loss better.
-    pub fn tell(&mut self, mut solved: Vec<(DVector<f64>, f64)>) {
+    #[cfg(test)]
+    pub fn tell(&mut self, solved: Vec<(DVector<f64>, f64)>) {
+        self.tell_injected(solved.into_iter().map(|(x, l)| (x, l, false)).collect());
+    }
+
+    /// [`Strategy::tell`] where some points may be injected: drawn from another distribution
+    /// (an earlier generation's, when trials run concurrently). An injected point's step is
+    /// shortened to at most `sqrt(n) + 2n/(n+2)` in the whitened space, so it can steer the
+    /// update without blowing up the step size or the covariance (Hansen, 2011, "Injecting
+    /// external solutions into CMA-ES").
+    pub fn tell_injected(&mut self, mut solved: Vec<(DVector<f64>, f64, bool)>) {
         let n = self.n as f64;
         // What the learning-rate adaptation compares the update with: the old mean, step,
         // covariance sigma² C and C^(-1/2).
@@ -253,9 +263,26 @@ impl Strategy {
         self.generation += 1;
         self.record_losses(solved[0].1, solved[solved.len() - 1].1);
         // Steps in the unscaled distribution's units: x = m + sigma * A * y.
+        // C^(-1/2) y: whitened steps.
+        let whiten = |y: &DVector<f64>| -> DVector<f64> {
+            if self.separable {
+                y.component_div(&self.d)
+            } else {
+                &self.b * (self.b.transpose() * y).component_div(&self.d)
+            }
+        };
+        let max_injected = n.sqrt() + 2.0 * n / (n + 2.0);
         let ys: Vec<DVector<f64>> = solved
             .iter()
-            .map(|(x, _)| (x - &self.mean).component_div(&self.a) / self.sigma)
+            .map(|(x, _, injected)| {
+                let y = (x - &self.mean).component_div(&self.a) / self.sigma;
+                let norm = whiten(&y).norm();
+                if *injected && norm > max_injected {
+                    y * (max_injected / norm)
+                } else {
+                    y
+                }
+            })
             .collect();
         let mut y_w = DVector::zeros(self.n);
         for (w, y) in self.weights.iter().zip(&ys) {
@@ -265,14 +292,6 @@ impl Strategy {
         }
         self.mean += y_w.component_mul(&self.a) * self.sigma;
 
-        // C^(-1/2) y: whitened steps.
-        let whiten = |y: &DVector<f64>| -> DVector<f64> {
-            if self.separable {
-                y.component_div(&self.d)
-            } else {
-                &self.b * (self.b.transpose() * y).component_div(&self.d)
-            }
-        };
         let cs = self.c_sigma;
         self.p_sigma =
             &self.p_sigma * (1.0 - cs) + whiten(&y_w) * (cs * (2.0 - cs) * self.mu_eff).sqrt();

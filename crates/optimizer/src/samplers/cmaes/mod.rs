@@ -133,8 +133,12 @@ struct Replay {
     version: (u64, u64),
     space: SearchSpace,
     run: Run,
-    /// The current generation's finished draws: (point, loss).
-    solved: Vec<(DVector<f64>, f64)>,
+    /// The current generation's finished draws: (point, loss, drawn from the generation
+    /// before).
+    solved: Vec<(DVector<f64>, f64, bool)>,
+    /// The strategy the generation before was drawn from (its draws that finish late join the
+    /// current one as injected points); None after a restart.
+    previous: Option<Strategy>,
     /// The first trial not replayed yet.
     next: u64,
 }
@@ -386,14 +390,36 @@ impl CmaEsSampler {
         (!value.is_nan()).then(|| history.directions()[0].loss(value))
     }
 
-    /// Replays the trials not replayed yet, up to the first one still running.
+    /// Replays the trials not replayed yet, in number order, up to the first running trial that
+    /// may be a draw of the current generation or of the one before (one with a parameter
+    /// neither gave can never count and is passed). A draw of the generation before (drawn
+    /// while that one waited for its last trials) joins the current one as an injected point, so
+    /// concurrent trials are not wasted; the generation takes the same trials however the
+    /// finishes interleave, so a replay of the finished study reaches the same strategy.
     fn advance(&self, replay: &mut Replay, history: &History, params: &[UnitParam]) {
         let trials = history.trials();
         while let Some(trial) = trials.get(replay.next as usize) {
             let t = replay.next;
+            let now = self.draw(&replay.run.es, params, t);
+            let before = replay.previous.as_ref().map(|es| self.draw(es, params, t));
+            // Per draw: Some(true) when every parameter is its, Some(false) when one is not,
+            // None when some are not known yet (a running trial).
+            let matches = |values: &[f64]| {
+                let mut all = Some(true);
+                for (p, v) in params.iter().zip(values) {
+                    match history.param(t, &p.name, &p.dist) {
+                        Some(k) if k != *v => return Some(false),
+                        Some(_) => {}
+                        None => all = None,
+                    }
+                }
+                all
+            };
+            let m_now = matches(&now.1);
+            let m_before = before.as_ref().map_or(Some(false), |b| matches(&b.1));
             match trial.state {
-                TrialState::Running => return,
-                TrialState::Waiting => {
+                TrialState::Running if m_now != Some(false) || m_before != Some(false) => return,
+                TrialState::Running | TrialState::Waiting => {
                     replay.next += 1;
                     continue;
                 }
@@ -403,24 +429,29 @@ impl CmaEsSampler {
             let Some(loss) = self.loss(history, t) else {
                 continue;
             };
-            let (x, values) = self.draw(&replay.run.es, params, t);
-            let member = params
-                .iter()
-                .zip(&values)
-                .all(|(p, v)| history.param(t, &p.name, &p.dist) == Some(*v));
-            if !member {
+            let injected = replay.solved.iter().filter(|s| s.2).count();
+            if m_now == Some(true) {
+                replay.solved.push((now.0, loss, false));
+            } else if m_before == Some(true) && injected < self.max_injected(&replay.run.es) {
+                replay.solved.push((before.expect("matched").0, loss, true));
+            } else {
                 continue;
             }
-            replay.solved.push((x, loss));
             if replay.solved.len() == replay.run.es.popsize() {
                 self.end_generation(replay, params);
             }
         }
     }
 
+    /// Injected points a generation takes at most: all but one of its points.
+    fn max_injected(&self, es: &Strategy) -> usize {
+        es.popsize() - 1
+    }
+
     fn end_generation(&self, replay: &mut Replay, params: &[UnitParam]) {
         let run = &mut replay.run;
-        run.es.tell(std::mem::take(&mut replay.solved));
+        replay.previous = Some(run.es.clone());
+        run.es.tell_injected(std::mem::take(&mut replay.solved));
         if self.opts.with_margin {
             let alpha = 1.0 / (params.len() * run.es.popsize()) as f64;
             run.es.apply_margin(alpha, |j, m| thresholds(&params[j], m));
@@ -432,6 +463,7 @@ impl CmaEsSampler {
                     "CmaEsSampler: restarting a converged run"
                 );
                 self.restart(run, strategy, params.len());
+                replay.previous = None;
             }
         }
     }
@@ -487,6 +519,7 @@ impl Sampler for CmaEsSampler {
                 space: space.clone(),
                 run: self.first_run(&params, history.directions()[0]),
                 solved: Vec::new(),
+                previous: None,
                 next: 0,
             });
         }

@@ -1,6 +1,7 @@
 use super::*;
+use crate::distributions::FloatDistribution;
 use crate::distributions::IntDistribution;
-use crate::samplers::testing::{float, run};
+use crate::samplers::testing::{float, run, run_concurrent};
 
 fn cma(opts: CmaOptions) -> CmaEsSampler {
     CmaEsSampler::new(CmaOptions {
@@ -101,9 +102,22 @@ fn generations_end_with_their_lowest_numbered_draws_and_wait_for_running_ones() 
     let t7 = start(&mut h);
     assert_eq!(generation(&sampler), 1);
     let replay = sampler.replay.lock().clone().unwrap();
-    // Trials 0-3 ended generation 0; 4, 5 and 6 were draws of it that finished too late.
-    assert!(replay.solved.is_empty());
+    // Trials 0-3 ended generation 0; 4, 5 and 6 were draws of it that finished later: they
+    // join generation 1 as injected points (at most popsize - 1 of them).
+    assert_eq!(
+        replay.solved.iter().map(|s| s.2).collect::<Vec<_>>(),
+        [true; 3]
+    );
     assert_eq!(replay.next, t7);
+    // A running trial drawn from neither generation 0 nor 1 does not hold the replay up.
+    let stale = h.create_trial(TrialState::Running);
+    for (name, dist) in &s {
+        h.set_param(stale, name, 0.123, dist).unwrap();
+    }
+    finish(&mut h, t7);
+    let t9 = start(&mut h);
+    assert_eq!(generation(&sampler), 2, "4, 5, 6 and 7 made generation 1");
+    assert_eq!(sampler.replay.lock().as_ref().unwrap().next, t9);
 }
 
 #[test]
@@ -320,4 +334,56 @@ fn separable_cma_runs_on_many_parameters() {
     let (_, best) = run(&sampler, 600, sphere, &space(10));
     let (_, random) = run(&RandomSampler::new(Some(7)), 600, sphere, &space(10));
     assert!(best < random / 20.0, "{best} vs {random}");
+}
+
+/// The test ellipsoid of the Python suite: a log-scaled coordinate between two linear ones.
+fn ellipsoid() -> (SearchSpace, impl Fn(&[f64]) -> f64) {
+    let log = Distribution::Float(FloatDistribution::new(1e-3, 10.0, true, None).unwrap());
+    let s = [
+        ("x".to_string(), float(-5.0, 5.0)),
+        ("y".to_string(), log),
+        ("z".to_string(), float(-5.0, 5.0)),
+    ]
+    .into_iter()
+    .collect();
+    let f = |v: &[f64]| {
+        (v[0] - 1.3).powi(2) + 10.0 * (v[1] - 2.0).powi(2) + 100.0 * (v[2] + 0.5).powi(2)
+    };
+    (s, f)
+}
+
+#[test]
+fn concurrent_trials_are_not_wasted_and_a_replay_reaches_the_same_strategy() {
+    let (s, f) = ellipsoid();
+    // Four trials in flight, finishing in order or staggered (every fourth one slower).
+    for stagger in [false, true] {
+        let mut bests = Vec::new();
+        for seed in 0..6 {
+            let opts = || CmaOptions {
+                seed: Some(seed),
+                popsize: Some(6),
+                ..CmaOptions::default()
+            };
+            let live = cma(opts());
+            let duration = |t: u64| if stagger { (t % 4) as f64 } else { 1.0 };
+            let (mut h, best) = run_concurrent(&live, 400, 4, duration, &f, &s);
+            bests.push(best);
+            // One at a time, 400 trials make 66 generations; late draws join the next
+            // generation, so four at a time lose few (without them: 43 and 33).
+            let generation = live.replay.lock().as_ref().unwrap().run.es.generation;
+            assert!(
+                generation >= 60,
+                "stagger={stagger}: {generation} generations"
+            );
+            // A sampler that replays the finished study (a resumed one) samples what this
+            // one does: which trials made each generation did not depend on finish times.
+            let t = h.create_trial(TrialState::Running);
+            assert_eq!(
+                live.sample_relative(&h, t, &s),
+                cma(opts()).sample_relative(&h, t, &s)
+            );
+        }
+        bests.sort_by(f64::total_cmp);
+        assert!(bests[3] < 1e-2, "stagger={stagger}: {bests:?}");
+    }
 }
