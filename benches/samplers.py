@@ -4,6 +4,7 @@ scipy, its CmaEsSampler the ``cmaes`` package:
 
     pip install "dspex[bench]" torch cmaes
     python benches/samplers.py gp [--budget 50] [--seeds 10] [--speed-trials 100,300] [--json]
+    python benches/samplers.py gp --multi [--budget 50] [--seeds 10] [--speed-trials 100,300]
     python benches/samplers.py cmaes [--budget 300] [--seeds 20] [--speed-trials 1000,10000]
     python benches/samplers.py nsga2 [--budget 1000] [--seeds 20] [--speed-trials 1000,10000]
     python benches/samplers.py nsga3 [--budget 1000] [--seeds 20] [--speed-trials 1000,10000]
@@ -14,7 +15,9 @@ the trials, feasible ones only on a constrained problem), with the paired Wilcox
 dspex's sampler against each other solver (Holm-adjusted over the problems). Speed: wall time
 per trial (sampling and the study's bookkeeping; the objectives are sums of squares) around
 each ``--speed-trials`` checkpoint on a 10-D problem (a sphere; two shifted spheres for the
-genetic samplers), one study per library. ``--smoke`` runs a small dspex-only version (the
+genetic samplers and ``gp --multi``), one study per library. ``gp --multi`` runs the GP
+samplers on the suite's multi-objective problems (ZDT1, ZDT2, DTLZ2 with 3 objectives, the
+constrained CONSTR), against NSGA-II and random search. ``--smoke`` runs a small dspex-only version (the
 test suite runs it).
 """
 
@@ -43,6 +46,8 @@ FAMILIES: Dict[str, Dict[str, Any]] = {
         budget=50,
         seeds=10,
         speed_trials="100,300",
+        multi_problems=("zdt1", "zdt2", "dtlz2", "constr"),
+        multi_others=("dspex-nsga2", "dspex-random"),
     ),
     "cmaes": dict(
         cls="CmaEsSampler",
@@ -89,10 +94,11 @@ def libraries(family: str, smoke: bool) -> Dict[str, Any]:
     return mods
 
 
-def quality(mods: Dict[str, Any], family: str, problems: List[str], seeds: int, budget: int) -> Dict[str, Any]:
+def quality(mods: Dict[str, Any], family: str, problems: List[str], seeds: int, budget: int, multi: bool) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     ours = f"dspex-{family}"
-    others = FAMILIES[family].get("others", ("dspex-tpe", "dspex-random"))
+    f = FAMILIES[family]
+    others = f["multi_others"] if multi and "multi_others" in f else f.get("others", ("dspex-tpe", "dspex-random"))
     solvers = [s for s in (ours, f"optuna-{family}", *others) if s.split("-")[0] in mods]
     for name in problems:
         problem = PROBLEMS[name]
@@ -126,10 +132,9 @@ def quality(mods: Dict[str, Any], family: str, problems: List[str], seeds: int, 
     return out
 
 
-def speed(mods: Dict[str, Any], family: str, checkpoints: List[int]) -> Dict[str, Any]:
+def speed(mods: Dict[str, Any], family: str, checkpoints: List[int], multi: bool) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     n_trials = max(checkpoints)
-    multi = family.startswith("nsga")
 
     def objective(t: Any) -> Any:
         x = [t.suggest_float(f"x{i}", -5, 5) for i in range(10)]
@@ -150,7 +155,7 @@ def speed(mods: Dict[str, Any], family: str, checkpoints: List[int]) -> Dict[str
     return out
 
 
-def report(q: Dict[str, Any], sp: Dict[str, Any], family: str, budget: int, seeds: int) -> str:
+def report(q: Dict[str, Any], sp: Dict[str, Any], family: str, budget: int, seeds: int, multi: bool) -> str:
     ours = f"dspex-{family}"
     solvers = list(next(iter(q.values()))["regret"]) if q else []
     lines = [f"Median regret after {budget} trials over {seeds} seeds ({ours} vs each: paired Wilcoxon, Holm-adjusted over the problems, p < 0.05; seed-level wins-losses)", ""]
@@ -161,7 +166,7 @@ def report(q: Dict[str, Any], sp: Dict[str, Any], family: str, budget: int, seed
         vs = ", ".join(f"{v['verdict']} ({v.get('wins', 0)}-{v.get('losses', 0)})" for v in r["vs"].values())
         lines.append(f"| {name} ({r['dim']}-D) | " + " | ".join(med) + f" | {vs} |")
     checkpoints = list(next(iter(sp.values()))["ms_per_trial_at"])
-    problem = "two 10-D spheres" if family.startswith("nsga") else "10-D sphere"
+    problem = "two 10-D spheres" if multi else "10-D sphere"
     lines += ["", f"| library ({problem}) | " + " | ".join(f"ms/trial at trial {k}" for k in checkpoints) + " |", "|---" * (1 + len(checkpoints)) + "|"]
     for lib, r in sp.items():
         lines.append(f"| {lib} | " + " | ".join(f"{v:.3g}" for v in r["ms_per_trial_at"].values()) + " |")
@@ -175,26 +180,29 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, help="seeds per problem (gp: 10, others: 20)")
     ap.add_argument("--speed-trials", help="comma-separated trial counts to time (gp: 100,300; others: 1000,10000)")
     ap.add_argument("--problems", help="comma-separated problems of the suite (default: the family's set)")
+    ap.add_argument("--multi", action="store_true", help="gp: the multi-objective problems instead")
     ap.add_argument("--smoke", action="store_true", help="dspex only, 2 problems, 2 seeds, 15 trials, speed at 20 trials")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
     a = ap.parse_args()
     f = FAMILIES[a.family]
+    multi = a.family.startswith("nsga") or a.multi
+    if a.multi and "multi_problems" not in f:
+        ap.error(f"--multi: {a.family} has no multi-objective set")
     if a.smoke:
-        multi = a.family.startswith("nsga")
         a.budget, a.seeds, a.speed_trials = (120, 2, "20") if multi else (15, 2, "20")
         a.problems = "dtlz2,constr" if multi else "branin,mixed_int_cat"
     budget = a.budget or f["budget"]
     seeds = a.seeds or f["seeds"]
     checkpoints = [int(x) for x in (a.speed_trials or f["speed_trials"]).split(",")]
     mods = libraries(a.family, a.smoke)
-    problems = (a.problems or ",".join(f["problems"])).split(",")
-    kind = "multi" if a.family.startswith("nsga") else "single"
+    problems = (a.problems or ",".join(f["multi_problems" if a.multi else "problems"])).split(",")
+    kind = "multi" if multi else "single"
     for p in problems:
         if p not in PROBLEMS or PROBLEMS[p].kind != kind:
             ap.error(f"--problems: {p!r} is not a {kind}-objective problem of the suite")
-    q = quality(mods, a.family, problems, seeds, budget)
-    sp = speed(mods, a.family, checkpoints)
-    print(json.dumps({"quality": q, "speed": sp}, indent=1) if a.json else report(q, sp, a.family, budget, seeds))
+    q = quality(mods, a.family, problems, seeds, budget, multi)
+    sp = speed(mods, a.family, checkpoints, multi)
+    print(json.dumps({"quality": q, "speed": sp}, indent=1) if a.json else report(q, sp, a.family, budget, seeds, multi))
 
 
 if __name__ == "__main__":

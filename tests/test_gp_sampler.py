@@ -133,10 +133,35 @@ def test_bad_arguments_say_what_is_wrong():
         GPSampler(seed="0")
 
 
-def test_multi_objective_studies_fall_back_to_the_independent_sampler():
-    study = dspex.create_study(directions=["minimize", "minimize"], sampler=GPSampler(seed=0, n_startup_trials=2))
-    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1 - t.suggest_float("y", 0, 1)), n_trials=8)
-    assert len(study.trials) == 8 and all(t.state.name == "COMPLETE" for t in study.trials)
+def _zdt1(trial):
+    x = [trial.suggest_float(f"x{i}", 0, 1) for i in range(3)]
+    g = 1 + 9 * (x[1] + x[2]) / 2
+    # Feasible below the line f1 + f2 <= 1.5: the whole front is, many other points are not.
+    f1, f2 = x[0], g * (1 - (x[0] / g) ** 0.5)
+    trial.set_constraint("sum", f1 + f2 - 1.5)
+    return f1, f2
+
+
+def _feasible_hypervolume(study):
+    from dspex.bench.stats import hypervolume
+
+    ok = [t.values for t in study.trials if t.state.name == "COMPLETE" and t.constraints["sum"] <= 0]
+    return hypervolume(ok, (1.1, 1.1))
+
+
+def test_several_objectives_and_constraints_by_expected_hypervolume_improvement():
+    def run(sampler, concurrency=1):
+        study = dspex.create_study(directions=["minimize", "minimize"], sampler=sampler)
+        study.optimize(_zdt1, n_trials=30, concurrency=concurrency)
+        return study
+
+    gp = [_feasible_hypervolume(run(GPSampler(seed=s))) for s in range(3)]
+    rnd = [_feasible_hypervolume(run(RandomSampler(seed=s))) for s in range(3)]
+    # The true front (all of it feasible) has a hypervolume of 0.877.
+    assert statistics.median(gp) > 0.65 and statistics.median(gp) > statistics.median(rnd) + 0.3, (gp, rnd)
+    study = run(GPSampler(seed=1), concurrency=3)
+    assert len(study.trials) == 30 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert len(study.best_trials) >= 3
 
 
 def test_study_toml_with_a_gp_sampler(tmp_path):
@@ -163,12 +188,13 @@ def test_study_toml_with_a_gp_sampler(tmp_path):
     assert bad.returncode != 0 and "study.toml:" in bad.stderr and "n_startup_trials" in bad.stderr
 
 
-def test_the_side_by_side_harness_runs(tmp_path):
+@pytest.mark.parametrize("multi", [False, True])
+def test_the_side_by_side_harness_runs(tmp_path, multi):
     script = pathlib.Path(__file__).resolve().parent.parent / "benches" / "samplers.py"
-    out = subprocess.run([sys.executable, str(script), "gp", "--smoke", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, str(script), "gp", "--smoke", "--json", *(["--multi"] if multi else [])], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout)
-    assert set(r["quality"]) == {"branin", "mixed_int_cat"}
+    assert set(r["quality"]) == ({"dtlz2", "constr"} if multi else {"branin", "mixed_int_cat"})
     for q in r["quality"].values():
         assert len(q["regret"]["dspex-gp"]) == 2 and all(x >= -1e-6 for x in q["regret"]["dspex-gp"])
     assert r["speed"]["dspex"]["ms_per_trial_at"]["20"] > 0

@@ -123,6 +123,54 @@ pub fn reference_point(points: &[Vec<f64>]) -> Vec<f64> {
         .collect()
 }
 
+/// Disjoint boxes `(lower, upper)` whose union is the region below `reference` that no point
+/// of `points` weakly dominates: where a new point adds hypervolume. Lower corners may be
+/// `-inf`. Built by slicing along the last objective at the points' values, each slice holding
+/// the lower-dimensional region of the points below it; O(n^(d-1)) boxes for n points.
+pub fn non_dominated_boxes(points: &[Vec<f64>], reference: &[f64]) -> Vec<(Vec<f64>, Vec<f64>)> {
+    let d = reference.len();
+    let mut out = Vec::new();
+    if d == 0 {
+        return out;
+    }
+    let inside: Vec<Vec<f64>> = points
+        .iter()
+        .filter(|p| p.iter().zip(reference).all(|(x, r)| x < r))
+        .cloned()
+        .collect();
+    let front: Vec<Vec<f64>> = pareto_front(&inside)
+        .into_iter()
+        .map(|i| inside[i].clone())
+        .collect();
+    if d == 1 {
+        let top = front.iter().map(|p| p[0]).fold(reference[0], f64::min);
+        out.push((vec![f64::NEG_INFINITY], vec![top]));
+        return out;
+    }
+    let mut cuts: Vec<f64> = front.iter().map(|p| p[d - 1]).collect();
+    cuts.sort_by(f64::total_cmp);
+    cuts.dedup();
+    cuts.push(reference[d - 1]);
+    let mut lo = f64::NEG_INFINITY;
+    for hi in cuts {
+        if hi > lo {
+            // In this slice, the points at or below its bottom dominate it.
+            let below: Vec<Vec<f64>> = front
+                .iter()
+                .filter(|p| p[d - 1] <= lo)
+                .map(|p| p[..d - 1].to_vec())
+                .collect();
+            for (mut l, mut u) in non_dominated_boxes(&below, &reference[..d - 1]) {
+                l.push(lo);
+                u.push(hi);
+                out.push((l, u));
+            }
+        }
+        lo = hi;
+    }
+    out
+}
+
 /// Greedy hypervolume subset selection: picks `k` of `points` (returned as indices) that
 /// together dominate as much volume as a greedy choice can.
 pub fn hssp_greedy(points: &[Vec<f64>], k: usize, reference: &[f64]) -> Vec<usize> {
@@ -183,6 +231,42 @@ pub fn best_of(losses: &[Vec<f64>], k: usize) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_dominated_boxes_are_disjoint_and_fill_what_the_front_leaves() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        for d in 1..=3 {
+            for n in [0usize, 1, 5, 12] {
+                let pts: Vec<Vec<f64>> = (0..n)
+                    .map(|_| (0..d).map(|_| rng.random_range(0.0..1.0)).collect())
+                    .collect();
+                let reference = vec![1.2; d];
+                let floor = -0.5;
+                let clipped: Vec<(Vec<f64>, Vec<f64>)> = non_dominated_boxes(&pts, &reference)
+                    .into_iter()
+                    .map(|(l, u)| (l.iter().map(|v| v.max(floor)).collect(), u))
+                    .collect();
+                let volume = |l: &[f64], u: &[f64]| -> f64 {
+                    l.iter().zip(u).map(|(a, b)| (b - a).max(0.0)).product()
+                };
+                let boxes: f64 = clipped.iter().map(|(l, u)| volume(l, u)).sum();
+                let whole = (1.2f64 - floor).powi(d as i32);
+                let hv = hypervolume(&pts, &reference);
+                assert!(
+                    (boxes + hv - whole).abs() < 1e-9,
+                    "d={d} n={n}: {boxes} + {hv} != {whole}"
+                );
+                for (i, (la, ua)) in clipped.iter().enumerate() {
+                    for (lb, ub) in &clipped[i + 1..] {
+                        let l: Vec<f64> = la.iter().zip(lb).map(|(a, b)| a.max(*b)).collect();
+                        let u: Vec<f64> = ua.iter().zip(ub).map(|(a, b)| a.min(*b)).collect();
+                        assert!(volume(&l, &u) < 1e-12, "d={d} n={n}: boxes overlap");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn ranks_and_front() {

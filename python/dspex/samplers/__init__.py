@@ -261,9 +261,13 @@ class GPSampler(BaseSampler):
     can coincide). The kernel's hyperparameters are refitted at every trial up to 40
     trials, then each time the trials grew by a twentieth since the last fit (every 15th
     trial around 300); in between the model takes the new trials in with the last fit's
-    hyperparameters. Several objectives are not modelled yet: a study with several
-    objectives is sampled by ``independent_sampler``. Runs in the engine, without torch or
-    scipy. ``warn_independent_sampling`` is accepted and has no effect.
+    hyperparameters. Runs in the engine, without torch or scipy.
+    ``warn_independent_sampling`` is accepted and has no effect.
+
+    Several objectives, as Optuna's: one Gaussian process per objective, and the next point
+    maximises the log expected hypervolume improvement over the feasible trials (the
+    reference point 10% beyond the worst trial, the expectation averaged over 128 draws of
+    the posteriors; Optuna draws them quasi-randomly).
     """
 
     def __init__(

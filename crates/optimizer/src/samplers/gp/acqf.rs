@@ -8,6 +8,7 @@ use rand::RngExt;
 use rayon::prelude::*;
 use statrs::function::erf::erfc;
 
+use super::ehvi::Ehvi;
 use super::lbfgs;
 use super::model::Gp;
 
@@ -62,9 +63,13 @@ fn log_cdf(z: f64) -> (f64, f64) {
 /// log probability that each constraint's process is at least its threshold (the constraints
 /// are modelled as functions to maximise, feasible above the threshold). Without `f0` (no
 /// feasible trial yet) only the probability of feasibility counts.
+///
+/// With several objectives, `ehvi` replaces the improvement: the log expected hypervolume
+/// improvement over the feasible trials (`gp` and `f0` then play no part in the value).
 pub(crate) struct LogEi<'a> {
     pub gp: &'a Gp,
     pub f0: Option<f64>,
+    pub ehvi: Option<Ehvi<'a>>,
     pub constraints: Vec<(&'a Gp, f64)>,
 }
 
@@ -73,7 +78,11 @@ const STABILIZING_NOISE: f64 = 1e-12;
 
 impl LogEi<'_> {
     pub fn eval(&self, x: &[f64]) -> f64 {
-        let ei = self.f0.map_or(0.0, |f0| ei_value(self.gp.posterior(x), f0));
+        let ei = match (&self.ehvi, self.f0) {
+            (Some(ehvi), _) => ehvi.eval_many(std::slice::from_ref(&x.to_vec()))[0],
+            (None, Some(f0)) => ei_value(self.gp.posterior(x), f0),
+            (None, None) => 0.0,
+        };
         ei + self
             .constraints
             .iter()
@@ -84,6 +93,7 @@ impl LogEi<'_> {
     /// [`LogEi::eval`] at each of `xs`.
     pub fn eval_many(&self, xs: &[Vec<f64>]) -> Vec<f64> {
         let mut out: Vec<f64> = match self.f0 {
+            _ if self.ehvi.is_some() => self.ehvi.as_ref().expect("checked").eval_many(xs),
             Some(f0) => {
                 let posteriors = self.gp.posterior_many(xs);
                 posteriors.into_iter().map(|p| ei_value(p, f0)).collect()
@@ -104,7 +114,9 @@ impl LogEi<'_> {
         let mut gvar = vec![0.0; x.len()];
         grad.fill(0.0);
         let mut total = 0.0;
-        if let Some(f0) = self.f0 {
+        if let Some(ehvi) = &self.ehvi {
+            total += ehvi.eval_grad(x, grad);
+        } else if let Some(f0) = self.f0 {
             let (mean, var) = self.gp.posterior_grad(x, &mut gmean, &mut gvar);
             let sigma = (var + STABILIZING_NOISE).sqrt();
             let z = (mean - f0) / sigma;
@@ -127,6 +139,16 @@ impl LogEi<'_> {
             total += v;
         }
         total
+    }
+}
+
+impl LogEi<'_> {
+    /// The lengthscales the local search measures steps in (with several objectives, each
+    /// parameter's shortest among their processes).
+    pub fn lengthscales(&self) -> Vec<f64> {
+        self.ehvi
+            .as_ref()
+            .map_or_else(|| self.gp.lengthscales(), Ehvi::lengthscales)
     }
 }
 
@@ -195,7 +217,7 @@ pub(crate) fn maximize(
         starts.push(samples[pick].clone());
     }
     starts.extend(warm.iter().cloned());
-    let lengthscales = acq.gp.lengthscales();
+    let lengthscales = acq.lengthscales();
     let results: Vec<(Vec<f64>, f64)> = starts
         .into_par_iter()
         .map(|x0| local_search(acq, dims, x0, &lengthscales, search.tol))

@@ -18,9 +18,11 @@
 //! that every constraint is satisfied; the improvement is over the best feasible trial (only
 //! the probability of feasibility counts while there is none), as Optuna's.
 //!
-//! Not yet: several objectives (their trials get the independent sampler).
+//! Several objectives: one process per objective, and the acquisition is the log expected
+//! hypervolume improvement over the feasible trials (see `ehvi`), as Optuna's `LogEHVI`.
 
 mod acqf;
+mod ehvi;
 mod lbfgs;
 mod linalg;
 mod model;
@@ -39,6 +41,7 @@ use crate::samplers::{RandomSampler, RelativeWork, Sampler};
 use crate::trial::{StudyDirection, TrialState};
 
 use acqf::{Dim, LogEi, Search};
+use ehvi::Ehvi;
 use model::{Inputs, KernelParams};
 
 /// The sampler's Gaussian process on its own, for callers outside the sampler (Optuna's
@@ -220,8 +223,8 @@ struct ConstraintData {
 struct Extracted {
     params: Vec<UnitParam>,
     inputs: Inputs,
-    /// Standardised values, to maximise.
-    y: Vec<f64>,
+    /// Standardised values, to maximise: one list per objective.
+    ys: Vec<Vec<f64>>,
     /// Whether each trial of `y` satisfies its constraints (all true without constraints).
     feasible: Vec<bool>,
     constraints: Vec<ConstraintData>,
@@ -243,18 +246,23 @@ impl GpSampler {
                 .map(|p| history.param(t, &p.name, &p.dist).map(|v| p.normalize(v)))
                 .collect()
         };
-        let sign = match history.directions()[0] {
-            StudyDirection::Minimize => -1.0,
-            StudyDirection::Maximize => 1.0,
-        };
-        let (mut x, mut values, mut running) = (Vec::new(), Vec::new(), Vec::new());
+        let signs: Vec<f64> = history
+            .directions()
+            .iter()
+            .map(|d| match d {
+                StudyDirection::Minimize => -1.0,
+                StudyDirection::Maximize => 1.0,
+            })
+            .collect();
+        let mut values: Vec<Vec<f64>> = vec![Vec::new(); signs.len()];
+        let (mut x, mut running) = (Vec::new(), Vec::new());
         let (mut feasible, mut constraint_rows) = (Vec::new(), Vec::new());
         let trials = history.trials();
         for (number, state) in history.states().iter().enumerate() {
             let t = number as u64;
             match state {
                 TrialState::Complete => {
-                    let Some(v) = trials[number].value() else {
+                    let Some(v) = trials[number].values.as_ref() else {
                         continue;
                     };
                     if let Some(r) = row(t) {
@@ -263,18 +271,20 @@ impl GpSampler {
                             constraint_rows.push((r.clone(), c.clone()));
                         }
                         x.extend(r);
-                        values.push(sign * v);
+                        for ((list, sign), v) in values.iter_mut().zip(&signs).zip(v) {
+                            list.push(sign * v);
+                        }
                     }
                 }
                 TrialState::Running if t != trial => running.extend(row(t)),
                 _ => {}
             }
         }
-        if values.is_empty() {
+        let n = values[0].len();
+        if n == 0 {
             return None;
         }
-        let y = standardize(&values);
-        let n = y.len();
+        let ys = values.iter().map(|v| standardize(v)).collect();
         let is_cat: Vec<bool> = params
             .iter()
             .map(|p| matches!(p.dist, Distribution::Categorical(_)))
@@ -307,7 +317,7 @@ impl GpSampler {
         Some(Extracted {
             inputs: Inputs { x, n, d, is_cat },
             params,
-            y,
+            ys,
             feasible,
             constraints,
             running,
@@ -353,47 +363,89 @@ impl GpSampler {
 
     fn compute(&self, ex: Extracted) -> BTreeMap<String, f64> {
         let names: Vec<String> = ex.params.iter().map(|p| p.name.clone()).collect();
-        let gp = self.process(0, &names, &ex.inputs, &ex.y);
+        let n_objectives = ex.ys.len();
+        let gps: Vec<model::Gp> = ex
+            .ys
+            .iter()
+            .enumerate()
+            .map(|(k, y)| self.process(k, &names, &ex.inputs, y))
+            .collect();
         let constraint_gps: Vec<(model::Gp, f64)> = ex
             .constraints
             .iter()
             .enumerate()
-            .map(|(k, c)| (self.process(k + 1, &names, &c.inputs, &c.y), c.threshold))
-            .collect();
-        // The best feasible trial: the improvement's reference and a start of the search.
-        let best = (0..ex.y.len())
-            .filter(|&i| ex.feasible[i])
-            .max_by(|&a, &b| ex.y[a].total_cmp(&ex.y[b]).then(b.cmp(&a)));
-        let f0 = best.map(|i| ex.y[i]);
-        let d = ex.inputs.d;
-        let incumbent: Vec<Vec<f64>> = best
-            .map(|i| ex.inputs.x[i * d..(i + 1) * d].to_vec())
-            .into_iter()
-            .collect();
-        // Running trials: believed to come out at the posterior mean.
-        let believer = (!ex.running.is_empty())
-            .then(|| {
-                let mut inputs = ex.inputs.clone();
-                let mut y = ex.y.clone();
-                for r in &ex.running {
-                    y.push(gp.posterior(r).0);
-                    inputs.x.extend(r);
-                    inputs.n += 1;
-                }
-                model::Gp::new(inputs, &y, gp.params.clone())
+            .map(|(k, c)| {
+                let gp = self.process(n_objectives + k, &names, &c.inputs, &c.y);
+                (gp, c.threshold)
             })
-            .flatten();
+            .collect();
+        let d = ex.inputs.d;
+        let feasible: Vec<usize> = (0..ex.feasible.len()).filter(|&i| ex.feasible[i]).collect();
+        // Running trials: believed to come out at the posterior mean.
+        let believers: Vec<Option<model::Gp>> = gps
+            .iter()
+            .zip(&ex.ys)
+            .map(|(gp, y)| {
+                (!ex.running.is_empty())
+                    .then(|| {
+                        let mut inputs = ex.inputs.clone();
+                        let mut y = y.clone();
+                        for r in &ex.running {
+                            y.push(gp.posterior(r).0);
+                            inputs.x.extend(r);
+                            inputs.n += 1;
+                        }
+                        model::Gp::new(inputs, &y, gp.params.clone())
+                    })
+                    .flatten()
+            })
+            .collect();
+        let models: Vec<&model::Gp> = gps
+            .iter()
+            .zip(&believers)
+            .map(|(gp, b)| b.as_ref().unwrap_or(gp))
+            .collect();
+        let mut rng = trial_rng(self.seed, ex.trial, "gp");
+        // The improvement's reference (the best feasible trial, or with several objectives
+        // the feasible trials' front) and where the local searches start besides.
+        let (f0, ehvi, starts) = if n_objectives == 1 {
+            let best = feasible
+                .iter()
+                .copied()
+                .max_by(|&a, &b| ex.ys[0][a].total_cmp(&ex.ys[0][b]).then(b.cmp(&a)));
+            (best.map(|i| ex.ys[0][i]), None, best.into_iter().collect())
+        } else {
+            let points: Vec<Vec<f64>> = feasible
+                .iter()
+                .map(|&i| ex.ys.iter().map(|y| -y[i]).collect())
+                .collect();
+            let front: Vec<usize> = crate::multi_objective::pareto_front(&points)
+                .into_iter()
+                .map(|k| feasible[k])
+                .take(self.opts.n_local_search / 2)
+                .collect();
+            let values: Vec<Vec<f64>> = feasible
+                .iter()
+                .map(|&i| ex.ys.iter().map(|y| y[i]).collect())
+                .collect();
+            let ehvi = Ehvi::new(models.clone(), &values, &mut rng);
+            (None, ehvi, front)
+        };
+        let warm: Vec<Vec<f64>> = starts
+            .iter()
+            .map(|&i: &usize| ex.inputs.x[i * d..(i + 1) * d].to_vec())
+            .collect();
         let acq = LogEi {
-            gp: believer.as_ref().unwrap_or(&gp),
+            gp: models[0],
             f0,
+            ehvi,
             constraints: constraint_gps.iter().map(|(g, t)| (g, *t)).collect(),
         };
         let dims: Vec<Dim> = ex.params.iter().map(UnitParam::dim).collect();
-        let mut rng = trial_rng(self.seed, ex.trial, "gp");
         let x = acqf::maximize(
             &acq,
             &dims,
-            &incumbent,
+            &warm,
             &mut rng,
             Search {
                 n_preliminary_samples: self.opts.n_preliminary_samples,
@@ -446,10 +498,7 @@ impl Sampler for GpSampler {
     }
 
     fn prepare_relative(&self, history: &History, trial: u64, space: &SearchSpace) -> RelativeWork {
-        if space.is_empty()
-            || history.is_multi_objective()
-            || history.n_complete() < self.opts.n_startup_trials
-        {
+        if space.is_empty() || history.n_complete() < self.opts.n_startup_trials {
             return Box::new(BTreeMap::new);
         }
         let Some(ex) = self.extract(history, trial, space) else {

@@ -144,21 +144,108 @@ fn a_running_trial_pushes_the_next_sample_away_from_it() {
 }
 
 #[test]
-fn startup_trials_and_several_objectives_use_the_independent_sampler() {
+fn startup_trials_use_the_independent_sampler() {
     let sampler = gp(0);
     let space = box_space(2);
     let (h, _) = run(&sampler, 9, |x| x[0], &space);
     assert!(sampler.sample_relative(&h, 9, &space).is_empty());
-    let mut mo = History::new(vec![StudyDirection::Minimize; 2]);
-    for _ in 0..12 {
-        let t = mo.create_trial(TrialState::Running);
-        for (name, dist) in &space {
-            mo.set_param(t, name, 0.1 * t as f64 - 0.5, dist).unwrap();
-        }
-        mo.finish(t, TrialState::Complete, Some(vec![t as f64, -(t as f64)]))
-            .unwrap();
+}
+
+/// ZDT1 over three parameters in [0, 1]: the front is x1 = x2 = 0, f2 = 1 - sqrt(f1).
+fn zdt1(x: &[f64]) -> Vec<f64> {
+    let g = 1.0 + 9.0 * (x[1] + x[2]) / 2.0;
+    vec![x[0], g * (1.0 - (x[0] / g).sqrt())]
+}
+
+fn unit_space(d: usize) -> SearchSpace {
+    (0..d).map(|i| (format!("x{i}"), float(0.0, 1.0))).collect()
+}
+
+#[test]
+fn several_objectives_search_by_expected_hypervolume_improvement() {
+    let space = unit_space(3);
+    let directions = vec![StudyDirection::Minimize; 2];
+    let hv = |h: &History| {
+        let points: Vec<Vec<f64>> = h.trials().iter().filter_map(|t| t.values.clone()).collect();
+        crate::multi_objective::hypervolume(&points, &[1.1, 1.1])
+    };
+    let (mut g, mut r) = (Vec::new(), Vec::new());
+    for seed in 0..4 {
+        let h = testing::run_study(&gp(seed), 30, zdt1, &space, directions.clone());
+        g.push(hv(&h));
+        let h = testing::run_study(
+            &RandomSampler::new(Some(seed)),
+            30,
+            zdt1,
+            &space,
+            directions.clone(),
+        );
+        r.push(hv(&h));
     }
-    assert!(sampler.sample_relative(&mo, 12, &space).is_empty());
+    let (mg, mr) = (median(g), median(r));
+    // The ideal front's hypervolume is 1.1^2 - 1/3 = 0.877.
+    assert!(mg > 0.8 && mg > mr + 0.3, "gp median {mg} vs random {mr}");
+    // A fixed sequence for a seed, trials one after another.
+    let a = testing::run_study(&gp(5), 14, zdt1, &space, directions.clone());
+    let b = testing::run_study(&gp(5), 14, zdt1, &space, directions);
+    assert_eq!(a.trials(), b.trials());
+}
+
+#[test]
+fn the_hypervolume_improvements_gradient_matches_its_differences() {
+    use rand::SeedableRng;
+    let space = unit_space(3);
+    let h = testing::run_study(
+        &RandomSampler::new(Some(1)),
+        15,
+        zdt1,
+        &space,
+        vec![StudyDirection::Minimize; 2],
+    );
+    let x: Vec<f64> = (0..15)
+        .flat_map(|t| space.keys().map(move |n| (t, n.clone())))
+        .map(|(t, n)| h.trials()[t].params[&n])
+        .collect();
+    let inputs = Inputs {
+        x,
+        n: 15,
+        d: 3,
+        is_cat: vec![false; 3],
+    };
+    let ys: Vec<Vec<f64>> = (0..2)
+        .map(|k| {
+            standardize(
+                &h.trials()
+                    .iter()
+                    .map(|t| -t.values.as_ref().unwrap()[k])
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let gps: Vec<model::Gp> = ys
+        .iter()
+        .map(|y| model::fit(inputs.clone(), y, false, None))
+        .collect();
+    let front: Vec<Vec<f64>> = (0..15).map(|i| vec![ys[0][i], ys[1][i]]).collect();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0);
+    let ehvi = Ehvi::new(gps.iter().collect(), &front, &mut rng).unwrap();
+    for at in [[0.05, 0.1, 0.2], [0.5, 0.02, 0.9], [0.3, 0.3, 0.3]] {
+        let mut grad = vec![0.0; 3];
+        let v = ehvi.eval_grad(&at, &mut grad);
+        assert!((v - ehvi.eval_many(&[at.to_vec()])[0]).abs() < 1e-9);
+        for p in 0..3 {
+            let e = 1e-6;
+            let (mut lo, mut hi) = (at.to_vec(), at.to_vec());
+            lo[p] -= e;
+            hi[p] += e;
+            let fd = (ehvi.eval_many(&[hi])[0] - ehvi.eval_many(&[lo])[0]) / (2.0 * e);
+            assert!(
+                (fd - grad[p]).abs() < 1e-4 * (1.0 + fd.abs()),
+                "at {at:?}, d/dx{p}: {} vs {fd}",
+                grad[p]
+            );
+        }
+    }
 }
 
 #[test]
