@@ -109,7 +109,19 @@ struct Walk {
 #[derive(Debug)]
 struct Cache {
     version: (u64, u64),
+    /// The walk up to the first unfinished trial: what no later finish can change.
     walk: Walk,
+    /// The walk past unfinished trials up to the last sample, if one went past any.
+    ahead: Option<Ahead>,
+}
+
+/// A walk that passed unfinished trials, with the walk as it was just before each: when one of
+/// them finishes, the walk goes back to there (not to the first unfinished trial, so a trial
+/// left RUNNING for good does not make every sample walk the trials after it again).
+#[derive(Debug, Clone)]
+struct Ahead {
+    walk: Walk,
+    passed: Vec<(u64, Walk)>,
 }
 
 /// The genetic samplers (Optuna's `NSGAIISampler` and `NSGAIIISampler`).
@@ -284,26 +296,62 @@ impl NsgaSampler {
                     members: Vec::new(),
                     parents: Vec::new(),
                 },
+                ahead: None,
             });
         }
-        let walk = &mut cached.as_mut().expect("set above").walk;
+        let cache = cached.as_mut().expect("set above");
+        let walk = &mut cache.walk;
         let trials = history.trials();
         let end = (trial as usize).min(trials.len()) as u64;
         // Finished trials up to the first unfinished one are walked for good...
         while walk.next < end && trials[walk.next as usize].state.is_finished() {
             self.step(walk, history, walk.next);
         }
-        // ...the rest only for this sample (an unfinished trial may still join its generation).
         if walk.next >= end {
             return walk.parents.clone();
         }
-        let mut ahead = walk.clone();
-        for t in walk.next..end {
+        // ...the rest past the unfinished ones (which may still join their generation), from
+        // where the last sample's walk was still right.
+        let mut ahead = cache.ahead.take().unwrap_or_else(|| Ahead {
+            walk: walk.clone(),
+            passed: Vec::new(),
+        });
+        if let Some(i) = ahead
+            .passed
+            .iter()
+            .position(|(t, _)| trials[*t as usize].state.is_finished())
+        {
+            ahead.walk = ahead.passed[i].1.clone();
+            ahead.passed.truncate(i);
+        }
+        if ahead.walk.next <= walk.next {
+            ahead = Ahead {
+                walk: walk.clone(),
+                passed: Vec::new(),
+            };
+        }
+        if ahead.walk.next > end {
+            // A sample for a trial before the last one sampled: walked for it alone.
+            let mut alone = walk.clone();
+            for t in walk.next..end {
+                if trials[t as usize].state.is_finished() {
+                    self.step(&mut alone, history, t);
+                }
+            }
+            cache.ahead = Some(ahead);
+            return alone.parents;
+        }
+        for t in ahead.walk.next..end {
             if trials[t as usize].state.is_finished() {
-                self.step(&mut ahead, history, t);
+                self.step(&mut ahead.walk, history, t);
+            } else {
+                ahead.passed.push((t, ahead.walk.clone()));
+                ahead.walk.next = t + 1;
             }
         }
-        ahead.parents
+        let parents = ahead.walk.parents.clone();
+        cache.ahead = Some(ahead);
+        parents
     }
 
     /// Binary tournament: the better of two random parents (the second unless the first

@@ -359,3 +359,58 @@ fn single_objective_studies_improve_too() {
     };
     assert!(best(&h) < best(&r) / 2.0, "{} vs {}", best(&h), best(&r));
 }
+
+#[test]
+fn a_trial_left_running_for_good_changes_nothing_the_cached_walk_gives() {
+    use rand::SeedableRng;
+    let s = unit_space(2);
+    let opts = || NsgaOptions {
+        population_size: 8,
+        ..NsgaOptions::default()
+    };
+    let sampler = nsga(opts());
+    let mut h = History::new(two());
+    // Trial 0 never finishes (a process died with it); three others run at a time and finish
+    // in a random order.
+    let _zombie = h.create_trial(TrialState::Running);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
+    let mut flight: Vec<u64> = Vec::new();
+    for _ in 0..300 {
+        if flight.len() == 3 {
+            let t = flight.remove(rng.random_range(0..3));
+            let x: Vec<f64> = s.keys().map(|n| h.trials()[t as usize].params[n]).collect();
+            h.finish(t, TrialState::Complete, Some(zdt1(&x))).unwrap();
+        }
+        let t = h.create_trial(TrialState::Running);
+        let cached: Vec<u64> = sampler.parents(&h, t).iter().map(|i| i.number).collect();
+        let fresh: Vec<u64> = nsga(opts())
+            .parents(&h, t)
+            .iter()
+            .map(|i| i.number)
+            .collect();
+        assert_eq!(cached, fresh, "trial {t}");
+        let rel = sampler.sample_relative(&h, t, &s);
+        for (name, d) in &s {
+            let v = rel
+                .get(name)
+                .copied()
+                .unwrap_or_else(|| rng.random_range(0.0..1.0));
+            h.set_param(t, name, v, d).unwrap();
+        }
+        flight.push(t);
+    }
+    let ahead = sampler
+        .cache
+        .lock()
+        .as_ref()
+        .unwrap()
+        .ahead
+        .clone()
+        .unwrap();
+    assert_eq!(sampler.cache.lock().as_ref().unwrap().walk.next, 0);
+    assert!(
+        ahead.walk.next > 290 && ahead.passed.len() <= 4,
+        "{}",
+        ahead.passed.len()
+    );
+}
