@@ -49,7 +49,7 @@ impl<'a> Ehvi<'a> {
                 (lower, width)
             })
             .collect();
-        let m = gps.len();
+        let m = front[0].len();
         let z = (0..N_SAMPLES)
             .map(|_| (0..m).map(|_| standard_normal(rng)).collect())
             .collect();
@@ -163,5 +163,40 @@ impl<'a> Ehvi<'a> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::multi_objective::hypervolume;
+    use rand::{RngExt, SeedableRng};
+
+    #[test]
+    fn a_certain_points_improvement_is_the_hypervolume_it_adds() {
+        let mut rng = SmallRng::seed_from_u64(2);
+        for m in [2usize, 3] {
+            let front: Vec<Vec<f64>> = (0..9)
+                .map(|_| (0..m).map(|_| rng.random_range(-1.0..1.0)).collect())
+                .collect();
+            let ehvi = Ehvi::new(Vec::new(), &front, &mut rng).unwrap();
+            let losses: Vec<Vec<f64>> = front
+                .iter()
+                .map(|y| y.iter().map(|v| -v).collect())
+                .collect();
+            let reference = reference_point(&losses);
+            for _ in 0..50 {
+                let y: Vec<f64> = (0..m).map(|_| rng.random_range(-1.5..1.5)).collect();
+                let post: Vec<(f64, f64)> = y.iter().map(|v| (*v, 0.0)).collect();
+                let mut with = losses.clone();
+                with.push(y.iter().map(|v| -v).collect());
+                let added = hypervolume(&with, &reference) - hypervolume(&losses, &reference);
+                let got = ehvi.expected(&post, None);
+                assert!(
+                    (got - added).abs() < 1e-9,
+                    "m={m} y={y:?}: {got} vs {added}"
+                );
+            }
+        }
     }
 }
