@@ -379,6 +379,7 @@ fn a_trial_failed_by_another_process_heartbeat_check_cannot_be_told() {
             heartbeat_interval: Some(Duration::from_millis(100)),
             grace_period: Some(Duration::from_millis(200)),
             retry: Some(dspex_engine::RetryPolicy::default()),
+            load_chunk: None,
         },
     )
     .unwrap();

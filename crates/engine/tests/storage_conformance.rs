@@ -158,7 +158,12 @@ impl Backend {
         match (&self.sql, &self.url) {
             (Some(sql), Some(url)) => {
                 sql.flush().unwrap();
-                open_url(url).unwrap()
+                // Loaded three trials at a time: every reopen crosses chunk boundaries.
+                let options = SqlOptions {
+                    load_chunk: Some(3),
+                    ..SqlOptions::default()
+                };
+                Arc::new(SqlStorage::open(url, options).unwrap())
             }
             (None, Some(url)) => open_url(url).unwrap(),
             _ => self.storage.clone(),

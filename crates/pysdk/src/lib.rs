@@ -538,6 +538,7 @@ impl PyStorage {
                 max_retry: retry_max,
                 inherit_intermediate_values: retry_inherit_intermediate_values,
             }),
+            load_chunk: None,
         };
         let inner = engine(py, move || {
             dspex_engine::storage::open_url_with(&url, options)

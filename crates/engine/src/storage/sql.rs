@@ -51,6 +51,10 @@ pub struct SqlOptions {
     pub grace_period: Option<Duration>,
     /// Re-queue trials failed by the heartbeat check.
     pub retry: Option<RetryPolicy>,
+    /// Trials a load (a study's first read, a refresh) reads and applies at a time, with their
+    /// params, values and attributes (None: 10,000): what bounds the memory of a resume beyond
+    /// the study's own.
+    pub load_chunk: Option<usize>,
 }
 
 /// The SQL runtime: sqlx needs I/O, and the engine's runtime only schedules. Storage calls are
@@ -250,6 +254,9 @@ fn fixed_to_attr(fixed: &BTreeMap<String, ParamValue>) -> AttrValue {
 }
 
 /// A comma-separated list of integers for `IN (...)` (our own ids: never user text).
+/// [`SqlOptions::load_chunk`]'s default.
+const LOAD_CHUNK: usize = 10_000;
+
 fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
     ids.into_iter()
         .map(|i| i.to_string())
@@ -1038,163 +1045,202 @@ impl Inner {
                 .collect();
             (c.trial_ids.last().copied().unwrap_or(0), foreign)
         };
-        let loaded = block_on(self.load_trials(entry.id, after, &foreign))??;
-        if loaded.is_empty() {
-            return Ok(());
-        }
-        let mut c = entry.cache.write();
-        for t in loaded {
-            c.apply(t, &entry.name)?;
-        }
+        let mut apply = |loaded: Vec<Loaded>| {
+            let mut c = entry.cache.write();
+            for t in loaded {
+                c.apply(t, &entry.name)?;
+            }
+            Ok(())
+        };
+        block_on(self.load_trials(entry.id, after, &foreign, &mut apply))??;
         Ok(())
     }
 
     /// Reads the trials of `study` created after trial id `after` (trial ids grow with trial
     /// numbers within a study: numbers are assigned in creation order under the study's lock),
-    /// and the trials `foreign`. The range on the key keeps a refresh proportional to what is
-    /// new, not to the study's size.
+    /// then the trials `foreign`, and hands them to `each` in number order, `load_chunk` trials
+    /// at a time, all from one snapshot. The range on the key keeps a refresh proportional to
+    /// what is new, not to the study's size; the chunks keep a study's first load (a resume)
+    /// from holding every row of it at once. Returns whether any trial was read.
     async fn load_trials(
         &self,
         study: StudyId,
         after: i64,
         foreign: &[i64],
-    ) -> Result<Vec<Loaded>> {
+        each: &mut (dyn FnMut(Vec<Loaded>) -> Result<()> + Send),
+    ) -> Result<bool> {
         let ctx = "cannot read trials";
         let sid = study as i64;
-        // The new trials, then the foreign ones as a second select: one condition with an OR
-        // would make the database scan every trial of the study.
-        let select = |cols: &str| {
-            let mut q = format!("SELECT {cols} FROM trials WHERE study_id = $1 AND trial_id > $2");
-            if !foreign.is_empty() {
-                q += &format!(
-                    " UNION SELECT {cols} FROM trials WHERE study_id = $1 AND trial_id IN ({})",
-                    id_list(foreign.iter().copied())
-                );
-            }
-            q
-        };
-        let trials_q = select(
+        let chunk = self.options.load_chunk.unwrap_or(LOAD_CHUNK).max(1);
+        const TRIAL_COLS: &str =
             "CAST(trial_id AS BIGINT) AS trial_id, CAST(number AS BIGINT) AS number, \
              CAST(state AS TEXT) AS state, CAST(datetime_start AS TEXT) AS datetime_start, \
-             CAST(datetime_complete AS TEXT) AS datetime_complete",
-        ) + " ORDER BY number";
-        let sub = select("trial_id");
-        let params_q = format!(
-            "SELECT CAST(trial_id AS BIGINT) AS trial_id, param_name, param_value, distribution_json \
-             FROM trial_params WHERE trial_id IN ({sub})"
+             CAST(datetime_complete AS TEXT) AS datetime_complete";
+        // New trials by pages of the key; the foreign ones as a last chunk (one condition with
+        // an OR would make the database scan every trial of the study).
+        let new_q = format!(
+            "SELECT {TRIAL_COLS} FROM trials WHERE study_id = $1 AND trial_id > $2 \
+             ORDER BY trial_id LIMIT {chunk}"
         );
-        let values_q = format!(
-            "SELECT CAST(trial_id AS BIGINT) AS trial_id, CAST(objective AS BIGINT) AS objective, value, \
-             CAST(value_type AS TEXT) AS value_type FROM trial_values WHERE trial_id IN ({sub})"
-        );
-        let iv_q = format!(
-            "SELECT CAST(trial_id AS BIGINT) AS trial_id, CAST(step AS BIGINT) AS step, intermediate_value, \
-             CAST(intermediate_value_type AS TEXT) AS value_type FROM trial_intermediate_values \
-             WHERE trial_id IN ({sub})"
-        );
-        let ua_q = format!(
-            "SELECT CAST(trial_id AS BIGINT) AS trial_id, \"key\" AS k, value_json FROM trial_user_attributes \
-             WHERE trial_id IN ({sub})"
-        );
-        let sa_q = format!(
-            "SELECT CAST(trial_id AS BIGINT) AS trial_id, \"key\" AS k, value_json FROM trial_system_attributes \
-             WHERE trial_id IN ({sub})"
+        let foreign_q = format!(
+            "SELECT {TRIAL_COLS} FROM trials WHERE study_id = $1 AND trial_id IN ({})",
+            id_list(foreign.iter().copied())
         );
         let pg = self.is_pg();
-        let mut out: Vec<Loaded> = Vec::new();
-        let mut index: HashMap<i64, usize> = HashMap::new();
+        let mut any = false;
+        let mut dists: HashMap<String, Distribution> = HashMap::new();
         with_pool!(&self.db, p => {
             let mut tx = snapshot!(p, pg, ctx);
-            let rows = query(&trials_q)
-                .bind(sid)
-                .bind(after)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| storage_err(ctx, e))?;
-            if rows.is_empty() {
-                return Ok(Vec::new());
-            }
-            for r in rows {
-                let trial_id: i64 = r.try_get("trial_id").map_err(undecodable("trials", None))?;
-                let number: Option<i64> = r.try_get("number").map_err(undecodable("trials", Some(trial_id)))?;
-                let number = number
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| corrupted(format!("trial_id {trial_id} has no valid number")))?;
-                let state: String = r.try_get("state").map_err(undecodable("trials", Some(trial_id)))?;
-                let ds: Option<String> = r.try_get("datetime_start").map_err(undecodable("trials", Some(trial_id)))?;
-                let dc: Option<String> = r.try_get("datetime_complete").map_err(undecodable("trials", Some(trial_id)))?;
-                index.insert(trial_id, out.len());
-                out.push(Loaded {
-                    trial_id,
-                    number: number as u64,
-                    state: parse_state(&state)?,
-                    datetime_start: ds.as_deref().map(parse_dt).transpose()?,
-                    datetime_complete: dc.as_deref().map(parse_dt).transpose()?,
-                    params: Vec::new(),
-                    values: Vec::new(),
-                    intermediate: Vec::new(),
-                    user_attrs: AttrMap::new(),
-                    system_attrs: AttrMap::new(),
-                });
-            }
-            let bind = |q| query(q).bind(sid).bind(after);
-            for r in bind(&params_q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
-                let id: i64 = r.try_get("trial_id").map_err(undecodable("trial_params", None))?;
-                let Some(&i) = index.get(&id) else { continue };
-                let name: Option<String> = r.try_get("param_name").map_err(undecodable("trial_params", Some(id)))?;
-                let v: Option<f64> = r.try_get("param_value").map_err(undecodable("trial_params", Some(id)))?;
-                let dj: Option<String> = r.try_get("distribution_json").map_err(undecodable("trial_params", Some(id)))?;
-                let name = name.ok_or_else(|| corrupted(format!("trial_id {id}: parameter without a name")))?;
-                let v = v.ok_or_else(|| corrupted(format!("trial_id {id}: parameter {name:?} has no value")))?;
-                let dj = dj.unwrap_or_default();
-                let dist = Distribution::from_json(&dj).map_err(|e| {
-                    corrupted(format!("trial_id {id}: parameter {name:?} has distribution {dj:?}: {e}"))
-                })?;
-                out[i].params.push((name, v, dist));
-            }
-            let mut vals: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
-            for r in bind(&values_q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
-                let id: i64 = r.try_get("trial_id").map_err(undecodable("trial_values", None))?;
-                let o: i64 = r.try_get("objective").map_err(undecodable("trial_values", Some(id)))?;
-                let v: Option<f64> = r.try_get("value").map_err(undecodable("trial_values", Some(id)))?;
-                let ty: String = r.try_get("value_type").map_err(undecodable("trial_values", Some(id)))?;
-                vals.entry(id).or_default().push((o, value_from_row(v, &ty)?));
-            }
-            for (id, mut vs) in vals {
-                let Some(&i) = index.get(&id) else { continue };
-                vs.sort_by_key(|(o, _)| *o);
-                if vs.iter().enumerate().any(|(k, (o, _))| *o != k as i64) {
-                    return Err(corrupted(format!("trial_id {id}: objectives are not 0..n")));
-                }
-                out[i].values = vs.into_iter().map(|(_, v)| v).collect();
-            }
-            for r in bind(&iv_q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
-                let id: i64 = r.try_get("trial_id").map_err(undecodable("trial_intermediate_values", None))?;
-                let Some(&i) = index.get(&id) else { continue };
-                let step: i64 = r.try_get("step").map_err(undecodable("trial_intermediate_values", Some(id)))?;
-                let v: Option<f64> = r.try_get("intermediate_value").map_err(undecodable("trial_intermediate_values", Some(id)))?;
-                let ty: String = r.try_get("value_type").map_err(undecodable("trial_intermediate_values", Some(id)))?;
-                out[i].intermediate.push((step, value_from_row(v, &ty)?));
-            }
-            for (q, user) in [(&ua_q, true), (&sa_q, false)] {
-                let table = if user { "trial_user_attributes" } else { "trial_system_attributes" };
-                for r in bind(q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
-                    let id: i64 = r.try_get("trial_id").map_err(undecodable(table, None))?;
-                    let Some(&i) = index.get(&id) else { continue };
-                    let k: Option<String> = r.try_get("k").map_err(undecodable(table, Some(id)))?;
-                    let v: Option<String> = r.try_get("value_json").map_err(undecodable(table, Some(id)))?;
-                    let k = k.unwrap_or_default();
-                    let v = parse_attr(&k, v.as_deref())?;
-                    if user {
-                        out[i].user_attrs.insert(k, v);
+            let mut cursor = after;
+            let mut foreign_done = foreign.is_empty();
+            loop {
+                let is_new = cursor != i64::MAX;
+                let rows = if is_new {
+                    query(&new_q).bind(sid).bind(cursor).fetch_all(&mut *tx).await
+                } else if !foreign_done {
+                    foreign_done = true;
+                    query(&foreign_q).bind(sid).fetch_all(&mut *tx).await
+                } else {
+                    break;
+                };
+                let rows = rows.map_err(|e| storage_err(ctx, e))?;
+                if is_new {
+                    cursor = if rows.len() < chunk {
+                        i64::MAX
                     } else {
-                        out[i].system_attrs.insert(k, v);
+                        rows.last()
+                            .map(|r| r.try_get("trial_id"))
+                            .transpose()
+                            .map_err(undecodable("trials", None))?
+                            .unwrap_or(i64::MAX)
+                    };
+                }
+                if rows.is_empty() {
+                    continue;
+                }
+                let mut out: Vec<Loaded> = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let trial_id: i64 = r.try_get("trial_id").map_err(undecodable("trials", None))?;
+                    let number: Option<i64> = r.try_get("number").map_err(undecodable("trials", Some(trial_id)))?;
+                    let number = number
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| corrupted(format!("trial_id {trial_id} has no valid number")))?;
+                    let state: String = r.try_get("state").map_err(undecodable("trials", Some(trial_id)))?;
+                    let ds: Option<String> = r.try_get("datetime_start").map_err(undecodable("trials", Some(trial_id)))?;
+                    let dc: Option<String> = r.try_get("datetime_complete").map_err(undecodable("trials", Some(trial_id)))?;
+                    out.push(Loaded {
+                        trial_id,
+                        number: number as u64,
+                        state: parse_state(&state)?,
+                        datetime_start: ds.as_deref().map(parse_dt).transpose()?,
+                        datetime_complete: dc.as_deref().map(parse_dt).transpose()?,
+                        params: Vec::new(),
+                        values: Vec::new(),
+                        intermediate: Vec::new(),
+                        user_attrs: AttrMap::new(),
+                        system_attrs: AttrMap::new(),
+                    });
+                }
+                out.sort_by_key(|t| t.number);
+                let index: HashMap<i64, usize> =
+                    out.iter().enumerate().map(|(i, t)| (t.trial_id, i)).collect();
+                // The chunk's rows of the other tables: by the key's range (rows of other studies
+                // in it are skipped), or the foreign trials' ids.
+                let (lo, hi) = out.iter().fold((i64::MAX, i64::MIN), |(lo, hi), t| {
+                    (lo.min(t.trial_id), hi.max(t.trial_id))
+                });
+                let within = if is_new {
+                    format!("trial_id BETWEEN {lo} AND {hi}")
+                } else {
+                    format!("trial_id IN ({})", id_list(out.iter().map(|t| t.trial_id)))
+                };
+                let params_q = format!(
+                    "SELECT CAST(trial_id AS BIGINT) AS trial_id, param_name, param_value, distribution_json \
+                     FROM trial_params WHERE {within}"
+                );
+                for r in query(&params_q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
+                    let id: i64 = r.try_get("trial_id").map_err(undecodable("trial_params", None))?;
+                    let Some(&i) = index.get(&id) else { continue };
+                    let name: Option<String> = r.try_get("param_name").map_err(undecodable("trial_params", Some(id)))?;
+                    let v: Option<f64> = r.try_get("param_value").map_err(undecodable("trial_params", Some(id)))?;
+                    let dj: Option<String> = r.try_get("distribution_json").map_err(undecodable("trial_params", Some(id)))?;
+                    let name = name.ok_or_else(|| corrupted(format!("trial_id {id}: parameter without a name")))?;
+                    let v = v.ok_or_else(|| corrupted(format!("trial_id {id}: parameter {name:?} has no value")))?;
+                    let dj = dj.unwrap_or_default();
+                    // A study has few distinct distributions: each is parsed once.
+                    let dist = match dists.get(&dj) {
+                        Some(d) => d.clone(),
+                        None => {
+                            let d = Distribution::from_json(&dj).map_err(|e| {
+                                corrupted(format!("trial_id {id}: parameter {name:?} has distribution {dj:?}: {e}"))
+                            })?;
+                            dists.insert(dj, d.clone());
+                            d
+                        }
+                    };
+                    out[i].params.push((name, v, dist));
+                }
+                let values_q = format!(
+                    "SELECT CAST(trial_id AS BIGINT) AS trial_id, CAST(objective AS BIGINT) AS objective, value, \
+                     CAST(value_type AS TEXT) AS value_type FROM trial_values WHERE {within}"
+                );
+                let mut vals: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
+                for r in query(&values_q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
+                    let id: i64 = r.try_get("trial_id").map_err(undecodable("trial_values", None))?;
+                    if !index.contains_key(&id) {
+                        continue;
+                    }
+                    let o: i64 = r.try_get("objective").map_err(undecodable("trial_values", Some(id)))?;
+                    let v: Option<f64> = r.try_get("value").map_err(undecodable("trial_values", Some(id)))?;
+                    let ty: String = r.try_get("value_type").map_err(undecodable("trial_values", Some(id)))?;
+                    vals.entry(id).or_default().push((o, value_from_row(v, &ty)?));
+                }
+                for (id, mut vs) in vals {
+                    let i = index[&id];
+                    vs.sort_by_key(|(o, _)| *o);
+                    if vs.iter().enumerate().any(|(k, (o, _))| *o != k as i64) {
+                        return Err(corrupted(format!("trial_id {id}: objectives are not 0..n")));
+                    }
+                    out[i].values = vs.into_iter().map(|(_, v)| v).collect();
+                }
+                let iv_q = format!(
+                    "SELECT CAST(trial_id AS BIGINT) AS trial_id, CAST(step AS BIGINT) AS step, intermediate_value, \
+                     CAST(intermediate_value_type AS TEXT) AS value_type FROM trial_intermediate_values \
+                     WHERE {within}"
+                );
+                for r in query(&iv_q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
+                    let id: i64 = r.try_get("trial_id").map_err(undecodable("trial_intermediate_values", None))?;
+                    let Some(&i) = index.get(&id) else { continue };
+                    let step: i64 = r.try_get("step").map_err(undecodable("trial_intermediate_values", Some(id)))?;
+                    let v: Option<f64> = r.try_get("intermediate_value").map_err(undecodable("trial_intermediate_values", Some(id)))?;
+                    let ty: String = r.try_get("value_type").map_err(undecodable("trial_intermediate_values", Some(id)))?;
+                    out[i].intermediate.push((step, value_from_row(v, &ty)?));
+                }
+                for (table, user) in [("trial_user_attributes", true), ("trial_system_attributes", false)] {
+                    let q = format!(
+                        "SELECT CAST(trial_id AS BIGINT) AS trial_id, \"key\" AS k, value_json FROM {table} \
+                         WHERE {within}"
+                    );
+                    for r in query(&q).fetch_all(&mut *tx).await.map_err(|e| storage_err(ctx, e))? {
+                        let id: i64 = r.try_get("trial_id").map_err(undecodable(table, None))?;
+                        let Some(&i) = index.get(&id) else { continue };
+                        let k: Option<String> = r.try_get("k").map_err(undecodable(table, Some(id)))?;
+                        let v: Option<String> = r.try_get("value_json").map_err(undecodable(table, Some(id)))?;
+                        let k = k.unwrap_or_default();
+                        let v = parse_attr(&k, v.as_deref())?;
+                        if user {
+                            out[i].user_attrs.insert(k, v);
+                        } else {
+                            out[i].system_attrs.insert(k, v);
+                        }
                     }
                 }
+                any = true;
+                each(out)?;
             }
             tx.commit().await.map_err(|e| storage_err(ctx, e))?;
         });
-        Ok(out)
+        Ok(any)
     }
 
     async fn stale_trials(&self, study: StudyId, grace: Duration) -> Result<Vec<(i64, u64)>> {
