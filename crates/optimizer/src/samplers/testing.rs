@@ -49,24 +49,35 @@ pub(crate) fn run_constrained(
 ) -> History {
     let mut h = History::new(directions);
     for _ in 0..n {
-        let t = h.create_trial(TrialState::Running);
-        let rel_space = sampler.infer_relative_search_space(&h, t);
-        let rel = sampler.sample_relative(&h, t, &rel_space);
-        h.set_relative_params(t, &rel, &rel_space).unwrap();
-        let mut xs = Vec::new();
-        for (name, dist) in space {
-            let v = h
-                .pending_relative(t, name)
-                .unwrap_or_else(|| sampler.sample_independent(&h, t, name, dist));
-            assert!(dist.contains(v), "{name}={v} outside {dist:?}");
-            h.set_param(t, name, v, dist).unwrap();
-            xs.push(v);
-        }
+        let (t, xs) = start_trial(sampler, &mut h, space);
         let (values, constraints) = f(&xs);
         h.set_constraints(t, constraints).unwrap();
         h.finish(t, TrialState::Complete, Some(values)).unwrap();
     }
     h
+}
+
+/// Starts a trial of `h` and samples every parameter of `space` as a study does (relative
+/// params first); returns its number and values in `space`'s order.
+pub(crate) fn start_trial(
+    sampler: &dyn Sampler,
+    h: &mut History,
+    space: &SearchSpace,
+) -> (u64, Vec<f64>) {
+    let t = h.create_trial(TrialState::Running);
+    let rel_space = sampler.infer_relative_search_space(h, t);
+    let rel = sampler.sample_relative(h, t, &rel_space);
+    h.set_relative_params(t, &rel, &rel_space).unwrap();
+    let mut xs = Vec::new();
+    for (name, dist) in space {
+        let v = h
+            .pending_relative(t, name)
+            .unwrap_or_else(|| sampler.sample_independent(h, t, name, dist));
+        assert!(dist.contains(v), "{name}={v} outside {dist:?}");
+        h.set_param(t, name, v, dist).unwrap();
+        xs.push(v);
+    }
+    (t, xs)
 }
 
 /// Runs `n` trials with `window` of them in flight, trial `t` taking `duration(t)` (a trial
@@ -101,18 +112,7 @@ pub(crate) fn run_concurrent(
         if flight.len() == window {
             clock = finish_first(&mut h, &mut flight);
         }
-        let t = h.create_trial(TrialState::Running);
-        let rel_space = sampler.infer_relative_search_space(&h, t);
-        let rel = sampler.sample_relative(&h, t, &rel_space);
-        h.set_relative_params(t, &rel, &rel_space).unwrap();
-        let mut xs = Vec::new();
-        for (name, dist) in space {
-            let v = h
-                .pending_relative(t, name)
-                .unwrap_or_else(|| sampler.sample_independent(&h, t, name, dist));
-            h.set_param(t, name, v, dist).unwrap();
-            xs.push(v);
-        }
+        let (t, xs) = start_trial(sampler, &mut h, space);
         flight.push((clock + duration(t), t, f(&xs)));
     }
     while !flight.is_empty() {

@@ -520,18 +520,7 @@ mod tests {
         let mut h = History::new(vec![StudyDirection::Minimize]);
         let mut best = f64::INFINITY;
         for _ in 0..n {
-            let t = h.create_trial(TrialState::Running);
-            let rel_space = sampler.infer_relative_search_space(&h, t);
-            let rel = sampler.sample_relative(&h, t, &rel_space);
-            h.set_relative_params(t, &rel, &rel_space).unwrap();
-            let mut xs = Vec::new();
-            for (name, dist) in space {
-                let v = h
-                    .pending_relative(t, name)
-                    .unwrap_or_else(|| sampler.sample_independent(&h, t, name, dist));
-                h.set_param(t, name, v, dist).unwrap();
-                xs.push(v);
-            }
+            let (t, xs) = crate::samplers::testing::start_trial(sampler, &mut h, space);
             let y = f(&xs);
             best = best.min(y);
             h.finish(t, TrialState::Complete, Some(vec![y])).unwrap();
