@@ -20,11 +20,7 @@ pub(crate) fn run(
         space,
         vec![StudyDirection::Minimize],
     );
-    let best = h
-        .first_values()
-        .iter()
-        .copied()
-        .fold(f64::INFINITY, f64::min);
+    let best = best_value(&h);
     (h, best)
 }
 
@@ -118,12 +114,16 @@ pub(crate) fn run_concurrent(
     while !flight.is_empty() {
         finish_first(&mut h, &mut flight);
     }
-    let best = h
-        .first_values()
+    let best = best_value(&h);
+    (h, best)
+}
+
+/// The lowest first value of the trials.
+fn best_value(h: &History) -> f64 {
+    h.first_values()
         .iter()
         .copied()
-        .fold(f64::INFINITY, f64::min);
-    (h, best)
+        .fold(f64::INFINITY, f64::min)
 }
 
 pub(crate) fn float(low: f64, high: f64) -> Distribution {
