@@ -195,3 +195,26 @@ def test_a_program_studys_metric_runs_in_ray_actors(cluster: None, lm: object, t
         assert "__metric" not in " ".join(ctx._native.tool_specs())  # the actors left
     pids = {int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()}
     assert pids and os.getpid() not in pids
+
+
+def test_over_tls_the_actors_trust_the_engines_certificate(cluster: None, tmp_path: Path) -> None:
+    # The engine is served on this node's address in the cluster with the given certificate
+    # (self-signed for that address); the actors are given it to trust.
+    import shutil
+
+    from ray_objective import Quadratic
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    here = ray.util.get_node_ip_address()
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=dspex ray test",
+                    "-addext", f"subjectAltName=IP:{here},IP:127.0.0.1",
+                    "-addext", "basicConstraints=critical,CA:FALSE"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    study = dspex.create_study(sampler=dspex.samplers.TPESampler(seed=0))
+    launcher = Ray(num_workers=2, tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"))
+    study.optimize(Quadratic(str(tmp_path)), n_trials=20, workers=launcher)
+    assert [t.state for t in study.trials].count(dspex.trial.TrialState.COMPLETE) == 20
+    assert len({p.name for p in tmp_path.iterdir() if p.name.isdigit()}) == 2  # evaluated by the actors
