@@ -195,8 +195,9 @@ class Ray(Launcher):
     ``runtime_env``: Ray's (e.g. ``{"pip": [...], "working_dir": "."}``) for the actors.
 
     An embedded study is served for the time of the run on this machine's address in the
-    cluster, with a fresh token: over TLS with ``tls_cert``/``tls_key`` (PEM files; the actors
-    trust the certificate), or in plain text only when the cluster is this machine alone or
+    cluster (on loopback when the cluster is this machine alone), with a fresh token: over TLS
+    with ``tls_cert``/``tls_key`` (PEM files; the actors trust the certificate, which must name
+    that address), or in plain text only when the cluster is this machine alone or
     ``insecure=True`` says so. A remote study's engine is used as it is.
 
     The objective travels to the actors by value (Ray's cloudpickle): a function whose module
@@ -264,7 +265,7 @@ class Ray(Launcher):
                 cert = f.read()
             with open(self.tls_key, "rb") as f:
                 key = f.read()
-            return f"{here}:0", (cert, key), cert
+            return f"{'127.0.0.1' if alone else here}:0", (cert, key), cert
         if alone:
             return "127.0.0.1:0", None, None
         if not self.insecure:
