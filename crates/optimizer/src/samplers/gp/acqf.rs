@@ -79,7 +79,7 @@ const STABILIZING_NOISE: f64 = 1e-12;
 impl LogEi<'_> {
     pub fn eval(&self, x: &[f64]) -> f64 {
         let ei = match (&self.ehvi, self.f0) {
-            (Some(ehvi), _) => ehvi.eval_many(std::slice::from_ref(&x.to_vec()))[0],
+            (Some(ehvi), _) => ehvi.eval_many(&[x.to_vec()])[0],
             (None, Some(f0)) => ei_value(self.gp.posterior(x), f0),
             (None, None) => 0.0,
         };
@@ -92,13 +92,13 @@ impl LogEi<'_> {
 
     /// [`LogEi::eval`] at each of `xs`.
     pub fn eval_many(&self, xs: &[Vec<f64>]) -> Vec<f64> {
-        let mut out: Vec<f64> = match self.f0 {
-            _ if self.ehvi.is_some() => self.ehvi.as_ref().expect("checked").eval_many(xs),
-            Some(f0) => {
+        let mut out: Vec<f64> = match (&self.ehvi, self.f0) {
+            (Some(ehvi), _) => ehvi.eval_many(xs),
+            (None, Some(f0)) => {
                 let posteriors = self.gp.posterior_many(xs);
                 posteriors.into_iter().map(|p| ei_value(p, f0)).collect()
             }
-            None => vec![0.0; xs.len()],
+            (None, None) => vec![0.0; xs.len()],
         };
         for (gp, thr) in &self.constraints {
             for (o, p) in out.iter_mut().zip(gp.posterior_many(xs)) {
@@ -140,9 +140,7 @@ impl LogEi<'_> {
         }
         total
     }
-}
 
-impl LogEi<'_> {
     /// The lengthscales the local search measures steps in (with several objectives, each
     /// parameter's shortest among their processes).
     pub fn lengthscales(&self) -> Vec<f64> {
