@@ -90,6 +90,10 @@ pub struct History {
     groups: Vec<SearchSpace>,
     n_complete: usize,
     n_pruned: usize,
+    /// Numbers of the trials not finished yet, and how many of them are WAITING (so a storage
+    /// finds them without a scan of every trial).
+    unfinished: BTreeSet<u64>,
+    n_waiting: usize,
     /// The search space of the last finished trial (see [`FrozenTrial::distributions`]).
     last_space: Option<Arc<SearchSpace>>,
     /// This history's identity (kept by clones) and how many times a recorded parameter value
@@ -112,6 +116,8 @@ impl History {
             groups: Vec::new(),
             n_complete: 0,
             n_pruned: 0,
+            unfinished: BTreeSet::new(),
+            n_waiting: 0,
             last_space: None,
             id: {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -154,6 +160,16 @@ impl History {
         &self.first_values
     }
 
+    /// The numbers of the trials not finished yet (RUNNING or WAITING), ascending.
+    pub fn unfinished(&self) -> impl Iterator<Item = u64> + '_ {
+        self.unfinished.iter().copied()
+    }
+
+    /// Whether any trial is WAITING.
+    pub fn has_waiting(&self) -> bool {
+        self.n_waiting > 0
+    }
+
     /// The trial numbered `number`.
     pub fn trial(&self, number: u64) -> Result<&FrozenTrial, OptimizerError> {
         self.trials
@@ -187,6 +203,10 @@ impl History {
         let number = self.trials.len() as u64;
         self.trials.push(FrozenTrial::new(number, state));
         self.states.push(state);
+        if !state.is_finished() {
+            self.unfinished.insert(number);
+        }
+        self.n_waiting += usize::from(state == TrialState::Waiting);
         self.first_values.push(f64::NAN);
         for col in self.columns.values_mut() {
             col.values.push(f64::NAN);
@@ -213,7 +233,9 @@ impl History {
 
     /// Moves a WAITING trial to RUNNING.
     pub fn start_trial(&mut self, number: u64) -> Result<(), OptimizerError> {
-        self.unfinished_mut(number)?.state = TrialState::Running;
+        let t = self.unfinished_mut(number)?;
+        let was = std::mem::replace(&mut t.state, TrialState::Running);
+        self.n_waiting -= usize::from(was == TrialState::Waiting);
         self.states[number as usize] = TrialState::Running;
         Ok(())
     }
@@ -353,6 +375,8 @@ impl History {
             .unwrap_or(f64::NAN);
         self.unfinished_mut(number)?;
         let t = &mut self.trials[number as usize];
+        self.n_waiting -= usize::from(t.state == TrialState::Waiting);
+        self.unfinished.remove(&number);
         t.state = state;
         t.values = values;
         // One copy of a search space that trials share.
@@ -450,6 +474,28 @@ mod tests {
 
     fn fd(low: f64, high: f64) -> Distribution {
         Distribution::Float(FloatDistribution::new(low, high, false, None).unwrap())
+    }
+
+    #[test]
+    fn unfinished_and_waiting_trials_are_tracked() {
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        let a = h.create_trial(TrialState::Running);
+        let b = h.create_trial(TrialState::Waiting);
+        let c = h.create_trial(TrialState::Running);
+        assert_eq!(h.unfinished().collect::<Vec<_>>(), [a, b, c]);
+        assert!(h.has_waiting());
+        h.start_trial(b).unwrap();
+        assert!(!h.has_waiting());
+        h.finish(a, TrialState::Complete, Some(vec![1.0])).unwrap();
+        h.finish(c, TrialState::Fail, None).unwrap();
+        assert_eq!(h.unfinished().collect::<Vec<_>>(), [b]);
+        let d = h.create_trial(TrialState::Waiting);
+        assert!(h.has_waiting());
+        h.finish(d, TrialState::Fail, None).unwrap();
+        assert!(!h.has_waiting());
+        // A refused finish changes nothing.
+        assert!(h.finish(d, TrialState::Complete, Some(vec![1.0])).is_err());
+        assert_eq!(h.unfinished().collect::<Vec<_>>(), [b]);
     }
 
     #[test]
