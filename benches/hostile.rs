@@ -9,7 +9,7 @@
 //! - slow senders: unary calls whose request body never ends (each ends at its deadline);
 //! - rapid resets: HTTP/2 streams opened and reset at once, by the ten thousand;
 //! - header blocks far over the limit;
-//! - a thousand idle HTTP/2 connections.
+//! - a thousand idle HTTP/2 connections (closed by the server after `--idle-timeout`).
 //!
 //! `cargo bench -p dspex-engine --bench hostile -- [--out FILE]`
 
@@ -26,6 +26,8 @@ use tonic::transport::Channel;
 
 const MAX_STREAMS: usize = 4096;
 const MAX_SESSIONS: usize = 2000;
+/// Seconds before the server closes a connection with no call in flight.
+const IDLE_TIMEOUT_S: u64 = 5;
 
 struct Server {
     child: Child,
@@ -44,6 +46,7 @@ impl Server {
             .args(["serve", "--addr", &addr, "--heartbeat-ms", "200"])
             .args(["--max-streams", &MAX_STREAMS.to_string()])
             .args(["--max-sessions", &MAX_SESSIONS.to_string()])
+            .args(["--idle-timeout", &IDLE_TIMEOUT_S.to_string()])
             .env("DSPEX_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -417,8 +420,15 @@ async fn idle_connections(srv: &Server) -> (Value, f64) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = srv.rss_mb();
     let n = conns.len();
-    drop(conns);
-    (json!({"connections": n}), during)
+    // Past the idle timeout, the server has closed them: a closed connection is never ready.
+    tokio::time::sleep(Duration::from_secs(IDLE_TIMEOUT_S + 1)).await;
+    let mut closed = 0;
+    for h2 in conns {
+        let ready = tokio::time::timeout(Duration::from_millis(100), h2.ready()).await;
+        closed += usize::from(matches!(ready, Ok(Err(_))));
+    }
+    let r = json!({"connections": n, "closed_by_the_server": closed, "ok": closed == n});
+    (r, during)
 }
 
 #[tokio::main]

@@ -686,3 +686,27 @@ def test_a_worker_reads_its_token_from_a_file(tmp_path):
             assert out.returncode == 2 and needle in out.stderr, out.stderr
     finally:
         _stop(p)
+
+
+def test_idle_connections_are_closed_and_clients_reconnect():
+    """With --idle-timeout, the engine closes a connection with no call in flight; a remote
+    study goes on over a new one, and a run whose Attach stream outlives the timeout is not cut."""
+    p, addr = _start_server("--idle-timeout", "0.3")
+    try:
+        study = dspex.create_study(study_name="idle", engine=addr)
+
+        def objective(trial: dspex.Trial) -> float:
+            time.sleep(0.1)
+            return trial.suggest_float("x", 0, 1)
+
+        study.optimize(objective, n_trials=8)  # 0.8 s on one Attach stream
+        time.sleep(1.0)  # idle: the connection is closed
+        trial = study.ask()
+        study.tell(trial, 0.5)
+        time.sleep(1.0)
+        study.optimize(objective, n_trials=2)
+        assert [t.state.name for t in study.trials] == ["COMPLETE"] * 11
+    finally:
+        _stop(p)
+    bad = subprocess.run([PY, "-m", "dspex.cli", "serve", "--idle-timeout=-1"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "--idle-timeout" in bad.stderr, bad.stderr

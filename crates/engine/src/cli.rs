@@ -249,6 +249,10 @@ struct ServeArgs {
     /// Most concurrent calls on one client connection (HTTP/2 streams; more are refused).
     #[arg(long, default_value_t = grpc::DEFAULT_MAX_STREAMS_PER_CONNECTION)]
     max_streams_per_connection: u32,
+    /// Seconds a client connection may stay open with no call in flight before the engine
+    /// closes it (its client reconnects for its next call); 0: never.
+    #[arg(long, default_value_t = grpc::DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
+    idle_timeout: f64,
     /// Heartbeat period of the engine on Attach streams, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
@@ -377,9 +381,19 @@ async fn serve(
         max_sessions,
         max_streams,
         max_streams_per_connection,
+        idle_timeout,
         heartbeat_ms,
         ..
     } = args;
+    let idle_timeout = match Duration::try_from_secs_f64(idle_timeout) {
+        Ok(d) if d.is_zero() => None,
+        Ok(d) => Some(d),
+        Err(_) => {
+            return Err(format!(
+                "--idle-timeout: expected seconds >= 0 (0: never), got {idle_timeout}"
+            ))
+        }
+    };
     let token = serve_token(token, token_file.as_deref())?;
     grpc::check_bind(&addr, token.as_deref(), tls_cert.is_some(), insecure)
         .map_err(|e| e.to_string())?;
@@ -420,6 +434,7 @@ async fn serve(
             max_message_bytes,
             max_streams,
             max_streams_per_connection,
+            idle_timeout,
         },
         shutdown,
     )

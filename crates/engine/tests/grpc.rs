@@ -582,3 +582,74 @@ async fn http2_abuse_leaves_the_server_serving() {
     // Well-behaved clients are still served.
     assert!(c.create_study(create("still-up")).await.is_ok());
 }
+
+/// A connection with no call in flight is closed after the idle timeout; one holding a stream
+/// open (a server-streaming health watch) is not, and answers calls on the same connection
+/// after the timeout has passed; a tonic client reconnects for its next call.
+#[tokio::test]
+async fn idle_connections_are_closed_and_busy_ones_kept() {
+    let (url, _stop) = start_with(ServeOptions {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    })
+    .await;
+    let mut c = client(&url).await;
+    let addr = url.trim_start_matches("http://").to_string();
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+        (h2, tokio::spawn(conn))
+    };
+    let request = |path: &str| {
+        http::Request::post(format!("http://{addr}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap()
+    };
+    // An empty HealthCheckRequest / HealthWatchRequest: service "" (the server as a whole).
+    let empty = bytes::Bytes::from_static(&[0, 0, 0, 0, 0]);
+
+    // Idle from the start: closed by the server.
+    let (_idle, idle_conn) = connect().await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle_conn).await;
+    assert!(closed.is_ok(), "an idle connection stayed open");
+
+    // A watch holds a call open: the connection outlives the timeout and still serves calls.
+    let (h2, mut busy_conn) = connect().await;
+    let mut h2 = h2.ready().await.unwrap();
+    let (watch, mut watch_send) = h2
+        .send_request(request("/grpc.health.v1.Health/Watch"), false)
+        .unwrap();
+    watch_send.send_data(empty.clone(), true).unwrap();
+    let watch = watch.await.unwrap();
+    assert_eq!(watch.status(), http::StatusCode::OK);
+    tokio::select! {
+        _ = &mut busy_conn => panic!("a connection with a call in flight was closed"),
+        _ = tokio::time::sleep(Duration::from_millis(900)) => {}
+    }
+    let mut h2 = h2.ready().await.unwrap();
+    let (check, mut send) = h2
+        .send_request(request("/grpc.health.v1.Health/Check"), false)
+        .unwrap();
+    send.send_data(empty, true).unwrap();
+    let check = tokio::time::timeout(Duration::from_secs(5), check)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(check.status(), http::StatusCode::OK);
+    // Once the watch ends (reset by the client, which keeps its end of the connection), the
+    // connection is idle and the server closes it.
+    drop((watch, watch_send, send, check));
+    let closed = tokio::time::timeout(Duration::from_secs(5), busy_conn).await;
+    assert!(
+        closed.is_ok(),
+        "the connection stayed open after its last call"
+    );
+    drop(h2);
+
+    // A tonic client whose connection was closed while idle reconnects for its next call.
+    assert!(c.create_study(create("before")).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(c.create_study(create("after")).await.is_ok());
+}

@@ -5,6 +5,7 @@
 //! Python threads: the stream task pulls requests from the run and answers it with `done`.
 
 pub mod convert;
+mod idle;
 mod service;
 mod sessions;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tonic::service::InterceptorLayer;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -40,6 +42,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_STREAMS: usize = 4096;
 /// Default limit of concurrent calls (HTTP/2 streams) on one connection.
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Default of [`ServeOptions::idle_timeout`]: a connection with no call for 10 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Largest request header block accepted (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
 const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// A call's request must have arrived and its answer begun within this (a client's shorter
@@ -66,6 +70,8 @@ pub struct ServeOptions {
     pub max_streams: usize,
     /// Concurrent calls on one connection (more are refused by HTTP/2: REFUSED_STREAM).
     pub max_streams_per_connection: u32,
+    /// A connection with no call in flight for this long is closed (None: never).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ServeOptions {
@@ -78,6 +84,7 @@ impl Default for ServeOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_streams: DEFAULT_MAX_STREAMS,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
@@ -230,8 +237,12 @@ pub async fn serve(
         token,
         rejected: Arc::default(),
     };
+    let conns = idle::Connections::default();
+    let (wrap, idle_timeout) = (conns.clone(), options.idle_timeout);
+    let incoming = incoming.map(move |c| c.map(|tcp| wrap.wrap(tcp, idle_timeout)));
     builder
         .layer(InterceptorLayer::new(auth))
+        .layer(idle::CountCalls(conns))
         .add_service(health)
         .add_optional_service(reflection)
         .add_service(engine)
