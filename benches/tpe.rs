@@ -1,5 +1,6 @@
 //! Criterion benchmark: one TPE sample (relative, multivariate) after N finished trials in D
-//! float dimensions. Every iteration samples the same history, so the sampler's kept above
+//! float dimensions, and one independent sample of one float (the default TPE's per-suggest
+//! work) after N trials. Every iteration samples the same history, so the sampler's kept above
 //! estimator needs no change: this measures the scoring, the below estimator and the split.
 //! Run: `cargo bench -p dspex-optimizer --bench tpe`.
 
@@ -58,6 +59,22 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| black_box(sampler.sample_relative(&h, t, &rel)))
             });
         }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("tpe_sample_independent");
+    group.sample_size(30);
+    for &n in &[1_000usize, 2_500, 10_000] {
+        let (h, space, t) = history(n, 1);
+        let (name, dist) = space.iter().next().unwrap();
+        let sampler = TpeSampler::new(TpeOptions {
+            seed: Some(1),
+            ..TpeOptions::default()
+        })
+        .unwrap();
+        group.bench_with_input(BenchmarkId::new("1d", n), &n, |b, _| {
+            b.iter(|| black_box(sampler.prepare_independent(&h, t, name, dist)()))
+        });
     }
     group.finish();
 }

@@ -351,27 +351,37 @@ impl Window {
         let (_, cap, _) = sorted.select_nth_unstable_by(i, f64::total_cmp);
         let cap = *cap;
         let n = nd.order.len();
-        let mut w = Window {
-            mus: Vec::with_capacity(n),
-            inv_sigmas: Vec::with_capacity(n),
-            bases: Vec::with_capacity(n),
-            wide: Vec::new(),
-            cap,
-            base_max: f64::NEG_INFINITY,
-        };
+        let (mut mus, mut inv_sigmas, mut bases) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut wide = Vec::new();
+        // A local maximum (a field would be stored and reloaded at every kernel).
+        let mut base_max = f64::NEG_INFINITY;
         for &k in &nd.order {
             let k_us = k as usize;
             if nd.sigmas[k_us] <= cap {
-                w.mus.push(nd.mus[k_us]);
-                w.inv_sigmas.push(nd.inv_sigmas[k_us]);
-                w.bases.push(base[k_us]);
-                w.base_max = w.base_max.max(base[k_us]);
+                let b = base[k_us];
+                mus.push(nd.mus[k_us]);
+                inv_sigmas.push(nd.inv_sigmas[k_us]);
+                bases.push(b);
+                if b > base_max {
+                    base_max = b;
+                }
             } else {
-                w.wide.push(k);
+                wide.push(k);
             }
         }
-        w.wide.push((nd.mus.len() - 1) as u32); // the prior kernel
-        w
+        wide.push((nd.mus.len() - 1) as u32); // the prior kernel
+        Window {
+            mus,
+            inv_sigmas,
+            bases,
+            wide,
+            cap,
+            base_max,
+        }
     }
 
     /// log density of the `j`-th narrow kernel (ascending by centre) at `x`.
@@ -458,15 +468,14 @@ impl ParzenEstimator {
         params: ParzenParams,
     ) -> Self {
         let n_obs = rank_slots.len();
-        let mut weights = vec![0.0; n_obs + 1];
-        for (&slot, &w) in rank_slots.iter().zip(obs_weights) {
-            weights[slot as usize] = w;
-        }
-        weights[n_obs] = params.prior_weight;
         // Summed in the order `new` sums them, so the weights are the same to the last bit.
         let total: f64 = obs_weights.iter().chain([&params.prior_weight]).sum();
         let total = if total > 0.0 { total } else { 1.0 };
-        weights.iter_mut().for_each(|w| *w /= total);
+        let mut weights = vec![0.0; n_obs + 1];
+        for (&slot, &w) in rank_slots.iter().zip(obs_weights) {
+            weights[slot as usize] = w / total;
+        }
+        weights[n_obs] = params.prior_weight / total;
         Self::assemble(weights, dims, params)
     }
 

@@ -8,7 +8,8 @@
 //! their last intermediate value; several objectives rank by non-domination with a
 //! hypervolume-based tie-break (MOTPE).
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use crate::distributions::Distribution;
 use crate::error::OptimizerError;
@@ -390,6 +391,29 @@ fn gamma(n: usize, multi_objective: bool) -> usize {
     }
 }
 
+/// A complete trial's loss and number, ordered by loss (`total_cmp`), then number.
+struct Ranked(f64, u64);
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
 /// Splits the trials TPE learns from into (below, above), each sorted by number.
 fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec<u64>) {
     let dirs = history.directions();
@@ -422,15 +446,25 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
     if dirs.len() == 1 {
         let d = dirs[0];
         let values = history.first_values();
-        let mut keyed: Vec<(f64, u64)> = complete
-            .iter()
-            .map(|&t| (d.loss(values[t as usize]), t))
-            .collect();
-        let cmp = |a: &(f64, u64), b: &(f64, u64)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-        if k > 0 && k < keyed.len() {
-            keyed.select_nth_unstable_by(k - 1, cmp);
+        // The k best in one pass: a heap of the best so far, whose worst most trials do not
+        // beat (k is at most 25; selecting among all trials would move every one of them).
+        let mut best: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
+        if k > 0 {
+            let (first, rest) = complete.split_at(k.min(complete.len()));
+            best.extend(first.iter().map(|&t| Ranked(d.loss(values[t as usize]), t)));
+            let mut worst = best.peek().map_or(f64::INFINITY, |w| w.0);
+            for &t in rest {
+                let loss = d.loss(values[t as usize]);
+                // Later trials lose ties (numbers ascend), so only a smaller loss can enter.
+                if loss.total_cmp(&worst).is_lt() {
+                    if let Some(mut w) = best.peek_mut() {
+                        *w = Ranked(loss, t);
+                    }
+                    worst = best.peek().map_or(f64::INFINITY, |w| w.0);
+                }
+            }
         }
-        below.extend(keyed[..k].iter().map(|x| x.1));
+        below.extend(best.into_iter().map(|r| r.1));
     } else if k == 0 || k == complete.len() {
         below.extend(&complete[..k]);
     } else {
@@ -633,6 +667,26 @@ mod tests {
         assert_eq!(below.len() + above.len(), 13);
         let (_, above) = split(&h, cur, false);
         assert!(!above.contains(&r));
+    }
+
+    #[test]
+    fn the_below_set_is_the_best_by_value_then_number() {
+        // Many ties, improving and worsening runs, both directions: the below set is the first
+        // gamma(n) trials of a full sort by (loss, number).
+        for dir in [StudyDirection::Minimize, StudyDirection::Maximize] {
+            let mut h = History::new(vec![dir]);
+            let mut keyed = Vec::new();
+            for i in 0..400u64 {
+                let v = ((i * 7919) % 13) as f64 - (i / 100) as f64;
+                let t = h.create_trial(TrialState::Running);
+                h.finish(t, TrialState::Complete, Some(vec![v])).unwrap();
+                keyed.push((dir.loss(v), t));
+            }
+            keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut want: Vec<u64> = keyed[..25].iter().map(|x| x.1).collect();
+            want.sort_unstable();
+            assert_eq!(split(&h, 999, false).0, want, "{dir:?}");
+        }
     }
 
     #[test]
