@@ -108,3 +108,21 @@ def test_smoke_names_missing_peers(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_remote_workers_bench_runs_small(tmp_path):
+    # benches/remote_workers.py at a tenth of its size: every run ends with the trials asked
+    # COMPLETE and none RUNNING, each trial lost with a killed worker re-run. (How many kills
+    # land and how the work is shared depends on how fast the workers start: not checked.)
+    out = tmp_path / "workers.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benches" / "remote_workers.py"), "--trials", "40", "--sleep", "0.01", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    for run in ("owner_alone", "owner_and_two_workers", "one_worker_killed_twice"):
+        assert r[run]["states"].get("COMPLETE") == 40, r[run]
+        assert "RUNNING" not in r[run]["states"]
+    kills = r["one_worker_killed_twice"]
+    assert kills["retried"] == kills["states"].get("FAIL", 0) <= len(kills["killed_pids"]) <= 2
