@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -109,11 +108,12 @@ def main() -> int:
     args = ap.parse_args()
     dspex.logging.set_verbosity(dspex.logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "benchobj.py").write_text(textwrap.dedent(OBJECTIVE))
+        Path(tmp, "benchobj.py").write_text(OBJECTIVE)
         marks = Path(tmp, "marks")
         marks.mkdir()
-        env = dict(os.environ, PYTHONPATH=tmp, DSPEX_BENCH_SLEEP=str(args.sleep), DSPEX_BENCH_MARKS=str(marks))
+        # The objective module reads these, here and in the workers.
         os.environ.update(DSPEX_BENCH_SLEEP=str(args.sleep), DSPEX_BENCH_MARKS=str(marks))
+        env = dict(os.environ, PYTHONPATH=tmp)
         sys.path.insert(0, tmp)
         server = subprocess.Popen([sys.executable, "-m", "dspex.cli", "serve", "--addr", "127.0.0.1:0", "--heartbeat-ms", "200"],
                                   stdout=subprocess.PIPE, text=True)

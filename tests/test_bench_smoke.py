@@ -106,10 +106,6 @@ def test_smoke_names_missing_peers(tmp_path):
     assert all(r["lib"] == "dspex" for r in report["concurrency"]["rows"])
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
 def test_remote_workers_bench_runs_small(tmp_path):
     # benches/remote_workers.py at a tenth of its size: every run ends with the trials asked
     # COMPLETE and none RUNNING, each trial lost with a killed worker re-run. (How many kills
@@ -126,3 +122,7 @@ def test_remote_workers_bench_runs_small(tmp_path):
         assert "RUNNING" not in r[run]["states"]
     kills = r["one_worker_killed_twice"]
     assert kills["retried"] == kills["states"].get("FAIL", 0) <= len(kills["killed_pids"]) <= 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
