@@ -377,6 +377,8 @@ class Run:
     def interrupt(self, reason: str) -> None: ...
     @property
     def finished(self) -> bool: ...
+    def wakeup_fd(self) -> int:
+        """A descriptor that becomes readable when trials are queued or the run ends: read it empty, then ``pull(max, 0)``."""
     def wait(self, timeout: Optional[float] = None) -> Optional[RunSummary]:
         """The summary once the run is over; None after ``timeout`` seconds."""
 

@@ -580,22 +580,28 @@ def _drive_threads(runner: _Runner, conc: int) -> None:
 
 
 async def _async_main(runner: _Runner, conc: int) -> None:
+    """The run's trials as tasks of the running loop. The loop watches a descriptor the engine
+    makes readable when trials are queued or the run ends, and pulls without waiting: no thread
+    blocks in ``pull`` (its every answer would cost a hand-off of the GIL)."""
     import asyncio
-    import concurrent.futures
 
     loop = asyncio.get_running_loop()
     tasks: set = set()
-
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dspex-pull")
+    fd = runner.run.wakeup_fd()
+    ready = asyncio.Event()
+    loop.add_reader(fd, ready.set)
     try:
         while True:
-            numbers = await loop.run_in_executor(executor, runner.run.pull, conc, 0.2)
+            numbers = runner.run.pull(conc, 0)
             if numbers is None:
                 break
             for n in numbers:
                 t = loop.create_task(runner.evaluate_async(n))
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
+            await ready.wait()
+            ready.clear()
+            _drain(fd)
         if tasks:
             await asyncio.gather(*list(tasks), return_exceptions=True)
     except BaseException:
@@ -605,7 +611,16 @@ async def _async_main(runner: _Runner, conc: int) -> None:
             await asyncio.gather(*list(tasks), return_exceptions=True)
         raise
     finally:
-        executor.shutdown(wait=False)
+        loop.remove_reader(fd)
+
+
+def _drain(fd: int) -> None:
+    """Reads the wake-up descriptor ``fd`` empty (it never blocks)."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _drive_async(runner: _Runner, conc: int) -> None:

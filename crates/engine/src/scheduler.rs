@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
@@ -155,8 +155,9 @@ const PERMITS_AHEAD: usize = 8;
 
 #[derive(Debug)]
 enum Event {
-    /// `claimed`: the asking evaluator evaluates the trial itself (no request is queued).
-    Asked(Result<Option<u64>>, bool),
+    /// A trial was started (or could not be; see [`Run::started`]). Whoever asked then queues
+    /// it, or evaluates it itself.
+    Asked(Result<Option<u64>>),
     Done(u64, Done),
     /// The evaluator of a trial went away (crashed, silent, garbage): fail and maybe retry.
     Lost(u64, String),
@@ -186,9 +187,8 @@ pub struct Run {
     queue_cv: Condvar,
     queue_notify: Notify,
     events: mpsc::UnboundedSender<Event>,
-    /// Events the driver needs only when it next wakes (a trial an evaluator started itself
-    /// without a per-trial timeout, an answer while permits remain): sending each would wake it
-    /// twice per trial. It takes them before every event it receives, in the order they came.
+    /// Events the driver needs only when it next wakes (a trial started without a per-trial
+    /// timeout, an answer while permits remain): sending each would wake it twice per trial. It takes them before every event it receives, in the order they came.
     deferred: Mutex<Vec<Event>>,
     /// Set by the driver once the run is ending (stop, timeout, error...): from then on, and
     /// for any answer deferred before the driver saw it set, the driver is woken at once (it
@@ -197,6 +197,13 @@ pub struct Run {
     /// Capacity of the evaluators that joined the run ([`Run::join`]).
     joined: AtomicUsize,
     stop_requested: AtomicBool,
+    /// Set by [`Run::interrupt`]: trials asked from then on are not queued.
+    interrupted: AtomicBool,
+    /// See [`Run::on_queued`].
+    on_queued: OnceLock<QueuedHook>,
+    /// Set by the driver when it could start more trials once an ask in progress ends: the
+    /// asking thread then wakes it instead of only deferring its event.
+    wake_on_ask: AtomicBool,
     summary: Mutex<Option<RunSummary>>,
     summary_cv: Condvar,
     summary_notify: Notify,
@@ -236,6 +243,9 @@ impl Run {
             draining: AtomicBool::new(false),
             joined: AtomicUsize::new(0),
             stop_requested: AtomicBool::new(false),
+            interrupted: AtomicBool::new(false),
+            wake_on_ask: AtomicBool::new(false),
+            on_queued: OnceLock::new(),
             summary: Mutex::new(None),
             summary_cv: Condvar::new(),
             summary_notify: Notify::new(),
@@ -297,6 +307,20 @@ impl Run {
         self.queue.lock().items.push_back(req);
         self.queue_cv.notify_one();
         self.queue_notify.notify_one();
+        self.call_on_queued();
+    }
+
+    /// Has `wake` called whenever a trial is queued for the evaluators or the run ends: for an
+    /// evaluator that watches for that (an event loop) instead of blocking in [`Run::pull`].
+    /// False when a hook was set already (it is kept).
+    pub fn on_queued(&self, wake: impl Fn() + Send + Sync + 'static) -> bool {
+        self.on_queued.set(QueuedHook(Box::new(wake))).is_ok()
+    }
+
+    fn call_on_queued(&self) {
+        if let Some(hook) = self.on_queued.get() {
+            (hook.0)();
+        }
     }
 
     fn grant_permit(&self) {
@@ -322,6 +346,7 @@ impl Run {
         }
         self.queue_cv.notify_all();
         self.queue_notify.notify_waiters();
+        self.call_on_queued();
         *self.summary.lock() = Some(summary);
         self.summary_cv.notify_all();
         self.summary_notify.notify_waiters();
@@ -345,14 +370,7 @@ impl Run {
             if q.permits > 0 && !self.stop_requested.load(Ordering::SeqCst) {
                 q.permits -= 1;
                 drop(q);
-                let r = ask(&self.study);
-                let number = r.as_ref().ok().copied().flatten();
-                if number.is_some() && self.options.trial_timeout.is_none() {
-                    self.deferred.lock().push(Event::Asked(r, true));
-                } else {
-                    let _ = self.events.send(Event::Asked(r, true));
-                }
-                if let Some(n) = number {
+                if let Some(n) = self.started(ask(&self.study)) {
                     return Pulled::Requests(vec![EvalRequest { number: n }]);
                 }
                 q = self.queue.lock();
@@ -366,6 +384,25 @@ impl Run {
                 };
             }
         }
+    }
+
+    /// Tells the driver that a trial was started (or could not be), before anyone evaluates
+    /// it, so the driver never sees a trial's answer before its start; returns its number.
+    /// Deferred (no wake-up) when the driver needs it only when it next wakes: unless it waits
+    /// for this ask to start more trials, or watches the trial's timeout.
+    fn started(&self, asked: Result<Option<u64>>) -> Option<u64> {
+        let number = asked.as_ref().ok().copied().flatten();
+        if number.is_some() && self.options.trial_timeout.is_none() {
+            self.deferred.lock().push(Event::Asked(asked));
+            // After the push: a driver that set the flag after this read finds the event among
+            // the deferred ones before it waits.
+            if self.wake_on_ask.swap(false, Ordering::SeqCst) {
+                let _ = self.events.send(Event::Wake);
+            }
+        } else {
+            let _ = self.events.send(Event::Asked(asked));
+        }
+        number
     }
 
     /// Async form of [`Run::pull`] for evaluators that live on the runtime (a remote stream):
@@ -427,6 +464,7 @@ impl Run {
     /// for their evaluators (Ctrl-C).
     pub fn interrupt(&self, reason: impl Into<String>) {
         self.stop_requested.store(true, Ordering::SeqCst);
+        self.interrupted.store(true, Ordering::SeqCst);
         let _ = self.events.send(Event::Interrupt(reason.into()));
     }
 
@@ -456,6 +494,15 @@ impl Run {
             }
             notified.await;
         }
+    }
+}
+
+/// What [`Run::on_queued`] calls.
+struct QueuedHook(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for QueuedHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueuedHook")
     }
 }
 
@@ -601,12 +648,24 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
                 run.grant_permit();
                 continue;
             }
-            let study = run.study.clone();
-            let tx = run.events.clone();
+            let r = run.clone();
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(Event::Asked(ask(&study), false));
+                // Queued from here, not by the driver: one thread hand-off fewer before an
+                // evaluator sees the trial.
+                let number = r.started(ask(&r.study));
+                // An interrupt fails the trial (the driver does it); it must not be evaluated.
+                if let (Some(n), false) = (number, r.interrupted.load(Ordering::SeqCst)) {
+                    r.push(EvalRequest { number: n });
+                }
             });
         }
+        // Set before the deferred events are looked at (see `Run::started`).
+        let blocked = reason.is_none()
+            && !opts.evaluators_ask
+            && asking >= ask_limit
+            && in_flight.len() + asking < slots
+            && opts.n_trials.is_none_or(|n| started < n);
+        run.wake_on_ask.store(blocked, Ordering::SeqCst);
         if reason.is_some() {
             run.draining.store(true, Ordering::SeqCst);
             let revoked = run.revoke_permits();
@@ -637,7 +696,7 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
         batch.push(event);
         for event in batch {
             match event {
-                Some(Event::Asked(r, claimed)) => {
+                Some(Event::Asked(r)) => {
                     asking -= 1;
                     match r {
                         Ok(Some(n)) => {
@@ -646,9 +705,6 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
                                 finished += 1;
                             } else {
                                 in_flight.insert(n, opts.trial_timeout.map(|t| Instant::now() + t));
-                                if !claimed {
-                                    run.push(EvalRequest { number: n });
-                                }
                             }
                         }
                         Ok(None) => {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use dspex_engine::optimizer::samplers::{GridSampler, RandomSampler};
 use dspex_engine::optimizer::{
-    Distribution, FloatDistribution, IntDistribution, ParamValue, Sampler, StudyDirection,
-    TrialState,
+    Distribution, FloatDistribution, History, IntDistribution, ParamValue, Sampler, SearchSpace,
+    StudyDirection, TrialState,
 };
 use dspex_engine::{
     Done, EngineError, InMemoryStorage, Outcome, Pulled, Run, RunOptions, RunSummary, StopReason,
@@ -140,6 +140,61 @@ fn n_trials_is_exact_under_concurrency_and_in_flight_is_bounded() {
     assert_eq!(count(&s, TrialState::Complete), 97);
     let peak = peak.load(Ordering::SeqCst);
     assert!(peak <= 8, "peak in flight {peak}");
+}
+
+/// A sampler whose every trial start takes 5 ms (a slow joint sample of `x`).
+#[derive(Debug)]
+struct SlowSampler;
+
+impl Sampler for SlowSampler {
+    fn infer_relative_search_space(&self, _history: &History, _trial: u64) -> SearchSpace {
+        [("x".to_string(), xdist())].into()
+    }
+
+    fn sample_relative(
+        &self,
+        _history: &History,
+        _trial: u64,
+        _space: &SearchSpace,
+    ) -> BTreeMap<String, f64> {
+        thread::sleep(Duration::from_millis(5));
+        [("x".to_string(), 1.0)].into()
+    }
+}
+
+#[test]
+fn every_slot_fills_while_sampling_is_the_bottleneck() {
+    // Fewer trials are asked for at once (one per core) than the run has slots, and no trial
+    // finishes before all 16 have started: each ask that ends must start the next one.
+    let s = study(vec![StudyDirection::Minimize], Some(Arc::new(SlowSampler)));
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(16),
+            concurrency: 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let live = Arc::new(AtomicUsize::new(0));
+    let gave_up = Arc::new(AtomicUsize::new(0));
+    let (l, g) = (live.clone(), gave_up.clone());
+    evaluate(&run, 16, move |run, n| {
+        l.fetch_add(1, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while l.load(Ordering::SeqCst) < 16 {
+            if std::time::Instant::now() > deadline {
+                g.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        quadratic(run, n)
+    });
+    run.wait(Duration::from_secs(10)).unwrap();
+    let gave_up = gave_up.load(Ordering::SeqCst);
+    assert_eq!(gave_up, 0, "trials that waited 5 s for the others to start");
+    assert_eq!(count(&s, TrialState::Complete), 16);
 }
 
 #[test]

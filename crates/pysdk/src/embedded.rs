@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dspex_engine::grpc::pb;
@@ -12,9 +12,10 @@ use dspex_engine::study::Told;
 use dspex_engine::{
     AttrMap, AttrValue, Done, EngineError, Outcome, Pulled, Run, Study, TrialRecord,
 };
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::signal::{watched_fd, LoopSignal};
 use crate::study::{AttrTarget, RunBackend, RunRequest, StudyBackend};
 use crate::{engine, engine_ok};
 
@@ -194,7 +195,7 @@ impl StudyBackend for Embedded {
             req.concurrency as usize,
             req.evaluators_ask,
         )?;
-        Ok(Box::new(EmbeddedRun(run)))
+        Ok(Box::new(EmbeddedRun::new(run)))
     }
 
     fn attach(
@@ -216,7 +217,19 @@ impl StudyBackend for Embedded {
 }
 
 /// A run in this process's engine.
-pub(crate) struct EmbeddedRun(pub Arc<Run>);
+pub(crate) struct EmbeddedRun {
+    run: Arc<Run>,
+    signal: OnceLock<Arc<LoopSignal>>,
+}
+
+impl EmbeddedRun {
+    pub(crate) fn new(run: Arc<Run>) -> Self {
+        EmbeddedRun {
+            run,
+            signal: OnceLock::new(),
+        }
+    }
+}
 
 impl RunBackend for EmbeddedRun {
     fn pull(
@@ -225,7 +238,10 @@ impl RunBackend for EmbeddedRun {
         max: usize,
         slice: Duration,
     ) -> PyResult<Option<Option<Vec<u64>>>> {
-        let run = self.0.clone();
+        if let Some(s) = self.signal.get() {
+            s.rearm();
+        }
+        let run = self.run.clone();
         Ok(match engine_ok(py, move || run.pull(max, slice))? {
             Pulled::Requests(r) => Some(Some(r.into_iter().map(|r| r.number).collect())),
             Pulled::Closed => Some(None),
@@ -240,7 +256,7 @@ impl RunBackend for EmbeddedRun {
         outcome: Outcome,
         abort: Option<String>,
     ) -> PyResult<Option<Told>> {
-        let run = self.0.clone();
+        let run = self.run.clone();
         engine(py, move || {
             // The run is answered whatever telling did, so a panic is caught here too.
             let told = catch_unwind(AssertUnwindSafe(|| {
@@ -269,28 +285,41 @@ impl RunBackend for EmbeddedRun {
     }
 
     fn done(&self, py: Python<'_>, number: u64, abort: Option<String>) -> PyResult<()> {
-        let run = self.0.clone();
+        let run = self.run.clone();
         engine_ok(py, move || {
             run.done(number, abort.map_or(Done::Finished, Done::Abort))
         })
     }
 
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
-        let run = self.0.clone();
+        let run = self.run.clone();
         engine_ok(py, move || run.stop())
     }
 
     fn interrupt(&self, py: Python<'_>, reason: String) -> PyResult<()> {
-        let run = self.0.clone();
+        let run = self.run.clone();
         engine_ok(py, move || run.interrupt(reason))
     }
 
     fn finished(&self) -> bool {
-        self.0.is_finished()
+        self.run.is_finished()
+    }
+
+    fn wakeup_fd(&self) -> PyResult<i32> {
+        // Trials queued before are found by the loop's first pull.
+        watched_fd(&self.signal, |s| {
+            if self.run.on_queued(move || s.notify()) {
+                Ok(())
+            } else {
+                Err(PyRuntimeError::new_err(
+                    "this run is already watched by another event loop",
+                ))
+            }
+        })
     }
 
     fn wait(&self, py: Python<'_>, slice: Duration) -> PyResult<Option<pb::RunSummary>> {
-        let run = self.0.clone();
+        let run = self.run.clone();
         Ok(engine_ok(py, move || run.wait(slice))?
             .map(|s| dspex_engine::grpc::convert::summary_to_pb(&s)))
     }

@@ -96,6 +96,7 @@ mod remote;
 mod remote_session;
 mod server;
 mod session;
+mod signal;
 mod study;
 
 /// Polling period of blocking waits (signal checks in between).

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dspex_engine::grpc::convert::*;
@@ -28,6 +28,7 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::signal::{watched_fd, LoopSignal};
 use crate::study::{AttrTarget, PyStudy, RunBackend, RunRequest, StudyBackend};
 use crate::{block, parse_directions, py_err, RemoteError};
 
@@ -329,6 +330,8 @@ struct Session {
     sampled: Mutex<HashMap<u64, BTreeMap<String, ParamValue>>>,
     /// Evaluate messages read so far: each heartbeat tells the engine (see `Heartbeat`).
     received: AtomicU64,
+    /// Set when an event loop evaluates the run's trials (see `signal`).
+    signal: OnceLock<Arc<LoopSignal>>,
 }
 
 #[derive(Default)]
@@ -346,8 +349,15 @@ impl Session {
         }
         drop(q);
         self.cv.notify_all();
+        self.notify_loop();
         // Calls still waiting get an error.
         self.pending.lock().clear();
+    }
+
+    fn notify_loop(&self) {
+        if let Some(s) = self.signal.get() {
+            s.notify();
+        }
     }
 
     fn send(&self, m: pb::attach_request::Msg) {
@@ -418,6 +428,7 @@ async fn open_session(
         cv: Condvar::new(),
         sampled: Mutex::new(HashMap::new()),
         received: AtomicU64::new(0),
+        signal: OnceLock::new(),
     });
     let s = session.clone();
     tokio::spawn(async move {
@@ -434,6 +445,7 @@ async fn open_session(
                         }
                         s.queue.lock().items.push_back(e.trial);
                         s.cv.notify_one();
+                        s.notify_loop();
                     }
                     Some(Msg::Reply(r)) => {
                         if let Some(tx) = s.pending.lock().remove(&r.id) {
@@ -499,6 +511,9 @@ impl RunBackend for RemoteRun {
         max: usize,
         slice: Duration,
     ) -> PyResult<Option<Option<Vec<u64>>>> {
+        if let Some(s) = self.session.signal.get() {
+            s.rearm();
+        }
         let s = self.session.clone();
         Ok(py.detach(move || {
             let deadline = Instant::now() + slice;
@@ -593,6 +608,11 @@ impl RunBackend for RemoteRun {
 
     fn finished(&self) -> bool {
         self.session.queue.lock().summary.is_some()
+    }
+
+    fn wakeup_fd(&self) -> PyResult<i32> {
+        // Trials queued before are found by the loop's first pull.
+        watched_fd(&self.session.signal, |_| Ok(()))
     }
 
     fn wait(&self, py: Python<'_>, slice: Duration) -> PyResult<Option<pb::RunSummary>> {

@@ -161,7 +161,7 @@ impl EmbeddedServer {
             self.server.start_run(opts, retries, Arc::default())
         })?;
         Ok(PyRun {
-            backend: Box::new(EmbeddedRun(run)),
+            backend: Box::new(EmbeddedRun::new(run)),
         })
     }
 

@@ -151,6 +151,9 @@ pub(crate) trait RunBackend: Send + Sync {
     fn stop(&self, py: Python<'_>) -> PyResult<()>;
     fn interrupt(&self, py: Python<'_>, reason: String) -> PyResult<()>;
     fn finished(&self) -> bool;
+    /// A descriptor that becomes readable when trials are queued or the run ends (see
+    /// `signal`); each pull re-arms it.
+    fn wakeup_fd(&self) -> PyResult<i32>;
     /// The summary once the run is over, waiting at most `slice`.
     fn wait(&self, py: Python<'_>, slice: Duration) -> PyResult<Option<pb::RunSummary>>;
 }
@@ -820,6 +823,13 @@ impl PyRun {
     #[getter]
     fn finished(&self) -> bool {
         self.backend.finished()
+    }
+
+    /// A file descriptor that becomes readable when trials are queued or the run ends, for an
+    /// event loop to watch (``loop.add_reader``) instead of blocking in ``pull``: read it empty,
+    /// then ``pull(max, 0)``. Owned by the run; stop watching it before the run is dropped.
+    fn wakeup_fd(&self) -> PyResult<i32> {
+        self.backend.wakeup_fd()
     }
 
     /// Waits for the end of the run, or None after `timeout` seconds. Checks signals while
