@@ -157,6 +157,29 @@ def test_async_objectives_run_concurrently_on_one_loop():
     assert elapsed < 30  # sequentially it would take 12 s; generous sanity bound
 
 
+@pytest.mark.parametrize("inside_loop", [False, True])
+def test_an_async_trial_the_storage_cannot_record_ends_the_run_with_the_error(tmp_path, inside_loop):
+    # An event loop's trial is recorded in the background: a storage failure there must still
+    # reach the caller, as it does when the trial is told at once.
+    import sqlite3
+
+    path = tmp_path / "s.db"
+
+    async def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        with sqlite3.connect(path) as db:
+            db.execute("DROP TABLE trial_values")
+        await asyncio.sleep(0)
+        return x
+
+    study = dspex.create_study(storage=f"sqlite:///{path}")
+    with pytest.raises(dspex.exceptions.StorageInternalError, match="trial_values"):
+        if inside_loop:
+            asyncio.run(study.optimize_async(objective, n_trials=1))
+        else:
+            study.optimize(objective, n_trials=1)
+
+
 def test_optimize_async_inside_a_running_loop():
     async def objective(trial):
         await asyncio.sleep(0)

@@ -370,8 +370,9 @@ class Run:
         state: Optional[str] = None,
         fail_reason: Optional[str] = None,
         abort: Optional[str] = None,
+        wait: bool = True,
     ) -> Optional[Told]:
-        """``tell`` then ``done`` in one crossing; None when the engine had finished the trial already."""
+        """``tell`` then ``done`` in one crossing; None when the engine had finished the trial already. ``wait=False``: may be recorded in the background."""
     def done(self, number: int, abort: Optional[str] = None) -> None: ...
     def stop(self) -> None: ...
     def interrupt(self, reason: str) -> None: ...

@@ -187,15 +187,16 @@ class _Runner:
             if self.error is None:
                 self.error = exc
 
-    def finish(self, number: int, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
-        """Tells the engine, logs, runs callbacks, answers the run. Never raises."""
+    def finish(self, number: int, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException], wait: bool = True) -> None:
+        """Tells the engine, logs, runs callbacks, answers the run. Never raises. Without
+        ``wait`` (an event loop's trial) the engine may record the outcome in the background."""
         if self.custom_sampler is not None:
             failed = self._after_trial(number, value, pruned, exc)
             exc = exc if exc is not None else failed
         if self.constraints_func is not None and exc is None:
             exc = self._constraints(number)
         if not self.callbacks and (exc is None or isinstance(exc, self.catch)):
-            self._finish_fast(number, value, pruned, exc)
+            self._finish_fast(number, value, pruned, exc, wait)
             return
         abort: Optional[str] = None
         told = None
@@ -262,11 +263,11 @@ class _Runner:
         except Exception as e:  # noqa: BLE001 - fails the trial
             return e
 
-    def _finish_fast(self, number: int, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException]) -> None:
+    def _finish_fast(self, number: int, value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseException], wait: bool) -> None:
         """``finish`` without callbacks nor an exception that stops the study: the outcome and
         the answer cross to the engine at once (one call embedded, one message remote)."""
         try:
-            told = self.run.finish(number, **_outcome(value, pruned, exc))
+            told = self.run.finish(number, **_outcome(value, pruned, exc), wait=wait)
         except BaseException as e:  # noqa: BLE001 - an engine error must not kill an evaluator
             self._set_error(e)
             told = None
@@ -334,7 +335,7 @@ class _Runner:
         except BaseException as e:
             self.interrupt(number, e)
             raise
-        self.finish(number, value, pruned, exc)
+        self.finish(number, value, pruned, exc, wait=False)
 
     def interrupt(self, number: int, exc: BaseException, cause: Optional[BaseException] = None) -> None:
         """Fails ``number`` because of ``exc`` and ends the run now."""
@@ -480,8 +481,9 @@ def run_optimize(
 
 
 def _raise_run_error(run: Any) -> None:
-    """A run the engine ended on an error (a storage failure while starting a trial...)."""
-    summary = run.wait(0.0)
+    """A run the engine ended on an error (a storage failure while starting or recording a
+    trial...)."""
+    summary = run.wait(5.0)  # over: its evaluators saw it end
     if summary is not None and summary.reason == "error":
         detail = summary.detail or "unknown error"
         if detail.startswith("storage error"):
@@ -529,6 +531,7 @@ async def run_optimize_async(
             runner.progress.close()
     if runner.error is not None:
         raise runner.error
+    _raise_run_error(runner.run)
 
 
 def _finish_interrupted(runner: _Runner, exc: BaseException) -> None:

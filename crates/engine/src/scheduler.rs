@@ -159,6 +159,9 @@ enum Event {
     /// it, or evaluates it itself.
     Asked(Result<Option<u64>>),
     Done(u64, Done),
+    /// A trial's outcome could not be recorded ([`Run::finish_later`]): the run ends with the
+    /// error.
+    Unrecorded(u64, String),
     /// The evaluator of a trial went away (crashed, silent, garbage): fail and maybe retry.
     Lost(u64, String),
     /// A lost trial was failed; true when a retry was enqueued.
@@ -199,6 +202,8 @@ pub struct Run {
     stop_requested: AtomicBool,
     /// Set by [`Run::interrupt`]: trials asked from then on are not queued.
     interrupted: AtomicBool,
+    /// Outcomes [`Run::finish_later`] has yet to record, and whether a task records them.
+    telling: Mutex<(VecDeque<Later>, bool)>,
     /// See [`Run::on_queued`].
     on_queued: OnceLock<QueuedHook>,
     /// Set by the driver when it could start more trials once an ask in progress ends: the
@@ -245,6 +250,7 @@ impl Run {
             stop_requested: AtomicBool::new(false),
             interrupted: AtomicBool::new(false),
             wake_on_ask: AtomicBool::new(false),
+            telling: Mutex::new((VecDeque::new(), false)),
             on_queued: OnceLock::new(),
             summary: Mutex::new(None),
             summary_cv: Condvar::new(),
@@ -346,10 +352,10 @@ impl Run {
         }
         self.queue_cv.notify_all();
         self.queue_notify.notify_waiters();
-        self.call_on_queued();
         *self.summary.lock() = Some(summary);
         self.summary_cv.notify_all();
         self.summary_notify.notify_waiters();
+        self.call_on_queued();
     }
 
     /// Takes up to `max` requests, waiting at most `timeout` for the first one (blocking: call
@@ -448,6 +454,52 @@ impl Run {
         let _ = self.events.send(Event::Done(number, done));
     }
 
+    /// Tells the study `outcome` for trial `number`, then answers the run (`abort`: stop it), in
+    /// the background: for an evaluator that must not wait for the storage (an event loop whose
+    /// other trials go on meanwhile). Outcomes are recorded in the order they came, by one task
+    /// of the blocking pool at a time; a trial's answer reaches the driver after its outcome is
+    /// recorded, so the trial it starts next is sampled knowing it. An error of the storage
+    /// ends the run with it ([`StopReason::Error`]).
+    pub fn finish_later(self: &Arc<Self>, number: u64, outcome: Outcome, abort: Option<String>) {
+        {
+            let mut t = self.telling.lock();
+            t.0.push_back((number, outcome, abort));
+            if std::mem::replace(&mut t.1, true) {
+                return; // the task recording them takes it
+            }
+        }
+        let run = self.clone();
+        let next = |run: &Run| {
+            let mut t = run.telling.lock();
+            let next = t.0.pop_front();
+            t.1 = next.is_some();
+            next
+        };
+        let work = move || {
+            while let Some((number, outcome, abort)) = next(&run) {
+                run.record(number, outcome, abort);
+            }
+        };
+        match runtime::handle() {
+            Ok(h) => drop(h.spawn_blocking(work)),
+            Err(_) => work(),
+        }
+    }
+
+    /// Tells the study `outcome` for trial `number`, then answers the run (see
+    /// [`Run::finish_later`]).
+    fn record(&self, number: u64, outcome: Outcome, abort: Option<String>) {
+        let why = match catch_unwind(AssertUnwindSafe(|| self.study.tell(number, outcome, false))) {
+            Ok(Ok(_)) | Ok(Err(EngineError::TrialNotRunning { .. })) => {
+                return self.done(number, abort.map_or(Done::Finished, Done::Abort));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("internal error: the engine panicked recording trial {number}"),
+        };
+        self.stop_requested.store(true, Ordering::SeqCst);
+        let _ = self.events.send(Event::Unrecorded(number, why));
+    }
+
     /// The evaluator of trial `number` is gone (its stream broke, it went silent, it answered
     /// garbage): the trial is failed with `reason` and retried per the run's `max_retries`.
     pub fn lost(&self, number: u64, reason: impl Into<String>) {
@@ -496,6 +548,9 @@ impl Run {
         }
     }
 }
+
+/// An outcome for [`Run::finish_later`] to record: trial, outcome, abort reason.
+type Later = (u64, Outcome, Option<String>);
 
 /// What [`Run::on_queued`] calls.
 struct QueuedHook(Box<dyn Fn() + Send + Sync>);
@@ -729,6 +784,15 @@ async fn drive(run: Arc<Run>, mut rx: mpsc::UnboundedReceiver<Event>) -> RunSumm
                         ) {
                             reason = Some(StopReason::Aborted(msg));
                         }
+                    }
+                }
+                Some(Event::Unrecorded(n, why)) => {
+                    if in_flight.remove(&n).is_some() {
+                        finished += 1;
+                    }
+                    tracing::error!(trial = n, "could not record the trial: {why}");
+                    if !matches!(reason, Some(StopReason::Interrupted(_))) {
+                        reason = Some(StopReason::Error(why));
                     }
                 }
                 Some(Event::Lost(n, why)) => {

@@ -39,6 +39,27 @@ pub struct Told {
     pub fail_reason: Option<String>,
 }
 
+impl Told {
+    /// What telling `outcome` to a running trial of a study of `n_objectives` objectives
+    /// records, as far as it is known without the study: a pruned trial's values (its last
+    /// intermediate value) are left out.
+    pub fn expected(outcome: &Outcome, n_objectives: usize) -> Told {
+        let (state, values, fail_reason) = match outcome {
+            Outcome::Values(v) => match check_values(v, n_objectives) {
+                None => (TrialState::Complete, Some(v.clone()), None),
+                Some(why) => (TrialState::Fail, None, Some(why)),
+            },
+            Outcome::Pruned => (TrialState::Pruned, None, None),
+            Outcome::Fail(why) => (TrialState::Fail, None, Some(why.clone())),
+        };
+        Told {
+            state,
+            values,
+            fail_reason,
+        }
+    }
+}
+
 /// A suggested value, with the warning to show the user, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Suggested {

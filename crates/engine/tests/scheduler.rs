@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use dspex_engine::optimizer::samplers::{GridSampler, RandomSampler};
+use dspex_engine::optimizer::samplers::{GridSampler, RandomSampler, TpeOptions, TpeSampler};
 use dspex_engine::optimizer::{
     Distribution, FloatDistribution, History, IntDistribution, ParamValue, Sampler, SearchSpace,
     StudyDirection, TrialState,
@@ -109,6 +109,52 @@ fn sequential_run_completes_exactly_n_trials() {
     assert!(all
         .iter()
         .all(|t| t.datetime_start.is_some() && t.datetime_complete.is_some()));
+}
+
+#[test]
+fn outcomes_recorded_in_the_background_are_seen_by_the_next_sample() {
+    // One trial at a time with TPE: finishing with `finish_later` must sample every trial as
+    // telling and answering at once does, each knowing the outcomes before it.
+    let params = |later: bool| -> Vec<String> {
+        let tpe = TpeSampler::new(TpeOptions {
+            seed: Some(3),
+            n_startup_trials: 5,
+            ..TpeOptions::default()
+        })
+        .unwrap();
+        let s = study(vec![StudyDirection::Minimize], Some(Arc::new(tpe)));
+        let run = Run::start(
+            s.clone(),
+            RunOptions {
+                n_trials: Some(30),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        loop {
+            match run.pull(1, Duration::from_millis(50)) {
+                Pulled::Closed => break,
+                Pulled::Empty => continue,
+                Pulled::Requests(reqs) => {
+                    for r in reqs {
+                        let (outcome, done) = quadratic(&run, r.number);
+                        if later {
+                            run.finish_later(r.number, outcome, None);
+                        } else {
+                            run.study().tell(r.number, outcome, false).unwrap();
+                            run.done(r.number, done);
+                        }
+                    }
+                }
+            }
+        }
+        let summary = run.wait(Duration::from_secs(10)).unwrap();
+        assert_eq!(summary.reason, StopReason::NTrials);
+        assert_eq!(count(&s, TrialState::Complete), 30);
+        let trials = s.trials(None).unwrap();
+        trials.iter().map(|t| t.params["x"].to_string()).collect()
+    };
+    assert_eq!(params(true), params(false));
 }
 
 #[test]

@@ -255,7 +255,15 @@ impl RunBackend for EmbeddedRun {
         number: u64,
         outcome: Outcome,
         abort: Option<String>,
+        wait: bool,
     ) -> PyResult<Option<Told>> {
+        // Without a per-trial timeout the trial is still running (only an interrupt, which
+        // ends the run, fails it meanwhile): what telling records is known here.
+        if !wait && self.run.options().trial_timeout.is_none() {
+            let told = Told::expected(&outcome, self.run.study().directions().len());
+            self.run.finish_later(number, outcome, abort);
+            return Ok(Some(told));
+        }
         let run = self.run.clone();
         engine(py, move || {
             // The run is answered whatever telling did, so a panic is caught here too.

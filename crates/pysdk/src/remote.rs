@@ -542,31 +542,9 @@ impl RunBackend for RemoteRun {
         number: u64,
         outcome: Outcome,
         abort: Option<String>,
+        _wait: bool,
     ) -> PyResult<Option<Told>> {
-        let told = match &outcome {
-            Outcome::Values(v) => match dspex_engine::study::check_values(v, self.n_objectives) {
-                None => Told {
-                    state: TrialState::Complete,
-                    values: Some(v.clone()),
-                    fail_reason: None,
-                },
-                Some(why) => Told {
-                    state: TrialState::Fail,
-                    values: None,
-                    fail_reason: Some(why),
-                },
-            },
-            Outcome::Pruned => Told {
-                state: TrialState::Pruned,
-                values: None,
-                fail_reason: None,
-            },
-            Outcome::Fail(why) => Told {
-                state: TrialState::Fail,
-                values: None,
-                fail_reason: Some(why.clone()),
-            },
-        };
+        let told = Told::expected(&outcome, self.n_objectives);
         self.session.sampled.lock().remove(&number);
         self.session
             .send(pb::attach_request::Msg::Finished(pb::Finished {

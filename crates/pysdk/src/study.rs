@@ -139,13 +139,15 @@ pub(crate) trait RunBackend: Send + Sync {
         slice: Duration,
     ) -> PyResult<Option<Option<Vec<u64>>>>;
     /// Tells the outcome of `number` and answers the run; None when the engine had finished
-    /// the trial already.
+    /// the trial already. Without `wait`, may return what telling will record and record it
+    /// in the background.
     fn finish(
         &self,
         py: Python<'_>,
         number: u64,
         outcome: Outcome,
         abort: Option<String>,
+        wait: bool,
     ) -> PyResult<Option<Told>>;
     fn done(&self, py: Python<'_>, number: u64, abort: Option<String>) -> PyResult<()>;
     fn stop(&self, py: Python<'_>) -> PyResult<()>;
@@ -788,8 +790,11 @@ impl PyRun {
     /// Tells the outcome of trial `number` and answers the run (`tell` then `done`) in one
     /// crossing. Returns what was recorded, or None when the engine had finished the trial
     /// already (per-trial timeout, interrupt). Another error is raised after the run was
-    /// answered with it as the abort reason.
-    #[pyo3(signature = (number, values=None, state=None, fail_reason=None, abort=None))]
+    /// answered with it as the abort reason. With ``wait=False`` (an event loop's evaluator,
+    /// whose other trials go on meanwhile) the outcome may be recorded in the background: what
+    /// it will record is returned, and an error of the storage ends the run with it.
+    #[pyo3(signature = (number, values=None, state=None, fail_reason=None, abort=None, wait=true))]
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         py: Python<'_>,
@@ -798,11 +803,12 @@ impl PyRun {
         state: Option<String>,
         fail_reason: Option<String>,
         abort: Option<String>,
+        wait: bool,
     ) -> PyResult<Option<PyTold>> {
         let outcome = outcome(values, state, fail_reason)?;
         Ok(self
             .backend
-            .finish(py, number, outcome, abort)?
+            .finish(py, number, outcome, abort, wait)?
             .map(PyTold::from))
     }
 
