@@ -191,7 +191,8 @@ pub struct Run {
     queue_notify: Notify,
     events: mpsc::UnboundedSender<Event>,
     /// Events the driver needs only when it next wakes (a trial started without a per-trial
-    /// timeout, an answer while permits remain): sending each would wake it twice per trial. It takes them before every event it receives, in the order they came.
+    /// timeout, an answer while permits remain): sending each would wake it twice per trial.
+    /// It takes them before every event it receives, in the order they came.
     deferred: Mutex<Vec<Event>>,
     /// Set by the driver once the run is ending (stop, timeout, error...): from then on, and
     /// for any answer deferred before the driver saw it set, the driver is woken at once (it
