@@ -25,6 +25,9 @@ use statrs::function::erf::erfc;
 use crate::distributions::{Distribution, IntDistribution};
 use crate::fastmath::{self, madd};
 
+mod boxes;
+use boxes::Boxes;
+
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 /// Standard deviations beyond which a normal tail (< 4e-11) is ignored in kernel masses.
 const TAIL_CUT: f64 = 6.5;
@@ -331,13 +334,18 @@ pub(crate) struct ParzenEstimator {
 /// The kernels of a one-dimensional estimator sorted by centre, for scoring a candidate against
 /// the kernels within reach only. A kernel's log density is `base - z^2 / 2`, so one more than
 /// `w = cap * sqrt(2 (max base - f))` away from the candidate (bandwidth <= cap) is below `f`.
+/// Most kernels have the magic clip as bandwidth (where observations are dense): those are
+/// summed box by box ([`Boxes`]), the other narrow ones one by one.
 #[derive(Debug, Clone)]
 struct Window {
-    /// Centre (ascending), inverse bandwidth and `base` of the kernels with bandwidth <= `cap`,
-    /// contiguous so a candidate's densities over a run of them vectorise.
+    /// Centre (ascending), inverse bandwidth and `base` of the kernels with bandwidth <= `cap`
+    /// other than the clip, contiguous so a candidate's densities over a run of them vectorise.
     mus: Vec<f64>,
     inv_sigmas: Vec<f64>,
     bases: Vec<f64>,
+    /// The kernels whose bandwidth is the clip, `box_width`.
+    boxes: Boxes,
+    box_width: f64,
     /// Kernels wider than `cap` (few: isolated observations and the prior): always evaluated.
     wide: Vec<u32>,
     cap: f64,
@@ -350,27 +358,28 @@ impl Window {
         let i = ((1.0 - WINDOW_WIDE) * (sorted.len() - 1) as f64) as usize;
         let (_, cap, _) = sorted.select_nth_unstable_by(i, f64::total_cmp);
         let cap = *cap;
+        let (mut mus, mut inv_sigmas, mut bases) = (Vec::new(), Vec::new(), Vec::new());
         let n = nd.order.len();
-        let (mut mus, mut inv_sigmas, mut bases) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
+        let (mut clip_mus, mut clip_bases) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let mut wide = Vec::new();
         // A local maximum (a field would be stored and reloaded at every kernel).
         let mut base_max = f64::NEG_INFINITY;
         for &k in &nd.order {
             let k_us = k as usize;
-            if nd.sigmas[k_us] <= cap {
-                let b = base[k_us];
+            let (s, b) = (nd.sigmas[k_us], base[k_us]);
+            if s == nd.min_sigma {
+                clip_mus.push(nd.mus[k_us]);
+                clip_bases.push(b);
+            } else if s <= cap {
                 mus.push(nd.mus[k_us]);
                 inv_sigmas.push(nd.inv_sigmas[k_us]);
                 bases.push(b);
-                if b > base_max {
-                    base_max = b;
-                }
             } else {
                 wide.push(k);
+                continue;
+            }
+            if b > base_max {
+                base_max = b;
             }
         }
         wide.push((nd.mus.len() - 1) as u32); // the prior kernel
@@ -378,6 +387,8 @@ impl Window {
             mus,
             inv_sigmas,
             bases,
+            boxes: build_boxes(&clip_mus, &clip_bases, nd.min_sigma),
+            box_width: nd.min_sigma,
             wide,
             cap,
             base_max,
@@ -388,6 +399,13 @@ impl Window {
     #[inline(always)]
     fn density<const FMA: bool>(&self, j: usize, x: f64) -> f64 {
         gauss_log_density::<FMA>(x, self.mus[j], self.inv_sigmas[j], self.bases[j])
+    }
+}
+
+with_avx2! {
+    /// [`Boxes::new`], compiled for AVX2+FMA where the CPU has them.
+    fn build_boxes(mus: &[f64], log_w: &[f64], h: f64) -> Boxes {
+        Boxes::new::<FMA>(mus, log_w, h)
     }
 }
 
@@ -601,7 +619,8 @@ impl ParzenEstimator {
         let vals = &mut scratch.acc;
         vals.clear();
         vals.extend(win.wide.iter().map(|&k| density(k)));
-        // A lower bound of the largest kernel: the wide ones and the nearest narrow ones.
+        // A lower bound of the largest kernel: the wide ones, the nearest narrow ones and the
+        // heaviest kernel of the nearest boxes.
         let p = win.mus.partition_point(|&m| m < x);
         let near = [p.checked_sub(1), (p < win.mus.len()).then_some(p)];
         let f = near
@@ -609,23 +628,28 @@ impl ParzenEstimator {
             .flatten()
             .map(|&j| win.density::<FMA>(j, x))
             .chain(vals.iter().copied())
-            .fold(f64::NEG_INFINITY, f64::max)
+            .fold(win.boxes.nearest_bound::<FMA>(x), f64::max)
             - PRUNE_NATS;
-        let (lo, hi) = if f.is_finite() {
-            let w = win.cap * (2.0 * (win.base_max - f)).max(0.0).sqrt();
-            (
-                win.mus.partition_point(|&m| m < x - w),
-                win.mus.partition_point(|&m| m <= x + w),
-            )
+        // Kernels of bandwidth h more than h * reach from `x` are below `f`.
+        let reach = if f.is_finite() {
+            (2.0 * (win.base_max - f)).max(0.0).sqrt()
         } else {
-            (0, win.mus.len())
+            f64::INFINITY
         };
+        let w = win.cap * reach;
+        let lo = win.mus.partition_point(|&m| m < x - w);
+        let hi = win.mus.partition_point(|&m| m <= x + w);
         let run = win.mus[lo..hi]
             .iter()
             .zip(&win.inv_sigmas[lo..hi])
             .zip(&win.bases[lo..hi]);
         vals.extend(run.map(|((&mu, &inv), &base)| gauss_log_density::<FMA>(x, mu, inv, base)));
-        log_sum_exp::<FMA>(vals)
+        // The boxes' kernels have the clip as bandwidth and lie within half a box of its centre.
+        let w = win.box_width * (reach + 0.5);
+        let boxed = win.boxes.lse::<FMA>(x, x - w, x + w);
+        block_lse::<FMA>(vals, f64::NEG_INFINITY)
+            .merge(boxed)
+            .value()
     }
 
     /// log density of each candidate (`points[dim][candidate]`).
