@@ -387,7 +387,7 @@ def _start_run(
 ) -> Any:
     """Starts the run that this process evaluates, ``conc`` trials at once (a ``dspex._native.Run``)."""
     # Sync objectives pull trials on threads that may sample themselves (no hand-off to the
-    # engine's blocking pool); async ones pull from an executor, so the engine samples.
+    # engine's blocking pool); an event loop only pulls sampled trials, so the engine samples.
     return study._native.start_run(
         n_trials,
         None if timeout is None else float(timeout),

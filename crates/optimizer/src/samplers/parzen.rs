@@ -43,6 +43,9 @@ const WINDOW_MIN_KERNELS: usize = 128;
 /// The share of a windowed dimension's kernels, the widest, that are always evaluated; the
 /// others only inside the window, whose width scales with their largest bandwidth.
 const WINDOW_WIDE: f64 = 0.05;
+/// Kernels at the magic clip from which they are summed box by box ([`Boxes`]): below about
+/// 300, building the boxes costs more than the direct sums it saves for 24 candidates.
+const BOX_MIN_KERNELS: usize = 300;
 /// Kernels this far (in nats) below the best one contribute less than 1e-17 of the density.
 const PRUNE_NATS: f64 = 40.0;
 
@@ -354,10 +357,15 @@ struct Window {
 
 impl Window {
     fn new(nd: &NumericDim, base: &[f64]) -> Self {
-        let mut sorted = nd.sigmas.clone();
-        let i = ((1.0 - WINDOW_WIDE) * (sorted.len() - 1) as f64) as usize;
-        let (_, cap, _) = sorted.select_nth_unstable_by(i, f64::total_cmp);
-        let cap = *cap;
+        let i = ((1.0 - WINDOW_WIDE) * (nd.sigmas.len() - 1) as f64) as usize;
+        let at_clip = nd.sigmas.iter().filter(|&&s| s == nd.min_sigma).count();
+        // The clip is the smallest bandwidth: when it is the i-th too, no selection is needed.
+        let cap = if at_clip > i {
+            nd.min_sigma
+        } else {
+            let mut sorted = nd.sigmas.clone();
+            *sorted.select_nth_unstable_by(i, f64::total_cmp).1
+        };
         let (mut mus, mut inv_sigmas, mut bases) = (Vec::new(), Vec::new(), Vec::new());
         let n = nd.order.len();
         let (mut clip_mus, mut clip_bases) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -367,7 +375,7 @@ impl Window {
         for &k in &nd.order {
             let k_us = k as usize;
             let (s, b) = (nd.sigmas[k_us], base[k_us]);
-            if s == nd.min_sigma {
+            if s == nd.min_sigma && at_clip >= BOX_MIN_KERNELS {
                 clip_mus.push(nd.mus[k_us]);
                 clip_bases.push(b);
             } else if s <= cap {
