@@ -392,6 +392,7 @@ fn gamma(n: usize, multi_objective: bool) -> usize {
 }
 
 /// A complete trial's loss and number, ordered by loss (`total_cmp`), then number.
+#[derive(Clone, Copy)]
 struct Ranked(f64, u64);
 
 impl Ord for Ranked {
@@ -446,21 +447,23 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
     if dirs.len() == 1 {
         let d = dirs[0];
         let values = history.first_values();
-        // The k best in one pass: a heap of the best so far, whose worst most trials do not
-        // beat (k is at most 25; selecting among all trials would move every one of them).
+        // The k best (by loss, then number) in one pass: a heap of the best so far, whose
+        // worst most trials do not beat. Newest first: as a study improves its newest trials
+        // are its best, so the heap is soon good and rarely changes (selecting among all
+        // trials would move every one of them; k is at most 25).
         let mut best: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
         if k > 0 {
-            let (first, rest) = complete.split_at(k.min(complete.len()));
-            best.extend(first.iter().map(|&t| Ranked(d.loss(values[t as usize]), t)));
-            let mut worst = best.peek().map_or(f64::INFINITY, |w| w.0);
-            for &t in rest {
-                let loss = d.loss(values[t as usize]);
-                // Later trials lose ties (numbers ascend), so only a smaller loss can enter.
-                if loss.total_cmp(&worst).is_lt() {
+            let ranked = |t: u64| Ranked(d.loss(values[t as usize]), t);
+            let (rest, newest) = complete.split_at(complete.len() - k);
+            best.extend(newest.iter().map(|&t| ranked(t)));
+            let mut worst = best.peek().map_or(Ranked(f64::INFINITY, u64::MAX), |w| *w);
+            for &t in rest.iter().rev() {
+                let r = ranked(t);
+                if r < worst {
                     if let Some(mut w) = best.peek_mut() {
-                        *w = Ranked(loss, t);
+                        *w = r;
                     }
-                    worst = best.peek().map_or(f64::INFINITY, |w| w.0);
+                    worst = best.peek().map_or(worst, |w| *w);
                 }
             }
         }
