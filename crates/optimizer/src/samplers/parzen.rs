@@ -43,9 +43,6 @@ const WINDOW_MIN_KERNELS: usize = 128;
 /// The share of a windowed dimension's kernels, the widest, that are always evaluated; the
 /// others only inside the window, whose width scales with their largest bandwidth.
 const WINDOW_WIDE: f64 = 0.05;
-/// Kernels at the magic clip from which they are summed box by box ([`Boxes`]): below about
-/// 300, building the boxes costs more than the direct sums it saves for 24 candidates.
-const BOX_MIN_KERNELS: usize = 300;
 /// Kernels this far (in nats) below the best one contribute less than 1e-17 of the density.
 const PRUNE_NATS: f64 = 40.0;
 
@@ -366,8 +363,15 @@ impl Window {
             let mut sorted = nd.sigmas.clone();
             *sorted.select_nth_unstable_by(i, f64::total_cmp).1
         };
-        let (mut mus, mut inv_sigmas, mut bases) = (Vec::new(), Vec::new(), Vec::new());
         let n = nd.order.len();
+        let clip_mus = nd
+            .order
+            .iter()
+            .map(|&k| k as usize)
+            .filter(|&k| nd.sigmas[k] == nd.min_sigma)
+            .map(|k| nd.mus[k]);
+        let use_boxes = boxes_pay(clip_mus, nd.min_sigma, n);
+        let (mut mus, mut inv_sigmas, mut bases) = (Vec::new(), Vec::new(), Vec::new());
         let (mut clip_mus, mut clip_bases) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let mut wide = Vec::new();
         // A local maximum (a field would be stored and reloaded at every kernel).
@@ -375,7 +379,7 @@ impl Window {
         for &k in &nd.order {
             let k_us = k as usize;
             let (s, b) = (nd.sigmas[k_us], base[k_us]);
-            if s == nd.min_sigma && at_clip >= BOX_MIN_KERNELS {
+            if s == nd.min_sigma && use_boxes {
                 clip_mus.push(nd.mus[k_us]);
                 clip_bases.push(b);
             } else if s <= cap {
@@ -408,6 +412,33 @@ impl Window {
     fn density<const FMA: bool>(&self, j: usize, x: f64) -> f64 {
         gauss_log_density::<FMA>(x, self.mus[j], self.inv_sigmas[j], self.bases[j])
     }
+}
+
+/// Whether summing the kernels at the clip `h` (centres `clip_mus`, ascending) box by box is
+/// cheaper than one by one, for 24 candidates and `n` kernels in all. A candidate's direct
+/// sum visits about 20 boxes' kernels (the window reaches about 10 bandwidths each way), about
+/// 20 times the occupancy (how many kernels a kernel shares its box with, on average); its
+/// boxed sum costs about 20 x 25 kernel evaluations, plus its share of building the boxes,
+/// about n / 3 (8 evaluations a kernel over 24 candidates). So boxes pay where observations
+/// concentrate (a converging study), not over a spread-out history, where they are as fast
+/// at best (`cargo bench -p dspex-optimizer --bench tpe`, `tpe_sample_independent`).
+fn boxes_pay(clip_mus: impl Iterator<Item = f64>, h: f64, n: usize) -> bool {
+    let (mut first, mut box_end) = (f64::NAN, f64::NEG_INFINITY);
+    let (mut run, mut sum_sq, mut count) = (0.0, 0.0, 0.0);
+    for mu in clip_mus {
+        if first.is_nan() {
+            first = mu;
+        }
+        if mu >= box_end {
+            sum_sq += run * run;
+            run = 0.0;
+            box_end = first + (((mu - first) / h).floor() + 1.0) * h;
+        }
+        run += 1.0;
+        count += 1.0;
+    }
+    sum_sq += run * run;
+    count > 0.0 && 20.0 * sum_sq / count > 500.0 + n as f64 / 3.0
 }
 
 with_avx2! {
@@ -1527,7 +1558,8 @@ mod tests {
                 dist: f.clone(),
             }];
             let e = ParzenEstimator::new(dims, &default_weights(n), P);
-            assert!(e.window.is_some());
+            // The dense cluster's kernels are summed box by box.
+            assert!(e.window.as_ref().is_some_and(|w| w.boxes.len() > 0));
             let mut pts = e.sample(&mut rng, 24);
             pts[0].extend(if log {
                 [1e-3, 1e3, 1.0]
