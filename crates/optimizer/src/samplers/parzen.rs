@@ -334,16 +334,16 @@ pub(crate) struct ParzenEstimator {
 /// The kernels of a one-dimensional estimator sorted by centre, for scoring a candidate against
 /// the kernels within reach only. A kernel's log density is `base - z^2 / 2`, so one more than
 /// `w = cap * sqrt(2 (max base - f))` away from the candidate (bandwidth <= cap) is below `f`.
-/// Most kernels have the magic clip as bandwidth (where observations are dense): those are
-/// summed box by box ([`Boxes`]), the other narrow ones one by one.
+/// Most kernels have the magic clip as bandwidth (where observations are dense): where that
+/// pays ([`boxes_pay`]) those are summed box by box ([`Boxes`]), the others one by one.
 #[derive(Debug, Clone)]
 struct Window {
     /// Centre (ascending), inverse bandwidth and `base` of the kernels with bandwidth <= `cap`
-    /// other than the clip, contiguous so a candidate's densities over a run of them vectorise.
+    /// not in `boxes`, contiguous so a candidate's densities over a run of them vectorise.
     mus: Vec<f64>,
     inv_sigmas: Vec<f64>,
     bases: Vec<f64>,
-    /// The kernels whose bandwidth is the clip, `box_width`.
+    /// The kernels whose bandwidth is the clip, `box_width`, when boxes pay (else none).
     boxes: Boxes,
     box_width: f64,
     /// Kernels wider than `cap` (few: isolated observations and the prior): always evaluated.
@@ -364,13 +364,13 @@ impl Window {
             *sorted.select_nth_unstable_by(i, f64::total_cmp).1
         };
         let n = nd.order.len();
-        let clip_mus = nd
+        let clip_centres = nd
             .order
             .iter()
             .map(|&k| k as usize)
             .filter(|&k| nd.sigmas[k] == nd.min_sigma)
             .map(|k| nd.mus[k]);
-        let use_boxes = boxes_pay(clip_mus, nd.min_sigma, n);
+        let use_boxes = boxes_pay(clip_centres, nd.min_sigma, n);
         let (mut mus, mut inv_sigmas, mut bases) = (Vec::new(), Vec::new(), Vec::new());
         let (mut clip_mus, mut clip_bases) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let mut wide = Vec::new();

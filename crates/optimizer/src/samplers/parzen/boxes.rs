@@ -61,7 +61,7 @@ impl Boxes {
             let b = ((mus[start] - first) * inv_h).floor();
             let anchor = first + (b + 0.5) * h;
             let upper = first + (b + 1.0) * h;
-            // The box's kernels (a scan: they are visited anyway, and boxes are short).
+            // The box's kernels (a scan: they are visited below anyway).
             let mut end = start + 1;
             while end < mus.len() && mus[end] < upper {
                 end += 1;
