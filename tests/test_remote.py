@@ -710,3 +710,38 @@ def test_idle_connections_are_closed_and_clients_reconnect():
         _stop(p)
     bad = subprocess.run([PY, "-m", "dspex.cli", "serve", "--idle-timeout=-1"], capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "--idle-timeout" in bad.stderr, bad.stderr
+
+
+def test_every_trial_of_a_remote_async_run_is_logged_with_its_parameters(server):
+    """Regression: the log lines are built on a background thread, which read each trial's
+    parameters over the run's stream; when the run ended first, that stream was closed and the
+    lines still queued (hundreds of 800) were lost."""
+    import logging
+
+    async def objective(trial):
+        x = trial.suggest_float("x", -10.0, 10.0)
+        await asyncio.sleep(0.001)
+        return x * x
+
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    handler = Lines()
+    logger = logging.getLogger("dspex")
+    logger.addHandler(handler)
+    verbosity = dspex.logging.get_verbosity()
+    dspex.logging.set_verbosity(dspex.logging.INFO)
+    try:
+        study = dspex.create_study(study_name="logged", engine=server, sampler=dspex.samplers.TPESampler(seed=0))
+        study.optimize(objective, n_trials=800, concurrency=16)
+    finally:
+        dspex.logging.set_verbosity(verbosity)
+        logger.removeHandler(handler)
+    finished = [m for m in handler.messages if " finished with value" in m]
+    assert len(finished) == 800
+    assert all("parameters: {'x': " in m for m in finished)

@@ -92,8 +92,17 @@ def _outcome(value: Any, pruned: Optional[TrialPruned], exc: Optional[BaseExcept
     return {"state": "FAIL", "fail_reason": why}
 
 
+def _params_text(native: Any, number: int) -> Any:
+    """Trial ``number``'s parameters for its log line; built after the trial, so the engine may
+    be out of reach by then (a remote run's stream closes when the run ends)."""
+    try:
+        return native.trial_params(number)
+    except Exception as e:  # noqa: BLE001 - the line is still logged
+        return f"(unavailable: {e})"
+
+
 def _completed_line(native: Any, number: int, values: List[float], best: Optional[Tuple[int, float]]) -> str:
-    params = native.trial_params(number)
+    params = _params_text(native, number)
     if best is not None:
         return f"Trial {number} finished with value: {values[0]} and parameters: {params}. Best is trial {best[0]} with value: {best[1]}."
     return f"Trial {number} finished with values: {values} and parameters: {params}."
@@ -104,7 +113,7 @@ def _pruned_line(number: int, pruned: Optional[TrialPruned]) -> str:
 
 
 def _failed_line(native: Any, number: int, why: str) -> str:
-    return f"Trial {number} failed with parameters: {native.trial_params(number)} because of the following error: {why}."
+    return f"Trial {number} failed with parameters: {_params_text(native, number)} because of the following error: {why}."
 
 
 def _failed_value_line(number: int, value: Any) -> str:

@@ -365,6 +365,11 @@ impl Session {
     }
 
     /// One define-by-run call on the stream (blocking: call it without the GIL).
+    /// Whether the run is over (its stream closed).
+    fn ended(&self) -> bool {
+        self.queue.lock().summary.is_some()
+    }
+
     fn call(&self, call: pb::TrialCall) -> Result<pb::TrialReply, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -658,10 +663,21 @@ impl RemoteStudy {
             op: Some(op),
         };
         let session = self.session.lock().clone();
-        let reply = match session {
-            Some(s) => py
-                .detach(move || s.call(call))
-                .map_err(RemoteError::new_err)?,
+        let streamed = match session {
+            Some(s) => {
+                let c = call.clone();
+                match py.detach(|| s.call(c)) {
+                    Ok(r) => Some(r),
+                    // The run is over and its stream closed (a log line built afterwards):
+                    // the unary call answers instead.
+                    Err(_) if s.ended() => None,
+                    Err(e) => return Err(RemoteError::new_err(e)),
+                }
+            }
+            None => None,
+        };
+        let reply = match streamed {
+            Some(r) => r,
             None => {
                 let mut c = self.client.c();
                 block(py, async move {
