@@ -396,14 +396,17 @@ impl Run {
     /// Tells the driver that a trial was started (or could not be), before anyone evaluates
     /// it, so the driver never sees a trial's answer before its start; returns its number.
     /// Deferred (no wake-up) when the driver needs it only when it next wakes: unless it waits
-    /// for this ask to start more trials, or watches the trial's timeout.
+    /// for this ask to start more trials or, the run ending, for its asks to come back; or it
+    /// watches the trial's timeout.
     fn started(&self, asked: Result<Option<u64>>) -> Option<u64> {
         let number = asked.as_ref().ok().copied().flatten();
         if number.is_some() && self.options.trial_timeout.is_none() {
             self.deferred.lock().push(Event::Asked(asked));
-            // After the push: a driver that set the flag after this read finds the event among
-            // the deferred ones before it waits.
-            if self.wake_on_ask.swap(false, Ordering::SeqCst) {
+            // After the push: a driver that set either flag after these reads finds the event
+            // among the deferred ones before it waits.
+            if self.wake_on_ask.swap(false, Ordering::SeqCst)
+                || self.draining.load(Ordering::SeqCst)
+            {
                 let _ = self.events.send(Event::Wake);
             }
         } else {

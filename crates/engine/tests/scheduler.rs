@@ -475,6 +475,64 @@ fn interrupt_fails_trials_in_flight_and_keeps_finished_ones() {
     assert!(count(&s, TrialState::Complete) >= 5);
 }
 
+/// A sampler whose joint sample waits until `release` is set, saying it began in `entered`.
+#[derive(Debug, Default)]
+struct GatedSampler {
+    entered: std::sync::atomic::AtomicBool,
+    release: std::sync::atomic::AtomicBool,
+}
+
+impl Sampler for GatedSampler {
+    fn infer_relative_search_space(&self, _history: &History, _trial: u64) -> SearchSpace {
+        [("x".to_string(), xdist())].into()
+    }
+
+    fn sample_relative(
+        &self,
+        _history: &History,
+        _trial: u64,
+        _space: &SearchSpace,
+    ) -> BTreeMap<String, f64> {
+        self.entered.store(true, Ordering::SeqCst);
+        while !self.release.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        [("x".to_string(), 1.0)].into()
+    }
+}
+
+#[test]
+fn an_interrupt_during_a_sample_ends_the_run_when_the_sample_ends() {
+    // The driver sees the interrupt, then waits for the ask in progress: the ask's end must
+    // wake it (Ctrl-C while a trial was being sampled once left the run waiting for ever).
+    let sampler = Arc::new(GatedSampler::default());
+    let s = study(vec![StudyDirection::Minimize], Some(sampler.clone()));
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(3),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    while !sampler.entered.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(1));
+    }
+    run.interrupt("KeyboardInterrupt");
+    thread::sleep(Duration::from_millis(100)); // the driver is waiting by now
+    sampler.release.store(true, Ordering::SeqCst);
+    let summary = run
+        .wait(Duration::from_secs(10))
+        .expect("the run did not end");
+    assert_eq!(
+        summary.reason,
+        StopReason::Interrupted("KeyboardInterrupt".into())
+    );
+    let trials = s.trials(None).unwrap();
+    assert_eq!(trials.len(), 1);
+    assert_eq!(trials[0].state, TrialState::Fail);
+}
+
 #[test]
 fn enqueued_params_are_used_first() {
     let s = study(vec![StudyDirection::Minimize], None);
