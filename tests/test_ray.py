@@ -44,7 +44,7 @@ def test_ray_actors_evaluate_and_leave_nothing_running(cluster: None, tmp_path: 
     from ray_objective import Quadratic
 
     study = dspex.create_study(sampler=dspex.samplers.TPESampler(seed=0))
-    study.optimize(Quadratic(str(tmp_path)), n_trials=40, workers=Ray(num_workers=2))
+    study.optimize(Quadratic(str(tmp_path), together=2), n_trials=40, workers=Ray(num_workers=2))
     states = [t.state for t in study.trials]
     assert states.count(dspex.trial.TrialState.COMPLETE) == 40 and len(states) == 40
     pids = {int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()}
@@ -214,6 +214,6 @@ def test_over_tls_the_actors_trust_the_engines_certificate(cluster: None, tmp_pa
                    cwd=tmp_path, check=True, capture_output=True, timeout=60)
     study = dspex.create_study(sampler=dspex.samplers.TPESampler(seed=0))
     launcher = Ray(num_workers=2, tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"))
-    study.optimize(Quadratic(str(tmp_path)), n_trials=20, workers=launcher)
+    study.optimize(Quadratic(str(tmp_path), together=2), n_trials=20, workers=launcher)
     assert [t.state for t in study.trials].count(dspex.trial.TrialState.COMPLETE) == 20
     assert len({p.name for p in tmp_path.iterdir() if p.name.isdigit()}) == 2  # evaluated by the actors
