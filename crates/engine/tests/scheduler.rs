@@ -1,7 +1,7 @@
 //! Scheduler and study integration tests: evaluators are plain threads pulling requests.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -188,9 +188,14 @@ fn n_trials_is_exact_under_concurrency_and_in_flight_is_bounded() {
     assert!(peak <= 8, "peak in flight {peak}");
 }
 
-/// A sampler whose every trial start takes 5 ms (a slow joint sample of `x`).
-#[derive(Debug)]
-struct SlowSampler;
+/// A sampler whose every trial start is slow: 5 ms (a slow joint sample of `x`) or, `gated`,
+/// until `release` is set. It says in `entered` that a sample began.
+#[derive(Debug, Default)]
+struct SlowSampler {
+    gated: bool,
+    entered: AtomicBool,
+    release: AtomicBool,
+}
 
 impl Sampler for SlowSampler {
     fn infer_relative_search_space(&self, _history: &History, _trial: u64) -> SearchSpace {
@@ -203,7 +208,13 @@ impl Sampler for SlowSampler {
         _trial: u64,
         _space: &SearchSpace,
     ) -> BTreeMap<String, f64> {
-        thread::sleep(Duration::from_millis(5));
+        self.entered.store(true, Ordering::SeqCst);
+        if !self.gated {
+            thread::sleep(Duration::from_millis(5));
+        }
+        while self.gated && !self.release.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(1));
+        }
         [("x".to_string(), 1.0)].into()
     }
 }
@@ -212,7 +223,10 @@ impl Sampler for SlowSampler {
 fn every_slot_fills_while_sampling_is_the_bottleneck() {
     // Fewer trials are asked for at once (one per core) than the run has slots, and no trial
     // finishes before all 16 have started: each ask that ends must start the next one.
-    let s = study(vec![StudyDirection::Minimize], Some(Arc::new(SlowSampler)));
+    let s = study(
+        vec![StudyDirection::Minimize],
+        Some(Arc::new(SlowSampler::default())),
+    );
     let run = Run::start(
         s.clone(),
         RunOptions {
@@ -475,37 +489,14 @@ fn interrupt_fails_trials_in_flight_and_keeps_finished_ones() {
     assert!(count(&s, TrialState::Complete) >= 5);
 }
 
-/// A sampler whose joint sample waits until `release` is set, saying it began in `entered`.
-#[derive(Debug, Default)]
-struct GatedSampler {
-    entered: std::sync::atomic::AtomicBool,
-    release: std::sync::atomic::AtomicBool,
-}
-
-impl Sampler for GatedSampler {
-    fn infer_relative_search_space(&self, _history: &History, _trial: u64) -> SearchSpace {
-        [("x".to_string(), xdist())].into()
-    }
-
-    fn sample_relative(
-        &self,
-        _history: &History,
-        _trial: u64,
-        _space: &SearchSpace,
-    ) -> BTreeMap<String, f64> {
-        self.entered.store(true, Ordering::SeqCst);
-        while !self.release.load(Ordering::SeqCst) {
-            thread::sleep(Duration::from_millis(1));
-        }
-        [("x".to_string(), 1.0)].into()
-    }
-}
-
 #[test]
 fn an_interrupt_during_a_sample_ends_the_run_when_the_sample_ends() {
     // The driver sees the interrupt, then waits for the ask in progress: the ask's end must
     // wake it (Ctrl-C while a trial was being sampled once left the run waiting for ever).
-    let sampler = Arc::new(GatedSampler::default());
+    let sampler = Arc::new(SlowSampler {
+        gated: true,
+        ..Default::default()
+    });
     let s = study(vec![StudyDirection::Minimize], Some(sampler.clone()));
     let run = Run::start(
         s.clone(),
