@@ -364,17 +364,17 @@ impl Session {
         let _ = self.out.send(pb::AttachRequest { msg: Some(m) });
     }
 
-    /// One define-by-run call on the stream (blocking: call it without the GIL).
     /// Whether the run is over (its stream closed).
     fn ended(&self) -> bool {
         self.queue.lock().summary.is_some()
     }
 
+    /// One define-by-run call on the stream (blocking: call it without the GIL).
     fn call(&self, call: pb::TrialCall) -> Result<pb::TrialReply, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, tx);
-        if self.queue.lock().summary.is_some() {
+        if self.ended() {
             self.pending.lock().remove(&id);
             return Err("the stream to the engine is closed".into());
         }
