@@ -17,6 +17,9 @@
 //! fitted afresh when the history's values change (`History::values_version`), when another
 //! history or search space asks, when the magic clip changes with the number of observations
 //! (below about 100), or when more than a few trials changed.
+//!
+//! With one continuous dimension a sample does not even visit the kept kernels: their ramp
+//! window (`parzen::RampWindow`) sums them for the sample's weights.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::distributions::Distribution;
 use crate::history::History;
 use crate::samplers::parzen::{
-    default_weights, Dim, DimObservations, ParzenEstimator, ParzenParams,
+    default_weights, Dim, DimObservations, ParzenEstimator, ParzenParams, RampWindow,
 };
 
 /// Observations from which kernels are kept (fewer are cheap to fit afresh).
@@ -60,6 +63,9 @@ struct Entry {
     /// The kernels' trial numbers, ascending (oldest first: the weights' order).
     kept: Vec<u64>,
     dims: Arc<Vec<Dim>>,
+    /// One continuous dimension: its ramp kernels, summed without a pass over them (None until
+    /// the next sample when out of date).
+    ramp: Option<RampWindow>,
 }
 
 /// How the above estimator of one sample is built.
@@ -75,6 +81,8 @@ pub(crate) enum AboveInput {
         dims: Arc<Vec<Dim>>,
         rank_slots: Vec<u32>,
     },
+    /// Built from the kept kernels' ramp window (for scoring only).
+    Built(ParzenEstimator),
 }
 
 /// Where a fresh fit's kernels are kept.
@@ -82,16 +90,6 @@ pub(crate) struct StoreKey {
     names: Vec<String>,
     version: (u64, u64),
     dists: Vec<Distribution>,
-}
-
-impl AboveInput {
-    /// The number of observations.
-    pub fn len(&self) -> usize {
-        match self {
-            AboveInput::Fresh { kept, .. } => kept.len(),
-            AboveInput::Kept { rank_slots, .. } => rank_slots.len(),
-        }
-    }
 }
 
 impl AboveCache {
@@ -137,10 +135,13 @@ impl AboveCache {
                 let same = entry.version == key.version
                     && entry.dists == key.dists
                     && entry.params == params;
-                if let Some(rank_slots) = same.then(|| entry.update(numbers, &columns)).flatten() {
+                if same && entry.update(numbers, &columns) {
+                    if let Some(est) = entry.ramp_estimator(params) {
+                        return AboveInput::Built(est);
+                    }
                     return AboveInput::Kept {
                         dims: Arc::clone(&entry.dims),
-                        rank_slots,
+                        rank_slots: entry.rank_slots(),
                     };
                 }
                 entries.remove(&key.names);
@@ -156,13 +157,14 @@ impl AboveCache {
 
     /// The estimator for `input`; a fresh fit's kernels are kept when `input` says so.
     pub fn estimator(&self, input: AboveInput, params: ParzenParams) -> ParzenEstimator {
-        let weights = default_weights(input.len());
         match input {
+            AboveInput::Built(est) => est,
             AboveInput::Kept { dims, rank_slots } => {
+                let weights = default_weights(rank_slots.len());
                 ParzenEstimator::from_slots(dims, &rank_slots, &weights, params)
             }
             AboveInput::Fresh { obs, kept, store } => {
-                let est = ParzenEstimator::new(obs, &weights, params);
+                let est = ParzenEstimator::new(obs, &default_weights(kept.len()), params);
                 if let Some(key) = store {
                     self.store(key, kept, Arc::clone(est.dims()), params);
                 }
@@ -184,6 +186,7 @@ impl AboveCache {
             slot_of,
             kept,
             dims,
+            ramp: None,
         };
         let mut entries = self.lock();
         if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key.names) {
@@ -194,10 +197,9 @@ impl AboveCache {
 }
 
 impl Entry {
-    /// Brings the kernels to the trials `numbers` (ascending) that have a value in every column;
-    /// the slot of each kept observation, oldest first. None when fitting afresh is the better
-    /// (or the only) way.
-    fn update(&mut self, numbers: &[u64], columns: &[&[f64]]) -> Option<Vec<u32>> {
+    /// Brings the kernels to the trials `numbers` (ascending) that have a value in every
+    /// column; false when fitting afresh is the better (or the only) way.
+    fn update(&mut self, numbers: &[u64], columns: &[&[f64]]) -> bool {
         let values = |t: u64| -> Option<Vec<f64>> {
             columns
                 .iter()
@@ -232,7 +234,7 @@ impl Entry {
                 (None, None) => break,
             }
             if leave.len() + join.len() > MAX_CHANGES {
-                return None;
+                return false;
             }
         }
         let n = self.kept.len() - leave.len() + join.len();
@@ -241,15 +243,25 @@ impl Entry {
             .iter()
             .all(|d| matches!(d, Dim::Numeric(nd) if nd.clip_holds(n, self.params)));
         if n < MIN_KEPT || !clip_holds {
-            return None;
+            return false;
         }
+        if let Some(ramp) = &self.ramp {
+            if leave
+                .iter()
+                .chain(join.iter().map(|j| &j.0))
+                .any(|&t| ramp.moved_by(t))
+            {
+                self.ramp = None;
+            }
+        }
+        let mut changed = Vec::new();
         let endpoints = self.params.consider_endpoints;
         let dims = Arc::make_mut(&mut self.dims);
         for t in leave {
             let slot = self.slot_of[t as usize] as usize;
             for d in dims.iter_mut() {
                 if let Dim::Numeric(nd) = d {
-                    nd.remove(slot, &self.numbers, endpoints);
+                    nd.remove(slot, &self.numbers, endpoints, &mut changed);
                 }
             }
             let last = self.numbers.len() - 1;
@@ -261,6 +273,7 @@ impl Entry {
             if let Ok(k) = self.kept.binary_search(&t) {
                 self.kept.remove(k);
             }
+            out_of_date(&mut self.ramp, &self.numbers, &mut changed);
         }
         for (t, values) in join {
             let slot = self.numbers.len();
@@ -271,17 +284,49 @@ impl Entry {
             self.slot_of[t as usize] = slot as u32;
             for (d, v) in dims.iter_mut().zip(values) {
                 if let Dim::Numeric(nd) = d {
-                    nd.insert(slot, v, &self.numbers, endpoints);
+                    nd.insert(slot, v, &self.numbers, endpoints, &mut changed);
                 }
             }
             let k = self.kept.partition_point(|&x| x < t);
             self.kept.insert(k, t);
+            out_of_date(&mut self.ramp, &self.numbers, &mut changed);
         }
-        Some(
-            self.kept
-                .iter()
-                .map(|&t| self.slot_of[t as usize])
-                .collect(),
-        )
+        true
     }
+
+    /// The slot of each kept observation, oldest first.
+    fn rank_slots(&self) -> Vec<u32> {
+        self.kept
+            .iter()
+            .map(|&t| self.slot_of[t as usize])
+            .collect()
+    }
+
+    /// The estimator from the ramp window (started afresh when out of date), when the kernels
+    /// have one.
+    fn ramp_estimator(&mut self, params: ParzenParams) -> Option<ParzenEstimator> {
+        for _ in 0..2 {
+            let ramp = match &mut self.ramp {
+                Some(ramp) => ramp,
+                empty => empty.insert(RampWindow::new(&self.dims, params)?),
+            };
+            if let Some(est) = ramp.estimator(&self.dims, &self.kept, &self.slot_of, params) {
+                return Some(est);
+            }
+            self.ramp = None;
+        }
+        None
+    }
+}
+
+/// Puts the ramp window out of date when one of its boxed kernels is among the slots `changed`
+/// (emptied; `numbers` gives each slot's trial number).
+fn out_of_date(ramp: &mut Option<RampWindow>, numbers: &[u64], changed: &mut Vec<u32>) {
+    if ramp
+        .as_ref()
+        .is_some_and(|r| changed.iter().any(|&k| r.boxes(numbers[k as usize])))
+    {
+        *ramp = None;
+    }
+    changed.clear();
 }

@@ -26,7 +26,10 @@ use crate::distributions::{Distribution, IntDistribution};
 use crate::fastmath::{self, madd};
 
 mod boxes;
+mod ramp;
 use boxes::Boxes;
+pub(crate) use ramp::RampWindow;
+use ramp::FLAT;
 
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 /// Standard deviations beyond which a normal tail (< 4e-11) is ignored in kernel masses.
@@ -346,9 +349,11 @@ struct Window {
     /// The kernels whose bandwidth is the clip, `box_width`, when boxes pay (else none).
     boxes: Boxes,
     box_width: f64,
-    /// Kernels wider than `cap` (few: isolated observations and the prior): always evaluated.
-    wide: Vec<u32>,
+    /// Centre, inverse bandwidth and `base` of the kernels wider than `cap` (few: isolated
+    /// observations and the prior): always evaluated.
+    wide: Vec<[f64; 3]>,
     cap: f64,
+    /// At least the largest `base` of the narrow and the boxed kernels.
     base_max: f64,
 }
 
@@ -371,36 +376,64 @@ impl Window {
             .filter(|&k| nd.sigmas[k] == nd.min_sigma)
             .map(|k| nd.mus[k]);
         let use_boxes = boxes_pay(clip_centres, nd.min_sigma, n);
-        let (mut mus, mut inv_sigmas, mut bases) = (Vec::new(), Vec::new(), Vec::new());
         let (mut clip_mus, mut clip_bases) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let mut wide = Vec::new();
-        // A local maximum (a field would be stored and reloaded at every kernel).
-        let mut base_max = f64::NEG_INFINITY;
+        let mut direct = Vec::with_capacity(n);
         for &k in &nd.order {
-            let k_us = k as usize;
-            let (s, b) = (nd.sigmas[k_us], base[k_us]);
+            let k = k as usize;
+            let (s, b) = (nd.sigmas[k], base[k]);
             if s == nd.min_sigma && use_boxes {
-                clip_mus.push(nd.mus[k_us]);
+                clip_mus.push(nd.mus[k]);
                 clip_bases.push(b);
-            } else if s <= cap {
-                mus.push(nd.mus[k_us]);
-                inv_sigmas.push(nd.inv_sigmas[k_us]);
-                bases.push(b);
             } else {
-                wide.push(k);
-                continue;
-            }
-            if b > base_max {
-                base_max = b;
+                direct.push([nd.mus[k], s, b]);
             }
         }
-        wide.push((nd.mus.len() - 1) as u32); // the prior kernel
+        let prior = nd.mus.len() - 1;
+        let boxes_max = clip_bases.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let boxes = build_boxes(&clip_mus, &clip_bases, nd.min_sigma);
+        let mut win = Window::assemble(&direct, cap, boxes, nd.min_sigma, boxes_max);
+        win.wide
+            .push([nd.mus[prior], nd.inv_sigmas[prior], base[prior]]);
+        win
+    }
+
+    /// The window over the kernels `boxes` (of bandwidth `box_width`, whose bases are at most
+    /// `boxes_max`) and the kernels `direct` (centre, bandwidth and base, ascending by centre),
+    /// those wider than `cap` always evaluated.
+    fn assemble(
+        direct: &[[f64; 3]],
+        cap: f64,
+        boxes: Boxes,
+        box_width: f64,
+        boxes_max: f64,
+    ) -> Self {
+        let n = direct.len();
+        let (mut mus, mut inv_sigmas, mut bases) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut wide = Vec::new();
+        // A local maximum (a field would be stored and reloaded at every kernel).
+        let mut base_max = boxes_max;
+        for &[mu, s, b] in direct {
+            if s <= cap {
+                mus.push(mu);
+                inv_sigmas.push(1.0 / s);
+                bases.push(b);
+                if b > base_max {
+                    base_max = b;
+                }
+            } else {
+                wide.push([mu, 1.0 / s, b]);
+            }
+        }
         Window {
             mus,
             inv_sigmas,
             bases,
-            boxes: build_boxes(&clip_mus, &clip_bases, nd.min_sigma),
-            box_width: nd.min_sigma,
+            boxes,
+            box_width,
             wide,
             cap,
             base_max,
@@ -412,6 +445,50 @@ impl Window {
     fn density<const FMA: bool>(&self, j: usize, x: f64) -> f64 {
         gauss_log_density::<FMA>(x, self.mus[j], self.inv_sigmas[j], self.bases[j])
     }
+}
+
+/// log density of `x` for a windowed one-dimensional estimator: the kernels within reach
+/// of `x` and the wide ones (the others are more than PRUNE_NATS below the nearest kernel).
+#[inline(always)]
+fn score_window<const FMA: bool>(win: &Window, x: f64, scratch: &mut Scratch) -> f64 {
+    let vals = &mut scratch.acc;
+    vals.clear();
+    vals.extend(
+        win.wide
+            .iter()
+            .map(|&[mu, inv, base]| gauss_log_density::<FMA>(x, mu, inv, base)),
+    );
+    // A lower bound of the largest kernel: the wide ones, the nearest narrow ones and the
+    // heaviest kernel of the nearest boxes.
+    let p = win.mus.partition_point(|&m| m < x);
+    let near = [p.checked_sub(1), (p < win.mus.len()).then_some(p)];
+    let f = near
+        .iter()
+        .flatten()
+        .map(|&j| win.density::<FMA>(j, x))
+        .chain(vals.iter().copied())
+        .fold(win.boxes.nearest_bound::<FMA>(x), f64::max)
+        - PRUNE_NATS;
+    // Kernels of bandwidth h more than h * reach from `x` are below `f`.
+    let reach = if f.is_finite() {
+        (2.0 * (win.base_max - f)).max(0.0).sqrt()
+    } else {
+        f64::INFINITY
+    };
+    let w = win.cap * reach;
+    let lo = win.mus.partition_point(|&m| m < x - w);
+    let hi = win.mus.partition_point(|&m| m <= x + w);
+    let run = win.mus[lo..hi]
+        .iter()
+        .zip(&win.inv_sigmas[lo..hi])
+        .zip(&win.bases[lo..hi]);
+    vals.extend(run.map(|((&mu, &inv), &base)| gauss_log_density::<FMA>(x, mu, inv, base)));
+    // The boxes' kernels have the clip as bandwidth and lie within half a box of its centre.
+    let w = win.box_width * (reach + 0.5);
+    let boxed = win.boxes.lse::<FMA>(x, x - w, x + w);
+    block_lse::<FMA>(vals, f64::NEG_INFINITY)
+        .merge(boxed)
+        .value()
 }
 
 /// Whether summing the kernels at the clip `h` (centres `clip_mus`, ascending) box by box is
@@ -457,10 +534,10 @@ fn gauss_log_density<const FMA: bool>(x: f64, mu: f64, inv_sigma: f64, base: f64
 
 /// Optuna's default trial weights: flat for the newest 25, a linear ramp for older ones.
 pub(crate) fn default_weights(n: usize) -> Vec<f64> {
-    if n < 25 {
+    if n < FLAT {
         return vec![1.0; n];
     }
-    let m = n - 25;
+    let m = n - FLAT;
     let mut w: Vec<f64> = if m == 1 {
         vec![1.0 / n as f64]
     } else {
@@ -469,7 +546,7 @@ pub(crate) fn default_weights(n: usize) -> Vec<f64> {
             .map(|i| start + (1.0 - start) * i as f64 / (m - 1) as f64)
             .collect()
     };
-    w.extend(std::iter::repeat_n(1.0, 25));
+    w.extend(std::iter::repeat_n(1.0, FLAT));
     w
 }
 
@@ -565,6 +642,10 @@ impl ParzenEstimator {
 
     /// Draws `n` points (internal representation, one Vec per dimension).
     pub fn sample(&self, rng: &mut SmallRng, n: usize) -> Vec<Vec<f64>> {
+        assert!(
+            !self.weights.is_empty(),
+            "an estimator from a ramp window scores, it is not sampled"
+        );
         let mut cumulative = Vec::with_capacity(self.n_kernels);
         let mut acc = 0.0;
         for w in &self.weights {
@@ -631,64 +712,14 @@ impl ParzenEstimator {
         c: usize,
         scratch: &mut Scratch,
     ) -> f64 {
-        if let (Some(win), [Dim::Numeric(nd)]) = (&self.window, self.dims.as_slice()) {
-            return self.score_window::<FMA>(win, nd, points[0][c], scratch);
+        if let Some(win) = &self.window {
+            return score_window::<FMA>(win, points[0][c], scratch);
         }
         let acc = &mut scratch.acc;
         acc.clear();
         acc.extend_from_slice(&self.base);
         self.add_terms::<FMA>(points, cells, c, 0, acc);
         log_sum_exp::<FMA>(acc)
-    }
-
-    /// log density of `x` for a windowed one-dimensional estimator: the kernels within reach
-    /// of `x` and the wide ones (the others are more than PRUNE_NATS below the nearest kernel).
-    #[inline(always)]
-    fn score_window<const FMA: bool>(
-        &self,
-        win: &Window,
-        nd: &NumericDim,
-        x: f64,
-        scratch: &mut Scratch,
-    ) -> f64 {
-        let density = |k: u32| {
-            let k = k as usize;
-            gauss_log_density::<FMA>(x, nd.mus[k], nd.inv_sigmas[k], self.base[k])
-        };
-        let vals = &mut scratch.acc;
-        vals.clear();
-        vals.extend(win.wide.iter().map(|&k| density(k)));
-        // A lower bound of the largest kernel: the wide ones, the nearest narrow ones and the
-        // heaviest kernel of the nearest boxes.
-        let p = win.mus.partition_point(|&m| m < x);
-        let near = [p.checked_sub(1), (p < win.mus.len()).then_some(p)];
-        let f = near
-            .iter()
-            .flatten()
-            .map(|&j| win.density::<FMA>(j, x))
-            .chain(vals.iter().copied())
-            .fold(win.boxes.nearest_bound::<FMA>(x), f64::max)
-            - PRUNE_NATS;
-        // Kernels of bandwidth h more than h * reach from `x` are below `f`.
-        let reach = if f.is_finite() {
-            (2.0 * (win.base_max - f)).max(0.0).sqrt()
-        } else {
-            f64::INFINITY
-        };
-        let w = win.cap * reach;
-        let lo = win.mus.partition_point(|&m| m < x - w);
-        let hi = win.mus.partition_point(|&m| m <= x + w);
-        let run = win.mus[lo..hi]
-            .iter()
-            .zip(&win.inv_sigmas[lo..hi])
-            .zip(&win.bases[lo..hi]);
-        vals.extend(run.map(|((&mu, &inv), &base)| gauss_log_density::<FMA>(x, mu, inv, base)));
-        // The boxes' kernels have the clip as bandwidth and lie within half a box of its centre.
-        let w = win.box_width * (reach + 0.5);
-        let boxed = win.boxes.lse::<FMA>(x, x - w, x + w);
-        block_lse::<FMA>(vals, f64::NEG_INFINITY)
-            .merge(boxed)
-            .value()
     }
 
     /// log density of each candidate (`points[dim][candidate]`).
@@ -1122,8 +1153,8 @@ impl NumericDim {
     }
 
     /// Refits the bandwidth of the kernel at `order[pos]` from its neighbours, as `numeric_dim`
-    /// does.
-    fn refit(&mut self, pos: usize, consider_endpoints: bool) {
+    /// does; its slot when that changed the kernel.
+    fn refit(&mut self, pos: usize, consider_endpoints: bool) -> Option<u32> {
         let n = self.order.len();
         let v = |i: usize| self.mus[self.order[i] as usize];
         let mu = v(pos);
@@ -1144,15 +1175,25 @@ impl NumericDim {
         let s = s.clamp(self.min_sigma, self.t_high - self.t_low);
         let k = self.order[pos] as usize;
         let (lm, ln) = kernel_norm(self.t_low, self.t_high, mu, s);
+        let changed = self.sigmas[k] != s || self.log_norm[k] != ln;
         self.sigmas[k] = s;
         self.inv_sigmas[k] = 1.0 / s;
         self.log_mass[k] = lm;
         self.log_norm[k] = ln;
+        changed.then_some(k as u32)
     }
 
     /// Adds the observation `value` of trial `numbers[slot]` as kernel `slot`, the last before
-    /// the prior, and refits its neighbours (continuous dimensions only).
-    pub fn insert(&mut self, slot: usize, value: f64, numbers: &[u64], consider_endpoints: bool) {
+    /// the prior, and refits its neighbours (continuous dimensions only); the slots of the other
+    /// kernels that changed go to `changed`.
+    pub fn insert(
+        &mut self,
+        slot: usize,
+        value: f64,
+        numbers: &[u64],
+        consider_endpoints: bool,
+        changed: &mut Vec<u32>,
+    ) {
         debug_assert!(self.is_continuous() && slot + 1 == self.mus.len());
         let mu = if self.log { value.ln() } else { value };
         for v in [
@@ -1168,13 +1209,23 @@ impl NumericDim {
         self.order.insert(pos, slot as u32);
         let last = self.order.len() - 1;
         for p in pos.saturating_sub(2)..=(pos + 2).min(last) {
-            self.refit(p, consider_endpoints);
+            changed.extend(
+                self.refit(p, consider_endpoints)
+                    .filter(|&k| k as usize != slot),
+            );
         }
     }
 
     /// Removes kernel `slot`: the last observation's kernel takes its slot (`numbers` is still
-    /// the slots' trial numbers before the move), and its neighbours are refitted.
-    pub fn remove(&mut self, slot: usize, numbers: &[u64], consider_endpoints: bool) {
+    /// the slots' trial numbers before the move), and its neighbours are refitted; the slots
+    /// (after the move) of those that changed go to `changed`.
+    pub fn remove(
+        &mut self,
+        slot: usize,
+        numbers: &[u64],
+        consider_endpoints: bool,
+        changed: &mut Vec<u32>,
+    ) {
         let last = self.mus.len() - 2;
         let pos = self.position(self.mus[slot], numbers[slot], numbers);
         self.order.remove(pos);
@@ -1195,7 +1246,7 @@ impl NumericDim {
         let n = self.order.len();
         if n > 0 {
             for p in pos.saturating_sub(2)..=(pos + 1).min(n - 1) {
-                self.refit(p, consider_endpoints);
+                changed.extend(self.refit(p, consider_endpoints));
             }
         }
     }

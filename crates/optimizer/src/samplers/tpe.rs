@@ -598,20 +598,31 @@ mod tests {
         // Trials join the above set, leave it for the below set and come back pushed out of it;
         // running trials (constant liar) join it and leave it when they fail; a log dimension.
         let mut space = box_space(3, -5.0, 5.0);
-        space.insert(
-            "lr".into(),
-            Distribution::Float(FloatDistribution::new(1e-5, 1.0, true, None).unwrap()),
-        );
+        let lr = Distribution::Float(FloatDistribution::new(1e-5, 1.0, true, None).unwrap());
+        space.insert("lr".into(), lr.clone());
+        let (kept, built) = kept_against_fresh(&space);
+        assert!(kept > 500 && built == 0, "{kept} {built}");
+        // One dimension: the ramp window (a linear and a log one).
+        for space in [box_space(1, -5.0, 5.0), [("lr".to_string(), lr)].into()] {
+            let (kept, built) = kept_against_fresh(&space);
+            assert!(kept == 0 && built > 500, "{kept} {built}");
+        }
+    }
+
+    /// Samples 900 trials over `space` and compares the kept above estimator of each sample
+    /// from the 250th with the fresh one; how many were kept and how many built from a ramp
+    /// window.
+    fn kept_against_fresh(space: &SearchSpace) -> (usize, usize) {
         let dists: Vec<(&String, &Distribution)> = space.iter().collect();
         let sampler = tpe(0);
         let params = sampler.params();
         let mut rng = crate::rng::trial_rng(7, 0, "kept");
         let mut h = History::new(vec![StudyDirection::Minimize]);
-        let (mut kept, mut running) = (0, Vec::new());
+        let (mut kept, mut built, mut running) = (0, 0, Vec::new());
         for i in 0..900u64 {
             let t = h.create_trial(TrialState::Running);
             let mut y = 0.0;
-            for (name, dist) in &space {
+            for (name, dist) in space {
                 let v = sample_uniform(&mut rng, dist);
                 h.set_param(t, name, v, dist).unwrap();
                 y += if name.as_str() == "lr" {
@@ -637,16 +648,23 @@ mod tests {
                 observations(&h, &above, &dists)
             });
             kept += matches!(input, AboveInput::Kept { .. }) as usize;
+            built += matches!(input, AboveInput::Built(_)) as usize;
             let est = sampler.above.estimator(input, params);
             let (obs, numbers) = observations(&h, &above, &dists);
             let fresh = ParzenEstimator::new(obs, &default_weights(numbers.len()), params);
-            let points = fresh.sample(&mut rng, 64);
+            let mut points = fresh.sample(&mut rng, 64);
+            // And the range's ends, where kernels are truncated.
+            for (xs, (_, d)) in points.iter_mut().zip(&dists) {
+                if let Distribution::Float(f) = d {
+                    xs.extend([f.low, f.high]);
+                }
+            }
             for (a, b) in est.log_pdf(&points).iter().zip(fresh.log_pdf(&points)) {
                 assert!((a - b).abs() < 1e-10, "trial {i}: {a} vs {b}");
             }
             h.finish(current, TrialState::Fail, None).unwrap();
         }
-        assert!(kept > 500, "{kept}");
+        (kept, built)
     }
 
     #[test]
