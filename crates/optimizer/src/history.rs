@@ -90,6 +90,8 @@ pub struct History {
     groups: Vec<SearchSpace>,
     n_complete: usize,
     n_pruned: usize,
+    /// Trials that violate their constraints (see [`FrozenTrial::infeasible`]).
+    n_infeasible: usize,
     /// Numbers of the trials not finished yet, and how many of them are WAITING (so a storage
     /// finds them without a scan of every trial).
     unfinished: BTreeSet<u64>,
@@ -115,6 +117,7 @@ impl History {
             intersection: None,
             groups: Vec::new(),
             n_complete: 0,
+            n_infeasible: 0,
             n_pruned: 0,
             unfinished: BTreeSet::new(),
             n_waiting: 0,
@@ -327,11 +330,19 @@ impl History {
         constraints: Option<Vec<f64>>,
     ) -> Result<(), OptimizerError> {
         let trial = self.trial_mut(number)?;
+        let was = trial.infeasible();
         trial.violation = constraints
             .as_ref()
             .map(|c| c.iter().filter(|v| **v > 0.0).sum());
         trial.constraints = constraints;
+        let now = trial.infeasible();
+        self.n_infeasible = self.n_infeasible + usize::from(now) - usize::from(was);
         Ok(())
+    }
+
+    /// Whether a trial violates its constraints (see [`FrozenTrial::infeasible`]).
+    pub fn any_infeasible(&self) -> bool {
+        self.n_infeasible > 0
     }
 
     /// Records intermediate `value` at `step` of an unfinished trial (a repeated step
@@ -474,6 +485,26 @@ mod tests {
 
     fn fd(low: f64, high: f64) -> Distribution {
         Distribution::Float(FloatDistribution::new(low, high, false, None).unwrap())
+    }
+
+    #[test]
+    fn infeasible_trials_are_counted() {
+        let mut h = History::new(vec![StudyDirection::Minimize]);
+        let (a, b) = (
+            h.create_trial(TrialState::Running),
+            h.create_trial(TrialState::Running),
+        );
+        assert!(!h.any_infeasible());
+        h.set_constraints(a, Some(vec![-1.0, 0.0])).unwrap();
+        assert!(!h.any_infeasible());
+        h.set_constraints(a, Some(vec![-1.0, 0.5])).unwrap();
+        h.set_constraints(b, Some(vec![2.0])).unwrap();
+        h.set_constraints(b, Some(vec![3.0])).unwrap();
+        assert!(h.any_infeasible());
+        h.set_constraints(a, None).unwrap();
+        assert!(h.any_infeasible());
+        h.set_constraints(b, Some(vec![0.0])).unwrap();
+        assert!(!h.any_infeasible());
     }
 
     #[test]

@@ -423,15 +423,16 @@ fn split(history: &History, current: u64, constant_liar: bool) -> (Vec<u64>, Vec
     let mut pruned: Vec<&FrozenTrial> = Vec::new();
     // finished trials that violate their constraints: (violation, number)
     let mut infeasible: Vec<(f64, u64)> = Vec::new();
+    // Reading a trial (not only its state) costs a cache miss: only where it can be infeasible.
+    let constrained = history.any_infeasible();
     for (number, state) in history.states().iter().enumerate() {
-        let t = &trials[number];
-        let number = number as u64;
+        let t = || &trials[number];
         match state {
-            TrialState::Complete | TrialState::Pruned if t.infeasible() => {
-                infeasible.push((t.violation.unwrap_or(0.0), number))
+            TrialState::Complete | TrialState::Pruned if constrained && t().infeasible() => {
+                infeasible.push((t().violation.unwrap_or(0.0), number as u64))
             }
-            TrialState::Complete => complete.push(number),
-            TrialState::Pruned => pruned.push(t),
+            TrialState::Complete => complete.push(number as u64),
+            TrialState::Pruned => pruned.push(t()),
             _ => {}
         }
     }
