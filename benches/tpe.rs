@@ -69,7 +69,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("tpe_sample_independent");
     group.sample_size(30);
-    for &n in &[1_000usize, 2_500, 10_000] {
+    for &n in &[1_000usize, 2_500, 10_000, 20_000] {
         let (h, space, t) = history(n, 1);
         let (name, dist) = space.iter().next().unwrap();
         let sampler = TpeSampler::new(TpeOptions {

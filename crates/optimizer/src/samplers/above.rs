@@ -324,7 +324,7 @@ impl Entry {
 fn out_of_date(ramp: &mut Option<RampWindow>, numbers: &[u64], changed: &mut Vec<u32>) {
     if ramp
         .as_ref()
-        .is_some_and(|r| changed.iter().any(|&k| r.boxes(numbers[k as usize])))
+        .is_some_and(|r| changed.iter().any(|&k| r.is_boxed(numbers[k as usize])))
     {
         *ramp = None;
     }

@@ -46,6 +46,9 @@ const WINDOW_MIN_KERNELS: usize = 128;
 /// The share of a windowed dimension's kernels, the widest, that are always evaluated; the
 /// others only inside the window, whose width scales with their largest bandwidth.
 const WINDOW_WIDE: f64 = 0.05;
+/// About the kernel evaluations of a windowed candidate besides the wide kernels: about 20
+/// boxes of 24 terms (or the narrow kernels within about 10 bandwidths each way).
+const WINDOW_REACH_WORK: usize = 512;
 /// Kernels this far (in nats) below the best one contribute less than 1e-17 of the density.
 const PRUNE_NATS: f64 = 40.0;
 
@@ -459,7 +462,7 @@ fn score_window<const FMA: bool>(win: &Window, x: f64, scratch: &mut Scratch) ->
             .map(|&[mu, inv, base]| gauss_log_density::<FMA>(x, mu, inv, base)),
     );
     // A lower bound of the largest kernel: the wide ones, the nearest narrow ones and the
-    // heaviest kernel of the nearest boxes.
+    // nearest boxes' (see `Boxes::nearest_bound`).
     let p = win.mus.partition_point(|&m| m < x);
     let near = [p.checked_sub(1), (p < win.mus.len()).then_some(p)];
     let f = near
@@ -759,7 +762,13 @@ impl ParzenEstimator {
         let one = |scratch: &mut Scratch, c: usize| -> f64 {
             score_candidate(self, &points, &cells, c, scratch)
         };
-        if self.n_kernels * self.dims.len() * n >= PARALLEL_WORK {
+        // A windowed candidate visits the wide kernels, and about WINDOW_REACH_WORK for the
+        // others within its reach, whatever their number.
+        let per_candidate = match &self.window {
+            Some(win) => win.wide.len() + WINDOW_REACH_WORK,
+            None => self.n_kernels * self.dims.len(),
+        };
+        if per_candidate * n >= PARALLEL_WORK {
             (0..n)
                 .into_par_iter()
                 .map_init(Scratch::default, one)

@@ -155,8 +155,9 @@ impl Boxes {
         Lse { m, s }
     }
 
-    /// A lower bound of the largest kernel's log term at `x`: the heaviest kernel of each of
-    /// the two boxes around `x` lies within half a box of its centre (-inf without boxes).
+    /// A lower bound of the largest kernel's log term at `x`: the kernel of each of the two
+    /// boxes around `x` whose log weight is the box's scale lies within half a box of its
+    /// centre (-inf without boxes).
     #[inline(always)]
     pub fn nearest_bound<const FMA: bool>(&self, x: f64) -> f64 {
         let b = self.anchors.partition_point(|&a| a < x);
@@ -202,7 +203,7 @@ struct RampCell {
     count: u32,
     plain: [f64; TERMS],
     ranked: [f64; TERMS],
-    /// The highest rank in the box (the heaviest kernel) and that kernel's `norm`.
+    /// The highest rank in the box (the largest weight) and that kernel's `norm`.
     top_rank: f64,
     top_norm: f64,
     /// The smallest `norm` in the box.
@@ -265,7 +266,8 @@ impl RampBoxes {
         let mut upper = f64::NEG_INFINITY;
         for (b, cell) in self.cells.iter().enumerate().filter(|(_, c)| c.count > 0) {
             let log_top = (alpha + beta * cell.top_rank).ln();
-            // The heaviest kernel's log weight: the box's scale (as in `Boxes::new`).
+            // The log weight of the kernel of the highest rank: the box's scale (about the
+            // largest: the kernels' `norm`s differ by their truncation only).
             let scale = log_top - cell.top_norm;
             upper = upper.max(log_top - cell.min_norm);
             let k = (-scale).exp();

@@ -67,7 +67,7 @@ impl RampWindow {
 
     /// Whether trial `t`'s kernel is in the boxes (then a change of its bandwidth puts the
     /// window out of date).
-    pub fn boxes(&self, t: u64) -> bool {
+    pub fn is_boxed(&self, t: u64) -> bool {
         self.boxed.get(t as usize).copied().unwrap_or(false)
     }
 
