@@ -367,7 +367,7 @@ mod tests {
             // Dense around 1, a few spread over the range and on its ends.
             let mu = match rank % 10 {
                 0 => rng.random_range(low..=high),
-                1 if rank % 100 == 1 => [low, high][rank % 2],
+                1 if rank % 100 == 1 => [low, high][(rank / 100) % 2],
                 _ => 1.0 + rng.random_range(-0.3..0.3),
             };
             let norm = h.ln() + rng.random_range(-0.7..0.0);
