@@ -25,7 +25,9 @@ pub use dspex_native as native;
 pub use dspex_optimizer as optimizer;
 pub use error::{EngineError, ErrorCode};
 pub use model::{AttrMap, AttrValue, StudySummary, TrialRecord};
-pub use scheduler::{Done, EvalRequest, Joined, Pulled, Run, RunOptions, RunSummary, StopReason};
+pub use scheduler::{
+    Done, EvalRequest, Joined, Pulled, Run, RunOptions, RunSummary, StopReason, Taken,
+};
 pub use storage::{
     InMemoryStorage, JournalLock, JournalOptions, JournalStorage, RetryPolicy, SqlOptions,
     SqlStorage, Storage, StudyId,

@@ -40,13 +40,15 @@ pub struct RunOptions {
     pub max_concurrency: Option<usize>,
     /// A trial still running after this long is failed and its slot freed.
     pub trial_timeout: Option<Duration>,
-    /// Evaluators that use the blocking [`Run::pull`] start trials themselves: the driver
-    /// hands out permits instead of asking on the blocking pool, and the pulling thread samples
-    /// (two thread hand-offs fewer per trial). Only for runs whose evaluators all use `pull` and
-    /// evaluate one trial at a time: their number then bounds the trials in flight, and the
-    /// driver keeps permits ready ahead (the limit, at least 8), so an evaluator that
-    /// finishes a trial starts the next one without waiting for the driver to see its answer,
-    /// and the driver is woken only when fewer permits than the limit are left.
+    /// Evaluators start trials themselves: the driver hands out permits instead of asking on
+    /// the blocking pool, and the thread that takes one samples (two thread hand-offs fewer
+    /// per trial): the blocking [`Run::pull`], or [`Run::try_permit`] and [`Run::take_async`]
+    /// followed by [`Run::ask_permitted`]. Only for runs whose evaluators all take permits and
+    /// bound their own trials in flight (one each for `pull`): their capacity then bounds the
+    /// trials in flight (not `max_concurrency`), and the driver keeps permits ready ahead
+    /// (the limit, at least 8), so an evaluator that finishes a trial starts the next one
+    /// without waiting for the driver to see its answer, and the driver is woken only when
+    /// fewer permits than the limit are left.
     pub evaluators_ask: bool,
 }
 
@@ -86,6 +88,18 @@ pub enum Pulled {
     Requests(Vec<EvalRequest>),
     /// Nothing within the timeout; the run goes on.
     Empty,
+    /// The run is over: no more requests will come.
+    Closed,
+}
+
+/// What [`Run::take_async`] got.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Taken {
+    /// Trials to evaluate now.
+    Requests(Vec<EvalRequest>),
+    /// A permit to start one trial: the taker starts it with [`Run::ask_permitted`] (see
+    /// [`RunOptions::evaluators_ask`]).
+    Permit,
     /// The run is over: no more requests will come.
     Closed,
 }
@@ -333,6 +347,32 @@ impl Run {
     fn grant_permit(&self) {
         self.queue.lock().permits += 1;
         self.queue_cv.notify_one();
+        self.queue_notify.notify_one();
+    }
+
+    /// Takes a permit to start a trial from `q`, unless none is left or the run was stopped
+    /// (a permit granted before stop() must not start a trial after it: the driver takes such
+    /// permits back when it sees the stop).
+    fn take_permit(&self, q: &mut Queue) -> bool {
+        if q.permits > 0 && !self.stop_requested.load(Ordering::SeqCst) {
+            q.permits -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes a permit to start a trial (see [`RunOptions::evaluators_ask`]), if one is ready:
+    /// the caller then starts it with [`Run::ask_permitted`].
+    pub fn try_permit(&self) -> bool {
+        self.take_permit(&mut self.queue.lock())
+    }
+
+    /// Starts a trial with a permit taken by [`Run::try_permit`] or [`Run::take_async`]
+    /// (blocking: it samples and writes to the storage); None when none could be started (the
+    /// study is exhausted, or the storage failed: the run then ends with the error).
+    pub fn ask_permitted(&self) -> Option<u64> {
+        self.started(ask(&self.study))
     }
 
     /// Takes back the permits nobody used; returns how many.
@@ -372,12 +412,9 @@ impl Run {
             if q.closed {
                 return Pulled::Closed;
             }
-            // A permit granted before stop() must not start a trial after it: the driver takes
-            // such permits back when it sees the stop.
-            if q.permits > 0 && !self.stop_requested.load(Ordering::SeqCst) {
-                q.permits -= 1;
+            if self.take_permit(&mut q) {
                 drop(q);
-                if let Some(n) = self.started(ask(&self.study)) {
+                if let Some(n) = self.ask_permitted() {
                     return Pulled::Requests(vec![EvalRequest { number: n }]);
                 }
                 q = self.queue.lock();
@@ -415,19 +452,32 @@ impl Run {
         number
     }
 
-    /// Async form of [`Run::pull`] for evaluators that live on the runtime (a remote stream):
-    /// waits for at least one request; an empty vector means the run is over.
+    /// [`Run::take_async`] for a run whose evaluators do not ask: waits for at least one
+    /// request; an empty vector means the run is over.
     pub async fn pull_async(&self, max: usize) -> Vec<EvalRequest> {
+        debug_assert!(!self.options.evaluators_ask);
+        match self.take_async(max).await {
+            Taken::Requests(r) => r,
+            Taken::Permit | Taken::Closed => Vec::new(),
+        }
+    }
+
+    /// Async form of [`Run::pull`] for evaluators that live on the runtime (a remote stream):
+    /// waits for at least one request or, when evaluators ask, a permit to start a trial.
+    pub async fn take_async(&self, max: usize) -> Taken {
         loop {
             let notified = self.queue_notify.notified();
             {
                 let mut q = self.queue.lock();
                 if !q.items.is_empty() {
                     let k = max.max(1).min(q.items.len());
-                    return q.items.drain(..k).collect();
+                    return Taken::Requests(q.items.drain(..k).collect());
                 }
                 if q.closed {
-                    return Vec::new();
+                    return Taken::Closed;
+                }
+                if self.take_permit(&mut q) {
+                    return Taken::Permit;
                 }
             }
             notified.await;

@@ -13,7 +13,7 @@ use dspex_engine::optimizer::{
 };
 use dspex_engine::{
     Done, EngineError, InMemoryStorage, Outcome, Pulled, Run, RunOptions, RunSummary, StopReason,
-    Study, TrialRecord,
+    Study, Taken, TrialRecord,
 };
 
 fn study(directions: Vec<StudyDirection>, sampler: Option<Arc<dyn Sampler>>) -> Arc<Study> {
@@ -687,6 +687,81 @@ fn async_pull_and_wait() {
     });
     assert_eq!(summary.started, 30);
     assert_eq!(count(&s, TrialState::Complete), 30);
+}
+
+#[test]
+fn async_evaluators_start_trials_with_permits_within_their_capacity() {
+    // Two evaluators on a runtime (as two Attach streams), 3 trials each at most: they take
+    // permits with take_async and start the trials on the blocking pool.
+    let s = study(vec![StudyDirection::Minimize], None);
+    let run = Run::start(
+        s.clone(),
+        RunOptions {
+            n_trials: Some(61),
+            concurrency: 0,
+            evaluators_ask: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let live = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let evaluator = |run: Arc<Run>, live: Arc<AtomicUsize>, peak: Arc<AtomicUsize>| async move {
+        let _joined = run.join(3);
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            while tasks.len() < 3 {
+                let numbers = match run.take_async(3 - tasks.len()).await {
+                    Taken::Closed => return,
+                    Taken::Requests(r) => r.into_iter().map(|r| Some(r.number)).collect(),
+                    Taken::Permit => {
+                        let r = run.clone();
+                        vec![tokio::task::spawn_blocking(move || r.ask_permitted())
+                            .await
+                            .unwrap()]
+                    }
+                };
+                for n in numbers.into_iter().flatten() {
+                    let (run, live, peak) = (run.clone(), live.clone(), peak.clone());
+                    tasks.spawn(async move {
+                        peak.fetch_max(live.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        live.fetch_sub(1, Ordering::SeqCst);
+                        let (o, d) = quadratic(&run, n);
+                        run.study().tell(n, o, false).unwrap();
+                        run.done(n, d);
+                    });
+                }
+            }
+            tasks.join_next().await;
+        }
+    };
+    let summary = rt.block_on(async {
+        let a = tokio::spawn(evaluator(run.clone(), live.clone(), peak.clone()));
+        let b = tokio::spawn(evaluator(run.clone(), live.clone(), peak.clone()));
+        let summary = tokio::time::timeout(Duration::from_secs(20), run.wait_async())
+            .await
+            .expect("the evaluators did not finish the run");
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = a.await;
+            let _ = b.await;
+        })
+        .await;
+        summary
+    });
+    assert_eq!(summary.reason, StopReason::NTrials);
+    assert_eq!(summary.started, 61);
+    assert_eq!(s.trials(None).unwrap().len(), 61);
+    assert_eq!(count(&s, TrialState::Complete), 61);
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= 6, "peak in flight {peak}");
+    // A stopped run hands out no permit.
+    assert!(!run.try_permit());
 }
 
 /// A 1000-trial run with one evaluator that starts its trials itself, until `eval` ends it.

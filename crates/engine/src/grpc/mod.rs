@@ -364,7 +364,7 @@ impl LoopbackServer {
         let study = self.study.clone().ok_or_else(|| {
             EngineError::InvalidOperation("this server serves sessions, not a study".into())
         })?;
-        let run = crate::Run::start_with_retries(study.clone(), options, max_retries)?;
+        let run = service::start_stream_run(study.clone(), options, max_retries)?;
         self.service.set_active_run(
             study.name(),
             ActiveRun {

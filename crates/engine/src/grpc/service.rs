@@ -21,7 +21,7 @@ use super::pb::attach_response::Msg as Out;
 use super::sessions;
 use crate::config;
 use crate::error::{EngineError, Result};
-use crate::scheduler::{Done, Run, RunOptions};
+use crate::scheduler::{Done, Run, RunOptions, Taken};
 use crate::session::{SessionLimits, Sessions};
 use crate::storage::Storage;
 use crate::study::{Outcome, Study};
@@ -113,6 +113,20 @@ fn secs(name: &str, v: Option<f64>) -> Result<Option<Duration>> {
         })
     })
     .transpose()
+}
+
+/// Starts a run whose evaluators are Attach streams. Without `max_concurrency` they start
+/// its trials themselves (see [`RunOptions::evaluators_ask`]): a stream that is told a trial's
+/// outcome samples the next one on the same thread, two thread hand-offs fewer per trial than
+/// waiting for the driver to ask. Each stream bounds its trials in flight by its capacity; a
+/// `max_concurrency` below their sum needs the driver to count, so the driver asks then.
+pub(super) fn start_stream_run(
+    study: Arc<Study>,
+    mut options: RunOptions,
+    max_retries: u32,
+) -> Result<Arc<Run>> {
+    options.evaluators_ask = options.max_concurrency.is_none();
+    Run::start_with_retries(study, options, max_retries)
 }
 
 /// Checks a run specification from the wire.
@@ -676,8 +690,7 @@ impl pb::engine_server::Engine for EngineService {
         let mut owned = None;
         if let Some(spec) = &hello.start {
             let (opts, retries) = run_options(spec).map_err(status)?;
-            let run =
-                Run::start_with_retries(entry.study.clone(), opts, retries).map_err(status)?;
+            let run = start_stream_run(entry.study.clone(), opts, retries).map_err(status)?;
             let active = ActiveRun {
                 run: run.clone(),
                 space: Arc::new(BTreeMap::new()),
@@ -762,10 +775,21 @@ pub(super) async fn deliver<T>(
     })
 }
 
-async fn pull(run: Option<Arc<Run>>, max: usize) -> Vec<crate::EvalRequest> {
+async fn take(run: Option<Arc<Run>>, max: usize) -> Taken {
     match run {
-        Some(r) => r.pull_async(max).await,
+        Some(r) => r.take_async(max).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Starts a trial of `run` with a permit taken (blocking) and hands its number to the stream
+/// on `asked`; a trial the stream can no longer take is lost with it.
+fn ask_for_stream(run: &Arc<Run>, asked: &mpsc::UnboundedSender<(Arc<Run>, Option<u64>)>) {
+    let n = run.ask_permitted();
+    if let Err(e) = asked.send((run.clone(), n)) {
+        if let (_, Some(n)) = e.0 {
+            run.lost(n, "its evaluator's stream ended");
+        }
     }
 }
 
@@ -792,6 +816,10 @@ impl Session {
         hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sent_hb = Instant::now();
         let calls = Arc::new(Semaphore::new(MAX_CALLS_PER_STREAM));
+        // Trials this stream is starting with a permit (see `start_stream_run`): each takes
+        // one of its credits until its number comes back on `asked`.
+        let (asked_tx, mut asked_rx) = mpsc::unbounded_channel::<(Arc<Run>, Option<u64>)>();
+        let mut asking = 0usize;
         // Evaluates the client has not confirmed reading yet (sequence number, trial, sent at):
         // its heartbeats count what it read, and finishing a trial shows it read up to it.
         let mut unread: VecDeque<(u64, u64, Instant)> = VecDeque::new();
@@ -801,7 +829,7 @@ impl Session {
         loop {
             let run = current.as_ref().map(|a| a.run.clone());
             let credits = if run.is_some() {
-                self.capacity.saturating_sub(in_flight.len())
+                self.capacity.saturating_sub(in_flight.len() + asking)
             } else {
                 0
             };
@@ -843,6 +871,10 @@ impl Session {
                                 }
                                 let Some(a) = current.clone() else { continue };
                                 let study = study.clone();
+                                // The thread that records the outcome starts the next trial
+                                // in the slot it frees, when the run lets evaluators ask.
+                                let next = a.run.options().evaluators_ask.then(|| asked_tx.clone());
+                                asking += usize::from(next.is_some());
                                 tokio::task::spawn_blocking(move || {
                                     let n = f.trial;
                                     let outcome = f.outcome.as_ref().map(outcome_from_pb);
@@ -870,6 +902,13 @@ impl Session {
                                         tracing::warn!(trial = n, "could not finish the trial: {e}");
                                     }
                                     a.run.done(n, f.abort.map_or(Done::Finished, Done::Abort));
+                                    if let Some(asked) = next {
+                                        if a.run.try_permit() {
+                                            ask_for_stream(&a.run, &asked);
+                                        } else {
+                                            let _ = asked.send((a.run, None));
+                                        }
+                                    }
                                 });
                             }
                             Some(In::Heartbeat(h)) => {
@@ -902,36 +941,40 @@ impl Session {
                         }
                     }
                 }
-                reqs = pull(run.clone(), credits), if credits > 0 => {
-                    if reqs.is_empty() {
-                        if let Some(r) = &run {
-                            let s = r.wait_async().await;
-                            let _ = deliver(&self.tx, msg(Out::RunEnded(summary_to_pb(&s))), patience).await;
-                        }
-                        in_flight.clear();
-                        reason = "the run is over".into();
-                        break;
-                    }
-                    let Some(a) = current.clone() else { continue };
-                    let mut failed = None;
-                    for req in reqs {
-                        if failed.is_some() {
-                            a.run.lost(req.number, "its evaluator's stream ended");
+                taken = take(run.clone(), credits), if credits > 0 => {
+                    let reqs = match taken {
+                        Taken::Requests(reqs) => reqs,
+                        Taken::Permit => {
+                            let (Some(r), asked) = (run.clone(), asked_tx.clone()) else { continue };
+                            asking += 1;
+                            tokio::task::spawn_blocking(move || ask_for_stream(&r, &asked));
                             continue;
                         }
-                        in_flight.insert(req.number);
-                        match self.send_evaluate(&a, req.number).await {
-                            Ok(true) => {
-                                unread.push_back((sent, req.number, Instant::now()));
-                                sent += 1;
+                        Taken::Closed => {
+                            if let Some(r) = &run {
+                                let s = r.wait_async().await;
+                                let _ = deliver(&self.tx, msg(Out::RunEnded(summary_to_pb(&s))), patience).await;
                             }
-                            Ok(false) => {
-                                in_flight.remove(&req.number);
-                            }
-                            Err(why) => failed = Some(why),
+                            in_flight.clear();
+                            reason = "the run is over".into();
+                            break;
                         }
+                    };
+                    let Some(a) = current.clone() else { continue };
+                    let numbers = reqs.iter().map(|r| r.number).collect();
+                    if let Err(why) = self.send_all(&a, numbers, &mut in_flight, &mut unread, &mut sent).await {
+                        reason = format!("evaluator {} {why}", self.worker);
+                        break;
                     }
-                    if let Some(why) = failed {
+                }
+                Some((r, number)) = asked_rx.recv() => {
+                    asking -= 1;
+                    let Some(n) = number else { continue };
+                    let Some(a) = current.clone().filter(|a| Arc::ptr_eq(&a.run, &r)) else {
+                        r.lost(n, "its evaluator's stream left the run");
+                        continue;
+                    };
+                    if let Err(why) = self.send_all(&a, vec![n], &mut in_flight, &mut unread, &mut sent).await {
                         reason = format!("evaluator {} {why}", self.worker);
                         break;
                     }
@@ -993,12 +1036,52 @@ impl Session {
                 a.run.lost(n, reason.clone());
             }
         }
+        // Trials started for this stream that it will not send (those started from now on are
+        // lost by `ask_for_stream`).
+        asked_rx.close();
+        while let Ok((r, n)) = asked_rx.try_recv() {
+            if let Some(n) = n {
+                r.lost(n, reason.clone());
+            }
+        }
         if let Some(run) = owned {
             if !run.is_finished() {
                 run.interrupt(format!("the stream that started the run ended: {reason}"));
             }
         }
         tracing::info!(worker = %self.worker, "evaluator detached: {reason}");
+    }
+
+    /// Sends trials `numbers` of `a` to the evaluator, counting them in flight and unread; an
+    /// error when the stream took nothing for the client's patience (the trials after the one
+    /// that could not be sent are lost).
+    async fn send_all(
+        &self,
+        a: &ActiveRun,
+        numbers: Vec<u64>,
+        in_flight: &mut HashSet<u64>,
+        unread: &mut VecDeque<(u64, u64, Instant)>,
+        sent: &mut u64,
+    ) -> std::result::Result<(), &'static str> {
+        let mut failed = None;
+        for number in numbers {
+            if failed.is_some() {
+                a.run.lost(number, "its evaluator's stream ended");
+                continue;
+            }
+            in_flight.insert(number);
+            match self.send_evaluate(a, number).await {
+                Ok(true) => {
+                    unread.push_back((*sent, number, Instant::now()));
+                    *sent += 1;
+                }
+                Ok(false) => {
+                    in_flight.remove(&number);
+                }
+                Err(why) => failed = Some(why),
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Sends trial `number` to the evaluator: false when sampling its declared space failed
