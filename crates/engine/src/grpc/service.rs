@@ -782,14 +782,92 @@ async fn take(run: Option<Arc<Run>>, max: usize) -> Taken {
     }
 }
 
-/// Starts a trial of `run` with a permit taken (blocking) and hands its number to the stream
-/// on `asked`; a trial the stream can no longer take is lost with it.
-fn ask_for_stream(run: &Arc<Run>, asked: &mpsc::UnboundedSender<(Arc<Run>, Option<u64>)>) {
-    let n = run.ask_permitted();
-    if let Err(e) = asked.send((run.clone(), n)) {
-        if let (_, Some(n)) = e.0 {
+type Asked = mpsc::UnboundedSender<(Arc<Run>, Option<u64>)>;
+
+/// Hands trial `number` (None: no trial was started) of `run` to the stream on `asked`; a
+/// trial the stream can no longer take is lost with it.
+fn hand_over(run: Arc<Run>, number: Option<u64>, asked: &Asked) {
+    if let Err(e) = asked.send((run, number)) {
+        if let (run, Some(n)) = e.0 {
             run.lost(n, "its evaluator's stream ended");
         }
+    }
+}
+
+/// Records the outcome an evaluator sent for trial `f.trial` and answers the run; then, when
+/// `ask_next`, starts the next trial with a permit if one is ready (blocking work).
+fn record_finished(study: &Arc<Study>, run: &Run, f: pb::Finished, ask_next: bool) -> Option<u64> {
+    let n = f.trial;
+    let outcome = f.outcome.as_ref().map(outcome_from_pb);
+    let r = guarded(|| {
+        let outcome = match outcome {
+            Some(Ok(o)) => Some(o),
+            Some(Err(e)) => Some(Outcome::Fail(format!(
+                "the evaluator sent a bad outcome: {e}"
+            ))),
+            None => None,
+        };
+        match outcome {
+            Some(o) => match study.tell(n, o, false) {
+                Ok(_) | Err(EngineError::TrialNotRunning { .. }) => Ok(()),
+                Err(e) => Err(e),
+            },
+            None => {
+                if study.storage().get_trial_state(study.id(), n)? == TrialState::Running {
+                    study.tell(
+                        n,
+                        Outcome::Fail("the evaluator finished the trial without an outcome".into()),
+                        false,
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    });
+    if let Err(e) = r {
+        tracing::warn!(trial = n, "could not finish the trial: {e}");
+    }
+    run.done(n, f.abort.map_or(Done::Finished, Done::Abort));
+    if ask_next && run.try_permit() {
+        run.ask_permitted()
+    } else {
+        None
+    }
+}
+
+/// How long one kind of a stream's blocking engine work (recording an outcome and starting a
+/// trial; a define-by-run call) took lately, to decide where the next runs: work this short
+/// (an in-memory study with a cheap sampler) runs on the stream's task, which saves the two thread hand-offs to the blocking
+/// pool and back (a third of a round trip with one trial in flight); longer work (a SQL
+/// storage, a sampler that fits a model) goes to the blocking pool so the stream's runtime
+/// thread keeps moving messages.
+struct WorkCost(std::sync::atomic::AtomicU64);
+
+impl WorkCost {
+    /// Work below this on average runs inline (tokio's advice for the time between awaits).
+    const INLINE: Duration = Duration::from_micros(50);
+
+    fn new() -> Arc<Self> {
+        Arc::new(WorkCost(std::sync::atomic::AtomicU64::new(u64::MAX)))
+    }
+
+    fn cheap(&self) -> bool {
+        self.0.load(Ordering::Relaxed) < Self::INLINE.as_nanos() as u64
+    }
+
+    /// Runs `f`, folding its duration into the average (the newest counts for an eighth).
+    fn measure<T>(&self, f: impl FnOnce() -> T) -> T {
+        let t = std::time::Instant::now();
+        let out = f();
+        let ns = t.elapsed().as_nanos().min(u64::MAX as u128 / 16) as u64;
+        let old = self.0.load(Ordering::Relaxed);
+        let avg = if old == u64::MAX {
+            ns
+        } else {
+            (old * 7 + ns) / 8
+        };
+        self.0.store(avg, Ordering::Relaxed);
+        out
     }
 }
 
@@ -820,6 +898,8 @@ impl Session {
         // one of its credits until its number comes back on `asked`.
         let (asked_tx, mut asked_rx) = mpsc::unbounded_channel::<(Arc<Run>, Option<u64>)>();
         let mut asking = 0usize;
+        // Recording outcomes and starting trials; define-by-run calls (suggest, report...).
+        let (cost, call_cost) = (WorkCost::new(), WorkCost::new());
         // Evaluates the client has not confirmed reading yet (sequence number, trial, sent at):
         // its heartbeats count what it read, and finishing a trial shows it read up to it.
         let mut unread: VecDeque<(u64, u64, Instant)> = VecDeque::new();
@@ -844,19 +924,28 @@ impl Session {
                                     let _ = deliver(&self.tx, Err(Status::invalid_argument(reason.clone())), patience).await;
                                     break;
                                 };
+                                let id = c.id;
+                                let exec = move |study: &Arc<Study>, cost: &WorkCost| {
+                                    let reply = cost.measure(|| guarded(|| Ok(exec_trial_call(study, &call))));
+                                    msg(Out::Reply(pb::Reply { id, reply: Some(reply.unwrap_or_else(trial_error)) }))
+                                };
+                                if call_cost.cheap() {
+                                    let m = exec(&study, &call_cost);
+                                    if let Err(why) = deliver(&self.tx, m, patience).await {
+                                        reason = format!("evaluator {} {why}", self.worker);
+                                        break;
+                                    }
+                                    continue;
+                                }
                                 let Ok(permit) = calls.clone().acquire_owned().await else {
                                     reason = "internal error: semaphore closed".into();
                                     break;
                                 };
-                                let study = study.clone();
-                                let tx = self.tx.clone();
-                                let id = c.id;
+                                let (study, cost, tx) = (study.clone(), call_cost.clone(), self.tx.clone());
                                 // Straight to the blocking pool, which answers on the stream:
                                 // one thread hand-off fewer than a task that awaits it.
                                 tokio::task::spawn_blocking(move || {
-                                    let reply = guarded(|| Ok(exec_trial_call(&study, &call)))
-                                        .unwrap_or_else(trial_error);
-                                    let m = msg(Out::Reply(pb::Reply { id, reply: Some(reply) }));
+                                    let m = exec(&study, &cost);
                                     let _ = tokio::runtime::Handle::current().block_on(deliver(&tx, m, patience));
                                     drop(permit);
                                 });
@@ -870,44 +959,25 @@ impl Session {
                                     continue;
                                 }
                                 let Some(a) = current.clone() else { continue };
-                                let study = study.clone();
                                 // The thread that records the outcome starts the next trial
                                 // in the slot it frees, when the run lets evaluators ask.
-                                let next = a.run.options().evaluators_ask.then(|| asked_tx.clone());
-                                asking += usize::from(next.is_some());
-                                tokio::task::spawn_blocking(move || {
-                                    let n = f.trial;
-                                    let outcome = f.outcome.as_ref().map(outcome_from_pb);
-                                    let s = study.clone();
-                                    let r = guarded(move || {
-                                        let outcome = match outcome {
-                                            Some(Ok(o)) => Some(o),
-                                            Some(Err(e)) => Some(Outcome::Fail(format!("the evaluator sent a bad outcome: {e}"))),
-                                            None => None,
-                                        };
-                                        match outcome {
-                                            Some(o) => match s.tell(n, o, false) {
-                                                Ok(_) | Err(EngineError::TrialNotRunning { .. }) => Ok(()),
-                                                Err(e) => Err(e),
-                                            },
-                                            None => {
-                                                if s.storage().get_trial_state(s.id(), n)? == TrialState::Running {
-                                                    s.tell(n, Outcome::Fail("the evaluator finished the trial without an outcome".into()), false)?;
-                                                }
-                                                Ok(())
-                                            }
+                                let ask_next = a.run.options().evaluators_ask;
+                                if cost.cheap() {
+                                    let next = cost.measure(|| record_finished(&study, &a.run, f, ask_next));
+                                    if let Some(n) = next {
+                                        if let Err(why) = self.send_all(&a, vec![n], &mut in_flight, &mut unread, &mut sent).await {
+                                            reason = format!("evaluator {} {why}", self.worker);
+                                            break;
                                         }
-                                    });
-                                    if let Err(e) = r {
-                                        tracing::warn!(trial = n, "could not finish the trial: {e}");
                                     }
-                                    a.run.done(n, f.abort.map_or(Done::Finished, Done::Abort));
-                                    if let Some(asked) = next {
-                                        if a.run.try_permit() {
-                                            ask_for_stream(&a.run, &asked);
-                                        } else {
-                                            let _ = asked.send((a.run, None));
-                                        }
+                                    continue;
+                                }
+                                asking += usize::from(ask_next);
+                                let (study, cost, asked) = (study.clone(), cost.clone(), asked_tx.clone());
+                                tokio::task::spawn_blocking(move || {
+                                    let next = cost.measure(|| record_finished(&study, &a.run, f, ask_next));
+                                    if ask_next {
+                                        hand_over(a.run, next, &asked);
                                     }
                                 });
                             }
@@ -945,10 +1015,21 @@ impl Session {
                     let reqs = match taken {
                         Taken::Requests(reqs) => reqs,
                         Taken::Permit => {
-                            let (Some(r), asked) = (run.clone(), asked_tx.clone()) else { continue };
-                            asking += 1;
-                            tokio::task::spawn_blocking(move || ask_for_stream(&r, &asked));
-                            continue;
+                            let Some(r) = run.clone() else { continue };
+                            if cost.cheap() {
+                                match cost.measure(|| r.ask_permitted()) {
+                                    Some(n) => vec![crate::EvalRequest { number: n }],
+                                    None => continue,
+                                }
+                            } else {
+                                asking += 1;
+                                let (cost, asked) = (cost.clone(), asked_tx.clone());
+                                tokio::task::spawn_blocking(move || {
+                                    let next = cost.measure(|| r.ask_permitted());
+                                    hand_over(r, next, &asked);
+                                });
+                                continue;
+                            }
                         }
                         Taken::Closed => {
                             if let Some(r) = &run {
@@ -1037,7 +1118,7 @@ impl Session {
             }
         }
         // Trials started for this stream that it will not send (those started from now on are
-        // lost by `ask_for_stream`).
+        // lost by `hand_over`).
         asked_rx.close();
         while let Ok((r, n)) = asked_rx.try_recv() {
             if let Some(n) = n {
@@ -1120,5 +1201,27 @@ impl Session {
         deliver(&self.tx, m, self.client_timeout)
             .await
             .map(|()| true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_runs_inline_only_while_it_is_cheap_on_average() {
+        let cost = WorkCost::new();
+        assert!(!cost.cheap(), "nothing measured yet: the blocking pool");
+        assert_eq!(cost.measure(|| 7), 7);
+        assert!(cost.cheap());
+        // A slow stretch moves the work to the blocking pool, a cheap one brings it back.
+        for _ in 0..3 {
+            cost.measure(|| std::thread::sleep(Duration::from_millis(1)));
+        }
+        assert!(!cost.cheap());
+        for _ in 0..60 {
+            cost.measure(|| ());
+        }
+        assert!(cost.cheap());
     }
 }
