@@ -837,10 +837,10 @@ fn record_finished(study: &Arc<Study>, run: &Run, f: pb::Finished, ask_next: boo
 
 /// How long one kind of a stream's blocking engine work (recording an outcome and starting a
 /// trial; a define-by-run call) took lately, to decide where the next runs: work this short
-/// (an in-memory study with a cheap sampler) runs on the stream's task, which saves the two thread hand-offs to the blocking
-/// pool and back (a third of a round trip with one trial in flight); longer work (a SQL
-/// storage, a sampler that fits a model) goes to the blocking pool so the stream's runtime
-/// thread keeps moving messages.
+/// (an in-memory study with a cheap sampler) runs on the stream's task, which saves the two
+/// thread hand-offs to the blocking pool and back (a third of a round trip with one trial in
+/// flight); longer work (a SQL storage, a sampler that fits a model) goes to the blocking pool
+/// so that the stream's runtime thread keeps moving messages.
 struct WorkCost(std::sync::atomic::AtomicU64);
 
 impl WorkCost {
@@ -896,7 +896,7 @@ impl Session {
         let calls = Arc::new(Semaphore::new(MAX_CALLS_PER_STREAM));
         // Trials this stream is starting with a permit (see `start_stream_run`): each takes
         // one of its credits until its number comes back on `asked`.
-        let (asked_tx, mut asked_rx) = mpsc::unbounded_channel::<(Arc<Run>, Option<u64>)>();
+        let (asked_tx, mut asked_rx): (Asked, _) = mpsc::unbounded_channel();
         let mut asking = 0usize;
         // Recording outcomes and starting trials; define-by-run calls (suggest, report...).
         let (cost, call_cost) = (WorkCost::new(), WorkCost::new());
