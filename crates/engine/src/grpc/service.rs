@@ -794,6 +794,31 @@ fn hand_over(run: Arc<Run>, number: Option<u64>, asked: &Asked) {
     }
 }
 
+/// Runs `work` (blocking engine work on `run`, which may start a trial) where `cost` says:
+/// inline, returning the trial it started; or on the blocking pool, which hands that trial
+/// over on `asked` when `starts` (counted in `asking` until it comes back), and returns None.
+fn start_work(
+    cost: &Arc<WorkCost>,
+    asked: &Asked,
+    asking: &mut usize,
+    run: Arc<Run>,
+    starts: bool,
+    work: impl FnOnce(&Run) -> Option<u64> + Send + 'static,
+) -> Option<u64> {
+    if cost.cheap() {
+        return cost.measure(|| work(&run));
+    }
+    *asking += usize::from(starts);
+    let (cost, asked) = (cost.clone(), asked.clone());
+    tokio::task::spawn_blocking(move || {
+        let next = cost.measure(|| work(&run));
+        if starts {
+            hand_over(run, next, &asked);
+        }
+    });
+    None
+}
+
 /// Records the outcome an evaluator sent for trial `f.trial` and answers the run; then, when
 /// `ask_next`, starts the next trial with a permit if one is ready (blocking work).
 fn record_finished(study: &Arc<Study>, run: &Run, f: pb::Finished, ask_next: bool) -> Option<u64> {
@@ -962,24 +987,14 @@ impl Session {
                                 // The thread that records the outcome starts the next trial
                                 // in the slot it frees, when the run lets evaluators ask.
                                 let ask_next = a.run.options().evaluators_ask;
-                                if cost.cheap() {
-                                    let next = cost.measure(|| record_finished(&study, &a.run, f, ask_next));
-                                    if let Some(n) = next {
-                                        if let Err(why) = self.send_all(&a, vec![n], &mut in_flight, &mut unread, &mut sent).await {
-                                            reason = format!("evaluator {} {why}", self.worker);
-                                            break;
-                                        }
+                                let study = study.clone();
+                                let work = move |run: &Run| record_finished(&study, run, f, ask_next);
+                                if let Some(n) = start_work(&cost, &asked_tx, &mut asking, a.run.clone(), ask_next, work) {
+                                    if let Err(why) = self.send_all(&a, vec![n], &mut in_flight, &mut unread, &mut sent).await {
+                                        reason = format!("evaluator {} {why}", self.worker);
+                                        break;
                                     }
-                                    continue;
                                 }
-                                asking += usize::from(ask_next);
-                                let (study, cost, asked) = (study.clone(), cost.clone(), asked_tx.clone());
-                                tokio::task::spawn_blocking(move || {
-                                    let next = cost.measure(|| record_finished(&study, &a.run, f, ask_next));
-                                    if ask_next {
-                                        hand_over(a.run, next, &asked);
-                                    }
-                                });
                             }
                             Some(In::Heartbeat(h)) => {
                                 while unread.front().is_some_and(|u| u.0 < h.received) {
@@ -1016,19 +1031,9 @@ impl Session {
                         Taken::Requests(reqs) => reqs,
                         Taken::Permit => {
                             let Some(r) = run.clone() else { continue };
-                            if cost.cheap() {
-                                match cost.measure(|| r.ask_permitted()) {
-                                    Some(n) => vec![crate::EvalRequest { number: n }],
-                                    None => continue,
-                                }
-                            } else {
-                                asking += 1;
-                                let (cost, asked) = (cost.clone(), asked_tx.clone());
-                                tokio::task::spawn_blocking(move || {
-                                    let next = cost.measure(|| r.ask_permitted());
-                                    hand_over(r, next, &asked);
-                                });
-                                continue;
+                            match start_work(&cost, &asked_tx, &mut asking, r, true, Run::ask_permitted) {
+                                Some(n) => vec![crate::EvalRequest { number: n }],
+                                None => continue,
                             }
                         }
                         Taken::Closed => {
